@@ -1,0 +1,343 @@
+//! Turns successive map snapshots into per-interval deltas.
+//!
+//! The kernel keeps cumulative counters; this stage remembers the previous reading of every
+//! source and subtracts. It is pure: snapshots in, intervals out, no kernel access, so every
+//! corner (eviction, re-insertion, counters read mid-update) is unit-tested without root.
+
+use std::{
+    cmp::Reverse,
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use netwatch_common::{FAMILY_IPV4, GlobalStats, SourceKey, SourceStats};
+
+use crate::datapath::Snapshot;
+
+/// The traffic of one source during one interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceDelta {
+    /// The source address.
+    pub addr: IpAddr,
+    /// What it sent during the interval.
+    pub stats: SourceStats,
+}
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Volume {
+    /// Frames.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// One collection interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interval {
+    /// Time since the previous reading.
+    pub elapsed: Duration,
+    /// Global counters during the interval.
+    pub delta: GlobalStats,
+    /// Global counters since the program was loaded.
+    pub cumulative: GlobalStats,
+    /// Every source that sent something during the interval, most bytes first.
+    pub sources: Vec<SourceDelta>,
+    /// Entries in the kernel's source map at this reading.
+    pub tracked_sources: usize,
+    /// Sources whose map entry was evicted (or evicted and re-created) since the last reading.
+    pub evicted_sources: u64,
+    /// Traffic in the total that no source reading has accounted for yet: frames that arrived
+    /// while the map was read (they are attributed next interval), and frames of sources
+    /// evicted from the LRU map before they were read (those are lost to per-source figures).
+    /// A gauge, not a delta. Zero on a link at rest unless evictions happened.
+    pub unattributed: Volume,
+}
+
+impl Interval {
+    /// Packets per second over the interval for a count.
+    pub fn rate(&self, count: u64) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            count as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Remembers the previous reading.
+#[derive(Debug, Default)]
+pub struct Collector {
+    last_sources: HashMap<SourceKey, SourceStats>,
+    last_globals: GlobalStats,
+    /// Sum of all source deltas handed out so far.
+    attributed: Volume,
+    evicted_sources: u64,
+}
+
+impl Collector {
+    /// A collector that has seen nothing: the first interval counts from zero, which is right
+    /// for maps that were created empty when the program was loaded.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sources evicted from the map since the collector started.
+    pub fn evicted_sources_total(&self) -> u64 {
+        self.evicted_sources
+    }
+
+    /// Computes the interval that ends with `snapshot`.
+    pub fn update(&mut self, snapshot: Snapshot, elapsed: Duration) -> Interval {
+        let Snapshot { globals, sources } = snapshot;
+        let mut deltas = Vec::new();
+        let mut evicted_now = 0u64;
+        for (key, current) in &sources {
+            let delta = match self.last_sources.get(key) {
+                None => *current,
+                Some(last) => match source_delta(current, last) {
+                    Some(delta) => delta,
+                    None => {
+                        // Counters went down: the entry was evicted and created again since the
+                        // last reading, so everything in it is new. What the old entry gained
+                        // after the last reading is lost, never invented.
+                        evicted_now += 1;
+                        *current
+                    }
+                },
+            };
+            if delta.packets > 0 {
+                self.attributed.packets += delta.packets;
+                self.attributed.bytes += delta.bytes;
+                deltas.push(SourceDelta {
+                    addr: source_addr(key),
+                    stats: delta,
+                });
+            }
+        }
+        evicted_now += self
+            .last_sources
+            .keys()
+            .filter(|key| !sources.contains_key(key))
+            .count() as u64;
+        self.evicted_sources += evicted_now;
+        deltas.sort_by_key(|d| (Reverse(d.stats.bytes), Reverse(d.stats.packets), d.addr));
+
+        let delta = globals_delta(&globals, &self.last_globals);
+        let unattributed = Volume {
+            packets: globals.total_packets.saturating_sub(
+                self.attributed.packets
+                    + globals.non_ip_packets
+                    + globals.malformed_packets
+                    + globals.overflow_packets,
+            ),
+            bytes: globals.total_bytes.saturating_sub(
+                self.attributed.bytes
+                    + globals.non_ip_bytes
+                    + globals.malformed_bytes
+                    + globals.overflow_bytes,
+            ),
+        };
+        let tracked_sources = sources.len();
+        self.last_sources = sources;
+        self.last_globals = globals;
+        Interval {
+            elapsed,
+            delta,
+            cumulative: globals,
+            sources: deltas,
+            tracked_sources,
+            evicted_sources: evicted_now,
+            unattributed,
+        }
+    }
+}
+
+/// `current - last` field by field, or `None` if any counter went down.
+fn source_delta(current: &SourceStats, last: &SourceStats) -> Option<SourceStats> {
+    let SourceStats {
+        packets,
+        bytes,
+        tcp_packets,
+        udp_packets,
+        icmp_packets,
+        other_packets,
+        tcp_syn_packets,
+    } = current;
+    Some(SourceStats {
+        packets: packets.checked_sub(last.packets)?,
+        bytes: bytes.checked_sub(last.bytes)?,
+        tcp_packets: tcp_packets.checked_sub(last.tcp_packets)?,
+        udp_packets: udp_packets.checked_sub(last.udp_packets)?,
+        icmp_packets: icmp_packets.checked_sub(last.icmp_packets)?,
+        other_packets: other_packets.checked_sub(last.other_packets)?,
+        tcp_syn_packets: tcp_syn_packets.checked_sub(last.tcp_syn_packets)?,
+    })
+}
+
+/// Global counters only grow (the array is never cleared), so saturating is only a guard.
+fn globals_delta(current: &GlobalStats, last: &GlobalStats) -> GlobalStats {
+    let GlobalStats {
+        total_packets,
+        total_bytes,
+        non_ip_packets,
+        non_ip_bytes,
+        malformed_packets,
+        malformed_bytes,
+        overflow_packets,
+        overflow_bytes,
+        truncated_packets,
+    } = current;
+    GlobalStats {
+        total_packets: total_packets.saturating_sub(last.total_packets),
+        total_bytes: total_bytes.saturating_sub(last.total_bytes),
+        non_ip_packets: non_ip_packets.saturating_sub(last.non_ip_packets),
+        non_ip_bytes: non_ip_bytes.saturating_sub(last.non_ip_bytes),
+        malformed_packets: malformed_packets.saturating_sub(last.malformed_packets),
+        malformed_bytes: malformed_bytes.saturating_sub(last.malformed_bytes),
+        overflow_packets: overflow_packets.saturating_sub(last.overflow_packets),
+        overflow_bytes: overflow_bytes.saturating_sub(last.overflow_bytes),
+        truncated_packets: truncated_packets.saturating_sub(last.truncated_packets),
+    }
+}
+
+/// The address a map key stands for.
+pub fn source_addr(key: &SourceKey) -> IpAddr {
+    if key.family == FAMILY_IPV4 {
+        IpAddr::V4(Ipv4Addr::new(
+            key.addr[0],
+            key.addr[1],
+            key.addr[2],
+            key.addr[3],
+        ))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(key.addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(packets: u64, bytes: u64) -> SourceStats {
+        SourceStats {
+            packets,
+            bytes,
+            udp_packets: packets,
+            ..SourceStats::default()
+        }
+    }
+
+    fn globals(total: u64, bytes: u64) -> GlobalStats {
+        GlobalStats {
+            total_packets: total,
+            total_bytes: bytes,
+            ..GlobalStats::default()
+        }
+    }
+
+    fn snapshot(total: (u64, u64), sources: &[(SourceKey, SourceStats)]) -> Snapshot {
+        Snapshot {
+            globals: globals(total.0, total.1),
+            sources: sources.iter().copied().collect(),
+        }
+    }
+
+    const A: SourceKey = SourceKey::ipv4([10, 0, 0, 1]);
+    const B: SourceKey = SourceKey::ipv4([10, 0, 0, 2]);
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn deltas_subtract_the_previous_reading() {
+        let mut collector = Collector::new();
+        let first = collector.update(snapshot((10, 1000), &[(A, stats(10, 1000))]), SECOND);
+        assert_eq!(first.sources[0].stats.packets, 10);
+        let second = collector.update(snapshot((25, 2500), &[(A, stats(25, 2500))]), SECOND);
+        assert_eq!(second.sources.len(), 1);
+        assert_eq!(second.sources[0].stats, stats(15, 1500));
+        assert_eq!(second.delta.total_packets, 15);
+        assert_eq!(second.unattributed, Volume::default());
+        assert_eq!(second.evicted_sources, 0);
+    }
+
+    #[test]
+    fn idle_sources_are_not_listed() {
+        let mut collector = Collector::new();
+        collector.update(snapshot((5, 500), &[(A, stats(5, 500))]), SECOND);
+        let next = collector.update(snapshot((5, 500), &[(A, stats(5, 500))]), SECOND);
+        assert!(next.sources.is_empty());
+        assert_eq!(next.tracked_sources, 1);
+    }
+
+    #[test]
+    fn recreated_entry_never_gives_a_negative_or_inflated_delta() {
+        let mut collector = Collector::new();
+        collector.update(snapshot((100, 10_000), &[(A, stats(100, 10_000))]), SECOND);
+        // A was evicted after 20 more packets and re-created with 3.
+        let next = collector.update(snapshot((123, 12_300), &[(A, stats(3, 300))]), SECOND);
+        assert_eq!(next.sources[0].stats, stats(3, 300));
+        assert_eq!(next.evicted_sources, 1);
+        // The 20 packets lost with the old entry show up as unattributed, not as A's.
+        assert_eq!(next.unattributed, Volume { packets: 20, bytes: 2000 });
+    }
+
+    #[test]
+    fn a_vanished_source_counts_as_evicted_and_its_loss_as_unattributed() {
+        let mut collector = Collector::new();
+        collector.update(
+            snapshot((15, 1500), &[(A, stats(10, 1000)), (B, stats(5, 500))]),
+            SECOND,
+        );
+        let next = collector.update(snapshot((18, 1800), &[(A, stats(11, 1100))]), SECOND);
+        assert_eq!(next.evicted_sources, 1);
+        assert_eq!(next.sources.len(), 1);
+        assert_eq!(next.unattributed.packets, 2);
+        assert_eq!(collector.evicted_sources_total(), 1);
+    }
+
+    #[test]
+    fn sources_sort_by_bytes_then_packets() {
+        let mut collector = Collector::new();
+        let interval = collector.update(
+            snapshot((7, 700), &[(A, stats(2, 200)), (B, stats(5, 500))]),
+            SECOND,
+        );
+        let order: Vec<IpAddr> = interval.sources.iter().map(|s| s.addr).collect();
+        assert_eq!(order, vec![source_addr(&B), source_addr(&A)]);
+    }
+
+    #[test]
+    fn blind_spots_balance_the_total() {
+        let mut collector = Collector::new();
+        let mut snap = snapshot((10, 1000), &[(A, stats(6, 600))]);
+        snap.globals.non_ip_packets = 2;
+        snap.globals.non_ip_bytes = 200;
+        snap.globals.malformed_packets = 1;
+        snap.globals.malformed_bytes = 100;
+        snap.globals.overflow_packets = 1;
+        snap.globals.overflow_bytes = 100;
+        let interval = collector.update(snap, SECOND);
+        assert_eq!(interval.unattributed, Volume::default());
+    }
+
+    #[test]
+    fn addresses_convert_for_both_families() {
+        assert_eq!(source_addr(&A).to_string(), "10.0.0.1");
+        let mut v6 = [0u8; 16];
+        v6[0] = 0x20;
+        v6[1] = 0x01;
+        v6[2] = 0x0d;
+        v6[3] = 0xb8;
+        v6[15] = 1;
+        assert_eq!(source_addr(&SourceKey::ipv6(v6)).to_string(), "2001:db8::1");
+    }
+
+    #[test]
+    fn rate_uses_the_measured_interval() {
+        let mut collector = Collector::new();
+        let interval = collector.update(snapshot((0, 0), &[]), Duration::from_millis(500));
+        assert_eq!(interval.rate(100), 200.0);
+    }
+}

@@ -1,0 +1,595 @@
+//! The kernel side seen from userspace: load the XDP program, attach it to an interface
+//! through a BPF link, read its maps, and run it on crafted frames (`BPF_PROG_TEST_RUN`).
+//!
+//! This module knows the maps' layout and nothing about what the numbers mean: collection
+//! and everything after it live in later stages.
+
+pub mod netlink;
+
+use std::{collections::HashMap, fmt, io, time::Duration};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+    programs::{
+        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::{FdLink, Link as _}, loaded_programs,
+    },
+    util::KernelVersion,
+};
+use netwatch_common::{
+    GLOBALS_MAP, GlobalStats, NOOP_PROGRAM_NAME, PROGRAM_NAME, SOURCES_MAP, SourceKey,
+    SourceStats,
+};
+
+use self::netlink::{LinkInfo, XdpAttached};
+
+/// The compiled XDP programs, embedded at build time by `build.rs`.
+static NETWATCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netwatch-xdp"));
+static NOOP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/noop-xdp"));
+
+/// XDP through a BPF link (`bpf_link_create` with `BPF_XDP`) arrived in Linux 5.9.
+pub const MIN_KERNEL: KernelVersion = KernelVersion::new(5, 9, 0);
+
+/// Lines of the verifier log kept in a rejection error: the end says why.
+const VERIFIER_LOG_TAIL: usize = 25;
+
+/// Errors of the datapath. Each one is meant to be shown to the user as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// Missing privilege.
+    #[error(
+        "permission denied while {action}: netwatch needs root, or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON ({detail})"
+    )]
+    NotPermitted {
+        /// What was being done.
+        action: &'static str,
+        /// What the kernel said.
+        detail: String,
+    },
+    /// The kernel is older than [`MIN_KERNEL`].
+    #[error("kernel {found} is too old: netwatch attaches XDP through BPF links, which need Linux {needed} or newer")]
+    KernelTooOld {
+        /// The running kernel.
+        found: KernelVersion,
+        /// The oldest kernel that works.
+        needed: KernelVersion,
+    },
+    /// The running kernel's version could not be read.
+    #[error("cannot read the kernel version: {0}")]
+    KernelVersion(String),
+    /// No interface of that name in this network namespace.
+    #[error("unknown interface {0:?} (see `ip link`)")]
+    UnknownInterface(String),
+    /// The interface exists but is administratively down.
+    #[error("interface {0:?} is down: bring it up first (`ip link set {0} up`)")]
+    InterfaceDown(String),
+    /// Another program is attached and `--force` was not given.
+    #[error(
+        "interface {iface:?} already has XDP program {name:?} (id {prog_id}, {mode:?} mode) attached; netwatch leaves it alone unless --force is given"
+    )]
+    ForeignProgram {
+        /// The interface.
+        iface: String,
+        /// Kernel program id.
+        prog_id: u32,
+        /// Its name, as the kernel knows it.
+        name: String,
+        /// How it is attached.
+        mode: XdpAttached,
+    },
+    /// A program attached through a BPF link of another live process.
+    #[error(
+        "interface {iface:?} has XDP program {name:?} (id {prog_id}) held by a BPF link of another process (another netwatch?); stop that process first"
+    )]
+    HeldByLink {
+        /// The interface.
+        iface: String,
+        /// Kernel program id.
+        prog_id: u32,
+        /// Its name.
+        name: String,
+    },
+    /// The verifier rejected the program.
+    #[error("the kernel verifier rejected XDP program {program:?} ({reason}); end of the verifier log:\n{log_tail}")]
+    Verifier {
+        /// Program name.
+        program: &'static str,
+        /// The syscall's error.
+        reason: io::Error,
+        /// The last lines of the verifier log.
+        log_tail: String,
+    },
+    /// Attaching failed in every mode tried.
+    #[error("cannot attach XDP to {iface:?} in {mode} mode: {source}")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// The mode(s) tried.
+        mode: &'static str,
+        /// Why.
+        source: ProgramError,
+    },
+    /// The kernel attached through netlink instead of a BPF link.
+    #[error("the kernel refused a BPF link for XDP on {0:?}; netwatch does not fall back to netlink attachment, which would outlive a crash")]
+    NoBpfLink(String),
+    /// A netlink request failed.
+    #[error("netlink request for interface {iface:?} failed: {source}")]
+    Netlink {
+        /// The interface.
+        iface: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Loading the object failed.
+    #[error("cannot load the eBPF object: {0}")]
+    Load(#[source] EbpfError),
+    /// A program or map is missing from the object: a build problem.
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    /// Another program error.
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    /// A map operation failed.
+    #[error(transparent)]
+    Map(#[from] MapError),
+}
+
+/// How to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// Driver mode, and generic (skb) mode if the driver cannot.
+    #[default]
+    Auto,
+    /// Driver (native) mode only.
+    Driver,
+    /// Generic (skb) mode only.
+    Skb,
+}
+
+/// The mode an attachment ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    /// Native XDP in the driver.
+    Driver,
+    /// Generic XDP in the network stack: works everywhere, costs more.
+    Skb,
+}
+
+impl fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Driver => "driver",
+            Self::Skb => "skb",
+        })
+    }
+}
+
+/// Load-time settings.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Capacity of the per-source map.
+    pub max_sources: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_sources: netwatch_common::DEFAULT_MAX_SOURCES,
+        }
+    }
+}
+
+/// A live attachment. Dropping it closes the BPF link, which detaches the program.
+#[derive(Debug)]
+pub struct Attachment {
+    link: FdLink,
+    /// Interface name.
+    pub iface: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Mode the kernel accepted.
+    pub mode: AttachedMode,
+    /// A stale netwatch program (or, with force, a foreign one) removed before attaching.
+    pub replaced: Option<ReplacedProgram>,
+}
+
+impl Attachment {
+    /// Detaches now, reporting an error instead of ignoring it as a drop would.
+    pub fn detach(self) -> Result<(), DatapathError> {
+        let Self { link, .. } = self;
+        link.detach().map_err(DatapathError::from)
+    }
+}
+
+/// A program removed from the interface before netwatch attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplacedProgram {
+    /// Kernel program id.
+    pub prog_id: u32,
+    /// Its name.
+    pub name: String,
+}
+
+/// Counters read from the maps at one moment, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Global counters.
+    pub globals: GlobalStats,
+    /// Every source in the map.
+    pub sources: HashMap<SourceKey, SourceStats>,
+}
+
+/// The loaded netwatch program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    max_sources: u32,
+}
+
+impl fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Datapath")
+            .field("max_sources", &self.max_sources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Loads the netwatch XDP program into the kernel (not attached yet).
+    pub fn load(options: LoadOptions) -> Result<Self, DatapathError> {
+        let LoadOptions { max_sources } = options;
+        check_kernel()?;
+        let ebpf = load_object(NETWATCH_OBJECT, PROGRAM_NAME, |loader| {
+            loader.map_max_entries(SOURCES_MAP, max_sources);
+        })?;
+        Ok(Self { ebpf, max_sources })
+    }
+
+    /// Capacity of the per-source map.
+    pub fn max_sources(&self) -> u32 {
+        self.max_sources
+    }
+
+    fn program(&self) -> Result<&Xdp, DatapathError> {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DatapathError::Missing("netwatch program"))?
+            .try_into()
+            .map_err(DatapathError::from)
+    }
+
+    /// Attaches to `iface` through a BPF link.
+    ///
+    /// A netwatch program left attached through netlink is removed first; another program is
+    /// left alone and reported, unless `force`.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        force: bool,
+    ) -> Result<Attachment, DatapathError> {
+        let info = interface(iface)?;
+        let replaced = match info.xdp {
+            None => None,
+            Some((attached, prog_id)) => Some(clear_attachment(iface, &info, attached, prog_id, force)?),
+        };
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DatapathError::Missing("netwatch program"))?
+            .try_into()?;
+        let (link_id, mode) = match mode {
+            AttachMode::Driver => (
+                attach_in(program, iface, info.ifindex, XdpMode::Driver, "driver")?,
+                AttachedMode::Driver,
+            ),
+            AttachMode::Skb => (
+                attach_in(program, iface, info.ifindex, XdpMode::Skb, "skb")?,
+                AttachedMode::Skb,
+            ),
+            AttachMode::Auto => match program.attach_to_if_index(info.ifindex, XdpMode::Driver) {
+                Ok(id) => (id, AttachedMode::Driver),
+                Err(_) => (
+                    attach_in(program, iface, info.ifindex, XdpMode::Skb, "driver or skb")?,
+                    AttachedMode::Skb,
+                ),
+            },
+        };
+        let link = program.take_link(link_id)?;
+        let link = FdLink::try_from(link).map_err(|_| DatapathError::NoBpfLink(iface.to_owned()))?;
+        Ok(Attachment {
+            link,
+            iface: iface.to_owned(),
+            ifindex: info.ifindex,
+            mode,
+            replaced,
+        })
+    }
+
+    /// Reads both maps, summing the per-CPU values.
+    ///
+    /// Sources evicted while the map is walked are skipped, and a source met twice (the walk
+    /// restarts when its cursor is evicted) is kept once.
+    pub fn snapshot(&self) -> Result<Snapshot, DatapathError> {
+        let sources_map = self
+            .ebpf
+            .map(SOURCES_MAP)
+            .ok_or(DatapathError::Missing("sources map"))?;
+        let sources: PerCpuHashMap<&MapData, SourceKey, SourceStats> =
+            PerCpuHashMap::try_from(sources_map)?;
+        let mut snapshot = Snapshot::default();
+        for entry in sources.iter() {
+            let (key, per_cpu) = match entry {
+                Ok(entry) => entry,
+                Err(MapError::KeyNotFound) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let mut sum = SourceStats::default();
+            for stats in per_cpu.iter() {
+                add_source(&mut sum, stats);
+            }
+            snapshot.sources.insert(key, sum);
+        }
+        // Globals after sources: a packet counted in a source read above is in the globals too.
+        let globals_map = self
+            .ebpf
+            .map(GLOBALS_MAP)
+            .ok_or(DatapathError::Missing("globals map"))?;
+        let globals: PerCpuArray<&MapData, GlobalStats> = PerCpuArray::try_from(globals_map)?;
+        for stats in globals.get(&0, 0)?.iter() {
+            add_globals(&mut snapshot.globals, stats);
+        }
+        Ok(snapshot)
+    }
+
+    /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` and returns its verdict.
+    ///
+    /// The maps are updated as for a received frame, which is how captures are replayed and
+    /// how the tests check the parser. Frames shorter than an Ethernet header are refused by
+    /// the kernel (`EINVAL`).
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, DatapathError> {
+        run_frame(self.program()?, frame, 1).map(|(verdict, _)| verdict)
+    }
+
+    /// Runs the program `repeat` times on `frame`; returns the verdict and the mean time per
+    /// run as the kernel measured it.
+    pub fn bench(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DatapathError> {
+        run_frame(self.program()?, frame, repeat)
+    }
+}
+
+/// The XDP_PASS no-op program, the baseline of the cost benchmarks.
+pub struct NoopProgram {
+    ebpf: Ebpf,
+}
+
+impl NoopProgram {
+    /// Loads it.
+    pub fn load() -> Result<Self, DatapathError> {
+        check_kernel()?;
+        Ok(Self {
+            ebpf: load_object(NOOP_OBJECT, NOOP_PROGRAM_NAME, |_| {})?,
+        })
+    }
+
+    /// As [`Datapath::bench`].
+    pub fn bench(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DatapathError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(NOOP_PROGRAM_NAME)
+            .ok_or(DatapathError::Missing("noop program"))?
+            .try_into()?;
+        run_frame(program, frame, repeat)
+    }
+}
+
+fn run_frame(program: &Xdp, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DatapathError> {
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::default()
+    })?;
+    Ok((result.return_value, result.duration))
+}
+
+fn check_kernel() -> Result<(), DatapathError> {
+    let found =
+        KernelVersion::current().map_err(|err| DatapathError::KernelVersion(err.to_string()))?;
+    if found < MIN_KERNEL {
+        return Err(DatapathError::KernelTooOld {
+            found,
+            needed: MIN_KERNEL,
+        });
+    }
+    Ok(())
+}
+
+fn load_object(
+    object: &[u8],
+    program: &'static str,
+    configure: impl FnOnce(&mut EbpfLoader<'_>),
+) -> Result<Ebpf, DatapathError> {
+    let mut loader = EbpfLoader::new();
+    configure(&mut loader);
+    let mut ebpf = loader.load(object).map_err(|err| {
+        if is_permission_error(&err) {
+            DatapathError::NotPermitted {
+                action: "creating BPF maps",
+                detail: err.to_string(),
+            }
+        } else {
+            DatapathError::Load(err)
+        }
+    })?;
+    let xdp: &mut Xdp = ebpf
+        .program_mut(program)
+        .ok_or(DatapathError::Missing("XDP program"))?
+        .try_into()?;
+    xdp.load().map_err(|err| match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            if matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+                && format!("{verifier_log:?}").trim().is_empty()
+            {
+                DatapathError::NotPermitted {
+                    action: "loading the XDP program",
+                    detail: io_error.to_string(),
+                }
+            } else {
+                DatapathError::Verifier {
+                    program,
+                    reason: io_error,
+                    log_tail: log_tail(&format!("{verifier_log:?}")),
+                }
+            }
+        }
+        other => other.into(),
+    })?;
+    Ok(ebpf)
+}
+
+fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(VERIFIER_LOG_TAIL)..].join("\n")
+}
+
+fn is_permission_error(err: &EbpfError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return true;
+        }
+        if err.to_string().contains("Operation not permitted") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn interface(iface: &str) -> Result<LinkInfo, DatapathError> {
+    let info = netlink::link_info(iface).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => DatapathError::UnknownInterface(iface.to_owned()),
+        _ => DatapathError::Netlink {
+            iface: iface.to_owned(),
+            source,
+        },
+    })?;
+    if !info.up {
+        return Err(DatapathError::InterfaceDown(iface.to_owned()));
+    }
+    Ok(info)
+}
+
+/// Removes a program found on the interface, if it is netwatch's own or `force` is set.
+fn clear_attachment(
+    iface: &str,
+    info: &LinkInfo,
+    attached: XdpAttached,
+    prog_id: u32,
+    force: bool,
+) -> Result<ReplacedProgram, DatapathError> {
+    let name = program_name(prog_id).unwrap_or_else(|| String::from("?"));
+    if name != PROGRAM_NAME && !force {
+        return Err(DatapathError::ForeignProgram {
+            iface: iface.to_owned(),
+            prog_id,
+            name,
+            mode: attached,
+        });
+    }
+    match netlink::detach_xdp(info.ifindex, attached) {
+        Ok(()) => Ok(ReplacedProgram { prog_id, name }),
+        Err(err) if err.raw_os_error() == Some(libc::EBUSY) => Err(DatapathError::HeldByLink {
+            iface: iface.to_owned(),
+            prog_id,
+            name,
+        }),
+        Err(err) if err.raw_os_error() == Some(libc::EPERM) => Err(DatapathError::NotPermitted {
+            action: "removing the XDP program already attached",
+            detail: err.to_string(),
+        }),
+        Err(source) => Err(DatapathError::Netlink {
+            iface: iface.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn program_name(prog_id: u32) -> Option<String> {
+    loaded_programs()
+        .filter_map(Result::ok)
+        .find(|program| program.id() == prog_id)
+        .and_then(|program| program.name_as_str().map(str::to_owned))
+}
+
+fn attach_in(
+    program: &mut Xdp,
+    iface: &str,
+    ifindex: u32,
+    mode: XdpMode,
+    label: &'static str,
+) -> Result<aya::programs::xdp::XdpLinkId, DatapathError> {
+    program
+        .attach_to_if_index(ifindex, mode)
+        .map_err(|source| match &source {
+            ProgramError::SyscallError(call)
+                if matches!(call.io_error.raw_os_error(), Some(libc::EPERM)) =>
+            {
+                DatapathError::NotPermitted {
+                    action: "attaching the XDP program",
+                    detail: source.to_string(),
+                }
+            }
+            _ => DatapathError::Attach {
+                iface: iface.to_owned(),
+                mode: label,
+                source,
+            },
+        })
+}
+
+fn add_source(sum: &mut SourceStats, stats: &SourceStats) {
+    let SourceStats {
+        packets,
+        bytes,
+        tcp_packets,
+        udp_packets,
+        icmp_packets,
+        other_packets,
+        tcp_syn_packets,
+    } = stats;
+    sum.packets += packets;
+    sum.bytes += bytes;
+    sum.tcp_packets += tcp_packets;
+    sum.udp_packets += udp_packets;
+    sum.icmp_packets += icmp_packets;
+    sum.other_packets += other_packets;
+    sum.tcp_syn_packets += tcp_syn_packets;
+}
+
+fn add_globals(sum: &mut GlobalStats, stats: &GlobalStats) {
+    let GlobalStats {
+        total_packets,
+        total_bytes,
+        non_ip_packets,
+        non_ip_bytes,
+        malformed_packets,
+        malformed_bytes,
+        overflow_packets,
+        overflow_bytes,
+        truncated_packets,
+    } = stats;
+    sum.total_packets += total_packets;
+    sum.total_bytes += total_bytes;
+    sum.non_ip_packets += non_ip_packets;
+    sum.non_ip_bytes += non_ip_bytes;
+    sum.malformed_packets += malformed_packets;
+    sum.malformed_bytes += malformed_bytes;
+    sum.overflow_packets += overflow_packets;
+    sum.overflow_bytes += overflow_bytes;
+    sum.truncated_packets += truncated_packets;
+}

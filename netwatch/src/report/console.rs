@@ -1,0 +1,155 @@
+//! Human-readable interval reports.
+
+use std::{
+    io::{self, Write},
+    time::SystemTime,
+};
+
+use super::{Context, rfc3339};
+use crate::collect::Interval;
+
+/// A summary line, the blind spots, and the top sources as a table.
+pub fn write_interval(
+    out: &mut impl Write,
+    context: &Context,
+    at: SystemTime,
+    interval: &Interval,
+    last: bool,
+) -> io::Result<()> {
+    let delta = &interval.delta;
+    let cumulative = &interval.cumulative;
+    writeln!(
+        out,
+        "{} {}{}  {:.0} pkt/s  {}  | {} pkts {} in {:.2}s | total {} pkts {}",
+        rfc3339(at),
+        context.iface,
+        if last { " (final)" } else { "" },
+        interval.rate(delta.total_packets),
+        bits_per_second(interval.rate(delta.total_bytes)),
+        delta.total_packets,
+        bytes(delta.total_bytes),
+        interval.elapsed.as_secs_f64(),
+        cumulative.total_packets,
+        bytes(cumulative.total_bytes),
+    )?;
+    writeln!(
+        out,
+        "  blind spots (total): non-ip {}  malformed {}  overflow {}  unattributed {}  truncated {}  evicted sources {} | sources {}/{}",
+        cumulative.non_ip_packets,
+        cumulative.malformed_packets,
+        cumulative.overflow_packets,
+        interval.unattributed.packets,
+        cumulative.truncated_packets,
+        interval.evicted_sources,
+        interval.tracked_sources,
+        context.max_sources,
+    )?;
+    if interval.sources.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  {:<39} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "SOURCE", "PKT/S", "BIT/S", "TCP", "UDP", "ICMP", "OTHER", "SYN"
+    )?;
+    for source in interval.sources.iter().take(context.top) {
+        let stats = &source.stats;
+        writeln!(
+            out,
+            "  {:<39} {:>10.0} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            source.addr.to_string(),
+            interval.rate(stats.packets),
+            bits_per_second(interval.rate(stats.bytes)),
+            stats.tcp_packets,
+            stats.udp_packets,
+            stats.icmp_packets,
+            stats.other_packets,
+            stats.tcp_syn_packets,
+        )?;
+    }
+    let hidden = interval.sources.len().saturating_sub(context.top);
+    if hidden > 0 {
+        writeln!(out, "  ... and {hidden} more active sources")?;
+    }
+    Ok(())
+}
+
+fn bits_per_second(bytes_per_second: f64) -> String {
+    scaled(bytes_per_second * 8.0, "bit/s", 1000.0)
+}
+
+fn bytes(bytes: u64) -> String {
+    scaled(bytes as f64, "B", 1024.0)
+}
+
+fn scaled(value: f64, unit: &str, step: f64) -> String {
+    const PREFIXES: [&str; 5] = ["", "k", "M", "G", "T"];
+    let mut value = value;
+    let mut prefix = 0;
+    while value >= step && prefix + 1 < PREFIXES.len() {
+        value /= step;
+        prefix += 1;
+    }
+    if prefix == 0 {
+        format!("{value:.0} {unit}")
+    } else {
+        format!("{value:.1} {}{unit}", PREFIXES[prefix])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use netwatch_common::{GlobalStats, SourceStats};
+
+    use super::*;
+    use crate::collect::{SourceDelta, Volume};
+
+    #[test]
+    fn units_scale() {
+        assert_eq!(bits_per_second(125.0), "1.0 kbit/s");
+        assert_eq!(bits_per_second(10.0), "80 bit/s");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MB");
+    }
+
+    #[test]
+    fn table_lists_top_sources_and_counts_the_rest() {
+        let source = |last: u8, packets| SourceDelta {
+            addr: std::net::IpAddr::from([192, 0, 2, last]),
+            stats: SourceStats {
+                packets,
+                bytes: packets * 100,
+                udp_packets: packets,
+                ..SourceStats::default()
+            },
+        };
+        let interval = Interval {
+            elapsed: Duration::from_secs(2),
+            delta: GlobalStats {
+                total_packets: 30,
+                total_bytes: 3000,
+                ..GlobalStats::default()
+            },
+            cumulative: GlobalStats::default(),
+            sources: vec![source(1, 20), source(2, 6), source(3, 4)],
+            tracked_sources: 3,
+            evicted_sources: 0,
+            unattributed: Volume::default(),
+        };
+        let context = Context {
+            iface: String::from("eth9"),
+            max_sources: 100,
+            top: 2,
+        };
+        let mut out = Vec::new();
+        write_interval(&mut out, &context, UNIX_EPOCH, &interval, false)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("15 pkt/s"), "{text}");
+        assert!(text.contains("192.0.2.1 "), "{text}");
+        assert!(text.contains("192.0.2.2 "), "{text}");
+        assert!(!text.contains("192.0.2.3 "), "{text}");
+        assert!(text.contains("and 1 more active sources"), "{text}");
+    }
+}

@@ -1,0 +1,217 @@
+//! Interval reports as JSON lines. The schema is documented in the README; fields are only
+//! ever added, never renamed.
+
+use std::{
+    io::{self, Write},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use netwatch_common::GlobalStats;
+use serde::Serialize;
+
+use super::{Context, rfc3339};
+use crate::collect::Interval;
+
+#[derive(Serialize)]
+struct IntervalRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    unix_ms: u128,
+    iface: &'a str,
+    interval_ms: u128,
+    #[serde(rename = "final")]
+    last: bool,
+    packets: u64,
+    bytes: u64,
+    pps: f64,
+    bps: f64,
+    blind_spots: BlindSpots,
+    cumulative: Cumulative,
+    sources_tracked: usize,
+    sources_active: usize,
+    max_sources: u32,
+    top: Vec<SourceRecord>,
+}
+
+/// This interval's blind spots, and the unattributed gauge.
+#[derive(Serialize)]
+struct BlindSpots {
+    non_ip_packets: u64,
+    non_ip_bytes: u64,
+    malformed_packets: u64,
+    malformed_bytes: u64,
+    overflow_packets: u64,
+    overflow_bytes: u64,
+    truncated_packets: u64,
+    evicted_sources: u64,
+    unattributed_packets: u64,
+    unattributed_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Cumulative {
+    packets: u64,
+    bytes: u64,
+    non_ip_packets: u64,
+    non_ip_bytes: u64,
+    malformed_packets: u64,
+    malformed_bytes: u64,
+    overflow_packets: u64,
+    overflow_bytes: u64,
+    truncated_packets: u64,
+}
+
+#[derive(Serialize)]
+struct SourceRecord {
+    source: String,
+    packets: u64,
+    bytes: u64,
+    pps: f64,
+    bps: f64,
+    tcp: u64,
+    udp: u64,
+    icmp: u64,
+    other: u64,
+    syn: u64,
+}
+
+/// One line: one JSON object.
+pub fn write_interval(
+    out: &mut impl Write,
+    context: &Context,
+    at: SystemTime,
+    interval: &Interval,
+    last: bool,
+) -> io::Result<()> {
+    let GlobalStats {
+        total_packets,
+        total_bytes,
+        non_ip_packets,
+        non_ip_bytes,
+        malformed_packets,
+        malformed_bytes,
+        overflow_packets,
+        overflow_bytes,
+        truncated_packets,
+    } = interval.delta;
+    let cumulative = &interval.cumulative;
+    let record = IntervalRecord {
+        kind: "interval",
+        time: rfc3339(at),
+        unix_ms: at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis(),
+        iface: &context.iface,
+        interval_ms: interval.elapsed.as_millis(),
+        last,
+        packets: total_packets,
+        bytes: total_bytes,
+        pps: interval.rate(total_packets),
+        bps: interval.rate(total_bytes) * 8.0,
+        blind_spots: BlindSpots {
+            non_ip_packets,
+            non_ip_bytes,
+            malformed_packets,
+            malformed_bytes,
+            overflow_packets,
+            overflow_bytes,
+            truncated_packets,
+            evicted_sources: interval.evicted_sources,
+            unattributed_packets: interval.unattributed.packets,
+            unattributed_bytes: interval.unattributed.bytes,
+        },
+        cumulative: Cumulative {
+            packets: cumulative.total_packets,
+            bytes: cumulative.total_bytes,
+            non_ip_packets: cumulative.non_ip_packets,
+            non_ip_bytes: cumulative.non_ip_bytes,
+            malformed_packets: cumulative.malformed_packets,
+            malformed_bytes: cumulative.malformed_bytes,
+            overflow_packets: cumulative.overflow_packets,
+            overflow_bytes: cumulative.overflow_bytes,
+            truncated_packets: cumulative.truncated_packets,
+        },
+        sources_tracked: interval.tracked_sources,
+        sources_active: interval.sources.len(),
+        max_sources: context.max_sources,
+        top: interval
+            .sources
+            .iter()
+            .take(context.top)
+            .map(|source| SourceRecord {
+                source: source.addr.to_string(),
+                packets: source.stats.packets,
+                bytes: source.stats.bytes,
+                pps: interval.rate(source.stats.packets),
+                bps: interval.rate(source.stats.bytes) * 8.0,
+                tcp: source.stats.tcp_packets,
+                udp: source.stats.udp_packets,
+                icmp: source.stats.icmp_packets,
+                other: source.stats.other_packets,
+                syn: source.stats.tcp_syn_packets,
+            })
+            .collect(),
+    };
+    serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use netwatch_common::SourceStats;
+
+    use super::*;
+    use crate::collect::{SourceDelta, Volume};
+
+    #[test]
+    fn record_has_the_documented_fields() {
+        let interval = Interval {
+            elapsed: Duration::from_millis(500),
+            delta: GlobalStats {
+                total_packets: 12,
+                total_bytes: 1200,
+                non_ip_packets: 2,
+                non_ip_bytes: 120,
+                ..GlobalStats::default()
+            },
+            cumulative: GlobalStats {
+                total_packets: 40,
+                ..GlobalStats::default()
+            },
+            sources: vec![SourceDelta {
+                addr: "2001:db8::7".parse().unwrap_or_else(|err| panic!("{err}")),
+                stats: SourceStats {
+                    packets: 10,
+                    bytes: 1080,
+                    tcp_packets: 10,
+                    tcp_syn_packets: 3,
+                    ..SourceStats::default()
+                },
+            }],
+            tracked_sources: 1,
+            evicted_sources: 0,
+            unattributed: Volume::default(),
+        };
+        let context = Context {
+            iface: String::from("veth1"),
+            max_sources: 64,
+            top: 10,
+        };
+        let mut out = Vec::new();
+        write_interval(&mut out, &context, UNIX_EPOCH, &interval, true)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(out.last(), Some(&b'\n'));
+        let value: serde_json::Value =
+            serde_json::from_slice(&out).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(value["type"], "interval");
+        assert_eq!(value["final"], true);
+        assert_eq!(value["interval_ms"], 500);
+        assert_eq!(value["pps"], 24.0);
+        assert_eq!(value["blind_spots"]["non_ip_packets"], 2);
+        assert_eq!(value["cumulative"]["packets"], 40);
+        assert_eq!(value["top"][0]["source"], "2001:db8::7");
+        assert_eq!(value["top"][0]["syn"], 3);
+        assert_eq!(value["top"][0]["bps"], 17280.0);
+    }
+}
