@@ -5,6 +5,7 @@
 //! (console, JSON lines). `monitor` wires them together for a live interface. A stage never
 //! calls back into an earlier one.
 
+pub mod capture;
 pub mod cli;
 pub mod collect;
 pub mod datapath;

@@ -1,1 +1,96 @@
-//! Helpers for the privileged tests.
+//! Helpers for netwatch's privileged integration tests: a privilege gate that fails under CI,
+//! a frame builder that knows what the XDP program must make of every prefix of a frame, and
+//! network namespaces and veth pairs that remove themselves.
+
+pub mod frames;
+pub mod netns;
+
+use std::{collections::HashMap, path::PathBuf};
+
+use netwatch::datapath::Snapshot;
+use netwatch_common::{GlobalStats, SourceKey, SourceStats};
+
+/// True when privileged tests can run. Elsewhere than CI a test that cannot run says why and
+/// returns early; under `CI=true` it fails, so that nothing is skipped silently.
+pub fn privileged(test: &str) -> bool {
+    let missing = netwatch::privilege::missing_capabilities();
+    let is_root = unsafe_geteuid() == 0;
+    if is_root && missing.is_empty() {
+        return true;
+    }
+    let why = format!(
+        "{test}: needs root with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (euid root: {is_root}, missing: {missing:?})"
+    );
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("{why}; under CI=true a privileged test may not be skipped");
+    }
+    eprintln!("SKIPPED {why}");
+    false
+}
+
+fn unsafe_geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The folder of real captures with their ground truth: `$NETWATCH_PCAPS`, else
+/// `../shared/pcaps` beside the repository.
+pub fn pcaps_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("NETWATCH_PCAPS") {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps")
+}
+
+/// What the maps must hold: global counters and every source.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Global counters.
+    pub globals: GlobalStats,
+    /// Per-source counters.
+    pub sources: HashMap<SourceKey, SourceStats>,
+}
+
+impl Expected {
+    /// Compares with a snapshot, panicking with both sides and `context` on a difference.
+    pub fn assert_matches(&self, snapshot: &Snapshot, context: &str) {
+        assert_eq!(
+            snapshot.globals, self.globals,
+            "{context}: global counters differ"
+        );
+        let mut actual: Vec<_> = snapshot.sources.iter().collect();
+        let mut expected: Vec<_> = self.sources.iter().collect();
+        actual.sort_by_key(|(key, _)| **key);
+        expected.sort_by_key(|(key, _)| **key);
+        assert_eq!(actual, expected, "{context}: per-source counters differ");
+    }
+}
+
+/// Panics unless `sum over sources + overflow + non_ip + malformed == total`, for packets and
+/// for bytes: the datapath's invariant while no source is evicted.
+pub fn assert_invariant(snapshot: &Snapshot, context: &str) {
+    let g = &snapshot.globals;
+    let packets: u64 = snapshot.sources.values().map(|s| s.packets).sum();
+    let bytes: u64 = snapshot.sources.values().map(|s| s.bytes).sum();
+    assert_eq!(
+        packets + g.overflow_packets + g.non_ip_packets + g.malformed_packets,
+        g.total_packets,
+        "{context}: packets do not add up: {g:?}"
+    );
+    assert_eq!(
+        bytes + g.overflow_bytes + g.non_ip_bytes + g.malformed_bytes,
+        g.total_bytes,
+        "{context}: bytes do not add up: {g:?}"
+    );
+}
+
+/// A name no other test run uses at the same time: `prefix`, the process id and a counter,
+/// short enough for an interface name (15 bytes).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{:x}{n:x}", std::process::id() & 0xfffff);
+    assert!(name.len() <= 15, "{name} is too long for an interface name");
+    name
+}
