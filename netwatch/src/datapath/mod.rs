@@ -129,6 +129,9 @@ pub enum DatapathError {
     /// Another program error.
     #[error(transparent)]
     Program(#[from] ProgramError),
+    /// Pinning failed.
+    #[error("cannot pin: {0}")]
+    Pin(#[source] aya::pin::PinError),
     /// A map operation failed.
     #[error(transparent)]
     Map(#[from] MapError),
@@ -305,6 +308,17 @@ impl Datapath {
         })
     }
 
+    /// Pins the loaded program at `path` on a bpffs, so that `bpftool` or `ip link` can name
+    /// it. netwatch itself never needs this; it is for inspection and for tests.
+    pub fn pin_program(&mut self, path: &std::path::Path) -> Result<(), DatapathError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DatapathError::Missing("netwatch program"))?
+            .try_into()?;
+        program.pin(path).map_err(DatapathError::Pin)
+    }
+
     /// Reads both maps, summing the per-CPU values.
     ///
     /// Sources evicted while the map is walked are skipped, and a source met twice (the walk
@@ -369,6 +383,17 @@ impl NoopProgram {
         Ok(Self {
             ebpf: load_object(NOOP_OBJECT, NOOP_PROGRAM_NAME, |_| {})?,
         })
+    }
+
+    /// Attaches it to `ifindex` (a stand-in for another tool's program, in tests).
+    pub fn attach(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(NOOP_PROGRAM_NAME)
+            .ok_or(DatapathError::Missing("noop program"))?
+            .try_into()?;
+        program.attach_to_if_index(ifindex, XdpMode::Skb)?;
+        Ok(())
     }
 
     /// As [`Datapath::bench`].
