@@ -114,7 +114,8 @@ fn account(ctx: &XdpContext) {
             if parsed.truncated {
                 globals.truncated_packets += 1;
             }
-            let syn = parsed.class == Class::TcpFirst && is_connection_attempt(ctx, parsed.l4_offset);
+            let syn =
+                parsed.class == Class::TcpFirst && is_connection_attempt(ctx, parsed.l4_offset);
             if !count_source(&parsed.key, parsed.class, syn, len) {
                 globals.overflow_packets += 1;
                 globals.overflow_bytes += len;

@@ -53,7 +53,9 @@ pub enum CaptureError {
         magic: [u8; 4],
     },
     /// A frame of a link type other than Ethernet.
-    #[error("{path}: frame {frame}: link type {link_type:?} is not Ethernet; netwatch reads Ethernet captures only")]
+    #[error(
+        "{path}: frame {frame}: link type {link_type:?} is not Ethernet; netwatch reads Ethernet captures only"
+    )]
     LinkType {
         /// The file.
         path: PathBuf,
@@ -106,7 +108,9 @@ impl CaptureReader {
             reason: format!("bad file header: {err}"),
         };
         let format = match magic {
-            PCAPNG_MAGIC => Format::PcapNg(PcapNgReader::new(BufReader::new(file)).map_err(corrupt)?),
+            PCAPNG_MAGIC => {
+                Format::PcapNg(PcapNgReader::new(BufReader::new(file)).map_err(corrupt)?)
+            }
             [0xa1, 0xb2, 0xc3, 0xd4]
             | [0xd4, 0xc3, 0xb2, 0xa1]
             | [0xa1, 0xb2, 0x3c, 0x4d]
@@ -181,7 +185,9 @@ impl CaptureReader {
                     return Some(Err(CaptureError::Corrupt {
                         path: self.path.clone(),
                         frame: number,
-                        reason: format!("packet names interface {interface_id}, which is not described"),
+                        reason: format!(
+                            "packet names interface {interface_id}, which is not described"
+                        ),
                     }));
                 };
                 if interface.linktype != DataLink::ETHERNET {
@@ -267,7 +273,10 @@ mod tests {
     #[test]
     fn pcapng_timestamps_default_to_microseconds() {
         let raw = Duration::from_nanos(1_500_000);
-        assert_eq!(scale_timestamp(raw, &interface(None)), Duration::from_millis(1500));
+        assert_eq!(
+            scale_timestamp(raw, &interface(None)),
+            Duration::from_millis(1500)
+        );
         assert_eq!(scale_timestamp(raw, &interface(Some(9))), raw);
         assert_eq!(
             scale_timestamp(Duration::from_nanos(1024), &interface(Some(0x80 | 10))),
@@ -281,7 +290,9 @@ mod tests {
         File::create(&path)
             .and_then(|mut file| file.write_all(b"hello, world"))
             .unwrap_or_else(|err| panic!("{err}"));
-        let err = CaptureReader::open(&path).err().unwrap_or_else(|| panic!("opened a text file"));
+        let err = CaptureReader::open(&path)
+            .err()
+            .unwrap_or_else(|| panic!("opened a text file"));
         let _ = std::fs::remove_file(&path);
         assert!(matches!(err, CaptureError::UnknownFormat { .. }), "{err}");
         assert!(err.to_string().contains("netwatch-not-a-pcap"), "{err}");

@@ -92,9 +92,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
     };
-    let duration = Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))?;
+    let duration =
+        Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))?;
     if duration < Duration::from_millis(10) {
         return Err(format!("{text:?} is too short: at least 10ms"));
     }
@@ -124,8 +129,18 @@ mod tests {
     #[test]
     fn monitor_arguments_parse() {
         let cli = Cli::try_parse_from([
-            "netwatch", "monitor", "--iface", "eth0", "--mode", "skb", "--interval", "200ms",
-            "--max-sources", "1024", "--format", "json",
+            "netwatch",
+            "monitor",
+            "--iface",
+            "eth0",
+            "--mode",
+            "skb",
+            "--interval",
+            "200ms",
+            "--max-sources",
+            "1024",
+            "--format",
+            "json",
         ])
         .unwrap_or_else(|err| panic!("{err}"));
         let Command::Monitor(args) = cli.command;

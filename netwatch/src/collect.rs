@@ -280,7 +280,13 @@ mod tests {
         assert_eq!(next.sources[0].stats, stats(3, 300));
         assert_eq!(next.evicted_sources, 1);
         // The 20 packets lost with the old entry show up as unattributed, not as A's.
-        assert_eq!(next.unattributed, Volume { packets: 20, bytes: 2000 });
+        assert_eq!(
+            next.unattributed,
+            Volume {
+                packets: 20,
+                bytes: 2000
+            }
+        );
     }
 
     #[test]

@@ -119,7 +119,9 @@ pub struct Frame {
 const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const DST_V4: [u8; 4] = [192, 0, 2, 254];
-const DST_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe];
+const DST_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe,
+];
 
 impl FrameBuilder {
     /// An IPv4 frame from `src` (UDP with no payload until told otherwise).
@@ -174,7 +176,10 @@ impl FrameBuilder {
 
     /// IPv4 options of `len` bytes (a multiple of 4, at most 40).
     pub fn ipv4_options(mut self, len: usize) -> Self {
-        assert!(len % 4 == 0 && len <= 40, "bad IPv4 options length {len}");
+        assert!(
+            len.is_multiple_of(4) && len <= 40,
+            "bad IPv4 options length {len}"
+        );
         if let Net::Ipv4 { options, .. } = &mut self.net {
             *options = len;
         }
@@ -398,7 +403,12 @@ fn arp_request() -> [u8; 28] {
 pub fn internet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
         .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)])))
+        .map(|pair| {
+            u32::from(u16::from_be_bytes([
+                pair[0],
+                pair.get(1).copied().unwrap_or(0),
+            ]))
+        })
         .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -432,7 +442,11 @@ impl Frame {
                 let stats: &mut SourceStats = expected.sources.entry(*source).or_default();
                 stats.packets += 1;
                 stats.bytes += bytes;
-                let class = if len >= *class_ready { *class } else { Class::Other };
+                let class = if len >= *class_ready {
+                    *class
+                } else {
+                    Class::Other
+                };
                 match class {
                     Class::Tcp => stats.tcp_packets += 1,
                     Class::Udp => stats.udp_packets += 1,
@@ -499,6 +513,12 @@ mod tests {
             .transport(Transport::Tcp(SYN))
             .ipv4_fragment(10, false)
             .build();
-        assert!(matches!(frame.model, Model::Ip { syn_ready: None, .. }));
+        assert!(matches!(
+            frame.model,
+            Model::Ip {
+                syn_ready: None,
+                ..
+            }
+        ));
     }
 }

@@ -16,7 +16,9 @@ use netwatch_tests::{
 const XDP_PASS: u32 = 2;
 
 fn v6(last: u8) -> [u8; 16] {
-    [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, last]
+    [
+        0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, last,
+    ]
 }
 
 /// The table: every case of the foundation issue and a few more.
@@ -25,8 +27,14 @@ fn table() -> Vec<(&'static str, FrameBuilder)> {
     vec![
         ("ipv4 udp", v4(1).payload(18)),
         ("ipv4 tcp syn", v4(2).transport(Transport::Tcp(SYN))),
-        ("ipv4 tcp syn-ack", v4(3).transport(Transport::Tcp(SYN | ACK))),
-        ("ipv4 tcp data", v4(3).transport(Transport::Tcp(PSH | ACK)).payload(40)),
+        (
+            "ipv4 tcp syn-ack",
+            v4(3).transport(Transport::Tcp(SYN | ACK)),
+        ),
+        (
+            "ipv4 tcp data",
+            v4(3).transport(Transport::Tcp(PSH | ACK)).payload(40),
+        ),
         ("ipv4 icmp", v4(4).transport(Transport::Icmp).payload(56)),
         ("ipv4 gre", v4(5).transport(Transport::Raw(47)).payload(24)),
         (
@@ -36,19 +44,34 @@ fn table() -> Vec<(&'static str, FrameBuilder)> {
         ("ipv4 max options", v4(6).ipv4_options(40).payload(4)),
         (
             "ipv4 first fragment",
-            v4(7).ipv4_fragment(0, true).transport(Transport::Tcp(SYN)).payload(32),
+            v4(7)
+                .ipv4_fragment(0, true)
+                .transport(Transport::Tcp(SYN))
+                .payload(32),
         ),
         (
             "ipv4 later fragment",
-            v4(7).ipv4_fragment(185, false).transport(Transport::Tcp(SYN)).payload(32),
+            v4(7)
+                .ipv4_fragment(185, false)
+                .transport(Transport::Tcp(SYN))
+                .payload(32),
         ),
         (
             "ipv4 later udp fragment",
-            v4(8).ipv4_fragment(3, true).transport(Transport::Raw(17)).payload(24),
+            v4(8)
+                .ipv4_fragment(3, true)
+                .transport(Transport::Raw(17))
+                .payload(24),
         ),
-        ("ipv6 tcp syn", FrameBuilder::ipv6(v6(1)).transport(Transport::Tcp(SYN))),
+        (
+            "ipv6 tcp syn",
+            FrameBuilder::ipv6(v6(1)).transport(Transport::Tcp(SYN)),
+        ),
         ("ipv6 udp", FrameBuilder::ipv6(v6(2)).payload(12)),
-        ("ipv6 icmpv6", FrameBuilder::ipv6(v6(3)).transport(Transport::Icmp)),
+        (
+            "ipv6 icmpv6",
+            FrameBuilder::ipv6(v6(3)).transport(Transport::Icmp),
+        ),
         (
             "ipv6 hop-by-hop + fragment tcp",
             FrameBuilder::ipv6(v6(4))
@@ -77,10 +100,7 @@ fn table() -> Vec<(&'static str, FrameBuilder)> {
             "ipv6 no next header",
             FrameBuilder::ipv6(v6(6)).transport(Transport::Raw(59)),
         ),
-        (
-            "vlan ipv4 udp",
-            v4(9).vlan(TPID_8021Q, 100).payload(10),
-        ),
+        ("vlan ipv4 udp", v4(9).vlan(TPID_8021Q, 100).payload(10)),
         (
             "qinq ipv4 tcp syn",
             v4(10)
@@ -181,8 +201,18 @@ fn broken_headers_are_malformed_not_attributed() {
     short_total[16..18].copy_from_slice(&12u16.to_be_bytes());
     let mut v6_bad_version = FrameBuilder::ipv6(v6(9)).build().bytes;
     v6_bad_version[14] = 0x40;
-    let cut_vlan = FrameBuilder::ipv4([10, 9, 9, 9]).vlan(TPID_8021Q, 3).build().bytes[..16].to_vec();
-    let frames = [bad_version, short_ihl, short_total, v6_bad_version, cut_vlan];
+    let cut_vlan = FrameBuilder::ipv4([10, 9, 9, 9])
+        .vlan(TPID_8021Q, 3)
+        .build()
+        .bytes[..16]
+        .to_vec();
+    let frames = [
+        bad_version,
+        short_ihl,
+        short_total,
+        v6_bad_version,
+        cut_vlan,
+    ];
     let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
     for (i, frame) in frames.iter().enumerate() {
         run(&datapath, frame, &format!("broken frame {i}"));
@@ -228,7 +258,10 @@ fn too_many_ipv6_extension_headers_count_as_other() {
         .sources
         .get(&SourceKey::ipv6(v6(10)))
         .unwrap_or_else(|| panic!("source missing: {:?}", snapshot.sources));
-    assert_eq!((stats.packets, stats.other_packets, stats.tcp_packets), (1, 1, 0));
+    assert_eq!(
+        (stats.packets, stats.other_packets, stats.tcp_packets),
+        (1, 1, 0)
+    );
     assert_eq!(stats.tcp_syn_packets, 0);
     assert_eq!(snapshot.globals.truncated_packets, 0);
 }
@@ -241,8 +274,8 @@ fn evicted_sources_are_accounted_as_unattributed() {
     if !privileged("evicted_sources_are_accounted_as_unattributed") {
         return;
     }
-    let datapath = Datapath::load(LoadOptions { max_sources: 8 })
-        .unwrap_or_else(|err| panic!("load: {err}"));
+    let datapath =
+        Datapath::load(LoadOptions { max_sources: 8 }).unwrap_or_else(|err| panic!("load: {err}"));
     let mut collector = Collector::new();
     let sources = 64u8;
     let mut total = 0u64;

@@ -87,7 +87,10 @@ impl Daemon {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("no {needle:?} on stderr in {STARTUP:?}: {:?}", self.stderr_seen)
+                    panic!(
+                        "no {needle:?} on stderr in {STARTUP:?}: {:?}",
+                        self.stderr_seen
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!("netwatch exited before {needle:?}: {:?}", self.stderr_seen)
@@ -120,7 +123,10 @@ impl Daemon {
     /// Sends `signal`, waits for the exit (bounded) and returns the status with the rest of
     /// stdout and stderr.
     fn stop(&mut self, signal: i32) -> (ExitStatus, Vec<String>, Vec<String>) {
-        let mut child = self.child.take().unwrap_or_else(|| panic!("already stopped"));
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("already stopped"));
         let pid = i32::try_from(child.id()).unwrap_or_else(|err| panic!("{err}"));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, signal) };
@@ -143,7 +149,10 @@ impl Daemon {
 
     /// Waits for the process to exit by itself (bounded) and returns status and stderr.
     fn wait_exit(&mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().unwrap_or_else(|| panic!("already stopped"));
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("already stopped"));
         let deadline = Instant::now() + STARTUP;
         let status = loop {
             match child.try_wait() {
@@ -184,15 +193,25 @@ fn lines(stream: Option<impl std::io::Read + Send + 'static>) -> Receiver<String
 }
 
 fn v6(last: u8) -> [u8; 16] {
-    [0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, last]
+    [
+        0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, last,
+    ]
 }
 
 /// Several known sources: IPv4, IPv6, VLAN-tagged, QinQ, and some ARP.
 fn traffic() -> Vec<(FrameBuilder, usize)> {
     vec![
         (FrameBuilder::ipv4([10, 1, 0, 1]).payload(100), 120),
-        (FrameBuilder::ipv4([10, 1, 0, 2]).transport(Transport::Tcp(SYN)), 80),
-        (FrameBuilder::ipv6(v6(1)).transport(Transport::Icmp).payload(32), 70),
+        (
+            FrameBuilder::ipv4([10, 1, 0, 2]).transport(Transport::Tcp(SYN)),
+            80,
+        ),
+        (
+            FrameBuilder::ipv6(v6(1))
+                .transport(Transport::Icmp)
+                .payload(32),
+            70,
+        ),
         (
             FrameBuilder::ipv6(v6(2))
                 .ext(Ext::HopByHop(1))
@@ -200,7 +219,9 @@ fn traffic() -> Vec<(FrameBuilder, usize)> {
             25,
         ),
         (
-            FrameBuilder::ipv4([10, 1, 0, 3]).vlan(TPID_8021Q, 42).payload(10),
+            FrameBuilder::ipv4([10, 1, 0, 3])
+                .vlan(TPID_8021Q, 42)
+                .payload(10),
             40,
         ),
         (
@@ -219,8 +240,17 @@ fn monitor_end_to_end(mode: &str) {
     let mut daemon = Daemon::in_netns(
         &pair.monitor,
         &[
-            "monitor", "--iface", &pair.monitor_if, "--mode", mode, "--interval", "200ms",
-            "--format", "json", "--top", "100",
+            "monitor",
+            "--iface",
+            &pair.monitor_if,
+            "--mode",
+            mode,
+            "--interval",
+            "200ms",
+            "--format",
+            "json",
+            "--top",
+            "100",
         ],
     );
     let attached = daemon.wait_stderr("attached to");
@@ -248,7 +278,10 @@ fn monitor_end_to_end(mode: &str) {
     let mut reports = Vec::new();
     daemon.wait_cumulative(total as u64, &mut reports);
     let (status, rest, stderr) = daemon.stop(libc::SIGTERM);
-    assert!(status.success(), "exit {status:?} after SIGTERM: {stderr:?}");
+    assert!(
+        status.success(),
+        "exit {status:?} after SIGTERM: {stderr:?}"
+    );
     assert!(
         stderr.iter().any(|line| line.contains("SIGTERM: detached")),
         "{stderr:?}"
@@ -291,7 +324,10 @@ fn monitor_end_to_end(mode: &str) {
             )
         })
         .collect();
-    assert_eq!(sums, want, "per-source totals over all intervals ({mode} mode)");
+    assert_eq!(
+        sums, want,
+        "per-source totals over all intervals ({mode} mode)"
+    );
 
     let last = reports.last().unwrap_or_else(|| panic!("no reports"));
     assert_eq!(last["final"], true, "the last report is the final one");
@@ -357,7 +393,10 @@ fn sigint_detaches_and_exits_zero() {
     daemon.wait_stderr("attached to");
     let (status, stdout, stderr) = daemon.stop(libc::SIGINT);
     assert!(status.success(), "{status:?} {stderr:?}");
-    assert!(stdout.iter().any(|line| line.contains("(final)")), "{stdout:?}");
+    assert!(
+        stdout.iter().any(|line| line.contains("(final)")),
+        "{stdout:?}"
+    );
     assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), None);
 }
 
@@ -439,7 +478,10 @@ fn another_program_is_left_alone_and_reported() {
     let daemon = Daemon::in_netns(&pair.monitor, &["monitor", "-i", &pair.monitor_if]);
     expect_failure(daemon, "already has XDP program \"noop\"");
     // With --force netwatch tries, but a BPF link can only be removed by its owner.
-    let daemon = Daemon::in_netns(&pair.monitor, &["monitor", "-i", &pair.monitor_if, "--force"]);
+    let daemon = Daemon::in_netns(
+        &pair.monitor,
+        &["monitor", "-i", &pair.monitor_if, "--force"],
+    );
     expect_failure(daemon, "held by a BPF link of another process");
     assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), before);
     drop(foreign);
@@ -482,10 +524,20 @@ fn a_stale_netwatch_attachment_is_replaced() {
         // with no process behind it.
         let mut stale =
             Datapath::load(LoadOptions::default()).unwrap_or_else(|err| panic!("{err}"));
-        stale.pin_program(&pin).unwrap_or_else(|err| panic!("{err}"));
+        stale
+            .pin_program(&pin)
+            .unwrap_or_else(|err| panic!("{err}"));
         let pin = pin.to_string_lossy().into_owned();
-        pair.monitor
-            .exec(&["ip", "link", "set", "dev", &pair.monitor_if, "xdpgeneric", "pinned", &pin]);
+        pair.monitor.exec(&[
+            "ip",
+            "link",
+            "set",
+            "dev",
+            &pair.monitor_if,
+            "xdpgeneric",
+            "pinned",
+            &pin,
+        ]);
     }
     std::fs::remove_file(&pin).unwrap_or_else(|err| panic!("{err}"));
     let stale = pair
@@ -498,7 +550,10 @@ fn a_stale_netwatch_attachment_is_replaced() {
     assert!(removed.contains("\"netwatch\""), "{removed}");
     daemon.wait_stderr("attached to");
     let live = pair.monitor.xdp_attachment(&pair.monitor_if);
-    assert!(live.is_some() && live.as_ref() != Some(&stale), "{live:?} vs {stale}");
+    assert!(
+        live.is_some() && live.as_ref() != Some(&stale),
+        "{live:?} vs {stale}"
+    );
     let (status, _, stderr) = daemon.stop(libc::SIGTERM);
     assert!(status.success(), "{stderr:?}");
     assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), None);

@@ -56,7 +56,10 @@ fn every_capture_counts_like_ground_truth() {
         .filter(|name| name.ends_with(".pcap") || name.ends_with(".pcapng"))
         .collect();
     let listed: BTreeSet<String> = truth.keys().cloned().collect();
-    assert_eq!(on_disk, listed, "captures on disk and in ground-truth.tsv differ");
+    assert_eq!(
+        on_disk, listed,
+        "captures on disk and in ground-truth.tsv differ"
+    );
     assert!(listed.len() >= 16, "only {} captures", listed.len());
 
     for (file, sources) in &truth {

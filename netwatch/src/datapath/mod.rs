@@ -12,19 +12,21 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
     programs::{
-        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::{FdLink, Link as _}, loaded_programs,
+        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, Link as _},
+        loaded_programs,
     },
     util::KernelVersion,
 };
 use netwatch_common::{
-    GLOBALS_MAP, GlobalStats, NOOP_PROGRAM_NAME, PROGRAM_NAME, SOURCES_MAP, SourceKey,
-    SourceStats,
+    GLOBALS_MAP, GlobalStats, NOOP_PROGRAM_NAME, PROGRAM_NAME, SOURCES_MAP, SourceKey, SourceStats,
 };
 
 use self::netlink::{LinkInfo, XdpAttached};
 
 /// The compiled XDP programs, embedded at build time by `build.rs`.
-static NETWATCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netwatch-xdp"));
+static NETWATCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netwatch-xdp"));
 static NOOP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/noop-xdp"));
 
 /// XDP through a BPF link (`bpf_link_create` with `BPF_XDP`) arrived in Linux 5.9.
@@ -47,7 +49,9 @@ pub enum DatapathError {
         detail: String,
     },
     /// The kernel is older than [`MIN_KERNEL`].
-    #[error("kernel {found} is too old: netwatch attaches XDP through BPF links, which need Linux {needed} or newer")]
+    #[error(
+        "kernel {found} is too old: netwatch attaches XDP through BPF links, which need Linux {needed} or newer"
+    )]
     KernelTooOld {
         /// The running kernel.
         found: KernelVersion,
@@ -90,7 +94,9 @@ pub enum DatapathError {
         name: String,
     },
     /// The verifier rejected the program.
-    #[error("the kernel verifier rejected XDP program {program:?} ({reason}); end of the verifier log:\n{log_tail}")]
+    #[error(
+        "the kernel verifier rejected XDP program {program:?} ({reason}); end of the verifier log:\n{log_tail}"
+    )]
     Verifier {
         /// Program name.
         program: &'static str,
@@ -110,7 +116,9 @@ pub enum DatapathError {
         source: ProgramError,
     },
     /// The kernel attached through netlink instead of a BPF link.
-    #[error("the kernel refused a BPF link for XDP on {0:?}; netwatch does not fall back to netlink attachment, which would outlive a crash")]
+    #[error(
+        "the kernel refused a BPF link for XDP on {0:?}; netwatch does not fall back to netlink attachment, which would outlive a crash"
+    )]
     NoBpfLink(String),
     /// A netlink request failed.
     #[error("netlink request for interface {iface:?} failed: {source}")]
@@ -273,7 +281,9 @@ impl Datapath {
         let info = interface(iface)?;
         let replaced = match info.xdp {
             None => None,
-            Some((attached, prog_id)) => Some(clear_attachment(iface, &info, attached, prog_id, force)?),
+            Some((attached, prog_id)) => {
+                Some(clear_attachment(iface, &info, attached, prog_id, force)?)
+            }
         };
         let program: &mut Xdp = self
             .ebpf
@@ -298,7 +308,8 @@ impl Datapath {
             },
         };
         let link = program.take_link(link_id)?;
-        let link = FdLink::try_from(link).map_err(|_| DatapathError::NoBpfLink(iface.to_owned()))?;
+        let link =
+            FdLink::try_from(link).map_err(|_| DatapathError::NoBpfLink(iface.to_owned()))?;
         Ok(Attachment {
             link,
             iface: iface.to_owned(),

@@ -99,7 +99,10 @@ pub fn write_interval(
     let record = IntervalRecord {
         kind: "interval",
         time: rfc3339(at),
-        unix_ms: at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis(),
+        unix_ms: at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
         iface: &context.iface,
         interval_ms: interval.elapsed.as_millis(),
         last,

@@ -1,0 +1,165 @@
+//! netwatch's benchmarks: the XDP program's cost per packet, measured by the kernel with
+//! BPF_PROG_TEST_RUN, next to an XDP_PASS no-op built in the same workspace.
+//!
+//! Run through `cargo xtask bench`, which writes BENCHMARKS.md. Figures are medians of
+//! several trials; nothing here asserts a time.
+
+use std::{fmt::Write as _, fs, path::PathBuf, process::Command, time::Duration};
+
+use anyhow::{Context as _, Result, ensure};
+use clap::Parser;
+use netwatch::datapath::{Datapath, LoadOptions, NoopProgram};
+use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport};
+
+#[derive(Parser)]
+struct Args {
+    /// Write the report here (else standard output only).
+    #[arg(long)]
+    write: Option<PathBuf>,
+    /// Runs per trial (BPF_PROG_TEST_RUN `repeat`).
+    #[arg(long, default_value_t = 2_000_000)]
+    repeat: u32,
+    /// Trials per case; the median is reported.
+    #[arg(long, default_value_t = 7)]
+    trials: usize,
+}
+
+const XDP_PASS: u32 = 2;
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+}
+
+fn cases() -> Vec<Case> {
+    let v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let case = |name, builder: FrameBuilder| Case {
+        name,
+        frame: builder.build().bytes,
+    };
+    vec![
+        // 14 + 20 + 8 + 22 = 64 bytes as XDP sees them (68 on the wire with the FCS).
+        case(
+            "IPv4 UDP, 64 B, source in the map",
+            FrameBuilder::ipv4([10, 0, 0, 1]).payload(22),
+        ),
+        case(
+            "IPv4 TCP SYN, 54 B, source in the map",
+            FrameBuilder::ipv4([10, 0, 0, 2]).transport(Transport::Tcp(SYN)),
+        ),
+        case(
+            "IPv6 UDP, 86 B, source in the map",
+            FrameBuilder::ipv6(v6).payload(24),
+        ),
+        case(
+            "IPv6 hop-by-hop + fragment + TCP SYN, 90 B",
+            FrameBuilder::ipv6(v6)
+                .ext(Ext::HopByHop(1))
+                .ext(Ext::Fragment(0, true))
+                .transport(Transport::Tcp(SYN)),
+        ),
+        case(
+            "QinQ IPv4 UDP, 72 B",
+            FrameBuilder::ipv4([10, 0, 0, 3])
+                .vlan(TPID_8021AD, 10)
+                .vlan(TPID_8021Q, 20)
+                .payload(22),
+        ),
+        case("ARP (non-IP), 42 B", FrameBuilder::arp()),
+    ]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn ns_per_run(measure: impl Fn() -> Result<(u32, Duration)>, trials: usize) -> Result<f64> {
+    let mut samples = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let (verdict, per_run) = measure()?;
+        ensure!(
+            verdict == XDP_PASS,
+            "program returned {verdict}, not XDP_PASS"
+        );
+        samples.push(per_run.as_nanos() as f64);
+    }
+    Ok(median(samples))
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_else(|err| format!("({program}: {err})"))
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| String::from("unknown CPU"))
+}
+
+fn main() -> Result<()> {
+    let Args {
+        write,
+        repeat,
+        trials,
+    } = Args::parse();
+    let datapath = Datapath::load(LoadOptions::default()).context("loading netwatch")?;
+    let noop = NoopProgram::load().context("loading the no-op program")?;
+
+    let mut report = String::new();
+    writeln!(report, "# Benchmarks\n")?;
+    writeln!(
+        report,
+        "Produced by `cargo xtask bench` (as root), which runs `target/release/netwatch-bench \
+         --write BENCHMARKS.md`. Nothing in the test suite asserts a time; these figures are \
+         measured here and only here.\n"
+    )?;
+    writeln!(
+        report,
+        "Machine: {}, {} CPUs, Linux {}.\n",
+        cpu_model(),
+        command_output("nproc", &[]),
+        command_output("uname", &["-r"]),
+    )?;
+    writeln!(
+        report,
+        "## XDP program cost per packet (BPF_PROG_TEST_RUN)\n"
+    )?;
+    writeln!(
+        report,
+        "The kernel runs the program {repeat} times on the same frame and reports the mean \
+         time per run; the table gives the median of {trials} such trials. The frame's source \
+         is inserted by a first run, so these are the steady-state costs of a known source. \
+         The no-op is an XDP program that only returns XDP_PASS, built in this workspace \
+         (`netwatch-ebpf/src/bin/noop.rs`); its time is the cost of the test harness and \
+         the program call itself.\n"
+    )?;
+    writeln!(report, "| frame | netwatch ns/pkt | no-op ns/pkt | ratio |")?;
+    writeln!(report, "|---|---:|---:|---:|")?;
+    for Case { name, frame } in cases() {
+        datapath.test_run(&frame)?;
+        let netwatch = ns_per_run(|| Ok(datapath.bench(&frame, repeat)?), trials)?;
+        let baseline = ns_per_run(|| Ok(noop.bench(&frame, repeat)?), trials)?;
+        let line = format!(
+            "| {name} | {netwatch:.1} | {baseline:.1} | {:.2}x |",
+            netwatch / baseline.max(0.1)
+        );
+        eprintln!("{line}");
+        writeln!(report, "{line}")?;
+    }
+    print!("{report}");
+    if let Some(path) = write {
+        fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
