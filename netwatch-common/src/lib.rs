@@ -10,10 +10,17 @@
 pub const PROGRAM_NAME: &str = "netwatch";
 /// Name of the no-op XDP program used as the cost baseline in benchmarks.
 pub const NOOP_PROGRAM_NAME: &str = "noop";
-/// Name of the per-CPU LRU hash map: [`SourceKey`] -> [`SourceStats`].
+/// Name of the per-CPU LRU hash map: [`SourceKey`] -> [`SourceValue`].
 pub const SOURCES_MAP: &str = "SOURCES";
 /// Name of the per-CPU array with one [`GlobalStats`] at index 0.
 pub const GLOBALS_MAP: &str = "GLOBALS";
+/// Name of the array with one [`Settings`] at index 0, written by userspace at run time.
+pub const SETTINGS_MAP: &str = "SETTINGS";
+
+/// Bits in a source's bitmap of destination ports, per window.
+pub const PORT_BITMAP_BITS: usize = 256;
+/// Bits in a source's bitmap of destination hosts, per window.
+pub const HOST_BITMAP_BITS: usize = 128;
 /// Capacity of [`SOURCES_MAP`] compiled into the object; userspace sets its own at load time.
 pub const DEFAULT_MAX_SOURCES: u32 = 65_536;
 
@@ -82,6 +89,45 @@ pub struct SourceStats {
     pub tcp_syn_packets: u64,
 }
 
+/// Distinct destination ports and hosts of one source, estimated by linear counting
+/// (Whang et al., 1990): every destination sets one bit chosen by a hash; the share of bits
+/// left clear gives the count.
+///
+/// Two windows alternate: packets write window `epoch & 1`, resetting it first when its tag
+/// is an older epoch. Userspace closes a window by advancing [`Settings::epoch`] and then
+/// reads the window just closed, which the kernel will not touch until the epoch after.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceSketch {
+    /// The epoch each window holds.
+    pub epochs: [u32; 2],
+    /// Destination port bitmaps (TCP and UDP first fragments).
+    pub ports: [[u64; PORT_BITMAP_BITS / 64]; 2],
+    /// Destination host bitmaps (every IP frame).
+    pub hosts: [[u64; HOST_BITMAP_BITS / 64]; 2],
+}
+
+/// The value of [`SOURCES_MAP`]: counters and the spread sketch of one source on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceValue {
+    /// Cumulative counters.
+    pub stats: SourceStats,
+    /// Distinct destinations per window.
+    pub sketch: SourceSketch,
+}
+
+/// Run-time settings of the XDP program, at index 0 of [`SETTINGS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// The current sketch window; never 0 once userspace has started (0 marks unused
+    /// windows).
+    pub epoch: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
 /// Whole-interface counters of one CPU. Userspace sums the per-CPU copies.
 ///
 /// Invariant, for packets and for bytes alike:
@@ -119,4 +165,8 @@ mod user {
     unsafe impl aya::Pod for super::SourceStats {}
     // SAFETY: as above; every field is a u64.
     unsafe impl aya::Pod for super::GlobalStats {}
+    // SAFETY: as above; u32 and u64 arrays with the u32 pair first, no padding.
+    unsafe impl aya::Pod for super::SourceValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Settings {}
 }

@@ -11,19 +11,27 @@
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     macros::{map, xdp},
-    maps::{LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, LruPerCpuHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use netwatch_common::{DEFAULT_MAX_SOURCES, GlobalStats, SourceKey, SourceStats};
+use netwatch_common::{
+    DEFAULT_MAX_SOURCES, GlobalStats, HOST_BITMAP_BITS, PORT_BITMAP_BITS, Settings, SourceKey,
+    SourceSketch, SourceValue,
+};
 
-/// Per-source counters. Userspace sets the capacity at load time (`--max-sources`).
+/// Per-source counters and sketches. Userspace sets the capacity at load time
+/// (`--max-sources`).
 #[map]
-static SOURCES: LruPerCpuHashMap<SourceKey, SourceStats> =
+static SOURCES: LruPerCpuHashMap<SourceKey, SourceValue> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
 
 /// Global counters at index 0.
 #[map]
 static GLOBALS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Run-time settings at index 0, written by userspace.
+#[map]
+static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -68,8 +76,21 @@ struct Parsed {
     class: Class,
     /// Offset of the L4 header; meaningful only for a first fragment with a known protocol.
     l4_offset: usize,
+    /// The first (or only) fragment: the one that carries the L4 header.
+    first_fragment: bool,
     /// Shorter than the IP header says, or an extension header is cut.
     truncated: bool,
+    /// The destination address folded to 32 bits.
+    dst_fold: u32,
+}
+
+/// What a frame adds to its source.
+struct Contribution {
+    class: Class,
+    syn: bool,
+    len: u64,
+    dst_fold: u32,
+    dst_port: Option<u16>,
 }
 
 /// Protocol class of a frame, as counted per source.
@@ -114,9 +135,21 @@ fn account(ctx: &XdpContext) {
             if parsed.truncated {
                 globals.truncated_packets += 1;
             }
-            let syn =
-                parsed.class == Class::TcpFirst && is_connection_attempt(ctx, parsed.l4_offset);
-            if !count_source(&parsed.key, parsed.class, syn, len) {
+            let carries_ports =
+                parsed.first_fragment && matches!(parsed.class, Class::TcpFirst | Class::Udp);
+            let contribution = Contribution {
+                class: parsed.class,
+                syn: parsed.class == Class::TcpFirst
+                    && is_connection_attempt(ctx, parsed.l4_offset),
+                len,
+                dst_fold: parsed.dst_fold,
+                dst_port: if carries_ports {
+                    destination_port(ctx, parsed.l4_offset)
+                } else {
+                    None
+                },
+            };
+            if !count_source(&parsed.key, &contribution) {
                 globals.overflow_packets += 1;
                 globals.overflow_bytes += len;
             }
@@ -126,39 +159,98 @@ fn account(ctx: &XdpContext) {
 
 /// Adds the frame to its source; false when the source has no entry and none can be made.
 #[inline(always)]
-fn count_source(key: &SourceKey, class: Class, syn: bool, len: u64) -> bool {
-    if let Some(stats) = SOURCES.get_ptr_mut(key) {
+fn count_source(key: &SourceKey, contribution: &Contribution) -> bool {
+    let epoch = match SETTINGS.get(0) {
+        Some(settings) => settings.epoch,
+        None => 0,
+    };
+    if let Some(value) = SOURCES.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU map value.
-        bump(unsafe { &mut *stats }, class, syn, len);
+        bump(unsafe { &mut *value }, contribution, epoch);
         return true;
     }
-    let mut fresh = SourceStats::default();
-    bump(&mut fresh, class, syn, len);
+    let mut fresh = SourceValue::default();
+    bump(&mut fresh, contribution, epoch);
     if SOURCES.insert(key, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
         return true;
     }
     // Another CPU may have inserted the same source between the lookup and the insert.
-    if let Some(stats) = SOURCES.get_ptr_mut(key) {
+    if let Some(value) = SOURCES.get_ptr_mut(key) {
         // SAFETY: as above.
-        bump(unsafe { &mut *stats }, class, syn, len);
+        bump(unsafe { &mut *value }, contribution, epoch);
         return true;
     }
     false
 }
 
 #[inline(always)]
-fn bump(stats: &mut SourceStats, class: Class, syn: bool, len: u64) {
+fn bump(value: &mut SourceValue, contribution: &Contribution, epoch: u32) {
+    let stats = &mut value.stats;
     stats.packets += 1;
-    stats.bytes += len;
-    match class {
+    stats.bytes += contribution.len;
+    match contribution.class {
         Class::TcpFirst | Class::TcpLater => stats.tcp_packets += 1,
         Class::Udp => stats.udp_packets += 1,
         Class::Icmp => stats.icmp_packets += 1,
         Class::Other => stats.other_packets += 1,
     }
-    if syn {
+    if contribution.syn {
         stats.tcp_syn_packets += 1;
     }
+    if epoch != 0 {
+        mark(&mut value.sketch, epoch, contribution);
+    }
+}
+
+/// The top `bits` bits of MurmurHash3's 32-bit finaliser. Linear counting needs bits that
+/// look random even for sequential inputs (a scan's ports); a bare multiplicative hash spreads
+/// those too evenly and the estimate comes out high.
+#[inline(always)]
+fn hash_bits(value: u32, bits: u32) -> usize {
+    let mut h = value;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    (h >> (32 - bits)) as usize
+}
+
+/// Sets this frame's bits in the current window, opening the window if it is stale.
+#[inline(always)]
+fn mark(sketch: &mut SourceSketch, epoch: u32, contribution: &Contribution) {
+    const HOST_BITS: u32 = HOST_BITMAP_BITS.trailing_zeros();
+    const PORT_BITS: u32 = PORT_BITMAP_BITS.trailing_zeros();
+    let slot = (epoch & 1) as usize;
+    let (Some(tag), Some(ports), Some(hosts)) = (
+        sketch.epochs.get_mut(slot),
+        sketch.ports.get_mut(slot),
+        sketch.hosts.get_mut(slot),
+    ) else {
+        return;
+    };
+    if *tag != epoch {
+        *tag = epoch;
+        *ports = [0; PORT_BITMAP_BITS / 64];
+        *hosts = [0; HOST_BITMAP_BITS / 64];
+    }
+    let bit = hash_bits(contribution.dst_fold, HOST_BITS);
+    if let Some(word) = hosts.get_mut(bit >> 6) {
+        *word |= 1 << (bit & 63);
+    }
+    if let Some(port) = contribution.dst_port {
+        let bit = hash_bits(u32::from(port), PORT_BITS);
+        if let Some(word) = ports.get_mut(bit >> 6) {
+            *word |= 1 << (bit & 63);
+        }
+    }
+}
+
+/// The destination port of a TCP or UDP header at `l4_offset` (both keep it at bytes 2-3).
+#[inline(always)]
+fn destination_port(ctx: &XdpContext, l4_offset: usize) -> Option<u16> {
+    let ports = bytes::<4>(ctx, l4_offset)?;
+    Some(be16(ports[2], ports[3]))
 }
 
 /// `N` bytes at `offset`, or `None` when the frame ends before them.
@@ -244,7 +336,9 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
         key,
         class,
         l4_offset: offset + header_len,
+        first_fragment,
         truncated: ctx.data() + offset + total_len > ctx.data_end(),
+        dst_fold: u32::from_be_bytes([header[16], header[17], header[18], header[19]]),
     })
 }
 
@@ -261,6 +355,10 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Verdict {
     let mut src = [0u8; 16];
     src.copy_from_slice(&header[8..24]);
     let key = SourceKey::ipv6(src);
+    let mut dst_fold = 0u32;
+    for word in header[24..40].chunks_exact(4) {
+        dst_fold ^= u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+    }
     let mut next = header[6];
     let mut l4_offset = offset + 40;
     let mut truncated = ctx.data() + l4_offset + payload_len > ctx.data_end();
@@ -327,7 +425,9 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Verdict {
         key,
         class,
         l4_offset: l4_offset & (MAX_L4_OFFSET * 2 - 1),
+        first_fragment,
         truncated,
+        dst_fold,
     })
 }
 

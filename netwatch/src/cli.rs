@@ -57,7 +57,8 @@ pub struct MonitorArgs {
 }
 
 /// `--mode` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModeArg {
     /// Driver mode, falling back to skb mode.
     Auto,

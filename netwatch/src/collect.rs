@@ -13,7 +13,7 @@ use std::{
 
 use netwatch_common::{FAMILY_IPV4, GlobalStats, SourceKey, SourceStats};
 
-use crate::datapath::Snapshot;
+use crate::datapath::{Snapshot, Spread};
 
 /// The traffic of one source during one interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct SourceDelta {
     pub addr: IpAddr,
     /// What it sent during the interval.
     pub stats: SourceStats,
+    /// How many distinct destinations it reached during the interval.
+    pub spread: Spread,
 }
 
 /// Packets and bytes.
@@ -91,7 +93,11 @@ impl Collector {
 
     /// Computes the interval that ends with `snapshot`.
     pub fn update(&mut self, snapshot: Snapshot, elapsed: Duration) -> Interval {
-        let Snapshot { globals, sources } = snapshot;
+        let Snapshot {
+            globals,
+            sources,
+            spread,
+        } = snapshot;
         let mut deltas = Vec::new();
         let mut evicted_now = 0u64;
         for (key, current) in &sources {
@@ -114,6 +120,7 @@ impl Collector {
                 deltas.push(SourceDelta {
                     addr: source_addr(key),
                     stats: delta,
+                    spread: spread.get(key).copied().unwrap_or_default(),
                 });
             }
         }
@@ -242,6 +249,7 @@ mod tests {
         Snapshot {
             globals: globals(total.0, total.1),
             sources: sources.iter().copied().collect(),
+            spread: HashMap::new(),
         }
     }
 

@@ -8,7 +8,10 @@
 pub mod capture;
 pub mod cli;
 pub mod collect;
+pub mod config;
 pub mod datapath;
+pub mod detect;
 pub mod monitor;
 pub mod privilege;
 pub mod report;
+pub mod store;

@@ -98,7 +98,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let stopped_by = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                report_once(&datapath, &mut collector, &mut last_read, &mut out, format, &context, false, &mut read_failures)?;
+                report_once(&mut datapath, &mut collector, &mut last_read, &mut out, format, &context, false, &mut read_failures)?;
             }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
@@ -107,7 +107,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     };
     // The last, partial interval: nothing counted since the previous tick is left unreported.
     report_once(
-        &datapath,
+        &mut datapath,
         &mut collector,
         &mut last_read,
         &mut out,
@@ -139,7 +139,7 @@ fn announce(attachment: &Attachment, max_sources: u32) {
     reason = "the loop's state, passed apart so the borrow of each is plain"
 )]
 fn report_once(
-    datapath: &Datapath,
+    datapath: &mut Datapath,
     collector: &mut Collector,
     last_read: &mut Instant,
     out: &mut impl Write,

@@ -67,6 +67,8 @@ pub struct FrameBuilder {
     net: Net,
     transport: Transport,
     payload: usize,
+    dst_port: Option<u16>,
+    dst_host: u8,
 }
 
 /// What the XDP program must make of a frame, by the length of the prefix it sees.
@@ -153,7 +155,21 @@ impl FrameBuilder {
             net,
             transport: Transport::Udp,
             payload: 0,
+            dst_port: None,
+            dst_host: 254,
         }
+    }
+
+    /// Sets the TCP or UDP destination port (default 80 for TCP, 53 for UDP).
+    pub fn to_port(mut self, port: u16) -> Self {
+        self.dst_port = Some(port);
+        self
+    }
+
+    /// Sets the last byte of the destination address (default 254).
+    pub fn to_host(mut self, last: u8) -> Self {
+        self.dst_host = last;
+        self
     }
 
     /// Adds a VLAN tag (outermost first).
@@ -249,6 +265,7 @@ impl FrameBuilder {
                 header[9] = proto;
                 header[12..16].copy_from_slice(src);
                 header[16..20].copy_from_slice(&DST_V4);
+                header[19] = self.dst_host;
                 // NOP options, then End of Option List (RFC 791).
                 for byte in &mut header[20..] {
                     *byte = 1;
@@ -313,6 +330,8 @@ impl FrameBuilder {
                 bytes.push(64);
                 bytes.extend_from_slice(src);
                 bytes.extend_from_slice(&DST_V6);
+                let last = bytes.len() - 1;
+                bytes[last] = self.dst_host;
                 let header_end = bytes.len();
                 bytes.extend_from_slice(&chain);
                 let class_ready = bytes.len();
@@ -336,7 +355,7 @@ impl FrameBuilder {
         let proto = match self.transport {
             Transport::Tcp(flags) => {
                 l4.extend_from_slice(&40000u16.to_be_bytes());
-                l4.extend_from_slice(&80u16.to_be_bytes());
+                l4.extend_from_slice(&self.dst_port.unwrap_or(80).to_be_bytes());
                 l4.extend_from_slice(&1u32.to_be_bytes());
                 l4.extend_from_slice(&0u32.to_be_bytes());
                 l4.push(5 << 4);
@@ -346,7 +365,7 @@ impl FrameBuilder {
             }
             Transport::Udp => {
                 l4.extend_from_slice(&40000u16.to_be_bytes());
-                l4.extend_from_slice(&53u16.to_be_bytes());
+                l4.extend_from_slice(&self.dst_port.unwrap_or(53).to_be_bytes());
                 l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
                 l4.extend_from_slice(&[0, 0]);
                 17

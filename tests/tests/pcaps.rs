@@ -63,7 +63,7 @@ fn every_capture_counts_like_ground_truth() {
     assert!(listed.len() >= 16, "only {} captures", listed.len());
 
     for (file, sources) in &truth {
-        let datapath =
+        let mut datapath =
             Datapath::load(LoadOptions::default()).unwrap_or_else(|err| panic!("load: {err}"));
         let path = pcaps_dir().join(file);
         let reader = CaptureReader::open(&path).unwrap_or_else(|err| panic!("{err}"));

@@ -10,7 +10,7 @@ use std::{collections::HashMap, fmt, io, time::Duration};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap},
     programs::{
         ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, Link as _},
@@ -19,7 +19,8 @@ use aya::{
     util::KernelVersion,
 };
 use netwatch_common::{
-    GLOBALS_MAP, GlobalStats, NOOP_PROGRAM_NAME, PROGRAM_NAME, SOURCES_MAP, SourceKey, SourceStats,
+    GLOBALS_MAP, GlobalStats, HOST_BITMAP_BITS, NOOP_PROGRAM_NAME, PORT_BITMAP_BITS, PROGRAM_NAME,
+    SETTINGS_MAP, SOURCES_MAP, Settings, SourceKey, SourceStats, SourceValue,
 };
 
 use self::netlink::{LinkInfo, XdpAttached};
@@ -228,12 +229,52 @@ pub struct Snapshot {
     pub globals: GlobalStats,
     /// Every source in the map.
     pub sources: HashMap<SourceKey, SourceStats>,
+    /// Distinct destinations of each source that sent anything since the previous snapshot.
+    pub spread: HashMap<SourceKey, Spread>,
+}
+
+/// Distinct destinations of one source during one window, estimated by linear counting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spread {
+    /// Distinct destination ports (TCP and UDP).
+    pub ports: u32,
+    /// Distinct destination addresses.
+    pub hosts: u32,
+}
+
+impl Spread {
+    /// The most distinct ports the port bitmap can tell apart; an estimate at this value
+    /// means "this many or more".
+    pub const MAX_PORTS: u32 = saturation(PORT_BITMAP_BITS);
+    /// The same for hosts.
+    pub const MAX_HOSTS: u32 = saturation(HOST_BITMAP_BITS);
+}
+
+/// `m ln m`, the linear-counting estimate when every bit is set, for the two sizes used.
+const fn saturation(bits: usize) -> u32 {
+    match bits {
+        128 => 621,
+        256 => 1420,
+        _ => panic!("add the saturation value of this bitmap size"),
+    }
+}
+
+/// Linear counting (Whang, Vander-Zanden, Taylor 1990): `n = -m ln(zeros / m)`.
+pub fn linear_count(words: &[u64]) -> u32 {
+    let bits = (words.len() * 64) as f64;
+    let zeros: u32 = words.iter().map(|word| word.count_zeros()).sum();
+    if zeros == 0 {
+        return (bits * bits.ln()).round() as u32;
+    }
+    (-bits * (f64::from(zeros) / bits).ln()).round() as u32
 }
 
 /// The loaded netwatch program and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
+    /// The sketch window packets write now.
+    epoch: u32,
 }
 
 impl fmt::Debug for Datapath {
@@ -252,7 +293,24 @@ impl Datapath {
         let ebpf = load_object(NETWATCH_OBJECT, PROGRAM_NAME, |loader| {
             loader.map_max_entries(SOURCES_MAP, max_sources);
         })?;
-        Ok(Self { ebpf, max_sources })
+        let mut datapath = Self {
+            ebpf,
+            max_sources,
+            epoch: 0,
+        };
+        datapath.set_epoch(1)?;
+        Ok(datapath)
+    }
+
+    fn set_epoch(&mut self, epoch: u32) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(SETTINGS_MAP)
+            .ok_or(DatapathError::Missing("settings map"))?;
+        let mut settings: Array<&mut MapData, Settings> = Array::try_from(map)?;
+        settings.set(0, Settings { epoch, _pad: 0 }, 0)?;
+        self.epoch = epoch;
+        Ok(())
     }
 
     /// Capacity of the per-source map.
@@ -330,16 +388,22 @@ impl Datapath {
         program.pin(path).map_err(DatapathError::Pin)
     }
 
-    /// Reads both maps, summing the per-CPU values.
+    /// Reads the maps, summing the per-CPU values, and closes the current sketch window:
+    /// [`Snapshot::spread`] covers the traffic since the previous snapshot.
     ///
     /// Sources evicted while the map is walked are skipped, and a source met twice (the walk
     /// restarts when its cursor is evicted) is kept once.
-    pub fn snapshot(&self) -> Result<Snapshot, DatapathError> {
+    pub fn snapshot(&mut self) -> Result<Snapshot, DatapathError> {
+        let closing = self.epoch;
+        // Epoch 0 marks windows never written; skip it when the counter wraps.
+        self.set_epoch(closing.wrapping_add(1).max(1))?;
+        let slot = (closing & 1) as usize;
+
         let sources_map = self
             .ebpf
             .map(SOURCES_MAP)
             .ok_or(DatapathError::Missing("sources map"))?;
-        let sources: PerCpuHashMap<&MapData, SourceKey, SourceStats> =
+        let sources: PerCpuHashMap<&MapData, SourceKey, SourceValue> =
             PerCpuHashMap::try_from(sources_map)?;
         let mut snapshot = Snapshot::default();
         for entry in sources.iter() {
@@ -349,10 +413,27 @@ impl Datapath {
                 Err(err) => return Err(err.into()),
             };
             let mut sum = SourceStats::default();
-            for stats in per_cpu.iter() {
-                add_source(&mut sum, stats);
+            let mut ports = [0u64; PORT_BITMAP_BITS / 64];
+            let mut hosts = [0u64; HOST_BITMAP_BITS / 64];
+            let mut marked = false;
+            for value in per_cpu.iter() {
+                add_source(&mut sum, &value.stats);
+                if value.sketch.epochs[slot] == closing {
+                    marked = true;
+                    or_into(&mut ports, &value.sketch.ports[slot]);
+                    or_into(&mut hosts, &value.sketch.hosts[slot]);
+                }
             }
             snapshot.sources.insert(key, sum);
+            if marked {
+                snapshot.spread.insert(
+                    key,
+                    Spread {
+                        ports: linear_count(&ports),
+                        hosts: linear_count(&hosts),
+                    },
+                );
+            }
         }
         // Globals after sources: a packet counted in a source read above is in the globals too.
         let globals_map = self
@@ -588,6 +669,12 @@ fn attach_in(
         })
 }
 
+fn or_into(sum: &mut [u64], words: &[u64]) {
+    for (sum, word) in sum.iter_mut().zip(words) {
+        *sum |= word;
+    }
+}
+
 fn add_source(sum: &mut SourceStats, stats: &SourceStats) {
     let SourceStats {
         packets,
@@ -628,4 +715,20 @@ fn add_globals(sum: &mut GlobalStats, stats: &GlobalStats) {
     sum.overflow_packets += overflow_packets;
     sum.overflow_bytes += overflow_bytes;
     sum.truncated_packets += truncated_packets;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_counting_estimates() {
+        assert_eq!(linear_count(&[0; 4]), 0);
+        // One bit set of 256: -256 ln(255/256) = 1.0
+        assert_eq!(linear_count(&[1, 0, 0, 0]), 1);
+        // Half the bits set: 256 ln 2 = 177.4
+        assert_eq!(linear_count(&[u64::MAX, u64::MAX, 0, 0]), 177);
+        assert_eq!(linear_count(&[u64::MAX; 4]), Spread::MAX_PORTS);
+        assert_eq!(linear_count(&[u64::MAX; 2]), Spread::MAX_HOSTS);
+    }
 }

@@ -49,14 +49,14 @@ pub fn write_interval(
     }
     writeln!(
         out,
-        "  {:<39} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "SOURCE", "PKT/S", "BIT/S", "TCP", "UDP", "ICMP", "OTHER", "SYN"
+        "  {:<39} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6}",
+        "SOURCE", "PKT/S", "BIT/S", "TCP", "UDP", "ICMP", "OTHER", "SYN", "PORTS", "HOSTS"
     )?;
     for source in interval.sources.iter().take(context.top) {
         let stats = &source.stats;
         writeln!(
             out,
-            "  {:<39} {:>10.0} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "  {:<39} {:>10.0} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6}",
             source.addr.to_string(),
             interval.rate(stats.packets),
             bits_per_second(interval.rate(stats.bytes)),
@@ -65,6 +65,8 @@ pub fn write_interval(
             stats.icmp_packets,
             stats.other_packets,
             stats.tcp_syn_packets,
+            source.spread.ports,
+            source.spread.hosts,
         )?;
     }
     let hidden = interval.sources.len().saturating_sub(context.top);
@@ -123,6 +125,7 @@ mod tests {
                 udp_packets: packets,
                 ..SourceStats::default()
             },
+            spread: crate::datapath::Spread::default(),
         };
         let interval = Interval {
             elapsed: Duration::from_secs(2),

@@ -74,6 +74,8 @@ struct SourceRecord {
     icmp: u64,
     other: u64,
     syn: u64,
+    ports: u32,
+    hosts: u32,
 }
 
 /// One line: one JSON object.
@@ -151,6 +153,8 @@ pub fn write_interval(
                 icmp: source.stats.icmp_packets,
                 other: source.stats.other_packets,
                 syn: source.stats.tcp_syn_packets,
+                ports: source.spread.ports,
+                hosts: source.spread.hosts,
             })
             .collect(),
     };
@@ -191,6 +195,7 @@ mod tests {
                     tcp_syn_packets: 3,
                     ..SourceStats::default()
                 },
+                spread: crate::datapath::Spread { ports: 4, hosts: 1 },
             }],
             tracked_sources: 1,
             evicted_sources: 0,
@@ -215,6 +220,7 @@ mod tests {
         assert_eq!(value["cumulative"]["packets"], 40);
         assert_eq!(value["top"][0]["source"], "2001:db8::7");
         assert_eq!(value["top"][0]["syn"], 3);
+        assert_eq!(value["top"][0]["ports"], 4);
         assert_eq!(value["top"][0]["bps"], 17280.0);
     }
 }

@@ -26,7 +26,8 @@ pub struct Context {
 }
 
 /// Output format of interval reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A summary line and a table of the top sources, for people.
     #[default]

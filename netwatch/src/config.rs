@@ -1,0 +1,266 @@
+//! The configuration file (TOML). Every field has a default, documented in
+//! `netwatch.example.toml`; the file is validated at start and an error names the field and
+//! the reason. Command-line flags override the file.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{cli::ModeArg, detect::DetectConfig, report::Format};
+
+/// Where the SQLite store lives when neither the file nor `--db` says.
+pub const DEFAULT_DB_PATH: &str = "/var/lib/netwatch/netwatch.db";
+
+/// The whole file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Collection and output.
+    pub monitor: MonitorConfig,
+    /// Detection rules.
+    pub detect: DetectConfig,
+    /// The SQLite store.
+    pub store: StoreConfig,
+}
+
+/// `[monitor]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Interface to watch (the `--iface` flag wins).
+    pub iface: Option<String>,
+    /// XDP attach mode.
+    pub mode: ModeArg,
+    /// Time between two readings.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Capacity of the kernel's per-source map.
+    pub max_sources: u32,
+    /// Sources listed per interval.
+    pub top: usize,
+    /// Report format.
+    pub format: Format,
+    /// Also write alerts as JSON lines to this file.
+    pub alerts: Option<PathBuf>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            iface: None,
+            mode: ModeArg::Auto,
+            interval: Duration::from_secs(1),
+            max_sources: netwatch_common::DEFAULT_MAX_SOURCES,
+            top: 10,
+            format: Format::Text,
+            alerts: None,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The SQLite file: known sources, and (later) history.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from(DEFAULT_DB_PATH),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown field, or a value of the wrong type.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the field and line.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("config {path}: {field}: {reason}")]
+    Invalid {
+        /// The file (or `(flags)`).
+        path: PathBuf,
+        /// The field, dotted.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: path.to_owned(),
+            message: err.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the first bad field.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let monitor = &self.monitor;
+        if monitor.interval < Duration::from_millis(10) {
+            return Err(invalid("monitor.interval", "must be at least 10ms"));
+        }
+        if monitor.max_sources == 0 || monitor.max_sources > 16_777_216 {
+            return Err(invalid("monitor.max_sources", "must be 1 to 16777216"));
+        }
+        if monitor.iface.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("monitor.iface", "is empty"));
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "is empty"));
+        }
+        self.detect
+            .validate()
+            .map_err(|(field, reason)| invalid(&field, &reason))
+    }
+}
+
+/// Serde for durations written as `"500ms"`, `"1s"`, `"2m"`, `"1h"` or a number of seconds.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Seconds(f64),
+    }
+
+    /// Deserializes one duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => crate::cli::parse_duration(&text).map_err(D::Error::custom),
+            Raw::Seconds(seconds) => Duration::try_from_secs_f64(seconds)
+                .map_err(|err| D::Error::custom(err.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.monitor.interval, Duration::from_secs(1));
+        assert_eq!(config.detect.prefix_v4, 24);
+        assert_eq!(config.store.path, PathBuf::from(DEFAULT_DB_PATH));
+    }
+
+    #[test]
+    fn the_example_config_parses_and_matches_the_defaults_it_documents() {
+        let text = include_str!("../../netwatch.example.toml");
+        let config = parse(text).unwrap_or_else(|err| panic!("{err}"));
+        let mut expected = Config::default();
+        expected.monitor.iface = Some(String::from("eth0"));
+        expected.detect.unknown.allowlist =
+            vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn values_are_read() {
+        let config = parse(
+            r#"
+            [monitor]
+            iface = "veth0"
+            interval = "250ms"
+            format = "json"
+            mode = "skb"
+            [detect]
+            prefix_v4 = 16
+            source = { pps = 1000.0 }
+            [detect.spike]
+            k = 3.5
+            [detect.unknown]
+            learning = "10m"
+            allowlist = ["192.0.2.0/24"]
+            [store]
+            path = "/tmp/x.db"
+            "#,
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(config.monitor.interval, Duration::from_millis(250));
+        assert_eq!(config.monitor.format, Format::Json);
+        assert_eq!(config.monitor.mode, ModeArg::Skb);
+        assert_eq!(config.detect.prefix_v4, 16);
+        assert_eq!(config.detect.source.pps, Some(1000.0));
+        assert_eq!(config.detect.spike.k, 3.5);
+        assert_eq!(config.detect.spike.window, 60, "unset fields keep defaults");
+        assert_eq!(config.detect.unknown.learning, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = parse("[detect.spike]\nk = -1.0\n").unwrap_err().to_string();
+        assert!(err.contains("detect.spike.k"), "{err}");
+        let err = parse("[monitor]\nintervall = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("intervall"), "{err}");
+        let err = parse("[monitor]\ninterval = \"fast\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fast"), "{err}");
+        let err = parse("[detect.unknown]\nallowlist = [\"10.1.2.3/8\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host bits"), "{err}");
+        let err = parse("[detect]\nprefix_v6 = 200\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("detect.prefix_v6"), "{err}");
+        let err = parse("[monitor]\nmax_sources = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("monitor.max_sources"), "{err}");
+    }
+}

@@ -1,0 +1,145 @@
+//! IPv4 and IPv6 networks: parsing `192.0.2.0/24`, membership, and the prefix of an address.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
+
+/// A network: an address with its host bits cleared, and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    /// The network of `len` bits that holds `addr`; `len` is capped at the family's width.
+    pub fn of(addr: IpAddr, len: u8) -> Self {
+        match addr {
+            IpAddr::V4(v4) => {
+                let len = len.min(32);
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                Self {
+                    addr: IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask)),
+                    len,
+                }
+            }
+            IpAddr::V6(v6) => {
+                let len = len.min(128);
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                Self {
+                    addr: IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask)),
+                    len,
+                }
+            }
+        }
+    }
+
+    /// True when `addr` is in this network.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        addr.is_ipv4() == self.addr.is_ipv4() && Self::of(addr, self.len) == *self
+    }
+
+    /// The prefix length.
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    /// `ADDR/LEN`, or a bare address (a host network). Host bits must be clear, so that a
+    /// typo like `10.0.0.1/8` is caught rather than silently widened.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = match text.split_once('/') {
+            Some((addr, len)) => (addr, Some(len)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or network"))?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => width,
+            Some(len) => len
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|len| *len <= width)
+                .ok_or_else(|| format!("{text:?}: prefix length must be 0 to {width}"))?,
+        };
+        let cidr = Self::of(addr, len);
+        if cidr.addr != addr {
+            return Err(format!("{text:?} has host bits set; did you mean {cidr}?"));
+        }
+        Ok(cidr)
+    }
+}
+
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(text: &str) -> Cidr {
+        text.parse().unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn prefixes_of_addresses() {
+        let addr: IpAddr = "192.0.2.77".parse().unwrap();
+        assert_eq!(Cidr::of(addr, 24).to_string(), "192.0.2.0/24");
+        assert_eq!(Cidr::of(addr, 0).to_string(), "0.0.0.0/0");
+        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(Cidr::of(v6, 64).to_string(), "2001:db8:1:2::/64");
+        assert_eq!(Cidr::of(v6, 200).len(), 128);
+    }
+
+    #[test]
+    fn membership_respects_family_and_length() {
+        let net = cidr("10.20.0.0/16");
+        assert!(net.contains("10.20.255.1".parse().unwrap()));
+        assert!(!net.contains("10.21.0.1".parse().unwrap()));
+        assert!(!net.contains("::ffff:10.20.0.1".parse().unwrap()));
+        assert!(cidr("::/0").contains("2001:db8::1".parse().unwrap()));
+        assert!(cidr("192.0.2.9").contains("192.0.2.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_networks_say_why() {
+        assert!(
+            "10.0.0.1/8"
+                .parse::<Cidr>()
+                .unwrap_err()
+                .contains("10.0.0.0/8")
+        );
+        assert!(
+            "10.0.0.0/33"
+                .parse::<Cidr>()
+                .unwrap_err()
+                .contains("0 to 32")
+        );
+        assert!("host.example/24".parse::<Cidr>().is_err());
+    }
+}
