@@ -1,6 +1,6 @@
 //! Command line of the `netwatch` binary.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -19,41 +19,121 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Attach to an interface and report its traffic every interval (needs root).
+    /// Attach to an interface and report its traffic and alerts every interval (needs root).
     Monitor(MonitorArgs),
+    /// Feed a pcap or pcapng capture through the same XDP program, collection, detection and
+    /// reports, on the capture's clock (needs root: the program runs in the kernel).
+    Replay(ReplayArgs),
+    /// List or edit the known sources that unknown-source detection compares against.
+    Known(KnownArgs),
+}
+
+/// Options of `monitor` and `replay` that the config file can also set.
+#[derive(Debug, Args, Default)]
+pub struct PipelineArgs {
+    /// TOML configuration file (see netwatch.example.toml); flags override it.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Time between two readings of the counters, e.g. 1s, 500ms, 2m.
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Capacity of the kernel's per-source map; the least recently seen source is evicted
+    /// when it is full.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_sources: Option<u32>,
+    /// Sources listed per interval.
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// Report format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Also write every alert as a JSON line to this file.
+    #[arg(long)]
+    pub alerts: Option<PathBuf>,
+    /// Write reports to this file instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 /// `netwatch monitor`.
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
-    /// Interface to watch.
+    /// Interface to watch (or `monitor.iface` in the config).
     #[arg(long, short = 'i')]
-    pub iface: String,
+    pub iface: Option<String>,
     /// XDP attach mode: driver (native), skb (generic), or auto (driver, else skb).
-    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
-    pub mode: ModeArg,
-    /// Time between two readings of the counters, e.g. 1s, 500ms, 2m.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub interval: Duration,
-    /// Capacity of the kernel's per-source map; the least recently seen source is evicted
-    /// when it is full.
-    #[arg(long, default_value_t = netwatch_common::DEFAULT_MAX_SOURCES, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
-    pub max_sources: u32,
-    /// Sources listed per interval.
-    #[arg(long, default_value_t = 10)]
-    pub top: usize,
-    /// Report format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
     /// Replace an XDP program of another tool already attached to the interface.
     #[arg(long)]
     pub force: bool,
     /// Stop by itself after this long (for scripts and tests), e.g. 30s.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Write reports to this file instead of standard output.
+    /// SQLite store of known sources (default: `store.path` in the config, else
+    /// /var/lib/netwatch/netwatch.db).
     #[arg(long)]
-    pub output: Option<PathBuf>,
+    pub db: Option<PathBuf>,
+    /// Everything the config file can also set.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// `netwatch replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The capture (pcap or pcapng, Ethernet).
+    pub file: PathBuf,
+    /// Keep known sources in this SQLite store; by default a replay learns in memory only and
+    /// leaves the daemon's store alone.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Everything the config file can also set.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// `netwatch known`.
+#[derive(Debug, Args)]
+pub struct KnownArgs {
+    /// TOML configuration file, for `store.path`.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// SQLite store (overrides the config).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KnownAction,
+}
+
+/// `netwatch known` actions.
+#[derive(Debug, Subcommand)]
+pub enum KnownAction {
+    /// Print every known source with its origin and when it was first and last seen.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add sources by hand.
+    Add {
+        /// Addresses.
+        #[arg(required = true)]
+        addrs: Vec<IpAddr>,
+    },
+    /// Remove sources (they alert again if they come back after learning).
+    Remove {
+        /// Addresses.
+        #[arg(required = true)]
+        addrs: Vec<IpAddr>,
+    },
+    /// Remove sources not seen for this long, e.g. 30d... written as 720h.
+    Prune {
+        /// Age, e.g. 720h.
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Duration,
+    },
 }
 
 /// `--mode` values.

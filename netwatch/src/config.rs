@@ -110,6 +110,42 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The file at `path`, or the defaults when there is none.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+
+    /// Lets command-line flags win over the file, then validates the result.
+    pub fn apply_flags(&mut self, flags: &crate::cli::PipelineArgs) -> Result<(), ConfigError> {
+        let crate::cli::PipelineArgs {
+            config,
+            interval,
+            max_sources,
+            top,
+            format,
+            alerts,
+            output: _,
+        } = flags;
+        let monitor = &mut self.monitor;
+        if let Some(interval) = interval {
+            monitor.interval = *interval;
+        }
+        if let Some(max_sources) = max_sources {
+            monitor.max_sources = *max_sources;
+        }
+        if let Some(top) = top {
+            monitor.top = *top;
+        }
+        if let Some(format) = format {
+            monitor.format = *format;
+        }
+        if alerts.is_some() {
+            monitor.alerts.clone_from(alerts);
+        }
+        let source = config.clone().unwrap_or_else(|| PathBuf::from("(flags)"));
+        self.validate(&source)
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -5,23 +5,33 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use netwatch::{
     cli::{Cli, Command},
-    monitor,
+    known, monitor, replay,
 };
 
 fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("netwatch: error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = match command {
-        Command::Monitor(args) => runtime.block_on(monitor::run(args)),
+    let result: Result<(), Box<dyn std::error::Error>> = match command {
+        Command::Monitor(args) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(monitor::run(args)).map_err(Into::into),
+            Err(err) => Err(format!("cannot start the runtime: {err}").into()),
+        },
+        Command::Replay(args) => replay::run(args).map(|summary| {
+            eprintln!(
+                "netwatch: replayed {} frames in {} intervals, {} alert lines{}",
+                summary.frames,
+                summary.tally.intervals,
+                summary.tally.alerts.values().sum::<u64>(),
+                if summary.refused > 0 {
+                    format!("; {} frames refused", summary.refused)
+                } else {
+                    String::new()
+                }
+            );
+        }).map_err(Into::into),
+        Command::Known(args) => known::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

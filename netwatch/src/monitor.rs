@@ -1,9 +1,11 @@
-//! `netwatch monitor`: attach to a live interface and report every interval until a signal.
+//! `netwatch monitor`: attach to a live interface and run the pipeline every interval until a
+//! signal.
 
 use std::{
-    fs::File,
+    fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
-    time::{Instant, SystemTime},
+    path::Path,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use tokio::{
@@ -13,13 +15,16 @@ use tokio::{
 
 use crate::{
     cli::MonitorArgs,
-    collect::Collector,
+    config::{Config, ConfigError},
     datapath::{Attachment, Datapath, DatapathError, LoadOptions},
+    detect::Detector,
+    pipeline::{Outputs, Pipeline},
     privilege,
-    report::{self, Context},
+    report::Context,
+    store::{Store, StoreError},
 };
 
-/// Why monitoring could not start or go on.
+/// Why monitoring (or a replay) could not start or go on.
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
     /// The process lacks capabilities.
@@ -29,13 +34,22 @@ pub enum MonitorError {
         .0.join(", ")
     )]
     NotPermitted(Vec<&'static str>),
+    /// The configuration is refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No interface given.
+    #[error("no interface to watch: give --iface or set monitor.iface in the config")]
+    NoInterface,
     /// The datapath failed.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
-    /// The output file could not be created.
+    /// An output file could not be created.
     #[error("cannot create output file {path}: {source}")]
     Output {
         /// The path.
@@ -48,46 +62,98 @@ pub enum MonitorError {
     Write(#[source] io::Error),
 }
 
+/// Refuses early, with the capabilities missing, when the process cannot load BPF programs.
+pub fn check_privilege() -> Result<(), MonitorError> {
+    let missing = privilege::missing_capabilities();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(MonitorError::NotPermitted(missing))
+    }
+}
+
+/// The report and alert outputs named by the configuration.
+pub fn open_outputs(config: &Config, output: Option<&Path>) -> Result<Outputs, MonitorError> {
+    let create = |path: &Path, append: bool| -> Result<Box<dyn Write>, MonitorError> {
+        let file = if append {
+            OpenOptions::new().create(true).append(true).open(path)
+        } else {
+            File::create(path)
+        };
+        let file = file.map_err(|source| MonitorError::Output {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Box::new(BufWriter::new(file)))
+    };
+    let reports = match output {
+        None => Box::new(io::stdout()) as Box<dyn Write>,
+        Some(path) => create(path, false)?,
+    };
+    let alerts = config
+        .monitor
+        .alerts
+        .as_deref()
+        .map(|path| create(path, true))
+        .transpose()?;
+    Ok(Outputs {
+        reports,
+        format: config.monitor.format,
+        alerts,
+    })
+}
+
+/// A prefix for alert ids that differs between runs: the start time in hex milliseconds.
+pub fn run_id() -> String {
+    format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    )
+}
+
 /// Runs until SIGINT, SIGTERM or `--duration`; detaches before returning.
 pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let MonitorArgs {
         iface,
         mode,
-        interval,
-        max_sources,
-        top,
-        format,
         force,
         duration,
-        output,
+        db,
+        pipeline: flags,
     } = args;
-    let missing = privilege::missing_capabilities();
-    if !missing.is_empty() {
-        return Err(MonitorError::NotPermitted(missing));
+    let mut config = Config::load_or_default(flags.config.as_deref())?;
+    config.apply_flags(&flags)?;
+    if let Some(mode) = mode {
+        config.monitor.mode = mode;
     }
+    let iface = iface
+        .or_else(|| config.monitor.iface.clone())
+        .ok_or(MonitorError::NoInterface)?;
+    check_privilege()?;
     // Handlers first, so that a signal arriving right after attaching still detaches cleanly.
     let mut sigint = signal(SignalKind::interrupt()).map_err(MonitorError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(MonitorError::Signals)?;
-    let mut out: Box<dyn Write> = match &output {
-        None => Box::new(io::stdout()),
-        Some(path) => Box::new(BufWriter::new(File::create(path).map_err(|source| {
-            MonitorError::Output {
-                path: path.display().to_string(),
-                source,
-            }
-        })?)),
-    };
+    let outputs = open_outputs(&config, flags.output.as_deref())?;
+    let store = Store::open(db.as_deref().unwrap_or(&config.store.path))?;
+    let known = store.known_state()?;
 
-    let mut datapath = Datapath::load(LoadOptions { max_sources })?;
-    let attachment = datapath.attach(&iface, mode.into(), force)?;
+    let mut datapath = Datapath::load(LoadOptions {
+        max_sources: config.monitor.max_sources,
+    })?;
+    let attachment = datapath.attach(&iface, config.monitor.mode.into(), force)?;
     announce(&attachment, datapath.max_sources());
 
     let context = Context {
         iface: iface.clone(),
         max_sources: datapath.max_sources(),
-        top,
+        top: config.monitor.top,
     };
-    let mut collector = Collector::new();
+    let detector = Detector::new(config.detect.clone(), known, run_id());
+    let mut pipeline = Pipeline::new(detector, Some(store), context, outputs);
+    let interval = config.monitor.interval;
     let started = tokio::time::Instant::now();
     let mut ticker = interval_at(started + interval, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -98,7 +164,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let stopped_by = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                report_once(&mut datapath, &mut collector, &mut last_read, &mut out, format, &context, false, &mut read_failures)?;
+                tick(&mut datapath, &mut pipeline, &mut last_read, false, &mut read_failures)?;
             }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
@@ -106,13 +172,10 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         }
     };
     // The last, partial interval: nothing counted since the previous tick is left unreported.
-    report_once(
+    tick(
         &mut datapath,
-        &mut collector,
+        &mut pipeline,
         &mut last_read,
-        &mut out,
-        format,
-        &context,
         true,
         &mut read_failures,
     )?;
@@ -134,17 +197,10 @@ fn announce(attachment: &Attachment, max_sources: u32) {
     );
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the loop's state, passed apart so the borrow of each is plain"
-)]
-fn report_once(
+fn tick(
     datapath: &mut Datapath,
-    collector: &mut Collector,
+    pipeline: &mut Pipeline,
     last_read: &mut Instant,
-    out: &mut impl Write,
-    format: report::Format,
-    context: &Context,
     last: bool,
     read_failures: &mut u64,
 ) -> Result<(), MonitorError> {
@@ -159,8 +215,13 @@ fn report_once(
         }
     };
     let now = Instant::now();
-    let interval = collector.update(snapshot, now - *last_read);
+    let elapsed = now - *last_read;
     *last_read = now;
-    report::write_interval(out, format, context, SystemTime::now(), &interval, last)
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    pipeline
+        .tick(snapshot, at, elapsed, last)
+        .map(drop)
         .map_err(MonitorError::Write)
 }

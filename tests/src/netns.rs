@@ -51,6 +51,11 @@ impl Netns {
         netns
     }
 
+    /// A SQLite store path for a netwatch run in this namespace, removed with it.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("netwatch-test-{}.db", self.name))
+    }
+
     /// Runs a command inside the namespace, panicking if it fails.
     pub fn exec(&self, args: &[&str]) -> Output {
         let mut full = vec!["netns", "exec", &self.name];
@@ -94,6 +99,12 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+        let db = self.db_path();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = db.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -1,1 +1,571 @@
+//! End to end: the real `netwatch` binary attached to one end of a veth pair between two
+//! network namespaces that the test creates, real frames sent from the other end, exact counts
+//! read from its JSON output; then the failures a user meets, each with its one clear line.
 
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use netwatch::{
+    collect::source_addr,
+    datapath::{Datapath, LoadOptions, NoopProgram},
+};
+use netwatch_tests::{
+    Expected,
+    frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport},
+    netns::{Netns, VethPair},
+    privileged, unique_name,
+};
+use serde_json::Value;
+
+/// The binary under test: `$NETWATCH_BIN` (set by `cargo xtask test`), else the debug build.
+fn netwatch_bin() -> PathBuf {
+    let path = std::env::var_os("NETWATCH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netwatch"),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo xtask test`, or build netwatch and set NETWATCH_BIN",
+        path.display()
+    );
+    path
+}
+
+const STARTUP: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// A running netwatch, killed on drop if the test did not stop it.
+struct Daemon {
+    child: Option<Child>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl Daemon {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+        let stdout = lines(child.stdout.take());
+        let stderr = lines(child.stderr.take());
+        Self {
+            child: Some(child),
+            stdout,
+            stderr,
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    /// netwatch in `netns`, with a store of its own (the default store is the system's).
+    fn in_netns(netns: &Netns, args: &[&str]) -> Self {
+        let mut command = netns.command(&netwatch_bin().to_string_lossy());
+        command.args(args);
+        if args.first() == Some(&"monitor") {
+            command.arg("--db").arg(netns.db_path());
+        }
+        Self::spawn(command)
+    }
+
+    /// Waits for a stderr line containing `needle`; panics with all stderr seen on time-out
+    /// or exit.
+    fn wait_stderr(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no {needle:?} on stderr in {STARTUP:?}: {:?}",
+                        self.stderr_seen
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("netwatch exited before {needle:?}: {:?}", self.stderr_seen)
+                }
+            }
+        }
+    }
+
+    /// Reads JSON reports until one says the cumulative packet count reached `packets`.
+    fn wait_cumulative(&mut self, packets: u64, reports: &mut Vec<Value>) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.stdout.recv_timeout(left).unwrap_or_else(|err| {
+                panic!(
+                    "no report with {packets} packets ({err}); last: {:?}",
+                    reports.last()
+                )
+            });
+            let report: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|err| panic!("not JSON: {line:?}: {err}"));
+            if report["type"] != "interval" {
+                continue;
+            }
+            let seen = report["cumulative"]["packets"].as_u64().unwrap_or(0);
+            reports.push(report);
+            if seen >= packets {
+                return;
+            }
+        }
+    }
+
+    /// Sends `signal`, waits for the exit (bounded) and returns the status with the rest of
+    /// stdout and stderr.
+    fn stop(&mut self, signal: i32) -> (ExitStatus, Vec<String>, Vec<String>) {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("already stopped"));
+        let pid = i32::try_from(child.id()).unwrap_or_else(|err| panic!("{err}"));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                other => {
+                    let _ = child.kill();
+                    panic!("netwatch did not exit within 10s of signal {signal}: {other:?}");
+                }
+            }
+        };
+        let stdout = self.stdout.iter().collect();
+        let mut stderr = std::mem::take(&mut self.stderr_seen);
+        stderr.extend(self.stderr.iter());
+        (status, stdout, stderr)
+    }
+
+    /// Waits for the process to exit by itself (bounded) and returns status and stderr.
+    fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("already stopped"));
+        let deadline = Instant::now() + STARTUP;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                other => {
+                    let _ = child.kill();
+                    panic!("netwatch did not exit within {STARTUP:?}: {other:?}");
+                }
+            }
+        };
+        let stderr: Vec<String> = self.stderr.iter().collect();
+        (status, stderr.join("\n"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn lines(stream: Option<impl std::io::Read + Send + 'static>) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(stream) = stream {
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
+fn v6(last: u8) -> [u8; 16] {
+    [
+        0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, last,
+    ]
+}
+
+/// Several known sources: IPv4, IPv6, VLAN-tagged, QinQ, and some ARP.
+fn traffic() -> Vec<(FrameBuilder, usize)> {
+    vec![
+        (FrameBuilder::ipv4([10, 1, 0, 1]).payload(100), 120),
+        (
+            FrameBuilder::ipv4([10, 1, 0, 2]).transport(Transport::Tcp(SYN)),
+            80,
+        ),
+        (
+            FrameBuilder::ipv6(v6(1))
+                .transport(Transport::Icmp)
+                .payload(32),
+            70,
+        ),
+        (
+            FrameBuilder::ipv6(v6(2))
+                .ext(Ext::HopByHop(1))
+                .transport(Transport::Tcp(SYN)),
+            25,
+        ),
+        (
+            FrameBuilder::ipv4([10, 1, 0, 3])
+                .vlan(TPID_8021Q, 42)
+                .payload(10),
+            40,
+        ),
+        (
+            FrameBuilder::ipv6(v6(3))
+                .vlan(TPID_8021AD, 7)
+                .vlan(TPID_8021Q, 8)
+                .payload(64),
+            30,
+        ),
+        (FrameBuilder::arp(), 5),
+    ]
+}
+
+fn monitor_end_to_end(mode: &str) {
+    let pair = VethPair::new(true);
+    let mut daemon = Daemon::in_netns(
+        &pair.monitor,
+        &[
+            "monitor",
+            "--iface",
+            &pair.monitor_if,
+            "--mode",
+            mode,
+            "--interval",
+            "200ms",
+            "--format",
+            "json",
+            "--top",
+            "100",
+        ],
+    );
+    let attached = daemon.wait_stderr("attached to");
+    assert!(attached.contains(&format!("in {mode} mode")), "{attached}");
+    assert!(pair.monitor.xdp_attachment(&pair.monitor_if).is_some());
+
+    let mut expected = Expected::default();
+    let mut frames = Vec::new();
+    // Interleave the sources so that no source's frames come in one block.
+    let plan = traffic();
+    let most = plan.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    for round in 0..most {
+        for (builder, count) in &plan {
+            if round < *count {
+                let frame = builder.build();
+                frame.expect(&mut expected);
+                frames.push(frame.bytes);
+            }
+        }
+    }
+    let total = frames.len();
+    let rx_before = pair.monitor_rx();
+    assert_eq!(pair.send(frames), total);
+
+    let mut reports = Vec::new();
+    daemon.wait_cumulative(total as u64, &mut reports);
+    let (status, rest, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(
+        status.success(),
+        "exit {status:?} after SIGTERM: {stderr:?}"
+    );
+    assert!(
+        stderr.iter().any(|line| line.contains("SIGTERM: detached")),
+        "{stderr:?}"
+    );
+    for line in rest {
+        let report: Value =
+            serde_json::from_str(&line).unwrap_or_else(|err| panic!("{line:?}: {err}"));
+        if report["type"] == "interval" {
+            reports.push(report);
+        }
+    }
+    // What the interface itself says it received: every frame, and nothing else.
+    assert_eq!(pair.monitor_rx() - rx_before, total as u64);
+
+    // Sum the per-interval deltas of every source.
+    let mut sums: BTreeMap<String, [u64; 7]> = BTreeMap::new();
+    for report in &reports {
+        for source in report["top"].as_array().into_iter().flatten() {
+            let name = source["source"].as_str().unwrap_or("?").to_owned();
+            let entry = sums.entry(name).or_default();
+            for (i, field) in ["packets", "bytes", "tcp", "udp", "icmp", "other", "syn"]
+                .iter()
+                .enumerate()
+            {
+                entry[i] += source[field].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    let want: BTreeMap<String, [u64; 7]> = expected
+        .sources
+        .iter()
+        .map(|(key, s)| {
+            (
+                source_addr(key).to_string(),
+                [
+                    s.packets,
+                    s.bytes,
+                    s.tcp_packets,
+                    s.udp_packets,
+                    s.icmp_packets,
+                    s.other_packets,
+                    s.tcp_syn_packets,
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(
+        sums, want,
+        "per-source totals over all intervals ({mode} mode)"
+    );
+
+    let last = reports.last().unwrap_or_else(|| panic!("no reports"));
+    assert_eq!(last["final"], true, "the last report is the final one");
+    let cumulative = &last["cumulative"];
+    assert_eq!(cumulative["packets"], expected.globals.total_packets);
+    assert_eq!(cumulative["bytes"], expected.globals.total_bytes);
+    assert_eq!(cumulative["non_ip_packets"], 5);
+    assert_eq!(cumulative["malformed_packets"], 0);
+    assert_eq!(cumulative["overflow_packets"], 0);
+    assert_eq!(last["blind_spots"]["unattributed_packets"], 0);
+
+    assert_eq!(
+        pair.monitor.xdp_attachment(&pair.monitor_if),
+        None,
+        "an XDP program is left on the interface after SIGTERM"
+    );
+}
+
+#[test]
+fn counts_real_traffic_exactly_in_driver_mode() {
+    if privileged("counts_real_traffic_exactly_in_driver_mode") {
+        monitor_end_to_end("driver");
+    }
+}
+
+#[test]
+fn counts_real_traffic_exactly_in_skb_mode() {
+    if privileged("counts_real_traffic_exactly_in_skb_mode") {
+        monitor_end_to_end("skb");
+    }
+}
+
+#[test]
+fn kill_9_leaves_no_program_attached() {
+    if !privileged("kill_9_leaves_no_program_attached") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let mut daemon = Daemon::in_netns(&pair.monitor, &["monitor", "-i", &pair.monitor_if]);
+    daemon.wait_stderr("attached to");
+    assert!(pair.monitor.xdp_attachment(&pair.monitor_if).is_some());
+    let (status, _, _) = daemon.stop(libc::SIGKILL);
+    assert!(!status.success());
+    // The kernel releases the link when the last file descriptor closes, asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pair.monitor.xdp_attachment(&pair.monitor_if).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "XDP still attached 5s after kill -9: {:?}",
+            pair.monitor.xdp_attachment(&pair.monitor_if)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigint_detaches_and_exits_zero() {
+    if !privileged("sigint_detaches_and_exits_zero") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let mut daemon = Daemon::in_netns(&pair.monitor, &["monitor", "-i", &pair.monitor_if]);
+    daemon.wait_stderr("attached to");
+    let (status, stdout, stderr) = daemon.stop(libc::SIGINT);
+    assert!(status.success(), "{status:?} {stderr:?}");
+    assert!(
+        stdout.iter().any(|line| line.contains("(final)")),
+        "{stdout:?}"
+    );
+    assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), None);
+}
+
+fn expect_failure(mut daemon: Daemon, needle: &str) -> String {
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(needle), "wanted {needle:?} in: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one clear line, not more: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn unknown_interface_is_one_clear_line() {
+    if !privileged("unknown_interface_is_one_clear_line") {
+        return;
+    }
+    let netns = Netns::new("nwu");
+    let daemon = Daemon::in_netns(&netns, &["monitor", "-i", "nw-missing0"]);
+    expect_failure(daemon, "unknown interface \"nw-missing0\"");
+}
+
+#[test]
+fn interface_down_is_one_clear_line() {
+    if !privileged("interface_down_is_one_clear_line") {
+        return;
+    }
+    let pair = VethPair::new(false);
+    let daemon = Daemon::in_netns(&pair.monitor, &["monitor", "-i", &pair.monitor_if]);
+    expect_failure(daemon, "is down");
+}
+
+#[test]
+fn missing_privilege_is_one_clear_line() {
+    if !privileged("missing_privilege_is_one_clear_line") {
+        return;
+    }
+    // As nobody, with no capabilities at all.
+    let mut command = Command::new("setpriv");
+    command.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ]);
+    command.arg(netwatch_bin()).args(["monitor", "-i", "lo"]);
+    let stderr = expect_failure(Daemon::spawn(command), "permission denied");
+    assert!(stderr.contains("CAP_BPF"), "{stderr}");
+}
+
+/// Runs `f` in `netns` and returns what it built, to keep a program attached from this
+/// process while netwatch runs.
+fn in_netns<T: Send + 'static>(netns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    netns.run(f)
+}
+
+#[test]
+fn another_program_is_left_alone_and_reported() {
+    if !privileged("another_program_is_left_alone_and_reported") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let iface = pair.monitor_if.clone();
+    let foreign = in_netns(&pair.monitor, move || {
+        let ifindex = netwatch::datapath::netlink::link_info(&iface)
+            .unwrap_or_else(|err| panic!("{err}"))
+            .ifindex;
+        let mut noop = NoopProgram::load().unwrap_or_else(|err| panic!("{err}"));
+        noop.attach(ifindex).unwrap_or_else(|err| panic!("{err}"));
+        noop
+    });
+    let before = pair.monitor.xdp_attachment(&pair.monitor_if);
+    assert!(before.is_some());
+
+    let daemon = Daemon::in_netns(&pair.monitor, &["monitor", "-i", &pair.monitor_if]);
+    expect_failure(daemon, "already has XDP program \"noop\"");
+    // With --force netwatch tries, but a BPF link can only be removed by its owner.
+    let daemon = Daemon::in_netns(
+        &pair.monitor,
+        &["monitor", "-i", &pair.monitor_if, "--force"],
+    );
+    expect_failure(daemon, "held by a BPF link of another process");
+    assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), before);
+    drop(foreign);
+}
+
+/// A bpffs mounted on a fresh directory, unmounted on drop.
+struct Bpffs(PathBuf);
+
+impl Bpffs {
+    fn mount() -> Self {
+        let dir = std::env::temp_dir().join(unique_name("nwfs"));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("{err}"));
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .unwrap_or_else(|err| panic!("mount: {err}"));
+        assert!(status.success(), "mount -t bpf failed");
+        Self(dir)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_stale_netwatch_attachment_is_replaced() {
+    if !privileged("a_stale_netwatch_attachment_is_replaced") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let bpffs = Bpffs::mount();
+    let pin = bpffs.0.join("netwatch");
+    {
+        // What an old netwatch attached through netlink would leave: the program, attached,
+        // with no process behind it.
+        let mut stale =
+            Datapath::load(LoadOptions::default()).unwrap_or_else(|err| panic!("{err}"));
+        stale
+            .pin_program(&pin)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let pin = pin.to_string_lossy().into_owned();
+        pair.monitor.exec(&[
+            "ip",
+            "link",
+            "set",
+            "dev",
+            &pair.monitor_if,
+            "xdpgeneric",
+            "pinned",
+            &pin,
+        ]);
+    }
+    std::fs::remove_file(&pin).unwrap_or_else(|err| panic!("{err}"));
+    let stale = pair
+        .monitor
+        .xdp_attachment(&pair.monitor_if)
+        .unwrap_or_else(|| panic!("the stale program did not attach"));
+
+    let mut daemon = Daemon::in_netns(&pair.monitor, &["monitor", "-i", &pair.monitor_if]);
+    let removed = daemon.wait_stderr("removed XDP program");
+    assert!(removed.contains("\"netwatch\""), "{removed}");
+    daemon.wait_stderr("attached to");
+    let live = pair.monitor.xdp_attachment(&pair.monitor_if);
+    assert!(
+        live.is_some() && live.as_ref() != Some(&stale),
+        "{live:?} vs {stale}"
+    );
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+    assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), None);
+}

@@ -306,8 +306,9 @@ fn an_allowlisted_new_source_does_not_alert() {
 
 #[test]
 fn restart_keeps_the_known_set() {
-    let path = std::env::temp_dir().join(format!("netwatch-restart-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let dir = std::env::temp_dir().join(format!("netwatch-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("known.db");
     {
         let mut store = crate::store::Store::open(&path).unwrap();
         let mut detector = Detector::new(
@@ -338,7 +339,8 @@ fn restart_keeps_the_known_set() {
         );
         alerts.extend(outcome.alerts);
     }
-    let _ = std::fs::remove_file(&path);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
         summary(&alerts),
         vec![(

@@ -4,6 +4,7 @@
 //! datapath. Text goes to a terminal, JSON lines to anything that reads them (a log shipper,
 //! a SIEM, the end-to-end tests).
 
+pub mod alert;
 pub mod console;
 pub mod json;
 

@@ -1,0 +1,171 @@
+//! `netwatch replay FILE`: a capture through the real XDP program (BPF_PROG_TEST_RUN), with
+//! the collection interval driven by the capture's timestamps, then the same collect, detect
+//! and report stages as live monitoring.
+
+use std::time::Duration;
+
+use crate::{
+    capture::{CaptureError, CaptureReader},
+    cli::ReplayArgs,
+    config::Config,
+    datapath::{Datapath, LoadOptions},
+    detect::Detector,
+    monitor::{MonitorError, check_privilege, open_outputs, run_id},
+    pipeline::{Pipeline, Tally},
+    report::Context,
+    store::Store,
+};
+
+/// Empty intervals replayed one by one across a gap in the capture; a longer gap is reported
+/// as one long, quiet interval.
+const MAX_EMPTY_INTERVALS: u64 = 3_600;
+
+/// What a replay did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    /// Frames run through the program.
+    pub frames: u64,
+    /// Frames the kernel refused to run (shorter than an Ethernet header).
+    pub refused: u64,
+    /// Pipeline counts.
+    pub tally: Tally,
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Before or around the pipeline.
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    /// The capture: everything read before the error has been reported.
+    #[error("{error} (the {frames} frames before it were replayed and reported)")]
+    Capture {
+        /// What went wrong.
+        error: CaptureError,
+        /// Frames replayed before.
+        frames: u64,
+    },
+}
+
+/// Replays the file; returns what it did.
+pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
+    let ReplayArgs {
+        file,
+        db,
+        pipeline: flags,
+    } = args;
+    let mut config = Config::load_or_default(flags.config.as_deref()).map_err(MonitorError::from)?;
+    config.apply_flags(&flags).map_err(MonitorError::from)?;
+    check_privilege()?;
+    let reader = CaptureReader::open(&file).map_err(|error| ReplayError::Capture { error, frames: 0 })?;
+    let outputs = open_outputs(&config, flags.output.as_deref())?;
+    let store = db
+        .as_deref()
+        .map(Store::open)
+        .transpose()
+        .map_err(MonitorError::from)?;
+    let known = match &store {
+        Some(store) => store.known_state().map_err(MonitorError::from)?,
+        None => Default::default(),
+    };
+    let mut datapath = Datapath::load(LoadOptions {
+        max_sources: config.monitor.max_sources,
+    })
+    .map_err(MonitorError::from)?;
+    let context = Context {
+        iface: file
+            .file_name()
+            .map_or_else(|| file.display().to_string(), |name| name.to_string_lossy().into_owned()),
+        max_sources: datapath.max_sources(),
+        top: config.monitor.top,
+    };
+    let detector = Detector::new(config.detect.clone(), known, run_id());
+    let mut pipeline = Pipeline::new(detector, store, context, outputs);
+    let interval = config.monitor.interval;
+
+    let mut summary = ReplaySummary::default();
+    // End of the interval being filled, on the capture clock.
+    let mut boundary: Option<Duration> = None;
+    let mut last_time = Duration::ZERO;
+    let mut failure = None;
+    for frame in reader {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        };
+        let end = *boundary.get_or_insert(frame.timestamp + interval);
+        if frame.timestamp >= end {
+            boundary = Some(close_intervals(
+                &mut datapath,
+                &mut pipeline,
+                end,
+                frame.timestamp,
+                interval,
+            )?);
+        }
+        last_time = last_time.max(frame.timestamp);
+        match datapath.test_run(&frame.data) {
+            Ok(_) => summary.frames += 1,
+            Err(err) => {
+                summary.refused += 1;
+                eprintln!(
+                    "netwatch: {}: frame {} ({} bytes) not replayed: {err}",
+                    file.display(),
+                    frame.number,
+                    frame.data.len()
+                );
+            }
+        }
+    }
+    // The last, partial interval.
+    if let Some(end) = boundary {
+        let start = end.saturating_sub(interval);
+        let elapsed = last_time.saturating_sub(start).max(Duration::from_millis(1));
+        let snapshot = datapath.snapshot().map_err(MonitorError::from)?;
+        pipeline
+            .tick(snapshot, start + elapsed, elapsed, true)
+            .map_err(MonitorError::Write)?;
+    }
+    summary.tally = pipeline.tally().clone();
+    match failure {
+        Some(error) => Err(ReplayError::Capture {
+            error,
+            frames: summary.frames,
+        }),
+        None => Ok(summary),
+    }
+}
+
+/// Closes every interval that ends at or before `now`, starting with the one ending at `end`;
+/// returns the end of the interval `now` falls in.
+fn close_intervals(
+    datapath: &mut Datapath,
+    pipeline: &mut Pipeline,
+    mut end: Duration,
+    now: Duration,
+    interval: Duration,
+) -> Result<Duration, MonitorError> {
+    let mut empty = 0u64;
+    while now >= end {
+        let elapsed = if empty >= MAX_EMPTY_INTERVALS {
+            // Skip the rest of a long gap in one quiet interval.
+            let skipped = (now - end).as_nanos() / interval.as_nanos().max(1) + 1;
+            let skipped = u32::try_from(skipped).unwrap_or(u32::MAX);
+            let elapsed = interval * skipped;
+            end += elapsed - interval;
+            elapsed
+        } else {
+            interval
+        };
+        let snapshot = datapath.snapshot()?;
+        pipeline
+            .tick(snapshot, end, elapsed, false)
+            .map_err(MonitorError::Write)?;
+        end += interval;
+        empty += 1;
+    }
+    Ok(end)
+}
