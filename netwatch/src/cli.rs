@@ -224,12 +224,37 @@ mod tests {
             "json",
         ])
         .unwrap_or_else(|err| panic!("{err}"));
-        let Command::Monitor(args) = cli.command;
-        assert_eq!(args.iface, "eth0");
-        assert_eq!(args.mode, ModeArg::Skb);
-        assert_eq!(args.interval, Duration::from_millis(200));
-        assert_eq!(args.max_sources, 1024);
-        assert_eq!(args.format, Format::Json);
+        let Command::Monitor(args) = cli.command else {
+            panic!("not monitor");
+        };
+        assert_eq!(args.iface.as_deref(), Some("eth0"));
+        assert_eq!(args.mode, Some(ModeArg::Skb));
+        assert_eq!(args.pipeline.interval, Some(Duration::from_millis(200)));
+        assert_eq!(args.pipeline.max_sources, Some(1024));
+        assert_eq!(args.pipeline.format, Some(Format::Json));
+        assert_eq!(args.pipeline.config, None);
+    }
+
+    #[test]
+    fn known_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "netwatch",
+            "known",
+            "--db",
+            "/tmp/k.db",
+            "add",
+            "192.0.2.1",
+            "2001:db8::1",
+        ])
+        .unwrap_or_else(|err| panic!("{err}"));
+        let Command::Known(args) = cli.command else {
+            panic!("not known");
+        };
+        let KnownAction::Add { addrs } = args.action else {
+            panic!("not add");
+        };
+        assert_eq!(addrs.len(), 2);
+        assert!(Cli::try_parse_from(["netwatch", "known", "add", "not-an-ip"]).is_err());
     }
 
     #[test]

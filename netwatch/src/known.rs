@@ -38,7 +38,11 @@ pub fn run(args: KnownArgs, out: &mut impl Write) -> Result<(), KnownError> {
         KnownAction::List { json } => {
             let sources = store.known_list()?;
             if !json {
-                writeln!(out, "{:<39} {:<8} {:<24} LAST SEEN", "SOURCE", "ORIGIN", "FIRST SEEN")?;
+                writeln!(
+                    out,
+                    "{:<39} {:<8} {:<24} LAST SEEN",
+                    "SOURCE", "ORIGIN", "FIRST SEEN"
+                )?;
             }
             for source in &sources {
                 let time = |ms: i64| rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
@@ -67,7 +71,11 @@ pub fn run(args: KnownArgs, out: &mut impl Write) -> Result<(), KnownError> {
         }
         KnownAction::Add { addrs } => {
             let added = store.known_add(&addrs, now)?;
-            writeln!(out, "added {added} of {} (the others were known)", addrs.len())?;
+            writeln!(
+                out,
+                "added {added} of {} (the others were known)",
+                addrs.len()
+            )?;
         }
         KnownAction::Remove { addrs } => {
             let removed = store.known_remove(&addrs)?;

@@ -18,19 +18,21 @@ fn main() -> ExitCode {
             Ok(runtime) => runtime.block_on(monitor::run(args)).map_err(Into::into),
             Err(err) => Err(format!("cannot start the runtime: {err}").into()),
         },
-        Command::Replay(args) => replay::run(args).map(|summary| {
-            eprintln!(
-                "netwatch: replayed {} frames in {} intervals, {} alert lines{}",
-                summary.frames,
-                summary.tally.intervals,
-                summary.tally.alerts.values().sum::<u64>(),
-                if summary.refused > 0 {
-                    format!("; {} frames refused", summary.refused)
-                } else {
-                    String::new()
-                }
-            );
-        }).map_err(Into::into),
+        Command::Replay(args) => replay::run(args)
+            .map(|summary| {
+                eprintln!(
+                    "netwatch: replayed {} frames in {} intervals, {} alert lines{}",
+                    summary.frames,
+                    summary.tally.intervals,
+                    summary.tally.alerts.values().sum::<u64>(),
+                    if summary.refused > 0 {
+                        format!("; {} frames refused", summary.refused)
+                    } else {
+                        String::new()
+                    }
+                );
+            })
+            .map_err(Into::into),
         Command::Known(args) => known::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
     };
     match result {

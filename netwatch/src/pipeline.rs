@@ -55,7 +55,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Wires the stages; `store` keeps known sources across runs (none: in memory only).
-    pub fn new(detector: Detector, store: Option<Store>, context: Context, outputs: Outputs) -> Self {
+    pub fn new(
+        detector: Detector,
+        store: Option<Store>,
+        context: Context,
+        outputs: Outputs,
+    ) -> Self {
         Self {
             collector: Collector::new(),
             detector,
@@ -94,7 +99,8 @@ impl Pipeline {
                 self.tally.store_failures += 1;
                 eprintln!("netwatch: {err}");
             }
-            self.seen.extend(interval.sources.iter().map(|source| source.addr));
+            self.seen
+                .extend(interval.sources.iter().map(|source| source.addr));
             self.since_touch += 1;
             if self.since_touch >= TOUCH_EVERY || last {
                 let seen: Vec<IpAddr> = self.seen.drain().collect();

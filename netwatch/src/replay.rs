@@ -54,10 +54,12 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         db,
         pipeline: flags,
     } = args;
-    let mut config = Config::load_or_default(flags.config.as_deref()).map_err(MonitorError::from)?;
+    let mut config =
+        Config::load_or_default(flags.config.as_deref()).map_err(MonitorError::from)?;
     config.apply_flags(&flags).map_err(MonitorError::from)?;
     check_privilege()?;
-    let reader = CaptureReader::open(&file).map_err(|error| ReplayError::Capture { error, frames: 0 })?;
+    let reader =
+        CaptureReader::open(&file).map_err(|error| ReplayError::Capture { error, frames: 0 })?;
     let outputs = open_outputs(&config, flags.output.as_deref())?;
     let store = db
         .as_deref()
@@ -73,9 +75,10 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     })
     .map_err(MonitorError::from)?;
     let context = Context {
-        iface: file
-            .file_name()
-            .map_or_else(|| file.display().to_string(), |name| name.to_string_lossy().into_owned()),
+        iface: file.file_name().map_or_else(
+            || file.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        ),
         max_sources: datapath.max_sources(),
         top: config.monitor.top,
     };
@@ -123,7 +126,9 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     // The last, partial interval.
     if let Some(end) = boundary {
         let start = end.saturating_sub(interval);
-        let elapsed = last_time.saturating_sub(start).max(Duration::from_millis(1));
+        let elapsed = last_time
+            .saturating_sub(start)
+            .max(Duration::from_millis(1));
         let snapshot = datapath.snapshot().map_err(MonitorError::from)?;
         pipeline
             .tick(snapshot, start + elapsed, elapsed, true)

@@ -42,6 +42,58 @@ pub fn pcaps_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps")
 }
 
+/// The binary under test: `$NETWATCH_BIN` (set by `cargo xtask test`), else the debug build.
+pub fn netwatch_bin() -> PathBuf {
+    let path = std::env::var_os("NETWATCH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netwatch"),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo xtask test`, or build netwatch and set NETWATCH_BIN",
+        path.display()
+    );
+    path
+}
+
+/// Writes a classic pcap (Ethernet, microseconds) of `frames` at their times since the epoch.
+pub fn write_pcap(path: &std::path::Path, frames: &[(std::time::Duration, Vec<u8>)]) {
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let file =
+        std::fs::File::create(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let mut writer = PcapWriter::new(std::io::BufWriter::new(file))
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    for (time, data) in frames {
+        writer
+            .write_packet(&PcapPacket::new(*time, data.len() as u32, data))
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    }
+}
+
+/// A scratch directory for one test, removed on drop.
+#[derive(Debug)]
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    /// Creates it, with a unique name starting with `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("{}: {err}", dir.display()));
+        Self(dir)
+    }
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// What the maps must hold: global counters and every source.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Expected {

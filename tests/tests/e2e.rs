@@ -20,23 +20,9 @@ use netwatch_tests::{
     Expected,
     frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport},
     netns::{Netns, VethPair},
-    privileged, unique_name,
+    netwatch_bin, privileged, unique_name,
 };
 use serde_json::Value;
-
-/// The binary under test: `$NETWATCH_BIN` (set by `cargo xtask test`), else the debug build.
-fn netwatch_bin() -> PathBuf {
-    let path = std::env::var_os("NETWATCH_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netwatch"),
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "{} not found: run `cargo xtask test`, or build netwatch and set NETWATCH_BIN",
-        path.display()
-    );
-    path
-}
 
 const STARTUP: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_secs(15);

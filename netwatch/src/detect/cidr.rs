@@ -42,7 +42,7 @@ impl Cidr {
     }
 
     /// The prefix length.
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 }
@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(Cidr::of(addr, 0).to_string(), "0.0.0.0/0");
         let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
         assert_eq!(Cidr::of(v6, 64).to_string(), "2001:db8:1:2::/64");
-        assert_eq!(Cidr::of(v6, 200).len(), 128);
+        assert_eq!(Cidr::of(v6, 200).prefix_len(), 128);
     }
 
     #[test]

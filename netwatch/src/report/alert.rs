@@ -110,7 +110,11 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
                 write!(out, " (baseline {baseline:.0})")?;
             }
             if alert.state == AlertState::Update {
-                write!(out, "; peak {:.0}, {} packets so far", alert.peak, alert.packets)?;
+                write!(
+                    out,
+                    "; peak {:.0}, {} packets so far",
+                    alert.peak, alert.packets
+                )?;
             }
         }
     }
@@ -185,6 +189,10 @@ mod tests {
             "{}",
             lines[0]
         );
-        assert!(lines[1].contains("over after 10.0s; peak 6000 pkt/s"), "{}", lines[1]);
+        assert!(
+            lines[1].contains("over after 10.0s; peak 6000 pkt/s"),
+            "{}",
+            lines[1]
+        );
     }
 }

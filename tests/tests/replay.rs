@@ -1,0 +1,350 @@
+//! `netwatch replay`, the real binary: every shared capture counts like its ground truth, a
+//! capture written here gives exactly the alerts it was built to give, and broken files fail
+//! with the file and frame named while what came before is still reported.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::Path,
+    process::{Command, Output},
+    time::Duration,
+};
+
+use netwatch_tests::{
+    ScratchDir,
+    frames::{ACK, FrameBuilder, PSH, SYN, Transport},
+    netwatch_bin, pcaps_dir, privileged, write_pcap,
+};
+use serde_json::Value;
+
+fn replay(args: &[&str]) -> Output {
+    Command::new(netwatch_bin())
+        .arg("replay")
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run netwatch replay: {err}"))
+}
+
+/// The JSON lines of `output`, parsed.
+fn records(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{line:?}: {err}")))
+        .collect()
+}
+
+fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == kind).collect()
+}
+
+/// Per-source packets and bytes summed over every interval report.
+fn per_source(records: &[Value]) -> BTreeMap<String, (u64, u64)> {
+    let mut sums = BTreeMap::new();
+    for interval in of_type(records, "interval") {
+        for source in interval["top"].as_array().into_iter().flatten() {
+            let entry: &mut (u64, u64) = sums
+                .entry(source["source"].as_str().unwrap_or("?").to_owned())
+                .or_default();
+            entry.0 += source["packets"].as_u64().unwrap_or(0);
+            entry.1 += source["bytes"].as_u64().unwrap_or(0);
+        }
+    }
+    sums
+}
+
+#[test]
+fn every_shared_capture_replays_like_ground_truth() {
+    if !privileged("every_shared_capture_replays_like_ground_truth") {
+        return;
+    }
+    let truth = fs::read_to_string(pcaps_dir().join("ground-truth.tsv"))
+        .unwrap_or_else(|err| panic!("ground truth: {err}"));
+    let mut expected: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
+    for line in truth.lines().skip(1) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [file, source, packets, bytes] = fields[..] else {
+            panic!("bad ground truth line {line:?}");
+        };
+        let number = |text: &str| text.parse::<u64>().unwrap_or_else(|err| panic!("{err}"));
+        expected
+            .entry(file.to_owned())
+            .or_default()
+            .insert(source.to_owned(), (number(packets), number(bytes)));
+    }
+    for (file, mut sources) in expected {
+        let path = pcaps_dir().join(&file);
+        let output = replay(&[
+            &path.to_string_lossy(),
+            "--format",
+            "json",
+            "--top",
+            "100000",
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{file}: {stderr}");
+        let records = records(&output);
+        let intervals = of_type(&records, "interval");
+        let last = intervals
+            .last()
+            .unwrap_or_else(|| panic!("{file}: no report"));
+        assert_eq!(last["final"], true, "{file}");
+        let non_ip = sources.remove("non-ip").unwrap_or_default();
+        assert_eq!(
+            (
+                last["cumulative"]["non_ip_packets"].as_u64().unwrap_or(0),
+                last["cumulative"]["non_ip_bytes"].as_u64().unwrap_or(0)
+            ),
+            non_ip,
+            "{file}: non-IP"
+        );
+        // Ground truth writes addresses as tshark does; compare them as parsed addresses.
+        let normalise =
+            |map: BTreeMap<String, (u64, u64)>| -> BTreeMap<std::net::IpAddr, (u64, u64)> {
+                map.into_iter()
+                    .map(|(addr, counts)| {
+                        (
+                            addr.parse().unwrap_or_else(|err| panic!("{addr}: {err}")),
+                            counts,
+                        )
+                    })
+                    .collect()
+            };
+        assert_eq!(
+            normalise(per_source(&records)),
+            normalise(sources),
+            "{file}: per-source totals"
+        );
+    }
+}
+
+const BASE: u64 = 1_700_000_000;
+
+/// `pps` frames per second from `builder` during seconds `from..to` of the capture, evenly
+/// spread, each made by `make(i)` from the builder.
+fn stream(
+    frames: &mut Vec<(Duration, Vec<u8>)>,
+    seconds: std::ops::Range<u64>,
+    pps: u64,
+    make: impl Fn(u64) -> FrameBuilder,
+) {
+    let mut i = 0;
+    for second in seconds {
+        for k in 0..pps {
+            let time =
+                Duration::from_secs(BASE + second) + Duration::from_micros(k * 1_000_000 / pps);
+            frames.push((time, make(i).build().bytes));
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn a_written_capture_gives_exactly_the_expected_alerts() {
+    if !privileged("a_written_capture_gives_exactly_the_expected_alerts") {
+        return;
+    }
+    let dir = ScratchDir::new("nwreplay");
+    let mut frames = Vec::new();
+    // A benign baseline for the whole capture: two IPv4 hosts and one IPv6 host.
+    stream(&mut frames, 0..120, 20, |_| {
+        FrameBuilder::ipv4([10, 0, 0, 1]).payload(60)
+    });
+    stream(&mut frames, 0..120, 30, |_| {
+        FrameBuilder::ipv4([10, 0, 0, 2])
+            .transport(Transport::Tcp(PSH | ACK))
+            .payload(200)
+    });
+    stream(&mut frames, 0..120, 10, |_| {
+        FrameBuilder::ipv6([
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0c,
+        ])
+        .transport(Transport::Icmp)
+    });
+    // A flood from a new source, 2000 pps for ten seconds.
+    stream(&mut frames, 90..100, 2_000, |_| {
+        FrameBuilder::ipv4([198, 51, 100, 66]).payload(18)
+    });
+    // A port scan from another new source: 150 ports a second for two seconds.
+    stream(&mut frames, 110..112, 150, |i| {
+        FrameBuilder::ipv4([203, 0, 113, 7])
+            .transport(Transport::Tcp(SYN))
+            .to_port(1 + i as u16)
+    });
+    frames.sort_by_key(|(time, _)| *time);
+    let capture = dir.join("attack.pcap");
+    write_pcap(&capture, &frames);
+    let config = dir.join("netwatch.toml");
+    fs::write(
+        &config,
+        r#"
+        [monitor]
+        interval = "1s"
+        [detect]
+        update_every = 60
+        [detect.spike]
+        warmup = 20
+        min_pps = 500.0
+        [detect.unknown]
+        learning = "30s"
+        "#,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let alerts_file = dir.join("alerts.jsonl");
+    let output = replay(&[
+        &capture.to_string_lossy(),
+        "--config",
+        &config.to_string_lossy(),
+        "--format",
+        "json",
+        "--alerts",
+        &alerts_file.to_string_lossy(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let records = records(&output);
+    let alerts = of_type(&records, "alert");
+    let summary: Vec<(String, String, String, u64)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap_or("?").to_owned(),
+                a["state"].as_str().unwrap_or("?").to_owned(),
+                a["subject"].as_str().unwrap_or("?").to_owned(),
+                a["unix_ms"].as_u64().unwrap_or(0) / 1000 - BASE,
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, String, u64)> = [
+        ("spike_pps", "start", "global", 91),
+        ("unknown_source", "instant", "198.51.100.66", 91),
+        ("spike_pps", "end", "global", 103),
+        ("port_scan", "start", "203.0.113.7", 111),
+        ("unknown_source", "instant", "203.0.113.7", 111),
+        ("port_scan", "end", "203.0.113.7", 115),
+    ]
+    .into_iter()
+    .map(|(kind, state, subject, at)| (kind.into(), state.into(), subject.into(), at))
+    .collect();
+    assert_eq!(summary, expected, "{stderr}");
+
+    let end = alerts[2];
+    assert_eq!(
+        end["id"], alerts[0]["id"],
+        "start and end share the event id"
+    );
+    assert_eq!(end["peak"], 2060.0);
+    assert_eq!(end["baseline"], 60.0);
+    assert_eq!(end["packets"], 20_000 + 13 * 60);
+    assert_eq!(
+        alerts[3]["observed"].as_f64().map(|ports| ports >= 100.0),
+        Some(true)
+    );
+
+    // The alerts file holds the same alerts, as JSON lines.
+    let file: Vec<Value> = fs::read_to_string(&alerts_file)
+        .unwrap_or_else(|err| panic!("{err}"))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}")))
+        .collect();
+    assert_eq!(file.iter().collect::<Vec<_>>(), alerts);
+
+    // And the capture's traffic is all there.
+    let last = of_type(&records, "interval")
+        .last()
+        .copied()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["cumulative"]["packets"], frames.len() as u64);
+}
+
+#[test]
+fn a_truncated_capture_names_file_and_frame_and_keeps_what_came_before() {
+    if !privileged("a_truncated_capture_names_file_and_frame_and_keeps_what_came_before") {
+        return;
+    }
+    let dir = ScratchDir::new("nwcut");
+    let mut frames = Vec::new();
+    stream(&mut frames, 0..3, 10, |_| {
+        FrameBuilder::ipv4([10, 0, 0, 9]).payload(10)
+    });
+    let capture = dir.join("cut.pcap");
+    write_pcap(&capture, &frames);
+    // Cut the file in the middle of the 26th record.
+    let bytes = fs::read(&capture).unwrap_or_else(|err| panic!("{err}"));
+    let record = 16 + frames[0].1.len();
+    fs::write(&capture, &bytes[..24 + 25 * record + 20]).unwrap_or_else(|err| panic!("{err}"));
+    let output = replay(&[&capture.to_string_lossy(), "--format", "json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cut.pcap: frame 26"), "{stderr}");
+    assert!(
+        stderr.contains("the 25 frames before it were replayed"),
+        "{stderr}"
+    );
+    let records = records(&output);
+    let last = of_type(&records, "interval")
+        .last()
+        .copied()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["final"], true);
+    assert_eq!(last["cumulative"]["packets"], 25);
+}
+
+fn expect_failure(output: &Output, needle: &str) {
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(needle), "wanted {needle:?} in {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_non_ethernet_capture_is_refused_clearly() {
+    if !privileged("a_non_ethernet_capture_is_refused_clearly") {
+        return;
+    }
+    let dir = ScratchDir::new("nwlink");
+    let capture = dir.join("raw-ip.pcap");
+    write_pcap(&capture, &[]);
+    // Link type 101 (raw IP) in the global header, big-endian as written.
+    let mut bytes = fs::read(&capture).unwrap_or_else(|err| panic!("{err}"));
+    bytes[20..24].copy_from_slice(&101u32.to_be_bytes());
+    fs::write(&capture, bytes).unwrap_or_else(|err| panic!("{err}"));
+    expect_failure(
+        &replay(&[&capture.to_string_lossy()]),
+        "raw-ip.pcap: frame 1: link type",
+    );
+}
+
+#[test]
+fn a_file_that_is_no_capture_is_refused_clearly() {
+    if !privileged("a_file_that_is_no_capture_is_refused_clearly") {
+        return;
+    }
+    let dir = ScratchDir::new("nwtext");
+    let path = dir.join("notes.txt");
+    fs::write(&path, "not a capture\n").unwrap_or_else(|err| panic!("{err}"));
+    expect_failure(
+        &replay(&[&path.to_string_lossy()]),
+        "notes.txt: not a pcap or pcapng file",
+    );
+    expect_failure(
+        &replay(&[&dir.join("missing.pcap").to_string_lossy()]),
+        "missing.pcap: No such file",
+    );
+}
+
+#[test]
+fn a_bad_config_is_refused_with_the_field() {
+    let dir = ScratchDir::new("nwcfg");
+    let config = dir.join("bad.toml");
+    fs::write(&config, "[detect.spike]\nk = 0.0\n").unwrap_or_else(|err| panic!("{err}"));
+    let capture = pcaps_dir().join("dns.pcap");
+    let output = replay(&[
+        &capture.to_string_lossy(),
+        "--config",
+        &config.to_string_lossy(),
+    ]);
+    expect_failure(&output, "bad.toml: detect.spike.k");
+    assert!(Path::new(&capture).exists());
+}
