@@ -4,11 +4,21 @@
 //! Run through `cargo xtask bench`, which writes BENCHMARKS.md. Figures are medians of
 //! several trials; nothing here asserts a time.
 
-use std::{fmt::Write as _, fs, path::PathBuf, process::Command, time::Duration};
+use std::{
+    fmt::Write as _,
+    fs,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, ensure};
 use clap::Parser;
-use netwatch::datapath::{Datapath, LoadOptions, NoopProgram};
+use netwatch::{
+    cli::{PipelineArgs, ReplayArgs},
+    datapath::{Datapath, LoadOptions, NoopProgram},
+    report::Format,
+};
 use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport};
 
 #[derive(Parser)]
@@ -69,6 +79,53 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Frames per second of `netwatch replay` over a capture written here.
+fn replay_rate(report: &mut String) -> Result<()> {
+    const FRAMES: u64 = 300_000;
+    let dir = netwatch_tests::ScratchDir::new("nwbench");
+    let capture = dir.join("bench.pcap");
+    let frames: Vec<(Duration, Vec<u8>)> = (0..FRAMES)
+        .map(|i| {
+            let source = [10, 1, (i % 200) as u8, (i % 250) as u8];
+            let time = Duration::from_secs(1_700_000_000) + Duration::from_micros(i * 100);
+            (time, FrameBuilder::ipv4(source).payload(22).build().bytes)
+        })
+        .collect();
+    netwatch_tests::write_pcap(&capture, &frames);
+    let started = Instant::now();
+    let summary = netwatch::replay::run(ReplayArgs {
+        file: capture.clone(),
+        db: None,
+        pipeline: PipelineArgs {
+            output: Some(PathBuf::from("/dev/null")),
+            format: Some(Format::Json),
+            ..PipelineArgs::default()
+        },
+    })?;
+    let elapsed = started.elapsed();
+    ensure!(
+        summary.frames == FRAMES,
+        "replayed {} of {FRAMES}",
+        summary.frames
+    );
+    let rate = FRAMES as f64 / elapsed.as_secs_f64();
+    writeln!(report, "\n## Replay\n")?;
+    writeln!(
+        report,
+        "`netwatch replay` of a {FRAMES}-frame capture (64-byte IPv4 UDP frames from 50,000 \
+         sources, 30 seconds of capture time): every frame runs through the loaded XDP \
+         program with one BPF_PROG_TEST_RUN call, then collection, detection and JSON reports \
+         run on the capture's clock (output to /dev/null).\n"
+    )?;
+    writeln!(
+        report,
+        "| frames | wall time | frames/s |\n|---:|---:|---:|\n| {FRAMES} | {:.2} s | {rate:.0} |",
+        elapsed.as_secs_f64()
+    )?;
+    eprintln!("replay: {rate:.0} frames/s");
+    Ok(())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -112,7 +169,7 @@ fn main() -> Result<()> {
         repeat,
         trials,
     } = Args::parse();
-    let datapath = Datapath::load(LoadOptions::default()).context("loading netwatch")?;
+    let mut datapath = Datapath::load(LoadOptions::default()).context("loading netwatch")?;
     let noop = NoopProgram::load().context("loading the no-op program")?;
 
     let mut report = String::new();
@@ -143,19 +200,32 @@ fn main() -> Result<()> {
          (`netwatch-ebpf/src/bin/noop.rs`); its time is the cost of the test harness and \
          the program call itself.\n"
     )?;
-    writeln!(report, "| frame | netwatch ns/pkt | no-op ns/pkt | ratio |")?;
-    writeln!(report, "|---|---:|---:|---:|")?;
+    writeln!(
+        report,
+        "\"sketches off\" is the same program with the per-source distinct-destination \
+         sketches switched off at run time (netwatch does so when no scan rule is \
+         configured); the difference is the sketches' cost per packet.\n"
+    )?;
+    writeln!(
+        report,
+        "| frame | netwatch ns/pkt | sketches off ns/pkt | no-op ns/pkt | netwatch / no-op |"
+    )?;
+    writeln!(report, "|---|---:|---:|---:|---:|")?;
     for Case { name, frame } in cases() {
+        datapath.set_sketches(true)?;
         datapath.test_run(&frame)?;
         let netwatch = ns_per_run(|| Ok(datapath.bench(&frame, repeat)?), trials)?;
+        datapath.set_sketches(false)?;
+        let plain = ns_per_run(|| Ok(datapath.bench(&frame, repeat)?), trials)?;
         let baseline = ns_per_run(|| Ok(noop.bench(&frame, repeat)?), trials)?;
         let line = format!(
-            "| {name} | {netwatch:.1} | {baseline:.1} | {:.2}x |",
+            "| {name} | {netwatch:.1} | {plain:.1} | {baseline:.1} | {:.2}x |",
             netwatch / baseline.max(0.1)
         );
         eprintln!("{line}");
         writeln!(report, "{line}")?;
     }
+    replay_rate(&mut report)?;
     print!("{report}");
     if let Some(path) = write {
         fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;

@@ -1,9 +1,11 @@
 //! netwatch: a network monitor whose per-packet work runs in the kernel as an XDP program.
 //!
 //! Stages, each a module, in the only direction data flows:
-//! `datapath` (load, attach, read the maps) -> `collect` (per-interval deltas) -> `report`
-//! (console, JSON lines). `monitor` wires them together for a live interface. A stage never
-//! calls back into an earlier one.
+//! `datapath` (load, attach, read the maps) -> `collect` (per-interval deltas) -> `detect`
+//! (alerts) -> `report` (console, JSON lines). `pipeline` runs the last three once per
+//! interval; `monitor` drives it from a live interface and the wall clock, `replay` from a
+//! capture and its timestamps. A stage never calls back into an earlier one; `config` flows
+//! down into all of them, and `store` keeps what must survive a restart.
 
 pub mod capture;
 pub mod cli;

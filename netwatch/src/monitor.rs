@@ -143,6 +143,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: config.monitor.max_sources,
     })?;
+    datapath.set_sketches(config.detect.scan.needs_sketches())?;
     let attachment = datapath.attach(&iface, config.monitor.mode.into(), force)?;
     announce(&attachment, datapath.max_sources());
 

@@ -74,6 +74,9 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         max_sources: config.monitor.max_sources,
     })
     .map_err(MonitorError::from)?;
+    datapath
+        .set_sketches(config.detect.scan.needs_sketches())
+        .map_err(MonitorError::from)?;
     let context = Context {
         iface: file.file_name().map_or_else(
             || file.display().to_string(),

@@ -302,6 +302,18 @@ impl Datapath {
         Ok(datapath)
     }
 
+    /// Turns the per-source distinct-destination sketches on or off at run time. Off, the
+    /// program skips them (one comparison per packet instead of a window check and two bit
+    /// sets), and snapshots carry no spread. Used when no scan rule needs them.
+    pub fn set_sketches(&mut self, enabled: bool) -> Result<(), DatapathError> {
+        match (enabled, self.epoch) {
+            (false, 0) => Ok(()),
+            (false, _) => self.set_epoch(0),
+            (true, 0) => self.set_epoch(1),
+            (true, _) => Ok(()),
+        }
+    }
+
     fn set_epoch(&mut self, epoch: u32) -> Result<(), DatapathError> {
         let map = self
             .ebpf
@@ -395,8 +407,10 @@ impl Datapath {
     /// restarts when its cursor is evicted) is kept once.
     pub fn snapshot(&mut self) -> Result<Snapshot, DatapathError> {
         let closing = self.epoch;
-        // Epoch 0 marks windows never written; skip it when the counter wraps.
-        self.set_epoch(closing.wrapping_add(1).max(1))?;
+        if closing != 0 {
+            // Epoch 0 marks windows never written (and sketches off); skip it on wrapping.
+            self.set_epoch(closing.wrapping_add(1).max(1))?;
+        }
         let slot = (closing & 1) as usize;
 
         let sources_map = self
@@ -418,7 +432,7 @@ impl Datapath {
             let mut marked = false;
             for value in per_cpu.iter() {
                 add_source(&mut sum, &value.stats);
-                if value.sketch.epochs[slot] == closing {
+                if closing != 0 && value.sketch.epochs[slot] == closing {
                     marked = true;
                     or_into(&mut ports, &value.sketch.ports[slot]);
                     or_into(&mut hosts, &value.sketch.hosts[slot]);

@@ -116,6 +116,13 @@ pub struct ScanConfig {
     pub hosts: Option<u32>,
 }
 
+impl ScanConfig {
+    /// True when a rule needs the kernel's distinct-destination sketches.
+    pub fn needs_sketches(&self) -> bool {
+        self.ports.is_some() || self.hosts.is_some()
+    }
+}
+
 impl Default for ScanConfig {
     fn default() -> Self {
         Self {
