@@ -8,6 +8,10 @@
 
 /// Name of the XDP program (the function name in `netwatch-ebpf`).
 pub const PROGRAM_NAME: &str = "netwatch";
+/// Name of the sampling XDP program, reached from [`PROGRAM_NAME`] by a tail call.
+pub const SAMPLER_PROGRAM_NAME: &str = "netwatch_sampler";
+/// Name of the program array whose slot 0 holds the sampler.
+pub const SAMPLER_MAP: &str = "SAMPLER";
 /// Name of the no-op XDP program used as the cost baseline in benchmarks.
 pub const NOOP_PROGRAM_NAME: &str = "noop";
 /// Name of the per-CPU LRU hash map: [`SourceKey`] -> [`SourceValue`].
@@ -16,6 +20,25 @@ pub const SOURCES_MAP: &str = "SOURCES";
 pub const GLOBALS_MAP: &str = "GLOBALS";
 /// Name of the array with one [`Settings`] at index 0, written by userspace at run time.
 pub const SETTINGS_MAP: &str = "SETTINGS";
+
+/// Name of the ring buffer of [`Sample`]s.
+pub const SAMPLES_MAP: &str = "SAMPLES";
+/// Name of the array of port bitmaps that select packets to sample: words
+/// `0..SAMPLE_PORT_WORDS` for TCP ports, the next `SAMPLE_PORT_WORDS` for UDP; bit
+/// `port % 64` of word `port / 64`.
+pub const SAMPLE_PORTS_MAP: &str = "SAMPLE_PORTS";
+/// Name of the per-CPU array with the sampling [`TokenBucket`] at index 0.
+pub const SAMPLE_BUCKETS_MAP: &str = "SAMPLE_BUCKETS";
+/// 64-bit words of one protocol's port bitmap.
+pub const SAMPLE_PORT_WORDS: u32 = 65_536 / 64;
+/// Bytes of each sampled frame copied (from the Ethernet header on).
+pub const SAMPLE_SNAP_LEN: usize = 256;
+/// Ring buffer size compiled into the object; userspace may set its own at load time.
+pub const DEFAULT_SAMPLE_RING_BYTES: u32 = 1 << 20;
+/// [`SampleHeader::reason`]: a port of the packet is in the sampled set.
+pub const SAMPLE_REASON_PORT: u32 = 1;
+/// [`SampleHeader::reason`]: every TCP payload is sampled (keyword matching is on).
+pub const SAMPLE_REASON_ALL_TCP: u32 = 2;
 
 /// Bits in a source's bitmap of destination ports, per window.
 pub const PORT_BITMAP_BITS: usize = 256;
@@ -121,11 +144,50 @@ pub struct SourceValue {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
-    /// The current sketch window; never 0 once userspace has started (0 marks unused
-    /// windows).
+    /// The current sketch window; 0 turns sketches off (and marks windows never written).
     pub epoch: u32,
-    /// Always zero.
-    pub _pad: u32,
+    /// Samples per second per CPU (token bucket rate); 0 turns sampling off.
+    pub sample_rate: u32,
+    /// Token bucket depth: samples that may be taken at once after a quiet spell.
+    pub sample_burst: u32,
+    /// Non-zero: sample every TCP packet with a payload, whatever its ports.
+    pub sample_all_tcp: u32,
+}
+
+/// A per-CPU token bucket for sampling.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// Tokens, in billionths of a token.
+    pub nano_tokens: u64,
+    /// `bpf_ktime_get_ns` at the last refill.
+    pub last_ns: u64,
+}
+
+/// What precedes a sampled frame in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleHeader {
+    /// `bpf_ktime_get_ns` when the frame was seen (monotonic, since boot).
+    pub time_ns: u64,
+    /// Interface the frame came in on (0 in BPF_PROG_TEST_RUN).
+    pub ifindex: u32,
+    /// Bytes of the frame in [`Sample::data`].
+    pub captured_len: u32,
+    /// The frame's length.
+    pub original_len: u32,
+    /// Why it was sampled: [`SAMPLE_REASON_PORT`] or [`SAMPLE_REASON_ALL_TCP`].
+    pub reason: u32,
+}
+
+/// One ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// About the frame.
+    pub header: SampleHeader,
+    /// Its first [`SampleHeader::captured_len`] bytes; the rest is undefined.
+    pub data: [u8; SAMPLE_SNAP_LEN],
 }
 
 /// Whole-interface counters of one CPU. Userspace sums the per-CPU copies.
@@ -155,6 +217,12 @@ pub struct GlobalStats {
     /// Frames attributed to a source but shorter than their IP header says, or whose headers
     /// after the IP header are cut. They are counted for their source as well.
     pub truncated_packets: u64,
+    /// Frames copied to the sample ring buffer.
+    pub sampled_packets: u64,
+    /// Frames to sample that the token bucket refused (over the configured rate).
+    pub sample_capped_packets: u64,
+    /// Frames to sample that found the ring buffer full (userspace reading too slowly).
+    pub sample_ring_full_packets: u64,
 }
 
 #[cfg(feature = "user")]
@@ -169,4 +237,6 @@ mod user {
     unsafe impl aya::Pod for super::SourceValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: as above; two u64.
+    unsafe impl aya::Pod for super::TokenBucket {}
 }

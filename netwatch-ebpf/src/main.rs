@@ -10,13 +10,16 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use netwatch_common::{
-    DEFAULT_MAX_SOURCES, GlobalStats, HOST_BITMAP_BITS, PORT_BITMAP_BITS, Settings, SourceKey,
-    SourceSketch, SourceValue,
+    DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
+    PORT_BITMAP_BITS, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT,
+    SAMPLE_SNAP_LEN, Sample, SampleHeader, Settings, SourceKey, SourceSketch, SourceValue,
+    TokenBucket,
 };
 
 /// Per-source counters and sketches. Userspace sets the capacity at load time
@@ -32,6 +35,47 @@ static GLOBALS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);
 /// Run-time settings at index 0, written by userspace.
 #[map]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Sampled frames for userspace to inspect.
+#[map]
+static SAMPLES: RingBuf = RingBuf::with_byte_size(DEFAULT_SAMPLE_RING_BYTES, 0);
+
+/// Ports whose packets are sampled: TCP words first, then UDP.
+#[map]
+static SAMPLE_PORTS: Array<u64> = Array::with_max_entries(2 * SAMPLE_PORT_WORDS, 0);
+
+/// The sampling token bucket of each CPU.
+#[map]
+static SAMPLE_BUCKETS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the sampler needs to know of a frame, passed through a per-CPU slot.
+///
+/// Sampling runs in a second XDP program reached by a tail call, so that the verifier checks
+/// it once, on its own: inlined after the parser, it was verified again for every parse path
+/// (each IPv6 extension-header walk ends with a different, exactly known L4 offset) and the
+/// whole exceeded the verifier's budget.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct SampleJob {
+    l4_offset: u32,
+    /// 1 for TCP, 2 for UDP.
+    protocol: u32,
+}
+
+/// Scratch slot for [`SampleJob`].
+#[map]
+static SAMPLE_JOBS: PerCpuArray<SampleJob> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: the sampler program, installed by userspace after loading.
+#[map]
+static SAMPLER: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+const JOB_TCP: u32 = 1;
+const JOB_UDP: u32 = 2;
+
+const NANOS_PER_TOKEN: u64 = 1_000_000_000;
+/// Refill at most ten seconds' worth at once, so that `elapsed * rate` cannot overflow.
+const MAX_REFILL_NS: u64 = 10_000_000_000;
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -105,18 +149,41 @@ enum Class {
     Other,
 }
 
-/// Counts every frame and passes it on.
+/// Counts every frame and passes it on; hands frames to sample over to the sampler.
 #[xdp]
 pub fn netwatch(ctx: XdpContext) -> u32 {
-    account(&ctx);
+    if account(&ctx) {
+        // SAFETY: a tail call with this program's own context. On success it does not
+        // return; if the slot is empty it returns and the frame simply passes unsampled.
+        unsafe { SAMPLER.tail_call(&ctx, 0) };
+    }
     xdp_action::XDP_PASS
 }
 
+/// The tail of [`netwatch`] for frames that may be sampled. Always passes the frame.
+#[xdp]
+pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
+    let settings = match SETTINGS.get(0) {
+        Some(settings) => *settings,
+        None => return xdp_action::XDP_PASS,
+    };
+    if let Some(globals) = GLOBALS.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        sample(&ctx, &settings, unsafe { &mut *globals });
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Counts the frame; true when it is a candidate for sampling (its job is written).
 #[inline(always)]
-fn account(ctx: &XdpContext) {
+fn account(ctx: &XdpContext) -> bool {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let Some(globals) = GLOBALS.get_ptr_mut(0) else {
-        return;
+        return false;
+    };
+    let settings = match SETTINGS.get(0) {
+        Some(settings) => *settings,
+        None => Settings::default(),
     };
     // SAFETY: a per-CPU array slot, only this CPU writes it while the program runs.
     let globals = unsafe { &mut *globals };
@@ -149,21 +216,141 @@ fn account(ctx: &XdpContext) {
                     None
                 },
             };
-            if !count_source(&parsed.key, &contribution) {
+            if !count_source(&parsed.key, &contribution, settings.epoch) {
                 globals.overflow_packets += 1;
                 globals.overflow_bytes += len;
             }
+            if carries_ports && settings.sample_rate != 0 {
+                let protocol = if parsed.class == Class::Udp {
+                    JOB_UDP
+                } else {
+                    JOB_TCP
+                };
+                if let Some(job) = SAMPLE_JOBS.get_ptr_mut(0) {
+                    // SAFETY: this CPU's scratch slot.
+                    unsafe {
+                        *job = SampleJob {
+                            l4_offset: parsed.l4_offset as u32,
+                            protocol,
+                        };
+                    }
+                    return true;
+                }
+            }
         }
+    }
+    false
+}
+
+/// Copies the frame to the ring buffer if a port of it is in the sampled set and it has an L4
+/// payload, within the token bucket's rate. Every frame that should have been sampled is
+/// counted: sampled, capped, or ring full.
+#[inline(always)]
+fn sample(ctx: &XdpContext, settings: &Settings, globals: &mut GlobalStats) {
+    let Some(job) = SAMPLE_JOBS.get(0) else {
+        return;
+    };
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let l4 = (job.l4_offset as usize) & (MAX_L4_OFFSET * 2 - 1);
+    let (payload_offset, words) = match job.protocol {
+        JOB_TCP => {
+            let Some(tcp) = bytes::<20>(ctx, l4) else {
+                return;
+            };
+            (l4 + usize::from(tcp[12] >> 4) * 4, 0)
+        }
+        JOB_UDP => (l4 + 8, SAMPLE_PORT_WORDS),
+        _ => return,
+    };
+    if ctx.data() + payload_offset >= ctx.data_end() {
+        return;
+    }
+    let Some(ports) = bytes::<4>(ctx, l4) else {
+        return;
+    };
+    let reason = if port_selected(words, be16(ports[0], ports[1]))
+        || port_selected(words, be16(ports[2], ports[3]))
+    {
+        SAMPLE_REASON_PORT
+    } else if words == 0 && settings.sample_all_tcp != 0 {
+        SAMPLE_REASON_ALL_TCP
+    } else {
+        return;
+    };
+    if !take_token(settings) {
+        globals.sample_capped_packets += 1;
+        return;
+    }
+    let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
+        globals.sample_ring_full_packets += 1;
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // The copy length, written so that the verifier sees its range, 1..=SAMPLE_SNAP_LEN:
+    // (n - 1) & 0xff is 0..=255 whatever it knows of n. Frames are at least 14 bytes.
+    let wanted = len.min(SAMPLE_SNAP_LEN as u64) as u32;
+    let captured = (wanted.wrapping_sub(1) & (SAMPLE_SNAP_LEN as u32 - 1)) + 1;
+    // SAFETY: `record` points to a reserved, writable Sample; `data` holds SAMPLE_SNAP_LEN
+    // bytes and `captured` is at most that.
+    let copied = unsafe {
+        (*record).header = SampleHeader {
+            time_ns: bpf_ktime_get_ns(),
+            ifindex: ctx.ingress_ifindex() as u32,
+            captured_len: captured,
+            original_len: len as u32,
+            reason,
+        };
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            0,
+            core::ptr::addr_of_mut!((*record).data).cast(),
+            captured,
+        )
+    };
+    if copied != 0 {
+        entry.discard(0);
+        globals.sample_ring_full_packets += 1;
+        return;
+    }
+    entry.submit(0);
+    globals.sampled_packets += 1;
+}
+
+#[inline(always)]
+fn port_selected(first_word: u32, port: u16) -> bool {
+    let index = first_word + u32::from(port >> 6);
+    match SAMPLE_PORTS.get(index) {
+        Some(word) => word & (1 << (port & 63)) != 0,
+        None => false,
+    }
+}
+
+/// Takes one token from this CPU's bucket, refilling it first.
+#[inline(always)]
+fn take_token(settings: &Settings) -> bool {
+    let Some(bucket) = SAMPLE_BUCKETS.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array.
+    let bucket = unsafe { &mut *bucket };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let elapsed = now.wrapping_sub(bucket.last_ns).min(MAX_REFILL_NS);
+    let capacity = u64::from(settings.sample_burst.max(1)) * NANOS_PER_TOKEN;
+    bucket.nano_tokens =
+        (bucket.nano_tokens + elapsed * u64::from(settings.sample_rate)).min(capacity);
+    bucket.last_ns = now;
+    if bucket.nano_tokens >= NANOS_PER_TOKEN {
+        bucket.nano_tokens -= NANOS_PER_TOKEN;
+        true
+    } else {
+        false
     }
 }
 
 /// Adds the frame to its source; false when the source has no entry and none can be made.
 #[inline(always)]
-fn count_source(key: &SourceKey, contribution: &Contribution) -> bool {
-    let epoch = match SETTINGS.get(0) {
-        Some(settings) => settings.epoch,
-        None => 0,
-    };
+fn count_source(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
     if let Some(value) = SOURCES.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU map value.
         bump(unsafe { &mut *value }, contribution, epoch);

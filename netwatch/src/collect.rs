@@ -196,8 +196,15 @@ fn globals_delta(current: &GlobalStats, last: &GlobalStats) -> GlobalStats {
         overflow_packets,
         overflow_bytes,
         truncated_packets,
+        sampled_packets,
+        sample_capped_packets,
+        sample_ring_full_packets,
     } = current;
     GlobalStats {
+        sampled_packets: sampled_packets.saturating_sub(last.sampled_packets),
+        sample_capped_packets: sample_capped_packets.saturating_sub(last.sample_capped_packets),
+        sample_ring_full_packets: sample_ring_full_packets
+            .saturating_sub(last.sample_ring_full_packets),
         total_packets: total_packets.saturating_sub(last.total_packets),
         total_bytes: total_bytes.saturating_sub(last.total_bytes),
         non_ip_packets: non_ip_packets.saturating_sub(last.non_ip_packets),

@@ -362,3 +362,155 @@ fn spread_counts_distinct_ports_and_hosts_per_window() {
     assert_eq!(snapshot.spread.len(), 1, "{:?}", snapshot.spread);
     assert_eq!(snapshot.spread[&SourceKey::ipv4(scanner)].ports, 1);
 }
+
+fn sampling(rate: u32, burst: u32) -> netwatch::datapath::Sampling {
+    netwatch::datapath::Sampling {
+        rate,
+        burst,
+        tcp_ports: vec![21, 23, 25, 80, 110, 143, 587, 8080, 53],
+        udp_ports: vec![53],
+        all_tcp: false,
+    }
+}
+
+/// Frames with a payload on a sampled port, either way, reach the ring buffer whole (up to
+/// the snap length); others, and frames without payload, do not.
+#[test]
+fn selected_frames_are_sampled_whole() {
+    if !privileged("selected_frames_are_sampled_whole") {
+        return;
+    }
+    let mut datapath = load();
+    datapath
+        .set_sampling(&sampling(1000, 1000))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let http = FrameBuilder::ipv4([10, 5, 0, 1])
+        .transport(Transport::Tcp(PSH | ACK))
+        .to_port(80)
+        .payload(100)
+        .build();
+    let long_dns = FrameBuilder::ipv6(v6(20)).to_port(53).payload(400).build();
+    let vlan_smtp = FrameBuilder::ipv4([10, 5, 0, 2])
+        .vlan(TPID_8021Q, 9)
+        .transport(Transport::Tcp(PSH | ACK))
+        .to_port(25)
+        .payload(30)
+        .build();
+    let skipped = [
+        // A handshake: no payload.
+        FrameBuilder::ipv4([10, 5, 0, 3])
+            .transport(Transport::Tcp(SYN))
+            .to_port(80)
+            .build(),
+        // A port nobody asked for.
+        FrameBuilder::ipv4([10, 5, 0, 4])
+            .to_port(5000)
+            .payload(50)
+            .build(),
+        // UDP 80 is not TCP 80.
+        FrameBuilder::ipv4([10, 5, 0, 5])
+            .to_port(80)
+            .payload(50)
+            .build(),
+        // A later fragment carries no ports.
+        FrameBuilder::ipv4([10, 5, 0, 6])
+            .ipv4_fragment(20, false)
+            .transport(Transport::Raw(6))
+            .payload(60)
+            .build(),
+    ];
+    for frame in [&http, &long_dns, &vlan_smtp]
+        .into_iter()
+        .chain(skipped.iter())
+    {
+        run(&datapath, &frame.bytes, "sampling");
+    }
+    let mut samples = Vec::new();
+    datapath.drain_samples(|sample| samples.push(sample));
+    assert_eq!(samples.len(), 3, "{samples:?}");
+    assert_eq!(samples[0].data, http.bytes);
+    assert_eq!(samples[0].header.original_len as usize, http.bytes.len());
+    assert_eq!(samples[1].data, long_dns.bytes[..256]);
+    assert_eq!(samples[1].header.captured_len, 256);
+    assert_eq!(
+        samples[1].header.original_len as usize,
+        long_dns.bytes.len()
+    );
+    assert_eq!(samples[2].data, vlan_smtp.bytes);
+    assert!(samples.iter().all(|s| s.header.reason == 1));
+    let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(snapshot.globals.sampled_packets, 3);
+    assert_eq!(snapshot.globals.sample_capped_packets, 0);
+    assert_eq!(snapshot.globals.sample_ring_full_packets, 0);
+    // Counting is unchanged by sampling.
+    assert_eq!(snapshot.globals.total_packets, 7);
+    assert_invariant(&snapshot, "sampling");
+}
+
+/// N frames above the cap: sampled + capped == N, and the ring holds exactly the sampled.
+#[test]
+fn the_token_bucket_caps_samples_and_counts_the_rest() {
+    if !privileged("the_token_bucket_caps_samples_and_counts_the_rest") {
+        return;
+    }
+    let mut datapath = load();
+    datapath
+        .set_sampling(&sampling(1, 5))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let frame = FrameBuilder::ipv4([10, 6, 0, 1])
+        .to_port(53)
+        .payload(40)
+        .build();
+    let n = 200;
+    for _ in 0..n {
+        run(&datapath, &frame.bytes, "cap");
+    }
+    let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+    let g = &snapshot.globals;
+    assert_eq!(g.sampled_packets + g.sample_capped_packets, n);
+    // A full bucket of 5, and perhaps one more token if a second passed.
+    assert!((5..=7).contains(&g.sampled_packets), "{g:?}");
+    let mut records = 0;
+    datapath.drain_samples(|_| records += 1);
+    assert_eq!(records, g.sampled_packets);
+
+    // The set and the cap change at run time, without reloading: port 53 off.
+    let mut off = sampling(1000, 1000);
+    off.udp_ports.clear();
+    datapath
+        .set_sampling(&off)
+        .unwrap_or_else(|err| panic!("{err}"));
+    run(&datapath, &frame.bytes, "after reconfiguring");
+    let after = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(after.globals.sampled_packets, g.sampled_packets);
+    assert_eq!(after.globals.total_packets, n + 1);
+}
+
+/// With all-TCP sampling on (the keyword matcher), any TCP payload is sampled.
+#[test]
+fn all_tcp_sampling_takes_any_port() {
+    if !privileged("all_tcp_sampling_takes_any_port") {
+        return;
+    }
+    let mut datapath = load();
+    let mut all = sampling(1000, 1000);
+    all.all_tcp = true;
+    datapath
+        .set_sampling(&all)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let frame = FrameBuilder::ipv4([10, 7, 0, 1])
+        .transport(Transport::Tcp(PSH | ACK))
+        .to_port(4444)
+        .payload(20)
+        .build();
+    run(&datapath, &frame.bytes, "all tcp");
+    let udp = FrameBuilder::ipv4([10, 7, 0, 1])
+        .to_port(4444)
+        .payload(20)
+        .build();
+    run(&datapath, &udp.bytes, "udp");
+    let mut samples = Vec::new();
+    datapath.drain_samples(|sample| samples.push(sample));
+    assert_eq!(samples.len(), 1);
+    assert_eq!(samples[0].header.reason, 2);
+}

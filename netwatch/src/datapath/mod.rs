@@ -10,7 +10,7 @@ use std::{collections::HashMap, fmt, io, time::Duration};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{
         ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, Link as _},
@@ -20,7 +20,9 @@ use aya::{
 };
 use netwatch_common::{
     GLOBALS_MAP, GlobalStats, HOST_BITMAP_BITS, NOOP_PROGRAM_NAME, PORT_BITMAP_BITS, PROGRAM_NAME,
-    SETTINGS_MAP, SOURCES_MAP, Settings, SourceKey, SourceStats, SourceValue,
+    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
+    SAMPLES_MAP, SETTINGS_MAP, SOURCES_MAP, Sample, SampleHeader, Settings, SourceKey, SourceStats,
+    SourceValue,
 };
 
 use self::netlink::{LinkInfo, XdpAttached};
@@ -269,12 +271,78 @@ pub fn linear_count(words: &[u64]) -> u32 {
     (-bits * (f64::from(zeros) / bits).ln()).round() as u32
 }
 
+/// Which packets the program copies to the sample ring buffer, and how many per second.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sampling {
+    /// Samples per second per CPU; 0 turns sampling off.
+    pub rate: u32,
+    /// Samples that may be taken at once after a quiet spell.
+    pub burst: u32,
+    /// TCP ports: a packet from or to one of them is sampled.
+    pub tcp_ports: Vec<u16>,
+    /// UDP ports, likewise.
+    pub udp_ports: Vec<u16>,
+    /// Sample every TCP packet with a payload, whatever its ports.
+    pub all_tcp: bool,
+}
+
+/// A sampled frame as read from the ring buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampledFrame {
+    /// The kernel's header.
+    pub header: SampleHeader,
+    /// The captured bytes, from the Ethernet header on.
+    pub data: Vec<u8>,
+}
+
+impl SampledFrame {
+    /// Parses one ring buffer record; `None` if it is not a whole [`Sample`].
+    pub fn parse(record: &[u8]) -> Option<Self> {
+        if record.len() < size_of::<Sample>() {
+            return None;
+        }
+        // SAFETY: the record holds a whole Sample, written by the kernel; read_unaligned copes
+        // with any alignment and every bit pattern is a valid Sample.
+        let sample: Sample = unsafe { record.as_ptr().cast::<Sample>().read_unaligned() };
+        let captured = (sample.header.captured_len as usize).min(SAMPLE_SNAP_LEN);
+        Some(Self {
+            header: sample.header,
+            data: sample.data[..captured].to_vec(),
+        })
+    }
+}
+
+/// The sample ring buffer, readable on its own (for example from an async task).
+pub struct SampleRing(RingBuf<MapData>);
+
+impl SampleRing {
+    /// Hands every record waiting in the ring to `f`; returns how many there were.
+    pub fn drain(&mut self, mut f: impl FnMut(SampledFrame)) -> usize {
+        let mut records = 0;
+        while let Some(record) = self.0.next() {
+            records += 1;
+            if let Some(frame) = SampledFrame::parse(&record) {
+                f(frame);
+            }
+        }
+        records
+    }
+}
+
+impl std::os::fd::AsRawFd for SampleRing {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 /// The loaded netwatch program and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
     /// The sketch window packets write now.
     epoch: u32,
+    settings: Settings,
+    samples: Option<SampleRing>,
 }
 
 impl fmt::Debug for Datapath {
@@ -293,13 +361,74 @@ impl Datapath {
         let ebpf = load_object(NETWATCH_OBJECT, PROGRAM_NAME, |loader| {
             loader.map_max_entries(SOURCES_MAP, max_sources);
         })?;
+        let mut ebpf = ebpf;
+        install_sampler(&mut ebpf)?;
+        let ring = ebpf
+            .take_map(SAMPLES_MAP)
+            .ok_or(DatapathError::Missing("samples ring buffer"))?;
+        let samples = Some(SampleRing(RingBuf::try_from(ring)?));
         let mut datapath = Self {
             ebpf,
             max_sources,
             epoch: 0,
+            settings: Settings::default(),
+            samples,
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
+    }
+
+    /// Sets which packets are sampled and how many per second, at run time: the program
+    /// keeps running and counting throughout.
+    pub fn set_sampling(&mut self, sampling: &Sampling) -> Result<(), DatapathError> {
+        let Sampling {
+            rate,
+            burst,
+            tcp_ports,
+            udp_ports,
+            all_tcp,
+        } = sampling;
+        let mut words = vec![0u64; 2 * SAMPLE_PORT_WORDS as usize];
+        for (base, ports) in [(0, tcp_ports), (SAMPLE_PORT_WORDS as usize, udp_ports)] {
+            for port in ports {
+                words[base + usize::from(port >> 6)] |= 1 << (port & 63);
+            }
+        }
+        let map = self
+            .ebpf
+            .map_mut(SAMPLE_PORTS_MAP)
+            .ok_or(DatapathError::Missing("sample ports map"))?;
+        let mut ports: Array<&mut MapData, u64> = Array::try_from(map)?;
+        for (index, word) in words.iter().enumerate() {
+            // Only words that change, so that a reload touches a handful of entries.
+            if ports.get(&(index as u32), 0)? != *word {
+                ports.set(index as u32, *word, 0)?;
+            }
+        }
+        self.settings.sample_rate = *rate;
+        self.settings.sample_burst = (*burst).max(1);
+        self.settings.sample_all_tcp = u32::from(*all_tcp);
+        self.write_settings()
+    }
+
+    /// Takes the sample ring buffer out, for a reader of its own; `None` if taken already.
+    pub fn take_samples(&mut self) -> Option<SampleRing> {
+        self.samples.take()
+    }
+
+    /// Reads every waiting sample, unless the ring was taken out.
+    pub fn drain_samples(&mut self, f: impl FnMut(SampledFrame)) -> usize {
+        self.samples.as_mut().map_or(0, |ring| ring.drain(f))
+    }
+
+    fn write_settings(&mut self) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(SETTINGS_MAP)
+            .ok_or(DatapathError::Missing("settings map"))?;
+        let mut settings: Array<&mut MapData, Settings> = Array::try_from(map)?;
+        settings.set(0, self.settings, 0)?;
+        Ok(())
     }
 
     /// Turns the per-source distinct-destination sketches on or off at run time. Off, the
@@ -315,12 +444,8 @@ impl Datapath {
     }
 
     fn set_epoch(&mut self, epoch: u32) -> Result<(), DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(SETTINGS_MAP)
-            .ok_or(DatapathError::Missing("settings map"))?;
-        let mut settings: Array<&mut MapData, Settings> = Array::try_from(map)?;
-        settings.set(0, Settings { epoch, _pad: 0 }, 0)?;
+        self.settings.epoch = epoch;
+        self.write_settings()?;
         self.epoch = epoch;
         Ok(())
     }
@@ -555,6 +680,34 @@ fn load_object(
         .program_mut(program)
         .ok_or(DatapathError::Missing("XDP program"))?
         .try_into()?;
+    verify(xdp, program)?;
+    Ok(ebpf)
+}
+
+/// Loads the sampler program and puts it in slot 0 of the program array the main program
+/// tail-calls.
+fn install_sampler(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let sampler: &mut Xdp = ebpf
+        .program_mut(SAMPLER_PROGRAM_NAME)
+        .ok_or(DatapathError::Missing("sampler program"))?
+        .try_into()?;
+    verify(sampler, SAMPLER_PROGRAM_NAME)?;
+    let fd = sampler.fd()?.try_clone().map_err(|err| {
+        DatapathError::Program(ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "dup",
+            io_error: err,
+        }))
+    })?;
+    let map = ebpf
+        .map_mut(SAMPLER_MAP)
+        .ok_or(DatapathError::Missing("sampler program array"))?;
+    let mut slots: ProgramArray<&mut MapData> = ProgramArray::try_from(map)?;
+    slots.set(0, &fd, 0)?;
+    Ok(())
+}
+
+/// Loads one program, turning a rejection into a readable error.
+fn verify(xdp: &mut Xdp, program: &'static str) -> Result<(), DatapathError> {
     xdp.load().map_err(|err| match err {
         ProgramError::LoadError {
             io_error,
@@ -576,8 +729,7 @@ fn load_object(
             }
         }
         other => other.into(),
-    })?;
-    Ok(ebpf)
+    })
 }
 
 fn log_tail(log: &str) -> String {
@@ -719,7 +871,13 @@ fn add_globals(sum: &mut GlobalStats, stats: &GlobalStats) {
         overflow_packets,
         overflow_bytes,
         truncated_packets,
+        sampled_packets,
+        sample_capped_packets,
+        sample_ring_full_packets,
     } = stats;
+    sum.sampled_packets += sampled_packets;
+    sum.sample_capped_packets += sample_capped_packets;
+    sum.sample_ring_full_packets += sample_ring_full_packets;
     sum.total_packets += total_packets;
     sum.total_bytes += total_bytes;
     sum.non_ip_packets += non_ip_packets;

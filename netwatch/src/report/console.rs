@@ -34,13 +34,16 @@ pub fn write_interval(
     )?;
     writeln!(
         out,
-        "  blind spots (total): non-ip {}  malformed {}  overflow {}  unattributed {}  truncated {}  evicted sources {} | sources {}/{}",
+        "  blind spots (total): non-ip {}  malformed {}  overflow {}  unattributed {}  truncated {}  evicted sources {} | samples {} capped {} ring-full {} | sources {}/{}",
         cumulative.non_ip_packets,
         cumulative.malformed_packets,
         cumulative.overflow_packets,
         interval.unattributed.packets,
         cumulative.truncated_packets,
         interval.evicted_sources,
+        cumulative.sampled_packets,
+        cumulative.sample_capped_packets,
+        cumulative.sample_ring_full_packets,
         interval.tracked_sources,
         context.max_sources,
     )?;

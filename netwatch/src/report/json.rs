@@ -44,6 +44,9 @@ struct BlindSpots {
     overflow_packets: u64,
     overflow_bytes: u64,
     truncated_packets: u64,
+    sampled_packets: u64,
+    sample_capped_packets: u64,
+    sample_ring_full_packets: u64,
     evicted_sources: u64,
     unattributed_packets: u64,
     unattributed_bytes: u64,
@@ -51,6 +54,9 @@ struct BlindSpots {
 
 #[derive(Serialize)]
 struct Cumulative {
+    sampled_packets: u64,
+    sample_capped_packets: u64,
+    sample_ring_full_packets: u64,
     packets: u64,
     bytes: u64,
     non_ip_packets: u64,
@@ -96,6 +102,9 @@ pub fn write_interval(
         overflow_packets,
         overflow_bytes,
         truncated_packets,
+        sampled_packets,
+        sample_capped_packets,
+        sample_ring_full_packets,
     } = interval.delta;
     let cumulative = &interval.cumulative;
     let record = IntervalRecord {
@@ -120,11 +129,17 @@ pub fn write_interval(
             overflow_packets,
             overflow_bytes,
             truncated_packets,
+            sampled_packets,
+            sample_capped_packets,
+            sample_ring_full_packets,
             evicted_sources: interval.evicted_sources,
             unattributed_packets: interval.unattributed.packets,
             unattributed_bytes: interval.unattributed.bytes,
         },
         cumulative: Cumulative {
+            sampled_packets: cumulative.sampled_packets,
+            sample_capped_packets: cumulative.sample_capped_packets,
+            sample_ring_full_packets: cumulative.sample_ring_full_packets,
             packets: cumulative.total_packets,
             bytes: cumulative.total_bytes,
             non_ip_packets: cumulative.non_ip_packets,
