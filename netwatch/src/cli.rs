@@ -50,6 +50,9 @@ pub struct PipelineArgs {
     /// Also write every alert as a JSON line to this file.
     #[arg(long)]
     pub alerts: Option<PathBuf>,
+    /// Print the secrets of cleartext credentials instead of `<redacted>`.
+    #[arg(long)]
+    pub show_secrets: bool,
     /// Write reports to this file instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,

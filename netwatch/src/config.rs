@@ -10,7 +10,9 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{cli::ModeArg, detect::DetectConfig, report::Format};
+use crate::{
+    cli::ModeArg, datapath::Sampling, detect::DetectConfig, inspect::InspectConfig, report::Format,
+};
 
 /// Where the SQLite store lives when neither the file nor `--db` says.
 pub const DEFAULT_DB_PATH: &str = "/var/lib/netwatch/netwatch.db";
@@ -23,6 +25,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Detection rules.
     pub detect: DetectConfig,
+    /// Payload sampling and inspection.
+    pub inspect: InspectConfig,
     /// The SQLite store.
     pub store: StoreConfig,
 }
@@ -124,8 +128,12 @@ impl Config {
             top,
             format,
             alerts,
+            show_secrets,
             output: _,
         } = flags;
+        if *show_secrets {
+            self.inspect.show_secrets = true;
+        }
         let monitor = &mut self.monitor;
         if let Some(interval) = interval {
             monitor.interval = *interval;
@@ -185,9 +193,47 @@ impl Config {
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "is empty"));
         }
+        let inspect = &self.inspect;
+        if inspect.enabled && inspect.rate == 0 {
+            return Err(invalid(
+                "inspect.rate",
+                "must be at least 1 (or set inspect.enabled = false)",
+            ));
+        }
+        if inspect.keywords.enabled && inspect.keywords.words.iter().any(String::is_empty) {
+            return Err(invalid("inspect.keywords.words", "has an empty keyword"));
+        }
+        if inspect.max_flows == 0 {
+            return Err(invalid("inspect.max_flows", "must be at least 1"));
+        }
+        let tunnel = &inspect.dns_tunnel;
+        if !(tunnel.entropy_bits.is_finite() && tunnel.entropy_bits > 0.0) {
+            return Err(invalid(
+                "inspect.dns_tunnel.entropy_bits",
+                "must be a positive number",
+            ));
+        }
+        if tunnel.subdomains == 0 || tunnel.max_name_len == 0 {
+            return Err(invalid(
+                "inspect.dns_tunnel",
+                "subdomains and max_name_len must be at least 1",
+            ));
+        }
         self.detect
             .validate()
             .map_err(|(field, reason)| invalid(&field, &reason))
+    }
+
+    /// What the kernel should sample, from `[inspect]`.
+    pub fn sampling(&self) -> Sampling {
+        let inspect = &self.inspect;
+        Sampling {
+            rate: if inspect.enabled { inspect.rate } else { 0 },
+            burst: inspect.burst,
+            tcp_ports: inspect.tcp_ports.clone(),
+            udp_ports: inspect.udp_ports.clone(),
+            all_tcp: inspect.keywords.enabled,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::{
 };
 
 use tokio::{
+    io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
     time::{MissedTickBehavior, interval_at, sleep_until},
 };
@@ -16,8 +17,9 @@ use tokio::{
 use crate::{
     cli::MonitorArgs,
     config::{Config, ConfigError},
-    datapath::{Attachment, Datapath, DatapathError, LoadOptions},
+    datapath::{Attachment, Datapath, DatapathError, LoadOptions, SampleRing},
     detect::Detector,
+    inspect::Inspector,
     pipeline::{Outputs, Pipeline},
     privilege,
     report::Context,
@@ -46,6 +48,9 @@ pub enum MonitorError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The sample ring buffer could not be watched.
+    #[error("cannot read the sample ring buffer: {0}")]
+    Samples(#[source] io::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
@@ -144,6 +149,12 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         max_sources: config.monitor.max_sources,
     })?;
     datapath.set_sketches(config.detect.scan.needs_sketches())?;
+    datapath.set_sampling(&config.sampling())?;
+    let ring = datapath
+        .take_samples()
+        .map(AsyncFd::new)
+        .transpose()
+        .map_err(MonitorError::Samples)?;
     let attachment = datapath.attach(&iface, config.monitor.mode.into(), force)?;
     announce(&attachment, datapath.max_sources());
 
@@ -152,8 +163,15 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         max_sources: datapath.max_sources(),
         top: config.monitor.top,
     };
-    let detector = Detector::new(config.detect.clone(), known, run_id());
-    let mut pipeline = Pipeline::new(detector, Some(store), context, outputs);
+    let run = run_id();
+    let detector = Detector::new(config.detect.clone(), known, run.clone());
+    let inspector = Inspector::new(config.inspect.clone(), run);
+    let mut pipeline = Pipeline::new(detector, inspector, Some(store), context, outputs);
+    let Some(mut ring) = ring else {
+        return Err(MonitorError::Samples(io::Error::other(
+            "sample ring already taken",
+        )));
+    };
     let interval = config.monitor.interval;
     let started = tokio::time::Instant::now();
     let mut ticker = interval_at(started + interval, interval);
@@ -167,12 +185,18 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
             _ = ticker.tick() => {
                 tick(&mut datapath, &mut pipeline, &mut last_read, false, &mut read_failures)?;
             }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(MonitorError::Samples)?;
+                drain(guard.get_inner_mut(), &mut pipeline)?;
+                guard.clear_ready();
+            }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
             () = sleep_until(deadline.unwrap_or(started)), if deadline.is_some() => break "--duration",
         }
     };
     // The last, partial interval: nothing counted since the previous tick is left unreported.
+    drain(ring.get_mut(), &mut pipeline)?;
     tick(
         &mut datapath,
         &mut pipeline,
@@ -182,6 +206,19 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     )?;
     attachment.detach()?;
     eprintln!("netwatch: {stopped_by}: detached from {iface}");
+    Ok(())
+}
+
+/// Inspects every sample waiting in the ring.
+fn drain(ring: &mut SampleRing, pipeline: &mut Pipeline) -> Result<(), MonitorError> {
+    let mut frames = Vec::new();
+    ring.drain(|frame| frames.push(frame));
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    for frame in &frames {
+        pipeline.sample(frame, at).map_err(MonitorError::Write)?;
+    }
     Ok(())
 }
 

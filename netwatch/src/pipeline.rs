@@ -11,8 +11,12 @@ use std::{
 
 use crate::{
     collect::{Collector, Interval},
-    datapath::Snapshot,
-    detect::{Detector, alert::AlertKind},
+    datapath::{SampledFrame, Snapshot},
+    detect::{
+        Detector,
+        alert::{Alert, AlertKind},
+    },
+    inspect::{Event, Inspector},
     report::{self, Context, Format},
     store::Store,
 };
@@ -37,6 +41,10 @@ pub struct Tally {
     pub intervals: u64,
     /// Alert lines by kind.
     pub alerts: BTreeMap<AlertKind, u64>,
+    /// Event lines by event name.
+    pub events: BTreeMap<&'static str, u64>,
+    /// Samples inspected.
+    pub samples: u64,
     /// Store writes that failed (each one also reported on stderr).
     pub store_failures: u64,
 }
@@ -45,6 +53,7 @@ pub struct Tally {
 pub struct Pipeline {
     collector: Collector,
     detector: Detector,
+    inspector: Inspector,
     store: Option<Store>,
     context: Context,
     outputs: Outputs,
@@ -57,6 +66,7 @@ impl Pipeline {
     /// Wires the stages; `store` keeps known sources across runs (none: in memory only).
     pub fn new(
         detector: Detector,
+        inspector: Inspector,
         store: Option<Store>,
         context: Context,
         outputs: Outputs,
@@ -64,6 +74,7 @@ impl Pipeline {
         Self {
             collector: Collector::new(),
             detector,
+            inspector,
             store,
             context,
             outputs,
@@ -83,6 +94,68 @@ impl Pipeline {
         &mut self.detector
     }
 
+    /// The inspector, to reconfigure it.
+    pub fn inspector_mut(&mut self) -> &mut Inspector {
+        &mut self.inspector
+    }
+
+    /// Inspects one sampled frame seen at `at`, and reports what it shows at once.
+    pub fn sample(&mut self, frame: &SampledFrame, at: Duration) -> io::Result<()> {
+        self.tally.samples += 1;
+        let findings = self.inspector.inspect(&frame.data, at);
+        for event in &findings.events {
+            self.write_event(event)?;
+        }
+        for alert in &findings.alerts {
+            self.write_alert(alert)?;
+        }
+        self.flush()
+    }
+
+    fn write_event(&mut self, event: &Event) -> io::Result<()> {
+        *self.tally.events.entry(event.kind.name()).or_default() += 1;
+        let Outputs {
+            reports,
+            format,
+            alerts,
+        } = &mut self.outputs;
+        let iface = &self.context.iface;
+        match format {
+            Format::Text => report::event::write_line(reports, iface, event)?,
+            Format::Json => report::event::write_json(reports, iface, event)?,
+        }
+        if let Some(file) = alerts {
+            report::event::write_json(file, iface, event)?;
+        }
+        Ok(())
+    }
+
+    fn write_alert(&mut self, alert: &Alert) -> io::Result<()> {
+        *self.tally.alerts.entry(alert.kind).or_default() += 1;
+        let Outputs {
+            reports,
+            format,
+            alerts,
+        } = &mut self.outputs;
+        let iface = &self.context.iface;
+        match format {
+            Format::Text => report::alert::write_line(reports, iface, alert)?,
+            Format::Json => report::alert::write_json(reports, iface, alert)?,
+        }
+        if let Some(file) = alerts {
+            report::alert::write_json(file, iface, alert)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.outputs.reports.flush()?;
+        if let Some(file) = &mut self.outputs.alerts {
+            file.flush()?;
+        }
+        Ok(())
+    }
+
     /// One interval that ended at `at` (time since the Unix epoch) and lasted `elapsed`.
     /// `last` marks the final, partial interval.
     pub fn tick(
@@ -93,7 +166,10 @@ impl Pipeline {
         last: bool,
     ) -> io::Result<Interval> {
         let interval = self.collector.update(snapshot, elapsed);
-        let outcome = self.detector.observe(&interval, at);
+        let mut outcome = self.detector.observe(&interval, at);
+        outcome
+            .alerts
+            .extend(self.inspector.end_interval(at, elapsed));
         if let Some(store) = &mut self.store {
             if let Err(err) = store.apply(&outcome.known, at) {
                 self.tally.store_failures += 1;
@@ -111,33 +187,18 @@ impl Pipeline {
                 }
             }
         }
-        let Outputs {
-            reports,
-            format,
-            alerts,
-        } = &mut self.outputs;
         report::write_interval(
-            reports,
-            *format,
+            &mut self.outputs.reports,
+            self.outputs.format,
             &self.context,
             UNIX_EPOCH + at,
             &interval,
             last,
         )?;
         for alert in &outcome.alerts {
-            *self.tally.alerts.entry(alert.kind).or_default() += 1;
-            match format {
-                Format::Text => report::alert::write_line(reports, &self.context.iface, alert)?,
-                Format::Json => report::alert::write_json(reports, &self.context.iface, alert)?,
-            }
-            if let Some(file) = alerts {
-                report::alert::write_json(file, &self.context.iface, alert)?;
-            }
+            self.write_alert(alert)?;
         }
-        reports.flush()?;
-        if let Some(file) = alerts {
-            file.flush()?;
-        }
+        self.flush()?;
         self.tally.intervals += 1;
         Ok(interval)
     }

@@ -10,6 +10,7 @@ use crate::{
     config::Config,
     datapath::{Datapath, LoadOptions},
     detect::Detector,
+    inspect::Inspector,
     monitor::{MonitorError, check_privilege, open_outputs, run_id},
     pipeline::{Pipeline, Tally},
     report::Context,
@@ -77,6 +78,9 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     datapath
         .set_sketches(config.detect.scan.needs_sketches())
         .map_err(MonitorError::from)?;
+    datapath
+        .set_sampling(&config.sampling())
+        .map_err(MonitorError::from)?;
     let context = Context {
         iface: file.file_name().map_or_else(
             || file.display().to_string(),
@@ -85,8 +89,10 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         max_sources: datapath.max_sources(),
         top: config.monitor.top,
     };
-    let detector = Detector::new(config.detect.clone(), known, run_id());
-    let mut pipeline = Pipeline::new(detector, store, context, outputs);
+    let run = run_id();
+    let detector = Detector::new(config.detect.clone(), known, run.clone());
+    let inspector = Inspector::new(config.inspect.clone(), run);
+    let mut pipeline = Pipeline::new(detector, inspector, store, context, outputs);
     let interval = config.monitor.interval;
 
     let mut summary = ReplaySummary::default();
@@ -114,7 +120,17 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         }
         last_time = last_time.max(frame.timestamp);
         match datapath.test_run(&frame.data) {
-            Ok(_) => summary.frames += 1,
+            Ok(_) => {
+                summary.frames += 1;
+                // Samples are inspected at once, on the capture's clock.
+                let mut samples = Vec::new();
+                datapath.drain_samples(|sample| samples.push(sample));
+                for sample in &samples {
+                    pipeline
+                        .sample(sample, frame.timestamp)
+                        .map_err(MonitorError::Write)?;
+                }
+            }
             Err(err) => {
                 summary.refused += 1;
                 eprintln!(

@@ -67,6 +67,7 @@ pub struct FrameBuilder {
     net: Net,
     transport: Transport,
     payload: usize,
+    raw: Option<Vec<u8>>,
     dst_port: Option<u16>,
     dst_host: u8,
 }
@@ -155,6 +156,7 @@ impl FrameBuilder {
             net,
             transport: Transport::Udp,
             payload: 0,
+            raw: None,
             dst_port: None,
             dst_host: 254,
         }
@@ -184,9 +186,16 @@ impl FrameBuilder {
         self
     }
 
-    /// Sets the payload length.
+    /// Sets the payload length (filled with letters).
     pub fn payload(mut self, len: usize) -> Self {
         self.payload = len;
+        self
+    }
+
+    /// Sets the payload bytes.
+    pub fn raw_payload(mut self, bytes: &[u8]) -> Self {
+        self.payload = bytes.len();
+        self.raw = Some(bytes.to_vec());
         self
     }
 
@@ -350,7 +359,10 @@ impl FrameBuilder {
 
     /// The transport header and payload, and the IP protocol number.
     fn l4(&self, is_v6: bool) -> (Vec<u8>, u8) {
-        let payload: Vec<u8> = (0..self.payload).map(|i| b'a' + (i % 26) as u8).collect();
+        let payload: Vec<u8> = self
+            .raw
+            .clone()
+            .unwrap_or_else(|| (0..self.payload).map(|i| b'a' + (i % 26) as u8).collect());
         let mut l4 = Vec::new();
         let proto = match self.transport {
             Transport::Tcp(flags) => {

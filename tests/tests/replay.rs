@@ -348,3 +348,238 @@ fn a_bad_config_is_refused_with_the_field() {
     expect_failure(&output, "bad.toml: detect.spike.k");
     assert!(Path::new(&capture).exists());
 }
+
+/// `(event, name-or-request)` for each event line of a replay.
+fn events_of(records: &[Value]) -> Vec<(String, String)> {
+    of_type(records, "event")
+        .into_iter()
+        .map(|event| {
+            let kind = event["event"].as_str().unwrap_or("?").to_owned();
+            let what = match kind.as_str() {
+                "dns" => format!(
+                    "{} {} {}",
+                    event["name"].as_str().unwrap_or("?"),
+                    event["qtype"].as_str().unwrap_or("?"),
+                    if event["response"] == true {
+                        event["rcode"].as_str().unwrap_or("?")
+                    } else {
+                        "query"
+                    }
+                ),
+                "http" => format!(
+                    "{} {}{}",
+                    event["method"].as_str().unwrap_or("?"),
+                    event["host"].as_str().unwrap_or("?"),
+                    event["path"].as_str().unwrap_or("?")
+                ),
+                "credential" => format!(
+                    "{} {} {} {}",
+                    event["protocol"].as_str().unwrap_or("?"),
+                    event["mechanism"].as_str().unwrap_or("?"),
+                    event["user"].as_str().unwrap_or("?"),
+                    event["secret"].as_str().unwrap_or("?")
+                ),
+                _ => event.to_string(),
+            };
+            (kind, what)
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(kind, what)| ((*kind).to_owned(), (*what).to_owned()))
+        .collect()
+}
+
+#[test]
+fn shared_captures_give_their_dns_names_and_http_requests_and_no_credentials() {
+    if !privileged("shared_captures_give_their_dns_names_and_http_requests_and_no_credentials") {
+        return;
+    }
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "dns.pcap",
+            vec![
+                ("dns", "www.espn.com A NOERROR"),
+                ("dns", "espn.go.com A NOERROR"),
+                ("dns", "cdn.optimizely.com A NOERROR"),
+                ("dns", "a1.espncdn.com A NOERROR"),
+                ("dns", "assets.espn.go.com A NOERROR"),
+                ("dns", "a2.espncdn.com A NOERROR"),
+                ("dns", "a4.espncdn.com A NOERROR"),
+            ],
+        ),
+        (
+            "dns_query_response.pcapng",
+            vec![
+                ("dns", "wireshark.org A query"),
+                ("dns", "wireshark.org A NOERROR"),
+            ],
+        ),
+        (
+            "dns_reverse_lookup.pcapng",
+            vec![
+                ("dns", "25.206.119.75.in-addr.arpa PTR query"),
+                ("dns", "25.206.119.75.in-addr.arpa PTR NOERROR"),
+            ],
+        ),
+        (
+            "dns_tcp.pcapng",
+            vec![
+                ("dns", "ripe.net ANY query"),
+                ("dns", "ripe.net ANY NOERROR"),
+                ("dns", "ripe.net ANY query"),
+                ("dns", "ripe.net ANY NOERROR"),
+            ],
+        ),
+        (
+            "udp_dnsrequest.pcapng",
+            vec![("dns", "wireshark.org A query")],
+        ),
+        ("http_google.pcapng", vec![("http", "GET www.google.com/")]),
+        (
+            "http_post.pcapng",
+            vec![
+                ("http", "POST www.chrissanders.org/wp-comments-post.php"),
+                ("http", "GET www.chrissanders.org/?p=310&cpage=1"),
+            ],
+        ),
+        (
+            "http_ip4and6.pcapng",
+            vec![
+                ("http", "GET 172.16.16.139/"),
+                ("http", "GET [2001:db8:1:2::1000]/"),
+            ],
+        ),
+        ("mail_sender_client_1.pcapng", vec![]),
+    ];
+    for (file, expected) in cases {
+        let path = pcaps_dir().join(file);
+        let output = replay(&[
+            &path.to_string_lossy(),
+            "--format",
+            "json",
+            "--show-secrets",
+        ]);
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(events_of(&records(&output)), pairs(&expected), "{file}");
+    }
+}
+
+/// Every inspected protocol, over IPv4, IPv6 and VLAN, through the kernel's sampler and the
+/// ring buffer: exactly the expected events.
+#[test]
+fn crafted_sessions_give_exactly_the_expected_events() {
+    if !privileged("crafted_sessions_give_exactly_the_expected_events") {
+        return;
+    }
+    let dir = ScratchDir::new("nwevents");
+    let v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let tcp_to = |builder: FrameBuilder, port: u16, text: &[u8]| {
+        builder
+            .transport(Transport::Tcp(PSH | ACK))
+            .to_port(port)
+            .raw_payload(text)
+            .build()
+            .bytes
+    };
+    let dns_query = |name: &str| {
+        let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            message.push(label.len() as u8);
+            message.extend_from_slice(label.as_bytes());
+        }
+        message.extend_from_slice(&[0, 0, 28, 0, 1]);
+        message
+    };
+    let sessions: Vec<Vec<u8>> = vec![
+        tcp_to(FrameBuilder::ipv4([10, 9, 0, 1]), 21, b"USER alice\r\n"),
+        tcp_to(FrameBuilder::ipv4([10, 9, 0, 1]), 21, b"PASS wonderland\r\n"),
+        tcp_to(FrameBuilder::ipv6(v6), 110, b"USER bob\r\nPASS builder\r\n"),
+        tcp_to(
+            FrameBuilder::ipv4([10, 9, 0, 2]).vlan(0x8100, 30),
+            143,
+            b"a1 LOGIN carol \"c4r0l pw\"\r\n",
+        ),
+        tcp_to(FrameBuilder::ipv4([10, 9, 0, 3]), 587, b"AUTH PLAIN AGRhdmUAZDR2Mw==\r\n"),
+        tcp_to(FrameBuilder::ipv6(v6).vlan(0x88a8, 4).vlan(0x8100, 5), 25, b"AUTH LOGIN ZXZl\r\n"),
+        tcp_to(FrameBuilder::ipv6(v6).vlan(0x88a8, 4).vlan(0x8100, 5), 25, b"ZXZlcHc=\r\n"),
+        tcp_to(
+            FrameBuilder::ipv4([10, 9, 0, 4]),
+            80,
+            b"GET /private HTTP/1.1\r\nHost: intranet\r\nUser-Agent: test/1\r\nAuthorization: Basic ZnJhbms6ZnJhbmtwdw==\r\n\r\n",
+        ),
+        tcp_to(
+            FrameBuilder::ipv6(v6),
+            8080,
+            b"POST /signin HTTP/1.1\r\nHost: shop\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\nemail=gina%40example.com&pwd=g1na",
+        ),
+        FrameBuilder::ipv4([10, 9, 0, 5]).to_port(53).raw_payload(&dns_query("updates.example.org")).build().bytes,
+        FrameBuilder::ipv6(v6).vlan(0x8100, 6).to_port(53).raw_payload(&dns_query("v6.example.net")).build().bytes,
+    ];
+    let frames: Vec<(Duration, Vec<u8>)> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, frame)| {
+            (
+                Duration::from_secs(BASE) + Duration::from_millis(10 * i as u64),
+                frame,
+            )
+        })
+        .collect();
+    let capture = dir.join("sessions.pcap");
+    write_pcap(&capture, &frames);
+    let output = replay(&[
+        &capture.to_string_lossy(),
+        "--format",
+        "json",
+        "--show-secrets",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = pairs(&[
+        ("credential", "ftp USER/PASS alice wonderland"),
+        ("credential", "pop3 USER/PASS bob builder"),
+        ("credential", "imap LOGIN carol c4r0l pw"),
+        ("credential", "smtp AUTH PLAIN dave d4v3"),
+        ("credential", "smtp AUTH LOGIN eve evepw"),
+        ("http", "GET intranet/private"),
+        ("credential", "http Basic frank frankpw"),
+        ("http", "POST shop/signin"),
+        ("credential", "http form gina@example.com g1na"),
+        ("dns", "updates.example.org AAAA query"),
+        ("dns", "v6.example.net AAAA query"),
+    ]);
+    let records = records(&output);
+    assert_eq!(events_of(&records), expected);
+    let last = of_type(&records, "interval")
+        .last()
+        .copied()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["cumulative"]["sampled_packets"], 11);
+
+    // Without --show-secrets nothing secret is printed.
+    let output = replay(&[&capture.to_string_lossy(), "--format", "json"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    for secret in [
+        "wonderland",
+        "builder",
+        "c4r0l",
+        "d4v3",
+        "evepw",
+        "frankpw",
+        "g1na",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked");
+    }
+    assert_eq!(text.matches("<redacted>").count(), 7);
+}

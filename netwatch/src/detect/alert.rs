@@ -26,6 +26,8 @@ pub enum AlertKind {
     HostSweep,
     /// Detection stopped tracking new series: its memory cap is reached.
     TrackingCapacity,
+    /// DNS queries from a source look like data smuggled in names.
+    DnsTunnel,
 }
 
 impl AlertKind {
@@ -40,6 +42,7 @@ impl AlertKind {
             Self::PortScan => "port_scan",
             Self::HostSweep => "host_sweep",
             Self::TrackingCapacity => "tracking_capacity",
+            Self::DnsTunnel => "dns_tunnel",
         }
     }
 
@@ -53,6 +56,7 @@ impl AlertKind {
             Self::PortScan => "ports",
             Self::HostSweep => "hosts",
             Self::TrackingCapacity => "series",
+            Self::DnsTunnel => "score",
         }
     }
 }
@@ -146,4 +150,6 @@ pub struct Alert {
     pub packets: u64,
     /// Bytes of the subject during the event so far.
     pub bytes: u64,
+    /// More about it, when a rule has more to say (the domain of a DNS tunnel).
+    pub detail: Option<String>,
 }

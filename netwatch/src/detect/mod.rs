@@ -633,6 +633,7 @@ impl Detector {
                 peak: event.peak,
                 packets: event.packets,
                 bytes: event.bytes,
+                detail: None,
             });
             if state == AlertState::End {
                 self.open.remove(&key);
@@ -694,6 +695,7 @@ impl Detector {
                 peak: packets as f64,
                 packets,
                 bytes: source.stats.bytes,
+                detail: None,
             });
         }
     }

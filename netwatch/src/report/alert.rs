@@ -34,6 +34,7 @@ struct AlertRecord<'a> {
     peak: f64,
     packets: u64,
     bytes: u64,
+    detail: Option<&'a str>,
 }
 
 /// One JSON object on one line.
@@ -59,6 +60,7 @@ pub fn write_json(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
         peak: round(alert.peak),
         packets: alert.packets,
         bytes: alert.bytes,
+        detail: alert.detail.as_deref(),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")
@@ -86,6 +88,13 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
         alert.subject,
     )?;
     match (alert.kind, alert.state) {
+        (AlertKind::DnsTunnel, _) => write!(
+            out,
+            "DNS tunnelling suspected ({}): {:.1} over {:.1}",
+            alert.detail.as_deref().unwrap_or("?"),
+            alert.observed,
+            alert.threshold
+        )?,
         (AlertKind::UnknownSource, _) => write!(
             out,
             "unknown source sent {} packets (minimum {})",
@@ -155,6 +164,7 @@ mod tests {
             peak: 6000.0,
             packets: 70_000,
             bytes: 7_000_000,
+            detail: None,
         }
     }
 

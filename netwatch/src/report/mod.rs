@@ -6,6 +6,7 @@
 
 pub mod alert;
 pub mod console;
+pub mod event;
 pub mod json;
 
 use std::{
