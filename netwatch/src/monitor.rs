@@ -152,7 +152,11 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     datapath.set_sampling(&config.sampling())?;
     let ring = datapath
         .take_samples()
-        .map(AsyncFd::new)
+        .map(|ring| {
+            // SAFETY: the ring owns its file descriptor (the map's) and keeps it open, the
+            // same one, for as long as it lives, which is as long as the AsyncFd.
+            unsafe { AsyncFd::register(ring) }.map_err(|err| io::Error::other(err.to_string()))
+        })
         .transpose()
         .map_err(MonitorError::Samples)?;
     let attachment = datapath.attach(&iface, config.monitor.mode.into(), force)?;

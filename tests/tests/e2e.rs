@@ -555,3 +555,58 @@ fn a_stale_netwatch_attachment_is_replaced() {
     assert!(status.success(), "{stderr:?}");
     assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), None);
 }
+
+/// The live path of sampling: the kernel's ring buffer read asynchronously by the daemon.
+#[test]
+fn a_cleartext_login_on_the_wire_is_reported_live() {
+    if !privileged("a_cleartext_login_on_the_wire_is_reported_live") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let mut daemon = Daemon::in_netns(
+        &pair.monitor,
+        &[
+            "monitor",
+            "-i",
+            &pair.monitor_if,
+            "--format",
+            "json",
+            "--interval",
+            "200ms",
+        ],
+    );
+    daemon.wait_stderr("attached to");
+    let ftp = |text: &[u8]| {
+        FrameBuilder::ipv4([10, 3, 3, 3])
+            .transport(Transport::Tcp(
+                netwatch_tests::frames::PSH | netwatch_tests::frames::ACK,
+            ))
+            .to_port(21)
+            .raw_payload(text)
+            .build()
+            .bytes
+    };
+    assert_eq!(
+        pair.send(vec![ftp(b"USER mallory\r\n"), ftp(b"PASS opensesame\r\n")]),
+        2
+    );
+    let deadline = Instant::now() + SETTLE;
+    let event = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = daemon
+            .stdout
+            .recv_timeout(left)
+            .unwrap_or_else(|err| panic!("no credential event: {err}"));
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|err| panic!("{err}"));
+        if record["type"] == "event" {
+            break record;
+        }
+    };
+    assert_eq!(event["event"], "credential");
+    assert_eq!(event["protocol"], "ftp");
+    assert_eq!(event["user"], "mallory");
+    assert_eq!(event["secret"], "<redacted>");
+    assert_eq!(event["client"], "10.3.3.3:40000");
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+}

@@ -339,20 +339,21 @@ impl Inspector {
             .map(|(key, names)| (key, names.len()))
             .collect();
         for ((source, domain), count) in counts {
-            if config.enabled && count >= config.subdomains {
-                if let Some(alert) = self.tunnel_alert(
+            if config.enabled
+                && count >= config.subdomains
+                && let Some(alert) = self.tunnel_alert(
                     source,
                     &domain,
                     count as f64,
                     config.subdomains as f64,
                     at,
                     elapsed,
-                ) {
-                    alerts.push(alert);
-                }
+                )
+            {
+                alerts.push(alert);
             }
         }
-        alerts.sort_by(|a, b| a.subject.cmp(&b.subject));
+        alerts.sort_by_key(|alert| alert.subject);
         self.quiet_until.retain(|_, until| *until > at);
         alerts
     }

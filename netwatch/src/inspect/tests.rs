@@ -384,7 +384,7 @@ fn many_subdomains_of_one_domain_alert_at_the_end_of_the_interval() {
 #[test]
 fn keywords_are_off_by_default_and_once_per_flow_when_on() {
     let frame = to_server(4444, b"login: user\r\npassword: x\r\n");
-    assert!(events(&mut inspector(), &[frame.clone()]).is_empty());
+    assert!(events(&mut inspector(), std::slice::from_ref(&frame)).is_empty());
     let mut inspector = Inspector::new(
         InspectConfig {
             keywords: KeywordConfig {
