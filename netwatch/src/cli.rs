@@ -29,7 +29,7 @@ pub enum Command {
 }
 
 /// Options of `monitor` and `replay` that the config file can also set.
-#[derive(Debug, Args, Default)]
+#[derive(Clone, Debug, Args, Default)]
 pub struct PipelineArgs {
     /// TOML configuration file (see netwatch.example.toml); flags override it.
     #[arg(long, short = 'c')]

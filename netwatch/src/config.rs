@@ -165,10 +165,11 @@ impl Config {
 
     /// Parses and validates text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|err| ConfigError::Parse {
+        let mut config: Self = toml::from_str(text).map_err(|err| ConfigError::Parse {
             path: path.to_owned(),
             message: err.to_string().trim_end().replace('\n', " "),
         })?;
+        config.detect.scan.normalize();
         config.validate(path)?;
         Ok(config)
     }
@@ -318,6 +319,15 @@ mod tests {
         assert_eq!(config.detect.spike.k, 3.5);
         assert_eq!(config.detect.spike.window, 60, "unset fields keep defaults");
         assert_eq!(config.detect.unknown.learning, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn zero_turns_a_scan_rule_off() {
+        let config = parse("[detect.scan]\nports = 0\nsyn_pps = 0\n").unwrap();
+        assert_eq!(config.detect.scan.ports, None);
+        assert_eq!(config.detect.scan.syn_pps, None);
+        assert_eq!(config.detect.scan.hosts, Some(64));
+        assert!(config.detect.scan.needs_sketches());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    cli::MonitorArgs,
+    cli::{MonitorArgs, PipelineArgs},
     config::{Config, ConfigError},
     datapath::{Attachment, Datapath, DatapathError, LoadOptions, SampleRing},
     detect::Detector,
@@ -141,6 +141,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     // Handlers first, so that a signal arriving right after attaching still detaches cleanly.
     let mut sigint = signal(SignalKind::interrupt()).map_err(MonitorError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(MonitorError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(MonitorError::Signals)?;
     let outputs = open_outputs(&config, flags.output.as_deref())?;
     let store = Store::open(db.as_deref().unwrap_or(&config.store.path))?;
     let known = store.known_state()?;
@@ -194,6 +195,17 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
                 drain(guard.get_inner_mut(), &mut pipeline)?;
                 guard.clear_ready();
             }
+            _ = sighup.recv() => {
+                match reload(&flags, &config, &mut datapath, &mut pipeline) {
+                    Ok(new) => {
+                        config = new;
+                        eprintln!("netwatch: SIGHUP: configuration reloaded");
+                    }
+                    Err(err) => eprintln!(
+                        "netwatch: SIGHUP: new configuration refused, the running one stays: {err}"
+                    ),
+                }
+            }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
             () = sleep_until(deadline.unwrap_or(started)), if deadline.is_some() => break "--duration",
@@ -211,6 +223,41 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     attachment.detach()?;
     eprintln!("netwatch: {stopped_by}: detached from {iface}");
     Ok(())
+}
+
+/// Re-reads the configuration and applies what can change without detaching: detection
+/// rules, allowlists, sampled ports and rates, inspection, the number of sources listed. The
+/// program keeps running throughout, so no packet goes uncounted. Settings that need a restart
+/// are named on stderr.
+fn reload(
+    flags: &PipelineArgs,
+    running: &Config,
+    datapath: &mut Datapath,
+    pipeline: &mut Pipeline,
+) -> Result<Config, MonitorError> {
+    let mut config = Config::load_or_default(flags.config.as_deref())?;
+    config.apply_flags(flags)?;
+    datapath.set_sampling(&config.sampling())?;
+    datapath.set_sketches(config.detect.scan.needs_sketches())?;
+    pipeline.detector_mut().reconfigure(config.detect.clone());
+    pipeline.inspector_mut().reconfigure(config.inspect.clone());
+    pipeline.set_top(config.monitor.top);
+    let (old, new) = (&running.monitor, &config.monitor);
+    let restart = [
+        ("monitor.iface", old.iface != new.iface),
+        ("monitor.mode", old.mode != new.mode),
+        ("monitor.interval", old.interval != new.interval),
+        ("monitor.max_sources", old.max_sources != new.max_sources),
+        ("monitor.format", old.format != new.format),
+        ("monitor.alerts", old.alerts != new.alerts),
+        ("store.path", running.store.path != config.store.path),
+    ];
+    for (field, changed) in restart {
+        if changed {
+            eprintln!("netwatch: SIGHUP: {field} changed; it takes effect at the next start");
+        }
+    }
+    Ok(config)
 }
 
 /// Inspects every sample waiting in the ring.

@@ -94,6 +94,11 @@ impl Pipeline {
         &mut self.detector
     }
 
+    /// Sets how many sources each report lists.
+    pub fn set_top(&mut self, top: usize) {
+        self.context.top = top;
+    }
+
     /// The inspector, to reconfigure it.
     pub fn inspector_mut(&mut self) -> &mut Inspector {
         &mut self.inspector

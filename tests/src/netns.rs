@@ -48,6 +48,8 @@ impl Netns {
         ] {
             netns.exec(&["sysctl", "-q", "-w", key]);
         }
+        // Loopback up, for servers the tests run inside (metrics, Prometheus).
+        netns.exec(&["ip", "link", "set", "lo", "up"]);
         netns
     }
 

@@ -140,6 +140,14 @@ impl Daemon {
         (status, stdout, stderr)
     }
 
+    /// Sends a signal without waiting.
+    fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().unwrap_or_else(|| panic!("not running"));
+        let pid = i32::try_from(child.id()).unwrap_or_else(|err| panic!("{err}"));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, signal) };
+    }
+
     /// Waits for the process to exit by itself (bounded) and returns status and stderr.
     fn wait_exit(&mut self) -> (ExitStatus, String) {
         let mut child = self
@@ -609,4 +617,96 @@ fn a_cleartext_login_on_the_wire_is_reported_live() {
     assert_eq!(event["client"], "10.3.3.3:40000");
     let (status, _, stderr) = daemon.stop(libc::SIGTERM);
     assert!(status.success(), "{stderr:?}");
+}
+
+/// SIGHUP: new rules apply without detaching (no packet goes uncounted); an invalid file is
+/// refused and the running configuration stays.
+#[test]
+fn sighup_reloads_rules_and_refuses_a_bad_file() {
+    if !privileged("sighup_reloads_rules_and_refuses_a_bad_file") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let dir = netwatch_tests::ScratchDir::new("nwhup");
+    let config = dir.join("netwatch.toml");
+    let write = |text: &str| std::fs::write(&config, text).unwrap_or_else(|err| panic!("{err}"));
+    let quiet = "[detect.spike]\nenabled = false\n[detect.unknown]\nenabled = false\n";
+    write(quiet);
+    let mut daemon = Daemon::in_netns(
+        &pair.monitor,
+        &[
+            "monitor",
+            "-i",
+            &pair.monitor_if,
+            "--format",
+            "json",
+            "--interval",
+            "200ms",
+            "--config",
+            &config.to_string_lossy(),
+        ],
+    );
+    daemon.wait_stderr("attached to");
+    let burst = |n: usize| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|_| FrameBuilder::ipv4([10, 4, 0, 1]).payload(20).build().bytes)
+            .collect()
+    };
+    let mut reports = Vec::new();
+    let mut alerts = Vec::new();
+    // Reads until one interval after the one that reaches `packets`: an interval's alerts
+    // follow its report.
+    let mut wait_for = |daemon: &mut Daemon, packets: u64, alerts: &mut Vec<Value>| {
+        let deadline = Instant::now() + SETTLE;
+        let mut reached = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = daemon
+                .stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|err| panic!("waiting for {packets} packets: {err}"));
+            let record: Value = serde_json::from_str(&line).unwrap_or_else(|err| panic!("{err}"));
+            if record["type"] == "alert" {
+                alerts.push(record);
+            } else if record["type"] == "interval" {
+                let seen = record["cumulative"]["packets"].as_u64().unwrap_or(0);
+                reports.push(record);
+                if reached {
+                    return;
+                }
+                reached = seen >= packets;
+            }
+        }
+    };
+    pair.send(burst(50));
+    wait_for(&mut daemon, 50, &mut alerts);
+    assert!(alerts.is_empty(), "{alerts:?}");
+
+    write(&format!("{quiet}[detect]\nsource = {{ pps = 5.0 }}\n"));
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_stderr("configuration reloaded");
+    pair.send(burst(50));
+    wait_for(&mut daemon, 100, &mut alerts);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["kind"], "threshold_pps");
+    assert_eq!(alerts[0]["subject"], "10.4.0.1");
+
+    write("[detect.spike]\nk = -1.0\n");
+    daemon.signal(libc::SIGHUP);
+    let refused = daemon.wait_stderr("refused");
+    assert!(refused.contains("detect.spike.k"), "{refused}");
+    pair.send(burst(10));
+    wait_for(&mut daemon, 110, &mut alerts);
+    let (status, rest, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+    let last: Value = rest
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["type"] == "interval")
+        .last()
+        .unwrap_or_else(|| panic!("no final report"));
+    assert_eq!(
+        last["cumulative"]["packets"], 110,
+        "every packet counted across reloads"
+    );
 }

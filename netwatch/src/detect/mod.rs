@@ -121,6 +121,13 @@ impl ScanConfig {
     pub fn needs_sketches(&self) -> bool {
         self.ports.is_some() || self.hosts.is_some()
     }
+
+    /// A limit of 0 in the file turns its rule off (a field left out keeps its default).
+    pub fn normalize(&mut self) {
+        self.syn_pps = self.syn_pps.filter(|limit| *limit != 0.0);
+        self.ports = self.ports.filter(|limit| *limit != 0);
+        self.hosts = self.hosts.filter(|limit| *limit != 0);
+    }
 }
 
 impl Default for ScanConfig {
@@ -226,9 +233,6 @@ impl DetectConfig {
             .is_some_and(|v| !(v.is_finite() && v > 0.0))
         {
             return fail("scan.syn_pps", "must be a positive number".into());
-        }
-        if self.scan.ports == Some(0) || self.scan.hosts == Some(0) {
-            return fail("scan", "ports and hosts limits must be at least 1".into());
         }
         if self.end_after == 0 || self.update_every == 0 {
             return fail(
