@@ -53,6 +53,10 @@ pub struct PipelineArgs {
     /// Print the secrets of cleartext credentials instead of `<redacted>`.
     #[arg(long)]
     pub show_secrets: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (monitor only; default
+    /// 127.0.0.1:9477), or `off`.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
     /// Write reports to this file instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,

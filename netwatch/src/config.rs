@@ -14,6 +14,9 @@ use crate::{
     cli::ModeArg, datapath::Sampling, detect::DetectConfig, inspect::InspectConfig, report::Format,
 };
 
+/// Where metrics are served unless told otherwise: loopback only.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9477";
+
 /// Where the SQLite store lives when neither the file nor `--db` says.
 pub const DEFAULT_DB_PATH: &str = "/var/lib/netwatch/netwatch.db";
 
@@ -50,6 +53,8 @@ pub struct MonitorConfig {
     pub format: Format,
     /// Also write alerts as JSON lines to this file.
     pub alerts: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`/metrics`), or `off`.
+    pub metrics_addr: String,
 }
 
 impl Default for MonitorConfig {
@@ -62,6 +67,7 @@ impl Default for MonitorConfig {
             top: 10,
             format: Format::Text,
             alerts: None,
+            metrics_addr: String::from(DEFAULT_METRICS_ADDR),
         }
     }
 }
@@ -129,6 +135,7 @@ impl Config {
             format,
             alerts,
             show_secrets,
+            metrics_addr,
             output: _,
         } = flags;
         if *show_secrets {
@@ -149,6 +156,9 @@ impl Config {
         }
         if alerts.is_some() {
             monitor.alerts.clone_from(alerts);
+        }
+        if let Some(addr) = metrics_addr {
+            monitor.metrics_addr.clone_from(addr);
         }
         let source = config.clone().unwrap_or_else(|| PathBuf::from("(flags)"));
         self.validate(&source)
@@ -187,6 +197,17 @@ impl Config {
         }
         if monitor.max_sources == 0 || monitor.max_sources > 16_777_216 {
             return Err(invalid("monitor.max_sources", "must be 1 to 16777216"));
+        }
+        if monitor.metrics_addr != "off"
+            && monitor
+                .metrics_addr
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "monitor.metrics_addr",
+                "must be ADDRESS:PORT (e.g. 127.0.0.1:9477) or \"off\"",
+            ));
         }
         if monitor.iface.as_deref().is_some_and(str::is_empty) {
             return Err(invalid("monitor.iface", "is empty"));

@@ -5,6 +5,7 @@ use std::{
     fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
     path::Path,
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -22,7 +23,10 @@ use crate::{
     inspect::Inspector,
     pipeline::{Outputs, Pipeline},
     privilege,
-    report::Context,
+    report::{
+        Context,
+        metrics::{self, Metrics},
+    },
     store::{Store, StoreError},
 };
 
@@ -48,6 +52,14 @@ pub enum MonitorError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The metrics server could not start.
+    #[error("cannot serve metrics on {addr}: {source} (see --metrics-addr)")]
+    Metrics {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
     /// The sample ring buffer could not be watched.
     #[error("cannot read the sample ring buffer: {0}")]
     Samples(#[source] io::Error),
@@ -146,6 +158,30 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let store = Store::open(db.as_deref().unwrap_or(&config.store.path))?;
     let known = store.known_state()?;
 
+    let metrics =
+        Arc::new(
+            Metrics::new(config.monitor.top).map_err(|err| MonitorError::Metrics {
+                addr: config.monitor.metrics_addr.clone(),
+                source: io::Error::other(err.to_string()),
+            })?,
+        );
+    if config.monitor.metrics_addr != "off" {
+        let addr = config
+            .monitor
+            .metrics_addr
+            .parse()
+            .map_err(|_| MonitorError::Metrics {
+                addr: config.monitor.metrics_addr.clone(),
+                source: io::Error::other("not ADDRESS:PORT"),
+            })?;
+        let bound =
+            metrics::serve(addr, Arc::clone(&metrics)).map_err(|source| MonitorError::Metrics {
+                addr: config.monitor.metrics_addr.clone(),
+                source,
+            })?;
+        eprintln!("netwatch: metrics at http://{bound}/metrics");
+    }
+
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: config.monitor.max_sources,
     })?;
@@ -161,6 +197,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         .transpose()
         .map_err(MonitorError::Samples)?;
     let attachment = datapath.attach(&iface, config.monitor.mode.into(), force)?;
+    metrics.set_attach(&iface, &attachment.mode.to_string(), datapath.max_sources());
     announce(&attachment, datapath.max_sources());
 
     let context = Context {
@@ -171,7 +208,8 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let run = run_id();
     let detector = Detector::new(config.detect.clone(), known, run.clone());
     let inspector = Inspector::new(config.inspect.clone(), run);
-    let mut pipeline = Pipeline::new(detector, inspector, Some(store), context, outputs);
+    let mut pipeline = Pipeline::new(detector, inspector, Some(store), context, outputs)
+        .with_metrics(Arc::clone(&metrics));
     let Some(mut ring) = ring else {
         return Err(MonitorError::Samples(io::Error::other(
             "sample ring already taken",

@@ -6,6 +6,7 @@ use std::{
     collections::{BTreeMap, HashSet},
     io::{self, Write},
     net::IpAddr,
+    sync::Arc,
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -17,7 +18,7 @@ use crate::{
         alert::{Alert, AlertKind},
     },
     inspect::{Event, Inspector},
-    report::{self, Context, Format},
+    report::{self, Context, Format, metrics::Metrics},
     store::Store,
 };
 
@@ -60,6 +61,7 @@ pub struct Pipeline {
     seen: HashSet<IpAddr>,
     since_touch: u32,
     tally: Tally,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Pipeline {
@@ -81,7 +83,14 @@ impl Pipeline {
             seen: HashSet::new(),
             since_touch: 0,
             tally: Tally::default(),
+            metrics: None,
         }
+    }
+
+    /// Also feeds these Prometheus metrics.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// What has been done so far.
@@ -119,6 +128,9 @@ impl Pipeline {
 
     fn write_event(&mut self, event: &Event) -> io::Result<()> {
         *self.tally.events.entry(event.kind.name()).or_default() += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.event(event.kind.name());
+        }
         let Outputs {
             reports,
             format,
@@ -137,6 +149,9 @@ impl Pipeline {
 
     fn write_alert(&mut self, alert: &Alert) -> io::Result<()> {
         *self.tally.alerts.entry(alert.kind).or_default() += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.alert(alert.kind.name(), alert.state.name());
+        }
         let Outputs {
             reports,
             format,
@@ -171,6 +186,9 @@ impl Pipeline {
         last: bool,
     ) -> io::Result<Interval> {
         let interval = self.collector.update(snapshot, elapsed);
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_interval(&interval);
+        }
         let mut outcome = self.detector.observe(&interval, at);
         outcome
             .alerts

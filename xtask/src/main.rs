@@ -153,7 +153,7 @@ fn setup() -> Result<()> {
         );
     }
     for (tool, package) in TEST_TOOLS {
-        if output_of("which", &[tool]).is_none() {
+        if output_of("which", &[tool]).is_none() && !apt.contains(package) {
             apt.push(package);
         }
     }

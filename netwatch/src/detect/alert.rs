@@ -75,6 +75,18 @@ pub enum AlertState {
     Instant,
 }
 
+impl AlertState {
+    /// The name used in JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Update => "update",
+            Self::End => "end",
+            Self::Instant => "instant",
+        }
+    }
+}
+
 /// How urgent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -8,6 +8,7 @@ pub mod alert;
 pub mod console;
 pub mod event;
 pub mod json;
+pub mod metrics;
 
 use std::{
     io::{self, Write},

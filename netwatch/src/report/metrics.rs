@@ -1,0 +1,415 @@
+//! Prometheus metrics: counters fed by the pipeline once per interval, served in the text
+//! exposition format by a small HTTP server on its own thread, so that a scrape never waits
+//! on collection and collection never waits on a scrape.
+//!
+//! Cardinality is bounded: per-source series exist only for the current top N sources and
+//! are replaced every interval.
+
+use std::{
+    io::{self, BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::Arc,
+    thread,
+    time::Duration,
+};
+
+use prometheus::{
+    Encoder as _, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::collect::Interval;
+
+/// Every metric netwatch exports.
+pub struct Metrics {
+    registry: Registry,
+    packets: IntCounter,
+    bytes: IntCounter,
+    protocol_packets: IntCounterVec,
+    blind_spots: IntCounterVec,
+    unattributed: IntGauge,
+    samples: IntCounterVec,
+    evicted: IntCounter,
+    sources_tracked: IntGauge,
+    sources_capacity: IntGauge,
+    alerts: IntCounterVec,
+    events: IntCounterVec,
+    attach: IntGaugeVec,
+    source_pps: GaugeVec,
+    source_bps: GaugeVec,
+    top: usize,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("top", &self.top)
+            .finish_non_exhaustive()
+    }
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> prometheus::Result<C> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+impl Metrics {
+    /// Registers everything; `top` bounds the per-source series.
+    pub fn new(top: usize) -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let r = &registry;
+        let build = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new("netwatch_build_info", "netwatch version; always 1"),
+                &["version"],
+            )?,
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Ok(Self {
+            packets: register(
+                r,
+                IntCounter::new("netwatch_packets_total", "Frames seen by the XDP program")?,
+            )?,
+            bytes: register(
+                r,
+                IntCounter::new("netwatch_bytes_total", "Bytes of the frames seen")?,
+            )?,
+            protocol_packets: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_protocol_packets_total",
+                        "Frames attributed to a source, by protocol",
+                    ),
+                    &["protocol"],
+                )?,
+            )?,
+            blind_spots: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_blind_spot_packets_total",
+                        "Frames in a blind spot: non_ip, malformed, overflow (no source); truncated (counted for their source too)",
+                    ),
+                    &["kind"],
+                )?,
+            )?,
+            unattributed: register(
+                r,
+                IntGauge::new(
+                    "netwatch_unattributed_packets",
+                    "Frames in the total that no source reading accounts for (in flight or evicted)",
+                )?,
+            )?,
+            samples: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_samples_total",
+                        "Payload samples: taken, capped by the rate, lost to a full ring",
+                    ),
+                    &["outcome"],
+                )?,
+            )?,
+            evicted: register(
+                r,
+                IntCounter::new(
+                    "netwatch_evicted_sources_total",
+                    "Sources evicted from the kernel's LRU map after being read",
+                )?,
+            )?,
+            sources_tracked: register(
+                r,
+                IntGauge::new(
+                    "netwatch_sources_tracked",
+                    "Entries in the kernel's source map",
+                )?,
+            )?,
+            sources_capacity: register(
+                r,
+                IntGauge::new(
+                    "netwatch_sources_capacity",
+                    "Capacity of the kernel's source map",
+                )?,
+            )?,
+            alerts: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("netwatch_alerts_total", "Alert lines, by kind and state"),
+                    &["kind", "state"],
+                )?,
+            )?,
+            events: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("netwatch_events_total", "Inspection events, by event"),
+                    &["event"],
+                )?,
+            )?,
+            attach: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("netwatch_attach_info", "Interface and XDP mode; always 1"),
+                    &["iface", "mode"],
+                )?,
+            )?,
+            source_pps: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "netwatch_source_packets_per_second",
+                        "Packet rate of the top sources in the last interval",
+                    ),
+                    &["source"],
+                )?,
+            )?,
+            source_bps: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "netwatch_source_bits_per_second",
+                        "Bit rate of the top sources in the last interval",
+                    ),
+                    &["source"],
+                )?,
+            )?,
+            registry,
+            top,
+        })
+    }
+
+    /// Records where and how the program is attached, and the map capacity.
+    pub fn set_attach(&self, iface: &str, mode: &str, capacity: u32) {
+        self.attach.with_label_values(&[iface, mode]).set(1);
+        self.sources_capacity.set(i64::from(capacity));
+    }
+
+    /// Folds one interval in.
+    pub fn observe_interval(&self, interval: &Interval) {
+        let delta = &interval.delta;
+        self.packets.inc_by(delta.total_packets);
+        self.bytes.inc_by(delta.total_bytes);
+        let mut protocols = [0u64; 4];
+        for source in &interval.sources {
+            protocols[0] += source.stats.tcp_packets;
+            protocols[1] += source.stats.udp_packets;
+            protocols[2] += source.stats.icmp_packets;
+            protocols[3] += source.stats.other_packets;
+        }
+        for (name, count) in ["tcp", "udp", "icmp", "other"].iter().zip(protocols) {
+            self.protocol_packets
+                .with_label_values(&[name])
+                .inc_by(count);
+        }
+        for (kind, count) in [
+            ("non_ip", delta.non_ip_packets),
+            ("malformed", delta.malformed_packets),
+            ("overflow", delta.overflow_packets),
+            ("truncated", delta.truncated_packets),
+        ] {
+            self.blind_spots.with_label_values(&[kind]).inc_by(count);
+        }
+        for (outcome, count) in [
+            ("sampled", delta.sampled_packets),
+            ("capped", delta.sample_capped_packets),
+            ("ring_full", delta.sample_ring_full_packets),
+        ] {
+            self.samples.with_label_values(&[outcome]).inc_by(count);
+        }
+        self.unattributed
+            .set(i64::try_from(interval.unattributed.packets).unwrap_or(i64::MAX));
+        self.evicted.inc_by(interval.evicted_sources);
+        self.sources_tracked
+            .set(i64::try_from(interval.tracked_sources).unwrap_or(i64::MAX));
+        self.source_pps.reset();
+        self.source_bps.reset();
+        for source in interval.sources.iter().take(self.top) {
+            let name = source.addr.to_string();
+            self.source_pps
+                .with_label_values(&[&name])
+                .set(interval.rate(source.stats.packets));
+            self.source_bps
+                .with_label_values(&[&name])
+                .set(interval.rate(source.stats.bytes) * 8.0);
+        }
+    }
+
+    /// Counts an alert line.
+    pub fn alert(&self, kind: &str, state: &str) {
+        self.alerts.with_label_values(&[kind, state]).inc();
+    }
+
+    /// Counts an event.
+    pub fn event(&self, name: &str) {
+        self.events.with_label_values(&[name]).inc();
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            return format!("# encoding failed: {err}\n");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own; returns the bound address.
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    thread::Builder::new()
+        .name(String::from("metrics"))
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                // One client at a time is plenty for a scraper; a slow one cannot hold the
+                // thread for long.
+                if let Err(err) = answer(stream, &metrics) {
+                    eprintln!("netwatch: metrics request failed: {err}");
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+fn answer(stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Skip the headers (bounded).
+    for _ in 0..100 {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, content_type, body) = match (method, path.split('?').next()) {
+        ("GET", Some("/metrics")) => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET", Some("/")) => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            String::from("netwatch: metrics at /metrics\n"),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            String::from("not found\n"),
+        ),
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use netwatch_common::{GlobalStats, SourceStats};
+
+    use super::*;
+    use crate::{
+        collect::{SourceDelta, Volume},
+        datapath::Spread,
+    };
+
+    fn interval() -> Interval {
+        Interval {
+            elapsed: Duration::from_secs(1),
+            delta: GlobalStats {
+                total_packets: 12,
+                total_bytes: 1200,
+                non_ip_packets: 2,
+                sampled_packets: 1,
+                ..GlobalStats::default()
+            },
+            cumulative: GlobalStats::default(),
+            sources: vec![SourceDelta {
+                addr: "192.0.2.1".parse().unwrap(),
+                stats: SourceStats {
+                    packets: 10,
+                    bytes: 1000,
+                    udp_packets: 10,
+                    ..SourceStats::default()
+                },
+                spread: Spread::default(),
+            }],
+            tracked_sources: 1,
+            evicted_sources: 0,
+            unattributed: Volume::default(),
+        }
+    }
+
+    #[test]
+    fn counters_accumulate_and_per_source_series_are_bounded() {
+        let metrics = Metrics::new(0).unwrap();
+        metrics.observe_interval(&interval());
+        metrics.observe_interval(&interval());
+        metrics.alert("spike_pps", "start");
+        let text = metrics.render();
+        assert!(text.contains("netwatch_packets_total 24\n"), "{text}");
+        assert!(
+            text.contains("netwatch_protocol_packets_total{protocol=\"udp\"} 20\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netwatch_blind_spot_packets_total{kind=\"non_ip\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netwatch_samples_total{outcome=\"sampled\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netwatch_alerts_total{kind=\"spike_pps\",state=\"start\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("netwatch_source_packets_per_second{"),
+            "top 0: {text}"
+        );
+        let metrics = Metrics::new(5).unwrap();
+        metrics.observe_interval(&interval());
+        assert!(
+            metrics
+                .render()
+                .contains("netwatch_source_packets_per_second{source=\"192.0.2.1\"} 10\n")
+        );
+    }
+
+    #[test]
+    fn the_server_answers_metrics_and_404() {
+        let metrics = Arc::new(Metrics::new(5).unwrap());
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&metrics)).unwrap();
+        let get = |path: &str| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        };
+        let response = get("/metrics");
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(
+            response.contains("netwatch_build_info{version="),
+            "{response}"
+        );
+        assert!(get("/nope").starts_with("HTTP/1.1 404"));
+    }
+}
