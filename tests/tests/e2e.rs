@@ -701,9 +701,9 @@ fn sighup_reloads_rules_and_refuses_a_bad_file() {
     assert!(status.success(), "{stderr:?}");
     let last: Value = rest
         .iter()
+        .rev()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|record| record["type"] == "interval")
-        .last()
+        .find(|record| record["type"] == "interval")
         .unwrap_or_else(|| panic!("no final report"));
     assert_eq!(
         last["cumulative"]["packets"], 110,
