@@ -26,6 +26,49 @@ pub enum Command {
     Replay(ReplayArgs),
     /// List or edit the known sources that unknown-source detection compares against.
     Known(KnownArgs),
+    /// Query the history in the store: a source's traffic, recent alerts, top sources.
+    History(HistoryArgs),
+}
+
+/// `netwatch history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// TOML configuration file, for `store.path`.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// SQLite store (overrides the config).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// From this long ago, e.g. 1h, 30m, 24h.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub since: Duration,
+    /// Up to this long ago (default: now).
+    #[arg(long, value_parser = parse_duration)]
+    pub until: Option<Duration>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// What to ask.
+    #[command(subcommand)]
+    pub query: HistoryQuery,
+}
+
+/// `netwatch history` questions.
+#[derive(Debug, Subcommand)]
+pub enum HistoryQuery {
+    /// One source's packets and bytes per interval.
+    Source {
+        /// The address.
+        addr: IpAddr,
+    },
+    /// The alerts of the period.
+    Alerts,
+    /// The sources that sent the most bytes in the period.
+    Top {
+        /// How many.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
 }
 
 /// Options of `monitor` and `replay` that the config file can also set.
@@ -77,10 +120,15 @@ pub struct MonitorArgs {
     /// Stop by itself after this long (for scripts and tests), e.g. 30s.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// SQLite store of known sources (default: `store.path` in the config, else
-    /// /var/lib/netwatch/netwatch.db).
+    /// SQLite store of known sources, history and the webhook queue (default: `store.path`
+    /// in the config, else /var/lib/netwatch/netwatch.db).
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// POST alerts and events to this URL as JSON batches (repeatable; adds to
+    /// `webhook.urls`). A bearer token comes from NETWATCH_WEBHOOK_TOKEN or the config file,
+    /// never from the command line.
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhooks: Vec<String>,
     /// Everything the config file can also set.
     #[command(flatten)]
     pub pipeline: PipelineArgs,

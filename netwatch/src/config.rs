@@ -11,7 +11,11 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    cli::ModeArg, datapath::Sampling, detect::DetectConfig, inspect::InspectConfig, report::Format,
+    cli::ModeArg,
+    datapath::Sampling,
+    detect::DetectConfig,
+    inspect::InspectConfig,
+    report::{Format, webhook::WebhookConfig},
 };
 
 /// Where metrics are served unless told otherwise: loopback only.
@@ -32,6 +36,8 @@ pub struct Config {
     pub inspect: InspectConfig,
     /// The SQLite store.
     pub store: StoreConfig,
+    /// SIEM webhooks.
+    pub webhook: WebhookConfig,
 }
 
 /// `[monitor]`.
@@ -76,14 +82,21 @@ impl Default for MonitorConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// The SQLite file: known sources, and (later) history.
+    /// The SQLite file: known sources, history, webhook queue.
     pub path: PathBuf,
+    /// Sources kept per interval in the history (the top by bytes).
+    pub history_top: usize,
+    /// History older than this is pruned.
+    #[serde(with = "duration")]
+    pub retention: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from(DEFAULT_DB_PATH),
+            history_top: 20,
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -214,6 +227,20 @@ impl Config {
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "is empty"));
+        }
+        if self.store.retention < Duration::from_secs(60) {
+            return Err(invalid("store.retention", "must be at least 1m"));
+        }
+        for url in &self.webhook.urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "webhook.urls",
+                    &format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if self.webhook.batch == 0 {
+            return Err(invalid("webhook.batch", "must be at least 1"));
         }
         let inspect = &self.inspect;
         if inspect.enabled && inspect.rate == 0 {

@@ -13,6 +13,7 @@ pub mod collect;
 pub mod config;
 pub mod datapath;
 pub mod detect;
+pub mod history;
 pub mod inspect;
 pub mod known;
 pub mod monitor;

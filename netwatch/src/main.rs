@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use netwatch::{
     cli::{Cli, Command},
-    known, monitor, replay,
+    history, known, monitor, replay,
 };
 
 fn main() -> ExitCode {
@@ -34,6 +34,9 @@ fn main() -> ExitCode {
             })
             .map_err(Into::into),
         Command::Known(args) => known::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::History(args) => {
+            history::run(args, &mut std::io::stdout().lock()).map_err(Into::into)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,13 +19,15 @@ use crate::{
     cli::{MonitorArgs, PipelineArgs},
     config::{Config, ConfigError},
     datapath::{Attachment, Datapath, DatapathError, LoadOptions, SampleRing},
-    detect::Detector,
+    detect::{Detector, KnownState},
     inspect::Inspector,
-    pipeline::{Outputs, Pipeline},
+    pipeline::{History, Outputs, Pipeline},
     privilege,
     report::{
         Context,
+        history::HistorySink,
         metrics::{self, Metrics},
+        webhook::Deliverer,
     },
     store::{Store, StoreError},
 };
@@ -120,6 +122,37 @@ pub fn open_outputs(config: &Config, output: Option<&Path>) -> Result<Outputs, M
     })
 }
 
+/// Opens the store, reads the known sources, and starts the thread that writes to it.
+pub fn open_history(db: &Path, config: &Config) -> Result<(History, KnownState), MonitorError> {
+    let store = Store::open(db)?;
+    let known = store.known_state()?;
+    let sink = HistorySink::start(store, config.webhook.urls.clone()).map_err(|source| {
+        MonitorError::Output {
+            path: db.display().to_string(),
+            source,
+        }
+    })?;
+    let history = History {
+        sink,
+        top: config.store.history_top,
+        retention: config.store.retention,
+    };
+    Ok((history, known))
+}
+
+/// Starts webhook delivery when URLs are configured.
+pub fn start_webhooks(db: &Path, config: &Config) -> Result<Option<Deliverer>, MonitorError> {
+    if config.webhook.urls.is_empty() {
+        return Ok(None);
+    }
+    Deliverer::start(db.to_owned(), config.webhook.clone())
+        .map(Some)
+        .map_err(|source| MonitorError::Output {
+            path: db.display().to_string(),
+            source,
+        })
+}
+
 /// A prefix for alert ids that differs between runs: the start time in hex milliseconds.
 pub fn run_id() -> String {
     format!(
@@ -139,6 +172,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         force,
         duration,
         db,
+        webhooks,
         pipeline: flags,
     } = args;
     let mut config = Config::load_or_default(flags.config.as_deref())?;
@@ -155,8 +189,11 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(MonitorError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(MonitorError::Signals)?;
     let outputs = open_outputs(&config, flags.output.as_deref())?;
-    let store = Store::open(db.as_deref().unwrap_or(&config.store.path))?;
-    let known = store.known_state()?;
+    config.webhook.urls.extend(webhooks);
+    config.validate(flags.config.as_deref().unwrap_or(Path::new("(flags)")))?;
+    let db = db.unwrap_or_else(|| config.store.path.clone());
+    let (history, known) = open_history(&db, &config)?;
+    let deliverer = start_webhooks(&db, &config)?;
 
     let metrics =
         Arc::new(
@@ -208,7 +245,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let run = run_id();
     let detector = Detector::new(config.detect.clone(), known, run.clone());
     let inspector = Inspector::new(config.inspect.clone(), run);
-    let mut pipeline = Pipeline::new(detector, inspector, Some(store), context, outputs)
+    let mut pipeline = Pipeline::new(detector, inspector, Some(history), context, outputs)
         .with_metrics(Arc::clone(&metrics));
     let Some(mut ring) = ring else {
         return Err(MonitorError::Samples(io::Error::other(
@@ -259,6 +296,10 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         &mut read_failures,
     )?;
     attachment.detach()?;
+    pipeline.finish();
+    if let Some(deliverer) = deliverer {
+        deliverer.stop();
+    }
     eprintln!("netwatch: {stopped_by}: detached from {iface}");
     Ok(())
 }

@@ -1,12 +1,12 @@
-//! collect -> detect -> report, once per interval. Live monitoring and replay both drive this
-//! same pipeline, with wall-clock or capture time, so a capture gives the alerts live traffic
-//! would give.
+//! collect -> detect -> report, once per interval, and inspect -> report for every sample.
+//! Live monitoring and replay both drive this same pipeline, with wall-clock or capture time,
+//! so a capture gives the alerts live traffic would give.
 
 use std::{
     collections::{BTreeMap, HashSet},
     io::{self, Write},
     net::IpAddr,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -18,12 +18,18 @@ use crate::{
         alert::{Alert, AlertKind},
     },
     inspect::{Event, Inspector},
-    report::{self, Context, Format, metrics::Metrics},
-    store::Store,
+    report::{
+        self, Context, Format,
+        history::{HistorySink, Record},
+        metrics::Metrics,
+    },
+    store::{FindingRow, IntervalRow, SourceRow},
 };
 
 /// Intervals between two updates of the known sources' `last_seen`.
 const TOUCH_EVERY: u32 = 60;
+/// Intervals between two prunings of old history.
+const PRUNE_EVERY: u64 = 3_600;
 
 /// Where reports and alerts go.
 pub struct Outputs {
@@ -33,6 +39,17 @@ pub struct Outputs {
     pub format: Format,
     /// Alerts as JSON lines, if asked.
     pub alerts: Option<Box<dyn Write>>,
+}
+
+/// What is kept in the store, and for how long.
+#[derive(Debug)]
+pub struct History {
+    /// The writer.
+    pub sink: HistorySink,
+    /// Sources kept per interval (the top by bytes), so the file stays bounded.
+    pub top: usize,
+    /// History older than this is pruned.
+    pub retention: Duration,
 }
 
 /// Counts of what the pipeline has done, for the final summary (and metrics).
@@ -46,8 +63,6 @@ pub struct Tally {
     pub events: BTreeMap<&'static str, u64>,
     /// Samples inspected.
     pub samples: u64,
-    /// Store writes that failed (each one also reported on stderr).
-    pub store_failures: u64,
 }
 
 /// The per-interval stages and their state.
@@ -55,21 +70,23 @@ pub struct Pipeline {
     collector: Collector,
     detector: Detector,
     inspector: Inspector,
-    store: Option<Store>,
+    history: Option<History>,
     context: Context,
     outputs: Outputs,
     seen: HashSet<IpAddr>,
     since_touch: u32,
+    findings: Vec<FindingRow>,
     tally: Tally,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl Pipeline {
-    /// Wires the stages; `store` keeps known sources across runs (none: in memory only).
+    /// Wires the stages; `history` keeps known sources, history and the webhook queue (none:
+    /// in memory only).
     pub fn new(
         detector: Detector,
         inspector: Inspector,
-        store: Option<Store>,
+        history: Option<History>,
         context: Context,
         outputs: Outputs,
     ) -> Self {
@@ -77,11 +94,12 @@ impl Pipeline {
             collector: Collector::new(),
             detector,
             inspector,
-            store,
+            history,
             context,
             outputs,
             seen: HashSet::new(),
             since_touch: 0,
+            findings: Vec::new(),
             tally: Tally::default(),
             metrics: None,
         }
@@ -113,6 +131,20 @@ impl Pipeline {
         &mut self.inspector
     }
 
+    /// Waits for the store to keep everything handed to it, and reports what it could not.
+    pub fn finish(self) {
+        if let Some(History { sink, .. }) = self.history {
+            let dropped = sink.counts().dropped.load(Ordering::Relaxed);
+            let failed = sink.counts().failed.load(Ordering::Relaxed);
+            sink.close();
+            if dropped + failed > 0 {
+                eprintln!(
+                    "netwatch: the store kept all but {dropped} records dropped while it was behind and {failed} refused writes"
+                );
+            }
+        }
+    }
+
     /// Inspects one sampled frame seen at `at`, and reports what it shows at once.
     pub fn sample(&mut self, frame: &SampledFrame, at: Duration) -> io::Result<()> {
         self.tally.samples += 1;
@@ -123,57 +155,8 @@ impl Pipeline {
         for alert in &findings.alerts {
             self.write_alert(alert)?;
         }
+        self.send_findings();
         self.flush()
-    }
-
-    fn write_event(&mut self, event: &Event) -> io::Result<()> {
-        *self.tally.events.entry(event.kind.name()).or_default() += 1;
-        if let Some(metrics) = &self.metrics {
-            metrics.event(event.kind.name());
-        }
-        let Outputs {
-            reports,
-            format,
-            alerts,
-        } = &mut self.outputs;
-        let iface = &self.context.iface;
-        match format {
-            Format::Text => report::event::write_line(reports, iface, event)?,
-            Format::Json => report::event::write_json(reports, iface, event)?,
-        }
-        if let Some(file) = alerts {
-            report::event::write_json(file, iface, event)?;
-        }
-        Ok(())
-    }
-
-    fn write_alert(&mut self, alert: &Alert) -> io::Result<()> {
-        *self.tally.alerts.entry(alert.kind).or_default() += 1;
-        if let Some(metrics) = &self.metrics {
-            metrics.alert(alert.kind.name(), alert.state.name());
-        }
-        let Outputs {
-            reports,
-            format,
-            alerts,
-        } = &mut self.outputs;
-        let iface = &self.context.iface;
-        match format {
-            Format::Text => report::alert::write_line(reports, iface, alert)?,
-            Format::Json => report::alert::write_json(reports, iface, alert)?,
-        }
-        if let Some(file) = alerts {
-            report::alert::write_json(file, iface, alert)?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.outputs.reports.flush()?;
-        if let Some(file) = &mut self.outputs.alerts {
-            file.flush()?;
-        }
-        Ok(())
     }
 
     /// One interval that ended at `at` (time since the Unix epoch) and lasted `elapsed`.
@@ -193,21 +176,25 @@ impl Pipeline {
         outcome
             .alerts
             .extend(self.inspector.end_interval(at, elapsed));
-        if let Some(store) = &mut self.store {
-            if let Err(err) = store.apply(&outcome.known, at) {
-                self.tally.store_failures += 1;
-                eprintln!("netwatch: {err}");
-            }
+        if let Some(history) = &self.history {
             self.seen
                 .extend(interval.sources.iter().map(|source| source.addr));
             self.since_touch += 1;
+            if !outcome.known.is_empty() {
+                history.sink.send(Record::Known(outcome.known.clone(), at));
+            }
             if self.since_touch >= TOUCH_EVERY || last {
-                let seen: Vec<IpAddr> = self.seen.drain().collect();
                 self.since_touch = 0;
-                if let Err(err) = store.touch(&seen, at) {
-                    self.tally.store_failures += 1;
-                    eprintln!("netwatch: {err}");
-                }
+                history
+                    .sink
+                    .send(Record::Touch(self.seen.drain().collect(), at));
+            }
+            let (row, sources) = history_rows(&self.context.iface, &interval, at, history.top);
+            history.sink.send(Record::Interval(row, sources));
+            if self.tally.intervals.is_multiple_of(PRUNE_EVERY) {
+                history
+                    .sink
+                    .send(Record::Prune(at.saturating_sub(history.retention)));
             }
         }
         report::write_interval(
@@ -221,8 +208,143 @@ impl Pipeline {
         for alert in &outcome.alerts {
             self.write_alert(alert)?;
         }
+        self.send_findings();
         self.flush()?;
         self.tally.intervals += 1;
         Ok(interval)
     }
+
+    fn write_event(&mut self, event: &Event) -> io::Result<()> {
+        *self.tally.events.entry(event.kind.name()).or_default() += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.event(event.kind.name());
+        }
+        let iface = &self.context.iface;
+        let mut json = Vec::new();
+        report::event::write_json(&mut json, iface, event)?;
+        if self.outputs.format == Format::Text {
+            report::event::write_line(&mut self.outputs.reports, iface, event)?;
+        }
+        self.keep(
+            "event",
+            event.kind.name(),
+            event.client.to_string(),
+            event.at,
+            json,
+        )
+    }
+
+    fn write_alert(&mut self, alert: &Alert) -> io::Result<()> {
+        *self.tally.alerts.entry(alert.kind).or_default() += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.alert(alert.kind.name(), alert.state.name());
+        }
+        let iface = &self.context.iface;
+        let mut json = Vec::new();
+        report::alert::write_json(&mut json, iface, alert)?;
+        if self.outputs.format == Format::Text {
+            report::alert::write_line(&mut self.outputs.reports, iface, alert)?;
+        }
+        self.keep(
+            "alert",
+            alert.kind.name(),
+            alert.subject.to_string(),
+            alert.at,
+            json,
+        )
+    }
+
+    /// Writes a finding's JSON line where JSON goes, and keeps it for the store.
+    fn keep(
+        &mut self,
+        kind_of_record: &'static str,
+        kind: &str,
+        subject: String,
+        at: Duration,
+        json: Vec<u8>,
+    ) -> io::Result<()> {
+        if self.outputs.format == Format::Json {
+            self.outputs.reports.write_all(&json)?;
+        }
+        if let Some(file) = &mut self.outputs.alerts {
+            file.write_all(&json)?;
+        }
+        if self.history.is_some() {
+            let record = String::from_utf8_lossy(&json).trim_end().to_owned();
+            self.findings.push(FindingRow {
+                ts_ms: i64::try_from(at.as_millis()).unwrap_or(i64::MAX),
+                kind_of_record,
+                kind: kind.to_owned(),
+                subject,
+                record,
+            });
+        }
+        Ok(())
+    }
+
+    fn send_findings(&mut self) {
+        if let Some(history) = &self.history
+            && !self.findings.is_empty()
+        {
+            history
+                .sink
+                .send(Record::Findings(std::mem::take(&mut self.findings)));
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.outputs.reports.flush()?;
+        if let Some(file) = &mut self.outputs.alerts {
+            file.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// The rows an interval leaves in the store: its totals and its top `top` sources.
+fn history_rows(
+    iface: &str,
+    interval: &Interval,
+    at: Duration,
+    top: usize,
+) -> (IntervalRow, Vec<SourceRow>) {
+    let ts_ms = i64::try_from(at.as_millis()).unwrap_or(i64::MAX);
+    let interval_ms = i64::try_from(interval.elapsed.as_millis()).unwrap_or(i64::MAX);
+    let delta = &interval.delta;
+    let row = IntervalRow {
+        ts_ms,
+        iface: iface.to_owned(),
+        interval_ms,
+        packets: delta.total_packets,
+        bytes: delta.total_bytes,
+        non_ip: delta.non_ip_packets,
+        malformed: delta.malformed_packets,
+        overflow: delta.overflow_packets,
+        truncated: delta.truncated_packets,
+        sampled: delta.sampled_packets,
+        sample_capped: delta.sample_capped_packets,
+        sample_lost: delta.sample_ring_full_packets,
+        sources_tracked: interval.tracked_sources as u64,
+    };
+    let sources = interval
+        .sources
+        .iter()
+        .take(top)
+        .map(|source| SourceRow {
+            ts_ms,
+            iface: iface.to_owned(),
+            interval_ms,
+            source: source.addr.to_string(),
+            packets: source.stats.packets,
+            bytes: source.stats.bytes,
+            tcp: source.stats.tcp_packets,
+            udp: source.stats.udp_packets,
+            icmp: source.stats.icmp_packets,
+            other: source.stats.other_packets,
+            syn: source.stats.tcp_syn_packets,
+            ports: source.spread.ports,
+            hosts: source.spread.hosts,
+        })
+        .collect();
+    (row, sources)
 }

@@ -11,10 +11,9 @@ use crate::{
     datapath::{Datapath, LoadOptions},
     detect::Detector,
     inspect::Inspector,
-    monitor::{MonitorError, check_privilege, open_outputs, run_id},
+    monitor::{MonitorError, check_privilege, open_history, open_outputs, run_id},
     pipeline::{Pipeline, Tally},
     report::Context,
-    store::Store,
 };
 
 /// Empty intervals replayed one by one across a gap in the capture; a longer gap is reported
@@ -62,14 +61,12 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     let reader =
         CaptureReader::open(&file).map_err(|error| ReplayError::Capture { error, frames: 0 })?;
     let outputs = open_outputs(&config, flags.output.as_deref())?;
-    let store = db
-        .as_deref()
-        .map(Store::open)
-        .transpose()
-        .map_err(MonitorError::from)?;
-    let known = match &store {
-        Some(store) => store.known_state().map_err(MonitorError::from)?,
-        None => Default::default(),
+    let (history, known) = match db.as_deref() {
+        Some(db) => {
+            let (history, known) = open_history(db, &config)?;
+            (Some(history), known)
+        }
+        None => (None, Default::default()),
     };
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: config.monitor.max_sources,
@@ -92,7 +89,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     let run = run_id();
     let detector = Detector::new(config.detect.clone(), known, run.clone());
     let inspector = Inspector::new(config.inspect.clone(), run);
-    let mut pipeline = Pipeline::new(detector, inspector, store, context, outputs);
+    let mut pipeline = Pipeline::new(detector, inspector, history, context, outputs);
     let interval = config.monitor.interval;
 
     let mut summary = ReplaySummary::default();
@@ -154,6 +151,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
             .map_err(MonitorError::Write)?;
     }
     summary.tally = pipeline.tally().clone();
+    pipeline.finish();
     match failure {
         Some(error) => Err(ReplayError::Capture {
             error,

@@ -29,6 +29,54 @@ const MIGRATIONS: &[&str] = &[
          first_seen_ms INTEGER NOT NULL,
          last_seen_ms  INTEGER NOT NULL
      );",
+    // 2: history of intervals, top sources, alerts and events; the webhook queue.
+    "CREATE TABLE intervals (
+         ts_ms           INTEGER NOT NULL,
+         iface           TEXT NOT NULL,
+         interval_ms     INTEGER NOT NULL,
+         packets         INTEGER NOT NULL,
+         bytes           INTEGER NOT NULL,
+         non_ip          INTEGER NOT NULL,
+         malformed       INTEGER NOT NULL,
+         overflow        INTEGER NOT NULL,
+         truncated       INTEGER NOT NULL,
+         sampled         INTEGER NOT NULL,
+         sample_capped   INTEGER NOT NULL,
+         sample_lost     INTEGER NOT NULL,
+         sources_tracked INTEGER NOT NULL
+     );
+     CREATE INDEX intervals_ts ON intervals (ts_ms);
+     CREATE TABLE interval_sources (
+         ts_ms       INTEGER NOT NULL,
+         iface       TEXT NOT NULL,
+         interval_ms INTEGER NOT NULL,
+         source      TEXT NOT NULL,
+         packets     INTEGER NOT NULL,
+         bytes       INTEGER NOT NULL,
+         tcp         INTEGER NOT NULL,
+         udp         INTEGER NOT NULL,
+         icmp        INTEGER NOT NULL,
+         other       INTEGER NOT NULL,
+         syn         INTEGER NOT NULL,
+         ports       INTEGER NOT NULL,
+         hosts       INTEGER NOT NULL
+     );
+     CREATE INDEX interval_sources_ts ON interval_sources (ts_ms);
+     CREATE INDEX interval_sources_source ON interval_sources (source, ts_ms);
+     CREATE TABLE findings (
+         ts_ms   INTEGER NOT NULL,
+         type    TEXT NOT NULL CHECK (type IN ('alert', 'event')),
+         kind    TEXT NOT NULL,
+         subject TEXT NOT NULL,
+         record  TEXT NOT NULL
+     );
+     CREATE INDEX findings_ts ON findings (ts_ms);
+     CREATE TABLE webhook_queue (
+         id     INTEGER PRIMARY KEY AUTOINCREMENT,
+         url    TEXT NOT NULL,
+         record TEXT NOT NULL
+     );
+     CREATE INDEX webhook_queue_url ON webhook_queue (url, id);",
 ];
 
 const LEARNING_STARTED: &str = "learning_started_ms";
@@ -347,6 +395,328 @@ impl Store {
                 "DELETE FROM known_sources WHERE last_seen_ms < ?1",
                 [millis(cutoff)],
             )
+            .map_err(|err| self.sqlite(err))
+    }
+}
+
+/// One interval's totals, as kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntervalRow {
+    /// End of the interval, Unix milliseconds.
+    pub ts_ms: i64,
+    /// Interface.
+    pub iface: String,
+    /// Length.
+    pub interval_ms: i64,
+    /// Totals and blind spots, in the order of the table's columns.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Non-IP frames.
+    pub non_ip: u64,
+    /// Malformed frames.
+    pub malformed: u64,
+    /// Overflow frames.
+    pub overflow: u64,
+    /// Truncated frames.
+    pub truncated: u64,
+    /// Samples taken.
+    pub sampled: u64,
+    /// Samples capped.
+    pub sample_capped: u64,
+    /// Samples lost to a full ring.
+    pub sample_lost: u64,
+    /// Map entries.
+    pub sources_tracked: u64,
+}
+
+/// One source in one interval, as kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceRow {
+    /// End of the interval, Unix milliseconds.
+    pub ts_ms: i64,
+    /// Interface.
+    pub iface: String,
+    /// Length.
+    pub interval_ms: i64,
+    /// The source address.
+    pub source: String,
+    /// Counters.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// TCP frames.
+    pub tcp: u64,
+    /// UDP frames.
+    pub udp: u64,
+    /// ICMP frames.
+    pub icmp: u64,
+    /// Other frames.
+    pub other: u64,
+    /// SYN without ACK.
+    pub syn: u64,
+    /// Distinct destination ports.
+    pub ports: u32,
+    /// Distinct destination hosts.
+    pub hosts: u32,
+}
+
+/// An alert or event as kept: its JSON line and what it is indexed by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FindingRow {
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+    /// `alert` or `event`.
+    pub kind_of_record: &'static str,
+    /// Alert kind or event name.
+    pub kind: String,
+    /// Subject (alerts) or client (events).
+    pub subject: String,
+    /// The JSON line, as reported.
+    pub record: String,
+}
+
+/// A source's traffic summed over a period.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SourceTotal {
+    /// The source.
+    pub source: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Intervals it appeared in (among the top N kept).
+    pub intervals: u64,
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Keeps one interval: its totals, its top sources, in one transaction.
+    pub fn record_interval(
+        &mut self,
+        row: &IntervalRow,
+        sources: &[SourceRow],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        tx.execute(
+            "INSERT INTO intervals VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                row.ts_ms,
+                row.iface,
+                row.interval_ms,
+                to_i64(row.packets),
+                to_i64(row.bytes),
+                to_i64(row.non_ip),
+                to_i64(row.malformed),
+                to_i64(row.overflow),
+                to_i64(row.truncated),
+                to_i64(row.sampled),
+                to_i64(row.sample_capped),
+                to_i64(row.sample_lost),
+                to_i64(row.sources_tracked),
+            ],
+        )
+        .map_err(sqlite)?;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO interval_sources VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )
+                .map_err(sqlite)?;
+            for source in sources {
+                insert
+                    .execute(params![
+                        source.ts_ms,
+                        source.iface,
+                        source.interval_ms,
+                        source.source,
+                        to_i64(source.packets),
+                        to_i64(source.bytes),
+                        to_i64(source.tcp),
+                        to_i64(source.udp),
+                        to_i64(source.icmp),
+                        to_i64(source.other),
+                        to_i64(source.syn),
+                        source.ports,
+                        source.hosts,
+                    ])
+                    .map_err(sqlite)?;
+            }
+        }
+        tx.commit().map_err(sqlite)
+    }
+
+    /// Keeps alerts and events, and queues each for every webhook URL, in one transaction:
+    /// a finding is either kept and queued everywhere, or not at all.
+    pub fn record_findings(
+        &mut self,
+        findings: &[FindingRow],
+        webhooks: &[String],
+    ) -> Result<(), StoreError> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        for finding in findings {
+            tx.execute(
+                "INSERT INTO findings VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    finding.ts_ms,
+                    finding.kind_of_record,
+                    finding.kind,
+                    finding.subject,
+                    finding.record
+                ],
+            )
+            .map_err(sqlite)?;
+            for url in webhooks {
+                tx.execute(
+                    "INSERT INTO webhook_queue (url, record) VALUES (?1, ?2)",
+                    params![url, finding.record],
+                )
+                .map_err(sqlite)?;
+            }
+        }
+        tx.commit().map_err(sqlite)
+    }
+
+    /// Deletes history older than `cutoff`; returns the rows removed.
+    pub fn prune_history(&mut self, cutoff: Duration) -> Result<usize, StoreError> {
+        let cutoff = millis(cutoff);
+        let mut removed = 0;
+        for table in ["intervals", "interval_sources", "findings"] {
+            removed += self
+                .conn
+                .execute(&format!("DELETE FROM {table} WHERE ts_ms < ?1"), [cutoff])
+                .map_err(|err| self.sqlite(err))?;
+        }
+        Ok(removed)
+    }
+
+    /// The oldest queued records for `url`, at most `limit`: (id, JSON line).
+    pub fn queued(&self, url: &str, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT id, record FROM webhook_queue WHERE url = ?1 ORDER BY id LIMIT ?2")
+            .map_err(|err| self.sqlite(err))?;
+        let rows = statement
+            .query_map(params![url, to_i64(limit as u64)], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .map_err(|err| self.sqlite(err))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|err| self.sqlite(err))
+    }
+
+    /// Forgets queued records up to `last_id` for `url`, once delivered.
+    pub fn delivered(&self, url: &str, last_id: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM webhook_queue WHERE url = ?1 AND id <= ?2",
+                params![url, last_id],
+            )
+            .map_err(|err| self.sqlite(err))
+    }
+
+    /// Records still waiting for a webhook.
+    pub fn queue_len(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM webhook_queue", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|count| count.max(0) as u64)
+            .map_err(|err| self.sqlite(err))
+    }
+
+    /// One source's intervals in `[since, until)`: (ts_ms, packets, bytes), oldest first.
+    pub fn source_history(
+        &self,
+        source: &str,
+        since: Duration,
+        until: Duration,
+    ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT ts_ms, sum(packets), sum(bytes) FROM interval_sources
+                 WHERE source = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 GROUP BY ts_ms ORDER BY ts_ms",
+            )
+            .map_err(|err| self.sqlite(err))?;
+        let rows = statement
+            .query_map(params![source, millis(since), millis(until)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?.max(0) as u64,
+                    row.get::<_, i64>(2)?.max(0) as u64,
+                ))
+            })
+            .map_err(|err| self.sqlite(err))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|err| self.sqlite(err))
+    }
+
+    /// Alert lines in `[since, until)`, oldest first, as reported (JSON).
+    pub fn alerts_between(
+        &self,
+        since: Duration,
+        until: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT record FROM findings WHERE type = 'alert' AND ts_ms >= ?1 AND ts_ms < ?2
+                 ORDER BY ts_ms, rowid",
+            )
+            .map_err(|err| self.sqlite(err))?;
+        let rows = statement
+            .query_map(params![millis(since), millis(until)], |row| row.get(0))
+            .map_err(|err| self.sqlite(err))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|err| self.sqlite(err))
+    }
+
+    /// The sources that sent the most bytes in `[since, until)`.
+    pub fn top_sources(
+        &self,
+        since: Duration,
+        until: Duration,
+        limit: usize,
+    ) -> Result<Vec<SourceTotal>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT source, sum(packets), sum(bytes), count(*) FROM interval_sources
+                 WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY source
+                 ORDER BY sum(bytes) DESC, source LIMIT ?3",
+            )
+            .map_err(|err| self.sqlite(err))?;
+        let rows = statement
+            .query_map(
+                params![millis(since), millis(until), to_i64(limit as u64)],
+                |row| {
+                    Ok(SourceTotal {
+                        source: row.get(0)?,
+                        packets: row.get::<_, i64>(1)?.max(0) as u64,
+                        bytes: row.get::<_, i64>(2)?.max(0) as u64,
+                        intervals: row.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                },
+            )
+            .map_err(|err| self.sqlite(err))?;
+        rows.collect::<Result<_, _>>()
             .map_err(|err| self.sqlite(err))
     }
 }

@@ -86,6 +86,21 @@ impl Netns {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
+    /// Starts `f` on a thread that has entered the namespace, and returns at once.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
+            // SAFETY: a valid namespace fd; setns only changes this thread's namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+            f()
+        })
+    }
+
     /// The XDP line of `ip -d link show dev IFACE` in this namespace, if a program is attached.
     pub fn xdp_attachment(&self, iface: &str) -> Option<String> {
         let output = self.exec(&["ip", "-d", "link", "show", "dev", iface]);

@@ -138,12 +138,9 @@ fn stream(
     }
 }
 
-#[test]
-fn a_written_capture_gives_exactly_the_expected_alerts() {
-    if !privileged("a_written_capture_gives_exactly_the_expected_alerts") {
-        return;
-    }
-    let dir = ScratchDir::new("nwreplay");
+/// Writes the attack capture and its config into `dir`: a benign baseline, a flood from a
+/// new source, then a port scan from another. Returns (capture, config, frames).
+fn write_attack(dir: &ScratchDir) -> (std::path::PathBuf, std::path::PathBuf, usize) {
     let mut frames = Vec::new();
     // A benign baseline for the whole capture: two IPv4 hosts and one IPv6 host.
     stream(&mut frames, 0..120, 20, |_| {
@@ -189,6 +186,16 @@ fn a_written_capture_gives_exactly_the_expected_alerts() {
         "#,
     )
     .unwrap_or_else(|err| panic!("{err}"));
+    (capture, config, frames.len())
+}
+
+#[test]
+fn a_written_capture_gives_exactly_the_expected_alerts() {
+    if !privileged("a_written_capture_gives_exactly_the_expected_alerts") {
+        return;
+    }
+    let dir = ScratchDir::new("nwreplay");
+    let (capture, config, frame_count) = write_attack(&dir);
     let alerts_file = dir.join("alerts.jsonl");
     let output = replay(&[
         &capture.to_string_lossy(),
@@ -254,7 +261,7 @@ fn a_written_capture_gives_exactly_the_expected_alerts() {
         .copied()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(last["cumulative"]["packets"], frames.len() as u64);
+    assert_eq!(last["cumulative"]["packets"], frame_count as u64);
 }
 
 #[test]
@@ -582,4 +589,72 @@ fn crafted_sessions_give_exactly_the_expected_events() {
         assert!(!text.contains(secret), "{secret} leaked");
     }
     assert_eq!(text.matches("<redacted>").count(), 7);
+}
+
+/// The history a replay leaves in the store answers `netwatch history`.
+#[test]
+fn history_answers_from_what_a_replay_kept() {
+    if !privileged("history_answers_from_what_a_replay_kept") {
+        return;
+    }
+    let dir = ScratchDir::new("nwhist");
+    let (capture, config, _) = write_attack(&dir);
+    let db = dir.join("history.db");
+    let output = replay(&[
+        &capture.to_string_lossy(),
+        "--config",
+        &config.to_string_lossy(),
+        "--format",
+        "json",
+        "--db",
+        &db.to_string_lossy(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reported: Vec<Value> = of_type(&records(&output), "alert")
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(reported.len(), 6);
+    let history = |args: &[&str]| -> Vec<Value> {
+        let output = Command::new(netwatch_bin())
+            .args([
+                "history",
+                "--db",
+                &db.to_string_lossy(),
+                "--since",
+                "100000h",
+                "--json",
+            ])
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        records(&output)
+    };
+    assert_eq!(
+        history(&["alerts"]),
+        reported,
+        "the alerts of the period, as reported"
+    );
+    let top = history(&["top", "--limit", "2"]);
+    assert_eq!(top[0]["source"], "198.51.100.66");
+    assert_eq!(top[0]["packets"], 20_000);
+    assert_eq!(top.len(), 2);
+    let flood = history(&["source", "198.51.100.66"]);
+    assert_eq!(flood.len(), 10, "ten intervals of flood");
+    assert!(flood.iter().all(|row| row["packets"] == 2_000), "{flood:?}");
+    // A period before the capture has nothing.
+    let output = Command::new(netwatch_bin())
+        .args(["history", "--db", &db.to_string_lossy(), "--json", "alerts"])
+        .output()
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(records(&output).is_empty());
 }

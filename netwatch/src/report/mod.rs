@@ -7,8 +7,10 @@
 pub mod alert;
 pub mod console;
 pub mod event;
+pub mod history;
 pub mod json;
 pub mod metrics;
+pub mod webhook;
 
 use std::{
     io::{self, Write},

@@ -1,0 +1,127 @@
+//! `netwatch history`: answers from the store's history: a source's traffic over a period,
+//! the alerts of a period, the top sources of a period; as a table or JSON lines.
+
+use std::{
+    io::{self, Write},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    cli::{HistoryArgs, HistoryQuery},
+    config::{Config, ConfigError},
+    report::rfc3339,
+    store::{Store, StoreError},
+};
+
+/// Why a `history` query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The config file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the answer.
+    #[error("cannot write: {0}")]
+    Write(#[from] io::Error),
+}
+
+/// Runs one query against the store, writing the answer to `out`.
+pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), HistoryError> {
+    let HistoryArgs {
+        config,
+        db,
+        since,
+        until,
+        json,
+        query,
+    } = args;
+    let config = Config::load_or_default(config.as_deref())?;
+    let store = Store::open(db.as_deref().unwrap_or(&config.store.path))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let from = now.saturating_sub(since);
+    let to = now.saturating_sub(until.unwrap_or_default()) + Duration::from_millis(1);
+    let time = |ms: i64| rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
+    match query {
+        HistoryQuery::Source { addr } => {
+            let rows = store.source_history(&addr.to_string(), from, to)?;
+            if !json {
+                writeln!(out, "{:<24} {:>12} {:>14}", "TIME", "PACKETS", "BYTES")?;
+            }
+            let (mut packets, mut bytes) = (0, 0);
+            for (ts_ms, p, b) in &rows {
+                packets += p;
+                bytes += b;
+                if json {
+                    let record = serde_json::json!({
+                        "time": time(*ts_ms), "source": addr.to_string(), "packets": p, "bytes": b,
+                    });
+                    writeln!(out, "{record}")?;
+                } else {
+                    writeln!(out, "{:<24} {p:>12} {b:>14}", time(*ts_ms))?;
+                }
+            }
+            if !json {
+                writeln!(
+                    out,
+                    "{addr}: {packets} packets, {bytes} bytes in {} intervals where it was among the top sources kept",
+                    rows.len()
+                )?;
+            }
+        }
+        HistoryQuery::Alerts => {
+            let alerts = store.alerts_between(from, to)?;
+            for record in &alerts {
+                if json {
+                    writeln!(out, "{record}")?;
+                } else {
+                    let value: serde_json::Value = serde_json::from_str(record).unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{} {} {} {} {} {} {} (threshold {})",
+                        value["time"].as_str().unwrap_or("?"),
+                        value["state"].as_str().unwrap_or("?"),
+                        value["severity"].as_str().unwrap_or("?"),
+                        value["kind"].as_str().unwrap_or("?"),
+                        value["subject"].as_str().unwrap_or("?"),
+                        value["observed"],
+                        value["unit"].as_str().unwrap_or(""),
+                        value["threshold"],
+                    )?;
+                }
+            }
+            if !json {
+                writeln!(out, "{} alerts", alerts.len())?;
+            }
+        }
+        HistoryQuery::Top { limit } => {
+            let top = store.top_sources(from, to, limit)?;
+            if !json {
+                writeln!(
+                    out,
+                    "{:<39} {:>12} {:>14} {:>10}",
+                    "SOURCE", "PACKETS", "BYTES", "INTERVALS"
+                )?;
+            }
+            for source in &top {
+                if json {
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::to_string(source).map_err(io::Error::other)?
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<39} {:>12} {:>14} {:>10}",
+                        source.source, source.packets, source.bytes, source.intervals
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

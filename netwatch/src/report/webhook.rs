@@ -1,0 +1,197 @@
+//! Delivery of alerts and events to SIEM webhooks: JSON batches POSTed from the durable queue
+//! in the SQLite store, oldest first, with a timeout and exponential backoff. A record leaves
+//! the queue only once its URL answered 2xx, so a SIEM that is down loses nothing: everything
+//! is delivered, in order, when it is back, even across a restart of netwatch.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use crate::store::Store;
+
+/// Webhook settings.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Where to POST (http:// or https://); `--webhook` adds more.
+    pub urls: Vec<String>,
+    /// Bearer token; the environment variable NETWATCH_WEBHOOK_TOKEN wins over it. Never on
+    /// the command line, where other users could read it.
+    pub token: Option<String>,
+    /// Time allowed for one POST.
+    #[serde(with = "crate::config::duration")]
+    pub timeout: Duration,
+    /// Records per POST at most.
+    pub batch: usize,
+    /// Longest wait between two attempts while a URL fails.
+    #[serde(with = "crate::config::duration")]
+    pub max_backoff: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            token: None,
+            timeout: Duration::from_secs(5),
+            batch: 100,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// The token to send: the environment's, else the file's.
+    pub fn effective_token(&self) -> Option<String> {
+        std::env::var("NETWATCH_WEBHOOK_TOKEN")
+            .ok()
+            .filter(|token| !token.is_empty())
+            .or_else(|| self.token.clone())
+    }
+}
+
+/// The delivery thread.
+pub struct Deliverer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Deliverer {
+    /// Starts delivering what the store at `db` queues for `config.urls`.
+    pub fn start(db: PathBuf, config: WebhookConfig) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name(String::from("webhook"))
+            .spawn(move || deliver(&db, &config, &flag))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops after the POST in flight; what is left stays queued for the next start.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Deliverer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+const IDLE: Duration = Duration::from_millis(200);
+
+fn deliver(db: &std::path::Path, config: &WebhookConfig, stop: &AtomicBool) {
+    let store = match Store::open(db) {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("netwatch: webhook delivery cannot open the queue: {err}");
+            return;
+        }
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(config.timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let token = config.effective_token();
+    let mut backoff: Vec<Duration> = vec![Duration::ZERO; config.urls.len()];
+    let mut failing: Vec<bool> = vec![false; config.urls.len()];
+    while !stop.load(Ordering::Relaxed) {
+        let mut sent_any = false;
+        for (index, url) in config.urls.iter().enumerate() {
+            let batch = match store.queued(url, config.batch.max(1)) {
+                Ok(batch) => batch,
+                Err(err) => {
+                    eprintln!("netwatch: webhook queue: {err}");
+                    continue;
+                }
+            };
+            let Some(last_id) = batch.last().map(|(id, _)| *id) else {
+                continue;
+            };
+            let first_id = batch.first().map_or(last_id, |(id, _)| *id);
+            let body = format!(
+                "[{}]",
+                batch
+                    .iter()
+                    .map(|(_, record)| record.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let mut request = agent
+                .post(url)
+                .header("Content-Type", "application/json")
+                // Lets a receiver drop a batch it already has, if an answer got lost.
+                .header("Idempotency-Key", format!("netwatch-{first_id}-{last_id}"));
+            if let Some(token) = &token {
+                request = request.header("Authorization", format!("Bearer {token}"));
+            }
+            let outcome = match request.send(body.as_str()) {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(format!("answered {}", response.status())),
+                Err(err) => Err(err.to_string()),
+            };
+            match outcome {
+                Ok(()) => {
+                    if let Err(err) = store.delivered(url, last_id) {
+                        eprintln!("netwatch: webhook queue: {err}");
+                    }
+                    if failing[index] {
+                        eprintln!("netwatch: webhook {url} is back; delivering the queue");
+                    }
+                    failing[index] = false;
+                    backoff[index] = Duration::ZERO;
+                    sent_any = true;
+                }
+                Err(reason) => {
+                    let queued = store.queue_len().unwrap_or(0);
+                    backoff[index] = (backoff[index] * 2)
+                        .max(Duration::from_millis(500))
+                        .min(config.max_backoff);
+                    if !failing[index] {
+                        eprintln!(
+                            "netwatch: webhook {url} failed ({reason}); {queued} records queued, nothing is lost; retrying with backoff up to {:?}",
+                            config.max_backoff
+                        );
+                    }
+                    failing[index] = true;
+                }
+            }
+        }
+        if !sent_any {
+            let wait = backoff
+                .iter()
+                .copied()
+                .filter(|wait| !wait.is_zero())
+                .min()
+                .unwrap_or(IDLE);
+            sleep_unless_stopped(wait, stop);
+        }
+    }
+}
+
+fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
+    let mut left = total;
+    while !left.is_zero() && !stop.load(Ordering::Relaxed) {
+        let step = left.min(Duration::from_millis(100));
+        thread::sleep(step);
+        left -= step;
+    }
+}

@@ -1,0 +1,291 @@
+//! The SIEM webhook against a real local HTTP server that is stopped for a while and started
+//! again: every alert and event arrives exactly once, in order, with the bearer token.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpListener,
+    process::{Child, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use netwatch_tests::{
+    ScratchDir,
+    frames::{ACK, FrameBuilder, PSH, Transport},
+    netns::{Netns, VethPair},
+    netwatch_bin, privileged,
+};
+use serde_json::Value;
+
+const SIEM: &str = "127.0.0.1:8088";
+const TOKEN: &str = "s3cr3t-token";
+
+/// What the SIEM received: every record of every batch, with the Authorization header.
+#[derive(Default)]
+struct Received {
+    records: Vec<Value>,
+    authorizations: Vec<String>,
+}
+
+/// A minimal HTTP server that accepts POSTs of JSON arrays, inside a namespace, until told
+/// to stop (then its port is closed).
+fn siem(
+    netns: &Netns,
+    received: Arc<Mutex<Received>>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    netns.spawn(move || {
+        let listener = TcpListener::bind(SIEM).unwrap_or_else(|err| panic!("bind {SIEM}: {err}"));
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|err| panic!("{err}"));
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((stream, _)) = listener.accept() else {
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            stream
+                .set_nonblocking(false)
+                .unwrap_or_else(|err| panic!("{err}"));
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap_or_else(|err| panic!("{err}"));
+            let mut reader =
+                BufReader::new(stream.try_clone().unwrap_or_else(|err| panic!("{err}")));
+            let mut length = 0usize;
+            let mut authorization = String::new();
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap_or(0);
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("authorization:") {
+                    authorization = line["authorization:".len()..].trim().to_owned();
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader
+                .read_exact(&mut body)
+                .unwrap_or_else(|err| panic!("body: {err}"));
+            let batch: Vec<Value> = serde_json::from_slice(&body)
+                .unwrap_or_else(|err| panic!("not a JSON array: {err}"));
+            {
+                let mut received = received.lock().unwrap_or_else(|err| panic!("{err}"));
+                received.records.extend(batch);
+                received.authorizations.push(authorization);
+            }
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    })
+}
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_siem_that_was_down_gets_every_alert_once_in_order() {
+    if !privileged("a_siem_that_was_down_gets_every_alert_once_in_order") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let dir = ScratchDir::new("nwsiem");
+    let config = dir.join("netwatch.toml");
+    std::fs::write(
+        &config,
+        "[detect]\nsource = { pps = 5.0 }\nend_after = 1\n[detect.spike]\nenabled = false\n[detect.unknown]\nenabled = false\n[webhook]\nmax_backoff = \"1s\"\n",
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let received = Arc::new(Mutex::new(Received::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = siem(&pair.monitor, Arc::clone(&received), Arc::clone(&stop));
+
+    let mut netwatch = Guard(
+        pair.monitor
+            .command(&netwatch_bin().to_string_lossy())
+            .args([
+                "monitor",
+                "-i",
+                &pair.monitor_if,
+                "--format",
+                "json",
+                "--interval",
+                "200ms",
+            ])
+            .args([
+                "--metrics-addr",
+                "off",
+                "--webhook",
+                &format!("http://{SIEM}/hook"),
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--db")
+            .arg(pair.monitor.db_path())
+            .env("NETWATCH_WEBHOOK_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("netwatch: {err}")),
+    );
+    let (tx, stdout) = mpsc::channel();
+    let out = netwatch
+        .0
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("no stdout"));
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (err_tx, stderr) = mpsc::channel();
+    let err = netwatch
+        .0
+        .stderr
+        .take()
+        .unwrap_or_else(|| panic!("no stderr"));
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if err_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_stderr = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|err| panic!("no {needle:?} on stderr: {err}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    wait_stderr("attached to");
+
+    // Each burst from its own source: a threshold alert that starts and ends, and an FTP login.
+    let mut findings: Vec<Value> = Vec::new();
+    let burst = |last: u8| -> Vec<Vec<u8>> {
+        let mut frames: Vec<Vec<u8>> = (0..40)
+            .map(|_| {
+                FrameBuilder::ipv4([10, 5, 5, last])
+                    .payload(20)
+                    .build()
+                    .bytes
+            })
+            .collect();
+        frames.push(
+            FrameBuilder::ipv4([10, 5, 5, last])
+                .transport(Transport::Tcp(PSH | ACK))
+                .to_port(21)
+                .raw_payload(b"USER u\r\nPASS p\r\n")
+                .build()
+                .bytes,
+        );
+        frames
+    };
+    let mut collect_until = |findings: &mut Vec<Value>, wanted: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while findings.len() < wanted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|err| panic!("only {} findings: {err}", findings.len()));
+            let record: Value = serde_json::from_str(&line).unwrap_or_default();
+            if record["type"] == "alert" || record["type"] == "event" {
+                findings.push(record);
+            }
+        }
+    };
+    pair.send(burst(1));
+    collect_until(&mut findings, 3);
+
+    // The SIEM goes down; the next findings can only wait in the queue.
+    stop.store(true, Ordering::Relaxed);
+    server
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    pair.send(burst(2));
+    collect_until(&mut findings, 6);
+    pair.send(burst(3));
+    collect_until(&mut findings, 9);
+    wait_stderr("nothing is lost");
+
+    // Back up: the queue drains.
+    stop.store(false, Ordering::Relaxed);
+    let server = siem(&pair.monitor, Arc::clone(&received), Arc::clone(&stop));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let count = received
+            .lock()
+            .unwrap_or_else(|err| panic!("{err}"))
+            .records
+            .len();
+        if count >= findings.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {count} of {} delivered",
+            findings.len()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Give a duplicate, if any, the time to show up.
+    thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    server
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+
+    let received = received.lock().unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(
+        received.records, findings,
+        "the SIEM got exactly what netwatch reported, once each, in order"
+    );
+    let kinds: Vec<&str> = findings
+        .iter()
+        .map(|f| f["kind"].as_str().or(f["event"].as_str()).unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "threshold_pps").count(),
+        6,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "credential").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert!(
+        received
+            .authorizations
+            .iter()
+            .all(|auth| auth == &format!("Bearer {TOKEN}")),
+        "{:?}",
+        received.authorizations
+    );
+}
