@@ -207,7 +207,7 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
         );
         frames
     };
-    let mut collect_until = |findings: &mut Vec<Value>, wanted: usize| {
+    let collect_until = |findings: &mut Vec<Value>, wanted: usize| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while findings.len() < wanted {
             let left = deadline.saturating_duration_since(Instant::now());
