@@ -30,6 +30,11 @@ fn effective_caps(status: &str) -> Option<u64> {
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
+/// The capabilities netwatch needs that an effective set `effective` lacks.
+pub fn missing_capabilities_of(effective: u64) -> Vec<&'static str> {
+    missing_from(effective)
+}
+
 fn missing_from(effective: u64) -> Vec<&'static str> {
     let has = |cap: u32| effective & (1 << cap) != 0;
     if has(CAP_SYS_ADMIN) {

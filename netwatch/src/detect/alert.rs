@@ -31,6 +31,19 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// Every kind.
+    pub const ALL: [Self; 9] = [
+        Self::ThresholdPps,
+        Self::ThresholdBps,
+        Self::SpikePps,
+        Self::UnknownSource,
+        Self::SynFlood,
+        Self::PortScan,
+        Self::HostSweep,
+        Self::TrackingCapacity,
+        Self::DnsTunnel,
+    ];
+
     /// The name used in JSON and on the console.
     pub fn name(self) -> &'static str {
         match self {
@@ -76,6 +89,9 @@ pub enum AlertState {
 }
 
 impl AlertState {
+    /// Every state.
+    pub const ALL: [Self; 4] = [Self::Start, Self::Update, Self::End, Self::Instant];
+
     /// The name used in JSON and metrics.
     pub fn name(self) -> &'static str {
         match self {

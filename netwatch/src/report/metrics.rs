@@ -18,7 +18,10 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::collect::Interval;
+use crate::{
+    collect::Interval,
+    detect::alert::{AlertKind, AlertState},
+};
 
 /// Every metric netwatch exports.
 pub struct Metrics {
@@ -69,7 +72,7 @@ impl Metrics {
             )?,
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        Ok(Self {
+        let metrics = Self {
             packets: register(
                 r,
                 IntCounter::new("netwatch_packets_total", "Frames seen by the XDP program")?,
@@ -179,7 +182,31 @@ impl Metrics {
             )?,
             registry,
             top,
-        })
+        };
+        metrics.zero_known_series();
+        Ok(metrics)
+    }
+
+    /// Creates every labelled series that can be known in advance at 0, so that dashboards
+    /// and alert rules see zero rather than no data.
+    fn zero_known_series(&self) {
+        for protocol in ["tcp", "udp", "icmp", "other"] {
+            self.protocol_packets.with_label_values(&[protocol]);
+        }
+        for kind in ["non_ip", "malformed", "overflow", "truncated"] {
+            self.blind_spots.with_label_values(&[kind]);
+        }
+        for outcome in ["sampled", "capped", "ring_full"] {
+            self.samples.with_label_values(&[outcome]);
+        }
+        for kind in AlertKind::ALL {
+            for state in AlertState::ALL {
+                self.alerts.with_label_values(&[kind.name(), state.name()]);
+            }
+        }
+        for event in ["credential", "http", "dns", "keyword"] {
+            self.events.with_label_values(&[event]);
+        }
     }
 
     /// Records where and how the program is attached, and the map capacity.
