@@ -816,3 +816,105 @@ mod tests {
         let _ = fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
 }
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    fn store(name: &str) -> (Store, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("netwatch-history-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        (Store::open(&dir.join("h.db")).unwrap(), dir)
+    }
+
+    fn source(ts_ms: i64, source: &str, packets: u64) -> SourceRow {
+        SourceRow {
+            ts_ms,
+            source: source.to_owned(),
+            packets,
+            bytes: packets * 100,
+            ..SourceRow::default()
+        }
+    }
+
+    #[test]
+    fn history_is_queried_and_pruned() {
+        let (mut store, dir) = store("prune");
+        for (ts_ms, packets) in [(1_000, 5), (2_000, 7), (90_000, 11)] {
+            let row = IntervalRow {
+                ts_ms,
+                packets,
+                ..IntervalRow::default()
+            };
+            store
+                .record_interval(
+                    &row,
+                    &[
+                        source(ts_ms, "192.0.2.1", packets),
+                        source(ts_ms, "192.0.2.2", 1),
+                    ],
+                )
+                .unwrap();
+        }
+        let all = Duration::from_secs(1_000);
+        assert_eq!(
+            store
+                .source_history("192.0.2.1", Duration::ZERO, all)
+                .unwrap(),
+            vec![(1_000, 5, 500), (2_000, 7, 700), (90_000, 11, 1_100)]
+        );
+        let top = store.top_sources(Duration::ZERO, all, 1).unwrap();
+        assert_eq!(
+            (top[0].source.as_str(), top[0].packets, top[0].intervals),
+            ("192.0.2.1", 23, 3)
+        );
+        // Everything before 60 s goes: two intervals with two sources each.
+        assert_eq!(store.prune_history(Duration::from_secs(60)).unwrap(), 6);
+        assert_eq!(
+            store
+                .source_history("192.0.2.1", Duration::ZERO, all)
+                .unwrap()
+                .len(),
+            1
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn findings_are_queued_per_url_and_leave_when_delivered() {
+        let (mut store, dir) = store("queue");
+        let finding = |n: i64| FindingRow {
+            ts_ms: n,
+            kind_of_record: "alert",
+            kind: String::from("spike_pps"),
+            subject: String::from("global"),
+            record: format!("{{\"n\":{n}}}"),
+        };
+        let urls = [String::from("http://a/"), String::from("http://b/")];
+        store
+            .record_findings(&[finding(1), finding(2), finding(3)], &urls)
+            .unwrap();
+        assert_eq!(store.queue_len().unwrap(), 6);
+        let batch = store.queued("http://a/", 2).unwrap();
+        assert_eq!(
+            batch.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>(),
+            ["{\"n\":1}", "{\"n\":2}"]
+        );
+        store.delivered("http://a/", batch[1].0).unwrap();
+        assert_eq!(store.queued("http://a/", 10).unwrap().len(), 1);
+        assert_eq!(
+            store.queued("http://b/", 10).unwrap().len(),
+            3,
+            "each URL has its own queue"
+        );
+        assert_eq!(
+            store
+                .alerts_between(Duration::ZERO, Duration::from_secs(1))
+                .unwrap()
+                .len(),
+            3
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+}

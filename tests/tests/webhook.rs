@@ -101,23 +101,10 @@ impl Drop for Guard {
     }
 }
 
-#[test]
-fn a_siem_that_was_down_gets_every_alert_once_in_order() {
-    if !privileged("a_siem_that_was_down_gets_every_alert_once_in_order") {
-        return;
-    }
-    let pair = VethPair::new(true);
-    let dir = ScratchDir::new("nwsiem");
-    let config = dir.join("netwatch.toml");
-    std::fs::write(
-        &config,
-        "[detect]\nsource = { pps = 5.0 }\nend_after = 1\n[detect.spike]\nenabled = false\n[detect.unknown]\nenabled = false\n[webhook]\nmax_backoff = \"1s\"\n",
-    )
-    .unwrap_or_else(|err| panic!("{err}"));
-    let received = Arc::new(Mutex::new(Received::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = siem(&pair.monitor, Arc::clone(&received), Arc::clone(&stop));
+type Lines = mpsc::Receiver<String>;
 
+/// netwatch monitoring the pair's monitored end, posting to the SIEM; its output lines.
+fn start_netwatch(pair: &VethPair, config: &std::path::Path) -> (Guard, Lines, Lines) {
     let mut netwatch = Guard(
         pair.monitor
             .command(&netwatch_bin().to_string_lossy())
@@ -137,7 +124,7 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
                 &format!("http://{SIEM}/hook"),
             ])
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("--db")
             .arg(pair.monitor.db_path())
             .env("NETWATCH_WEBHOOK_TOKEN", TOKEN)
@@ -146,82 +133,117 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
             .spawn()
             .unwrap_or_else(|err| panic!("netwatch: {err}")),
     );
-    let (tx, stdout) = mpsc::channel();
+    let lines = |stream: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
     let out = netwatch
         .0
         .stdout
         .take()
         .unwrap_or_else(|| panic!("no stdout"));
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (err_tx, stderr) = mpsc::channel();
     let err = netwatch
         .0
         .stderr
         .take()
         .unwrap_or_else(|| panic!("no stderr"));
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if err_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait_stderr = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = stderr
-                .recv_timeout(left)
-                .unwrap_or_else(|err| panic!("no {needle:?} on stderr: {err}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    };
-    wait_stderr("attached to");
+    (netwatch, lines(Box::new(out)), lines(Box::new(err)))
+}
 
-    // Each burst from its own source: a threshold alert that starts and ends, and an FTP login.
-    let mut findings: Vec<Value> = Vec::new();
-    let burst = |last: u8| -> Vec<Vec<u8>> {
-        let mut frames: Vec<Vec<u8>> = (0..40)
-            .map(|_| {
-                FrameBuilder::ipv4([10, 5, 5, last])
-                    .payload(20)
-                    .build()
-                    .bytes
-            })
-            .collect();
-        frames.push(
-            FrameBuilder::ipv4([10, 5, 5, last])
-                .transport(Transport::Tcp(PSH | ACK))
-                .to_port(21)
-                .raw_payload(b"USER u\r\nPASS p\r\n")
-                .build()
-                .bytes,
-        );
-        frames
-    };
-    let collect_until = |findings: &mut Vec<Value>, wanted: usize| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while findings.len() < wanted {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = stdout
-                .recv_timeout(left)
-                .unwrap_or_else(|err| panic!("only {} findings: {err}", findings.len()));
-            let record: Value = serde_json::from_str(&line).unwrap_or_default();
-            if record["type"] == "alert" || record["type"] == "event" {
-                findings.push(record);
-            }
+fn wait_line(lines: &Lines, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|err| panic!("no {needle:?}: {err}"));
+        if line.contains(needle) {
+            return line;
         }
-    };
+    }
+}
+
+/// Alerts and events among output lines, until there are `wanted`.
+fn collect_findings(lines: &Lines, findings: &mut Vec<Value>, wanted: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while findings.len() < wanted {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|err| panic!("only {} findings: {err}", findings.len()));
+        let record: Value = serde_json::from_str(&line).unwrap_or_default();
+        if record["type"] == "alert" || record["type"] == "event" {
+            findings.push(record);
+        }
+    }
+}
+
+/// A burst from its own source: a threshold alert that starts and ends, and an FTP login.
+fn burst(last: u8) -> Vec<Vec<u8>> {
+    let mut frames: Vec<Vec<u8>> = (0..40)
+        .map(|_| {
+            FrameBuilder::ipv4([10, 5, 5, last])
+                .payload(20)
+                .build()
+                .bytes
+        })
+        .collect();
+    frames.push(
+        FrameBuilder::ipv4([10, 5, 5, last])
+            .transport(Transport::Tcp(PSH | ACK))
+            .to_port(21)
+            .raw_payload(b"USER u\r\nPASS p\r\n")
+            .build()
+            .bytes,
+    );
+    frames
+}
+
+const CONFIG: &str = "[detect]\nsource = { pps = 5.0 }\nend_after = 1\n[detect.spike]\nenabled = false\n[detect.unknown]\nenabled = false\n[webhook]\nmax_backoff = \"1s\"\n";
+
+/// Waits until the SIEM holds `count` records, then a little more for any duplicate.
+fn wait_delivered(received: &Mutex<Received>, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = received
+            .lock()
+            .unwrap_or_else(|err| panic!("{err}"))
+            .records
+            .len();
+        if got >= count {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {got} of {count} delivered");
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(1500));
+}
+
+#[test]
+fn a_siem_that_was_down_gets_every_alert_once_in_order() {
+    if !privileged("a_siem_that_was_down_gets_every_alert_once_in_order") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let dir = ScratchDir::new("nwsiem");
+    let config = dir.join("netwatch.toml");
+    std::fs::write(&config, CONFIG).unwrap_or_else(|err| panic!("{err}"));
+    let received = Arc::new(Mutex::new(Received::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = siem(&pair.monitor, Arc::clone(&received), Arc::clone(&stop));
+    let (_netwatch, stdout, stderr) = start_netwatch(&pair, &config);
+    wait_line(&stderr, "attached to");
+
+    let mut findings: Vec<Value> = Vec::new();
     pair.send(burst(1));
-    collect_until(&mut findings, 3);
+    collect_findings(&stdout, &mut findings, 3);
 
     // The SIEM goes down; the next findings can only wait in the queue.
     stop.store(true, Ordering::Relaxed);
@@ -229,33 +251,15 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     pair.send(burst(2));
-    collect_until(&mut findings, 6);
+    collect_findings(&stdout, &mut findings, 6);
     pair.send(burst(3));
-    collect_until(&mut findings, 9);
-    wait_stderr("nothing is lost");
+    collect_findings(&stdout, &mut findings, 9);
+    wait_line(&stderr, "nothing is lost");
 
     // Back up: the queue drains.
     stop.store(false, Ordering::Relaxed);
     let server = siem(&pair.monitor, Arc::clone(&received), Arc::clone(&stop));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let count = received
-            .lock()
-            .unwrap_or_else(|err| panic!("{err}"))
-            .records
-            .len();
-        if count >= findings.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {count} of {} delivered",
-            findings.len()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-    // Give a duplicate, if any, the time to show up.
-    thread::sleep(Duration::from_millis(1500));
+    wait_delivered(&received, findings.len());
     stop.store(true, Ordering::Relaxed);
     server
         .join()
@@ -287,5 +291,45 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
             .all(|auth| auth == &format!("Bearer {TOKEN}")),
         "{:?}",
         received.authorizations
+    );
+}
+
+#[test]
+fn queued_findings_survive_a_restart_of_netwatch() {
+    if !privileged("queued_findings_survive_a_restart_of_netwatch") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let dir = ScratchDir::new("nwsiem2");
+    let config = dir.join("netwatch.toml");
+    std::fs::write(&config, CONFIG).unwrap_or_else(|err| panic!("{err}"));
+    let mut findings = Vec::new();
+    {
+        // The SIEM is down for the whole first run, which ends with SIGTERM.
+        let (mut netwatch, stdout, stderr) = start_netwatch(&pair, &config);
+        wait_line(&stderr, "attached to");
+        pair.send(burst(7));
+        collect_findings(&stdout, &mut findings, 3);
+        wait_line(&stderr, "nothing is lost");
+        let pid = i32::try_from(netwatch.0.id()).unwrap_or_else(|err| panic!("{err}"));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = netwatch.0.wait().unwrap_or_else(|err| panic!("{err}"));
+        assert!(status.success(), "{status:?}");
+    }
+    let received = Arc::new(Mutex::new(Received::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = siem(&pair.monitor, Arc::clone(&received), Arc::clone(&stop));
+    let (_netwatch, _stdout, stderr) = start_netwatch(&pair, &config);
+    wait_line(&stderr, "attached to");
+    wait_delivered(&received, findings.len());
+    stop.store(true, Ordering::Relaxed);
+    server
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let received = received.lock().unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(
+        received.records, findings,
+        "delivered after the restart, once each, in order"
     );
 }
