@@ -21,6 +21,8 @@ use netwatch::{
 };
 use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport};
 
+mod capture;
+
 #[derive(Parser)]
 struct Args {
     /// Write the report here (else standard output only).
@@ -296,6 +298,11 @@ fn main() -> Result<()> {
     }
     sampling_cost(&mut datapath, &noop, trials, &mut report)?;
     replay_rate(&mut report)?;
+    let netwatch = std::env::current_exe()?
+        .parent()
+        .context("the benchmark binary has no folder")?
+        .join("netwatch");
+    capture::capture_at_rate(&netwatch, &mut report)?;
     print!("{report}");
     if let Some(path) = write {
         fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;

@@ -202,7 +202,11 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
                 source: io::Error::other(err.to_string()),
             })?,
         );
-    if config.monitor.metrics_addr != "off" {
+    // Bound before attaching, so that a busy port fails before anything is attached; said
+    // after attaching, so that a failure to attach is the only line.
+    let metrics_at = if config.monitor.metrics_addr == "off" {
+        None
+    } else {
         let addr = config
             .monitor
             .metrics_addr
@@ -216,8 +220,8 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
                 addr: config.monitor.metrics_addr.clone(),
                 source,
             })?;
-        eprintln!("netwatch: metrics at http://{bound}/metrics");
-    }
+        Some(bound)
+    };
 
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: config.monitor.max_sources,
@@ -236,6 +240,9 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let attachment = datapath.attach(&iface, config.monitor.mode.into(), force)?;
     metrics.set_attach(&iface, &attachment.mode.to_string(), datapath.max_sources());
     announce(&attachment, datapath.max_sources());
+    if let Some(bound) = metrics_at {
+        eprintln!("netwatch: metrics at http://{bound}/metrics");
+    }
 
     let context = Context {
         iface: iface.clone(),

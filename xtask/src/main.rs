@@ -239,7 +239,17 @@ fn test(root: &Path, extra: &[OsString]) -> Result<()> {
 }
 
 fn bench(root: &Path) -> Result<()> {
-    cargo(root, &["build", "--release", "--package", "netwatch-bench"])?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--package",
+            "netwatch-bench",
+            "--package",
+            "netwatch",
+        ],
+    )?;
     run(Command::new(root.join("target/release/netwatch-bench"))
         .current_dir(root)
         .arg("--write")

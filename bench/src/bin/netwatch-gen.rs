@@ -1,0 +1,64 @@
+//! `netwatch-gen`: sends crafted frames out of an interface, bounded in frames and time, and
+//! prints exactly how many it sent (one JSON line). Run it inside the network namespace of the
+//! sending end of a veth pair (`ip netns exec NS netwatch-gen ...`): never at a real network.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use netwatch_bench::generator::{Spec, send};
+
+#[derive(Parser)]
+#[command(name = "netwatch-gen")]
+struct Args {
+    /// Interface to send out of.
+    #[arg(long)]
+    iface: String,
+    /// Frames to send at most.
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Seconds to send for at most.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Frames per second; 0 is as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Frame length in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Percent of IPv6 frames.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    ipv6_percent: u8,
+    /// VLAN tags per frame (0 to 2).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    vlan_tags: u8,
+    /// Distinct source addresses.
+    #[arg(long, default_value_t = 1)]
+    sources: u32,
+    /// Frames per sendmmsg call (1: sendto).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let spec = Spec {
+        count: args.count,
+        duration: Duration::from_secs_f64(args.seconds),
+        rate: args.rate,
+        size: args.size,
+        ipv6_percent: args.ipv6_percent,
+        vlan_tags: args.vlan_tags,
+        sources: args.sources.max(1),
+        batch: args.batch,
+    };
+    let sent = send(&args.iface, &spec).with_context(|| format!("sending on {}", args.iface))?;
+    println!(
+        "{{\"sent\":{},\"bytes\":{},\"seconds\":{:.6},\"rate_pps\":{:.0}}}",
+        sent.frames,
+        sent.bytes,
+        sent.elapsed.as_secs_f64(),
+        sent.rate()
+    );
+    Ok(())
+}
