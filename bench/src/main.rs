@@ -22,6 +22,7 @@ use netwatch::{
 use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport};
 
 mod capture;
+mod scale;
 
 #[derive(Parser)]
 struct Args {
@@ -34,6 +35,9 @@ struct Args {
     /// Trials per case; the median is reported.
     #[arg(long, default_value_t = 7)]
     trials: usize,
+    /// Run one section only (capture or scale) and print it.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 const XDP_PASS: u32 = 2;
@@ -239,7 +243,25 @@ fn main() -> Result<()> {
         write,
         repeat,
         trials,
+        only,
     } = Args::parse();
+    if let Some(section) = only {
+        // One section alone, printed only: for working on it, not for BENCHMARKS.md.
+        let mut report = String::new();
+        match section.as_str() {
+            "capture" => capture::capture_at_rate(
+                &std::env::current_exe()?
+                    .parent()
+                    .context("no folder")?
+                    .join("netwatch"),
+                &mut report,
+            )?,
+            "scale" => scale::scale(&mut report)?,
+            other => anyhow::bail!("unknown section {other:?}: capture or scale"),
+        }
+        print!("{report}");
+        return Ok(());
+    }
     let mut datapath = Datapath::load(LoadOptions::default()).context("loading netwatch")?;
     let noop = NoopProgram::load().context("loading the no-op program")?;
 
@@ -303,6 +325,7 @@ fn main() -> Result<()> {
         .context("the benchmark binary has no folder")?
         .join("netwatch");
     capture::capture_at_rate(&netwatch, &mut report)?;
+    scale::scale(&mut report)?;
     print!("{report}");
     if let Some(path) = write {
         fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;

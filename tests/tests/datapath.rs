@@ -514,3 +514,27 @@ fn all_tcp_sampling_takes_any_port() {
     assert_eq!(samples.len(), 1);
     assert_eq!(samples[0].header.reason, 2);
 }
+
+/// The batch harvest (BPF_MAP_LOOKUP_BATCH, several calls for this many entries) reads
+/// exactly what the entry-by-entry walk reads.
+#[test]
+fn batch_and_per_key_harvests_agree() {
+    if !privileged("batch_and_per_key_harvests_agree") {
+        return;
+    }
+    let mut datapath = load();
+    for n in 0..9_000u32 {
+        let b = n.to_be_bytes();
+        let frame = FrameBuilder::ipv4([10, b[1], b[2], b[3]])
+            .payload((n % 7) as usize)
+            .build();
+        run(&datapath, &frame.bytes, "many sources");
+    }
+    let batch = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(datapath.harvest(), netwatch::datapath::Harvest::Batch);
+    assert_eq!(batch.sources.len(), 9_000);
+    datapath.set_harvest(netwatch::datapath::Harvest::PerKey);
+    let per_key = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(batch.sources, per_key.sources);
+    assert_invariant(&batch, "batch");
+}

@@ -4,9 +4,10 @@
 //! This module knows the maps' layout and nothing about what the numbers mean: collection
 //! and everything after it live in later stages.
 
+mod batch;
 pub mod netlink;
 
-use std::{collections::HashMap, fmt, io, time::Duration};
+use std::{collections::HashMap, fmt, io, os::fd::AsFd as _, time::Duration};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -140,6 +141,9 @@ pub enum DatapathError {
     /// Another program error.
     #[error(transparent)]
     Program(#[from] ProgramError),
+    /// Reading the sources map failed.
+    #[error("cannot read the sources map: {0}")]
+    Harvest(#[source] io::Error),
     /// Pinning failed.
     #[error("cannot pin: {0}")]
     Pin(#[source] aya::pin::PinError),
@@ -343,6 +347,18 @@ pub struct Datapath {
     epoch: u32,
     settings: Settings,
     samples: Option<SampleRing>,
+    harvest: Harvest,
+    /// Possible CPUs: the number of values of a per-CPU entry.
+    cpus: usize,
+}
+
+/// How the sources map is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Harvest {
+    /// `BPF_MAP_LOOKUP_BATCH`: thousands of entries per syscall.
+    Batch,
+    /// `get_next_key` and a lookup per entry: what older kernels allow.
+    PerKey,
 }
 
 impl fmt::Debug for Datapath {
@@ -367,12 +383,17 @@ impl Datapath {
             .take_map(SAMPLES_MAP)
             .ok_or(DatapathError::Missing("samples ring buffer"))?;
         let samples = Some(SampleRing(RingBuf::try_from(ring)?));
+        let cpus = aya::util::nr_cpus().map_err(|(path, err)| {
+            DatapathError::Harvest(io::Error::new(err.kind(), format!("{path}: {err}")))
+        })?;
         let mut datapath = Self {
             ebpf,
             max_sources,
             epoch: 0,
             settings: Settings::default(),
             samples,
+            harvest: Harvest::Batch,
+            cpus,
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
@@ -409,6 +430,17 @@ impl Datapath {
         self.settings.sample_burst = (*burst).max(1);
         self.settings.sample_all_tcp = u32::from(*all_tcp);
         self.write_settings()
+    }
+
+    /// Chooses how the sources map is read (batch unless the kernel lacks it); for the
+    /// benchmark that compares both.
+    pub fn set_harvest(&mut self, harvest: Harvest) {
+        self.harvest = harvest;
+    }
+
+    /// How the sources map is read now.
+    pub fn harvest(&self) -> Harvest {
+        self.harvest
     }
 
     /// Takes the sample ring buffer out, for a reader of its own; `None` if taken already.
@@ -538,24 +570,13 @@ impl Datapath {
         }
         let slot = (closing & 1) as usize;
 
-        let sources_map = self
-            .ebpf
-            .map(SOURCES_MAP)
-            .ok_or(DatapathError::Missing("sources map"))?;
-        let sources: PerCpuHashMap<&MapData, SourceKey, SourceValue> =
-            PerCpuHashMap::try_from(sources_map)?;
         let mut snapshot = Snapshot::default();
-        for entry in sources.iter() {
-            let (key, per_cpu) = match entry {
-                Ok(entry) => entry,
-                Err(MapError::KeyNotFound) => continue,
-                Err(err) => return Err(err.into()),
-            };
+        let mut fold = |key: SourceKey, per_cpu: &[SourceValue]| {
             let mut sum = SourceStats::default();
             let mut ports = [0u64; PORT_BITMAP_BITS / 64];
             let mut hosts = [0u64; HOST_BITMAP_BITS / 64];
             let mut marked = false;
-            for value in per_cpu.iter() {
+            for value in per_cpu {
                 add_source(&mut sum, &value.stats);
                 if closing != 0 && value.sketch.epochs[slot] == closing {
                     marked = true;
@@ -572,6 +593,34 @@ impl Datapath {
                         hosts: linear_count(&hosts),
                     },
                 );
+            }
+        };
+        let sources_map = self
+            .ebpf
+            .map(SOURCES_MAP)
+            .ok_or(DatapathError::Missing("sources map"))?;
+        let batched = match (&self.harvest, sources_map) {
+            (Harvest::Batch, aya::maps::Map::PerCpuLruHashMap(data)) => {
+                batch::for_each_percpu(data.fd().as_fd(), self.cpus, &mut fold)
+            }
+            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        if let Err(err) = batched {
+            if !matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | 524)) {
+                return Err(DatapathError::Harvest(err));
+            }
+            // No batch operations on this kernel (or asked not to): one entry at a time.
+            self.harvest = Harvest::PerKey;
+            let sources: PerCpuHashMap<&MapData, SourceKey, SourceValue> =
+                PerCpuHashMap::try_from(sources_map)?;
+            for entry in sources.iter() {
+                let (key, per_cpu) = match entry {
+                    Ok(entry) => entry,
+                    Err(MapError::KeyNotFound) => continue,
+                    Err(err) => return Err(err.into()),
+                };
+                let values: Vec<SourceValue> = per_cpu.iter().copied().collect();
+                fold(key, &values);
             }
         }
         // Globals after sources: a packet counted in a source read above is in the globals too.
