@@ -40,7 +40,7 @@ pub fn for_each_percpu<K: Copy, V: Copy>(
     mut f: impl FnMut(K, &[V]),
 ) -> io::Result<()> {
     assert!(
-        size_of::<V>() % 8 == 0,
+        size_of::<V>().is_multiple_of(8),
         "per-CPU values are laid out in 8-byte steps"
     );
     let mut chunk = START_CHUNK;
