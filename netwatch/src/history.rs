@@ -8,27 +8,12 @@ use std::{
 
 use crate::{
     cli::{HistoryArgs, HistoryQuery},
-    config::{Config, ConfigError},
     report::rfc3339,
-    store::{Store, StoreError},
+    store_command::{StoreCommandError, open_store},
 };
 
-/// Why a `history` query failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    /// The config file.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The store.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Writing the answer.
-    #[error("cannot write: {0}")]
-    Write(#[from] io::Error),
-}
-
 /// Runs one query against the store, writing the answer to `out`.
-pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), HistoryError> {
+pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), StoreCommandError> {
     let HistoryArgs {
         config,
         db,
@@ -37,8 +22,7 @@ pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), HistoryError> 
         json,
         query,
     } = args;
-    let config = Config::load_or_default(config.as_deref())?;
-    let store = Store::open(db.as_deref().unwrap_or(&config.store.path))?;
+    let store = open_store(config.as_deref(), db.as_deref())?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -1,36 +1,20 @@
 //! `netwatch known`: list, add, remove and prune the known sources in the store.
 
 use std::{
-    io::{self, Write},
+    io::Write,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use crate::{
     cli::{KnownAction, KnownArgs},
-    config::{Config, ConfigError},
     report::rfc3339,
-    store::{Store, StoreError},
+    store_command::{StoreCommandError, open_store},
 };
 
-/// Why a `known` command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum KnownError {
-    /// The config file.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The store.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Writing the answer.
-    #[error("cannot write: {0}")]
-    Write(#[from] io::Error),
-}
-
 /// Runs one `known` action, writing its answer to `out`.
-pub fn run(args: KnownArgs, out: &mut impl Write) -> Result<(), KnownError> {
+pub fn run(args: KnownArgs, out: &mut impl Write) -> Result<(), StoreCommandError> {
     let KnownArgs { config, db, action } = args;
-    let config = Config::load_or_default(config.as_deref())?;
-    let mut store = Store::open(db.as_deref().unwrap_or(&config.store.path))?;
+    let mut store = open_store(config.as_deref(), db.as_deref())?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

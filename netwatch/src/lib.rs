@@ -22,3 +22,4 @@ pub mod privilege;
 pub mod replay;
 pub mod report;
 pub mod store;
+pub mod store_command;
