@@ -350,6 +350,8 @@ pub struct Datapath {
     harvest: Harvest,
     /// Possible CPUs: the number of values of a per-CPU entry.
     cpus: usize,
+    /// Sources in the last snapshot.
+    last_sources: usize,
 }
 
 /// How the sources map is read.
@@ -394,6 +396,7 @@ impl Datapath {
             samples,
             harvest: Harvest::Batch,
             cpus,
+            last_sources: 0,
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
@@ -570,7 +573,13 @@ impl Datapath {
         }
         let slot = (closing & 1) as usize;
 
-        let mut snapshot = Snapshot::default();
+        // Sized like the last reading: a million inserts into a growing map rehash it twenty
+        // times over.
+        let mut snapshot = Snapshot {
+            globals: GlobalStats::default(),
+            sources: HashMap::with_capacity(self.last_sources),
+            spread: HashMap::with_capacity(self.last_sources),
+        };
         let mut fold = |key: SourceKey, per_cpu: &[SourceValue]| {
             let mut sum = SourceStats::default();
             let mut ports = [0u64; PORT_BITMAP_BITS / 64];
@@ -632,6 +641,7 @@ impl Datapath {
         for stats in globals.get(&0, 0)?.iter() {
             add_globals(&mut snapshot.globals, stats);
         }
+        self.last_sources = snapshot.sources.len();
         Ok(snapshot)
     }
 
