@@ -5,10 +5,9 @@
 use std::{
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader, Read as _},
+    io::Read as _,
     path::Path,
-    process::{Child, Stdio},
-    sync::mpsc,
+    process::Stdio,
     thread,
     time::{Duration, Instant},
 };
@@ -19,17 +18,12 @@ use aya::{
     sys::{Stats, enable_stats},
 };
 use netwatch_bench::generator::{Sent, Spec, send};
-use netwatch_tests::{ScratchDir, netns::VethPair};
+use netwatch_tests::{
+    ScratchDir,
+    netns::VethPair,
+    process::{Guard, timed_lines},
+};
 use serde_json::Value;
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -48,19 +42,6 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((ticks(14) + ticks(15)) / hz.max(1.0))
-}
-
-/// Lines of a stream, each with the moment it was read.
-fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<(Instant, String)> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// The run time and count the kernel keeps for the newest program called `netwatch`.
@@ -121,8 +102,8 @@ fn run(netwatch: &Path, interval: &str, spec: &Spec, with_tcpdump: bool) -> Resu
             .spawn()
             .context("starting netwatch")?,
     );
-    let stdout = lines(child.0.stdout.take().context("stdout")?);
-    let stderr = lines(child.0.stderr.take().context("stderr")?);
+    let stdout = timed_lines(child.0.stdout.take().context("stdout")?);
+    let stderr = timed_lines(child.0.stderr.take().context("stderr")?);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, line) = stderr

@@ -4,6 +4,7 @@
 
 pub mod frames;
 pub mod netns;
+pub mod process;
 
 use std::{collections::HashMap, path::PathBuf};
 

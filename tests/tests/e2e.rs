@@ -4,7 +4,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader},
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
@@ -180,17 +179,10 @@ impl Drop for Daemon {
 }
 
 fn lines(stream: Option<impl std::io::Read + Send + 'static>) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    if let Some(stream) = stream {
-        thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+    match stream {
+        Some(stream) => netwatch_tests::process::lines(stream),
+        None => mpsc::channel().1,
     }
-    rx
 }
 
 fn v6(last: u8) -> [u8; 16] {

@@ -5,26 +5,20 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use netwatch_tests::{
-    ScratchDir, frames::FrameBuilder, http_get, netns::VethPair, netwatch_bin, privileged,
+    ScratchDir,
+    frames::FrameBuilder,
+    http_get,
+    netns::VethPair,
+    netwatch_bin, privileged,
+    process::{Guard, lines},
 };
 use serde_json::Value;
-
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const METRICS: &str = "127.0.0.1:9477";
 const PROMETHEUS: &str = "127.0.0.1:9090";
@@ -47,19 +41,13 @@ fn promtool_accepts_the_metrics_and_prometheus_scrapes_the_count_sent() {
             .spawn()
             .unwrap_or_else(|err| panic!("netwatch: {err}")),
     );
-    let (tx, stdout) = mpsc::channel();
-    let out = netwatch
-        .0
-        .stdout
-        .take()
-        .unwrap_or_else(|| panic!("no stdout"));
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let stdout = lines(
+        netwatch
+            .0
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("no stdout")),
+    );
     let err = netwatch
         .0
         .stderr

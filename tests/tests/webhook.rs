@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpListener,
-    process::{Child, Stdio},
+    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -19,6 +19,7 @@ use netwatch_tests::{
     frames::{ACK, FrameBuilder, PSH, Transport},
     netns::{Netns, VethPair},
     netwatch_bin, privileged,
+    process::{Guard, lines},
 };
 use serde_json::Value;
 
@@ -92,15 +93,6 @@ fn siem(
     })
 }
 
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 type Lines = mpsc::Receiver<String>;
 
 /// netwatch monitoring the pair's monitored end, posting to the SIEM; its output lines.
@@ -133,17 +125,6 @@ fn start_netwatch(pair: &VethPair, config: &std::path::Path) -> (Guard, Lines, L
             .spawn()
             .unwrap_or_else(|err| panic!("netwatch: {err}")),
     );
-    let lines = |stream: Box<dyn std::io::Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    };
     let out = netwatch
         .0
         .stdout
@@ -154,7 +135,7 @@ fn start_netwatch(pair: &VethPair, config: &std::path::Path) -> (Guard, Lines, L
         .stderr
         .take()
         .unwrap_or_else(|| panic!("no stderr"));
-    (netwatch, lines(Box::new(out)), lines(Box::new(err)))
+    (netwatch, lines(out), lines(err))
 }
 
 fn wait_line(lines: &Lines, needle: &str) -> String {
