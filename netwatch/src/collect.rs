@@ -76,7 +76,6 @@ pub struct Collector {
     last_globals: GlobalStats,
     /// Sum of all source deltas handed out so far.
     attributed: Volume,
-    evicted_sources: u64,
 }
 
 impl Collector {
@@ -84,11 +83,6 @@ impl Collector {
     /// for maps that were created empty when the program was loaded.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Sources evicted from the map since the collector started.
-    pub fn evicted_sources_total(&self) -> u64 {
-        self.evicted_sources
     }
 
     /// Computes the interval that ends with `snapshot`.
@@ -129,7 +123,6 @@ impl Collector {
             .keys()
             .filter(|key| !sources.contains_key(key))
             .count() as u64;
-        self.evicted_sources += evicted_now;
         deltas.sort_by_key(|d| (Reverse(d.stats.bytes), Reverse(d.stats.packets), d.addr));
 
         let delta = globals_delta(&globals, &self.last_globals);
@@ -315,7 +308,6 @@ mod tests {
         assert_eq!(next.evicted_sources, 1);
         assert_eq!(next.sources.len(), 1);
         assert_eq!(next.unattributed.packets, 2);
-        assert_eq!(collector.evicted_sources_total(), 1);
     }
 
     #[test]

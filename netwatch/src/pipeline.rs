@@ -63,6 +63,8 @@ pub struct Tally {
     pub events: BTreeMap<&'static str, u64>,
     /// Samples inspected.
     pub samples: u64,
+    /// Samples that held no TCP or UDP payload the inspector could decode.
+    pub undecodable_samples: u64,
 }
 
 /// The per-interval stages and their state.
@@ -112,8 +114,11 @@ impl Pipeline {
     }
 
     /// What has been done so far.
-    pub fn tally(&self) -> &Tally {
-        &self.tally
+    pub fn tally(&self) -> Tally {
+        Tally {
+            undecodable_samples: self.inspector.undecodable(),
+            ..self.tally.clone()
+        }
     }
 
     /// The detector, to reconfigure it.
@@ -133,6 +138,13 @@ impl Pipeline {
 
     /// Waits for the store to keep everything handed to it, and reports what it could not.
     pub fn finish(self) {
+        let undecodable = self.inspector.undecodable();
+        if undecodable > 0 {
+            eprintln!(
+                "netwatch: {undecodable} of {} samples held no TCP or UDP payload that could be decoded",
+                self.tally.samples
+            );
+        }
         if let Some(History { sink, .. }) = self.history {
             let dropped = sink.counts().dropped.load(Ordering::Relaxed);
             let failed = sink.counts().failed.load(Ordering::Relaxed);

@@ -20,7 +20,7 @@ pub fn missing_capabilities() -> Vec<&'static str> {
         // Without /proc nothing can be said; the kernel will answer at load time.
         return Vec::new();
     };
-    missing_from(effective)
+    missing_capabilities_of(effective)
 }
 
 fn effective_caps(status: &str) -> Option<u64> {
@@ -32,10 +32,6 @@ fn effective_caps(status: &str) -> Option<u64> {
 
 /// The capabilities netwatch needs that an effective set `effective` lacks.
 pub fn missing_capabilities_of(effective: u64) -> Vec<&'static str> {
-    missing_from(effective)
-}
-
-fn missing_from(effective: u64) -> Vec<&'static str> {
     let has = |cap: u32| effective & (1 << cap) != 0;
     if has(CAP_SYS_ADMIN) {
         return Vec::new();
@@ -63,15 +59,15 @@ mod tests {
 
     #[test]
     fn sys_admin_is_enough() {
-        assert!(missing_from(1 << CAP_SYS_ADMIN).is_empty());
+        assert!(missing_capabilities_of(1 << CAP_SYS_ADMIN).is_empty());
     }
 
     #[test]
     fn names_what_is_missing() {
         assert_eq!(
-            missing_from(1 << CAP_BPF),
+            missing_capabilities_of(1 << CAP_BPF),
             vec!["CAP_PERFMON", "CAP_NET_ADMIN"]
         );
-        assert_eq!(missing_from(0).len(), 3);
+        assert_eq!(missing_capabilities_of(0).len(), 3);
     }
 }

@@ -150,7 +150,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
             .tick(snapshot, start + elapsed, elapsed, true)
             .map_err(MonitorError::Write)?;
     }
-    summary.tally = pipeline.tally().clone();
+    summary.tally = pipeline.tally();
     pipeline.finish();
     match failure {
         Some(error) => Err(ReplayError::Capture {

@@ -204,6 +204,22 @@ impl Store {
         }
     }
 
+    /// Runs `f` in a transaction and commits it; an error in `f` rolls everything back.
+    fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let path = &self.path;
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        let value = f(&tx).map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        Ok(value)
+    }
+
     /// The schema version of the open file.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn
@@ -222,17 +238,10 @@ impl Store {
             });
         }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction().map_err(|err| StoreError::Sqlite {
-                path: self.path.clone(),
-                source: err,
+            self.in_transaction(|tx| {
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", index as i64 + 1)
             })?;
-            tx.execute_batch(sql)
-                .and_then(|()| tx.pragma_update(None, "user_version", index as i64 + 1))
-                .and_then(|()| tx.commit())
-                .map_err(|err| StoreError::Sqlite {
-                    path: self.path.clone(),
-                    source: err,
-                })?;
         }
         Ok(())
     }
@@ -266,53 +275,38 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        for change in changes {
-            match change {
-                KnownChange::LearningStarted(started) => {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                        params![LEARNING_STARTED, millis(*started).to_string()],
-                    )
-                    .map_err(sqlite)?;
-                }
-                KnownChange::Learned(addr) => {
-                    insert_known(&tx, *addr, Origin::Learned, at).map_err(sqlite)?;
-                }
-                KnownChange::Alerted(addr) => {
-                    insert_known(&tx, *addr, Origin::Alerted, at).map_err(sqlite)?;
+        self.in_transaction(|tx| {
+            for change in changes {
+                match change {
+                    KnownChange::LearningStarted(started) => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                            params![LEARNING_STARTED, millis(*started).to_string()],
+                        )?;
+                    }
+                    KnownChange::Learned(addr) => {
+                        insert_known(tx, *addr, Origin::Learned, at)?;
+                    }
+                    KnownChange::Alerted(addr) => {
+                        insert_known(tx, *addr, Origin::Alerted, at)?;
+                    }
                 }
             }
-        }
-        tx.commit().map_err(sqlite)
+            Ok(())
+        })
     }
 
     /// Records that these known sources were seen at `at`.
     pub fn touch(&mut self, addrs: &[IpAddr], at: Duration) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        {
-            let mut update = tx
-                .prepare(
-                    "UPDATE known_sources SET last_seen_ms = max(last_seen_ms, ?2) WHERE addr = ?1",
-                )
-                .map_err(sqlite)?;
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare(
+                "UPDATE known_sources SET last_seen_ms = max(last_seen_ms, ?2) WHERE addr = ?1",
+            )?;
             for addr in addrs {
-                update
-                    .execute(params![addr.to_string(), millis(at)])
-                    .map_err(sqlite)?;
+                update.execute(params![addr.to_string(), millis(at)])?;
             }
-        }
-        tx.commit().map_err(sqlite)
+            Ok(())
+        })
     }
 
     /// Every known source, by address.
@@ -353,39 +347,27 @@ impl Store {
 
     /// Adds sources by hand; returns how many were new.
     pub fn known_add(&mut self, addrs: &[IpAddr], at: Duration) -> Result<usize, StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        let mut added = 0;
-        for addr in addrs {
-            added += insert_known(&tx, *addr, Origin::Manual, at).map_err(sqlite)?;
-        }
-        tx.commit().map_err(sqlite)?;
-        Ok(added)
+        self.in_transaction(|tx| {
+            let mut added = 0;
+            for addr in addrs {
+                added += insert_known(tx, *addr, Origin::Manual, at)?;
+            }
+            Ok(added)
+        })
     }
 
     /// Removes these sources; returns how many were there.
     pub fn known_remove(&mut self, addrs: &[IpAddr]) -> Result<usize, StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        let mut removed = 0;
-        for addr in addrs {
-            removed += tx
-                .execute(
+        self.in_transaction(|tx| {
+            let mut removed = 0;
+            for addr in addrs {
+                removed += tx.execute(
                     "DELETE FROM known_sources WHERE addr = ?1",
                     [addr.to_string()],
-                )
-                .map_err(sqlite)?;
-        }
-        tx.commit().map_err(sqlite)?;
-        Ok(removed)
+                )?;
+            }
+            Ok(removed)
+        })
     }
 
     /// Removes sources not seen since `cutoff`; returns how many.
@@ -500,12 +482,7 @@ impl Store {
         row: &IntervalRow,
         sources: &[SourceRow],
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
+        self.in_transaction(|tx| {
         tx.execute(
             "INSERT INTO intervals VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
@@ -524,13 +501,13 @@ impl Store {
                 to_i64(row.sources_tracked),
             ],
         )
-        .map_err(sqlite)?;
+        ?;
         {
             let mut insert = tx
                 .prepare(
                     "INSERT INTO interval_sources VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
-                .map_err(sqlite)?;
+                ?;
             for source in sources {
                 insert
                     .execute(params![
@@ -548,10 +525,11 @@ impl Store {
                         source.ports,
                         source.hosts,
                     ])
-                    .map_err(sqlite)?;
+                    ?;
             }
         }
-        tx.commit().map_err(sqlite)
+        Ok(())
+        })
     }
 
     /// Keeps alerts and events, and queues each for every webhook URL, in one transaction:
@@ -564,33 +542,27 @@ impl Store {
         if findings.is_empty() {
             return Ok(());
         }
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        for finding in findings {
-            tx.execute(
-                "INSERT INTO findings VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    finding.ts_ms,
-                    finding.kind_of_record,
-                    finding.kind,
-                    finding.subject,
-                    finding.record
-                ],
-            )
-            .map_err(sqlite)?;
-            for url in webhooks {
+        self.in_transaction(|tx| {
+            for finding in findings {
                 tx.execute(
-                    "INSERT INTO webhook_queue (url, record) VALUES (?1, ?2)",
-                    params![url, finding.record],
-                )
-                .map_err(sqlite)?;
+                    "INSERT INTO findings VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        finding.ts_ms,
+                        finding.kind_of_record,
+                        finding.kind,
+                        finding.subject,
+                        finding.record
+                    ],
+                )?;
+                for url in webhooks {
+                    tx.execute(
+                        "INSERT INTO webhook_queue (url, record) VALUES (?1, ?2)",
+                        params![url, finding.record],
+                    )?;
+                }
             }
-        }
-        tx.commit().map_err(sqlite)
+            Ok(())
+        })
     }
 
     /// Deletes history older than `cutoff`; returns the rows removed.

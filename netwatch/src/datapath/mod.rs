@@ -248,24 +248,9 @@ pub struct Spread {
     pub hosts: u32,
 }
 
-impl Spread {
-    /// The most distinct ports the port bitmap can tell apart; an estimate at this value
-    /// means "this many or more".
-    pub const MAX_PORTS: u32 = saturation(PORT_BITMAP_BITS);
-    /// The same for hosts.
-    pub const MAX_HOSTS: u32 = saturation(HOST_BITMAP_BITS);
-}
-
-/// `m ln m`, the linear-counting estimate when every bit is set, for the two sizes used.
-const fn saturation(bits: usize) -> u32 {
-    match bits {
-        128 => 621,
-        256 => 1420,
-        _ => panic!("add the saturation value of this bitmap size"),
-    }
-}
-
-/// Linear counting (Whang, Vander-Zanden, Taylor 1990): `n = -m ln(zeros / m)`.
+/// Linear counting (Whang, Vander-Zanden, Taylor 1990): `n = -m ln(zeros / m)`. With every
+/// bit set the estimate saturates at `m ln m` (1,420 for 256 bits, 621 for 128): "this many or
+/// more".
 pub fn linear_count(words: &[u64]) -> u32 {
     let bits = (words.len() * 64) as f64;
     let zeros: u32 = words.iter().map(|word| word.count_zeros()).sum();
@@ -959,7 +944,8 @@ mod tests {
         assert_eq!(linear_count(&[1, 0, 0, 0]), 1);
         // Half the bits set: 256 ln 2 = 177.4
         assert_eq!(linear_count(&[u64::MAX, u64::MAX, 0, 0]), 177);
-        assert_eq!(linear_count(&[u64::MAX; 4]), Spread::MAX_PORTS);
-        assert_eq!(linear_count(&[u64::MAX; 2]), Spread::MAX_HOSTS);
+        // Saturated: m ln m.
+        assert_eq!(linear_count(&[u64::MAX; 4]), 1420);
+        assert_eq!(linear_count(&[u64::MAX; 2]), 621);
     }
 }

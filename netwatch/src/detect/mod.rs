@@ -351,11 +351,6 @@ impl Detector {
         self.series.len()
     }
 
-    /// Events in progress.
-    pub fn open_events(&self) -> usize {
-        self.open.len()
-    }
-
     /// Feeds one interval that ended at `at`.
     pub fn observe(&mut self, interval: &Interval, at: Duration) -> Outcome {
         let mut outcome = Outcome::default();

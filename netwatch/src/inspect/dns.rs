@@ -167,25 +167,27 @@ pub fn base_domain(name: &str) -> &str {
     }
 }
 
+/// A standard query for `name` of type `qtype`, class IN, as a client would send it.
+#[cfg(test)]
+pub(crate) fn encode_query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        message.push(label.len() as u8);
+        message.extend_from_slice(label.as_bytes());
+    }
+    message.push(0);
+    message.extend_from_slice(&qtype.to_be_bytes());
+    message.extend_from_slice(&1u16.to_be_bytes());
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn query(name: &str, qtype: u16) -> Vec<u8> {
-        let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in name.split('.') {
-            message.push(label.len() as u8);
-            message.extend_from_slice(label.as_bytes());
-        }
-        message.push(0);
-        message.extend_from_slice(&qtype.to_be_bytes());
-        message.extend_from_slice(&1u16.to_be_bytes());
-        message
-    }
-
     #[test]
     fn reads_a_query() {
-        let parsed = parse(&query("www.example.com", 28)).unwrap();
+        let parsed = parse(&encode_query("www.example.com", 28)).unwrap();
         assert_eq!(parsed.name, "www.example.com");
         assert_eq!(type_name(parsed.qtype), "AAAA");
         assert!(!parsed.response);
@@ -193,7 +195,7 @@ mod tests {
 
     #[test]
     fn reads_an_answer_code() {
-        let mut message = query("nope.example", 1);
+        let mut message = encode_query("nope.example", 1);
         message[2] = 0x81;
         message[3] = 0x83;
         let parsed = parse(&message).unwrap();
@@ -203,7 +205,7 @@ mod tests {
 
     #[test]
     fn follows_pointers_but_not_loops() {
-        let mut message = query("a.example", 1);
+        let mut message = encode_query("a.example", 1);
         // A second name: a pointer to itself.
         let at = message.len() as u16;
         message.extend_from_slice(&(0xc000 | at).to_be_bytes());
@@ -217,7 +219,7 @@ mod tests {
 
     #[test]
     fn truncated_messages_are_refused() {
-        let message = query("www.example.com", 1);
+        let message = encode_query("www.example.com", 1);
         for len in 0..message.len() - 4 {
             assert_eq!(parse(&message[..len]), None, "{len}");
         }
@@ -225,7 +227,7 @@ mod tests {
 
     #[test]
     fn odd_bytes_are_escaped() {
-        let mut message = query("ab.c", 1);
+        let mut message = encode_query("ab.c", 1);
         message[13] = b'.';
         assert_eq!(parse(&message).unwrap().name, "\\046b.c");
     }

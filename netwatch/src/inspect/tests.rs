@@ -241,17 +241,7 @@ fn http_requests_basic_auth_and_forms() {
     );
 }
 
-fn dns_query(name: &str, qtype: u16) -> Vec<u8> {
-    let mut message = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        message.push(label.len() as u8);
-        message.extend_from_slice(label.as_bytes());
-    }
-    message.push(0);
-    message.extend_from_slice(&qtype.to_be_bytes());
-    message.extend_from_slice(&[0, 1]);
-    message
-}
+use super::dns::encode_query as dns_query;
 
 #[test]
 fn dns_queries_and_answers_over_ipv4_ipv6_vlan_and_tcp() {

@@ -53,8 +53,7 @@ pub fn write_interval(
     match format {
         Format::Text => console::write_interval(out, context, at, interval, last),
         Format::Json => json::write_interval(out, context, at, interval, last),
-    }?;
-    out.flush()
+    }
 }
 
 /// `at` as RFC 3339 UTC with milliseconds, e.g. `2026-11-22T02:50:01.123Z`.
