@@ -14,6 +14,8 @@ pub const SAMPLER_PROGRAM_NAME: &str = "netwatch_sampler";
 pub const SAMPLER_MAP: &str = "SAMPLER";
 /// Name of the no-op XDP program used as the cost baseline in benchmarks.
 pub const NOOP_PROGRAM_NAME: &str = "noop";
+/// Name of the benchmarks' second baseline, in the no-op's object: one hash lookup per frame.
+pub const LOOKUP_FLOOR_PROGRAM_NAME: &str = "lookup_floor";
 /// Name of the per-CPU LRU hash map: [`SourceKey`] -> [`SourceValue`].
 pub const SOURCES_MAP: &str = "SOURCES";
 /// Name of the per-CPU array with one [`GlobalStats`] at index 0.
@@ -55,7 +57,11 @@ pub const FAMILY_IPV6: u8 = 6;
 /// A source IP address, one layout for IPv4 and IPv6.
 ///
 /// An IPv4 address fills `addr[..4]` and leaves the other twelve bytes zero.
-#[repr(C)]
+///
+/// Aligned to 8 bytes: the BPF program is built to load and store whole words at any
+/// alignment (packet headers sit at odd offsets), and LLVM then merges the stores of a key on
+/// the stack into 8-byte ones, which the verifier accepts only at 8-aligned stack offsets.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceKey {
     /// The address in network byte order.
@@ -63,31 +69,61 @@ pub struct SourceKey {
     /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
     pub family: u8,
     /// Always zero: the kernel compares keys as raw bytes.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 7],
 }
 
 impl SourceKey {
     /// The key of an IPv4 source.
     pub const fn ipv4(octets: [u8; 4]) -> Self {
-        let mut addr = [0u8; 16];
-        addr[0] = octets[0];
-        addr[1] = octets[1];
-        addr[2] = octets[2];
-        addr[3] = octets[3];
-        Self {
-            addr,
-            family: FAMILY_IPV4,
-            _pad: [0; 3],
-        }
+        Self::from_words([
+            u32::from_ne_bytes(octets),
+            0,
+            0,
+            0,
+            u32::from_ne_bytes([FAMILY_IPV4, 0, 0, 0]),
+            0,
+        ])
     }
 
     /// The key of an IPv6 source.
     pub const fn ipv6(addr: [u8; 16]) -> Self {
-        Self {
-            addr,
-            family: FAMILY_IPV6,
-            _pad: [0; 3],
-        }
+        let [
+            a0,
+            a1,
+            a2,
+            a3,
+            b0,
+            b1,
+            b2,
+            b3,
+            c0,
+            c1,
+            c2,
+            c3,
+            d0,
+            d1,
+            d2,
+            d3,
+        ] = addr;
+        Self::from_words([
+            u32::from_ne_bytes([a0, a1, a2, a3]),
+            u32::from_ne_bytes([b0, b1, b2, b3]),
+            u32::from_ne_bytes([c0, c1, c2, c3]),
+            u32::from_ne_bytes([d0, d1, d2, d3]),
+            u32::from_ne_bytes([FAMILY_IPV6, 0, 0, 0]),
+            0,
+        ])
+    }
+
+    /// The key whose bytes are those of `words` in memory order.
+    ///
+    /// Keys are built from whole words because of the BPF side: filled field by field, the
+    /// zeroed bytes become a call to a byte-at-a-time `memset` or stores the verifier refuses
+    /// (on the stack it wants every store aligned to its size), on every packet.
+    const fn from_words(words: [u32; 6]) -> Self {
+        // SAFETY: `SourceKey` is `repr(C)`, 24 bytes of integers without padding, and every
+        // bit pattern is valid for it, as for `[u32; 6]`.
+        unsafe { core::mem::transmute::<[u32; 6], Self>(words) }
     }
 }
 

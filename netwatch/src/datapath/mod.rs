@@ -20,10 +20,10 @@ use aya::{
     util::KernelVersion,
 };
 use netwatch_common::{
-    GLOBALS_MAP, GlobalStats, HOST_BITMAP_BITS, NOOP_PROGRAM_NAME, PORT_BITMAP_BITS, PROGRAM_NAME,
-    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
-    SAMPLES_MAP, SETTINGS_MAP, SOURCES_MAP, Sample, SampleHeader, Settings, SourceKey, SourceStats,
-    SourceValue,
+    GLOBALS_MAP, GlobalStats, HOST_BITMAP_BITS, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
+    PORT_BITMAP_BITS, PROGRAM_NAME, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN,
+    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SOURCES_MAP, Sample,
+    SampleHeader, Settings, SourceKey, SourceStats, SourceValue,
 };
 
 use self::netlink::{LinkInfo, XdpAttached};
@@ -361,7 +361,7 @@ impl Datapath {
     pub fn load(options: LoadOptions) -> Result<Self, DatapathError> {
         let LoadOptions { max_sources } = options;
         check_kernel()?;
-        let ebpf = load_object(NETWATCH_OBJECT, PROGRAM_NAME, |loader| {
+        let ebpf = load_object(NETWATCH_OBJECT, &[PROGRAM_NAME], |loader| {
             loader.map_max_entries(SOURCES_MAP, max_sources);
         })?;
         let mut ebpf = ebpf;
@@ -646,7 +646,8 @@ impl Datapath {
     }
 }
 
-/// The XDP_PASS no-op program, the baseline of the cost benchmarks.
+/// The baselines of the cost benchmarks: the XDP_PASS no-op and the lookup floor (one hash
+/// lookup of a fixed source per frame), both from `netwatch-ebpf/src/bin/noop.rs`.
 pub struct NoopProgram {
     ebpf: Ebpf,
 }
@@ -656,7 +657,11 @@ impl NoopProgram {
     pub fn load() -> Result<Self, DatapathError> {
         check_kernel()?;
         Ok(Self {
-            ebpf: load_object(NOOP_OBJECT, NOOP_PROGRAM_NAME, |_| {})?,
+            ebpf: load_object(
+                NOOP_OBJECT,
+                &[NOOP_PROGRAM_NAME, LOOKUP_FLOOR_PROGRAM_NAME],
+                |_| {},
+            )?,
         })
     }
 
@@ -671,12 +676,30 @@ impl NoopProgram {
         Ok(())
     }
 
-    /// As [`Datapath::bench`].
+    /// As [`Datapath::bench`], for the no-op.
     pub fn bench(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DatapathError> {
+        self.run(NOOP_PROGRAM_NAME, frame, repeat)
+    }
+
+    /// As [`Datapath::bench`], for the lookup floor.
+    pub fn bench_lookup_floor(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration), DatapathError> {
+        self.run(LOOKUP_FLOOR_PROGRAM_NAME, frame, repeat)
+    }
+
+    fn run(
+        &self,
+        name: &'static str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration), DatapathError> {
         let program: &Xdp = self
             .ebpf
-            .program(NOOP_PROGRAM_NAME)
-            .ok_or(DatapathError::Missing("noop program"))?
+            .program(name)
+            .ok_or(DatapathError::Missing(name))?
             .try_into()?;
         run_frame(program, frame, repeat)
     }
@@ -703,9 +726,10 @@ fn check_kernel() -> Result<(), DatapathError> {
     Ok(())
 }
 
+/// Creates the maps of `object` and loads (verifies) its `programs`.
 fn load_object(
     object: &[u8],
-    program: &'static str,
+    programs: &[&'static str],
     configure: impl FnOnce(&mut EbpfLoader<'_>),
 ) -> Result<Ebpf, DatapathError> {
     let mut loader = EbpfLoader::new();
@@ -720,11 +744,13 @@ fn load_object(
             DatapathError::Load(err)
         }
     })?;
-    let xdp: &mut Xdp = ebpf
-        .program_mut(program)
-        .ok_or(DatapathError::Missing("XDP program"))?
-        .try_into()?;
-    verify(xdp, program)?;
+    for &program in programs {
+        let xdp: &mut Xdp = ebpf
+            .program_mut(program)
+            .ok_or(DatapathError::Missing(program))?
+            .try_into()?;
+        verify(xdp, program)?;
+    }
     Ok(ebpf)
 }
 
