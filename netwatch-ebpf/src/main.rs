@@ -60,6 +60,8 @@ struct SampleJob {
     l4_offset: u32,
     /// 1 for TCP, 2 for UDP.
     protocol: u32,
+    /// [`SAMPLE_REASON_PORT`] or [`SAMPLE_REASON_ALL_TCP`].
+    reason: u32,
 }
 
 /// Scratch slot for [`SampleJob`].
@@ -204,34 +206,44 @@ fn account(ctx: &XdpContext) -> bool {
             }
             let carries_ports =
                 parsed.first_fragment && matches!(parsed.class, Class::TcpFirst | Class::Udp);
+            let ports = if carries_ports {
+                transport_ports(ctx, parsed.l4_offset)
+            } else {
+                None
+            };
             let contribution = Contribution {
                 class: parsed.class,
                 syn: parsed.class == Class::TcpFirst
                     && is_connection_attempt(ctx, parsed.l4_offset),
                 len,
                 dst_fold: parsed.dst_fold,
-                dst_port: if carries_ports {
-                    destination_port(ctx, parsed.l4_offset)
-                } else {
-                    None
-                },
+                dst_port: ports.map(|(_, dst)| dst),
             };
             if !count_source(&parsed.key, &contribution, settings.epoch) {
                 globals.overflow_packets += 1;
                 globals.overflow_bytes += len;
             }
-            if carries_ports && settings.sample_rate != 0 {
-                let protocol = if parsed.class == Class::Udp {
-                    JOB_UDP
+            if let Some((src, dst)) = ports
+                && settings.sample_rate != 0
+            {
+                // The port check is here rather than in the sampler so that the frames of
+                // other ports, nearly all of them on most links, do not pay for a tail call.
+                let tcp = parsed.class == Class::TcpFirst;
+                let words = if tcp { 0 } else { SAMPLE_PORT_WORDS };
+                let reason = if port_selected(words, src) || port_selected(words, dst) {
+                    SAMPLE_REASON_PORT
+                } else if tcp && settings.sample_all_tcp != 0 {
+                    SAMPLE_REASON_ALL_TCP
                 } else {
-                    JOB_TCP
+                    return false;
                 };
                 if let Some(job) = SAMPLE_JOBS.get_ptr_mut(0) {
                     // SAFETY: this CPU's scratch slot.
                     unsafe {
                         *job = SampleJob {
                             l4_offset: parsed.l4_offset as u32,
-                            protocol,
+                            protocol: if tcp { JOB_TCP } else { JOB_UDP },
+                            reason,
                         };
                     }
                     return true;
@@ -242,8 +254,8 @@ fn account(ctx: &XdpContext) -> bool {
     false
 }
 
-/// Copies the frame to the ring buffer if a port of it is in the sampled set and it has an L4
-/// payload, within the token bucket's rate. Every frame that should have been sampled is
+/// Copies the frame (whose ports the main program found in the sampled set) to the ring
+/// buffer if it has an L4 payload, within the token bucket's rate. Every frame that should have been sampled is
 /// counted: sampled, capped, or ring full.
 #[inline(always)]
 fn sample(ctx: &XdpContext, settings: &Settings, globals: &mut GlobalStats) {
@@ -252,31 +264,20 @@ fn sample(ctx: &XdpContext, settings: &Settings, globals: &mut GlobalStats) {
     };
     let len = (ctx.data_end() - ctx.data()) as u64;
     let l4 = (job.l4_offset as usize) & (MAX_L4_OFFSET * 2 - 1);
-    let (payload_offset, words) = match job.protocol {
+    let payload_offset = match job.protocol {
         JOB_TCP => {
             let Some(tcp) = bytes::<20>(ctx, l4) else {
                 return;
             };
-            (l4 + usize::from(tcp[12] >> 4) * 4, 0)
+            l4 + usize::from(tcp[12] >> 4) * 4
         }
-        JOB_UDP => (l4 + 8, SAMPLE_PORT_WORDS),
+        JOB_UDP => l4 + 8,
         _ => return,
     };
     if ctx.data() + payload_offset >= ctx.data_end() {
         return;
     }
-    let Some(ports) = bytes::<4>(ctx, l4) else {
-        return;
-    };
-    let reason = if port_selected(words, be16(ports[0], ports[1]))
-        || port_selected(words, be16(ports[2], ports[3]))
-    {
-        SAMPLE_REASON_PORT
-    } else if words == 0 && settings.sample_all_tcp != 0 {
-        SAMPLE_REASON_ALL_TCP
-    } else {
-        return;
-    };
+    let reason = job.reason;
     if !take_token(settings) {
         globals.sample_capped_packets += 1;
         return;
@@ -433,11 +434,12 @@ fn mark(sketch: &mut SourceSketch, epoch: u32, contribution: &Contribution) {
     }
 }
 
-/// The destination port of a TCP or UDP header at `l4_offset` (both keep it at bytes 2-3).
+/// The source and destination ports of a TCP or UDP header at `l4_offset` (both keep them
+/// in their first four bytes).
 #[inline(always)]
-fn destination_port(ctx: &XdpContext, l4_offset: usize) -> Option<u16> {
+fn transport_ports(ctx: &XdpContext, l4_offset: usize) -> Option<(u16, u16)> {
     let ports = bytes::<4>(ctx, l4_offset)?;
-    Some(be16(ports[2], ports[3]))
+    Some((be16(ports[0], ports[1]), be16(ports[2], ports[3])))
 }
 
 /// `N` bytes at `offset`, or `None` when the frame ends before them.
