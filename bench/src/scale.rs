@@ -61,6 +61,7 @@ pub fn scale(report: &mut String) -> Result<()> {
     let (rss_before, _) = memory_mib();
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: 1 << 20,
+        ..LoadOptions::default()
     })
     .context("loading a map of 2^20 sources")?;
     let mut frame = FrameBuilder::ipv4([10, 0, 0, 0]).payload(22).build().bytes;

@@ -8,6 +8,8 @@
 
 /// Name of the XDP program (the function name in `netwatch-ebpf`).
 pub const PROGRAM_NAME: &str = "netwatch";
+/// Name of the XDP program that counts sources in [`SHARED_SOURCES_MAP`] instead.
+pub const SHARED_PROGRAM_NAME: &str = "netwatch_shared";
 /// Name of the sampling XDP program, reached from [`PROGRAM_NAME`] by a tail call.
 pub const SAMPLER_PROGRAM_NAME: &str = "netwatch_sampler";
 /// Name of the program array whose slot 0 holds the sampler.
@@ -18,6 +20,9 @@ pub const NOOP_PROGRAM_NAME: &str = "noop";
 pub const LOOKUP_FLOOR_PROGRAM_NAME: &str = "lookup_floor";
 /// Name of the per-CPU LRU hash map: [`SourceKey`] -> [`SourceValue`].
 pub const SOURCES_MAP: &str = "SOURCES";
+/// Name of the shared LRU hash map: [`SourceKey`] -> [`SourceValue`], one value for all CPUs,
+/// updated with atomic instructions by [`SHARED_PROGRAM_NAME`].
+pub const SHARED_SOURCES_MAP: &str = "SHARED_SOURCES";
 /// Name of the per-CPU array with one [`GlobalStats`] at index 0.
 pub const GLOBALS_MAP: &str = "GLOBALS";
 /// Name of the array with one [`Settings`] at index 0, written by userspace at run time.
@@ -127,7 +132,8 @@ impl SourceKey {
     }
 }
 
-/// Counters of one source on one CPU. Userspace sums the per-CPU copies.
+/// Counters of one source (on one CPU in [`SOURCES_MAP`], where userspace sums the per-CPU
+/// copies).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceStats {
@@ -166,7 +172,8 @@ pub struct SourceSketch {
     pub hosts: [[u64; HOST_BITMAP_BITS / 64]; 2],
 }
 
-/// The value of [`SOURCES_MAP`]: counters and the spread sketch of one source on one CPU.
+/// The value of [`SOURCES_MAP`] (per CPU) and [`SHARED_SOURCES_MAP`]: counters and the spread
+/// sketch of one source.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceValue {

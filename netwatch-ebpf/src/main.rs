@@ -7,12 +7,18 @@
 //! or loop without bound: it runs for every packet of a busy link.
 #![no_std]
 #![no_main]
+// Atomic add and OR on map values: the BPF target has no `Atomic*` read-modify-write methods,
+// but LLVM's BPF backend implements these intrinsics.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use netwatch_common::{
@@ -27,6 +33,13 @@ use netwatch_common::{
 #[map]
 static SOURCES: LruPerCpuHashMap<SourceKey, SourceValue> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+
+/// The same, shared by all CPUs and updated with atomic instructions: one value per source
+/// whatever the number of CPUs. Userspace sizes the map it uses and shrinks the other to one
+/// entry.
+#[map]
+static SHARED_SOURCES: LruHashMap<SourceKey, SourceValue> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
 
 /// Global counters at index 0.
 #[map]
@@ -151,13 +164,25 @@ enum Class {
     Other,
 }
 
-/// Counts every frame and passes it on; hands frames to sample over to the sampler.
+/// Counts every frame, each source in [`SOURCES`] (per CPU), and passes it on; hands frames
+/// to sample over to the sampler.
 #[xdp]
 pub fn netwatch(ctx: XdpContext) -> u32 {
-    if account(&ctx) {
+    run::<PerCpu>(&ctx)
+}
+
+/// [`netwatch`] with the sources in [`SHARED_SOURCES`] (one value for all CPUs).
+#[xdp]
+pub fn netwatch_shared(ctx: XdpContext) -> u32 {
+    run::<Shared>(&ctx)
+}
+
+#[inline(always)]
+fn run<T: SourceTable>(ctx: &XdpContext) -> u32 {
+    if account::<T>(ctx) {
         // SAFETY: a tail call with this program's own context. On success it does not
         // return; if the slot is empty it returns and the frame simply passes unsampled.
-        unsafe { SAMPLER.tail_call(&ctx, 0) };
+        unsafe { SAMPLER.tail_call(ctx, 0) };
     }
     xdp_action::XDP_PASS
 }
@@ -178,7 +203,7 @@ pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
 
 /// Counts the frame; true when it is a candidate for sampling (its job is written).
 #[inline(always)]
-fn account(ctx: &XdpContext) -> bool {
+fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let Some(globals) = GLOBALS.get_ptr_mut(0) else {
         return false;
@@ -219,7 +244,7 @@ fn account(ctx: &XdpContext) -> bool {
                 dst_fold: parsed.dst_fold,
                 dst_port: ports.map(|(_, dst)| dst),
             };
-            if !count_source(&parsed.key, &contribution, settings.epoch) {
+            if !T::count(&parsed.key, &contribution, settings.epoch) {
                 globals.overflow_packets += 1;
                 globals.overflow_bytes += len;
             }
@@ -349,26 +374,65 @@ fn take_token(settings: &Settings) -> bool {
     }
 }
 
-/// Adds the frame to its source; false when the source has no entry and none can be made.
-#[inline(always)]
-fn count_source(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
-    if let Some(value) = SOURCES.get_ptr_mut(key) {
-        // SAFETY: this CPU's slot of a per-CPU map value.
-        bump(unsafe { &mut *value }, contribution, epoch);
-        return true;
+/// A map of sources: adds a frame to its source, false when the source has no entry and
+/// none can be made.
+trait SourceTable {
+    fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool;
+}
+
+/// [`SOURCES`]: each CPU writes its own copy of the value, with plain adds.
+struct PerCpu;
+
+impl SourceTable for PerCpu {
+    #[inline(always)]
+    fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
+        if let Some(value) = SOURCES.get_ptr_mut(key) {
+            // SAFETY: this CPU's slot of a per-CPU map value.
+            bump(unsafe { &mut *value }, contribution, epoch);
+            return true;
+        }
+        let mut fresh = SourceValue::default();
+        bump(&mut fresh, contribution, epoch);
+        if SOURCES.insert(key, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
+            return true;
+        }
+        // Another CPU may have inserted the same source between the lookup and the insert.
+        if let Some(value) = SOURCES.get_ptr_mut(key) {
+            // SAFETY: as above.
+            bump(unsafe { &mut *value }, contribution, epoch);
+            return true;
+        }
+        false
     }
-    let mut fresh = SourceValue::default();
-    bump(&mut fresh, contribution, epoch);
-    if SOURCES.insert(key, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
-        return true;
+}
+
+/// [`SHARED_SOURCES`]: one value that every CPU updates with atomic instructions.
+struct Shared;
+
+impl SourceTable for Shared {
+    #[inline(always)]
+    fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
+        if let Some(value) = SHARED_SOURCES.get_ptr_mut(key) {
+            // SAFETY: a live map value; other CPUs touch it only through atomics too.
+            unsafe { bump_shared(value, contribution, epoch) };
+            return true;
+        }
+        // Not visible to other CPUs until inserted: plain writes.
+        let mut fresh = SourceValue::default();
+        bump(&mut fresh, contribution, epoch);
+        if SHARED_SOURCES
+            .insert(key, &fresh, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
+            return true;
+        }
+        if let Some(value) = SHARED_SOURCES.get_ptr_mut(key) {
+            // SAFETY: as above.
+            unsafe { bump_shared(value, contribution, epoch) };
+            return true;
+        }
+        false
     }
-    // Another CPU may have inserted the same source between the lookup and the insert.
-    if let Some(value) = SOURCES.get_ptr_mut(key) {
-        // SAFETY: as above.
-        bump(unsafe { &mut *value }, contribution, epoch);
-        return true;
-    }
-    false
 }
 
 #[inline(always)]
@@ -387,6 +451,105 @@ fn bump(value: &mut SourceValue, contribution: &Contribution, epoch: u32) {
     }
     if epoch != 0 {
         mark(&mut value.sketch, epoch, contribution);
+    }
+}
+
+/// [`bump`] for a value other CPUs update at the same time: every counter with an atomic add.
+///
+/// # Safety
+/// `value` points to a live, 8-aligned map value that is only ever updated atomically.
+#[inline(always)]
+unsafe fn bump_shared(value: *mut SourceValue, contribution: &Contribution, epoch: u32) {
+    // SAFETY: the caller's guarantee; every field is an aligned u64 (or u32 in the sketch).
+    unsafe {
+        let stats = &raw mut (*value).stats;
+        add(&raw mut (*stats).packets, 1);
+        add(&raw mut (*stats).bytes, contribution.len);
+        add(
+            match contribution.class {
+                Class::TcpFirst | Class::TcpLater => &raw mut (*stats).tcp_packets,
+                Class::Udp => &raw mut (*stats).udp_packets,
+                Class::Icmp => &raw mut (*stats).icmp_packets,
+                Class::Other => &raw mut (*stats).other_packets,
+            },
+            1,
+        );
+        if contribution.syn {
+            add(&raw mut (*stats).tcp_syn_packets, 1);
+        }
+        if epoch != 0 {
+            mark_shared(&raw mut (*value).sketch, epoch, contribution);
+        }
+    }
+}
+
+/// An atomic add whose result is not used (BPF `lock xadd`).
+///
+/// # Safety
+/// `counter` points to a live, aligned u64.
+#[inline(always)]
+unsafe fn add(counter: *mut u64, n: u64) {
+    // SAFETY: the caller's guarantee. The old value is not used: BPF's plain atomic add.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
+}
+
+/// [`mark`] for a shared value: bits are set with atomic ORs, and only when not set already
+/// (the common case, a read).
+///
+/// Two CPUs may both find the window stale and both clear it: a bit set by one between the
+/// other's check and its clearing is lost. The window then starts a bit or two short at worst,
+/// which linear counting shrugs off. (A compare-and-swap on the tag would close that gap but
+/// needs BPF v3 atomics, kernel 5.12.)
+///
+/// # Safety
+/// `sketch` points to the sketch of a live map value only ever updated atomically.
+#[inline(always)]
+unsafe fn mark_shared(sketch: *mut SourceSketch, epoch: u32, contribution: &Contribution) {
+    const HOST_BITS: u32 = HOST_BITMAP_BITS.trailing_zeros();
+    const PORT_BITS: u32 = PORT_BITMAP_BITS.trailing_zeros();
+    let slot = (epoch & 1) as usize;
+    // SAFETY: the caller's guarantee; `slot` is 0 or 1 and the bit indexes are masked to
+    // their bitmaps' sizes.
+    unsafe {
+        let tag = (&raw mut (*sketch).epochs).cast::<u32>().add(slot);
+        let ports = (&raw mut (*sketch).ports)
+            .cast::<[u64; PORT_BITMAP_BITS / 64]>()
+            .add(slot)
+            .cast::<u64>();
+        let hosts = (&raw mut (*sketch).hosts)
+            .cast::<[u64; HOST_BITMAP_BITS / 64]>()
+            .add(slot)
+            .cast::<u64>();
+        if tag.read_volatile() != epoch {
+            tag.write_volatile(epoch);
+            for word in 0..PORT_BITMAP_BITS / 64 {
+                ports.add(word).write_volatile(0);
+            }
+            for word in 0..HOST_BITMAP_BITS / 64 {
+                hosts.add(word).write_volatile(0);
+            }
+        }
+        let bit = hash_bits(contribution.dst_fold, HOST_BITS) & (HOST_BITMAP_BITS - 1);
+        set_bit(hosts.add(bit >> 6), bit);
+        if let Some(port) = contribution.dst_port {
+            let bit = hash_bits(u32::from(port), PORT_BITS) & (PORT_BITMAP_BITS - 1);
+            set_bit(ports.add(bit >> 6), bit);
+        }
+    }
+}
+
+/// Sets bit `bit % 64` of `*word` with an atomic OR, unless it is set already.
+///
+/// # Safety
+/// `word` points to a live, aligned u64 only ever updated atomically.
+#[inline(always)]
+unsafe fn set_bit(word: *mut u64, bit: usize) {
+    let mask = 1u64 << (bit & 63);
+    // SAFETY: the caller's guarantee. The old value of the OR is not used.
+    unsafe {
+        if word.read_volatile() & mask == 0 {
+            atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, mask);
+        }
     }
 }
 

@@ -4,7 +4,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{datapath::AttachMode, report::Format};
+use crate::{
+    datapath::{AttachMode, SourceMap},
+    report::Format,
+};
 
 /// Loss-free network monitor: an XDP program counts every packet per source IP in the kernel,
 /// netwatch reads the counters every interval and reports them.
@@ -84,6 +87,10 @@ pub struct PipelineArgs {
     /// when it is full.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_sources: Option<u32>,
+    /// The per-source map: per-cpu (fastest), shared (one value per source whatever the
+    /// number of CPUs, atomic adds), or auto (per-cpu while its values fit in 512 MiB).
+    #[arg(long, value_enum)]
+    pub source_map: Option<SourceMap>,
     /// Sources listed per interval.
     #[arg(long)]
     pub top: Option<usize>,

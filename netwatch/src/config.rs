@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::{
     cli::ModeArg,
-    datapath::Sampling,
+    datapath::{Sampling, SourceMap},
     detect::DetectConfig,
     inspect::InspectConfig,
     report::{Format, webhook::WebhookConfig},
@@ -53,6 +53,8 @@ pub struct MonitorConfig {
     pub interval: Duration,
     /// Capacity of the kernel's per-source map.
     pub max_sources: u32,
+    /// Per-CPU or shared per-source map.
+    pub source_map: SourceMap,
     /// Sources listed per interval.
     pub top: usize,
     /// Report format.
@@ -70,6 +72,7 @@ impl Default for MonitorConfig {
             mode: ModeArg::Auto,
             interval: Duration::from_secs(1),
             max_sources: netwatch_common::DEFAULT_MAX_SOURCES,
+            source_map: SourceMap::Auto,
             top: 10,
             format: Format::Text,
             alerts: None,
@@ -144,6 +147,7 @@ impl Config {
             config,
             interval,
             max_sources,
+            source_map,
             top,
             format,
             alerts,
@@ -160,6 +164,9 @@ impl Config {
         }
         if let Some(max_sources) = max_sources {
             monitor.max_sources = *max_sources;
+        }
+        if let Some(source_map) = source_map {
+            monitor.source_map = *source_map;
         }
         if let Some(top) = top {
             monitor.top = *top;
@@ -315,6 +322,23 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn source_map_is_read_from_the_file_and_a_flag_wins() {
+        let mut config = parse("[monitor]\nsource_map = \"shared\"\n").unwrap();
+        assert_eq!(config.monitor.source_map, SourceMap::Shared);
+        assert_eq!(Config::default().monitor.source_map, SourceMap::Auto);
+        let flags = crate::cli::PipelineArgs {
+            source_map: Some(SourceMap::PerCpu),
+            ..Default::default()
+        };
+        config.apply_flags(&flags).unwrap();
+        assert_eq!(config.monitor.source_map, SourceMap::PerCpu);
+        let err = parse("[monitor]\nsource_map = \"percpu\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source_map"), "{err}");
     }
 
     #[test]

@@ -225,6 +225,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
 
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: config.monitor.max_sources,
+        source_map: config.monitor.source_map,
     })?;
     datapath.set_sketches(config.detect.scan.needs_sketches())?;
     datapath.set_sampling(&config.sampling())?;
@@ -239,7 +240,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         .map_err(MonitorError::Samples)?;
     let attachment = datapath.attach(&iface, config.monitor.mode.into(), force)?;
     metrics.set_attach(&iface, &attachment.mode.to_string(), datapath.max_sources());
-    announce(&attachment, datapath.max_sources());
+    announce(&attachment, &datapath);
     if let Some(bound) = metrics_at {
         eprintln!("netwatch: metrics at http://{bound}/metrics");
     }
@@ -334,6 +335,7 @@ fn reload(
         ("monitor.mode", old.mode != new.mode),
         ("monitor.interval", old.interval != new.interval),
         ("monitor.max_sources", old.max_sources != new.max_sources),
+        ("monitor.source_map", old.source_map != new.source_map),
         ("monitor.format", old.format != new.format),
         ("monitor.alerts", old.alerts != new.alerts),
         ("store.path", running.store.path != config.store.path),
@@ -359,7 +361,7 @@ fn drain(ring: &mut SampleRing, pipeline: &mut Pipeline) -> Result<(), MonitorEr
     Ok(())
 }
 
-fn announce(attachment: &Attachment, max_sources: u32) {
+fn announce(attachment: &Attachment, datapath: &Datapath) {
     if let Some(replaced) = &attachment.replaced {
         eprintln!(
             "netwatch: removed XDP program {:?} (id {}) left on {}",
@@ -367,8 +369,13 @@ fn announce(attachment: &Attachment, max_sources: u32) {
         );
     }
     eprintln!(
-        "netwatch: attached to {} (ifindex {}) in {} mode through a BPF link; up to {} sources",
-        attachment.iface, attachment.ifindex, attachment.mode, max_sources
+        "netwatch: attached to {} (ifindex {}) in {} mode through a BPF link; up to {} sources \
+         in a {} map",
+        attachment.iface,
+        attachment.ifindex,
+        attachment.mode,
+        datapath.max_sources(),
+        datapath.source_map()
     );
 }
 

@@ -70,6 +70,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     };
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: config.monitor.max_sources,
+        source_map: config.monitor.source_map,
     })
     .map_err(MonitorError::from)?;
     datapath

@@ -4,7 +4,7 @@
 
 use netwatch::{
     collect::Collector,
-    datapath::{Datapath, LoadOptions},
+    datapath::{Datapath, LoadOptions, SourceMap},
 };
 use netwatch_common::SourceKey;
 use netwatch_tests::{
@@ -120,8 +120,23 @@ fn table() -> Vec<(&'static str, FrameBuilder)> {
     ]
 }
 
-fn load() -> Datapath {
-    Datapath::load(LoadOptions::default()).unwrap_or_else(|err| panic!("load: {err}"))
+/// Both programs: the one counting in the per-CPU map and the one counting in the shared map.
+const SOURCE_MAPS: [SourceMap; 2] = [SourceMap::PerCpu, SourceMap::Shared];
+
+fn load(source_map: SourceMap) -> Datapath {
+    load_sized(source_map, LoadOptions::default().max_sources)
+}
+
+fn load_sized(source_map: SourceMap, max_sources: u32) -> Datapath {
+    let datapath = Datapath::load(LoadOptions {
+        max_sources,
+        source_map,
+    })
+    .unwrap_or_else(|err| panic!("load ({source_map}): {err}"));
+    assert_eq!(datapath.source_map(), source_map);
+    // Shown with the output of a failing test: which program failed.
+    eprintln!("source map: {source_map}");
+    datapath
 }
 
 fn run(datapath: &Datapath, frame: &[u8], context: &str) {
@@ -136,20 +151,22 @@ fn every_frame_and_every_truncation_counts_exactly() {
     if !privileged("every_frame_and_every_truncation_counts_exactly") {
         return;
     }
-    for (name, builder) in table() {
-        let frame = builder.build();
-        // A fresh program per case, so that a miscount names its case.
-        let mut datapath = load();
-        let mut expected = Expected::default();
-        for len in 14..=frame.bytes.len() {
-            let context = format!("{name}, first {len} of {} bytes", frame.bytes.len());
-            run(&datapath, &frame.bytes[..len], &context);
-            frame.expect_prefix(len, &mut expected);
-            let snapshot = datapath
-                .snapshot()
-                .unwrap_or_else(|err| panic!("{context}: snapshot: {err}"));
-            expected.assert_matches(&snapshot, &context);
-            assert_invariant(&snapshot, &context);
+    for source_map in SOURCE_MAPS {
+        for (name, builder) in table() {
+            let frame = builder.build();
+            // A fresh program per case, so that a miscount names its case.
+            let mut datapath = load(source_map);
+            let mut expected = Expected::default();
+            for len in 14..=frame.bytes.len() {
+                let context = format!("{name}, first {len} of {} bytes", frame.bytes.len());
+                run(&datapath, &frame.bytes[..len], &context);
+                frame.expect_prefix(len, &mut expected);
+                let snapshot = datapath
+                    .snapshot()
+                    .unwrap_or_else(|err| panic!("{context}: snapshot: {err}"));
+                expected.assert_matches(&snapshot, &context);
+                assert_invariant(&snapshot, &context);
+            }
         }
     }
 }
@@ -159,31 +176,33 @@ fn whole_table_in_one_program_adds_up() {
     if !privileged("whole_table_in_one_program_adds_up") {
         return;
     }
-    let mut datapath = load();
-    let mut expected = Expected::default();
-    for round in 0..3 {
-        for (name, builder) in table() {
-            let frame = builder.build();
-            run(&datapath, &frame.bytes, &format!("{name} round {round}"));
-            frame.expect(&mut expected);
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load(source_map);
+        let mut expected = Expected::default();
+        for round in 0..3 {
+            for (name, builder) in table() {
+                let frame = builder.build();
+                run(&datapath, &frame.bytes, &format!("{name} round {round}"));
+                frame.expect(&mut expected);
+            }
         }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        expected.assert_matches(&snapshot, "whole table");
+        assert_invariant(&snapshot, "whole table");
+        // Spot checks that do not rely on the model.
+        let syn = snapshot
+            .sources
+            .get(&SourceKey::ipv4([10, 0, 0, 2]))
+            .unwrap_or_else(|| panic!("10.0.0.2 missing"));
+        assert_eq!((syn.packets, syn.tcp_syn_packets), (3, 3));
+        let syn_ack = snapshot
+            .sources
+            .get(&SourceKey::ipv4([10, 0, 0, 3]))
+            .unwrap_or_else(|| panic!("10.0.0.3 missing"));
+        assert_eq!((syn_ack.tcp_packets, syn_ack.tcp_syn_packets), (6, 0));
+        assert_eq!(snapshot.globals.non_ip_packets, 6);
+        assert_eq!(snapshot.globals.malformed_packets, 0);
     }
-    let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-    expected.assert_matches(&snapshot, "whole table");
-    assert_invariant(&snapshot, "whole table");
-    // Spot checks that do not rely on the model.
-    let syn = snapshot
-        .sources
-        .get(&SourceKey::ipv4([10, 0, 0, 2]))
-        .unwrap_or_else(|| panic!("10.0.0.2 missing"));
-    assert_eq!((syn.packets, syn.tcp_syn_packets), (3, 3));
-    let syn_ack = snapshot
-        .sources
-        .get(&SourceKey::ipv4([10, 0, 0, 3]))
-        .unwrap_or_else(|| panic!("10.0.0.3 missing"));
-    assert_eq!((syn_ack.tcp_packets, syn_ack.tcp_syn_packets), (6, 0));
-    assert_eq!(snapshot.globals.non_ip_packets, 6);
-    assert_eq!(snapshot.globals.malformed_packets, 0);
 }
 
 #[test]
@@ -191,7 +210,7 @@ fn broken_headers_are_malformed_not_attributed() {
     if !privileged("broken_headers_are_malformed_not_attributed") {
         return;
     }
-    let mut datapath = load();
+    let mut datapath = load(SourceMap::PerCpu);
     let good = FrameBuilder::ipv4([10, 9, 9, 9]).payload(8).build().bytes;
     let mut bad_version = good.clone();
     bad_version[14] = 0x55;
@@ -229,7 +248,7 @@ fn a_third_vlan_tag_is_not_parsed() {
     if !privileged("a_third_vlan_tag_is_not_parsed") {
         return;
     }
-    let mut datapath = load();
+    let mut datapath = load(SourceMap::PerCpu);
     let frame = FrameBuilder::ipv4([10, 3, 3, 3])
         .vlan(TPID_8021AD, 1)
         .vlan(TPID_8021Q, 2)
@@ -246,7 +265,7 @@ fn too_many_ipv6_extension_headers_count_as_other() {
     if !privileged("too_many_ipv6_extension_headers_count_as_other") {
         return;
     }
-    let mut datapath = load();
+    let mut datapath = load(SourceMap::PerCpu);
     let mut builder = FrameBuilder::ipv6(v6(10)).transport(Transport::Tcp(SYN));
     for _ in 0..9 {
         builder = builder.ext(Ext::DestOpts(1));
@@ -274,32 +293,33 @@ fn evicted_sources_are_accounted_as_unattributed() {
     if !privileged("evicted_sources_are_accounted_as_unattributed") {
         return;
     }
-    let mut datapath =
-        Datapath::load(LoadOptions { max_sources: 8 }).unwrap_or_else(|err| panic!("load: {err}"));
-    let mut collector = Collector::new();
-    let sources = 64u8;
-    let mut total = 0u64;
-    for round in 0..2 {
-        for last in 0..sources {
-            let frame = FrameBuilder::ipv4([10, 8, round, last]).payload(6).build();
-            run(&datapath, &frame.bytes, "lru");
-            total += 1;
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load_sized(source_map, 8);
+        let mut collector = Collector::new();
+        let sources = 64u8;
+        let mut total = 0u64;
+        for round in 0..2 {
+            for last in 0..sources {
+                let frame = FrameBuilder::ipv4([10, 8, round, last]).payload(6).build();
+                run(&datapath, &frame.bytes, "lru");
+                total += 1;
+            }
         }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert!(
+            snapshot.sources.len() <= 8,
+            "{} sources in a map of 8",
+            snapshot.sources.len()
+        );
+        assert_eq!(snapshot.globals.total_packets, total);
+        let interval = collector.update(snapshot, std::time::Duration::from_secs(1));
+        let attributed: u64 = interval.sources.iter().map(|s| s.stats.packets).sum();
+        assert!(attributed < total, "nothing was evicted");
+        assert_eq!(
+            attributed + interval.unattributed.packets + interval.delta.overflow_packets,
+            total
+        );
     }
-    let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-    assert!(
-        snapshot.sources.len() <= 8,
-        "{} sources in a map of 8",
-        snapshot.sources.len()
-    );
-    assert_eq!(snapshot.globals.total_packets, total);
-    let interval = collector.update(snapshot, std::time::Duration::from_secs(1));
-    let attributed: u64 = interval.sources.iter().map(|s| s.stats.packets).sum();
-    assert!(attributed < total, "nothing was evicted");
-    assert_eq!(
-        attributed + interval.unattributed.packets + interval.delta.overflow_packets,
-        total
-    );
 }
 
 #[test]
@@ -307,7 +327,7 @@ fn frames_shorter_than_ethernet_are_refused_by_the_kernel() {
     if !privileged("frames_shorter_than_ethernet_are_refused_by_the_kernel") {
         return;
     }
-    let mut datapath = load();
+    let mut datapath = load(SourceMap::PerCpu);
     assert!(datapath.test_run(&[0u8; 13]).is_err());
     let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(snapshot.globals.total_packets, 0);
@@ -320,47 +340,49 @@ fn spread_counts_distinct_ports_and_hosts_per_window() {
     if !privileged("spread_counts_distinct_ports_and_hosts_per_window") {
         return;
     }
-    let mut datapath = load();
-    let scanner = [10, 7, 0, 1];
-    let sweeper = [10, 7, 0, 2];
-    for port in 1000..1100 {
-        let frame = FrameBuilder::ipv4(scanner)
-            .transport(Transport::Tcp(SYN))
-            .to_port(port)
-            .build();
-        run(&datapath, &frame.bytes, "scan");
-    }
-    for host in 1..=40 {
-        let frame = FrameBuilder::ipv4(sweeper)
-            .transport(Transport::Icmp)
-            .to_host(host)
-            .build();
-        run(&datapath, &frame.bytes, "sweep");
-        run(&datapath, &frame.bytes, "sweep again");
-    }
-    let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-    let scan = snapshot.spread[&SourceKey::ipv4(scanner)];
-    let sweep = snapshot.spread[&SourceKey::ipv4(sweeper)];
-    // Linear counting over 256 and 128 bits: a few percent off at these counts.
-    assert!(
-        (88..=112).contains(&scan.ports),
-        "100 ports estimated as {}",
-        scan.ports
-    );
-    assert_eq!(scan.hosts, 1);
-    assert_eq!(sweep.ports, 0, "ICMP has no ports");
-    assert!(
-        (34..=46).contains(&sweep.hosts),
-        "40 hosts estimated as {}",
-        sweep.hosts
-    );
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load(source_map);
+        let scanner = [10, 7, 0, 1];
+        let sweeper = [10, 7, 0, 2];
+        for port in 1000..1100 {
+            let frame = FrameBuilder::ipv4(scanner)
+                .transport(Transport::Tcp(SYN))
+                .to_port(port)
+                .build();
+            run(&datapath, &frame.bytes, "scan");
+        }
+        for host in 1..=40 {
+            let frame = FrameBuilder::ipv4(sweeper)
+                .transport(Transport::Icmp)
+                .to_host(host)
+                .build();
+            run(&datapath, &frame.bytes, "sweep");
+            run(&datapath, &frame.bytes, "sweep again");
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let scan = snapshot.spread[&SourceKey::ipv4(scanner)];
+        let sweep = snapshot.spread[&SourceKey::ipv4(sweeper)];
+        // Linear counting over 256 and 128 bits: a few percent off at these counts.
+        assert!(
+            (88..=112).contains(&scan.ports),
+            "100 ports estimated as {}",
+            scan.ports
+        );
+        assert_eq!(scan.hosts, 1);
+        assert_eq!(sweep.ports, 0, "ICMP has no ports");
+        assert!(
+            (34..=46).contains(&sweep.hosts),
+            "40 hosts estimated as {}",
+            sweep.hosts
+        );
 
-    // The next window starts empty: only the source that sends again has a spread.
-    let frame = FrameBuilder::ipv4(scanner).to_port(53).build();
-    run(&datapath, &frame.bytes, "next window");
-    let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(snapshot.spread.len(), 1, "{:?}", snapshot.spread);
-    assert_eq!(snapshot.spread[&SourceKey::ipv4(scanner)].ports, 1);
+        // The next window starts empty: only the source that sends again has a spread.
+        let frame = FrameBuilder::ipv4(scanner).to_port(53).build();
+        run(&datapath, &frame.bytes, "next window");
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(snapshot.spread.len(), 1, "{:?}", snapshot.spread);
+        assert_eq!(snapshot.spread[&SourceKey::ipv4(scanner)].ports, 1);
+    }
 }
 
 fn sampling(rate: u32, burst: u32) -> netwatch::datapath::Sampling {
@@ -380,71 +402,73 @@ fn selected_frames_are_sampled_whole() {
     if !privileged("selected_frames_are_sampled_whole") {
         return;
     }
-    let mut datapath = load();
-    datapath
-        .set_sampling(&sampling(1000, 1000))
-        .unwrap_or_else(|err| panic!("{err}"));
-    let http = FrameBuilder::ipv4([10, 5, 0, 1])
-        .transport(Transport::Tcp(PSH | ACK))
-        .to_port(80)
-        .payload(100)
-        .build();
-    let long_dns = FrameBuilder::ipv6(v6(20)).to_port(53).payload(400).build();
-    let vlan_smtp = FrameBuilder::ipv4([10, 5, 0, 2])
-        .vlan(TPID_8021Q, 9)
-        .transport(Transport::Tcp(PSH | ACK))
-        .to_port(25)
-        .payload(30)
-        .build();
-    let skipped = [
-        // A handshake: no payload.
-        FrameBuilder::ipv4([10, 5, 0, 3])
-            .transport(Transport::Tcp(SYN))
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load(source_map);
+        datapath
+            .set_sampling(&sampling(1000, 1000))
+            .unwrap_or_else(|err| panic!("{err}"));
+        let http = FrameBuilder::ipv4([10, 5, 0, 1])
+            .transport(Transport::Tcp(PSH | ACK))
             .to_port(80)
-            .build(),
-        // A port nobody asked for.
-        FrameBuilder::ipv4([10, 5, 0, 4])
-            .to_port(5000)
-            .payload(50)
-            .build(),
-        // UDP 80 is not TCP 80.
-        FrameBuilder::ipv4([10, 5, 0, 5])
-            .to_port(80)
-            .payload(50)
-            .build(),
-        // A later fragment carries no ports.
-        FrameBuilder::ipv4([10, 5, 0, 6])
-            .ipv4_fragment(20, false)
-            .transport(Transport::Raw(6))
-            .payload(60)
-            .build(),
-    ];
-    for frame in [&http, &long_dns, &vlan_smtp]
-        .into_iter()
-        .chain(skipped.iter())
-    {
-        run(&datapath, &frame.bytes, "sampling");
+            .payload(100)
+            .build();
+        let long_dns = FrameBuilder::ipv6(v6(20)).to_port(53).payload(400).build();
+        let vlan_smtp = FrameBuilder::ipv4([10, 5, 0, 2])
+            .vlan(TPID_8021Q, 9)
+            .transport(Transport::Tcp(PSH | ACK))
+            .to_port(25)
+            .payload(30)
+            .build();
+        let skipped = [
+            // A handshake: no payload.
+            FrameBuilder::ipv4([10, 5, 0, 3])
+                .transport(Transport::Tcp(SYN))
+                .to_port(80)
+                .build(),
+            // A port nobody asked for.
+            FrameBuilder::ipv4([10, 5, 0, 4])
+                .to_port(5000)
+                .payload(50)
+                .build(),
+            // UDP 80 is not TCP 80.
+            FrameBuilder::ipv4([10, 5, 0, 5])
+                .to_port(80)
+                .payload(50)
+                .build(),
+            // A later fragment carries no ports.
+            FrameBuilder::ipv4([10, 5, 0, 6])
+                .ipv4_fragment(20, false)
+                .transport(Transport::Raw(6))
+                .payload(60)
+                .build(),
+        ];
+        for frame in [&http, &long_dns, &vlan_smtp]
+            .into_iter()
+            .chain(skipped.iter())
+        {
+            run(&datapath, &frame.bytes, "sampling");
+        }
+        let mut samples = Vec::new();
+        datapath.drain_samples(|sample| samples.push(sample));
+        assert_eq!(samples.len(), 3, "{samples:?}");
+        assert_eq!(samples[0].data, http.bytes);
+        assert_eq!(samples[0].header.original_len as usize, http.bytes.len());
+        assert_eq!(samples[1].data, long_dns.bytes[..256]);
+        assert_eq!(samples[1].header.captured_len, 256);
+        assert_eq!(
+            samples[1].header.original_len as usize,
+            long_dns.bytes.len()
+        );
+        assert_eq!(samples[2].data, vlan_smtp.bytes);
+        assert!(samples.iter().all(|s| s.header.reason == 1));
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(snapshot.globals.sampled_packets, 3);
+        assert_eq!(snapshot.globals.sample_capped_packets, 0);
+        assert_eq!(snapshot.globals.sample_ring_full_packets, 0);
+        // Counting is unchanged by sampling.
+        assert_eq!(snapshot.globals.total_packets, 7);
+        assert_invariant(&snapshot, "sampling");
     }
-    let mut samples = Vec::new();
-    datapath.drain_samples(|sample| samples.push(sample));
-    assert_eq!(samples.len(), 3, "{samples:?}");
-    assert_eq!(samples[0].data, http.bytes);
-    assert_eq!(samples[0].header.original_len as usize, http.bytes.len());
-    assert_eq!(samples[1].data, long_dns.bytes[..256]);
-    assert_eq!(samples[1].header.captured_len, 256);
-    assert_eq!(
-        samples[1].header.original_len as usize,
-        long_dns.bytes.len()
-    );
-    assert_eq!(samples[2].data, vlan_smtp.bytes);
-    assert!(samples.iter().all(|s| s.header.reason == 1));
-    let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(snapshot.globals.sampled_packets, 3);
-    assert_eq!(snapshot.globals.sample_capped_packets, 0);
-    assert_eq!(snapshot.globals.sample_ring_full_packets, 0);
-    // Counting is unchanged by sampling.
-    assert_eq!(snapshot.globals.total_packets, 7);
-    assert_invariant(&snapshot, "sampling");
 }
 
 /// N frames above the cap: sampled + capped == N, and the ring holds exactly the sampled.
@@ -453,7 +477,7 @@ fn the_token_bucket_caps_samples_and_counts_the_rest() {
     if !privileged("the_token_bucket_caps_samples_and_counts_the_rest") {
         return;
     }
-    let mut datapath = load();
+    let mut datapath = load(SourceMap::PerCpu);
     datapath
         .set_sampling(&sampling(1, 5))
         .unwrap_or_else(|err| panic!("{err}"));
@@ -492,7 +516,7 @@ fn all_tcp_sampling_takes_any_port() {
     if !privileged("all_tcp_sampling_takes_any_port") {
         return;
     }
-    let mut datapath = load();
+    let mut datapath = load(SourceMap::PerCpu);
     let mut all = sampling(1000, 1000);
     all.all_tcp = true;
     datapath
@@ -522,19 +546,87 @@ fn batch_and_per_key_harvests_agree() {
     if !privileged("batch_and_per_key_harvests_agree") {
         return;
     }
-    let mut datapath = load();
-    for n in 0..9_000u32 {
-        let b = n.to_be_bytes();
-        let frame = FrameBuilder::ipv4([10, b[1], b[2], b[3]])
-            .payload((n % 7) as usize)
-            .build();
-        run(&datapath, &frame.bytes, "many sources");
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load(source_map);
+        for n in 0..9_000u32 {
+            let b = n.to_be_bytes();
+            let frame = FrameBuilder::ipv4([10, b[1], b[2], b[3]])
+                .payload((n % 7) as usize)
+                .build();
+            run(&datapath, &frame.bytes, "many sources");
+        }
+        let batch = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(datapath.harvest(), netwatch::datapath::Harvest::Batch);
+        assert_eq!(batch.sources.len(), 9_000);
+        datapath.set_harvest(netwatch::datapath::Harvest::PerKey);
+        let per_key = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(batch.sources, per_key.sources);
+        assert_invariant(&batch, "batch");
     }
-    let batch = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(datapath.harvest(), netwatch::datapath::Harvest::Batch);
-    assert_eq!(batch.sources.len(), 9_000);
-    datapath.set_harvest(netwatch::datapath::Harvest::PerKey);
-    let per_key = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(batch.sources, per_key.sources);
-    assert_invariant(&batch, "batch");
+}
+
+/// Pins the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the CPU of the
+/// thread that calls it.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity get valid
+    // pointers to it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
+        assert_eq!(
+            rc,
+            0,
+            "pinning to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Every CPU counts the same source at the same time: with the per-CPU map each adds to its
+/// own copy; with the shared map they add to one value, and only atomic adds keep the count
+/// exact (plain read-modify-write loses increments as soon as two CPUs interleave).
+#[test]
+fn one_source_counted_on_every_cpu_at_once_is_exact() {
+    if !privileged("one_source_counted_on_every_cpu_at_once_is_exact") {
+        return;
+    }
+    const RUNS: u32 = 300_000;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(cpus >= 2, "this test needs two CPUs, found {cpus}");
+    let frame = FrameBuilder::ipv4([10, 6, 6, 6])
+        .transport(Transport::Tcp(SYN))
+        .to_port(443)
+        .build();
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load(source_map);
+        let start = std::sync::Barrier::new(cpus);
+        std::thread::scope(|scope| {
+            for cpu in 0..cpus {
+                let (datapath, frame, start) = (&datapath, &frame.bytes, &start);
+                scope.spawn(move || {
+                    pin_to_cpu(cpu);
+                    start.wait();
+                    let (verdict, _) = datapath
+                        .bench(frame, RUNS)
+                        .unwrap_or_else(|err| panic!("test run on CPU {cpu}: {err}"));
+                    assert_eq!(verdict, XDP_PASS);
+                });
+            }
+        });
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let stats = snapshot.sources[&SourceKey::ipv4([10, 6, 6, 6])];
+        let expected = u64::from(RUNS) * cpus as u64;
+        assert_eq!(
+            (stats.packets, stats.tcp_packets, stats.tcp_syn_packets),
+            (expected, expected, expected),
+            "{source_map}"
+        );
+        assert_eq!(
+            stats.bytes,
+            expected * frame.bytes.len() as u64,
+            "{source_map}"
+        );
+        assert_invariant(&snapshot, "every CPU at once");
+    }
 }

@@ -1,4 +1,4 @@
-//! `BPF_MAP_LOOKUP_BATCH` (Linux 5.6) for the per-CPU sources map: thousands of entries per
+//! `BPF_MAP_LOOKUP_BATCH` (Linux 5.6) for the sources map, per-CPU or shared: thousands of entries per
 //! syscall instead of two syscalls per entry (`get_next_key` + lookup), which is what aya
 //! 0.14 offers. At a million sources that is the difference between seconds and a fraction of
 //! an interval; the scale benchmark measures both.
@@ -28,15 +28,16 @@ struct BatchAttr {
 /// Entries asked for per call; grown when a hash bucket holds more (`ENOSPC`).
 const START_CHUNK: u32 = 4_096;
 
-/// Reads every entry of a per-CPU hash map whose keys are `K` and whose values are `V` per
-/// CPU (`V` must be a multiple of 8 bytes, as the kernel lays per-CPU values out), calling
-/// `f(key, per_cpu_values)` for each.
+/// Reads every entry of a hash map whose keys are `K` and whose entries hold `per_entry` values
+/// of type `V` (1 for a shared map, the possible CPUs for a per-CPU one; `V` must be a
+/// multiple of 8 bytes, as the kernel lays per-CPU values out), calling `f(key, values)` for
+/// each.
 ///
 /// The map may change while it is read: entries inserted or deleted meanwhile may be seen or
 /// not, as with any walk of a live hash map; none is seen twice.
-pub fn for_each_percpu<K: Copy, V: Copy>(
+pub fn for_each<K: Copy, V: Copy>(
     map: BorrowedFd<'_>,
-    cpus: usize,
+    per_entry: usize,
     mut f: impl FnMut(K, &[V]),
 ) -> io::Result<()> {
     assert!(
@@ -53,7 +54,7 @@ pub fn for_each_percpu<K: Copy, V: Copy>(
         keys.clear();
         values.clear();
         keys.reserve(chunk as usize);
-        values.reserve(chunk as usize * cpus);
+        values.reserve(chunk as usize * per_entry);
         let mut next_cursor: u32 = 0;
         let mut attr = BatchAttr {
             in_batch: if first { 0 } else { (&raw const cursor) as u64 },
@@ -64,7 +65,7 @@ pub fn for_each_percpu<K: Copy, V: Copy>(
             map_fd: map.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: the buffers hold `chunk` keys and `chunk * cpus` values of the map's sizes,
+        // SAFETY: the buffers hold `chunk` keys and `chunk * per_entry` values of the map's sizes,
         // and outlive the call; the kernel writes at most `count` entries.
         let rc = unsafe {
             libc::syscall(
@@ -85,13 +86,13 @@ pub fn for_each_percpu<K: Copy, V: Copy>(
             Some(_) => return Err(error.unwrap_or_else(io::Error::last_os_error)),
         }
         let filled = attr.count.min(chunk) as usize;
-        // SAFETY: the kernel wrote `filled` keys and `filled * cpus` values.
+        // SAFETY: the kernel wrote `filled` keys and `filled * per_entry` values.
         unsafe {
             keys.set_len(filled);
-            values.set_len(filled * cpus);
+            values.set_len(filled * per_entry);
         }
         for (index, key) in keys.iter().enumerate() {
-            f(*key, &values[index * cpus..(index + 1) * cpus]);
+            f(*key, &values[index * per_entry..(index + 1) * per_entry]);
         }
         if error.is_some() {
             // ENOENT: that was the last batch.

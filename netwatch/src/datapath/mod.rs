@@ -11,7 +11,10 @@ use std::{collections::HashMap, fmt, io, os::fd::AsFd as _, time::Duration};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{
+        Array, HashMap as AyaHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray,
+        RingBuf,
+    },
     programs::{
         ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, Link as _},
@@ -22,8 +25,9 @@ use aya::{
 use netwatch_common::{
     GLOBALS_MAP, GlobalStats, HOST_BITMAP_BITS, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
     PORT_BITMAP_BITS, PROGRAM_NAME, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN,
-    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SOURCES_MAP, Sample,
-    SampleHeader, Settings, SourceKey, SourceStats, SourceValue,
+    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME,
+    SHARED_SOURCES_MAP, SOURCES_MAP, Sample, SampleHeader, Settings, SourceKey, SourceStats,
+    SourceValue,
 };
 
 use self::netlink::{LinkInfo, XdpAttached};
@@ -187,13 +191,74 @@ impl fmt::Display for AttachedMode {
 pub struct LoadOptions {
     /// Capacity of the per-source map.
     pub max_sources: u32,
+    /// Which kind of per-source map.
+    pub source_map: SourceMap,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             max_sources: netwatch_common::DEFAULT_MAX_SOURCES,
+            source_map: SourceMap::PerCpu,
         }
+    }
+}
+
+/// The kind of map sources are counted in.
+///
+/// Per-CPU, each CPU adds to its own copy of a source's value with plain instructions: the
+/// fastest, and no cache line moves between CPUs when one source floods every queue; but the
+/// map holds a value per possible CPU for every source. Shared, one value per source takes
+/// atomic adds: a few nanoseconds more per packet, and contention when many CPUs count the
+/// same source at once, for a map a CPU count times smaller (BENCHMARKS.md measures both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceMap {
+    /// Per-CPU while its values fit in [`SourceMap::PER_CPU_BUDGET`], shared beyond.
+    Auto,
+    /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`.
+    PerCpu,
+    /// `BPF_MAP_TYPE_LRU_HASH` with atomic adds.
+    Shared,
+}
+
+impl SourceMap {
+    /// The most memory [`SourceMap::Auto`] lets per-CPU values take: with 2 CPUs that is
+    /// over a million sources, with 64 about 52,000.
+    pub const PER_CPU_BUDGET: u64 = 512 << 20;
+
+    /// `Auto` decided for a map of `max_sources` on `cpus` possible CPUs; the others as they
+    /// are.
+    pub fn resolve(self, max_sources: u32, cpus: usize) -> Self {
+        match self {
+            Self::Auto => {
+                let per_cpu_values =
+                    u64::from(max_sources) * cpus as u64 * size_of::<SourceValue>() as u64;
+                if per_cpu_values <= Self::PER_CPU_BUDGET {
+                    Self::PerCpu
+                } else {
+                    Self::Shared
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            Self::Shared => SHARED_PROGRAM_NAME,
+            Self::Auto | Self::PerCpu => PROGRAM_NAME,
+        }
+    }
+}
+
+impl fmt::Display for SourceMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::PerCpu => "per-cpu",
+            Self::Shared => "shared",
+        })
     }
 }
 
@@ -328,6 +393,8 @@ impl std::os::fd::AsRawFd for SampleRing {
 pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
+    /// Per-CPU or shared, never `Auto`.
+    source_map: SourceMap,
     /// The sketch window packets write now.
     epoch: u32,
     settings: Settings,
@@ -359,23 +426,33 @@ impl fmt::Debug for Datapath {
 impl Datapath {
     /// Loads the netwatch XDP program into the kernel (not attached yet).
     pub fn load(options: LoadOptions) -> Result<Self, DatapathError> {
-        let LoadOptions { max_sources } = options;
+        let LoadOptions {
+            max_sources,
+            source_map,
+        } = options;
         check_kernel()?;
-        let ebpf = load_object(NETWATCH_OBJECT, &[PROGRAM_NAME], |loader| {
-            loader.map_max_entries(SOURCES_MAP, max_sources);
+        let cpus = aya::util::nr_cpus().map_err(|(path, err)| {
+            DatapathError::Harvest(io::Error::new(err.kind(), format!("{path}: {err}")))
         })?;
-        let mut ebpf = ebpf;
+        let source_map = source_map.resolve(max_sources, cpus);
+        // Both maps are in the object and both are created; the one not used gets one entry.
+        let (per_cpu_entries, shared_entries) = match source_map {
+            SourceMap::Shared => (1, max_sources),
+            SourceMap::Auto | SourceMap::PerCpu => (max_sources, 1),
+        };
+        let mut ebpf = load_object(NETWATCH_OBJECT, &[source_map.program()], |loader| {
+            loader.map_max_entries(SOURCES_MAP, per_cpu_entries);
+            loader.map_max_entries(SHARED_SOURCES_MAP, shared_entries);
+        })?;
         install_sampler(&mut ebpf)?;
         let ring = ebpf
             .take_map(SAMPLES_MAP)
             .ok_or(DatapathError::Missing("samples ring buffer"))?;
         let samples = Some(SampleRing(RingBuf::try_from(ring)?));
-        let cpus = aya::util::nr_cpus().map_err(|(path, err)| {
-            DatapathError::Harvest(io::Error::new(err.kind(), format!("{path}: {err}")))
-        })?;
         let mut datapath = Self {
             ebpf,
             max_sources,
+            source_map,
             epoch: 0,
             settings: Settings::default(),
             samples,
@@ -475,9 +552,14 @@ impl Datapath {
         self.max_sources
     }
 
+    /// The kind of per-source map in use (per-CPU or shared).
+    pub fn source_map(&self) -> SourceMap {
+        self.source_map
+    }
+
     fn program(&self) -> Result<&Xdp, DatapathError> {
         self.ebpf
-            .program(PROGRAM_NAME)
+            .program(self.source_map.program())
             .ok_or(DatapathError::Missing("netwatch program"))?
             .try_into()
             .map_err(DatapathError::from)
@@ -502,7 +584,7 @@ impl Datapath {
         };
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(PROGRAM_NAME)
+            .program_mut(self.source_map.program())
             .ok_or(DatapathError::Missing("netwatch program"))?
             .try_into()?;
         let (link_id, mode) = match mode {
@@ -539,7 +621,7 @@ impl Datapath {
     pub fn pin_program(&mut self, path: &std::path::Path) -> Result<(), DatapathError> {
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(PROGRAM_NAME)
+            .program_mut(self.source_map.program())
             .ok_or(DatapathError::Missing("netwatch program"))?
             .try_into()?;
         program.pin(path).map_err(DatapathError::Pin)
@@ -589,14 +671,19 @@ impl Datapath {
                 );
             }
         };
+        let (name, values_per_entry) = match self.source_map {
+            SourceMap::Shared => (SHARED_SOURCES_MAP, 1),
+            SourceMap::Auto | SourceMap::PerCpu => (SOURCES_MAP, self.cpus),
+        };
         let sources_map = self
             .ebpf
-            .map(SOURCES_MAP)
+            .map(name)
             .ok_or(DatapathError::Missing("sources map"))?;
         let batched = match (&self.harvest, sources_map) {
-            (Harvest::Batch, aya::maps::Map::PerCpuLruHashMap(data)) => {
-                batch::for_each_percpu(data.fd().as_fd(), self.cpus, &mut fold)
-            }
+            (
+                Harvest::Batch,
+                aya::maps::Map::PerCpuLruHashMap(data) | aya::maps::Map::LruHashMap(data),
+            ) => batch::for_each(data.fd().as_fd(), values_per_entry, &mut fold),
             _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
         if let Err(err) = batched {
@@ -605,16 +692,28 @@ impl Datapath {
             }
             // No batch operations on this kernel (or asked not to): one entry at a time.
             self.harvest = Harvest::PerKey;
-            let sources: PerCpuHashMap<&MapData, SourceKey, SourceValue> =
-                PerCpuHashMap::try_from(sources_map)?;
-            for entry in sources.iter() {
-                let (key, per_cpu) = match entry {
-                    Ok(entry) => entry,
-                    Err(MapError::KeyNotFound) => continue,
-                    Err(err) => return Err(err.into()),
-                };
-                let values: Vec<SourceValue> = per_cpu.iter().copied().collect();
-                fold(key, &values);
+            if self.source_map == SourceMap::Shared {
+                let sources: AyaHashMap<&MapData, SourceKey, SourceValue> =
+                    AyaHashMap::try_from(sources_map)?;
+                for entry in sources.iter() {
+                    match entry {
+                        Ok((key, value)) => fold(key, &[value]),
+                        Err(MapError::KeyNotFound) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            } else {
+                let sources: PerCpuHashMap<&MapData, SourceKey, SourceValue> =
+                    PerCpuHashMap::try_from(sources_map)?;
+                for entry in sources.iter() {
+                    let (key, per_cpu) = match entry {
+                        Ok(entry) => entry,
+                        Err(MapError::KeyNotFound) => continue,
+                        Err(err) => return Err(err.into()),
+                    };
+                    let values: Vec<SourceValue> = per_cpu.iter().copied().collect();
+                    fold(key, &values);
+                }
             }
         }
         // Globals after sources: a packet counted in a source read above is in the globals too.
@@ -846,7 +945,7 @@ fn clear_attachment(
     force: bool,
 ) -> Result<ReplacedProgram, DatapathError> {
     let name = program_name(prog_id).unwrap_or_else(|| String::from("?"));
-    if name != PROGRAM_NAME && !force {
+    if name != PROGRAM_NAME && name != SHARED_PROGRAM_NAME && !force {
         return Err(DatapathError::ForeignProgram {
             iface: iface.to_owned(),
             prog_id,
@@ -973,5 +1072,20 @@ mod tests {
         // Saturated: m ln m.
         assert_eq!(linear_count(&[u64::MAX; 4]), 1420);
         assert_eq!(linear_count(&[u64::MAX; 2]), 621);
+    }
+
+    #[test]
+    fn auto_source_map_is_per_cpu_while_its_values_fit_the_budget() {
+        // 160-byte values: 65,536 sources take 10 MiB per CPU, so 51 CPUs fit in 512 MiB.
+        assert_eq!(size_of::<SourceValue>(), 160);
+        assert_eq!(SourceMap::Auto.resolve(65_536, 2), SourceMap::PerCpu);
+        assert_eq!(SourceMap::Auto.resolve(65_536, 51), SourceMap::PerCpu);
+        assert_eq!(SourceMap::Auto.resolve(65_536, 52), SourceMap::Shared);
+        assert_eq!(SourceMap::Auto.resolve(1 << 20, 2), SourceMap::PerCpu);
+        assert_eq!(SourceMap::Auto.resolve(1 << 20, 4), SourceMap::Shared);
+        assert_eq!(SourceMap::Auto.resolve(1_000_000, 64), SourceMap::Shared);
+        // An explicit choice stands.
+        assert_eq!(SourceMap::PerCpu.resolve(1 << 24, 64), SourceMap::PerCpu);
+        assert_eq!(SourceMap::Shared.resolve(1, 1), SourceMap::Shared);
     }
 }
