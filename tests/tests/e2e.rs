@@ -228,7 +228,9 @@ fn traffic() -> Vec<(FrameBuilder, usize)> {
     ]
 }
 
-fn monitor_end_to_end(mode: &str) {
+/// Real frames over a veth pair into netwatch in `mode`, with the per-source map
+/// `source_map` (`auto` resolves to per-CPU on these machines).
+fn monitor_end_to_end(mode: &str, source_map: &str) {
     let pair = VethPair::new(true);
     let mut daemon = Daemon::in_netns(
         &pair.monitor,
@@ -238,6 +240,8 @@ fn monitor_end_to_end(mode: &str) {
             &pair.monitor_if,
             "--mode",
             mode,
+            "--source-map",
+            source_map,
             "--interval",
             "200ms",
             "--format",
@@ -248,6 +252,15 @@ fn monitor_end_to_end(mode: &str) {
     );
     let attached = daemon.wait_stderr("attached to");
     assert!(attached.contains(&format!("in {mode} mode")), "{attached}");
+    let resolved = if source_map == "auto" {
+        "per-cpu"
+    } else {
+        source_map
+    };
+    assert!(
+        attached.contains(&format!("in a {resolved} map")),
+        "{attached}"
+    );
     assert!(pair.monitor.xdp_attachment(&pair.monitor_if).is_some());
 
     let mut expected = Expected::default();
@@ -346,14 +359,14 @@ fn monitor_end_to_end(mode: &str) {
 #[test]
 fn counts_real_traffic_exactly_in_driver_mode() {
     if privileged("counts_real_traffic_exactly_in_driver_mode") {
-        monitor_end_to_end("driver");
+        monitor_end_to_end("driver", "auto");
     }
 }
 
 #[test]
-fn counts_real_traffic_exactly_in_skb_mode() {
-    if privileged("counts_real_traffic_exactly_in_skb_mode") {
-        monitor_end_to_end("skb");
+fn counts_real_traffic_exactly_in_skb_mode_with_the_shared_map() {
+    if privileged("counts_real_traffic_exactly_in_skb_mode_with_the_shared_map") {
+        monitor_end_to_end("skb", "shared");
     }
 }
 
