@@ -6,14 +6,13 @@
 
 use std::{
     cmp::Reverse,
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
 use netwatch_common::{FAMILY_IPV4, GlobalStats, SourceKey, SourceStats};
 
-use crate::datapath::{Snapshot, Spread};
+use crate::datapath::{Snapshot, SourceHashMap, Spread};
 
 /// The traffic of one source during one interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +71,7 @@ impl Interval {
 /// Remembers the previous reading.
 #[derive(Debug, Default)]
 pub struct Collector {
-    last_sources: HashMap<SourceKey, SourceStats>,
+    last_sources: SourceHashMap<SourceStats>,
     last_globals: GlobalStats,
     /// Sum of all source deltas handed out so far.
     attributed: Volume,
@@ -94,16 +93,22 @@ impl Collector {
         } = snapshot;
         let mut deltas = Vec::new();
         let mut evicted_now = 0u64;
+        // Sources of the last reading met again in this one; the others have left the map.
+        let mut met_again = 0usize;
         for (key, current) in &sources {
             let delta = match self.last_sources.get(key) {
                 None => *current,
                 Some(last) => match source_delta(current, last) {
-                    Some(delta) => delta,
+                    Some(delta) => {
+                        met_again += 1;
+                        delta
+                    }
                     None => {
                         // Counters went down: the entry was evicted and created again since the
                         // last reading, so everything in it is new. What the old entry gained
                         // after the last reading is lost, never invented.
                         evicted_now += 1;
+                        met_again += 1;
                         *current
                     }
                 },
@@ -118,12 +123,9 @@ impl Collector {
                 });
             }
         }
-        evicted_now += self
-            .last_sources
-            .keys()
-            .filter(|key| !sources.contains_key(key))
-            .count() as u64;
-        deltas.sort_by_key(|d| (Reverse(d.stats.bytes), Reverse(d.stats.packets), d.addr));
+        evicted_now += (self.last_sources.len() - met_again) as u64;
+        // Addresses are unique, so the order is total and an unstable sort is deterministic.
+        deltas.sort_unstable_by_key(|d| (Reverse(d.stats.bytes), Reverse(d.stats.packets), d.addr));
 
         let delta = globals_delta(&globals, &self.last_globals);
         let unattributed = Volume {
@@ -249,7 +251,7 @@ mod tests {
         Snapshot {
             globals: globals(total.0, total.1),
             sources: sources.iter().copied().collect(),
-            spread: HashMap::new(),
+            spread: SourceHashMap::default(),
         }
     }
 
