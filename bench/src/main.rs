@@ -17,12 +17,13 @@ use clap::Parser;
 use netwatch::{
     cli::{PipelineArgs, ReplayArgs},
     config::Config,
-    datapath::{Datapath, LoadOptions, NoopProgram, Sampling},
+    datapath::{Datapath, LoadOptions, NoopProgram, Sampling, SourceMap},
     report::Format,
 };
 use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport};
 
 mod capture;
+mod contention;
 mod scale;
 
 #[derive(Parser)]
@@ -36,7 +37,7 @@ struct Args {
     /// Trials per case; the median is reported.
     #[arg(long, default_value_t = 7)]
     trials: usize,
-    /// Run one section only (cost, capture or scale) and print it.
+    /// Run one section only (cost, contention, capture or scale) and print it.
     #[arg(long)]
     only: Option<String>,
 }
@@ -282,33 +283,45 @@ fn cost_table(
         report,
         "\"sketches off\" is the same program with the per-source distinct-destination \
          sketches switched off at run time (netwatch does so when no scan rule is \
-         configured); the difference is the sketches' cost per packet.\n"
+         configured); the difference is the sketches' cost per packet. \"shared map\" is \
+         netwatch with `--source-map shared`: one value per source for all CPUs, updated with \
+         atomic adds (here one CPU runs it, so the atomics are uncontended; see the next \
+         section for every CPU at once). Sampling is on with netwatch's default ports, and \
+         the frames go to port 443: counted and checked against the sampled ports, not \
+         sampled (sampling has its own section below).\n"
     )?;
     writeln!(
         report,
-        "| frame | netwatch ns/pkt | sketches off ns/pkt | lookup floor ns/pkt | no-op ns/pkt | netwatch / no-op | netwatch / floor |"
+        "| frame | netwatch ns/pkt | sketches off ns/pkt | shared map ns/pkt | lookup floor ns/pkt | no-op ns/pkt | netwatch / no-op | netwatch / floor |"
     )?;
-    writeln!(report, "|---|---:|---:|---:|---:|---:|---:|")?;
-    // netwatch as it runs by default: sampling on, with the default ports (the frames here go
-    // to port 443, so they are counted and checked against the ports, not sampled).
-    datapath.set_sampling(&Config::default().sampling())?;
-    for Case { name, frame } in cases() {
+    writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let mut shared = Datapath::load(LoadOptions {
+        source_map: SourceMap::Shared,
+        ..LoadOptions::default()
+    })
+    .context("loading netwatch with the shared map")?;
+    for datapath in [&mut *datapath, &mut shared] {
+        datapath.set_sampling(&Config::default().sampling())?;
         datapath.set_sketches(true)?;
+    }
+    for Case { name, frame } in cases() {
         datapath.test_run(&frame)?;
-        // The four programs take turns within each trial, so that a noisy spell on this
-        // shared machine falls on all of them rather than on one program's trials.
-        let mut samples: [Vec<f64>; 4] = Default::default();
+        shared.test_run(&frame)?;
+        // The programs take turns within each trial, so that a noisy spell on this shared
+        // machine falls on all of them rather than on one program's trials.
+        let mut samples: [Vec<f64>; 5] = Default::default();
         for _ in 0..trials {
             datapath.set_sketches(true)?;
             samples[0].push(ns_of(datapath.bench(&frame, repeat)?)?);
             datapath.set_sketches(false)?;
             samples[1].push(ns_of(datapath.bench(&frame, repeat)?)?);
-            samples[2].push(ns_of(noop.bench_lookup_floor(&frame, repeat)?)?);
-            samples[3].push(ns_of(noop.bench(&frame, repeat)?)?);
+            samples[2].push(ns_of(shared.bench(&frame, repeat)?)?);
+            samples[3].push(ns_of(noop.bench_lookup_floor(&frame, repeat)?)?);
+            samples[4].push(ns_of(noop.bench(&frame, repeat)?)?);
         }
-        let [netwatch, plain, floor, baseline] = samples.map(lowest);
+        let [netwatch, plain, shared_map, floor, baseline] = samples.map(lowest);
         let line = format!(
-            "| {name} | {netwatch:.1} | {plain:.1} | {floor:.1} | {baseline:.1} | {:.2}x | {:.2}x |",
+            "| {name} | {netwatch:.1} | {plain:.1} | {shared_map:.1} | {floor:.1} | {baseline:.1} | {:.2}x | {:.2}x |",
             netwatch / baseline.max(0.1),
             netwatch / floor.max(0.1),
         );
@@ -337,6 +350,7 @@ fn main() -> Result<()> {
                 &mut report,
             )?,
             "scale" => scale::scale(&mut report)?,
+            "contention" => contention::contention(&mut report)?,
             "cost" => cost_table(
                 &mut Datapath::load(LoadOptions::default()).context("loading netwatch")?,
                 &NoopProgram::load().context("loading the no-op program")?,
@@ -344,7 +358,7 @@ fn main() -> Result<()> {
                 trials,
                 &mut report,
             )?,
-            other => anyhow::bail!("unknown section {other:?}: cost, capture or scale"),
+            other => anyhow::bail!("unknown section {other:?}: cost, contention, capture or scale"),
         }
         print!("{report}");
         return Ok(());
@@ -368,6 +382,7 @@ fn main() -> Result<()> {
         command_output("uname", &["-r"]),
     )?;
     cost_table(&mut datapath, &noop, repeat, trials, &mut report)?;
+    contention::contention(&mut report)?;
     sampling_cost(&mut datapath, &noop, trials, &mut report)?;
     replay_rate(&mut report)?;
     let netwatch = std::env::current_exe()?

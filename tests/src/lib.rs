@@ -162,6 +162,24 @@ pub fn assert_invariant(snapshot: &Snapshot, context: &str) {
     );
 }
 
+/// Pins the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the CPU of the
+/// thread that calls it, so threads pinned to different CPUs run it at the same time.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity get valid
+    // pointers to it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
+        assert_eq!(
+            rc,
+            0,
+            "pinning to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// A name no other test run uses at the same time: `prefix`, the process id and a counter,
 /// short enough for an interface name (15 bytes).
 pub fn unique_name(prefix: &str) -> String {

@@ -565,24 +565,6 @@ fn batch_and_per_key_harvests_agree() {
     }
 }
 
-/// Pins the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the CPU of the
-/// thread that calls it.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity get valid
-    // pointers to it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
-        assert_eq!(
-            rc,
-            0,
-            "pinning to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 /// Every CPU counts the same source at the same time: with the per-CPU map each adds to its
 /// own copy; with the shared map they add to one value, and only atomic adds keep the count
 /// exact (plain read-modify-write loses increments as soon as two CPUs interleave).
@@ -605,7 +587,7 @@ fn one_source_counted_on_every_cpu_at_once_is_exact() {
             for cpu in 0..cpus {
                 let (datapath, frame, start) = (&datapath, &frame.bytes, &start);
                 scope.spawn(move || {
-                    pin_to_cpu(cpu);
+                    netwatch_tests::pin_to_cpu(cpu);
                     start.wait();
                     let (verdict, _) = datapath
                         .bench(frame, RUNS)
