@@ -1,6 +1,7 @@
-//! Scale: a million distinct sources in the map. The cost of the insert path, the time to
-//! read the map and compute deltas each interval (batch lookups against entry by entry),
-//! netwatch's memory, and the kernel memory of the map per source and per CPU.
+//! Scale: a million distinct sources in the map, per-CPU and shared. The cost of the insert
+//! path, the time to read the map and compute deltas each interval (batch lookups against
+//! entry by entry), netwatch's memory, and the kernel memory of the map per source and per
+//! CPU.
 
 use std::{
     fmt::Write as _,
@@ -13,7 +14,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::loaded_maps;
 use netwatch::{
     collect::Collector,
-    datapath::{Datapath, Harvest, LoadOptions},
+    datapath::{Datapath, Harvest, LoadOptions, SourceMap},
 };
 use netwatch_common::{SourceKey, SourceValue};
 use netwatch_tests::frames::FrameBuilder;
@@ -37,11 +38,12 @@ fn memory_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// The kernel's memlock figure for the newest map called SOURCES, from its fdinfo.
-fn sources_map_memlock() -> Option<(u64, u32)> {
+/// The kernel's memlock figure for the newest map called `name`, from its fdinfo, and its
+/// capacity.
+fn map_memlock(name: &str) -> Option<(u64, u32)> {
     let info = loaded_maps()
         .filter_map(Result::ok)
-        .filter(|map| map.name_as_str() == Some("SOURCES"))
+        .filter(|map| map.name_as_str() == Some(name))
         .max_by_key(|map| map.id())?;
     let fd = info.fd().ok()?;
     let fdinfo = fs::read_to_string(format!(
@@ -56,14 +58,42 @@ fn sources_map_memlock() -> Option<(u64, u32)> {
     Some((memlock, info.max_entries()))
 }
 
-/// Runs the scale benchmark and appends its section to `report`.
-pub fn scale(report: &mut String) -> Result<()> {
-    let (rss_before, _) = memory_mib();
+/// One steady-state reading of the map.
+#[derive(Debug)]
+struct Reading {
+    source_map: SourceMap,
+    harvest: Harvest,
+    entries: usize,
+    /// The whole read ([`Datapath::snapshot`]) and, of it, the kernel's batch calls.
+    read: Duration,
+    in_kernel: Duration,
+    deltas: Duration,
+    /// This process's resident memory while the collector holds the reading.
+    rss: f64,
+}
+
+/// What one kind of map gives at a million sources.
+struct Filled {
+    insert_ns: f64,
+    fill: Duration,
+    /// Batch harvest and deltas at the default map size, on the way.
+    default_size: Duration,
+    /// Kernel memory of the map and its capacity.
+    memlock: Option<(u64, u32)>,
+}
+
+/// Fills a 2^20 map of `source_map` with a million sources, then reads it with `harvests`.
+fn fill_and_read(
+    source_map: SourceMap,
+    harvests: &[Harvest],
+    readings: &mut Vec<Reading>,
+) -> Result<Filled> {
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: 1 << 20,
-        ..LoadOptions::default()
+        source_map,
     })
-    .context("loading a map of 2^20 sources")?;
+    .with_context(|| format!("loading a {source_map} map of 2^20 sources"))?;
+    datapath.set_sketches(true)?;
     let mut frame = FrameBuilder::ipv4([10, 0, 0, 0]).payload(22).build().bytes;
     let mut kernel = Duration::ZERO;
     let started = Instant::now();
@@ -84,131 +114,153 @@ pub fn scale(report: &mut String) -> Result<()> {
         }
     }
     let fill = started.elapsed();
-    let insert_ns = kernel.as_nanos() as f64 / f64::from(SOURCES);
-
-    let mut rows = Vec::new();
-    for harvest in [Harvest::Batch, Harvest::PerKey] {
+    for &harvest in harvests {
         datapath.set_harvest(harvest);
         let mut collector = Collector::new();
         // The first reading fills the collector; the second is the steady state.
-        let first = datapath.snapshot()?;
-        collector.update(first, Duration::from_secs(1));
+        collector.update(datapath.snapshot()?, Duration::from_secs(1));
         let read_started = Instant::now();
         let snapshot = datapath.snapshot()?;
         let read = read_started.elapsed();
         let entries = snapshot.sources.len();
         let delta_started = Instant::now();
-        let interval = collector.update(snapshot, Duration::from_secs(1));
-        let delta = delta_started.elapsed();
-        // While the collector holds its reading of every source.
-        let (rss, _) = memory_mib();
-        rows.push((harvest, entries, read, delta, interval.tracked_sources, rss));
+        collector.update(snapshot, Duration::from_secs(1));
+        let deltas = delta_started.elapsed();
+        readings.push(Reading {
+            source_map,
+            harvest,
+            entries,
+            read,
+            in_kernel: datapath.last_kernel_read(),
+            deltas,
+            rss: memory_mib().0,
+        });
     }
+    let memlock = map_memlock(match source_map {
+        SourceMap::Shared => netwatch_common::SHARED_SOURCES_MAP,
+        _ => netwatch_common::SOURCES_MAP,
+    });
+    Ok(Filled {
+        insert_ns: kernel.as_nanos() as f64 / f64::from(SOURCES),
+        fill,
+        default_size,
+        memlock,
+    })
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Runs the scale benchmark and appends its section to `report`.
+pub fn scale(report: &mut String) -> Result<()> {
+    let (rss_before, _) = memory_mib();
+    let mut readings = Vec::new();
+    let per_cpu = fill_and_read(
+        SourceMap::PerCpu,
+        &[Harvest::Batch, Harvest::PerKey],
+        &mut readings,
+    )?;
+    let shared = fill_and_read(SourceMap::Shared, &[Harvest::Batch], &mut readings)?;
     let (_, hwm) = memory_mib();
+    let cpus = aya::util::nr_cpus().unwrap_or(1);
 
     writeln!(report, "\n## Scale: one million sources\n")?;
     writeln!(
         report,
         "A map of 2^20 entries filled with {SOURCES} distinct IPv4 sources by \
          BPF_PROG_TEST_RUN, one frame each (so every run takes the insert path: lookup miss, \
-         LRU insert). Then the two ways of reading the map, each time a steady-state interval: \
-         the read (syscalls and summing {} per-CPU values per entry) and the deltas \
-         (collection stage).\n",
-        aya::util::nr_cpus().unwrap_or(0)
+         LRU insert), once per kind of map. Then each way of reading the map, each time a \
+         steady-state interval: the read (the kernel's batch calls, then summing the \
+         {cpus} per-CPU values of each entry and building the snapshot in userspace) and the \
+         deltas (collection stage).\n"
     )?;
     writeln!(
         report,
-        "Insert path: {insert_ns:.0} ns per packet as the kernel times the program (a new \
-         source each packet; compare the known-source figures above). Filling took {:.1} s of \
-         wall time, syscalls included.\n",
-        fill.as_secs_f64()
+        "Insert path: {:.0} ns per packet per-CPU, {:.0} ns shared, as the kernel times the \
+         program (a new source each packet; compare the known-source figures above). Filling \
+         took {:.1} s and {:.1} s of wall time, syscalls included.\n",
+        per_cpu.insert_ns,
+        shared.insert_ns,
+        per_cpu.fill.as_secs_f64(),
+        shared.fill.as_secs_f64(),
     )?;
     writeln!(
         report,
-        "| harvest | entries read | read the map | compute deltas | total per interval | share of a 1 s interval |"
+        "| map | harvest | entries read | read the map | of which in the kernel | compute deltas | total per interval | share of a 1 s interval |"
     )?;
-    writeln!(report, "|---|---:|---:|---:|---:|---:|")?;
-    for (harvest, entries, read, delta, _, _) in &rows {
-        let total = *read + *delta;
+    writeln!(report, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+    for reading in &readings {
+        let total = reading.read + reading.deltas;
+        let in_kernel = match reading.harvest {
+            Harvest::Batch => format!("{:.0} ms", ms(reading.in_kernel)),
+            Harvest::PerKey => String::from("-"),
+        };
         writeln!(
             report,
-            "| {} | {entries} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0}% |",
-            match harvest {
+            "| {} | {} | {} | {:.0} ms | {in_kernel} | {:.0} ms | {:.0} ms | {:.0}% |",
+            reading.source_map,
+            match reading.harvest {
                 Harvest::Batch => "BPF_MAP_LOOKUP_BATCH",
                 Harvest::PerKey => "get_next_key + lookup (aya 0.14)",
             },
-            read.as_secs_f64() * 1000.0,
-            delta.as_secs_f64() * 1000.0,
-            total.as_secs_f64() * 1000.0,
+            reading.entries,
+            ms(reading.read),
+            ms(reading.deltas),
+            ms(total),
             total.as_secs_f64() * 100.0,
         )?;
     }
-    let rss_collecting = rows.first().map_or(0.0, |row| row.5);
     writeln!(
         report,
-        "\nThe goal, a harvest under a quarter of the interval, is missed at this size. Of the \
-         batch harvest, about 650 ms is the kernel's own `BPF_MAP_LOOKUP_BATCH` walk of the LRU \
-         per-CPU map (timed alone in a separate probe on this machine, doing nothing with what it reads), the rest is \
-         summing the per-CPU values, the sketches' linear counting and two hash-map inserts \
-         per source in userspace, and the deltas. What would meet it: harvesting only the \
-         sources active in the interval (the sketch's window tag already marks them; a small \
-         per-CPU map of keys touched this window would let userspace read just those), a \
-         shared map rather than a per-CPU one (half the bytes here, a 64th at 64 CPUs), and a \
-         faster hash than SipHash for the userspace maps. At the {DEFAULT_SIZE} sources of the \
-         default map, the batch harvest and the deltas take {:.0} ms.\n",
-        default_size.as_secs_f64() * 1000.0
+        "\nAt the {DEFAULT_SIZE} sources of the default map, the batch harvest and the deltas \
+         take {:.0} ms per-CPU and {:.0} ms shared.\n",
+        ms(per_cpu.default_size),
+        ms(shared.default_size),
     )?;
+    let rss_collecting = readings.first().map_or(0.0, |reading| reading.rss);
     writeln!(
         report,
-        "\nMemory of the process doing this (netwatch's own code, in the benchmark's process): \
+        "Memory of the process doing this (netwatch's own code, in the benchmark's process): \
          {rss_before:.0} MiB at the start of this section, {rss_collecting:.0} MiB while the \
          collector holds its reading of a million sources, {hwm:.0} MiB at the peak (reading \
          the map one entry at a time through aya allocates per entry).\n"
     )?;
-    let cpus = aya::util::nr_cpus().unwrap_or(1);
     let value = size_of::<SourceValue>();
     let key = size_of::<SourceKey>();
-    if let Some((memlock, entries)) = sources_map_memlock() {
-        let per_source = memlock as f64 / f64::from(entries);
-        let per_cpu_part = (value * cpus) as f64;
-        let fixed = per_source - per_cpu_part;
+    if let (Some((per_cpu_bytes, entries)), Some((shared_bytes, shared_entries))) =
+        (per_cpu.memlock, shared.memlock)
+    {
+        let per_source = per_cpu_bytes as f64 / f64::from(entries);
+        let fixed = per_source - (value * cpus) as f64;
         let at = |cpus: usize| fixed + (value * cpus) as f64;
+        let shared_per_source = shared_bytes as f64 / f64::from(shared_entries);
+        let gib = |bytes_per_source: f64| bytes_per_source * 1e6 / f64::from(1u32 << 30);
         writeln!(
             report,
-            "Kernel memory of the sources map (its `memlock` in fdinfo): {:.0} MiB for {entries} \
-             entries on {cpus} possible CPUs, {per_source:.0} bytes per source: {fixed:.0} fixed \
-             (the {key}-byte key, the hash element, the LRU node) plus {value} bytes of value \
-             per CPU. Per-CPU maps multiply the value by the CPU count:\n",
-            memlock as f64 / (1024.0 * 1024.0)
+            "Kernel memory of the sources map (its `memlock` in fdinfo), for {entries} entries \
+             on {cpus} possible CPUs: per-CPU {:.0} MiB, {per_source:.0} bytes per source \
+             ({fixed:.0} fixed: the {key}-byte key, the hash element, the LRU node; plus \
+             {value} bytes of value per CPU); shared {:.0} MiB, {shared_per_source:.0} bytes \
+             per source whatever the CPU count. Per-CPU maps multiply the value by the CPU \
+             count:\n",
+            per_cpu_bytes as f64 / f64::from(1u32 << 20),
+            shared_bytes as f64 / f64::from(1u32 << 20),
         )?;
         writeln!(
             report,
-            "| CPUs | bytes per source | 1M sources |\n|---:|---:|---:|"
+            "| CPUs | per-CPU bytes per source | per-CPU, 1M sources | shared, 1M sources |\n|---:|---:|---:|---:|"
         )?;
         for n in [cpus, 8, 16, 64] {
             writeln!(
                 report,
-                "| {n} | {:.0} | {:.1} GiB |",
+                "| {n} | {:.0} | {:.2} GiB | {:.2} GiB |",
                 at(n),
-                at(n) * 1e6 / (1024.0 * 1024.0 * 1024.0)
+                gib(at(n)),
+                gib(shared_per_source),
             )?;
         }
-        writeln!(
-            report,
-            "\nA shared (not per-CPU) map with atomic adds would hold one {value}-byte value \
-             per source whatever the CPU count: {:.0} bytes per source, {:.2} GiB for a \
-             million, against {:.1} GiB per-CPU at 64 CPUs. That variant is not built yet, so \
-             it is not measured here: on these 2-CPU machines the per-CPU map costs \
-             {:.0} bytes per source more than a shared one would and avoids atomics and \
-             cache-line bouncing in the per-packet path; at 64 CPUs and a million sources the \
-             per-CPU map is the wrong choice and the shared map with atomic adds (and atomic \
-             ORs for the sketches) is the one to build and measure.",
-            fixed + value as f64,
-            (fixed + value as f64) * 1e6 / (1024.0 * 1024.0 * 1024.0),
-            at(64) * 1e6 / (1024.0 * 1024.0 * 1024.0),
-            at(cpus) - (fixed + value as f64),
-        )?;
     }
-    eprintln!("scale: {rows:?}");
+    eprintln!("scale: {readings:?}");
     Ok(())
 }

@@ -6,6 +6,7 @@
 use std::{
     io,
     os::fd::{AsRawFd as _, BorrowedFd},
+    time::{Duration, Instant},
 };
 
 /// `BPF_MAP_LOOKUP_BATCH` from `include/uapi/linux/bpf.h`.
@@ -33,13 +34,16 @@ const START_CHUNK: u32 = 4_096;
 /// multiple of 8 bytes, as the kernel lays per-CPU values out), calling `f(key, values)` for
 /// each.
 ///
+/// Returns the time spent in the kernel (the `BPF_MAP_LOOKUP_BATCH` calls), the rest of the
+/// caller's wait being `f`.
+///
 /// The map may change while it is read: entries inserted or deleted meanwhile may be seen or
 /// not, as with any walk of a live hash map; none is seen twice.
 pub fn for_each<K: Copy, V: Copy>(
     map: BorrowedFd<'_>,
     per_entry: usize,
     mut f: impl FnMut(K, &[V]),
-) -> io::Result<()> {
+) -> io::Result<Duration> {
     assert!(
         size_of::<V>().is_multiple_of(8),
         "per-CPU values are laid out in 8-byte steps"
@@ -50,6 +54,7 @@ pub fn for_each<K: Copy, V: Copy>(
     // The hash map's cursor is a bucket index (u32), opaque to us.
     let mut cursor: u32 = 0;
     let mut first = true;
+    let mut in_kernel = Duration::ZERO;
     loop {
         keys.clear();
         values.clear();
@@ -67,6 +72,7 @@ pub fn for_each<K: Copy, V: Copy>(
         };
         // SAFETY: the buffers hold `chunk` keys and `chunk * per_entry` values of the map's sizes,
         // and outlive the call; the kernel writes at most `count` entries.
+        let started = Instant::now();
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -76,6 +82,7 @@ pub fn for_each<K: Copy, V: Copy>(
             )
         };
         let error = (rc < 0).then(io::Error::last_os_error);
+        in_kernel += started.elapsed();
         match error.as_ref().and_then(io::Error::raw_os_error) {
             Some(libc::ENOSPC) => {
                 // A bucket holds more entries than we asked for: ask for more.
@@ -96,7 +103,7 @@ pub fn for_each<K: Copy, V: Copy>(
         }
         if error.is_some() {
             // ENOENT: that was the last batch.
-            return Ok(());
+            return Ok(in_kernel);
         }
         cursor = next_cursor;
         first = false;

@@ -411,6 +411,8 @@ pub struct Datapath {
     cpus: usize,
     /// Sources in the last snapshot.
     last_sources: usize,
+    /// Time the last batch harvest spent in the kernel.
+    last_kernel_read: Duration,
 }
 
 /// How the sources map is read.
@@ -466,6 +468,7 @@ impl Datapath {
             harvest: Harvest::Batch,
             cpus,
             last_sources: 0,
+            last_kernel_read: Duration::ZERO,
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
@@ -508,6 +511,12 @@ impl Datapath {
     /// benchmark that compares both.
     pub fn set_harvest(&mut self, harvest: Harvest) {
         self.harvest = harvest;
+    }
+
+    /// Time the last snapshot's batch harvest spent in the kernel's `BPF_MAP_LOOKUP_BATCH`
+    /// calls (the rest of [`Datapath::snapshot`] is userspace work); zero for per-key reads.
+    pub fn last_kernel_read(&self) -> Duration {
+        self.last_kernel_read
     }
 
     /// How the sources map is read now.
@@ -696,12 +705,16 @@ impl Datapath {
             ) => batch::for_each(data.fd().as_fd(), values_per_entry, &mut fold),
             _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
+        if let Ok(in_kernel) = batched {
+            self.last_kernel_read = in_kernel;
+        }
         if let Err(err) = batched {
             if !matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | 524)) {
                 return Err(DatapathError::Harvest(err));
             }
             // No batch operations on this kernel (or asked not to): one entry at a time.
             self.harvest = Harvest::PerKey;
+            self.last_kernel_read = Duration::ZERO;
             if self.source_map == SourceMap::Shared {
                 let sources: AyaHashMap<&MapData, SourceKey, SourceValue> =
                     AyaHashMap::try_from(sources_map)?;
