@@ -6,13 +6,14 @@
 
 use std::{
     cmp::Reverse,
+    collections::hash_map::Entry,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
 use netwatch_common::{FAMILY_IPV4, GlobalStats, SourceKey, SourceStats};
 
-use crate::datapath::{Snapshot, SourceHashMap, Spread};
+use crate::datapath::{Snapshot, SourceHashMap, SourceReading, Spread};
 
 /// The traffic of one source during one interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,10 +69,20 @@ impl Interval {
     }
 }
 
+/// The last reading of a source.
+#[derive(Clone, Copy, Debug)]
+struct Last {
+    stats: SourceStats,
+    /// [`Collector::reading`] when it was read.
+    reading: u64,
+}
+
 /// Remembers the previous reading.
 #[derive(Debug, Default)]
 pub struct Collector {
-    last_sources: SourceHashMap<SourceStats>,
+    last_sources: SourceHashMap<Last>,
+    /// Number of the current reading, to tell sources met in it from the others.
+    reading: u64,
     last_globals: GlobalStats,
     /// Sum of all source deltas handed out so far.
     attributed: Volume,
@@ -86,44 +97,67 @@ impl Collector {
 
     /// Computes the interval that ends with `snapshot`.
     pub fn update(&mut self, snapshot: Snapshot, elapsed: Duration) -> Interval {
-        let Snapshot {
-            globals,
-            sources,
-            spread,
-        } = snapshot;
+        let Snapshot { globals, sources } = snapshot;
         let mut deltas = Vec::new();
         let mut evicted_now = 0u64;
+        let previous = self.last_sources.len();
+        self.reading += 1;
+        let reading = self.reading;
         // Sources of the last reading met again in this one; the others have left the map.
         let mut met_again = 0usize;
-        for (key, current) in &sources {
-            let delta = match self.last_sources.get(key) {
-                None => *current,
-                Some(last) => match source_delta(current, last) {
-                    Some(delta) => {
-                        met_again += 1;
-                        delta
+        let mut tracked_sources = 0usize;
+        // One hash lookup per source: the last reading is found and replaced in place.
+        for SourceReading {
+            key,
+            stats: current,
+            spread,
+        } in sources
+        {
+            let delta = match self.last_sources.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(Last {
+                        stats: current,
+                        reading,
+                    });
+                    current
+                }
+                Entry::Occupied(mut slot) => {
+                    let last = slot.get_mut();
+                    if last.reading == reading {
+                        // Met twice in one reading (an entry-by-entry walk that restarted).
+                        continue;
                     }
-                    None => {
-                        // Counters went down: the entry was evicted and created again since the
-                        // last reading, so everything in it is new. What the old entry gained
-                        // after the last reading is lost, never invented.
+                    met_again += 1;
+                    let delta = source_delta(&current, &last.stats).unwrap_or_else(|| {
+                        // Counters went down: the entry was evicted and created again since
+                        // the last reading, so everything in it is new. What the old entry
+                        // gained after the last reading is lost, never invented.
                         evicted_now += 1;
-                        met_again += 1;
-                        *current
-                    }
-                },
+                        current
+                    });
+                    *last = Last {
+                        stats: current,
+                        reading,
+                    };
+                    delta
+                }
             };
+            tracked_sources += 1;
             if delta.packets > 0 {
                 self.attributed.packets += delta.packets;
                 self.attributed.bytes += delta.bytes;
                 deltas.push(SourceDelta {
-                    addr: source_addr(key),
+                    addr: source_addr(&key),
                     stats: delta,
-                    spread: spread.get(key).copied().unwrap_or_default(),
+                    spread: spread.unwrap_or_default(),
                 });
             }
         }
-        evicted_now += (self.last_sources.len() - met_again) as u64;
+        let vanished = previous - met_again;
+        if vanished > 0 {
+            self.last_sources.retain(|_, last| last.reading == reading);
+        }
+        evicted_now += vanished as u64;
         // Addresses are unique, so the order is total and an unstable sort is deterministic.
         deltas.sort_unstable_by_key(|d| (Reverse(d.stats.bytes), Reverse(d.stats.packets), d.addr));
 
@@ -142,8 +176,6 @@ impl Collector {
                     + globals.overflow_bytes,
             ),
         };
-        let tracked_sources = sources.len();
-        self.last_sources = sources;
         self.last_globals = globals;
         Interval {
             elapsed,
@@ -250,8 +282,14 @@ mod tests {
     fn snapshot(total: (u64, u64), sources: &[(SourceKey, SourceStats)]) -> Snapshot {
         Snapshot {
             globals: globals(total.0, total.1),
-            sources: sources.iter().copied().collect(),
-            spread: SourceHashMap::default(),
+            sources: sources
+                .iter()
+                .map(|&(key, stats)| SourceReading {
+                    key,
+                    stats,
+                    spread: None,
+                })
+                .collect(),
         }
     }
 
@@ -270,6 +308,28 @@ mod tests {
         assert_eq!(second.delta.total_packets, 15);
         assert_eq!(second.unattributed, Volume::default());
         assert_eq!(second.evicted_sources, 0);
+    }
+
+    /// An entry-by-entry walk that restarts can meet a source twice: it counts once, and a
+    /// source that left the map since is still seen as evicted.
+    #[test]
+    fn a_source_read_twice_in_one_reading_counts_once() {
+        let mut collector = Collector::new();
+        collector.update(
+            snapshot((15, 1500), &[(A, stats(10, 1000)), (B, stats(5, 500))]),
+            SECOND,
+        );
+        let second = collector.update(
+            snapshot((30, 3000), &[(A, stats(25, 2500)), (A, stats(25, 2500))]),
+            SECOND,
+        );
+        assert_eq!(second.sources.len(), 1);
+        assert_eq!(second.sources[0].stats, stats(15, 1500));
+        assert_eq!(second.tracked_sources, 1);
+        assert_eq!(second.evicted_sources, 1, "B left the map");
+        let third = collector.update(snapshot((40, 4000), &[(A, stats(35, 3500))]), SECOND);
+        assert_eq!(third.sources[0].stats, stats(10, 1000));
+        assert_eq!(third.evicted_sources, 0);
     }
 
     #[test]

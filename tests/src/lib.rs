@@ -136,7 +136,13 @@ impl Expected {
             snapshot.globals, self.globals,
             "{context}: global counters differ"
         );
-        let mut actual: Vec<_> = snapshot.sources.iter().collect();
+        let by_source = snapshot.stats_by_source();
+        assert_eq!(
+            by_source.len(),
+            snapshot.sources.len(),
+            "{context}: a source read twice"
+        );
+        let mut actual: Vec<_> = by_source.iter().collect();
         let mut expected: Vec<_> = self.sources.iter().collect();
         actual.sort_by_key(|(key, _)| **key);
         expected.sort_by_key(|(key, _)| **key);
@@ -148,8 +154,9 @@ impl Expected {
 /// for bytes: the datapath's invariant while no source is evicted.
 pub fn assert_invariant(snapshot: &Snapshot, context: &str) {
     let g = &snapshot.globals;
-    let packets: u64 = snapshot.sources.values().map(|s| s.packets).sum();
-    let bytes: u64 = snapshot.sources.values().map(|s| s.bytes).sum();
+    let by_source = snapshot.stats_by_source();
+    let packets: u64 = by_source.values().map(|s| s.packets).sum();
+    let bytes: u64 = by_source.values().map(|s| s.bytes).sum();
     assert_eq!(
         packets + g.overflow_packets + g.non_ip_packets + g.malformed_packets,
         g.total_packets,

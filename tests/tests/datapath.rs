@@ -190,13 +190,12 @@ fn whole_table_in_one_program_adds_up() {
         expected.assert_matches(&snapshot, "whole table");
         assert_invariant(&snapshot, "whole table");
         // Spot checks that do not rely on the model.
-        let syn = snapshot
-            .sources
+        let by_source = snapshot.stats_by_source();
+        let syn = by_source
             .get(&SourceKey::ipv4([10, 0, 0, 2]))
             .unwrap_or_else(|| panic!("10.0.0.2 missing"));
         assert_eq!((syn.packets, syn.tcp_syn_packets), (3, 3));
-        let syn_ack = snapshot
-            .sources
+        let syn_ack = by_source
             .get(&SourceKey::ipv4([10, 0, 0, 3]))
             .unwrap_or_else(|| panic!("10.0.0.3 missing"));
         assert_eq!((syn_ack.tcp_packets, syn_ack.tcp_syn_packets), (6, 0));
@@ -273,8 +272,8 @@ fn too_many_ipv6_extension_headers_count_as_other() {
     let frame = builder.build();
     run(&datapath, &frame.bytes, "nine extension headers");
     let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-    let stats = snapshot
-        .sources
+    let stats = *snapshot
+        .stats_by_source()
         .get(&SourceKey::ipv6(v6(10)))
         .unwrap_or_else(|| panic!("source missing: {:?}", snapshot.sources));
     assert_eq!(
@@ -360,8 +359,8 @@ fn spread_counts_distinct_ports_and_hosts_per_window() {
             run(&datapath, &frame.bytes, "sweep again");
         }
         let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-        let scan = snapshot.spread[&SourceKey::ipv4(scanner)];
-        let sweep = snapshot.spread[&SourceKey::ipv4(sweeper)];
+        let scan = snapshot.spread_by_source()[&SourceKey::ipv4(scanner)];
+        let sweep = snapshot.spread_by_source()[&SourceKey::ipv4(sweeper)];
         // Linear counting over 256 and 128 bits: a few percent off at these counts.
         assert!(
             (88..=112).contains(&scan.ports),
@@ -380,8 +379,9 @@ fn spread_counts_distinct_ports_and_hosts_per_window() {
         let frame = FrameBuilder::ipv4(scanner).to_port(53).build();
         run(&datapath, &frame.bytes, "next window");
         let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-        assert_eq!(snapshot.spread.len(), 1, "{:?}", snapshot.spread);
-        assert_eq!(snapshot.spread[&SourceKey::ipv4(scanner)].ports, 1);
+        let spread = snapshot.spread_by_source();
+        assert_eq!(spread.len(), 1, "{spread:?}");
+        assert_eq!(spread[&SourceKey::ipv4(scanner)].ports, 1);
     }
 }
 
@@ -560,7 +560,7 @@ fn batch_and_per_key_harvests_agree() {
         assert_eq!(batch.sources.len(), 9_000);
         datapath.set_harvest(netwatch::datapath::Harvest::PerKey);
         let per_key = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-        assert_eq!(batch.sources, per_key.sources);
+        assert_eq!(batch.stats_by_source(), per_key.stats_by_source());
         assert_invariant(&batch, "batch");
     }
 }
@@ -597,7 +597,7 @@ fn one_source_counted_on_every_cpu_at_once_is_exact() {
             }
         });
         let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-        let stats = snapshot.sources[&SourceKey::ipv4([10, 6, 6, 6])];
+        let stats = snapshot.stats_by_source()[&SourceKey::ipv4([10, 6, 6, 6])];
         let expected = u64::from(RUNS) * cpus as u64;
         assert_eq!(
             (stats.packets, stats.tcp_packets, stats.tcp_syn_packets),

@@ -85,7 +85,7 @@ fn every_capture_counts_like_ground_truth() {
         assert_invariant(&snapshot, file);
 
         let mut actual: BTreeMap<String, (u64, u64)> = snapshot
-            .sources
+            .stats_by_source()
             .iter()
             .map(|(key, stats)| (source_addr(key).to_string(), (stats.packets, stats.bytes)))
             .collect();

@@ -305,10 +305,42 @@ pub type SourceHashMap<V> = HashMap<SourceKey, V, foldhash::fast::RandomState>;
 pub struct Snapshot {
     /// Global counters.
     pub globals: GlobalStats,
-    /// Every source in the map.
-    pub sources: SourceHashMap<SourceStats>,
-    /// Distinct destinations of each source that sent anything since the previous snapshot.
-    pub spread: SourceHashMap<Spread>,
+    /// Every source in the map, in the order the map was read. A list rather than a map: at a
+    /// million sources, building a hash map here cost more than reading the kernel's map. A
+    /// source can appear twice when the map was read entry by entry and changed meanwhile
+    /// (the walk restarts when its cursor is evicted); the batch read meets each once.
+    pub sources: Vec<SourceReading>,
+}
+
+/// One source as read from the map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceReading {
+    /// The source.
+    pub key: SourceKey,
+    /// Its cumulative counters, summed over CPUs.
+    pub stats: SourceStats,
+    /// Its distinct destinations since the previous snapshot, if it sent anything since then
+    /// and sketches are on.
+    pub spread: Option<Spread>,
+}
+
+impl Snapshot {
+    /// The counters of every source by address (the first reading of a source met twice).
+    pub fn stats_by_source(&self) -> HashMap<SourceKey, SourceStats> {
+        let mut map = HashMap::with_capacity(self.sources.len());
+        for reading in &self.sources {
+            map.entry(reading.key).or_insert(reading.stats);
+        }
+        map
+    }
+
+    /// The spread of every source that has one, by address.
+    pub fn spread_by_source(&self) -> HashMap<SourceKey, Spread> {
+        self.sources
+            .iter()
+            .filter_map(|reading| Some((reading.key, reading.spread?)))
+            .collect()
+    }
 }
 
 /// Distinct destinations of one source during one window, estimated by linear counting.
@@ -644,10 +676,9 @@ impl Datapath {
     }
 
     /// Reads the maps, summing the per-CPU values, and closes the current sketch window:
-    /// [`Snapshot::spread`] covers the traffic since the previous snapshot.
+    /// [`SourceReading::spread`] covers the traffic since the previous snapshot.
     ///
-    /// Sources evicted while the map is walked are skipped, and a source met twice (the walk
-    /// restarts when its cursor is evicted) is kept once.
+    /// Sources evicted while the map is walked are skipped.
     pub fn snapshot(&mut self) -> Result<Snapshot, DatapathError> {
         let closing = self.epoch;
         if closing != 0 {
@@ -656,15 +687,11 @@ impl Datapath {
         }
         let slot = (closing & 1) as usize;
 
-        // Sized like the last reading: a million inserts into a growing map rehash it twenty
+        // Sized like the last reading: a million pushes onto a growing list copy it twenty
         // times over.
         let mut snapshot = Snapshot {
             globals: GlobalStats::default(),
-            sources: SourceHashMap::with_capacity_and_hasher(
-                self.last_sources,
-                foldhash::fast::RandomState::default(),
-            ),
-            spread: SourceHashMap::default(),
+            sources: Vec::with_capacity(self.last_sources),
         };
         let mut fold = |key: SourceKey, per_cpu: &[SourceValue]| {
             let mut sum = SourceStats::default();
@@ -679,16 +706,14 @@ impl Datapath {
                     or_into(&mut hosts, &value.sketch.hosts[slot]);
                 }
             }
-            snapshot.sources.insert(key, sum);
-            if marked {
-                snapshot.spread.insert(
-                    key,
-                    Spread {
-                        ports: linear_count(&ports),
-                        hosts: linear_count(&hosts),
-                    },
-                );
-            }
+            snapshot.sources.push(SourceReading {
+                key,
+                stats: sum,
+                spread: marked.then(|| Spread {
+                    ports: linear_count(&ports),
+                    hosts: linear_count(&hosts),
+                }),
+            });
         };
         let (name, values_per_entry) = match self.source_map {
             SourceMap::Shared => (SHARED_SOURCES_MAP, 1),
