@@ -300,8 +300,8 @@ pub fn scale(report: &mut String) -> Result<()> {
             "\nThe choice, made by `--source-map auto` (the default): per-CPU while the \
              per-CPU values of the map fit in {} MiB, shared beyond. Per-CPU is the faster \
              map (see the cost table) and the only one that stays fast when one source floods \
-             every receive queue (see \"every CPU at once\": the shared map's atomic adds on \
-             one cache line cost several times more per packet), so it is kept wherever its \
+             every receive queue (see \"every CPU at once\": there the shared map's atomic adds \
+             on one cache line cost far more per packet), so it is kept wherever its \
              memory is affordable: on these 2-CPU machines up to 1.6 million sources, on 64 \
              CPUs up to about 52,000. Beyond that, at a million sources on 64 CPUs say, the \
              per-CPU map would take {:.1} GiB against {:.2} GiB shared, and the shared map \
