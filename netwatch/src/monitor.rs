@@ -239,7 +239,12 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         .transpose()
         .map_err(MonitorError::Samples)?;
     let attachment = datapath.attach(&iface, config.monitor.mode.into(), force)?;
-    metrics.set_attach(&iface, &attachment.mode.to_string(), datapath.max_sources());
+    metrics.set_attach(
+        &iface,
+        &attachment.mode.to_string(),
+        &datapath.source_map().to_string(),
+        datapath.max_sources(),
+    );
     announce(&attachment, &datapath);
     if let Some(bound) = metrics_at {
         eprintln!("netwatch: metrics at http://{bound}/metrics");
@@ -271,7 +276,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let stopped_by = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                tick(&mut datapath, &mut pipeline, &mut last_read, false, &mut read_failures)?;
+                tick(&mut datapath, &mut pipeline, &metrics, &mut last_read, false, &mut read_failures)?;
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(MonitorError::Samples)?;
@@ -299,6 +304,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     tick(
         &mut datapath,
         &mut pipeline,
+        &metrics,
         &mut last_read,
         true,
         &mut read_failures,
@@ -382,12 +388,17 @@ fn announce(attachment: &Attachment, datapath: &Datapath) {
 fn tick(
     datapath: &mut Datapath,
     pipeline: &mut Pipeline,
+    metrics: &Metrics,
     last_read: &mut Instant,
     last: bool,
     read_failures: &mut u64,
 ) -> Result<(), MonitorError> {
+    let started = Instant::now();
     let snapshot = match datapath.snapshot() {
-        Ok(snapshot) => snapshot,
+        Ok(snapshot) => {
+            metrics.set_map_read(started.elapsed());
+            snapshot
+        }
         Err(err) => {
             // A failed read loses nothing: the kernel counters are cumulative, so the next
             // reading covers this interval too.

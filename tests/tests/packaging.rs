@@ -74,7 +74,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
     .unwrap_or_else(|err| panic!("the dashboard is not JSON: {err}"));
     // A running netwatch: attached, one interval with one source seen.
     let metrics = Metrics::new(10).unwrap_or_else(|err| panic!("{err}"));
-    metrics.set_attach("eth0", "driver", 1024);
+    metrics.set_attach("eth0", "driver", "per-cpu", 1024);
     metrics.observe_interval(&Interval {
         elapsed: Duration::from_secs(1),
         delta: GlobalStats::default(),

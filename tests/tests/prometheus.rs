@@ -132,6 +132,18 @@ fn promtool_accepts_the_metrics_and_prometheus_scrapes_the_count_sent() {
             break;
         }
     }
+    // After readings: how long the last one took, and which map the kernel counts in.
+    let (_, body) = pair
+        .monitor
+        .run(|| http_get(METRICS, "/metrics"))
+        .unwrap_or_else(|err| panic!("GET /metrics: {err}"));
+    let read_seconds = body
+        .lines()
+        .find_map(|line| line.strip_prefix("netwatch_map_read_seconds "))
+        .and_then(|value| value.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no netwatch_map_read_seconds: {body}"));
+    assert!(read_seconds > 0.0, "the map read was not recorded");
+    assert!(body.contains(r#"source_map="per-cpu""#), "{body}");
 
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut last = String::new();

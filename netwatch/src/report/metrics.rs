@@ -14,8 +14,8 @@ use std::{
 };
 
 use prometheus::{
-    Encoder as _, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::{
@@ -35,6 +35,7 @@ pub struct Metrics {
     evicted: IntCounter,
     sources_tracked: IntGauge,
     sources_capacity: IntGauge,
+    map_read: Gauge,
     alerts: IntCounterVec,
     events: IntCounterVec,
     attach: IntGaugeVec,
@@ -156,9 +157,20 @@ impl Metrics {
             attach: register(
                 r,
                 IntGaugeVec::new(
-                    Opts::new("netwatch_attach_info", "Interface and XDP mode; always 1"),
-                    &["iface", "mode"],
+                    Opts::new(
+                        "netwatch_attach_info",
+                        "Interface, XDP mode and kind of source map; always 1",
+                    ),
+                    &["iface", "mode", "source_map"],
                 )?,
+            )?,
+            map_read: register(
+                r,
+                Gauge::with_opts(Opts::new(
+                    "netwatch_map_read_seconds",
+                    "Time the last reading of the kernel's maps took (the sources map walked, \
+                     per-CPU values summed); the interval minus this is the slack",
+                ))?,
             )?,
             source_pps: register(
                 r,
@@ -209,10 +221,18 @@ impl Metrics {
         }
     }
 
-    /// Records where and how the program is attached, and the map capacity.
-    pub fn set_attach(&self, iface: &str, mode: &str, capacity: u32) {
-        self.attach.with_label_values(&[iface, mode]).set(1);
+    /// Records where and how the program is attached, the kind of source map and its
+    /// capacity.
+    pub fn set_attach(&self, iface: &str, mode: &str, source_map: &str, capacity: u32) {
+        self.attach
+            .with_label_values(&[iface, mode, source_map])
+            .set(1);
         self.sources_capacity.set(i64::from(capacity));
+    }
+
+    /// Records how long the last reading of the maps took.
+    pub fn set_map_read(&self, took: Duration) {
+        self.map_read.set(took.as_secs_f64());
     }
 
     /// Folds one interval in.
