@@ -40,6 +40,10 @@ static NOOP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// XDP through a BPF link (`bpf_link_create` with `BPF_XDP`) arrived in Linux 5.9.
 pub const MIN_KERNEL: KernelVersion = KernelVersion::new(5, 9, 0);
 
+/// The shared source map sets sketch bits with an atomic OR (`BPF_ATOMIC | BPF_OR`), which
+/// arrived in Linux 5.12.
+pub const MIN_KERNEL_SHARED: KernelVersion = KernelVersion::new(5, 12, 0);
+
 /// Lines of the verifier log kept in a rejection error: the end says why.
 const VERIFIER_LOG_TAIL: usize = 25;
 
@@ -61,6 +65,16 @@ pub enum DatapathError {
         "kernel {found} is too old: netwatch attaches XDP through BPF links, which need Linux {needed} or newer"
     )]
     KernelTooOld {
+        /// The running kernel.
+        found: KernelVersion,
+        /// The oldest kernel that works.
+        needed: KernelVersion,
+    },
+    /// `--source-map shared` on a kernel older than [`MIN_KERNEL_SHARED`].
+    #[error(
+        "kernel {found} is too old for the shared source map, whose atomic ORs need Linux {needed} or newer: use --source-map per-cpu (or auto)"
+    )]
+    SharedMapNeedsNewerKernel {
         /// The running kernel.
         found: KernelVersion,
         /// The oldest kernel that works.
@@ -214,7 +228,8 @@ impl Default for LoadOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceMap {
-    /// Per-CPU while its values fit in [`SourceMap::PER_CPU_BUDGET`], shared beyond.
+    /// Per-CPU while its values fit in [`SourceMap::PER_CPU_BUDGET`], shared beyond (on
+    /// Linux [`MIN_KERNEL_SHARED`] and newer; per-CPU always on older kernels).
     Auto,
     /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`.
     PerCpu,
@@ -227,14 +242,14 @@ impl SourceMap {
     /// over a million sources, with 64 about 52,000.
     pub const PER_CPU_BUDGET: u64 = 512 << 20;
 
-    /// `Auto` decided for a map of `max_sources` on `cpus` possible CPUs; the others as they
-    /// are.
-    pub fn resolve(self, max_sources: u32, cpus: usize) -> Self {
+    /// `Auto` decided for a map of `max_sources` on `cpus` possible CPUs, on a kernel that
+    /// can run the shared map or not; the others as they are.
+    pub fn resolve(self, max_sources: u32, cpus: usize, shared_runs: bool) -> Self {
         match self {
             Self::Auto => {
                 let per_cpu_values =
                     u64::from(max_sources) * cpus as u64 * size_of::<SourceValue>() as u64;
-                if per_cpu_values <= Self::PER_CPU_BUDGET {
+                if per_cpu_values <= Self::PER_CPU_BUDGET || !shared_runs {
                     Self::PerCpu
                 } else {
                     Self::Shared
@@ -471,11 +486,17 @@ impl Datapath {
             max_sources,
             source_map,
         } = options;
-        check_kernel()?;
+        let kernel = check_kernel()?;
         let cpus = aya::util::nr_cpus().map_err(|(path, err)| {
             DatapathError::Harvest(io::Error::new(err.kind(), format!("{path}: {err}")))
         })?;
-        let source_map = source_map.resolve(max_sources, cpus);
+        let source_map = source_map.resolve(max_sources, cpus, kernel >= MIN_KERNEL_SHARED);
+        if source_map == SourceMap::Shared && kernel < MIN_KERNEL_SHARED {
+            return Err(DatapathError::SharedMapNeedsNewerKernel {
+                found: kernel,
+                needed: MIN_KERNEL_SHARED,
+            });
+        }
         // Both maps are in the object and both are created; the one not used gets one entry.
         let (per_cpu_entries, shared_entries) = match source_map {
             SourceMap::Shared => (1, max_sources),
@@ -861,7 +882,8 @@ fn run_frame(program: &Xdp, frame: &[u8], repeat: u32) -> Result<(u32, Duration)
     Ok((result.return_value, result.duration))
 }
 
-fn check_kernel() -> Result<(), DatapathError> {
+/// The running kernel's version, if netwatch can run on it.
+fn check_kernel() -> Result<KernelVersion, DatapathError> {
     let found =
         KernelVersion::current().map_err(|err| DatapathError::KernelVersion(err.to_string()))?;
     if found < MIN_KERNEL {
@@ -870,7 +892,7 @@ fn check_kernel() -> Result<(), DatapathError> {
             needed: MIN_KERNEL,
         });
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Creates the maps of `object` and loads (verifies) its `programs`.
@@ -1126,14 +1148,23 @@ mod tests {
     fn auto_source_map_is_per_cpu_while_its_values_fit_the_budget() {
         // 160-byte values: 65,536 sources take 10 MiB per CPU, so 51 CPUs fit in 512 MiB.
         assert_eq!(size_of::<SourceValue>(), 160);
-        assert_eq!(SourceMap::Auto.resolve(65_536, 2), SourceMap::PerCpu);
-        assert_eq!(SourceMap::Auto.resolve(65_536, 51), SourceMap::PerCpu);
-        assert_eq!(SourceMap::Auto.resolve(65_536, 52), SourceMap::Shared);
-        assert_eq!(SourceMap::Auto.resolve(1 << 20, 2), SourceMap::PerCpu);
-        assert_eq!(SourceMap::Auto.resolve(1 << 20, 4), SourceMap::Shared);
-        assert_eq!(SourceMap::Auto.resolve(1_000_000, 64), SourceMap::Shared);
+        let auto = |sources, cpus| SourceMap::Auto.resolve(sources, cpus, true);
+        assert_eq!(auto(65_536, 2), SourceMap::PerCpu);
+        assert_eq!(auto(65_536, 51), SourceMap::PerCpu);
+        assert_eq!(auto(65_536, 52), SourceMap::Shared);
+        assert_eq!(auto(1 << 20, 2), SourceMap::PerCpu);
+        assert_eq!(auto(1 << 20, 4), SourceMap::Shared);
+        assert_eq!(auto(1_000_000, 64), SourceMap::Shared);
+        // A kernel without the shared map's atomics keeps per-CPU.
+        assert_eq!(
+            SourceMap::Auto.resolve(1_000_000, 64, false),
+            SourceMap::PerCpu
+        );
         // An explicit choice stands.
-        assert_eq!(SourceMap::PerCpu.resolve(1 << 24, 64), SourceMap::PerCpu);
-        assert_eq!(SourceMap::Shared.resolve(1, 1), SourceMap::Shared);
+        assert_eq!(
+            SourceMap::PerCpu.resolve(1 << 24, 64, true),
+            SourceMap::PerCpu
+        );
+        assert_eq!(SourceMap::Shared.resolve(1, 1, true), SourceMap::Shared);
     }
 }
