@@ -374,10 +374,41 @@ fn take_token(settings: &Settings) -> bool {
     }
 }
 
-/// A map of sources: adds a frame to its source, false when the source has no entry and
-/// none can be made.
+/// A map of sources, per-CPU or shared.
 trait SourceTable {
-    fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool;
+    /// The value of `key` in this map (this CPU's copy for a per-CPU map).
+    fn lookup(key: &SourceKey) -> Option<*mut SourceValue>;
+    /// Inserts `key` with `value` unless the key is there; true when inserted.
+    fn insert_new(key: &SourceKey, value: &SourceValue) -> bool;
+    /// Adds the frame to a value found by `lookup`.
+    ///
+    /// # Safety
+    /// `value` comes from `lookup` in this program run.
+    unsafe fn bump_found(value: *mut SourceValue, contribution: &Contribution, epoch: u32);
+
+    /// Adds the frame to its source; false when the source has no entry and none can be
+    /// made.
+    #[inline(always)]
+    fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
+        if let Some(value) = Self::lookup(key) {
+            // SAFETY: just looked up.
+            unsafe { Self::bump_found(value, contribution, epoch) };
+            return true;
+        }
+        // Not visible to other CPUs until inserted: plain writes.
+        let mut fresh = SourceValue::default();
+        bump(&mut fresh, contribution, epoch);
+        if Self::insert_new(key, &fresh) {
+            return true;
+        }
+        // Another CPU may have inserted the same source between the lookup and the insert.
+        if let Some(value) = Self::lookup(key) {
+            // SAFETY: just looked up.
+            unsafe { Self::bump_found(value, contribution, epoch) };
+            return true;
+        }
+        false
+    }
 }
 
 /// [`SOURCES`]: each CPU writes its own copy of the value, with plain adds.
@@ -385,24 +416,19 @@ struct PerCpu;
 
 impl SourceTable for PerCpu {
     #[inline(always)]
-    fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
-        if let Some(value) = SOURCES.get_ptr_mut(key) {
-            // SAFETY: this CPU's slot of a per-CPU map value.
-            bump(unsafe { &mut *value }, contribution, epoch);
-            return true;
-        }
-        let mut fresh = SourceValue::default();
-        bump(&mut fresh, contribution, epoch);
-        if SOURCES.insert(key, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
-            return true;
-        }
-        // Another CPU may have inserted the same source between the lookup and the insert.
-        if let Some(value) = SOURCES.get_ptr_mut(key) {
-            // SAFETY: as above.
-            bump(unsafe { &mut *value }, contribution, epoch);
-            return true;
-        }
-        false
+    fn lookup(key: &SourceKey) -> Option<*mut SourceValue> {
+        SOURCES.get_ptr_mut(key)
+    }
+
+    #[inline(always)]
+    fn insert_new(key: &SourceKey, value: &SourceValue) -> bool {
+        SOURCES.insert(key, value, u64::from(BPF_NOEXIST)).is_ok()
+    }
+
+    #[inline(always)]
+    unsafe fn bump_found(value: *mut SourceValue, contribution: &Contribution, epoch: u32) {
+        // SAFETY: this CPU's copy of a live per-CPU map value; no other CPU writes it.
+        bump(unsafe { &mut *value }, contribution, epoch);
     }
 }
 
@@ -411,27 +437,21 @@ struct Shared;
 
 impl SourceTable for Shared {
     #[inline(always)]
-    fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
-        if let Some(value) = SHARED_SOURCES.get_ptr_mut(key) {
-            // SAFETY: a live map value; other CPUs touch it only through atomics too.
-            unsafe { bump_shared(value, contribution, epoch) };
-            return true;
-        }
-        // Not visible to other CPUs until inserted: plain writes.
-        let mut fresh = SourceValue::default();
-        bump(&mut fresh, contribution, epoch);
-        if SHARED_SOURCES
-            .insert(key, &fresh, u64::from(BPF_NOEXIST))
+    fn lookup(key: &SourceKey) -> Option<*mut SourceValue> {
+        SHARED_SOURCES.get_ptr_mut(key)
+    }
+
+    #[inline(always)]
+    fn insert_new(key: &SourceKey, value: &SourceValue) -> bool {
+        SHARED_SOURCES
+            .insert(key, value, u64::from(BPF_NOEXIST))
             .is_ok()
-        {
-            return true;
-        }
-        if let Some(value) = SHARED_SOURCES.get_ptr_mut(key) {
-            // SAFETY: as above.
-            unsafe { bump_shared(value, contribution, epoch) };
-            return true;
-        }
-        false
+    }
+
+    #[inline(always)]
+    unsafe fn bump_found(value: *mut SourceValue, contribution: &Contribution, epoch: u32) {
+        // SAFETY: a live map value; every CPU updates it only through atomics.
+        unsafe { bump_shared(value, contribution, epoch) };
     }
 }
 
