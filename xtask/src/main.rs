@@ -38,6 +38,9 @@ enum Task {
     Setup,
     /// Build the XDP programs (release, bpfel-unknown-none).
     BuildEbpf,
+    /// Lint the XDP programs with clippy (`-D warnings`), for the BPF target they are built for
+    /// (the workspace's own clippy run cannot reach them).
+    ClippyEbpf,
     /// Build everything and run `netwatch ARGS` (needs root), e.g.
     /// `cargo xtask run -- monitor --iface eth0`.
     Run {
@@ -63,6 +66,10 @@ fn main() -> Result<()> {
         Task::BuildEbpf => {
             setup()?;
             build_ebpf(&root)
+        }
+        Task::ClippyEbpf => {
+            setup()?;
+            ebpf_cargo(&root, "clippy", &["--", "-D", "warnings"])
         }
         Task::Run { args } => {
             setup()?;
@@ -136,9 +143,17 @@ fn setup() -> Result<()> {
         &["component", "list", "--installed", "--toolchain", NIGHTLY],
     )
     .unwrap_or_default();
-    if !components.lines().any(|line| line.starts_with("rust-src")) {
-        say("adding rust-src to the nightly toolchain");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
+    for component in ["rust-src", "clippy"] {
+        if !components.lines().any(|line| line.starts_with(component)) {
+            say(&format!("adding {component} to the nightly toolchain"));
+            run(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                NIGHTLY,
+            ]))?;
+        }
     }
 
     let mut apt = Vec::new();
@@ -200,14 +215,15 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         .args(packages))
 }
 
-fn build_ebpf(root: &Path) -> Result<()> {
+/// `cargo +nightly SUBCOMMAND` on the eBPF crate's binaries for the BPF target, then `extra`.
+fn ebpf_cargo(root: &Path, subcommand: &str, extra: &[&str]) -> Result<()> {
     run(Command::new("cargo")
         .current_dir(root.join("netwatch-ebpf"))
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .args([
             &format!("+{NIGHTLY}"),
-            "build",
+            subcommand,
             "--package",
             "netwatch-ebpf",
             "--bins",
@@ -216,7 +232,12 @@ fn build_ebpf(root: &Path) -> Result<()> {
             "bpfel-unknown-none",
             "-Z",
             "build-std=core",
-        ]))?;
+        ])
+        .args(extra))
+}
+
+fn build_ebpf(root: &Path) -> Result<()> {
+    ebpf_cargo(root, "build", &[])?;
     let dir = root.join("target/bpfel-unknown-none/release");
     say(&format!(
         "eBPF objects: {} and {}",

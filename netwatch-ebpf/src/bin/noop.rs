@@ -29,7 +29,7 @@ static FLOOR_SOURCES: LruPerCpuHashMap<SourceKey, SourceValue> =
 pub fn lookup_floor(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let key = SourceKey::ipv4([192, 0, 2, 1]);
-    match FLOOR_SOURCES.get_ptr_mut(&key) {
+    match FLOOR_SOURCES.get_ptr_mut(key) {
         Some(value) => {
             // SAFETY: this CPU's slot of a per-CPU map value.
             let value = unsafe { &mut *value };
@@ -37,7 +37,7 @@ pub fn lookup_floor(ctx: XdpContext) -> u32 {
             value.stats.bytes += len;
         }
         None => {
-            let _ = FLOOR_SOURCES.insert(&key, &SourceValue::default(), 0);
+            let _ = FLOOR_SOURCES.insert(key, SourceValue::default(), 0);
         }
     }
     xdp_action::XDP_PASS
