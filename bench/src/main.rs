@@ -35,7 +35,7 @@ struct Args {
     #[arg(long, default_value_t = 2_000_000)]
     repeat: u32,
     /// Trials per case; the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 15)]
     trials: usize,
     /// Run one section only (cost, contention, capture or scale) and print it.
     #[arg(long)]
