@@ -1,7 +1,7 @@
 //! Per-CPU against shared source map when every CPU counts at once: the same source on every
 //! CPU (one flooding source spread over every receive queue) and a different source on each.
 
-use std::{fmt::Write as _, sync::Barrier, thread};
+use std::{fmt::Write as _, thread};
 
 use anyhow::{Context as _, Result, ensure};
 use netwatch::datapath::{Datapath, LoadOptions, SourceMap};
@@ -13,32 +13,9 @@ const TRIALS: usize = 5;
 
 /// The mean time per run over every CPU, each running `frames[cpu]` at the same time.
 fn every_cpu_at_once(datapath: &Datapath, frames: &[Vec<u8>]) -> Result<f64> {
-    let start = Barrier::new(frames.len());
-    let times = thread::scope(|scope| {
-        let workers: Vec<_> = frames
-            .iter()
-            .enumerate()
-            .map(|(cpu, frame)| {
-                let start = &start;
-                scope.spawn(move || {
-                    netwatch_tests::pin_to_cpu(cpu);
-                    start.wait();
-                    datapath.bench(frame, RUNS)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("a worker panicked"))
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
     let mut total = 0.0;
-    for result in times {
-        let (verdict, per_run) = result?;
+    for result in netwatch_tests::run_on_every_cpu(datapath, frames, RUNS) {
+        let (verdict, per_run) = result.map_err(anyhow::Error::msg)?;
         ensure!(verdict == 2, "program returned {verdict}, not XDP_PASS");
         total += per_run.as_nanos() as f64;
     }

@@ -171,7 +171,7 @@ pub fn assert_invariant(snapshot: &Snapshot, context: &str) {
 
 /// Pins the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the CPU of the
 /// thread that calls it, so threads pinned to different CPUs run it at the same time.
-pub fn pin_to_cpu(cpu: usize) {
+fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity get valid
     // pointers to it.
     unsafe {
@@ -185,6 +185,41 @@ pub fn pin_to_cpu(cpu: usize) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Runs `datapath`'s program `runs` times on each CPU at once, CPU `i` on `frames[i]`, through
+/// BPF_PROG_TEST_RUN from a thread pinned to that CPU; returns each CPU's verdict and mean time
+/// per run, or what went wrong there.
+pub fn run_on_every_cpu(
+    datapath: &netwatch::datapath::Datapath,
+    frames: &[Vec<u8>],
+    runs: u32,
+) -> Vec<Result<(u32, std::time::Duration), String>> {
+    let start = std::sync::Barrier::new(frames.len());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = frames
+            .iter()
+            .enumerate()
+            .map(|(cpu, frame)| {
+                let start = &start;
+                scope.spawn(move || {
+                    pin_to_cpu(cpu);
+                    start.wait();
+                    datapath
+                        .bench(frame, runs)
+                        .map_err(|err| format!("test run on CPU {cpu}: {err}"))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(String::from("a worker panicked")))
+            })
+            .collect()
+    })
 }
 
 /// A name no other test run uses at the same time: `prefix`, the process id and a counter,

@@ -582,20 +582,11 @@ fn one_source_counted_on_every_cpu_at_once_is_exact() {
         .build();
     for source_map in SOURCE_MAPS {
         let mut datapath = load(source_map);
-        let start = std::sync::Barrier::new(cpus);
-        std::thread::scope(|scope| {
-            for cpu in 0..cpus {
-                let (datapath, frame, start) = (&datapath, &frame.bytes, &start);
-                scope.spawn(move || {
-                    netwatch_tests::pin_to_cpu(cpu);
-                    start.wait();
-                    let (verdict, _) = datapath
-                        .bench(frame, RUNS)
-                        .unwrap_or_else(|err| panic!("test run on CPU {cpu}: {err}"));
-                    assert_eq!(verdict, XDP_PASS);
-                });
-            }
-        });
+        let frames = vec![frame.bytes.clone(); cpus];
+        for result in netwatch_tests::run_on_every_cpu(&datapath, &frames, RUNS) {
+            let (verdict, _) = result.unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(verdict, XDP_PASS);
+        }
         let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
         let stats = snapshot.stats_by_source()[&SourceKey::ipv4([10, 6, 6, 6])];
         let expected = u64::from(RUNS) * cpus as u64;

@@ -62,6 +62,24 @@ impl Daemon {
         Self::spawn(command)
     }
 
+    /// `netwatch monitor` on the pair's monitored end with JSON reports every 200 ms, then
+    /// `extra`; returns once it has attached, with its "attached to" line.
+    fn json_monitor(pair: &VethPair, extra: &[&str]) -> (Self, String) {
+        let mut args = vec![
+            "monitor",
+            "-i",
+            &pair.monitor_if,
+            "--format",
+            "json",
+            "--interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        let mut daemon = Self::in_netns(&pair.monitor, &args);
+        let attached = daemon.wait_stderr("attached to");
+        (daemon, attached)
+    }
+
     /// Waits for a stderr line containing `needle`; panics with all stderr seen on time-out
     /// or exit.
     fn wait_stderr(&mut self, needle: &str) -> String {
@@ -232,25 +250,10 @@ fn traffic() -> Vec<(FrameBuilder, usize)> {
 /// `source_map` (`auto` resolves to per-CPU on these machines).
 fn monitor_end_to_end(mode: &str, source_map: &str) {
     let pair = VethPair::new(true);
-    let mut daemon = Daemon::in_netns(
-        &pair.monitor,
-        &[
-            "monitor",
-            "--iface",
-            &pair.monitor_if,
-            "--mode",
-            mode,
-            "--source-map",
-            source_map,
-            "--interval",
-            "200ms",
-            "--format",
-            "json",
-            "--top",
-            "100",
-        ],
+    let (mut daemon, attached) = Daemon::json_monitor(
+        &pair,
+        &["--mode", mode, "--source-map", source_map, "--top", "100"],
     );
-    let attached = daemon.wait_stderr("attached to");
     assert!(attached.contains(&format!("in {mode} mode")), "{attached}");
     let resolved = if source_map == "auto" {
         "per-cpu"
@@ -576,19 +579,7 @@ fn a_cleartext_login_on_the_wire_is_reported_live() {
         return;
     }
     let pair = VethPair::new(true);
-    let mut daemon = Daemon::in_netns(
-        &pair.monitor,
-        &[
-            "monitor",
-            "-i",
-            &pair.monitor_if,
-            "--format",
-            "json",
-            "--interval",
-            "200ms",
-        ],
-    );
-    daemon.wait_stderr("attached to");
+    let (mut daemon, _) = Daemon::json_monitor(&pair, &[]);
     let ftp = |text: &[u8]| {
         FrameBuilder::ipv4([10, 3, 3, 3])
             .transport(Transport::Tcp(
@@ -637,21 +628,7 @@ fn sighup_reloads_rules_and_refuses_a_bad_file() {
     let write = |text: &str| std::fs::write(&config, text).unwrap_or_else(|err| panic!("{err}"));
     let quiet = "[detect.spike]\nenabled = false\n[detect.unknown]\nenabled = false\n";
     write(quiet);
-    let mut daemon = Daemon::in_netns(
-        &pair.monitor,
-        &[
-            "monitor",
-            "-i",
-            &pair.monitor_if,
-            "--format",
-            "json",
-            "--interval",
-            "200ms",
-            "--config",
-            &config.to_string_lossy(),
-        ],
-    );
-    daemon.wait_stderr("attached to");
+    let (mut daemon, _) = Daemon::json_monitor(&pair, &["--config", &config.to_string_lossy()]);
     let burst = |n: usize| -> Vec<Vec<u8>> {
         (0..n)
             .map(|_| FrameBuilder::ipv4([10, 4, 0, 1]).payload(20).build().bytes)

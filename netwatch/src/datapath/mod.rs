@@ -308,13 +308,6 @@ pub struct ReplacedProgram {
     pub name: String,
 }
 
-/// A hash map keyed by source address, as netwatch keeps them by the million.
-///
-/// foldhash rather than the standard SipHash: a few times faster on these 24-byte keys, and
-/// still seeded at random per process, so that senders who choose their source addresses
-/// cannot aim them at colliding buckets without seeing the seed.
-pub type SourceHashMap<V> = HashMap<SourceKey, V, foldhash::fast::RandomState>;
-
 /// Counters read from the maps at one moment, summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
