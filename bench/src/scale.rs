@@ -1,7 +1,6 @@
-//! Scale: a million distinct sources in the map, per-CPU and shared. The cost of the insert
-//! path, the time to read the map and compute deltas each interval (batch lookups against
-//! entry by entry), netwatch's memory, and the kernel memory of the map per source and per
-//! CPU.
+//! Scale: a million distinct sources in the slots, per-CPU and shared. The cost of the insert
+//! path, the time to read the slots and compute deltas each interval, the reclaim, netwatch's
+//! memory, and the kernel memory of the maps per source and per CPU.
 
 use std::{
     fmt::Write as _,
@@ -14,7 +13,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::loaded_maps;
 use netwatch::{
     collect::Collector,
-    datapath::{Datapath, Harvest, LoadOptions, SourceMap},
+    datapath::{Datapath, LoadOptions, Reclaim, SourceMap},
 };
 use netwatch_common::{SourceKey, SourceValue};
 use netwatch_tests::frames::FrameBuilder;
@@ -58,93 +57,139 @@ fn map_memlock(name: &str) -> Option<(u64, u32)> {
     Some((memlock, info.max_entries()))
 }
 
-/// One steady-state reading of the map.
+/// The interval readings of one layout.
 #[derive(Debug)]
-struct Reading {
+struct Filled {
     source_map: SourceMap,
-    harvest: Harvest,
-    entries: usize,
-    /// The whole read ([`Datapath::snapshot`]) and, of it, the kernel's batch calls.
-    read: Duration,
-    in_kernel: Duration,
-    deltas: Duration,
-    /// This process's resident memory while the collector holds the reading.
+    /// Loading the program with 2^20 slots (the free queue is filled then).
+    load: Duration,
+    insert_ns: f64,
+    fill: Duration,
+    /// Every source sent a frame since the last reading.
+    busy: Interval,
+    /// Nothing was sent since the last reading.
+    idle: Interval,
+    /// The reclaim of the idle reading (deletes) and of the next one (frees).
+    forget: Reclaim,
+    free: Reclaim,
+    /// Read and deltas at the default map size, on the way.
+    default_size: Duration,
+    /// Kernel memory of the four maps together, and the capacity.
+    memlock: Option<u64>,
+    /// This process's resident memory while the collector holds a reading of a million.
     rss: f64,
 }
 
-/// What one kind of map gives at a million sources.
-struct Filled {
-    insert_ns: f64,
-    fill: Duration,
-    /// Batch harvest and deltas at the default map size, on the way.
-    default_size: Duration,
-    /// Kernel memory of the map and its capacity.
-    memlock: Option<(u64, u32)>,
+/// One reading.
+#[derive(Debug, Default)]
+struct Interval {
+    entries: usize,
+    changed: usize,
+    /// The read of the slots ([`Datapath::snapshot`] less its reclaim).
+    read: Duration,
+    deltas: Duration,
 }
 
-/// Fills a 2^20 map of `source_map` with a million sources, then reads it with `harvests`.
-fn fill_and_read(
-    source_map: SourceMap,
-    harvests: &[Harvest],
-    readings: &mut Vec<Reading>,
-) -> Result<Filled> {
-    let mut datapath = Datapath::load(LoadOptions {
-        max_sources: 1 << 20,
-        source_map,
-    })
-    .with_context(|| format!("loading a {source_map} map of 2^20 sources"))?;
-    datapath.set_sketches(true)?;
+impl Interval {
+    fn total(&self) -> Duration {
+        self.read + self.deltas
+    }
+}
+
+/// A reading: snapshot, then collector.
+fn interval(datapath: &mut Datapath, collector: &mut Collector) -> Result<(Interval, Reclaim)> {
+    let started = Instant::now();
+    let snapshot = datapath.snapshot()?;
+    let reclaim = datapath.last_reclaim();
+    let read = started.elapsed().saturating_sub(reclaim.took);
+    let entries = snapshot.sources.len();
+    let started = Instant::now();
+    let interval = collector.update(snapshot, Duration::from_secs(1));
+    let deltas = started.elapsed();
+    Ok((
+        Interval {
+            entries,
+            changed: interval.sources.len(),
+            read,
+            deltas,
+        },
+        reclaim,
+    ))
+}
+
+/// Sends one frame from each of the first `sources` sources; the kernel's time for them.
+fn send_all(datapath: &Datapath, sources: u32) -> Result<Duration> {
     let mut frame = FrameBuilder::ipv4([10, 0, 0, 0]).payload(22).build().bytes;
     let mut kernel = Duration::ZERO;
-    let started = Instant::now();
-    let mut default_size = Duration::ZERO;
-    for n in 0..SOURCES {
+    for n in 0..sources {
         let b = n.to_be_bytes();
         frame[26..30].copy_from_slice(&[10 + b[0], b[1], b[2], b[3]]);
         let (_, took) = datapath.bench(&frame, 1)?;
         kernel += took;
-        if n + 1 == DEFAULT_SIZE {
-            // The harvest at the default map size, in steady state (second reading).
-            let mut collector = Collector::new();
-            collector.update(datapath.snapshot()?, Duration::from_secs(1));
-            let started = Instant::now();
-            let snapshot = datapath.snapshot()?;
-            collector.update(snapshot, Duration::from_secs(1));
-            default_size = started.elapsed();
-        }
     }
+    Ok(kernel)
+}
+
+/// A busy interval (every source sent since the last reading) at the default size.
+fn busy_at_default_size(source_map: SourceMap) -> Result<Duration> {
+    let mut datapath = Datapath::load(LoadOptions {
+        max_sources: DEFAULT_SIZE,
+        source_map,
+    })?;
+    datapath.set_sketches(true)?;
+    // A few less than the size, so that no reclaim comes into it.
+    let sources = DEFAULT_SIZE - DEFAULT_SIZE / 4;
+    let mut collector = Collector::new();
+    send_all(&datapath, sources)?;
+    interval(&mut datapath, &mut collector)?;
+    send_all(&datapath, sources)?;
+    Ok(interval(&mut datapath, &mut collector)?.0.total())
+}
+
+/// Fills 2^20 slots of `source_map` with a million sources and reads them as intervals do.
+fn fill_and_read(source_map: SourceMap) -> Result<Filled> {
+    let started = Instant::now();
+    let mut datapath = Datapath::load(LoadOptions {
+        max_sources: 1 << 20,
+        source_map,
+    })
+    .with_context(|| format!("loading a {source_map} layout of 2^20 slots"))?;
+    let load = started.elapsed();
+    datapath.set_sketches(true)?;
+    let started = Instant::now();
+    let kernel = send_all(&datapath, SOURCES)?;
     let fill = started.elapsed();
-    for &harvest in harvests {
-        datapath.set_harvest(harvest);
-        let mut collector = Collector::new();
-        // The first reading fills the collector; the second is the steady state.
-        collector.update(datapath.snapshot()?, Duration::from_secs(1));
-        let read_started = Instant::now();
-        let snapshot = datapath.snapshot()?;
-        let read = read_started.elapsed();
-        let entries = snapshot.sources.len();
-        let delta_started = Instant::now();
-        collector.update(snapshot, Duration::from_secs(1));
-        let deltas = delta_started.elapsed();
-        readings.push(Reading {
-            source_map,
-            harvest,
-            entries,
-            read,
-            in_kernel: datapath.last_kernel_read(),
-            deltas,
-            rss: memory_mib().0,
-        });
-    }
-    let memlock = map_memlock(match source_map {
-        SourceMap::Shared => netwatch_common::SHARED_SOURCES_MAP,
-        _ => netwatch_common::SOURCES_MAP,
-    });
+    let default_size = busy_at_default_size(source_map)?;
+    let mut collector = Collector::new();
+    // The first reading fills the collector.
+    interval(&mut datapath, &mut collector)?;
+    send_all(&datapath, SOURCES)?;
+    let (busy, _) = interval(&mut datapath, &mut collector)?;
+    let rss = memory_mib().0;
+    let (idle, forget) = interval(&mut datapath, &mut collector)?;
+    std::thread::sleep(Duration::from_millis(20));
+    let (_, free) = interval(&mut datapath, &mut collector)?;
+    let memlock = [
+        netwatch_common::SOURCE_SLOTS_MAP,
+        netwatch_common::SOURCE_VALUES_MAP,
+        netwatch_common::SLOT_KEYS_MAP,
+        netwatch_common::FREE_SLOTS_MAP,
+    ]
+    .into_iter()
+    .map(|name| map_memlock(name).map(|(bytes, _)| bytes))
+    .sum();
     Ok(Filled {
+        source_map,
+        load,
         insert_ns: kernel.as_nanos() as f64 / f64::from(SOURCES),
         fill,
+        busy,
+        idle,
+        forget,
+        free,
         default_size,
         memlock,
+        rss,
     })
 }
 
@@ -155,130 +200,131 @@ fn ms(duration: Duration) -> f64 {
 /// Runs the scale benchmark and appends its section to `report`.
 pub fn scale(report: &mut String) -> Result<()> {
     let (rss_before, _) = memory_mib();
-    let mut readings = Vec::new();
-    let per_cpu = fill_and_read(
-        SourceMap::PerCpu,
-        &[Harvest::Batch, Harvest::PerKey],
-        &mut readings,
-    )?;
-    let shared = fill_and_read(SourceMap::Shared, &[Harvest::Batch], &mut readings)?;
+    let per_cpu = fill_and_read(SourceMap::PerCpu)?;
+    let shared = fill_and_read(SourceMap::Shared)?;
     let (_, hwm) = memory_mib();
     let cpus = aya::util::nr_cpus().unwrap_or(1);
+    let layouts = [&per_cpu, &shared];
 
     writeln!(report, "\n## Scale: one million sources\n")?;
     writeln!(
         report,
-        "A map of 2^20 entries filled with {SOURCES} distinct IPv4 sources by \
-         BPF_PROG_TEST_RUN, one frame each (so every run takes the insert path: lookup miss, \
-         LRU insert), once per kind of map. Then each way of reading the map, each time a \
-         steady-state interval: the read (the kernel's batch calls, then summing the \
-         {cpus} per-CPU values of each entry and building the snapshot in userspace) and the \
-         deltas (collection stage).\n"
+        "Sources are counted in slots (`netwatch/src/datapath/slots.rs`): a hash map from \
+         address to slot, which packets only read, and the slots' values in a \
+         memory-mappable BPF array (`BPF_F_MMAPABLE`), one region per CPU (per-CPU layout, \
+         plain adds) or one region for all (shared layout, atomic adds). Userspace maps the \
+         array and reads it as memory: no syscall, no walk of a kernel hash table. A source's \
+         first frame takes a slot from a BPF queue of free slots; userspace takes back the \
+         slots of the sources idle longest when fewer than an eighth are free.\n"
+    )?;
+    writeln!(
+        report,
+        "2^20 slots filled with {SOURCES} distinct IPv4 sources by BPF_PROG_TEST_RUN, one \
+         frame each, once per layout. Then intervals as netwatch runs them: a busy one (every \
+         source sent a frame since the last reading, so the collector computes, lists and sorts \
+         a million deltas) and an idle one (nothing sent). \"Read\" is the snapshot (the \
+         {cpus} regions of every slot summed, the sketches of the closing window counted); \
+         \"deltas\" is the collection stage.\n"
+    )?;
+    writeln!(
+        report,
+        "| layout | interval | sources read | sources that sent | read | deltas | total | share of a 1 s interval |"
+    )?;
+    writeln!(report, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+    for filled in layouts {
+        for (name, reading) in [("busy", &filled.busy), ("idle", &filled.idle)] {
+            writeln!(
+                report,
+                "| {} | {name} | {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0}% |",
+                filled.source_map,
+                reading.entries,
+                reading.changed,
+                ms(reading.read),
+                ms(reading.deltas),
+                ms(reading.total()),
+                reading.total().as_secs_f64() * 100.0,
+            )?;
+        }
+    }
+    let worst = layouts
+        .iter()
+        .flat_map(|filled| [filled.busy.total(), filled.idle.total()])
+        .max()
+        .unwrap_or_default();
+    writeln!(
+        report,
+        "\nThe goal, reading and computing the deltas in under a quarter of the interval (250 \
+         ms at 1 s), is {} at a million sources: {:.0} ms at worst. (The previous layout, LRU \
+         hash maps read with `BPF_MAP_LOOKUP_BATCH`, took 920 ms per-CPU and 697 ms shared \
+         here, of which the kernel's walk of the hash table alone took 558 and 347 ms; \
+         entry by entry through aya, 4.2 s.) With the default {DEFAULT_SIZE} slots (three \
+         quarters in use, every source busy), an interval takes {:.0} ms per-CPU and {:.0} ms shared.\n",
+        if worst < Duration::from_millis(250) {
+            "met"
+        } else {
+            "missed"
+        },
+        ms(worst),
+        ms(per_cpu.default_size),
+        ms(shared.default_size),
+    )?;
+    writeln!(
+        report,
+        "Reclaim: at the idle reading {} slots of 2^20 were free, so the sources idle longest \
+         lost theirs: {} addresses deleted in {:.0} ms per-CPU ({} in {:.0} ms shared), and \
+         at the next reading {} slots cleared and queued again in {:.0} ms ({} in {:.0} ms). \
+         This is a syscall per address and per slot, paid only when slots run low, in \
+         proportion to the sources that come and go; here a twentieth of a 2^20 table was \
+         free at once, the worst case.\n",
+        (1u32 << 20) - SOURCES,
+        per_cpu.forget.forgotten,
+        ms(per_cpu.forget.took),
+        shared.forget.forgotten,
+        ms(shared.forget.took),
+        per_cpu.free.freed,
+        ms(per_cpu.free.took),
+        shared.free.freed,
+        ms(shared.free.took),
     )?;
     writeln!(
         report,
         "Insert path: {:.0} ns per packet per-CPU, {:.0} ns shared, as the kernel times the \
-         program (a new source each packet; compare the known-source figures above). Filling \
-         took {:.1} s and {:.1} s of wall time, syscalls included.\n",
+         program (a new source each packet: a queue pop, the key written, a hash insert; \
+         compare the known-source figures above). Filling took {:.1} s and {:.1} s of wall \
+         time, syscalls included. Loading with 2^20 slots (which queues every slot, a syscall \
+         each) took {:.2} s and {:.2} s.\n",
         per_cpu.insert_ns,
         shared.insert_ns,
         per_cpu.fill.as_secs_f64(),
         shared.fill.as_secs_f64(),
+        per_cpu.load.as_secs_f64(),
+        shared.load.as_secs_f64(),
     )?;
-    writeln!(
-        report,
-        "| map | harvest | entries read | read the map | of which in the kernel | compute deltas | total per interval | share of a 1 s interval |"
-    )?;
-    writeln!(report, "|---|---|---:|---:|---:|---:|---:|---:|")?;
-    for reading in &readings {
-        let total = reading.read + reading.deltas;
-        let in_kernel = match reading.harvest {
-            Harvest::Batch => format!("{:.0} ms", ms(reading.in_kernel)),
-            Harvest::PerKey => String::from("-"),
-        };
-        writeln!(
-            report,
-            "| {} | {} | {} | {:.0} ms | {in_kernel} | {:.0} ms | {:.0} ms | {:.0}% |",
-            reading.source_map,
-            match reading.harvest {
-                Harvest::Batch => "BPF_MAP_LOOKUP_BATCH",
-                Harvest::PerKey => "get_next_key + lookup (aya 0.14)",
-            },
-            reading.entries,
-            ms(reading.read),
-            ms(reading.deltas),
-            ms(total),
-            total.as_secs_f64() * 100.0,
-        )?;
-    }
-    writeln!(
-        report,
-        "\nAt the {DEFAULT_SIZE} sources of the default map, the batch harvest and the deltas \
-         take {:.0} ms per-CPU and {:.0} ms shared.\n",
-        ms(per_cpu.default_size),
-        ms(shared.default_size),
-    )?;
-    let batch = |kind: SourceMap| {
-        readings
-            .iter()
-            .find(|r| r.source_map == kind && r.harvest == Harvest::Batch)
-    };
-    if let (Some(per_cpu_batch), Some(shared_batch)) =
-        (batch(SourceMap::PerCpu), batch(SourceMap::Shared))
-    {
-        writeln!(
-            report,
-            "The goal, reading the map and computing the deltas in under a quarter of the \
-             interval (250 ms at 1 s), is met at the default map size and missed at a million \
-             sources: {:.0} ms per-CPU, {:.0} ms shared. The kernel's batch walk alone takes \
-             {:.0} ms and {:.0} ms of that, whatever userspace does: `BPF_MAP_LOOKUP_BATCH` \
-             visits a million hash buckets, taking and releasing each bucket's lock and copying \
-             its entries, at several hundred nanoseconds a bucket on this VM (more entries per \
-             call do not help: 1,024 to 65,536 were tried). Userspace is the smaller part now \
-             ({:.0} ms and {:.0} ms: summing per-CPU values into a list, then one hash lookup \
-             per source in the collector, and the sort by bytes). Meeting the goal at this \
-             size needs a layout that userspace reads without the kernel walking a hash \
-             table: the counters in an mmap-able BPF array (`BPF_F_MMAPABLE`), one slot per \
-             source (a region of the array per CPU, so that packets still add without \
-             atomics), a hash map from address to slot that packets only read, and slots \
-             handed out from a BPF queue map and recycled by userspace when sources go idle; \
-             the harvest is then a read of memory (about 320 MB at a million sources on 2 \
-             CPUs, a few tens of milliseconds) and a delta per slot without hashing. That \
-             design is not built.\n",
-            ms(per_cpu_batch.read + per_cpu_batch.deltas),
-            ms(shared_batch.read + shared_batch.deltas),
-            ms(per_cpu_batch.in_kernel),
-            ms(shared_batch.in_kernel),
-            ms(per_cpu_batch.read - per_cpu_batch.in_kernel + per_cpu_batch.deltas),
-            ms(shared_batch.read - shared_batch.in_kernel + shared_batch.deltas),
-        )?;
-    }
-    let rss_collecting = readings.first().map_or(0.0, |reading| reading.rss);
     writeln!(
         report,
         "Memory of the process doing this (netwatch's own code, in the benchmark's process): \
-         {rss_before:.0} MiB at the start of this section, {rss_collecting:.0} MiB while the \
-         collector holds its reading of a million sources, {hwm:.0} MiB at the peak (reading \
-         the map one entry at a time through aya allocates per entry).\n"
+         {rss_before:.0} MiB at the start of this section, {:.0} MiB while the collector holds \
+         its reading of a million sources (per-CPU; the mapped slots count in it as they are \
+         touched), {hwm:.0} MiB at the peak.\n",
+        per_cpu.rss,
     )?;
     let value = size_of::<SourceValue>();
     let key = size_of::<SourceKey>();
-    if let (Some((per_cpu_bytes, entries)), Some((shared_bytes, shared_entries))) =
-        (per_cpu.memlock, shared.memlock)
-    {
-        let per_source = per_cpu_bytes as f64 / f64::from(entries);
+    if let (Some(per_cpu_bytes), Some(shared_bytes)) = (per_cpu.memlock, shared.memlock) {
+        let slots = f64::from(1u32 << 20);
+        let per_source = per_cpu_bytes as f64 / slots;
         let fixed = per_source - (value * cpus) as f64;
         let at = |cpus: usize| fixed + (value * cpus) as f64;
-        let shared_per_source = shared_bytes as f64 / f64::from(shared_entries);
+        let shared_per_source = shared_bytes as f64 / slots;
         let gib = |bytes_per_source: f64| bytes_per_source * 1e6 / f64::from(1u32 << 30);
         writeln!(
             report,
-            "Kernel memory of the sources map (its `memlock` in fdinfo), for {entries} entries \
-             on {cpus} possible CPUs: per-CPU {:.0} MiB, {per_source:.0} bytes per source \
-             ({fixed:.0} fixed: the {key}-byte key, the hash element, the LRU node; plus \
-             {value} bytes of value per CPU); shared {:.0} MiB, {shared_per_source:.0} bytes \
-             per source whatever the CPU count. Per-CPU maps multiply the value by the CPU \
-             count:\n",
+            "Kernel memory of the four maps (their `memlock` in fdinfo), for 2^20 slots on \
+             {cpus} possible CPUs: per-CPU {:.0} MiB, {per_source:.0} bytes per source \
+             ({fixed:.0} fixed: the {key}-byte key in the hash map with its element, the slot's \
+             key in the array, its place in the free queue; plus {value} bytes of value per \
+             CPU); shared {:.0} MiB, {shared_per_source:.0} bytes per source whatever the CPU \
+             count. The per-CPU layout multiplies the value by the CPU count:\n",
             per_cpu_bytes as f64 / f64::from(1u32 << 20),
             shared_bytes as f64 / f64::from(1u32 << 20),
         )?;
@@ -298,19 +344,19 @@ pub fn scale(report: &mut String) -> Result<()> {
         writeln!(
             report,
             "\nThe choice, made by `--source-map auto` (the default): per-CPU while the \
-             per-CPU values of the map fit in {} MiB, shared beyond. Per-CPU is the faster \
-             map (see the cost table) and the only one that stays fast when one source floods \
-             every receive queue (see \"every CPU at once\": there the shared map's atomic adds \
-             on one cache line cost far more per packet), so it is kept wherever its \
-             memory is affordable: on these 2-CPU machines up to 1.6 million sources, on 64 \
-             CPUs up to about 52,000. Beyond that, at a million sources on 64 CPUs say, the \
-             per-CPU map would take {:.1} GiB against {:.2} GiB shared, and the shared map \
-             is the only sensible one. Either can be forced with `--source-map`.",
+             per-CPU values fit in {} MiB, shared beyond. Per-CPU is the faster layout (see the \
+             cost table) and the only one that stays fast when one source floods every receive \
+             queue (see \"every CPU at once\": there the shared layout's atomic adds on one \
+             cache line cost far more per packet), so it is kept wherever its memory is \
+             affordable: on these 2-CPU machines up to 1.6 million sources, on 64 CPUs up to \
+             about 52,000. Beyond that, at a million sources on 64 CPUs say, the per-CPU \
+             layout would take {:.1} GiB against {:.2} GiB shared, and the shared one is the \
+             only sensible choice. Either can be forced with `--source-map`.",
             SourceMap::PER_CPU_BUDGET >> 20,
             gib(at(64)),
             gib(shared_per_source),
         )?;
     }
-    eprintln!("scale: {readings:?}");
+    eprintln!("scale: per-cpu {per_cpu:?}\nscale: shared {shared:?}");
     Ok(())
 }

@@ -8,7 +8,8 @@
 
 /// Name of the XDP program (the function name in `netwatch-ebpf`).
 pub const PROGRAM_NAME: &str = "netwatch";
-/// Name of the XDP program that counts sources in [`SHARED_SOURCES_MAP`] instead.
+/// Name of the XDP program that counts each source in one value for all CPUs instead, with
+/// atomic instructions.
 pub const SHARED_PROGRAM_NAME: &str = "netwatch_shared";
 /// Name of the sampling XDP program, reached from [`PROGRAM_NAME`] by a tail call.
 pub const SAMPLER_PROGRAM_NAME: &str = "netwatch_sampler";
@@ -18,11 +19,18 @@ pub const SAMPLER_MAP: &str = "SAMPLER";
 pub const NOOP_PROGRAM_NAME: &str = "noop";
 /// Name of the benchmarks' second baseline, in the no-op's object: one hash lookup per frame.
 pub const LOOKUP_FLOOR_PROGRAM_NAME: &str = "lookup_floor";
-/// Name of the per-CPU LRU hash map: [`SourceKey`] -> [`SourceValue`].
-pub const SOURCES_MAP: &str = "SOURCES";
-/// Name of the shared LRU hash map: [`SourceKey`] -> [`SourceValue`], one value for all CPUs,
-/// updated with atomic instructions by [`SHARED_PROGRAM_NAME`].
-pub const SHARED_SOURCES_MAP: &str = "SHARED_SOURCES";
+/// Name of the hash map from a source's [`SourceKey`] to its slot (a `u32`).
+pub const SOURCE_SLOTS_MAP: &str = "SOURCE_SLOTS";
+/// Name of the memory-mappable array of [`SourceValue`]s by slot: one region of
+/// [`SLOT_CAPACITY_GLOBAL`] slots per possible CPU for [`PROGRAM_NAME`], a single region
+/// updated with atomic instructions for [`SHARED_PROGRAM_NAME`].
+pub const SOURCE_VALUES_MAP: &str = "SOURCE_VALUES";
+/// Name of the memory-mappable array of each slot's [`SourceKey`].
+pub const SLOT_KEYS_MAP: &str = "SLOT_KEYS";
+/// Name of the queue of free slots (`u32`).
+pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
+/// Name of the read-only global (`u32`) that holds the number of slots.
+pub const SLOT_CAPACITY_GLOBAL: &str = "SLOT_CAPACITY";
 /// Name of the per-CPU array with one [`GlobalStats`] at index 0.
 pub const GLOBALS_MAP: &str = "GLOBALS";
 /// Name of the array with one [`Settings`] at index 0, written by userspace at run time.
@@ -51,7 +59,7 @@ pub const SAMPLE_REASON_ALL_TCP: u32 = 2;
 pub const PORT_BITMAP_BITS: usize = 256;
 /// Bits in a source's bitmap of destination hosts, per window.
 pub const HOST_BITMAP_BITS: usize = 128;
-/// Capacity of [`SOURCES_MAP`] compiled into the object; userspace sets its own at load time.
+/// Slots compiled into the object; userspace sets its own capacity at load time.
 pub const DEFAULT_MAX_SOURCES: u32 = 65_536;
 
 /// Address family of a [`SourceKey`].
@@ -150,8 +158,8 @@ impl core::hash::Hash for SourceKey {
     }
 }
 
-/// Counters of one source (on one CPU in [`SOURCES_MAP`], where userspace sums the per-CPU
-/// copies).
+/// Counters of one source (on one CPU, in that CPU's region of [`SOURCE_VALUES_MAP`], where
+/// userspace sums the regions).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceStats {
@@ -190,8 +198,7 @@ pub struct SourceSketch {
     pub hosts: [[u64; HOST_BITMAP_BITS / 64]; 2],
 }
 
-/// The value of [`SOURCES_MAP`] (per CPU) and [`SHARED_SOURCES_MAP`]: counters and the spread
-/// sketch of one source.
+/// The value of a slot in [`SOURCE_VALUES_MAP`]: counters and the spread sketch of one source.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceValue {
@@ -271,7 +278,7 @@ pub struct GlobalStats {
     pub malformed_packets: u64,
     /// Their bytes.
     pub malformed_bytes: u64,
-    /// Frames of a source that could not be inserted in the sources map.
+    /// Frames of a source that has no slot and found none free.
     pub overflow_packets: u64,
     /// Their bytes.
     pub overflow_bytes: u64,

@@ -15,10 +15,10 @@
 use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, Queue, RingBuf},
     programs::XdpContext,
 };
 use netwatch_common::{
@@ -28,18 +28,35 @@ use netwatch_common::{
     TokenBucket,
 };
 
-/// Per-source counters and sketches. Userspace sets the capacity at load time
+/// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
+/// entry leaves only when userspace reclaims the slot of a source gone idle, never behind its
+/// back, so that every slot in use has exactly one key. Packets only read it, except the first
+/// packet of a source, which inserts. Userspace sets the capacity at load time
 /// (`--max-sources`).
 #[map]
-static SOURCES: LruPerCpuHashMap<SourceKey, SourceValue> =
-    LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+static SOURCE_SLOTS: HashMap<SourceKey, u32> = HashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
 
-/// The same, shared by all CPUs and updated with atomic instructions: one value per source
-/// whatever the number of CPUs. Userspace sizes the map it uses and shrinks the other to one
-/// entry.
+/// The value of each slot, in regions of [`SLOT_CAPACITY`] slots: for [`netwatch`] one region
+/// per possible CPU (CPU `c` writes slot `s` at `c * SLOT_CAPACITY + s`, with plain adds), for
+/// [`netwatch_shared`] a single region updated with atomic adds. Memory-mappable: userspace
+/// reads every counter in place, without the kernel walking a hash table, and clears the
+/// slots it reclaims.
 #[map]
-static SHARED_SOURCES: LruHashMap<SourceKey, SourceValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+static SOURCE_VALUES: Array<SourceValue> =
+    Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
+
+/// The source address of each slot, written when a packet takes the slot. Memory-mappable.
+#[map]
+static SLOT_KEYS: Array<SourceKey> = Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
+
+/// Slots not in use. Userspace fills it at load time and puts reclaimed slots back.
+#[map]
+static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+
+/// Slots per region of [`SOURCE_VALUES`]: the capacity of [`SOURCE_SLOTS`]. Set by userspace at
+/// load time; read-only, so the verifier knows it.
+#[unsafe(no_mangle)]
+static SLOT_CAPACITY: u32 = DEFAULT_MAX_SOURCES;
 
 /// Global counters at index 0.
 #[map]
@@ -164,14 +181,14 @@ enum Class {
     Other,
 }
 
-/// Counts every frame, each source in [`SOURCES`] (per CPU), and passes it on; hands frames
-/// to sample over to the sampler.
+/// Counts every frame, each source in its CPU's region of [`SOURCE_VALUES`], and passes it
+/// on; hands frames to sample over to the sampler.
 #[xdp]
 pub fn netwatch(ctx: XdpContext) -> u32 {
     run::<PerCpu>(&ctx)
 }
 
-/// [`netwatch`] with the sources in [`SHARED_SOURCES`] (one value for all CPUs).
+/// [`netwatch`] with one value per source for all CPUs, updated with atomic adds.
 #[xdp]
 pub fn netwatch_shared(ctx: XdpContext) -> u32 {
     run::<Shared>(&ctx)
@@ -374,78 +391,94 @@ fn take_token(settings: &Settings) -> bool {
     }
 }
 
-/// A map of sources, per-CPU or shared.
+/// How sources' values are laid out: a region per CPU, or one shared region.
 trait SourceTable {
-    /// The value of `key` in this map (this CPU's copy for a per-CPU map).
-    fn lookup(key: &SourceKey) -> Option<*mut SourceValue>;
-    /// Inserts `key` with `value` unless the key is there; true when inserted.
-    fn insert_new(key: &SourceKey, value: &SourceValue) -> bool;
-    /// Adds the frame to a value found by `lookup`.
+    /// The region of [`SOURCE_VALUES`] this program run writes.
+    fn region() -> u32;
+    /// Adds the frame to a value of this run's region.
     ///
     /// # Safety
-    /// `value` comes from `lookup` in this program run.
+    /// `value` points into [`SOURCE_VALUES`], in [`SourceTable::region`].
     unsafe fn bump_found(value: *mut SourceValue, contribution: &Contribution, epoch: u32);
 
-    /// Adds the frame to its source; false when the source has no entry and none can be
-    /// made.
+    /// Adds the frame to its source, taking a free slot for a source not seen before; false
+    /// when the source has no slot and none is free.
     #[inline(always)]
     fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
-        if let Some(value) = Self::lookup(key) {
-            // SAFETY: just looked up.
-            unsafe { Self::bump_found(value, contribution, epoch) };
-            return true;
+        if let Some(slot) = SOURCE_SLOTS.get_ptr(key) {
+            // SAFETY: a live map value, a u32 nobody writes after insertion.
+            return Self::count_in(unsafe { *slot }, contribution, epoch);
         }
-        // Not visible to other CPUs until inserted: plain writes.
-        let mut fresh = SourceValue::default();
-        bump(&mut fresh, contribution, epoch);
-        if Self::insert_new(key, &fresh) {
-            return true;
+        let slot = match FREE_SLOTS.pop() {
+            Ok(Some(slot)) => slot,
+            _ => return false,
+        };
+        // The key first: userspace reads a slot's key once its counters are not zero.
+        match SLOT_KEYS.get_ptr_mut(slot) {
+            // SAFETY: an element of an array map; a free slot, which no one else writes.
+            Some(owner) => unsafe { *owner = *key },
+            None => return false,
         }
-        // Another CPU may have inserted the same source between the lookup and the insert.
-        if let Some(value) = Self::lookup(key) {
-            // SAFETY: just looked up.
-            unsafe { Self::bump_found(value, contribution, epoch) };
-            return true;
+        if SOURCE_SLOTS
+            .insert(key, slot, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
+            return Self::count_in(slot, contribution, epoch);
         }
-        false
+        // Another CPU gave the same source a slot between the lookup and the insert: that one
+        // counts, and this one, never counted in, is free again.
+        let _ = FREE_SLOTS.push(slot, 0);
+        match SOURCE_SLOTS.get_ptr(key) {
+            // SAFETY: as above.
+            Some(slot) => Self::count_in(unsafe { *slot }, contribution, epoch),
+            None => false,
+        }
+    }
+
+    /// Adds the frame to `slot` in this run's region.
+    #[inline(always)]
+    fn count_in(slot: u32, contribution: &Contribution, epoch: u32) -> bool {
+        // SAFETY: a read-only global set at load time.
+        let capacity = unsafe { core::ptr::read_volatile(&SLOT_CAPACITY) };
+        if slot >= capacity {
+            return false;
+        }
+        match SOURCE_VALUES.get_ptr_mut(Self::region() * capacity + slot) {
+            Some(value) => {
+                // SAFETY: an element of the map, in this run's region.
+                unsafe { Self::bump_found(value, contribution, epoch) };
+                true
+            }
+            None => false,
+        }
     }
 }
 
-/// [`SOURCES`]: each CPU writes its own copy of the value, with plain adds.
+/// A region per CPU: each CPU writes its own copy of a source's value, with plain adds.
 struct PerCpu;
 
 impl SourceTable for PerCpu {
     #[inline(always)]
-    fn lookup(key: &SourceKey) -> Option<*mut SourceValue> {
-        SOURCES.get_ptr_mut(key)
-    }
-
-    #[inline(always)]
-    fn insert_new(key: &SourceKey, value: &SourceValue) -> bool {
-        SOURCES.insert(key, value, u64::from(BPF_NOEXIST)).is_ok()
+    fn region() -> u32 {
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_get_smp_processor_id() }
     }
 
     #[inline(always)]
     unsafe fn bump_found(value: *mut SourceValue, contribution: &Contribution, epoch: u32) {
-        // SAFETY: this CPU's copy of a live per-CPU map value; no other CPU writes it.
+        // SAFETY: this CPU's region; XDP runs with preemption off, so no other program run
+        // writes it meanwhile.
         bump(unsafe { &mut *value }, contribution, epoch);
     }
 }
 
-/// [`SHARED_SOURCES`]: one value that every CPU updates with atomic instructions.
+/// One region that every CPU updates with atomic instructions.
 struct Shared;
 
 impl SourceTable for Shared {
     #[inline(always)]
-    fn lookup(key: &SourceKey) -> Option<*mut SourceValue> {
-        SHARED_SOURCES.get_ptr_mut(key)
-    }
-
-    #[inline(always)]
-    fn insert_new(key: &SourceKey, value: &SourceValue) -> bool {
-        SHARED_SOURCES
-            .insert(key, value, u64::from(BPF_NOEXIST))
-            .is_ok()
+    fn region() -> u32 {
+        0
     }
 
     #[inline(always)]

@@ -6,7 +6,6 @@
 
 use std::{
     cmp::Reverse,
-    collections::hash_map::Entry,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
@@ -14,14 +13,6 @@ use std::{
 use netwatch_common::{FAMILY_IPV4, GlobalStats, SourceKey, SourceStats};
 
 use crate::datapath::{Snapshot, SourceReading, Spread};
-
-/// The collector's map of last readings, keyed by source address, which it holds by the
-/// million.
-///
-/// foldhash rather than the standard SipHash: a few times faster on these 24-byte keys, and
-/// still seeded at random per process, so that senders who choose their source addresses
-/// cannot aim them at colliding buckets without seeing the seed.
-type SourceHashMap<V> = std::collections::HashMap<SourceKey, V, foldhash::fast::RandomState>;
 
 /// The traffic of one source during one interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,12 +47,12 @@ pub struct Interval {
     pub sources: Vec<SourceDelta>,
     /// Entries in the kernel's source map at this reading.
     pub tracked_sources: usize,
-    /// Sources whose map entry was evicted (or evicted and re-created) since the last reading.
+    /// Sources whose slot was reclaimed (they were idle and slots ran low) since the last
+    /// reading.
     pub evicted_sources: u64,
     /// Traffic in the total that no source reading has accounted for yet: frames that arrived
-    /// while the map was read (they are attributed next interval), and frames of sources
-    /// evicted from the LRU map before they were read (those are lost to per-source figures).
-    /// A gauge, not a delta. Zero on a link at rest unless evictions happened.
+    /// while the map was read (they are attributed next interval). A gauge, not a delta. Zero
+    /// on a link at rest.
     pub unattributed: Volume,
 }
 
@@ -77,19 +68,25 @@ impl Interval {
     }
 }
 
-/// The last reading of a source.
-#[derive(Clone, Copy, Debug)]
+/// The last reading of a slot.
+#[derive(Clone, Copy, Debug, Default)]
 struct Last {
+    key: SourceKey,
     stats: SourceStats,
-    /// [`Collector::reading`] when it was read.
+    /// [`Collector::reading`] when it was read; 0 for never.
     reading: u64,
 }
 
 /// Remembers the previous reading.
 #[derive(Debug, Default)]
 pub struct Collector {
-    last_sources: SourceHashMap<Last>,
-    /// Number of the current reading, to tell sources met in it from the others.
+    /// The last reading of each slot, indexed by slot: the kernel hands slots out densely from
+    /// 0, so a source's last reading is found by an index, not a hash, a million times per
+    /// interval.
+    last_sources: Vec<Last>,
+    /// Sources in the previous reading.
+    previous: usize,
+    /// Number of the current reading, to tell the slots met in the previous one.
     reading: u64,
     last_globals: GlobalStats,
     /// Sum of all source deltas handed out so far.
@@ -105,50 +102,45 @@ impl Collector {
 
     /// Computes the interval that ends with `snapshot`.
     pub fn update(&mut self, snapshot: Snapshot, elapsed: Duration) -> Interval {
-        let Snapshot { globals, sources } = snapshot;
+        let Snapshot {
+            globals,
+            sources,
+            released,
+        } = snapshot;
         let mut deltas = Vec::new();
         let mut evicted_now = 0u64;
-        let previous = self.last_sources.len();
         self.reading += 1;
         let reading = self.reading;
         // Sources of the last reading met again in this one; the others have left the map.
         let mut met_again = 0usize;
         let mut tracked_sources = 0usize;
-        // One hash lookup per source: the last reading is found and replaced in place.
         for SourceReading {
+            slot,
             key,
             stats: current,
             spread,
         } in sources
         {
-            let delta = match self.last_sources.entry(key) {
-                Entry::Vacant(slot) => {
-                    slot.insert(Last {
-                        stats: current,
-                        reading,
-                    });
+            let index = slot as usize;
+            if index >= self.last_sources.len() {
+                self.last_sources.resize(index + 1, Last::default());
+            }
+            let last = &mut self.last_sources[index];
+            let delta = if last.reading + 1 == reading && last.key == key {
+                met_again += 1;
+                source_delta(&current, &last.stats).unwrap_or_else(|| {
+                    // Counters went down, which a slot in use never does: count what is
+                    // there as new rather than invent a delta.
+                    evicted_now += 1;
                     current
-                }
-                Entry::Occupied(mut slot) => {
-                    let last = slot.get_mut();
-                    if last.reading == reading {
-                        // Met twice in one reading (an entry-by-entry walk that restarted).
-                        continue;
-                    }
-                    met_again += 1;
-                    let delta = source_delta(&current, &last.stats).unwrap_or_else(|| {
-                        // Counters went down: the entry was evicted and created again since
-                        // the last reading, so everything in it is new. What the old entry
-                        // gained after the last reading is lost, never invented.
-                        evicted_now += 1;
-                        current
-                    });
-                    *last = Last {
-                        stats: current,
-                        reading,
-                    };
-                    delta
-                }
+                })
+            } else {
+                current
+            };
+            *last = Last {
+                key,
+                stats: current,
+                reading,
             };
             tracked_sources += 1;
             if delta.packets > 0 {
@@ -161,11 +153,14 @@ impl Collector {
                 });
             }
         }
-        let vanished = previous - met_again;
-        if vanished > 0 {
-            self.last_sources.retain(|_, last| last.reading == reading);
+        // Slots cleared after this reading: whoever takes one next starts from zero.
+        for slot in released {
+            if let Some(last) = self.last_sources.get_mut(slot as usize) {
+                last.reading = 0;
+            }
         }
-        evicted_now += vanished as u64;
+        evicted_now += (self.previous - met_again) as u64;
+        self.previous = tracked_sources;
         // Addresses are unique, so the order is total and an unstable sort is deterministic.
         deltas.sort_unstable_by_key(|d| (Reverse(d.stats.bytes), Reverse(d.stats.packets), d.addr));
 
@@ -292,12 +287,15 @@ mod tests {
             globals: globals(total.0, total.1),
             sources: sources
                 .iter()
-                .map(|&(key, stats)| SourceReading {
+                .enumerate()
+                .map(|(slot, &(key, stats))| SourceReading {
+                    slot: slot as u32,
                     key,
                     stats,
                     spread: None,
                 })
                 .collect(),
+            released: Vec::new(),
         }
     }
 
@@ -318,26 +316,43 @@ mod tests {
         assert_eq!(second.evicted_sources, 0);
     }
 
-    /// An entry-by-entry walk that restarts can meet a source twice: it counts once, and a
-    /// source that left the map since is still seen as evicted.
+    /// A slot that changes hands between readings starts its new source from zero, and the
+    /// old source counts as evicted.
     #[test]
-    fn a_source_read_twice_in_one_reading_counts_once() {
+    fn a_slot_taken_by_another_source_starts_from_zero() {
         let mut collector = Collector::new();
-        collector.update(
-            snapshot((15, 1500), &[(A, stats(10, 1000)), (B, stats(5, 500))]),
-            SECOND,
-        );
-        let second = collector.update(
-            snapshot((30, 3000), &[(A, stats(25, 2500)), (A, stats(25, 2500))]),
-            SECOND,
-        );
-        assert_eq!(second.sources.len(), 1);
-        assert_eq!(second.sources[0].stats, stats(15, 1500));
-        assert_eq!(second.tracked_sources, 1);
-        assert_eq!(second.evicted_sources, 1, "B left the map");
-        let third = collector.update(snapshot((40, 4000), &[(A, stats(35, 3500))]), SECOND);
-        assert_eq!(third.sources[0].stats, stats(10, 1000));
-        assert_eq!(third.evicted_sources, 0);
+        collector.update(snapshot((10, 1000), &[(A, stats(10, 1000))]), SECOND);
+        let next = collector.update(snapshot((13, 1300), &[(B, stats(3, 300))]), SECOND);
+        assert_eq!(next.sources.len(), 1);
+        assert_eq!(next.sources[0].addr, source_addr(&B));
+        assert_eq!(next.sources[0].stats, stats(3, 300));
+        assert_eq!(next.evicted_sources, 1, "A lost its slot");
+        assert_eq!(next.unattributed, Volume::default());
+    }
+
+    /// A released slot taken again by the same address, with more than it had: everything in
+    /// it is new, though the address and the slot are the same.
+    #[test]
+    fn a_released_slot_taken_again_by_the_same_source_starts_from_zero() {
+        let mut collector = Collector::new();
+        let mut first = snapshot((10, 1000), &[(A, stats(10, 1000))]);
+        first.released = vec![0];
+        collector.update(first, SECOND);
+        let next = collector.update(snapshot((25, 2500), &[(A, stats(15, 1500))]), SECOND);
+        assert_eq!(next.sources[0].stats, stats(15, 1500));
+        assert_eq!(next.evicted_sources, 1);
+        assert_eq!(next.unattributed, Volume::default());
+    }
+
+    /// A source seen two readings ago, not in the last one, is not continued from its old
+    /// counts.
+    #[test]
+    fn only_the_previous_reading_continues() {
+        let mut collector = Collector::new();
+        collector.update(snapshot((10, 1000), &[(A, stats(10, 1000))]), SECOND);
+        collector.update(snapshot((10, 1000), &[]), SECOND);
+        let third = collector.update(snapshot((22, 2200), &[(A, stats(12, 1200))]), SECOND);
+        assert_eq!(third.sources[0].stats, stats(12, 1200));
     }
 
     #[test]

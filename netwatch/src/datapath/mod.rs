@@ -4,16 +4,15 @@
 //! This module knows the maps' layout and nothing about what the numbers mean: collection
 //! and everything after it live in later stages.
 
-mod batch;
 pub mod netlink;
+mod slots;
 
 use std::{collections::HashMap, fmt, io, os::fd::AsFd as _, time::Duration};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{
-        Array, HashMap as AyaHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray,
-        RingBuf,
+        Array, HashMap as AyaHashMap, MapData, MapError, PerCpuArray, ProgramArray, Queue, RingBuf,
     },
     programs::{
         ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
@@ -23,14 +22,17 @@ use aya::{
     util::KernelVersion,
 };
 use netwatch_common::{
-    GLOBALS_MAP, GlobalStats, HOST_BITMAP_BITS, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
-    PORT_BITMAP_BITS, PROGRAM_NAME, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN,
-    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME,
-    SHARED_SOURCES_MAP, SOURCES_MAP, Sample, SampleHeader, Settings, SourceKey, SourceStats,
-    SourceValue,
+    FREE_SLOTS_MAP, GLOBALS_MAP, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
+    PROGRAM_NAME, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP,
+    SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL,
+    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, Sample, SampleHeader, Settings, SourceKey,
+    SourceStats, SourceValue,
 };
 
-use self::netlink::{LinkInfo, XdpAttached};
+use self::{
+    netlink::{LinkInfo, XdpAttached},
+    slots::Slots,
+};
 
 /// The compiled XDP programs, embedded at build time by `build.rs`.
 static NETWATCH_OBJECT: &[u8] =
@@ -159,9 +161,25 @@ pub enum DatapathError {
     /// Another program error.
     #[error(transparent)]
     Program(#[from] ProgramError),
-    /// Reading the sources map failed.
-    #[error("cannot read the sources map: {0}")]
-    Harvest(#[source] io::Error),
+    /// Reading the list of CPUs failed.
+    #[error("cannot count the possible CPUs: {0}")]
+    Cpus(#[source] io::Error),
+    /// Mapping the source slot arrays into memory failed.
+    #[error("cannot map the source slot arrays into memory: {0}")]
+    MapSlots(#[source] io::Error),
+    /// Reclaiming the slots of idle sources failed.
+    #[error("cannot reclaim the slots of idle sources: {0}")]
+    Reclaim(#[source] io::Error),
+    /// The values of so many sources on so many CPUs do not fit a BPF array.
+    #[error(
+        "{max_sources} sources on {cpus} CPUs are too many for one per-CPU array: lower --max-sources or use --source-map shared"
+    )]
+    TooManySources {
+        /// The capacity asked for.
+        max_sources: u32,
+        /// Possible CPUs.
+        cpus: usize,
+    },
     /// Pinning failed.
     #[error("cannot pin: {0}")]
     Pin(#[source] aya::pin::PinError),
@@ -313,16 +331,20 @@ pub struct ReplacedProgram {
 pub struct Snapshot {
     /// Global counters.
     pub globals: GlobalStats,
-    /// Every source in the map, in the order the map was read. A list rather than a map: at a
-    /// million sources, building a hash map here cost more than reading the kernel's map. A
-    /// source can appear twice when the map was read entry by entry and changed meanwhile
-    /// (the walk restarts when its cursor is evicted); the batch read meets each once.
+    /// Every source with a slot, in slot order, each slot once. A list rather than a map: at
+    /// a million sources, building a hash map here would cost more than reading the slots.
     pub sources: Vec<SourceReading>,
+    /// Slots cleared and freed after this reading (their sources were reclaimed a reading
+    /// earlier): whoever takes one next starts from zero, whatever its address.
+    pub released: Vec<u32>,
 }
 
-/// One source as read from the map.
+/// One source as read from its slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceReading {
+    /// Its slot. A slot changes hands when its source is reclaimed; an address may take a new
+    /// slot after its old one was reclaimed.
+    pub slot: u32,
     /// The source.
     pub key: SourceKey,
     /// Its cumulative counters, summed over CPUs.
@@ -333,7 +355,7 @@ pub struct SourceReading {
 }
 
 impl Snapshot {
-    /// The counters of every source by address (the first reading of a source met twice).
+    /// The counters of every source by address (for one address in two slots, the first).
     pub fn stats_by_source(&self) -> HashMap<SourceKey, SourceStats> {
         let mut map = HashMap::with_capacity(self.sources.len());
         for reading in &self.sources {
@@ -364,8 +386,13 @@ pub struct Spread {
 /// bit set the estimate saturates at `m ln m` (1,420 for 256 bits, 621 for 128): "this many or
 /// more".
 pub fn linear_count(words: &[u64]) -> u32 {
-    let bits = (words.len() * 64) as f64;
     let zeros: u32 = words.iter().map(|word| word.count_zeros()).sum();
+    linear_estimate(words.len() * 64, zeros)
+}
+
+/// [`linear_count`] of a bitmap of `bits` bits with `zeros` of them clear.
+fn linear_estimate(bits: usize, zeros: u32) -> u32 {
+    let bits = bits as f64;
     if zeros == 0 {
         return (bits * bits.ln()).round() as u32;
     }
@@ -446,22 +473,23 @@ pub struct Datapath {
     epoch: u32,
     settings: Settings,
     samples: Option<SampleRing>,
-    harvest: Harvest,
-    /// Possible CPUs: the number of values of a per-CPU entry.
-    cpus: usize,
+    /// The sources' slots, mapped into this process.
+    slots: Slots,
     /// Sources in the last snapshot.
     last_sources: usize,
-    /// Time the last batch harvest spent in the kernel.
-    last_kernel_read: Duration,
+    /// What the last snapshot's reclaim did.
+    last_reclaim: Reclaim,
 }
 
-/// How the sources map is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Harvest {
-    /// `BPF_MAP_LOOKUP_BATCH`: thousands of entries per syscall.
-    Batch,
-    /// `get_next_key` and a lookup per entry: what older kernels allow.
-    PerKey,
+/// The reclaim at the end of a snapshot (see [`Datapath::snapshot`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reclaim {
+    /// Idle sources whose addresses were deleted (their slots freed at the next snapshot).
+    pub forgotten: usize,
+    /// Slots cleared and put back in the free queue.
+    pub freed: usize,
+    /// Time it took (a syscall per address and per slot).
+    pub took: Duration,
 }
 
 impl fmt::Debug for Datapath {
@@ -481,7 +509,7 @@ impl Datapath {
         } = options;
         let kernel = check_kernel()?;
         let cpus = aya::util::nr_cpus().map_err(|(path, err)| {
-            DatapathError::Harvest(io::Error::new(err.kind(), format!("{path}: {err}")))
+            DatapathError::Cpus(io::Error::new(err.kind(), format!("{path}: {err}")))
         })?;
         let source_map = source_map.resolve(max_sources, cpus, kernel >= MIN_KERNEL_SHARED);
         if source_map == SourceMap::Shared && kernel < MIN_KERNEL_SHARED {
@@ -490,20 +518,40 @@ impl Datapath {
                 needed: MIN_KERNEL_SHARED,
             });
         }
-        // Both maps are in the object and both are created; the one not used gets one entry.
-        let (per_cpu_entries, shared_entries) = match source_map {
-            SourceMap::Shared => (1, max_sources),
-            SourceMap::Auto | SourceMap::PerCpu => (max_sources, 1),
+        // A region of values per possible CPU, or one for all.
+        let regions = match source_map {
+            SourceMap::Shared => 1,
+            SourceMap::Auto | SourceMap::PerCpu => cpus,
         };
+        let values = max_sources
+            .checked_mul(regions as u32)
+            .ok_or(DatapathError::TooManySources { max_sources, cpus })?;
         let mut ebpf = load_object(NETWATCH_OBJECT, &[source_map.program()], |loader| {
-            loader.map_max_entries(SOURCES_MAP, per_cpu_entries);
-            loader.map_max_entries(SHARED_SOURCES_MAP, shared_entries);
+            loader.map_max_entries(SOURCE_SLOTS_MAP, max_sources);
+            loader.map_max_entries(SLOT_KEYS_MAP, max_sources);
+            loader.map_max_entries(FREE_SLOTS_MAP, max_sources);
+            loader.map_max_entries(SOURCE_VALUES_MAP, values);
+            loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
         })?;
         install_sampler(&mut ebpf)?;
         let ring = ebpf
             .take_map(SAMPLES_MAP)
             .ok_or(DatapathError::Missing("samples ring buffer"))?;
         let samples = Some(SampleRing(RingBuf::try_from(ring)?));
+        let mut free: Queue<&mut MapData, u32> = Queue::try_from(
+            ebpf.map_mut(FREE_SLOTS_MAP)
+                .ok_or(DatapathError::Missing("free slots queue"))?,
+        )?;
+        for slot in 0..max_sources {
+            free.push(slot, 0)?;
+        }
+        let slots = Slots::map(
+            map_fd(&ebpf, SOURCE_VALUES_MAP)?,
+            map_fd(&ebpf, SLOT_KEYS_MAP)?,
+            max_sources,
+            regions,
+        )
+        .map_err(DatapathError::MapSlots)?;
         let mut datapath = Self {
             ebpf,
             max_sources,
@@ -511,10 +559,9 @@ impl Datapath {
             epoch: 0,
             settings: Settings::default(),
             samples,
-            harvest: Harvest::Batch,
-            cpus,
+            slots,
             last_sources: 0,
-            last_kernel_read: Duration::ZERO,
+            last_reclaim: Reclaim::default(),
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
@@ -551,23 +598,6 @@ impl Datapath {
         self.settings.sample_burst = (*burst).max(1);
         self.settings.sample_all_tcp = u32::from(*all_tcp);
         self.write_settings()
-    }
-
-    /// Chooses how the sources map is read (batch unless the kernel lacks it); for the
-    /// benchmark that compares both.
-    pub fn set_harvest(&mut self, harvest: Harvest) {
-        self.harvest = harvest;
-    }
-
-    /// Time the last snapshot's batch harvest spent in the kernel's `BPF_MAP_LOOKUP_BATCH`
-    /// calls (the rest of [`Datapath::snapshot`] is userspace work); zero for per-key reads.
-    pub fn last_kernel_read(&self) -> Duration {
-        self.last_kernel_read
-    }
-
-    /// How the sources map is read now.
-    pub fn harvest(&self) -> Harvest {
-        self.harvest
     }
 
     /// Takes the sample ring buffer out, for a reader of its own; `None` if taken already.
@@ -689,95 +719,27 @@ impl Datapath {
         program.pin(path).map_err(DatapathError::Pin)
     }
 
-    /// Reads the maps, summing the per-CPU values, and closes the current sketch window:
+    /// Reads the maps, summing the per-CPU regions, and closes the current sketch window:
     /// [`SourceReading::spread`] covers the traffic since the previous snapshot.
     ///
-    /// Sources evicted while the map is walked are skipped.
+    /// Then, if free slots run low, reclaims the slots of the sources idle longest (see
+    /// [`slots`](self::slots)): such a source leaves the snapshots after one more reading, and
+    /// its next frame makes it a new source in a new slot.
     pub fn snapshot(&mut self) -> Result<Snapshot, DatapathError> {
         let closing = self.epoch;
         if closing != 0 {
             // Epoch 0 marks windows never written (and sketches off); skip it on wrapping.
             self.set_epoch(closing.wrapping_add(1).max(1))?;
         }
-        let slot = (closing & 1) as usize;
-
         // Sized like the last reading: a million pushes onto a growing list copy it twenty
         // times over.
         let mut snapshot = Snapshot {
             globals: GlobalStats::default(),
             sources: Vec::with_capacity(self.last_sources),
+            released: Vec::new(),
         };
-        let mut fold = |key: SourceKey, per_cpu: &[SourceValue]| {
-            let mut sum = SourceStats::default();
-            let mut ports = [0u64; PORT_BITMAP_BITS / 64];
-            let mut hosts = [0u64; HOST_BITMAP_BITS / 64];
-            let mut marked = false;
-            for value in per_cpu {
-                add_source(&mut sum, &value.stats);
-                if closing != 0 && value.sketch.epochs[slot] == closing {
-                    marked = true;
-                    or_into(&mut ports, &value.sketch.ports[slot]);
-                    or_into(&mut hosts, &value.sketch.hosts[slot]);
-                }
-            }
-            snapshot.sources.push(SourceReading {
-                key,
-                stats: sum,
-                spread: marked.then(|| Spread {
-                    ports: linear_count(&ports),
-                    hosts: linear_count(&hosts),
-                }),
-            });
-        };
-        let (name, values_per_entry) = match self.source_map {
-            SourceMap::Shared => (SHARED_SOURCES_MAP, 1),
-            SourceMap::Auto | SourceMap::PerCpu => (SOURCES_MAP, self.cpus),
-        };
-        let sources_map = self
-            .ebpf
-            .map(name)
-            .ok_or(DatapathError::Missing("sources map"))?;
-        let batched = match (&self.harvest, sources_map) {
-            (
-                Harvest::Batch,
-                aya::maps::Map::PerCpuLruHashMap(data) | aya::maps::Map::LruHashMap(data),
-            ) => batch::for_each(data.fd().as_fd(), values_per_entry, &mut fold),
-            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-        };
-        if let Ok(in_kernel) = batched {
-            self.last_kernel_read = in_kernel;
-        }
-        if let Err(err) = batched {
-            if !matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | 524)) {
-                return Err(DatapathError::Harvest(err));
-            }
-            // No batch operations on this kernel (or asked not to): one entry at a time.
-            self.harvest = Harvest::PerKey;
-            self.last_kernel_read = Duration::ZERO;
-            if self.source_map == SourceMap::Shared {
-                let sources: AyaHashMap<&MapData, SourceKey, SourceValue> =
-                    AyaHashMap::try_from(sources_map)?;
-                for entry in sources.iter() {
-                    match entry {
-                        Ok((key, value)) => fold(key, &[value]),
-                        Err(MapError::KeyNotFound) => {}
-                        Err(err) => return Err(err.into()),
-                    }
-                }
-            } else {
-                let sources: PerCpuHashMap<&MapData, SourceKey, SourceValue> =
-                    PerCpuHashMap::try_from(sources_map)?;
-                for entry in sources.iter() {
-                    let (key, per_cpu) = match entry {
-                        Ok(entry) => entry,
-                        Err(MapError::KeyNotFound) => continue,
-                        Err(err) => return Err(err.into()),
-                    };
-                    let values: Vec<SourceValue> = per_cpu.iter().copied().collect();
-                    fold(key, &values);
-                }
-            }
-        }
+        self.slots
+            .read(closing, |reading| snapshot.sources.push(reading));
         // Globals after sources: a packet counted in a source read above is in the globals too.
         let globals_map = self
             .ebpf
@@ -788,7 +750,47 @@ impl Datapath {
             add_globals(&mut snapshot.globals, stats);
         }
         self.last_sources = snapshot.sources.len();
+        snapshot.released = self.reclaim()?;
         Ok(snapshot)
+    }
+
+    /// What the last snapshot's reclaim did.
+    pub fn last_reclaim(&self) -> Reclaim {
+        self.last_reclaim
+    }
+
+    /// [`Slots::reclaim`] with the address map and the free queue.
+    fn reclaim(&mut self) -> Result<Vec<u32>, DatapathError> {
+        let started = std::time::Instant::now();
+        let [Some(addresses), Some(free)] = self
+            .ebpf
+            .maps_disjoint_mut([SOURCE_SLOTS_MAP, FREE_SLOTS_MAP])
+        else {
+            return Err(DatapathError::Missing("source slot maps"));
+        };
+        let mut addresses: AyaHashMap<&mut MapData, SourceKey, u32> =
+            AyaHashMap::try_from(addresses)?;
+        let mut free: Queue<&mut MapData, u32> = Queue::try_from(free)?;
+        let mut forgotten = 0;
+        let freed = self
+            .slots
+            .reclaim(
+                |key| {
+                    forgotten += 1;
+                    match addresses.remove(key) {
+                        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                        Err(err) => Err(io::Error::other(err)),
+                    }
+                },
+                |slot| free.push(slot, 0).map_err(io::Error::other),
+            )
+            .map_err(DatapathError::Reclaim)?;
+        self.last_reclaim = Reclaim {
+            forgotten,
+            freed: freed.len(),
+            took: started.elapsed(),
+        };
+        Ok(freed)
     }
 
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` and returns its verdict.
@@ -888,11 +890,23 @@ fn check_kernel() -> Result<KernelVersion, DatapathError> {
     Ok(found)
 }
 
+/// The descriptor of map `name`.
+fn map_fd<'a>(
+    ebpf: &'a Ebpf,
+    name: &'static str,
+) -> Result<std::os::fd::BorrowedFd<'a>, DatapathError> {
+    let map = ebpf.map(name).ok_or(DatapathError::Missing(name))?;
+    match map {
+        aya::maps::Map::Array(data) => Ok(data.fd().as_fd()),
+        _ => Err(DatapathError::Missing(name)),
+    }
+}
+
 /// Creates the maps of `object` and loads (verifies) its `programs`.
-fn load_object(
+fn load_object<'a>(
     object: &[u8],
     programs: &[&'static str],
-    configure: impl FnOnce(&mut EbpfLoader<'_>),
+    configure: impl FnOnce(&mut EbpfLoader<'a>),
 ) -> Result<Ebpf, DatapathError> {
     let mut loader = EbpfLoader::new();
     configure(&mut loader);

@@ -1,0 +1,363 @@
+//! Where sources are counted: one slot per source in memory-mappable BPF arrays.
+//!
+//! The XDP program finds a source's slot in a hash map (address -> slot) and adds to the
+//! slot's value in an array: on a source's first frame it takes a slot from a queue of free
+//! slots, writes the address into the array of slot keys and inserts the address. Userspace
+//! maps both arrays into its memory, so a harvest is a read of memory, with no syscall and no
+//! walk of a kernel hash table: this is what makes a million sources readable well within an
+//! interval (BENCHMARKS.md, "Scale").
+//!
+//! The kernel never evicts: slots come back only through [`Slots::reclaim`]. When free slots
+//! run low, userspace takes back the slots of the sources idle longest (unchanged since the
+//! previous reading at least): it deletes their addresses from the hash map, so that their
+//! next frame takes a new slot, waits out a grace period during which a program run that
+//! found the old slot just before the delete may still add to it, reads those last counts,
+//! then clears the slots and queues them again. A source that finds no free slot is counted
+//! in the global overflow counters, never dropped in silence.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd},
+    ptr::NonNull,
+    sync::LazyLock,
+    time::{Duration, Instant},
+};
+
+use netwatch_common::{HOST_BITMAP_BITS, PORT_BITMAP_BITS, SourceKey, SourceStats, SourceValue};
+
+use super::{SourceReading, Spread, linear_estimate};
+
+/// How long reclaimed slots wait between the delete of their address and their reuse. A
+/// program run takes microseconds (XDP runs to completion); a run that looked the address up
+/// before the delete is long over by then.
+const GRACE: Duration = Duration::from_millis(5);
+
+/// A BPF array map (`BPF_F_MMAPABLE`) mapped into this process, shared with the kernel: the
+/// program writes it while userspace reads, so every access is volatile.
+struct Mapped<T> {
+    base: NonNull<T>,
+    len: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; nothing in it is tied to a
+// thread.
+unsafe impl<T: Send> Send for Mapped<T> {}
+// SAFETY: shared references only read, with volatile loads, memory the kernel writes at any
+// time anyway; writes take `&mut self`.
+unsafe impl<T: Sync> Sync for Mapped<T> {}
+
+impl<T: Copy> Mapped<T> {
+    /// Maps the `len` elements of the array map `fd`.
+    fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+        // The kernel lays array elements out in 8-byte steps.
+        assert!(
+            size_of::<T>().is_multiple_of(8),
+            "array values round up to 8 bytes"
+        );
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|_| io::Error::other("no page size"))?;
+        let bytes = (len * size_of::<T>()).div_ceil(page) * page;
+        // SAFETY: a new shared mapping of a BPF map's memory; the kernel checks the size
+        // against the map.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+        Ok(Self { base, len, bytes })
+    }
+
+    fn at(&self, index: usize) -> *mut T {
+        assert!(index < self.len, "slot {index} outside the map");
+        // SAFETY: in bounds, checked above.
+        unsafe { self.base.as_ptr().add(index) }
+    }
+
+    fn read(&self, index: usize) -> T {
+        // SAFETY: an element of the live mapping; any bit pattern is valid for the plain-data
+        // types mapped here.
+        unsafe { self.at(index).read_volatile() }
+    }
+
+    fn write(&mut self, index: usize, value: T) {
+        // SAFETY: as in `read`.
+        unsafe { self.at(index).write_volatile(value) }
+    }
+}
+
+impl Mapped<SourceValue> {
+    fn stats(&self, index: usize) -> SourceStats {
+        // SAFETY: as in `read`, for a field of the element.
+        unsafe { (&raw const (*self.at(index)).stats).read_volatile() }
+    }
+
+    /// The epoch that sketch window `window` (0 or 1) of element `index` holds.
+    fn epoch(&self, index: usize, window: usize) -> u32 {
+        // SAFETY: as in `stats`; the array index is checked.
+        unsafe { (&raw const (*self.at(index)).sketch.epochs[window]).read_volatile() }
+    }
+
+    /// The destination port and host bitmaps of sketch window `window` of element `index`.
+    fn bitmaps(&self, index: usize, window: usize) -> Bitmaps {
+        let value = self.at(index);
+        // SAFETY: as in `epoch`.
+        unsafe {
+            (
+                (&raw const (*value).sketch.ports[window]).read_volatile(),
+                (&raw const (*value).sketch.hosts[window]).read_volatile(),
+            )
+        }
+    }
+}
+
+type Bitmaps = ([u64; PORT_BITMAP_BITS / 64], [u64; HOST_BITMAP_BITS / 64]);
+
+/// Linear-counting estimates by number of clear bits, for the port and the host bitmaps: two
+/// table lookups per source instead of two logarithms, a million times per interval.
+static ESTIMATES: LazyLock<(Vec<u32>, Vec<u32>)> = LazyLock::new(|| {
+    let table = |bits: usize| {
+        (0..=bits as u32)
+            .map(|zeros| linear_estimate(bits, zeros))
+            .collect()
+    };
+    (table(PORT_BITMAP_BITS), table(HOST_BITMAP_BITS))
+});
+
+impl<T> Drop for Mapped<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}
+
+/// What userspace knows of one slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Seen {
+    /// Packets at the last reading; 0 for a free slot.
+    packets: u64,
+    /// The reading in which they last changed.
+    changed: u64,
+}
+
+/// The mapped slot arrays and the bookkeeping of reclaim.
+pub(super) struct Slots {
+    values: Mapped<SourceValue>,
+    keys: Mapped<SourceKey>,
+    capacity: usize,
+    /// Regions of `values`: the possible CPUs for a per-CPU layout, 1 for a shared one.
+    regions: usize,
+    seen: Vec<Seen>,
+    /// Readings so far.
+    reading: u64,
+    /// Slots whose addresses were deleted, waiting out [`GRACE`].
+    quarantine: Vec<u32>,
+    quarantined_at: Instant,
+    /// Slots in use at the last reading.
+    in_use: usize,
+}
+
+impl Slots {
+    /// Maps the arrays of a program loaded with `capacity` slots in `regions` regions.
+    pub(super) fn map(
+        values: BorrowedFd<'_>,
+        keys: BorrowedFd<'_>,
+        capacity: u32,
+        regions: usize,
+    ) -> io::Result<Self> {
+        let capacity = capacity as usize;
+        Ok(Self {
+            values: Mapped::new(values, capacity * regions)?,
+            keys: Mapped::new(keys, capacity)?,
+            capacity,
+            regions,
+            seen: vec![Seen::default(); capacity],
+            reading: 0,
+            quarantine: Vec::new(),
+            quarantined_at: Instant::now(),
+            in_use: 0,
+        })
+    }
+
+    /// Reads every slot in use, summing its regions, and calls `f` with each source. Spreads
+    /// come from sketch window `closing` (0: none).
+    pub(super) fn read(&mut self, closing: u32, mut f: impl FnMut(SourceReading)) {
+        self.reading += 1;
+        let window = (closing & 1) as usize;
+        let mut in_use = 0;
+        for (slot, seen) in self.seen.iter_mut().enumerate() {
+            let mut sum = SourceStats::default();
+            for region in 0..self.regions {
+                super::add_source(&mut sum, &self.values.stats(region * self.capacity + slot));
+            }
+            if sum.packets != seen.packets {
+                seen.packets = sum.packets;
+                seen.changed = self.reading;
+            }
+            if sum.packets == 0 {
+                // Free, or taken by a frame whose counts are not in yet.
+                continue;
+            }
+            in_use += 1;
+            let spread = if closing != 0 {
+                spread(
+                    &self.values,
+                    self.capacity,
+                    self.regions,
+                    slot,
+                    window,
+                    closing,
+                )
+            } else {
+                None
+            };
+            f(SourceReading {
+                slot: slot as u32,
+                key: self.keys.read(slot),
+                stats: sum,
+                spread,
+            });
+        }
+        self.in_use = in_use;
+    }
+
+    /// After a [`Slots::read`]: frees the slots quarantined at an earlier reading (their last
+    /// counts were in that read) with `free`, then, if fewer than an eighth of the slots are
+    /// free, deletes the addresses of the sources idle longest with `forget`, up to a quarter
+    /// of the slots free, and quarantines their slots. Returns the slots freed.
+    pub(super) fn reclaim(
+        &mut self,
+        mut forget: impl FnMut(&SourceKey) -> io::Result<()>,
+        mut free: impl FnMut(u32) -> io::Result<()>,
+    ) -> io::Result<Vec<u32>> {
+        let mut freed = Vec::new();
+        if !self.quarantine.is_empty() {
+            if self.quarantined_at.elapsed() < GRACE {
+                return Ok(freed);
+            }
+            for slot in std::mem::take(&mut self.quarantine) {
+                let index = slot as usize;
+                for region in 0..self.regions {
+                    self.values
+                        .write(region * self.capacity + index, SourceValue::default());
+                }
+                self.keys.write(index, SourceKey::default());
+                self.seen[index] = Seen::default();
+                free(slot)?;
+                freed.push(slot);
+            }
+            self.in_use -= freed.len();
+        }
+        let free_slots = self.capacity - self.in_use;
+        let low = (self.capacity / 8).max(1);
+        if free_slots >= low {
+            return Ok(freed);
+        }
+        let wanted = (self.capacity / 4).max(1) - free_slots;
+        for slot in idlest(&self.seen, self.reading, wanted) {
+            forget(&self.keys.read(slot as usize))?;
+            self.quarantine.push(slot);
+        }
+        self.quarantined_at = Instant::now();
+        Ok(freed)
+    }
+}
+
+/// Up to `wanted` slots in use whose counters did not change in reading `reading`, those
+/// unchanged longest first.
+fn idlest(seen: &[Seen], reading: u64, wanted: usize) -> Vec<u32> {
+    let mut idle: Vec<(u64, u32)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, seen)| seen.packets != 0 && seen.changed < reading)
+        .map(|(slot, seen)| (seen.changed, slot as u32))
+        .collect();
+    if idle.len() > wanted {
+        idle.select_nth_unstable(wanted);
+        idle.truncate(wanted);
+    }
+    idle.into_iter().map(|(_, slot)| slot).collect()
+}
+
+/// The spread of `slot` in sketch window `window`, if a region marked it in epoch `closing`.
+fn spread(
+    values: &Mapped<SourceValue>,
+    capacity: usize,
+    regions: usize,
+    slot: usize,
+    window: usize,
+    closing: u32,
+) -> Option<Spread> {
+    let mut ports = [0u64; PORT_BITMAP_BITS / 64];
+    let mut hosts = [0u64; HOST_BITMAP_BITS / 64];
+    let mut marked = false;
+    for region in 0..regions {
+        let index = region * capacity + slot;
+        if values.epoch(index, window) == closing {
+            marked = true;
+            let (region_ports, region_hosts) = values.bitmaps(index, window);
+            super::or_into(&mut ports, &region_ports);
+            super::or_into(&mut hosts, &region_hosts);
+        }
+    }
+    let zeros = |words: &[u64]| words.iter().map(|word| word.count_zeros()).sum::<u32>() as usize;
+    let (port_estimates, host_estimates) = &*ESTIMATES;
+    marked.then(|| Spread {
+        ports: port_estimates[zeros(&ports)],
+        hosts: host_estimates[zeros(&hosts)],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(packets: u64, changed: u64) -> Seen {
+        Seen { packets, changed }
+    }
+
+    #[test]
+    fn the_idlest_slots_in_use_go_first() {
+        let slots = [
+            seen(5, 3), // idle since reading 3
+            seen(0, 0), // free
+            seen(9, 1), // idle since reading 1: the idlest
+            seen(7, 4), // changed in this reading: busy
+            seen(2, 2), // idle since reading 2
+        ];
+        let sorted = |mut slots: Vec<u32>| {
+            slots.sort_unstable();
+            slots
+        };
+        assert_eq!(sorted(idlest(&slots, 4, 2)), vec![2, 4]);
+        assert_eq!(
+            sorted(idlest(&slots, 4, 10)),
+            vec![0, 2, 4],
+            "never a free or a busy slot"
+        );
+        assert!(idlest(&slots, 4, 0).is_empty());
+    }
+
+    #[test]
+    fn estimate_tables_agree_with_linear_counting() {
+        let (ports, hosts) = &*ESTIMATES;
+        assert_eq!(ports.len(), PORT_BITMAP_BITS + 1);
+        assert_eq!(hosts.len(), HOST_BITMAP_BITS + 1);
+        // One bit set of 256 (255 clear), half of them, all of them.
+        assert_eq!(ports[255], super::super::linear_count(&[1, 0, 0, 0]));
+        assert_eq!(ports[128], 177);
+        assert_eq!(ports[0], 1420);
+        assert_eq!(hosts[0], 621);
+        assert_eq!(hosts[128], 0);
+    }
+}
