@@ -274,10 +274,11 @@ fn cost_table(
          source is inserted by a first run, so these are the steady-state costs of a known \
          source. The no-op is an XDP program that only returns XDP_PASS; its time is the \
          cost of the test harness and the program call itself. The lookup floor is an XDP \
-         program that does one thing: it adds the frame to a fixed source in a per-CPU LRU \
-         hash map of netwatch's key and value (both programs are built in this workspace, \
-         `netwatch-ebpf/src/bin/noop.rs`). It is the least any per-source counting in a BPF \
-         hash map can cost: the harness plus one lookup.\n"
+         program that does one thing: it adds the frame to a fixed source the way netwatch finds \
+         a source, its slot from a hash map of netwatch's key, then its value in a per-CPU \
+         array (both programs are built in this workspace, `netwatch-ebpf/src/bin/noop.rs`). \
+         It is the least any per-source counting through a BPF hash map can cost: the \
+         harness plus one lookup.\n"
     )?;
     writeln!(
         report,
@@ -338,8 +339,8 @@ fn cost_table(
              missed: {:.2}x. The lookup floor shows why: one lookup in a BPF hash map costs \
              {:.0} ns here, {:.2}x the no-op on its own, so no program that finds a source in \
              a hash map per packet can come in under 2x on this machine (tried by hand in the \
-             floor's place, plain and LRU, per-CPU and shared hash maps came within 4 ns of \
-             each other). What \
+             floor's place, plain and LRU, per-CPU and shared hash maps holding the value \
+             itself came within 4 ns of each other and of this). What \
              netwatch does beyond that one lookup (parsing up to two VLAN tags, IPv4 options or \
              IPv6 extension headers, the global counters, the sketches and the sampled-port \
              check) costs {:.0} ns. Measured with `perf` and by variants of the program, these \

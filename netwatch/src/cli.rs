@@ -83,8 +83,8 @@ pub struct PipelineArgs {
     /// Time between two readings of the counters, e.g. 1s, 500ms, 2m.
     #[arg(long, value_parser = parse_duration)]
     pub interval: Option<Duration>,
-    /// Capacity of the kernel's per-source map; the least recently seen source is evicted
-    /// when it is full.
+    /// Sources the kernel counts at once (slots); the slots of the sources idle longest are
+    /// taken back when they run low.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_sources: Option<u32>,
     /// The per-source map: per-cpu (fastest), shared (one value per source whatever the

@@ -151,7 +151,7 @@ impl Expected {
 }
 
 /// Panics unless `sum over sources + overflow + non_ip + malformed == total`, for packets and
-/// for bytes: the datapath's invariant while no source is evicted.
+/// for bytes: the datapath's invariant while no slot has been reclaimed.
 pub fn assert_invariant(snapshot: &Snapshot, context: &str) {
     let g = &snapshot.globals;
     let by_source = snapshot.stats_by_source();

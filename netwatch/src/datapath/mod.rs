@@ -236,11 +236,11 @@ impl Default for LoadOptions {
     }
 }
 
-/// The kind of map sources are counted in.
+/// How the sources' values are laid out in their slots (see [`slots`](self::slots)).
 ///
-/// Per-CPU, each CPU adds to its own copy of a source's value with plain instructions: the
-/// fastest, and no cache line moves between CPUs when one source floods every queue; but the
-/// map holds a value per possible CPU for every source. Shared, one value per source takes
+/// Per-CPU, each CPU adds to its own copy of a source's value (its region of the array) with
+/// plain instructions: the fastest, and no cache line moves between CPUs when one source
+/// floods every queue; but the array holds a value per possible CPU for every slot. Shared, one value per source takes
 /// atomic adds: a few nanoseconds more per packet, and contention when many CPUs count the
 /// same source at once, for a map a CPU count times smaller (BENCHMARKS.md measures both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -249,9 +249,9 @@ pub enum SourceMap {
     /// Per-CPU while its values fit in [`SourceMap::PER_CPU_BUDGET`], shared beyond (on
     /// Linux [`MIN_KERNEL_SHARED`] and newer; per-CPU always on older kernels).
     Auto,
-    /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`.
+    /// A region of the values array per possible CPU.
     PerCpu,
-    /// `BPF_MAP_TYPE_LRU_HASH` with atomic adds.
+    /// One region, updated with atomic adds.
     Shared,
 }
 

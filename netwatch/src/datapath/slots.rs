@@ -32,6 +32,12 @@ use super::{SourceReading, Spread, linear_estimate};
 /// before the delete is long over by then.
 const GRACE: Duration = Duration::from_millis(5);
 
+/// The most addresses one reading deletes, unless a thirty-second of the slots is more: a
+/// syscall each, and each deleted one costs another to free, so a reclaim never takes more
+/// than a bounded share of an interval. Reclaim starts with an eighth of the slots still
+/// free, so a few readings in a row can bring it back to a quarter.
+const RECLAIM_BATCH: usize = 1024;
+
 /// A BPF array map (`BPF_F_MMAPABLE`) mapped into this process, shared with the kernel: the
 /// program writes it while userspace reads, so every access is volatile.
 struct Mapped<T> {
@@ -233,8 +239,9 @@ impl Slots {
 
     /// After a [`Slots::read`]: frees the slots quarantined at an earlier reading (their last
     /// counts were in that read) with `free`, then, if fewer than an eighth of the slots are
-    /// free, deletes the addresses of the sources idle longest with `forget`, up to a quarter
-    /// of the slots free, and quarantines their slots. Returns the slots freed.
+    /// free, deletes the addresses of the sources idle longest with `forget`, towards a
+    /// quarter of the slots free (at most [`RECLAIM_BATCH`] or a thirty-second of them per
+    /// reading), and quarantines their slots. Returns the slots freed.
     pub(super) fn reclaim(
         &mut self,
         mut forget: impl FnMut(&SourceKey) -> io::Result<()>,
@@ -263,7 +270,8 @@ impl Slots {
         if free_slots >= low {
             return Ok(freed);
         }
-        let wanted = (self.capacity / 4).max(1) - free_slots;
+        let wanted =
+            ((self.capacity / 4).max(1) - free_slots).min(RECLAIM_BATCH.max(self.capacity / 32));
         for slot in idlest(&self.seen, self.reading, wanted) {
             forget(&self.keys.read(slot as usize))?;
             self.quarantine.push(slot);

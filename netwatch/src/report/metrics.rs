@@ -106,7 +106,7 @@ impl Metrics {
                 r,
                 IntGauge::new(
                     "netwatch_unattributed_packets",
-                    "Frames in the total that no source reading accounts for (in flight or evicted)",
+                    "Frames in the total that no source reading accounts for yet (in flight while read)",
                 )?,
             )?,
             samples: register(
@@ -123,7 +123,7 @@ impl Metrics {
                 r,
                 IntCounter::new(
                     "netwatch_evicted_sources_total",
-                    "Sources evicted from the kernel's LRU map after being read",
+                    "Idle sources whose kernel slot was taken back after their last reading",
                 )?,
             )?,
             sources_tracked: register(
