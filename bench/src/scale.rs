@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::loaded_maps;
 use netwatch::{
     collect::Collector,
-    datapath::{Datapath, LoadOptions, Reclaim, SourceMap},
+    datapath::{Datapath, LoadOptions, Reclaim, Snapshot, SourceMap},
 };
 use netwatch_common::{SourceKey, SourceValue};
 use netwatch_tests::frames::FrameBuilder;
@@ -96,20 +96,32 @@ impl Interval {
     }
 }
 
-/// A reading: snapshot, then collector.
-fn interval(datapath: &mut Datapath, collector: &mut Collector) -> Result<(Interval, Reclaim)> {
+/// The reader's side of the intervals, as the monitor keeps it: a collector, and the last
+/// snapshot whose lists the next one reuses.
+#[derive(Default)]
+struct Reader {
+    collector: Collector,
+    snapshot: Snapshot,
+}
+
+/// A reading: snapshot, then collector, as the monitor does them.
+fn interval(datapath: &mut Datapath, reader: &mut Reader) -> Result<(Interval, Reclaim)> {
     let started = Instant::now();
-    let snapshot = datapath.snapshot()?;
+    datapath.snapshot_into(&mut reader.snapshot)?;
     let reclaim = datapath.last_reclaim();
     let read = started.elapsed().saturating_sub(reclaim.took);
-    let entries = snapshot.sources.len();
+    let entries = reader.snapshot.sources.len();
     let started = Instant::now();
-    let interval = collector.update(snapshot, Duration::from_secs(1));
+    let interval = reader
+        .collector
+        .update(&reader.snapshot, Duration::from_secs(1));
     let deltas = started.elapsed();
+    let changed = interval.sources.len();
+    reader.collector.recycle(interval);
     Ok((
         Interval {
             entries,
-            changed: interval.sources.len(),
+            changed,
             read,
             deltas,
         },
@@ -139,11 +151,11 @@ fn busy_at_default_size(source_map: SourceMap) -> Result<Duration> {
     datapath.set_sketches(true)?;
     // A few less than the size, so that no reclaim comes into it.
     let sources = DEFAULT_SIZE - DEFAULT_SIZE / 4;
-    let mut collector = Collector::new();
+    let mut reader = Reader::default();
     send_all(&datapath, sources)?;
-    interval(&mut datapath, &mut collector)?;
+    interval(&mut datapath, &mut reader)?;
     send_all(&datapath, sources)?;
-    Ok(interval(&mut datapath, &mut collector)?.0.total())
+    Ok(interval(&mut datapath, &mut reader)?.0.total())
 }
 
 /// Fills 2^20 slots of `source_map` with a million sources and reads them as intervals do.
@@ -160,15 +172,15 @@ fn fill_and_read(source_map: SourceMap) -> Result<Filled> {
     let kernel = send_all(&datapath, SOURCES)?;
     let fill = started.elapsed();
     let default_size = busy_at_default_size(source_map)?;
-    let mut collector = Collector::new();
+    let mut reader = Reader::default();
     // The first reading fills the collector.
-    interval(&mut datapath, &mut collector)?;
+    interval(&mut datapath, &mut reader)?;
     send_all(&datapath, SOURCES)?;
-    let (busy, _) = interval(&mut datapath, &mut collector)?;
+    let (busy, _) = interval(&mut datapath, &mut reader)?;
     let rss = memory_mib().0;
-    let (idle, forget) = interval(&mut datapath, &mut collector)?;
+    let (idle, forget) = interval(&mut datapath, &mut reader)?;
     std::thread::sleep(Duration::from_millis(20));
-    let (_, free) = interval(&mut datapath, &mut collector)?;
+    let (_, free) = interval(&mut datapath, &mut reader)?;
     let memlock = [
         netwatch_common::SOURCE_SLOTS_MAP,
         netwatch_common::SOURCE_VALUES_MAP,

@@ -18,7 +18,7 @@ use tokio::{
 use crate::{
     cli::{MonitorArgs, PipelineArgs},
     config::{Config, ConfigError},
-    datapath::{Attachment, Datapath, DatapathError, LoadOptions, SampleRing},
+    datapath::{Attachment, Datapath, DatapathError, LoadOptions, SampleRing, Snapshot},
     detect::{Detector, KnownState},
     inspect::Inspector,
     pipeline::{History, Outputs, Pipeline},
@@ -270,13 +270,16 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let mut ticker = interval_at(started + interval, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = duration.map(|duration| started + duration);
-    let mut last_read = Instant::now();
-    let mut read_failures = 0u64;
+    let mut reading = Reading {
+        last: Instant::now(),
+        failures: 0,
+        snapshot: Snapshot::default(),
+    };
 
     let stopped_by = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                tick(&mut datapath, &mut pipeline, &metrics, &mut last_read, false, &mut read_failures)?;
+                tick(&mut datapath, &mut pipeline, &metrics, &mut reading, false)?;
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(MonitorError::Samples)?;
@@ -301,14 +304,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     };
     // The last, partial interval: nothing counted since the previous tick is left unreported.
     drain(ring.get_mut(), &mut pipeline)?;
-    tick(
-        &mut datapath,
-        &mut pipeline,
-        &metrics,
-        &mut last_read,
-        true,
-        &mut read_failures,
-    )?;
+    tick(&mut datapath, &mut pipeline, &metrics, &mut reading, true)?;
     attachment.detach()?;
     pipeline.finish();
     if let Some(deliverer) = deliverer {
@@ -385,36 +381,42 @@ fn announce(attachment: &Attachment, datapath: &Datapath) {
     );
 }
 
+/// What the ticks keep between them.
+struct Reading {
+    /// When the maps were last read.
+    last: Instant,
+    /// Reads that failed so far.
+    failures: u64,
+    /// The last snapshot, whose lists the next one reuses.
+    snapshot: Snapshot,
+}
+
 fn tick(
     datapath: &mut Datapath,
     pipeline: &mut Pipeline,
     metrics: &Metrics,
-    last_read: &mut Instant,
+    reading: &mut Reading,
     last: bool,
-    read_failures: &mut u64,
 ) -> Result<(), MonitorError> {
     let started = Instant::now();
-    let snapshot = match datapath.snapshot() {
-        Ok(snapshot) => {
-            metrics.set_map_read(started.elapsed());
-            snapshot
-        }
-        Err(err) => {
-            // A failed read loses nothing: the kernel counters are cumulative, so the next
-            // reading covers this interval too.
-            *read_failures += 1;
-            eprintln!("netwatch: reading the maps failed ({read_failures} so far): {err}");
-            return Ok(());
-        }
-    };
+    if let Err(err) = datapath.snapshot_into(&mut reading.snapshot) {
+        // A failed read loses nothing: the kernel counters are cumulative, so the next
+        // reading covers this interval too.
+        reading.failures += 1;
+        eprintln!(
+            "netwatch: reading the maps failed ({} so far): {err}",
+            reading.failures
+        );
+        return Ok(());
+    }
+    metrics.set_map_read(started.elapsed());
     let now = Instant::now();
-    let elapsed = now - *last_read;
-    *last_read = now;
+    let elapsed = now - reading.last;
+    reading.last = now;
     let at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     pipeline
-        .tick(snapshot, at, elapsed, last)
-        .map(drop)
+        .tick(&reading.snapshot, at, elapsed, last)
         .map_err(MonitorError::Write)
 }

@@ -175,11 +175,11 @@ impl Pipeline {
     /// `last` marks the final, partial interval.
     pub fn tick(
         &mut self,
-        snapshot: Snapshot,
+        snapshot: &Snapshot,
         at: Duration,
         elapsed: Duration,
         last: bool,
-    ) -> io::Result<Interval> {
+    ) -> io::Result<()> {
         let interval = self.collector.update(snapshot, elapsed);
         if let Some(metrics) = &self.metrics {
             metrics.observe_interval(&interval);
@@ -223,7 +223,8 @@ impl Pipeline {
         self.send_findings();
         self.flush()?;
         self.tally.intervals += 1;
-        Ok(interval)
+        self.collector.recycle(interval);
+        Ok(())
     }
 
     fn write_event(&mut self, event: &Event) -> io::Result<()> {

@@ -148,7 +148,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
             .max(Duration::from_millis(1));
         let snapshot = datapath.snapshot().map_err(MonitorError::from)?;
         pipeline
-            .tick(snapshot, start + elapsed, elapsed, true)
+            .tick(&snapshot, start + elapsed, elapsed, true)
             .map_err(MonitorError::Write)?;
     }
     summary.tally = pipeline.tally();
@@ -185,7 +185,7 @@ fn close_intervals(
         };
         let snapshot = datapath.snapshot()?;
         pipeline
-            .tick(snapshot, end, elapsed, false)
+            .tick(&snapshot, end, elapsed, false)
             .map_err(MonitorError::Write)?;
         end += interval;
         empty += 1;

@@ -311,7 +311,7 @@ fn full_slots_overflow_until_idle_sources_are_reclaimed() {
         assert_eq!(first.globals.overflow_packets, 56, "{source_map}");
         assert!(first.released.is_empty(), "nothing idle yet");
         assert_invariant(&first, "full");
-        let interval = collector.update(first, second);
+        let interval = collector.update(&first, second);
         assert_eq!(interval.sources.len(), 8);
 
         // Sources 0-5 keep sending; 6 and 7 go idle and lose their slots.
@@ -320,13 +320,13 @@ fn full_slots_overflow_until_idle_sources_are_reclaimed() {
         }
         let idle = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(idle.sources.len(), 8);
-        collector.update(idle, second);
+        collector.update(&idle, second);
         std::thread::sleep(std::time::Duration::from_millis(20));
         // One more reading reports them (nothing sent since), then frees their slots.
         let last_look = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(last_look.sources.len(), 8);
         assert_eq!(last_look.released, vec![6, 7], "{source_map}");
-        collector.update(last_look, second);
+        collector.update(&last_look, second);
 
         // Two new sources take the freed slots; source 6 is back in neither: no slot is left.
         send(&datapath, 100);
@@ -344,7 +344,7 @@ fn full_slots_overflow_until_idle_sources_are_reclaimed() {
             assert_eq!(by_source[&SourceKey::ipv4([10, 8, 0, new])].packets, 1);
         }
         assert!(!by_source.contains_key(&SourceKey::ipv4([10, 8, 0, 7])));
-        let interval = collector.update(after, second);
+        let interval = collector.update(&after, second);
         assert_eq!(interval.evicted_sources, 2, "{source_map}");
         assert_eq!(interval.unattributed.packets, 0, "{source_map}");
         let counted: Vec<_> = interval

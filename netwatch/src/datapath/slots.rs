@@ -90,21 +90,27 @@ impl<T: Copy> Mapped<T> {
         unsafe { self.base.as_ptr().add(index) }
     }
 
-    fn read(&self, index: usize) -> T {
-        // SAFETY: an element of the live mapping; any bit pattern is valid for the plain-data
-        // types mapped here.
-        unsafe { self.at(index).read_volatile() }
-    }
-
     fn write(&mut self, index: usize, value: T) {
-        // SAFETY: as in `read`.
+        // SAFETY: an element of the live mapping, of a plain-data type.
         unsafe { self.at(index).write_volatile(value) }
+    }
+}
+
+impl Mapped<SourceKey> {
+    /// The key of `index`, read as three words: a volatile read of the struct itself goes
+    /// byte by byte.
+    fn key(&self, index: usize) -> SourceKey {
+        // SAFETY: an element of the live mapping; the key is 24 bytes, 8-aligned.
+        let words = unsafe { self.at(index).cast::<[u64; 3]>().read_volatile() };
+        // SAFETY: [u64; 3] and SourceKey have the same size, and any bits make a key.
+        unsafe { std::mem::transmute::<[u64; 3], SourceKey>(words) }
     }
 }
 
 impl Mapped<SourceValue> {
     fn stats(&self, index: usize) -> SourceStats {
-        // SAFETY: as in `read`, for a field of the element.
+        // SAFETY: a field of an element of the live mapping; any bit pattern is valid for
+        // these plain-data types.
         unsafe { (&raw const (*self.at(index)).stats).read_volatile() }
     }
 
@@ -229,7 +235,7 @@ impl Slots {
             };
             f(SourceReading {
                 slot: slot as u32,
-                key: self.keys.read(slot),
+                key: self.keys.key(slot),
                 stats: sum,
                 spread,
             });
@@ -273,7 +279,7 @@ impl Slots {
         let wanted =
             ((self.capacity / 4).max(1) - free_slots).min(RECLAIM_BATCH.max(self.capacity / 32));
         for slot in idlest(&self.seen, self.reading, wanted) {
-            forget(&self.keys.read(slot as usize))?;
+            forget(&self.keys.key(slot as usize))?;
             self.quarantine.push(slot);
         }
         self.quarantined_at = Instant::now();
