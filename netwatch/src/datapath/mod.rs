@@ -4,6 +4,7 @@
 //! This module knows the maps' layout and nothing about what the numbers mean: collection
 //! and everything after it live in later stages.
 
+mod batch;
 pub mod netlink;
 mod slots;
 
@@ -780,19 +781,14 @@ impl Datapath {
         else {
             return Err(DatapathError::Missing("source slot maps"));
         };
-        let mut addresses: AyaHashMap<&mut MapData, SourceKey, u32> =
-            AyaHashMap::try_from(addresses)?;
         let mut free: Queue<&mut MapData, u32> = Queue::try_from(free)?;
         let mut forgotten = 0;
         let freed = self
             .slots
             .reclaim(
-                |key| {
-                    forgotten += 1;
-                    match addresses.remove(key) {
-                        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-                        Err(err) => Err(io::Error::other(err)),
-                    }
+                |keys| {
+                    forgotten = keys.len();
+                    forget(addresses, keys)
                 },
                 |slot| free.push(slot, 0).map_err(io::Error::other),
             )
@@ -900,6 +896,28 @@ fn check_kernel() -> Result<KernelVersion, DatapathError> {
         });
     }
     Ok(found)
+}
+
+/// Deletes `keys` from the address map: in batches, or one by one on kernels without batch
+/// operations on hash maps.
+fn forget(addresses: &mut aya::maps::Map, keys: &[SourceKey]) -> io::Result<()> {
+    let aya::maps::Map::HashMap(data) = addresses else {
+        return Err(io::Error::other("the address map is not a hash map"));
+    };
+    match batch::delete(data.fd().as_fd(), keys) {
+        Err(err) if matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | 524)) => {
+            let mut addresses: AyaHashMap<&mut MapData, SourceKey, u32> =
+                AyaHashMap::try_from(addresses).map_err(io::Error::other)?;
+            for key in keys {
+                match addresses.remove(key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(err) => return Err(io::Error::other(err)),
+                }
+            }
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The descriptor of map `name`.

@@ -245,12 +245,12 @@ impl Slots {
 
     /// After a [`Slots::read`]: frees the slots quarantined at an earlier reading (their last
     /// counts were in that read) with `free`, then, if fewer than an eighth of the slots are
-    /// free, deletes the addresses of the sources idle longest with `forget`, towards a
+    /// free, deletes the addresses of the sources idle longest with `forget` (all at once), towards a
     /// quarter of the slots free (at most [`RECLAIM_BATCH`] or a thirty-second of them per
     /// reading), and quarantines their slots. Returns the slots freed.
     pub(super) fn reclaim(
         &mut self,
-        mut forget: impl FnMut(&SourceKey) -> io::Result<()>,
+        forget: impl FnOnce(&[SourceKey]) -> io::Result<()>,
         mut free: impl FnMut(u32) -> io::Result<()>,
     ) -> io::Result<Vec<u32>> {
         let mut freed = Vec::new();
@@ -278,10 +278,13 @@ impl Slots {
         }
         let wanted =
             ((self.capacity / 4).max(1) - free_slots).min(RECLAIM_BATCH.max(self.capacity / 32));
-        for slot in idlest(&self.seen, self.reading, wanted) {
-            forget(&self.keys.key(slot as usize))?;
-            self.quarantine.push(slot);
-        }
+        let victims = idlest(&self.seen, self.reading, wanted);
+        let keys: Vec<SourceKey> = victims
+            .iter()
+            .map(|&slot| self.keys.key(slot as usize))
+            .collect();
+        forget(&keys)?;
+        self.quarantine = victims;
         self.quarantined_at = Instant::now();
         Ok(freed)
     }
