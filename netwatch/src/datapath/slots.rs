@@ -258,7 +258,7 @@ impl Slots {
             if self.quarantined_at.elapsed() < GRACE {
                 return Ok(freed);
             }
-            for slot in std::mem::take(&mut self.quarantine) {
+            while let Some(&slot) = self.quarantine.last() {
                 let index = slot as usize;
                 for region in 0..self.regions {
                     self.values
@@ -266,10 +266,12 @@ impl Slots {
                 }
                 self.keys.write(index, SourceKey::default());
                 self.seen[index] = Seen::default();
+                // On an error the slot stays in quarantine, to be freed at a later reading.
                 free(slot)?;
+                self.quarantine.pop();
+                self.in_use = self.in_use.saturating_sub(1);
                 freed.push(slot);
             }
-            self.in_use -= freed.len();
         }
         let free_slots = self.capacity - self.in_use;
         let low = (self.capacity / 8).max(1);
