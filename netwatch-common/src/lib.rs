@@ -27,6 +27,11 @@ pub const SOURCE_SLOTS_MAP: &str = "SOURCE_SLOTS";
 pub const SOURCE_VALUES_MAP: &str = "SOURCE_VALUES";
 /// Name of the memory-mappable array of each slot's [`SourceKey`].
 pub const SLOT_KEYS_MAP: &str = "SLOT_KEYS";
+/// Name of the per-CPU array of [`CachedSource`]s: each CPU's cache of the slots of recent
+/// sources.
+pub const SOURCE_CACHE_MAP: &str = "SOURCE_CACHE";
+/// Entries of each CPU's source cache (a power of two).
+pub const SOURCE_CACHE_ENTRIES: u32 = 4096;
 /// Name of the queue of free slots (`u32`).
 pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
 /// Name of the read-only global (`u32`) that holds the number of slots.
@@ -128,8 +133,8 @@ impl SourceKey {
         ])
     }
 
-    /// The key as three words, in memory order.
-    const fn words(&self) -> [u64; 3] {
+    /// The key as three words, in memory order: what the BPF program hashes and compares.
+    pub const fn words(&self) -> [u64; 3] {
         // SAFETY: as in `from_words`, and [u64; 3] has the size and alignment of the key.
         unsafe { core::mem::transmute::<Self, [u64; 3]>(*self) }
     }
@@ -144,6 +149,20 @@ impl SourceKey {
         // bit pattern is valid for it, as for `[u32; 6]`.
         unsafe { core::mem::transmute::<[u32; 6], Self>(words) }
     }
+}
+
+/// A line of a CPU's source cache: a source and the slot it had when cached. The program
+/// trusts the line only while the slot's key in [`SLOT_KEYS_MAP`] is still this key, so lines
+/// never need to be cleared when a slot changes hands.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachedSource {
+    /// The source; all zero (no family) in a line never written.
+    pub key: SourceKey,
+    /// Its slot.
+    pub slot: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
 
 /// Three word writes rather than the derived field-by-field hashing (a length, the address

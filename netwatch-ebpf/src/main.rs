@@ -22,10 +22,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use netwatch_common::{
-    DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
+    CachedSource, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
     PORT_BITMAP_BITS, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT,
-    SAMPLE_SNAP_LEN, Sample, SampleHeader, Settings, SourceKey, SourceSketch, SourceValue,
-    TokenBucket,
+    SAMPLE_SNAP_LEN, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey, SourceSketch,
+    SourceValue, TokenBucket,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -48,6 +48,12 @@ static SOURCE_VALUES: Array<SourceValue> =
 /// The source address of each slot, written when a packet takes the slot. Memory-mappable.
 #[map]
 static SLOT_KEYS: Array<SourceKey> = Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
+
+/// Each CPU's cache of the slots of recent sources, direct-mapped by a hash of the address: a
+/// hit costs two array lookups, which the verifier inlines, instead of a hash-map lookup.
+#[map]
+static SOURCE_CACHE: PerCpuArray<CachedSource> =
+    PerCpuArray::with_max_entries(SOURCE_CACHE_ENTRIES, 0);
 
 /// Slots not in use. Userspace fills it at load time and puts reclaimed slots back.
 #[map]
@@ -405,34 +411,28 @@ trait SourceTable {
     /// when the source has no slot and none is free.
     #[inline(always)]
     fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
-        if let Some(slot) = SOURCE_SLOTS.get_ptr(key) {
-            // SAFETY: a live map value, a u32 nobody writes after insertion.
-            return Self::count_in(unsafe { *slot }, contribution, epoch);
+        let line = SOURCE_CACHE.get_ptr_mut(cache_line(key));
+        if let Some(line) = line {
+            // SAFETY: this CPU's line; XDP runs do not interleave on a CPU.
+            let cached = unsafe { &*line };
+            if same(&cached.key, key) && owns(cached.slot, key) {
+                return Self::count_in(cached.slot, contribution, epoch);
+            }
         }
-        let slot = match FREE_SLOTS.pop() {
-            Ok(Some(slot)) => slot,
-            _ => return false,
+        let Some(slot) = slot_of(key) else {
+            return false;
         };
-        // The key first: userspace reads a slot's key once its counters are not zero.
-        match SLOT_KEYS.get_ptr_mut(slot) {
-            // SAFETY: an element of an array map; a free slot, which no one else writes.
-            Some(owner) => unsafe { *owner = *key },
-            None => return false,
-        }
-        if SOURCE_SLOTS
-            .insert(key, slot, u64::from(BPF_NOEXIST))
-            .is_ok()
-        {
-            return Self::count_in(slot, contribution, epoch);
-        }
-        // Another CPU gave the same source a slot between the lookup and the insert: that one
-        // counts, and this one, never counted in, is free again.
-        let _ = FREE_SLOTS.push(slot, 0);
-        match SOURCE_SLOTS.get_ptr(key) {
+        if let Some(line) = line {
             // SAFETY: as above.
-            Some(slot) => Self::count_in(unsafe { *slot }, contribution, epoch),
-            None => false,
+            unsafe {
+                *line = CachedSource {
+                    key: *key,
+                    slot,
+                    _pad: 0,
+                }
+            };
         }
+        Self::count_in(slot, contribution, epoch)
     }
 
     /// Adds the frame to `slot` in this run's region.
@@ -451,6 +451,68 @@ trait SourceTable {
             }
             None => false,
         }
+    }
+}
+
+/// The slot of `key`: from the address map, or a free one taken for a source not seen before;
+/// `None` when it has none and none is free.
+#[inline(always)]
+fn slot_of(key: &SourceKey) -> Option<u32> {
+    if let Some(slot) = SOURCE_SLOTS.get_ptr(key) {
+        // SAFETY: a live map value, a u32 nobody writes after insertion.
+        return Some(unsafe { *slot });
+    }
+    let slot = match FREE_SLOTS.pop() {
+        Ok(Some(slot)) => slot,
+        _ => return None,
+    };
+    // The key first: userspace reads a slot's key once its counters are not zero.
+    match SLOT_KEYS.get_ptr_mut(slot) {
+        // SAFETY: an element of an array map; a free slot, which no one else writes.
+        Some(owner) => unsafe { *owner = *key },
+        None => return None,
+    }
+    if SOURCE_SLOTS
+        .insert(key, slot, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
+        return Some(slot);
+    }
+    // Another CPU gave the same source a slot between the lookup and the insert: that one
+    // counts, and this one, never counted in, is free again.
+    let _ = FREE_SLOTS.push(slot, 0);
+    // SAFETY: as above.
+    SOURCE_SLOTS.get_ptr(key).map(|slot| unsafe { *slot })
+}
+
+/// The cache line of `key`: a multiplicative hash of its words. Addresses that collide only
+/// take turns in the line; a sender choosing colliding addresses slows itself to the
+/// address-map lookup, nothing worse.
+#[inline(always)]
+fn cache_line(key: &SourceKey) -> u32 {
+    const BITS: u32 = SOURCE_CACHE_ENTRIES.trailing_zeros();
+    let [a, b, c] = key.words();
+    let mixed = (a ^ b.rotate_left(23) ^ c.rotate_left(47)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> (64 - BITS)) as u32
+}
+
+/// Whether two keys are equal, word by word (a derived comparison may become a `memcmp` call,
+/// which BPF does not have).
+#[inline(always)]
+fn same(a: &SourceKey, b: &SourceKey) -> bool {
+    let [a0, a1, a2] = a.words();
+    let [b0, b1, b2] = b.words();
+    a0 == b0 && a1 == b1 && a2 == b2
+}
+
+/// Whether `slot` still belongs to `key`. Userspace marks the key of a slot it takes back
+/// before deleting the address, and clears it before the slot is free: a cached line whose
+/// slot changed hands fails here, and the frame goes the address-map way.
+#[inline(always)]
+fn owns(slot: u32, key: &SourceKey) -> bool {
+    match SLOT_KEYS.get(slot) {
+        Some(owner) => same(owner, key),
+        None => false,
     }
 }
 

@@ -171,7 +171,7 @@ pub fn assert_invariant(snapshot: &Snapshot, context: &str) {
 
 /// Pins the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the CPU of the
 /// thread that calls it, so threads pinned to different CPUs run it at the same time.
-fn pin_to_cpu(cpu: usize) {
+pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity get valid
     // pointers to it.
     unsafe {

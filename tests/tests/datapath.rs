@@ -358,6 +358,51 @@ fn full_slots_overflow_until_idle_sources_are_reclaimed() {
     }
 }
 
+/// Each CPU caches the slots of recent sources. Once a source's slot is being taken back, its
+/// cached line must stop leading to the slot: its next frame is counted anew (here, with no
+/// slot free, as overflow), not added to the old slot, whose last reading stays as it was; and
+/// once the slot is free again, the source takes a slot from zero.
+#[test]
+fn a_cached_source_whose_slot_is_taken_back_is_counted_anew() {
+    if !privileged("a_cached_source_whose_slot_is_taken_back_is_counted_anew") {
+        return;
+    }
+    // One CPU, so that the frames below find the lines the first ones cached.
+    netwatch_tests::pin_to_cpu(0);
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load_sized(source_map, 8);
+        let frame = |last: u8| FrameBuilder::ipv4([10, 9, 0, last]).payload(6).build();
+        let key = |last: u8| SourceKey::ipv4([10, 9, 0, last]);
+        for last in 0..8 {
+            run(&datapath, &frame(last).bytes, "fill");
+        }
+        datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        // 6 and 7 go idle; the next reading takes their slots back.
+        for last in 0..6 {
+            run(&datapath, &frame(last).bytes, "busy");
+        }
+        datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(datapath.last_reclaim().forgotten, 2, "{source_map}");
+        // Source 6 again, its slot still in quarantine: not into the old slot.
+        run(&datapath, &frame(6).bytes, "quarantine");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let last_look = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(last_look.globals.overflow_packets, 1, "{source_map}");
+        assert_eq!(
+            last_look.stats_by_source()[&key(6)].packets,
+            1,
+            "the old slot kept its last count ({source_map})"
+        );
+        assert_eq!(last_look.released.len(), 2, "{source_map}");
+        // Now a slot is free: source 6 takes one, from zero.
+        run(&datapath, &frame(6).bytes, "after");
+        let after = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(after.stats_by_source()[&key(6)].packets, 1, "{source_map}");
+        assert_eq!(after.globals.overflow_packets, 1, "{source_map}");
+        assert!(!after.stats_by_source().contains_key(&key(7)));
+    }
+}
+
 #[test]
 fn frames_shorter_than_ethernet_are_refused_by_the_kernel() {
     if !privileged("frames_shorter_than_ethernet_are_refused_by_the_kernel") {

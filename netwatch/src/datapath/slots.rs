@@ -1,7 +1,7 @@
 //! Where sources are counted: one slot per source in memory-mappable BPF arrays.
 //!
-//! The XDP program finds a source's slot in a hash map (address -> slot) and adds to the
-//! slot's value in an array: on a source's first frame it takes a slot from a queue of free
+//! The XDP program finds a source's slot in a hash map (address -> slot), or in a per-CPU
+//! cache of recent sources in front of it, and adds to the slot's value in an array: on a source's first frame it takes a slot from a queue of free
 //! slots, writes the address into the array of slot keys and inserts the address. Userspace
 //! maps both arrays into its memory, so a harvest is a read of memory, with no syscall and no
 //! walk of a kernel hash table: this is what makes a million sources readable well within an
@@ -235,7 +235,7 @@ impl Slots {
             };
             f(SourceReading {
                 slot: slot as u32,
-                key: self.keys.key(slot),
+                key: live(self.keys.key(slot)),
                 stats: sum,
                 spread,
             });
@@ -281,15 +281,32 @@ impl Slots {
         let wanted =
             ((self.capacity / 4).max(1) - free_slots).min(RECLAIM_BATCH.max(self.capacity / 32));
         let victims = idlest(&self.seen, self.reading, wanted);
-        let keys: Vec<SourceKey> = victims
-            .iter()
-            .map(|&slot| self.keys.key(slot as usize))
-            .collect();
+        let mut keys = Vec::with_capacity(victims.len());
+        for &slot in &victims {
+            let key = self.keys.key(slot as usize);
+            // Marked before the address goes: the CPUs' cached lines of this slot stop
+            // matching (see the program's `owns`).
+            self.keys.write(slot as usize, retired(key));
+            keys.push(key);
+        }
         forget(&keys)?;
         self.quarantine = victims;
         self.quarantined_at = Instant::now();
         Ok(freed)
     }
+}
+
+/// The key of a slot being taken back: the address with a mark in the padding, which no live
+/// key has, so that the program's cached lines of the slot no longer match it.
+fn retired(mut key: SourceKey) -> SourceKey {
+    key._pad[0] = 0xff;
+    key
+}
+
+/// The address of a slot's key, marked or not.
+fn live(mut key: SourceKey) -> SourceKey {
+    key._pad = [0; 7];
+    key
 }
 
 /// Up to `wanted` slots in use whose counters did not change in reading `reading`, those
