@@ -467,11 +467,9 @@ fn slot_of(key: &SourceKey) -> Option<u32> {
         _ => return None,
     };
     // The key first: userspace reads a slot's key once its counters are not zero.
-    match SLOT_KEYS.get_ptr_mut(slot) {
-        // SAFETY: an element of an array map; a free slot, which no one else writes.
-        Some(owner) => unsafe { *owner = *key },
-        None => return None,
-    }
+    let owner = SLOT_KEYS.get_ptr_mut(slot)?;
+    // SAFETY: an element of an array map; a free slot, which no one else writes.
+    unsafe { *owner = *key };
     if SOURCE_SLOTS
         .insert(key, slot, u64::from(BPF_NOEXIST))
         .is_ok()
