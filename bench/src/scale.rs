@@ -347,9 +347,13 @@ pub fn scale(report: &mut String) -> Result<()> {
              ({fixed:.0} fixed: the {key}-byte key in the hash map with its element, the slot's \
              key in the array, its place in the free queue; plus {value} bytes of value per \
              CPU); shared {:.0} MiB, {shared_per_source:.0} bytes per source whatever the CPU \
-             count. The per-CPU layout multiplies the value by the CPU count:\n",
+             count. (The source cache adds {} KiB per CPU whatever the number of sources.) The \
+             per-CPU layout multiplies the value by the CPU count:\n",
             per_cpu_bytes as f64 / f64::from(1u32 << 20),
             shared_bytes as f64 / f64::from(1u32 << 20),
+            netwatch_common::SOURCE_CACHE_ENTRIES as usize
+                * size_of::<netwatch_common::CachedSource>()
+                / 1024,
         )?;
         writeln!(
             report,
