@@ -303,8 +303,8 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
 }
 
 /// Copies the frame (whose ports the main program found in the sampled set) to the ring
-/// buffer if it has an L4 payload, within the token bucket's rate. Every frame that should have been sampled is
-/// counted: sampled, capped, or ring full.
+/// buffer if it has an L4 payload, within the token bucket's rate. Every frame that should
+/// have been sampled is counted: sampled, capped, or ring full.
 #[inline(always)]
 fn sample(ctx: &XdpContext, settings: &Settings, globals: &mut GlobalStats) {
     let Some(job) = SAMPLE_JOBS.get(0) else {

@@ -241,9 +241,10 @@ impl Default for LoadOptions {
 ///
 /// Per-CPU, each CPU adds to its own copy of a source's value (its region of the array) with
 /// plain instructions: the fastest, and no cache line moves between CPUs when one source
-/// floods every queue; but the array holds a value per possible CPU for every slot. Shared, one value per source takes
-/// atomic adds: a few nanoseconds more per packet, and contention when many CPUs count the
-/// same source at once, for a map a CPU count times smaller (BENCHMARKS.md measures both).
+/// floods every queue; but the array holds a value per possible CPU for every slot. Shared,
+/// one value per source takes atomic adds: a few nanoseconds more per packet, and contention
+/// when many CPUs count the same source at once, for an array a CPU count times smaller
+/// (BENCHMARKS.md measures both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceMap {

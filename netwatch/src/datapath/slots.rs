@@ -1,8 +1,9 @@
 //! Where sources are counted: one slot per source in memory-mappable BPF arrays.
 //!
 //! The XDP program finds a source's slot in a hash map (address -> slot), or in a per-CPU
-//! cache of recent sources in front of it, and adds to the slot's value in an array: on a source's first frame it takes a slot from a queue of free
-//! slots, writes the address into the array of slot keys and inserts the address. Userspace
+//! cache of recent sources in front of it, and adds to the slot's value in an array: on a
+//! source's first frame it takes a slot from a queue of free slots, writes the address into
+//! the array of slot keys and inserts the address. Userspace
 //! maps both arrays into its memory, so a harvest is a read of memory, with no syscall and no
 //! walk of a kernel hash table: this is what makes a million sources readable well within an
 //! interval (BENCHMARKS.md, "Scale").
@@ -32,8 +33,8 @@ use super::{SourceReading, Spread, linear_estimate};
 /// before the delete is long over by then.
 const GRACE: Duration = Duration::from_millis(5);
 
-/// The most addresses one reading deletes, unless a thirty-second of the slots is more: a
-/// syscall each, and each deleted one costs another to free, so a reclaim never takes more
+/// The most addresses one reading deletes, unless a thirty-second of the slots is more: each
+/// costs a syscall to free again (BPF queues take no batches), so a reclaim never takes more
 /// than a bounded share of an interval. Reclaim starts with an eighth of the slots still
 /// free, so a few readings in a row can bring it back to a quarter.
 const RECLAIM_BATCH: usize = 1024;
@@ -245,9 +246,9 @@ impl Slots {
 
     /// After a [`Slots::read`]: frees the slots quarantined at an earlier reading (their last
     /// counts were in that read) with `free`, then, if fewer than an eighth of the slots are
-    /// free, deletes the addresses of the sources idle longest with `forget` (all at once), towards a
-    /// quarter of the slots free (at most [`RECLAIM_BATCH`] or a thirty-second of them per
-    /// reading), and quarantines their slots. Returns the slots freed.
+    /// free, deletes the addresses of the sources idle longest with `forget` (all at once),
+    /// towards a quarter of the slots free (at most [`RECLAIM_BATCH`] or a thirty-second of
+    /// them per reading), and quarantines their slots. Returns the slots freed.
     pub(super) fn reclaim(
         &mut self,
         forget: impl FnOnce(&[SourceKey]) -> io::Result<()>,
@@ -289,7 +290,13 @@ impl Slots {
             self.keys.write(slot as usize, retired(key));
             keys.push(key);
         }
-        forget(&keys)?;
+        if let Err(err) = forget(&keys) {
+            // The sources keep their slots; their cached lines may match again.
+            for (&slot, &key) in victims.iter().zip(&keys) {
+                self.keys.write(slot as usize, key);
+            }
+            return Err(err);
+        }
         self.quarantine = victims;
         self.quarantined_at = Instant::now();
         Ok(freed)
