@@ -45,7 +45,7 @@ pub struct Interval {
     pub cumulative: GlobalStats,
     /// Every source that sent something during the interval, most bytes first.
     pub sources: Vec<SourceDelta>,
-    /// Entries in the kernel's source map at this reading.
+    /// Sources holding a slot at this reading.
     pub tracked_sources: usize,
     /// Sources whose slot was reclaimed (they were idle and slots ran low) since the last
     /// reading.

@@ -51,9 +51,9 @@ pub struct MonitorConfig {
     /// Time between two readings.
     #[serde(with = "duration")]
     pub interval: Duration,
-    /// Capacity of the kernel's per-source map.
+    /// Slots for sources in the kernel.
     pub max_sources: u32,
-    /// Per-CPU or shared per-source map.
+    /// Per-CPU or shared values of the sources.
     pub source_map: SourceMap,
     /// Sources listed per interval.
     pub top: usize,

@@ -222,9 +222,9 @@ impl fmt::Display for AttachedMode {
 /// Load-time settings.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
-    /// Capacity of the per-source map.
+    /// Slots for sources.
     pub max_sources: u32,
-    /// Which kind of per-source map.
+    /// Per-CPU or shared values of the sources.
     pub source_map: SourceMap,
 }
 
@@ -641,12 +641,12 @@ impl Datapath {
         Ok(())
     }
 
-    /// Capacity of the per-source map.
+    /// Slots for sources.
     pub fn max_sources(&self) -> u32 {
         self.max_sources
     }
 
-    /// The kind of per-source map in use (per-CPU or shared).
+    /// The layout of the sources' values in use (per-CPU or shared).
     pub fn source_map(&self) -> SourceMap {
         self.source_map
     }

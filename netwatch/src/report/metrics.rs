@@ -130,14 +130,14 @@ impl Metrics {
                 r,
                 IntGauge::new(
                     "netwatch_sources_tracked",
-                    "Entries in the kernel's source map",
+                    "Sources holding a slot in the kernel",
                 )?,
             )?,
             sources_capacity: register(
                 r,
                 IntGauge::new(
                     "netwatch_sources_capacity",
-                    "Capacity of the kernel's source map",
+                    "Slots for sources in the kernel (--max-sources)",
                 )?,
             )?,
             alerts: register(
@@ -168,8 +168,8 @@ impl Metrics {
                 r,
                 Gauge::with_opts(Opts::new(
                     "netwatch_map_read_seconds",
-                    "Time the last reading of the kernel's maps took (the sources map walked, \
-                     per-CPU values summed); the interval minus this is the slack",
+                    "Time the last reading of the kernel's maps took (the slots read, per-CPU \
+                     values summed, idle slots reclaimed); the interval minus this is the slack",
                 ))?,
             )?,
             source_pps: register(

@@ -24,7 +24,7 @@ use crate::collect::Interval;
 pub struct Context {
     /// Interface (or capture) being watched.
     pub iface: String,
-    /// Capacity of the kernel's source map.
+    /// Slots for sources in the kernel.
     pub max_sources: u32,
     /// How many sources to list.
     pub top: usize,
