@@ -17,6 +17,8 @@ pub const SAMPLER_PROGRAM_NAME: &str = "netwatch_sampler";
 pub const SAMPLER_MAP: &str = "SAMPLER";
 /// Name of the no-op XDP program used as the cost baseline in benchmarks.
 pub const NOOP_PROGRAM_NAME: &str = "noop";
+/// Name of a baseline of the benchmarks, in the no-op's object: netwatch's parse alone.
+pub const PARSE_FLOOR_PROGRAM_NAME: &str = "parse_floor";
 /// Name of the benchmarks' second baseline, in the no-op's object: one hash lookup per frame.
 pub const LOOKUP_FLOOR_PROGRAM_NAME: &str = "lookup_floor";
 /// Name of the hash map from a source's [`SourceKey`] to its slot (a `u32`).

@@ -24,10 +24,10 @@ use aya::{
 };
 use netwatch_common::{
     FREE_SLOTS_MAP, GLOBALS_MAP, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
-    PROGRAM_NAME, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP,
-    SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL,
-    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, Sample, SampleHeader, Settings, SourceKey,
-    SourceStats, SourceValue,
+    PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN,
+    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME,
+    SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, Sample, SampleHeader,
+    Settings, SourceKey, SourceStats, SourceValue,
 };
 
 use self::{
@@ -818,8 +818,9 @@ impl Datapath {
     }
 }
 
-/// The baselines of the cost benchmarks: the XDP_PASS no-op and the lookup floor (one hash
-/// lookup of a fixed source per frame), both from `netwatch-ebpf/src/bin/noop.rs`.
+/// The baselines of the cost benchmarks: the XDP_PASS no-op, the parse floor (netwatch's
+/// parse alone) and the lookup floor (one hash lookup of a fixed source per frame), all from
+/// `netwatch-ebpf/src/bin/noop.rs`.
 pub struct NoopProgram {
     ebpf: Ebpf,
 }
@@ -831,7 +832,11 @@ impl NoopProgram {
         Ok(Self {
             ebpf: load_object(
                 NOOP_OBJECT,
-                &[NOOP_PROGRAM_NAME, LOOKUP_FLOOR_PROGRAM_NAME],
+                &[
+                    NOOP_PROGRAM_NAME,
+                    PARSE_FLOOR_PROGRAM_NAME,
+                    LOOKUP_FLOOR_PROGRAM_NAME,
+                ],
                 |_| {},
             )?,
         })
@@ -851,6 +856,15 @@ impl NoopProgram {
     /// As [`Datapath::bench`], for the no-op.
     pub fn bench(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DatapathError> {
         self.run(NOOP_PROGRAM_NAME, frame, repeat)
+    }
+
+    /// As [`Datapath::bench`], for the parse floor.
+    pub fn bench_parse_floor(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration), DatapathError> {
+        self.run(PARSE_FLOOR_PROGRAM_NAME, frame, repeat)
     }
 
     /// As [`Datapath::bench`], for the lookup floor.
