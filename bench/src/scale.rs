@@ -214,7 +214,8 @@ pub fn scale(report: &mut String) -> Result<()> {
     let (rss_before, _) = memory_mib();
     let per_cpu = fill_and_read(SourceMap::PerCpu)?;
     let shared = fill_and_read(SourceMap::Shared)?;
-    let (_, hwm) = memory_mib();
+    // The kernel updates the high-water mark lazily: never report it under a reading taken.
+    let hwm = memory_mib().1.max(per_cpu.rss).max(shared.rss);
     let cpus = aya::util::nr_cpus().unwrap_or(1);
     let layouts = [&per_cpu, &shared];
 
