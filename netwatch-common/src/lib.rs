@@ -11,6 +11,10 @@ pub const PROGRAM_NAME: &str = "netwatch";
 /// Name of the XDP program that counts each source in one value for all CPUs instead, with
 /// atomic instructions.
 pub const SHARED_PROGRAM_NAME: &str = "netwatch_shared";
+/// Name of the XDP program that queues the slots never used yet, run by userspace at load time.
+pub const FILL_PROGRAM_NAME: &str = "fill_free_slots";
+/// Name of the array whose element 0 is the next slot [`FILL_PROGRAM_NAME`] queues.
+pub const FILL_NEXT_MAP: &str = "FILL_NEXT";
 /// Name of the sampling XDP program, reached from [`PROGRAM_NAME`] by a tail call.
 pub const SAMPLER_PROGRAM_NAME: &str = "netwatch_sampler";
 /// Name of the program array whose slot 0 holds the sampler.

@@ -23,11 +23,12 @@ use aya::{
     util::KernelVersion,
 };
 use netwatch_common::{
-    FREE_SLOTS_MAP, GLOBALS_MAP, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
-    PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN,
-    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME,
-    SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, Sample, SampleHeader,
-    Settings, SourceKey, SourceStats, SourceValue,
+    FILL_NEXT_MAP, FILL_PROGRAM_NAME, FREE_SLOTS_MAP, GLOBALS_MAP, GlobalStats,
+    LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME, PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME,
+    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
+    SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP,
+    SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, Sample, SampleHeader, Settings, SourceKey, SourceStats,
+    SourceValue,
 };
 
 use self::{
@@ -168,6 +169,14 @@ pub enum DatapathError {
     /// Mapping the source slot arrays into memory failed.
     #[error("cannot map the source slot arrays into memory: {0}")]
     MapSlots(#[source] io::Error),
+    /// The filler program queued fewer free slots than asked.
+    #[error("queued {queued} of {slots} free slots at load time")]
+    FillSlots {
+        /// Slots queued.
+        queued: u32,
+        /// Slots asked for.
+        slots: u32,
+    },
     /// Reclaiming the slots of idle sources failed.
     #[error("cannot reclaim the slots of idle sources: {0}")]
     Reclaim(#[source] io::Error),
@@ -528,25 +537,23 @@ impl Datapath {
         let values = max_sources
             .checked_mul(regions as u32)
             .ok_or(DatapathError::TooManySources { max_sources, cpus })?;
-        let mut ebpf = load_object(NETWATCH_OBJECT, &[source_map.program()], |loader| {
-            loader.map_max_entries(SOURCE_SLOTS_MAP, max_sources);
-            loader.map_max_entries(SLOT_KEYS_MAP, max_sources);
-            loader.map_max_entries(FREE_SLOTS_MAP, max_sources);
-            loader.map_max_entries(SOURCE_VALUES_MAP, values);
-            loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
-        })?;
+        let mut ebpf = load_object(
+            NETWATCH_OBJECT,
+            &[source_map.program(), FILL_PROGRAM_NAME],
+            |loader| {
+                loader.map_max_entries(SOURCE_SLOTS_MAP, max_sources);
+                loader.map_max_entries(SLOT_KEYS_MAP, max_sources);
+                loader.map_max_entries(FREE_SLOTS_MAP, max_sources);
+                loader.map_max_entries(SOURCE_VALUES_MAP, values);
+                loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
+            },
+        )?;
         install_sampler(&mut ebpf)?;
         let ring = ebpf
             .take_map(SAMPLES_MAP)
             .ok_or(DatapathError::Missing("samples ring buffer"))?;
         let samples = Some(SampleRing(RingBuf::try_from(ring)?));
-        let mut free: Queue<&mut MapData, u32> = Queue::try_from(
-            ebpf.map_mut(FREE_SLOTS_MAP)
-                .ok_or(DatapathError::Missing("free slots queue"))?,
-        )?;
-        for slot in 0..max_sources {
-            free.push(slot, 0)?;
-        }
+        fill_free_slots(&ebpf, max_sources)?;
         let slots = Slots::map(
             map_fd(&ebpf, SOURCE_VALUES_MAP)?,
             map_fd(&ebpf, SLOT_KEYS_MAP)?,
@@ -911,6 +918,25 @@ fn check_kernel() -> Result<KernelVersion, DatapathError> {
         });
     }
     Ok(found)
+}
+
+/// Queues every slot as free, by running the filler program once per slot.
+fn fill_free_slots(ebpf: &Ebpf, slots: u32) -> Result<(), DatapathError> {
+    let filler: &Xdp = ebpf
+        .program(FILL_PROGRAM_NAME)
+        .ok_or(DatapathError::Missing(FILL_PROGRAM_NAME))?
+        .try_into()?;
+    // The smallest frame the kernel takes; the filler does not look at it.
+    run_frame(filler, &[0u8; 14], slots)?;
+    let next: Array<&MapData, u32> = Array::try_from(
+        ebpf.map(FILL_NEXT_MAP)
+            .ok_or(DatapathError::Missing("filler's next slot"))?,
+    )?;
+    let queued = next.get(&0, 0)?;
+    if queued != slots {
+        return Err(DatapathError::FillSlots { queued, slots });
+    }
+    Ok(())
 }
 
 /// Deletes `keys` from the address map: in batches, or one by one on kernels without batch
