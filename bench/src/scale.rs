@@ -293,9 +293,10 @@ pub fn scale(report: &mut String) -> Result<()> {
          the sources idle longest lost theirs, at most a thirty-second of the slots per \
          reading: {} addresses deleted in {:.0} ms per-CPU ({} in {:.0} ms shared; \
          `BPF_MAP_DELETE_BATCH`, thousands per syscall). At the next reading their {} slots \
-         were cleared and queued again (a syscall each: BPF queues take no batches) and, free \
-         slots being still under a quarter, {} more addresses deleted: {:.0} ms in all ({} \
-         and {} in {:.0} ms shared). This is paid only when slots run low, in proportion to \
+         were cleared, staged in a mapped array and queued again by a program in one \
+         BPF_PROG_TEST_RUN call (a BPF queue takes no batches from userspace) and, free slots \
+         being still under a quarter, {} more addresses deleted: {:.0} ms in all ({} and {} \
+         in {:.0} ms shared). This is paid only when slots run low, in proportion to \
          the sources that come and go, and bounded per reading; the read and the deltas of \
          the table above come on top.\n",
         (1u32 << 20) - SOURCES,

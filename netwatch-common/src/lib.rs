@@ -11,10 +11,13 @@ pub const PROGRAM_NAME: &str = "netwatch";
 /// Name of the XDP program that counts each source in one value for all CPUs instead, with
 /// atomic instructions.
 pub const SHARED_PROGRAM_NAME: &str = "netwatch_shared";
-/// Name of the XDP program that queues the slots never used yet, run by userspace at load time.
-pub const FILL_PROGRAM_NAME: &str = "fill_free_slots";
-/// Name of the array whose element 0 is the next slot [`FILL_PROGRAM_NAME`] queues.
-pub const FILL_NEXT_MAP: &str = "FILL_NEXT";
+/// Name of the XDP program that queues free slots, never attached: userspace runs it with
+/// BPF_PROG_TEST_RUN, once per slot, to do the work of a [`QueueJob`].
+pub const QUEUE_PROGRAM_NAME: &str = "queue_free_slots";
+/// Name of the array with the [`QueueJob`] at index 0.
+pub const QUEUE_JOB_MAP: &str = "QUEUE_JOB";
+/// Name of the memory-mappable array of slots (`u64`) a staged [`QueueJob`] queues.
+pub const STAGED_SLOTS_MAP: &str = "STAGED_SLOTS";
 /// Name of the sampling XDP program, reached from [`PROGRAM_NAME`] by a tail call.
 pub const SAMPLER_PROGRAM_NAME: &str = "netwatch_sampler";
 /// Name of the program array whose slot 0 holds the sampler.
@@ -233,6 +236,21 @@ pub struct SourceValue {
     pub sketch: SourceSketch,
 }
 
+/// Slots for [`QUEUE_PROGRAM_NAME`] to queue: one per run, while `next < end`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueJob {
+    /// The next to queue; the program advances it.
+    pub next: u32,
+    /// Where to stop.
+    pub end: u32,
+    /// Zero: the slots numbered `next..end` (every slot, at load time). Otherwise the slots
+    /// in [`STAGED_SLOTS_MAP`] at indexes `next..end` (slots taken back).
+    pub staged: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
 /// Run-time settings of the XDP program, at index 0 of [`SETTINGS_MAP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -332,4 +350,6 @@ mod user {
     unsafe impl aya::Pod for super::Settings {}
     // SAFETY: as above; two u64.
     unsafe impl aya::Pod for super::TokenBucket {}
+    // SAFETY: as above; four u32.
+    unsafe impl aya::Pod for super::QueueJob {}
 }

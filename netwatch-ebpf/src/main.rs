@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use netwatch_common::{
     CachedSource, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
-    PORT_BITMAP_BITS, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT,
+    PORT_BITMAP_BITS, QueueJob, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT,
     SAMPLE_SNAP_LEN, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey, SourceSketch,
     SourceValue, TokenBucket,
 };
@@ -60,14 +60,19 @@ static SLOT_KEYS: Array<SourceKey> = Array::with_max_entries(DEFAULT_MAX_SOURCES
 static SOURCE_CACHE: PerCpuArray<CachedSource> =
     PerCpuArray::with_max_entries(SOURCE_CACHE_ENTRIES, 0);
 
-/// Slots not in use: every slot at load time (queued by [`fill_free_slots`]), then the
-/// slots userspace reclaims.
+/// Slots not in use: every slot at load time, then the slots userspace takes back (both
+/// queued by [`queue_free_slots`]).
 #[map]
 static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(DEFAULT_MAX_SOURCES, 0);
 
-/// The next slot [`fill_free_slots`] queues.
+/// What [`queue_free_slots`] does, written by userspace before it runs the program.
 #[map]
-static FILL_NEXT: Array<u32> = Array::with_max_entries(1, 0);
+static QUEUE_JOB: Array<QueueJob> = Array::with_max_entries(1, 0);
+
+/// Slots taken back, staged by userspace for [`queue_free_slots`]; u64 because userspace
+/// writes them through memory, where array elements are 8 bytes apart. Memory-mappable.
+#[map]
+static STAGED_SLOTS: Array<u64> = Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
 
 /// Slots per region of [`SOURCE_VALUES`]: the capacity of [`SOURCE_SLOTS`]. Set by userspace at
 /// load time; read-only, so the verifier knows it.
@@ -157,20 +162,29 @@ fn run<T: SourceTable>(ctx: &XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Queues the next slot never used yet into [`FREE_SLOTS`]. Userspace runs it once per slot
-/// with BPF_PROG_TEST_RUN when it loads the programs (it is never attached): a few dozen
-/// nanoseconds per slot in the kernel instead of a syscall each.
+/// Queues one slot of the [`QueueJob`] into [`FREE_SLOTS`] and advances the job. Userspace
+/// runs it with BPF_PROG_TEST_RUN, as many times as the job has slots (it is never attached):
+/// a few dozen nanoseconds per slot in the kernel instead of a syscall each.
 #[xdp]
-pub fn fill_free_slots(_ctx: XdpContext) -> u32 {
-    if let Some(next) = FILL_NEXT.get_ptr_mut(0) {
-        // SAFETY: an array element; userspace runs this program alone, on one CPU.
-        let slot = unsafe { *next };
-        // SAFETY: a read-only global set at load time.
-        let capacity = unsafe { core::ptr::read_volatile(&SLOT_CAPACITY) };
-        if slot < capacity && FREE_SLOTS.push(slot, 0).is_ok() {
-            // SAFETY: as above.
-            unsafe { *next = slot + 1 };
+pub fn queue_free_slots(_ctx: XdpContext) -> u32 {
+    let Some(job) = QUEUE_JOB.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: an array element; userspace runs this program alone, on one CPU.
+    let job = unsafe { &mut *job };
+    if job.next >= job.end {
+        return xdp_action::XDP_PASS;
+    }
+    let slot = if job.staged == 0 {
+        job.next
+    } else {
+        match STAGED_SLOTS.get(job.next) {
+            Some(&slot) => slot as u32,
+            None => return xdp_action::XDP_PASS,
         }
+    };
+    if FREE_SLOTS.push(slot, 0).is_ok() {
+        job.next += 1;
     }
     xdp_action::XDP_PASS
 }

@@ -12,9 +12,7 @@ use std::{collections::HashMap, fmt, io, os::fd::AsFd as _, time::Duration};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{
-        Array, HashMap as AyaHashMap, MapData, MapError, PerCpuArray, ProgramArray, Queue, RingBuf,
-    },
+    maps::{Array, HashMap as AyaHashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, Link as _},
@@ -23,12 +21,12 @@ use aya::{
     util::KernelVersion,
 };
 use netwatch_common::{
-    FILL_NEXT_MAP, FILL_PROGRAM_NAME, FREE_SLOTS_MAP, GLOBALS_MAP, GlobalStats,
-    LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME, PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME,
+    FREE_SLOTS_MAP, GLOBALS_MAP, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
+    PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob,
     SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
     SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP,
-    SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, Sample, SampleHeader, Settings, SourceKey, SourceStats,
-    SourceValue,
+    SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Sample, SampleHeader, Settings,
+    SourceKey, SourceStats, SourceValue,
 };
 
 use self::{
@@ -499,7 +497,7 @@ pub struct Reclaim {
     pub forgotten: usize,
     /// Slots cleared and put back in the free queue.
     pub freed: usize,
-    /// Time it took (a syscall per address and per slot).
+    /// Time it took.
     pub took: Duration,
 }
 
@@ -539,11 +537,12 @@ impl Datapath {
             .ok_or(DatapathError::TooManySources { max_sources, cpus })?;
         let mut ebpf = load_object(
             NETWATCH_OBJECT,
-            &[source_map.program(), FILL_PROGRAM_NAME],
+            &[source_map.program(), QUEUE_PROGRAM_NAME],
             |loader| {
                 loader.map_max_entries(SOURCE_SLOTS_MAP, max_sources);
                 loader.map_max_entries(SLOT_KEYS_MAP, max_sources);
                 loader.map_max_entries(FREE_SLOTS_MAP, max_sources);
+                loader.map_max_entries(STAGED_SLOTS_MAP, max_sources);
                 loader.map_max_entries(SOURCE_VALUES_MAP, values);
                 loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
             },
@@ -553,10 +552,25 @@ impl Datapath {
             .take_map(SAMPLES_MAP)
             .ok_or(DatapathError::Missing("samples ring buffer"))?;
         let samples = Some(SampleRing(RingBuf::try_from(ring)?));
-        fill_free_slots(&ebpf, max_sources)?;
+        let queued = queue_slots(
+            &mut ebpf,
+            QueueJob {
+                next: 0,
+                end: max_sources,
+                staged: 0,
+                _pad: 0,
+            },
+        )?;
+        if queued != max_sources {
+            return Err(DatapathError::FillSlots {
+                queued,
+                slots: max_sources,
+            });
+        }
         let slots = Slots::map(
             map_fd(&ebpf, SOURCE_VALUES_MAP)?,
             map_fd(&ebpf, SLOT_KEYS_MAP)?,
+            map_fd(&ebpf, STAGED_SLOTS_MAP)?,
             max_sources,
             regions,
         )
@@ -780,29 +794,40 @@ impl Datapath {
         self.last_reclaim
     }
 
-    /// [`Slots::reclaim`] with the address map and the free queue.
+    /// Frees the slots whose grace is over and takes back idle ones (see [`slots`]);
+    /// returns the slots freed.
     fn reclaim(&mut self) -> Result<Vec<u32>, DatapathError> {
         let started = std::time::Instant::now();
-        let [Some(addresses), Some(free)] = self
-            .ebpf
-            .maps_disjoint_mut([SOURCE_SLOTS_MAP, FREE_SLOTS_MAP])
-        else {
-            return Err(DatapathError::Missing("source slot maps"));
-        };
-        let mut free: Queue<&mut MapData, u32> = Queue::try_from(free)?;
-        let mut forgotten = 0;
-        let freed = self
-            .slots
-            .reclaim(
-                |keys| {
-                    forgotten = keys.len();
-                    forget(addresses, keys)
+        // Slots the kernel could not queue stay in quarantine and are staged again next time.
+        let staged = self.slots.stage_release();
+        let freed = if staged > 0 {
+            let queued = queue_slots(
+                &mut self.ebpf,
+                QueueJob {
+                    next: 0,
+                    end: staged as u32,
+                    staged: 1,
+                    _pad: 0,
                 },
-                |slot| free.push(slot, 0).map_err(io::Error::other),
-            )
-            .map_err(DatapathError::Reclaim)?;
+            )?;
+            self.slots.released(queued as usize)
+        } else {
+            Vec::new()
+        };
+        let keys = self.slots.retire_idlest();
+        if !keys.is_empty() {
+            let addresses = self
+                .ebpf
+                .map_mut(SOURCE_SLOTS_MAP)
+                .ok_or(DatapathError::Missing("address map"))?;
+            if let Err(err) = forget(addresses, &keys) {
+                self.slots.unretire();
+                return Err(DatapathError::Reclaim(err));
+            }
+            self.slots.quarantine_retired();
+        }
         self.last_reclaim = Reclaim {
-            forgotten,
+            forgotten: keys.len(),
             freed: freed.len(),
             took: started.elapsed(),
         };
@@ -920,23 +945,25 @@ fn check_kernel() -> Result<KernelVersion, DatapathError> {
     Ok(found)
 }
 
-/// Queues every slot as free, by running the filler program once per slot.
-fn fill_free_slots(ebpf: &Ebpf, slots: u32) -> Result<(), DatapathError> {
-    let filler: &Xdp = ebpf
-        .program(FILL_PROGRAM_NAME)
-        .ok_or(DatapathError::Missing(FILL_PROGRAM_NAME))?
+/// Has the kernel do `job`: writes it, runs the queueing program once per slot, and returns
+/// how many slots it queued.
+fn queue_slots(ebpf: &mut Ebpf, job: QueueJob) -> Result<u32, DatapathError> {
+    let map = ebpf
+        .map_mut(QUEUE_JOB_MAP)
+        .ok_or(DatapathError::Missing("queue job"))?;
+    let mut jobs: Array<&mut MapData, QueueJob> = Array::try_from(map)?;
+    jobs.set(0, job, 0)?;
+    let program: &Xdp = ebpf
+        .program(QUEUE_PROGRAM_NAME)
+        .ok_or(DatapathError::Missing(QUEUE_PROGRAM_NAME))?
         .try_into()?;
-    // The smallest frame the kernel takes; the filler does not look at it.
-    run_frame(filler, &[0u8; 14], slots)?;
-    let next: Array<&MapData, u32> = Array::try_from(
-        ebpf.map(FILL_NEXT_MAP)
-            .ok_or(DatapathError::Missing("filler's next slot"))?,
-    )?;
-    let queued = next.get(&0, 0)?;
-    if queued != slots {
-        return Err(DatapathError::FillSlots { queued, slots });
-    }
-    Ok(())
+    // The smallest frame the kernel takes; the program does not look at it.
+    run_frame(program, &[0u8; 14], job.end - job.next)?;
+    let map = ebpf
+        .map(QUEUE_JOB_MAP)
+        .ok_or(DatapathError::Missing("queue job"))?;
+    let jobs: Array<&MapData, QueueJob> = Array::try_from(map)?;
+    Ok(jobs.get(&0, 0)?.next - job.next)
 }
 
 /// Deletes `keys` from the address map: in batches, or one by one on kernels without batch

@@ -13,7 +13,8 @@
 //! previous reading at least): it deletes their addresses from the hash map, so that their
 //! next frame takes a new slot, waits out a grace period during which a program run that
 //! found the old slot just before the delete may still add to it, reads those last counts,
-//! then clears the slots and queues them again. A source that finds no free slot is counted
+//! then clears the slots and has the kernel queue them again (a BPF queue takes no batches
+//! from userspace, so a small program run with BPF_PROG_TEST_RUN pushes the staged slots). A source that finds no free slot is counted
 //! in the global overflow counters, never dropped in silence.
 
 use std::{
@@ -33,9 +34,9 @@ use super::{SourceReading, Spread, linear_estimate};
 /// before the delete is long over by then.
 const GRACE: Duration = Duration::from_millis(5);
 
-/// The most addresses one reading deletes, unless a thirty-second of the slots is more: each
-/// costs a syscall to free again (BPF queues take no batches), so a reclaim never takes more
-/// than a bounded share of an interval. Reclaim starts with an eighth of the slots still
+/// The most addresses one reading deletes, unless a thirty-second of the slots is more: the
+/// deletes, and the clearing and queueing of the slots a reading later, cost time in
+/// proportion, and a reclaim must take a bounded share of an interval. Reclaim starts with an eighth of the slots still
 /// free, so a few readings in a row can bring it back to a quarter.
 const RECLAIM_BATCH: usize = 1024;
 
@@ -173,9 +174,14 @@ pub(super) struct Slots {
     seen: Vec<Seen>,
     /// Readings so far.
     reading: u64,
+    /// Where slots taken back are staged for the kernel to queue (as u64: array elements take
+    /// 8 bytes each whatever their size).
+    staged: Mapped<u64>,
     /// Slots whose addresses were deleted, waiting out [`GRACE`].
     quarantine: Vec<u32>,
     quarantined_at: Instant,
+    /// Slots whose keys are marked, their addresses about to be deleted.
+    retiring: Vec<u32>,
     /// Slots in use at the last reading.
     in_use: usize,
 }
@@ -185,6 +191,7 @@ impl Slots {
     pub(super) fn map(
         values: BorrowedFd<'_>,
         keys: BorrowedFd<'_>,
+        staged: BorrowedFd<'_>,
         capacity: u32,
         regions: usize,
     ) -> io::Result<Self> {
@@ -192,12 +199,14 @@ impl Slots {
         Ok(Self {
             values: Mapped::new(values, capacity * regions)?,
             keys: Mapped::new(keys, capacity)?,
+            staged: Mapped::new(staged, capacity)?,
             capacity,
             regions,
             seen: vec![Seen::default(); capacity],
             reading: 0,
             quarantine: Vec::new(),
             quarantined_at: Instant::now(),
+            retiring: Vec::new(),
             in_use: 0,
         })
     }
@@ -244,62 +253,73 @@ impl Slots {
         self.in_use = in_use;
     }
 
-    /// After a [`Slots::read`]: frees the slots quarantined at an earlier reading (their last
-    /// counts were in that read) with `free`, then, if fewer than an eighth of the slots are
-    /// free, deletes the addresses of the sources idle longest with `forget` (all at once),
-    /// towards a quarter of the slots free (at most [`RECLAIM_BATCH`] or a thirty-second of
-    /// them per reading), and quarantines their slots. Returns the slots freed.
-    pub(super) fn reclaim(
-        &mut self,
-        forget: impl FnOnce(&[SourceKey]) -> io::Result<()>,
-        mut free: impl FnMut(u32) -> io::Result<()>,
-    ) -> io::Result<Vec<u32>> {
-        let mut freed = Vec::new();
-        if !self.quarantine.is_empty() {
-            if self.quarantined_at.elapsed() < GRACE {
-                return Ok(freed);
-            }
-            while let Some(&slot) = self.quarantine.last() {
-                let index = slot as usize;
-                for region in 0..self.regions {
-                    self.values
-                        .write(region * self.capacity + index, SourceValue::default());
-                }
-                self.keys.write(index, SourceKey::default());
-                self.seen[index] = Seen::default();
-                // On an error the slot stays in quarantine, to be freed at a later reading.
-                free(slot)?;
-                self.quarantine.pop();
-                self.in_use = self.in_use.saturating_sub(1);
-                freed.push(slot);
-            }
+    /// After a [`Slots::read`], the first half of a reclaim: clears the slots quarantined at an
+    /// earlier reading (their last counts were in that read) once their grace is over, and
+    /// stages them for the kernel to queue. Returns how many are staged.
+    pub(super) fn stage_release(&mut self) -> usize {
+        if self.quarantine.is_empty() || self.quarantined_at.elapsed() < GRACE {
+            return 0;
         }
+        for (index, &slot) in self.quarantine.iter().enumerate() {
+            let slot = slot as usize;
+            for region in 0..self.regions {
+                self.values
+                    .write(region * self.capacity + slot, SourceValue::default());
+            }
+            self.keys.write(slot, SourceKey::default());
+            self.seen[slot] = Seen::default();
+            self.staged.write(index, slot as u64);
+        }
+        self.quarantine.len()
+    }
+
+    /// The kernel queued the first `queued` staged slots: they are free. Returns them; the
+    /// others stay in quarantine, to be staged again at a later reading.
+    pub(super) fn released(&mut self, queued: usize) -> Vec<u32> {
+        let freed: Vec<u32> = self
+            .quarantine
+            .drain(..queued.min(self.quarantine.len()))
+            .collect();
+        self.in_use = self.in_use.saturating_sub(freed.len());
+        freed
+    }
+
+    /// The second half: if fewer than an eighth of the slots are free and none is in
+    /// quarantine, chooses the sources idle longest, towards a quarter of the slots free (at
+    /// most [`RECLAIM_BATCH`] or a thirty-second of them per reading), and marks their keys,
+    /// so that the CPUs' cached lines of those slots stop matching (see the program's
+    /// `owns`). Returns their addresses, for the caller to delete and then call
+    /// [`Slots::quarantine_retired`] (or [`Slots::unretire`] if the delete failed).
+    pub(super) fn retire_idlest(&mut self) -> Vec<SourceKey> {
         let free_slots = self.capacity - self.in_use;
         let low = (self.capacity / 8).max(1);
-        if free_slots >= low {
-            return Ok(freed);
+        if free_slots >= low || !self.quarantine.is_empty() {
+            return Vec::new();
         }
         let wanted =
             ((self.capacity / 4).max(1) - free_slots).min(RECLAIM_BATCH.max(self.capacity / 32));
-        let victims = idlest(&self.seen, self.reading, wanted);
-        let mut keys = Vec::with_capacity(victims.len());
-        for &slot in &victims {
+        self.retiring = idlest(&self.seen, self.reading, wanted);
+        let mut keys = Vec::with_capacity(self.retiring.len());
+        for &slot in &self.retiring {
             let key = self.keys.key(slot as usize);
-            // Marked before the address goes: the CPUs' cached lines of this slot stop
-            // matching (see the program's `owns`).
             self.keys.write(slot as usize, retired(key));
             keys.push(key);
         }
-        if let Err(err) = forget(&keys) {
-            // The sources keep their slots; their cached lines may match again.
-            for (&slot, &key) in victims.iter().zip(&keys) {
-                self.keys.write(slot as usize, key);
-            }
-            return Err(err);
-        }
-        self.quarantine = victims;
+        keys
+    }
+
+    /// The addresses of the retiring slots are deleted: their slots wait out the grace.
+    pub(super) fn quarantine_retired(&mut self) {
+        self.quarantine = std::mem::take(&mut self.retiring);
         self.quarantined_at = Instant::now();
-        Ok(freed)
+    }
+
+    /// The delete failed: the sources keep their slots, and their cached lines match again.
+    pub(super) fn unretire(&mut self) {
+        for slot in std::mem::take(&mut self.retiring) {
+            let key = live(self.keys.key(slot as usize));
+            self.keys.write(slot as usize, key);
+        }
     }
 }
 
