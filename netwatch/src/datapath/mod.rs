@@ -484,8 +484,6 @@ pub struct Datapath {
     samples: Option<SampleRing>,
     /// The sources' slots, mapped into this process.
     slots: Slots,
-    /// Sources in the last snapshot.
-    last_sources: usize,
     /// What the last snapshot's reclaim did.
     last_reclaim: Reclaim,
 }
@@ -583,7 +581,6 @@ impl Datapath {
             settings: Settings::default(),
             samples,
             slots,
-            last_sources: 0,
             last_reclaim: Reclaim::default(),
         };
         datapath.set_epoch(1)?;
@@ -753,7 +750,7 @@ impl Datapath {
         // times over.
         let mut snapshot = Snapshot {
             globals: GlobalStats::default(),
-            sources: Vec::with_capacity(self.last_sources),
+            sources: Vec::with_capacity(self.slots.in_use()),
             released: Vec::new(),
         };
         self.snapshot_into(&mut snapshot)?;
@@ -784,7 +781,6 @@ impl Datapath {
         for stats in globals.get(&0, 0)?.iter() {
             add_globals(&mut snapshot.globals, stats);
         }
-        self.last_sources = snapshot.sources.len();
         snapshot.released = self.reclaim()?;
         Ok(())
     }

@@ -253,6 +253,11 @@ impl Slots {
         self.in_use = in_use;
     }
 
+    /// Slots in use at the last reading.
+    pub(super) fn in_use(&self) -> usize {
+        self.in_use
+    }
+
     /// After a [`Slots::read`], the first half of a reclaim: clears the slots quarantined at an
     /// earlier reading (their last counts were in that read) once their grace is over, and
     /// stages them for the kernel to queue. Returns how many are staged.
