@@ -354,9 +354,7 @@ pub fn scale(report: &mut String) -> Result<()> {
              per-CPU layout multiplies the value by the CPU count:\n",
             per_cpu_bytes as f64 / f64::from(1u32 << 20),
             shared_bytes as f64 / f64::from(1u32 << 20),
-            netwatch_common::SOURCE_CACHE_ENTRIES as usize
-                * size_of::<netwatch_common::CachedSource>()
-                / 1024,
+            netwatch_common::SOURCE_CACHE_ENTRIES as usize * size_of::<u32>() / 1024,
         )?;
         writeln!(
             report,

@@ -36,26 +36,26 @@ pub const SOURCE_SLOTS_MAP: &str = "SOURCE_SLOTS";
 pub const SOURCE_VALUES_MAP: &str = "SOURCE_VALUES";
 /// Name of the memory-mappable array of each slot's [`SourceKey`].
 pub const SLOT_KEYS_MAP: &str = "SLOT_KEYS";
-/// Name of the per-CPU array of [`CachedSource`]s: each CPU's cache of the slots of recent
-/// sources.
-pub const SOURCE_CACHE_MAP: &str = "SOURCE_CACHE";
-/// Entries of each CPU's source cache (a power of two).
+/// Entries of each CPU's source cache, [`CpuState::source_cache`] (a power of two).
 pub const SOURCE_CACHE_ENTRIES: u32 = 4096;
 /// Name of the queue of free slots (`u32`).
 pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
 /// Name of the read-only global (`u32`) that holds the number of slots.
 pub const SLOT_CAPACITY_GLOBAL: &str = "SLOT_CAPACITY";
-/// Name of the per-CPU array with one [`GlobalStats`] at index 0.
-pub const GLOBALS_MAP: &str = "GLOBALS";
-/// Name of the array with one [`Settings`] at index 0, written by userspace at run time.
-pub const SETTINGS_MAP: &str = "SETTINGS";
+/// Name of the per-CPU array with one [`CpuState`] at index 0.
+pub const CPU_STATE_MAP: &str = "CPU_STATE";
+/// Name of the global-data section (and of its one-entry array map) that holds the
+/// [`Settings`], written by userspace at run time. A global, not an entry of a map of its own,
+/// because the program reads a global at a fixed address, without a lookup.
+pub const SETTINGS_MAP: &str = ".data.settings";
 
 /// Name of the ring buffer of [`Sample`]s.
 pub const SAMPLES_MAP: &str = "SAMPLES";
-/// Name of the array of port bitmaps that select packets to sample: words
+/// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
+/// the port bitmaps that select packets to sample, `[u64; 2 * SAMPLE_PORT_WORDS]`: words
 /// `0..SAMPLE_PORT_WORDS` for TCP ports, the next `SAMPLE_PORT_WORDS` for UDP; bit
 /// `port % 64` of word `port / 64`.
-pub const SAMPLE_PORTS_MAP: &str = "SAMPLE_PORTS";
+pub const SAMPLE_PORTS_MAP: &str = ".data.ports";
 /// Name of the per-CPU array with the sampling [`TokenBucket`] at index 0.
 pub const SAMPLE_BUCKETS_MAP: &str = "SAMPLE_BUCKETS";
 /// 64-bit words of one protocol's port bitmap.
@@ -160,20 +160,6 @@ impl SourceKey {
     }
 }
 
-/// A line of a CPU's source cache: a source and the slot it had when cached. The program
-/// trusts the line only while the slot's key in [`SLOT_KEYS_MAP`] is still this key, so lines
-/// never need to be cleared when a slot changes hands.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CachedSource {
-    /// The source; all zero (no family) in a line never written.
-    pub key: SourceKey,
-    /// Its slot.
-    pub slot: u32,
-    /// Always zero.
-    pub _pad: u32,
-}
-
 /// Three word writes rather than the derived field-by-field hashing (a length, the address
 /// bytes, the family, a length, the padding): userspace hashes keys by the million per
 /// interval. Equal keys have equal bytes, so they hash alike.
@@ -251,7 +237,7 @@ pub struct QueueJob {
     pub _pad: u32,
 }
 
-/// Run-time settings of the XDP program, at index 0 of [`SETTINGS_MAP`].
+/// Run-time settings of the XDP program, in [`SETTINGS_MAP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -336,6 +322,29 @@ pub struct GlobalStats {
     pub sample_ring_full_packets: u64,
 }
 
+/// What the XDP program keeps per CPU, in one value so that a packet finds all of it with one
+/// lookup (each per-CPU lookup costs a few nanoseconds of the per-packet budget).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuState {
+    /// This CPU's counters.
+    pub globals: GlobalStats,
+    /// This CPU's cache of the slots of recent sources, direct-mapped by a hash of the address.
+    /// A line holds a slot only: the program trusts it for a source only while the slot's key
+    /// in [`SLOT_KEYS_MAP`] is that source, so lines never need clearing when a slot changes
+    /// hands, and a line never written (slot 0) is as good as any other guess.
+    pub source_cache: [u32; SOURCE_CACHE_ENTRIES as usize],
+}
+
+impl Default for CpuState {
+    fn default() -> Self {
+        Self {
+            globals: GlobalStats::default(),
+            source_cache: [0; SOURCE_CACHE_ENTRIES as usize],
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` data with no implicit padding and no invalid bit patterns.
@@ -344,6 +353,8 @@ mod user {
     unsafe impl aya::Pod for super::SourceStats {}
     // SAFETY: as above; every field is a u64.
     unsafe impl aya::Pod for super::GlobalStats {}
+    // SAFETY: as above; u64 counters, then u32 slots.
+    unsafe impl aya::Pod for super::CpuState {}
     // SAFETY: as above; u32 and u64 arrays with the u32 pair first, no padding.
     unsafe impl aya::Pod for super::SourceValue {}
     // SAFETY: as above.

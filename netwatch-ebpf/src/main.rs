@@ -27,7 +27,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use netwatch_common::{
-    CachedSource, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
+    CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
     PORT_BITMAP_BITS, QueueJob, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT,
     SAMPLE_SNAP_LEN, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey, SourceSketch,
     SourceValue, TokenBucket,
@@ -54,12 +54,6 @@ static SOURCE_VALUES: Array<SourceValue> =
 #[map]
 static SLOT_KEYS: Array<SourceKey> = Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
 
-/// Each CPU's cache of the slots of recent sources, direct-mapped by a hash of the address: a
-/// hit costs two array lookups, which the verifier inlines, instead of a hash-map lookup.
-#[map]
-static SOURCE_CACHE: PerCpuArray<CachedSource> =
-    PerCpuArray::with_max_entries(SOURCE_CACHE_ENTRIES, 0);
-
 /// Slots not in use: every slot at load time, then the slots userspace takes back (both
 /// queued by [`queue_free_slots`]).
 #[map]
@@ -79,21 +73,31 @@ static STAGED_SLOTS: Array<u64> = Array::with_max_entries(DEFAULT_MAX_SOURCES, B
 #[unsafe(no_mangle)]
 static SLOT_CAPACITY: u32 = DEFAULT_MAX_SOURCES;
 
-/// Global counters at index 0.
+/// Each CPU's counters and source cache, at index 0.
 #[map]
-static GLOBALS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);
+static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
-/// Run-time settings at index 0, written by userspace.
-#[map]
-static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+/// Run-time settings, written by userspace. Global data in a section of its own, which the
+/// loader makes a one-entry array map: the program reads it at a fixed address, without the
+/// lookup (a few nanoseconds per packet) an entry of a map of its own would cost.
+#[unsafe(link_section = ".data.settings")]
+#[unsafe(no_mangle)]
+static mut SETTINGS: Settings = Settings {
+    epoch: 0,
+    sample_rate: 0,
+    sample_burst: 0,
+    sample_all_tcp: 0,
+};
 
 /// Sampled frames for userspace to inspect.
 #[map]
 static SAMPLES: RingBuf = RingBuf::with_byte_size(DEFAULT_SAMPLE_RING_BYTES, 0);
 
-/// Ports whose packets are sampled: TCP words first, then UDP.
-#[map]
-static SAMPLE_PORTS: Array<u64> = Array::with_max_entries(2 * SAMPLE_PORT_WORDS, 0);
+/// Ports whose packets are sampled: TCP words first, then UDP. Global data, as [`SETTINGS`].
+#[unsafe(link_section = ".data.ports")]
+#[unsafe(no_mangle)]
+static mut SAMPLE_PORTS: [u64; 2 * SAMPLE_PORT_WORDS as usize] =
+    [0; 2 * SAMPLE_PORT_WORDS as usize];
 
 /// The sampling token bucket of each CPU.
 #[map]
@@ -192,13 +196,10 @@ pub fn queue_free_slots(_ctx: XdpContext) -> u32 {
 /// The tail of [`netwatch`] for frames that may be sampled. Always passes the frame.
 #[xdp]
 pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
-    let settings = match SETTINGS.get(0) {
-        Some(settings) => *settings,
-        None => return xdp_action::XDP_PASS,
-    };
-    if let Some(globals) = GLOBALS.get_ptr_mut(0) {
+    let settings = settings();
+    if let Some(state) = CPU_STATE.get_ptr_mut(0) {
         // SAFETY: this CPU's slot of a per-CPU array.
-        sample(&ctx, &settings, unsafe { &mut *globals });
+        sample(&ctx, &settings, unsafe { &mut (*state).globals });
     }
     xdp_action::XDP_PASS
 }
@@ -207,15 +208,15 @@ pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let Some(globals) = GLOBALS.get_ptr_mut(0) else {
+    let Some(state) = CPU_STATE.get_ptr_mut(0) else {
         return false;
     };
-    let settings = match SETTINGS.get(0) {
-        Some(settings) => *settings,
-        None => Settings::default(),
-    };
+    let settings = settings();
     // SAFETY: a per-CPU array slot, only this CPU writes it while the program runs.
-    let globals = unsafe { &mut *globals };
+    let CpuState {
+        globals,
+        source_cache,
+    } = unsafe { &mut *state };
     globals.total_packets += 1;
     globals.total_bytes += len;
     match parse(ctx) {
@@ -246,7 +247,7 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
                 dst_fold: parsed.dst_fold,
                 dst_port: ports.map(|(_, dst)| dst),
             };
-            if !T::count(&parsed.key, &contribution, settings.epoch) {
+            if !T::count(&parsed.key, source_cache, &contribution, settings.epoch) {
                 globals.overflow_packets += 1;
                 globals.overflow_bytes += len;
             }
@@ -346,11 +347,21 @@ fn sample(ctx: &XdpContext, settings: &Settings, globals: &mut GlobalStats) {
 
 #[inline(always)]
 fn port_selected(first_word: u32, port: u16) -> bool {
-    let index = first_word + u32::from(port >> 6);
-    match SAMPLE_PORTS.get(index) {
-        Some(word) => word & (1 << (port & 63)) != 0,
-        None => false,
-    }
+    let index = (first_word + u32::from(port >> 6)) as usize & (2 * SAMPLE_PORT_WORDS as usize - 1);
+    // SAFETY: an element of the global, in bounds by the mask; userspace may rewrite it at any
+    // time, hence the volatile read of one whole word.
+    let word =
+        unsafe { core::ptr::read_volatile((&raw const SAMPLE_PORTS).cast::<u64>().add(index)) };
+    word & (1 << (port & 63)) != 0
+}
+
+/// The current [`SETTINGS`].
+#[inline(always)]
+fn settings() -> Settings {
+    // SAFETY: a global the program never writes; userspace rewrites it as a whole at run
+    // time, and a read that straddles a rewrite sees each field old or new, either of which
+    // is a valid setting.
+    unsafe { core::ptr::read_volatile(&raw const SETTINGS) }
 }
 
 /// Takes one token from this CPU's bucket, refilling it first.
@@ -387,30 +398,23 @@ trait SourceTable {
     unsafe fn bump_found(value: *mut SourceValue, contribution: &Contribution, epoch: u32);
 
     /// Adds the frame to its source, taking a free slot for a source not seen before; false
-    /// when the source has no slot and none is free.
+    /// when the source has no slot and none is free. `cache` is this CPU's source cache: a
+    /// hit costs two array lookups, which the verifier inlines, instead of a hash-map lookup.
     #[inline(always)]
-    fn count(key: &SourceKey, contribution: &Contribution, epoch: u32) -> bool {
-        let line = SOURCE_CACHE.get_ptr_mut(cache_line(key));
-        if let Some(line) = line {
-            // SAFETY: this CPU's line; XDP runs do not interleave on a CPU.
-            let cached = unsafe { &*line };
-            if same(&cached.key, key) && owns(cached.slot, key) {
-                return Self::count_in(cached.slot, contribution, epoch);
-            }
+    fn count(
+        key: &SourceKey,
+        cache: &mut [u32; SOURCE_CACHE_ENTRIES as usize],
+        contribution: &Contribution,
+        epoch: u32,
+    ) -> bool {
+        let line = &mut cache[cache_line(key)];
+        if owns(*line, key) {
+            return Self::count_in(*line, contribution, epoch);
         }
         let Some(slot) = slot_of(key) else {
             return false;
         };
-        if let Some(line) = line {
-            // SAFETY: as above.
-            unsafe {
-                *line = CachedSource {
-                    key: *key,
-                    slot,
-                    _pad: 0,
-                }
-            };
-        }
+        *line = slot;
         Self::count_in(slot, contribution, epoch)
     }
 
@@ -456,7 +460,10 @@ fn slot_of(key: &SourceKey) -> Option<u32> {
         return Some(slot);
     }
     // Another CPU gave the same source a slot between the lookup and the insert: that one
-    // counts, and this one, never counted in, is free again.
+    // counts, and this one, never counted in, is free again, its key cleared first (a cache
+    // line that still names this slot must not find the source's key there).
+    // SAFETY: as above.
+    unsafe { *owner = SourceKey::default() };
     let _ = FREE_SLOTS.push(slot, 0);
     // SAFETY: as above.
     SOURCE_SLOTS.get_ptr(key).map(|slot| unsafe { *slot })
@@ -466,11 +473,11 @@ fn slot_of(key: &SourceKey) -> Option<u32> {
 /// take turns in the line; a sender choosing colliding addresses slows itself to the
 /// address-map lookup, nothing worse.
 #[inline(always)]
-fn cache_line(key: &SourceKey) -> u32 {
+fn cache_line(key: &SourceKey) -> usize {
     const BITS: u32 = SOURCE_CACHE_ENTRIES.trailing_zeros();
     let [a, b, c] = key.words();
     let mixed = (a ^ b.rotate_left(23) ^ c.rotate_left(47)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (mixed >> (64 - BITS)) as u32
+    (mixed >> (64 - BITS)) as usize & (SOURCE_CACHE_ENTRIES as usize - 1)
 }
 
 /// Whether two keys are equal, word by word (a derived comparison may become a `memcmp` call,
@@ -482,9 +489,12 @@ fn same(a: &SourceKey, b: &SourceKey) -> bool {
     a0 == b0 && a1 == b1 && a2 == b2
 }
 
-/// Whether `slot` still belongs to `key`. Userspace marks the key of a slot it takes back
-/// before deleting the address, and clears it before the slot is free: a cached line whose
-/// slot changed hands fails here, and the frame goes the address-map way.
+/// Whether `slot` belongs to `key`: a slot's key is written when a packet takes the slot and
+/// stays until the slot is free again. Userspace marks the key of a slot it takes back before
+/// deleting the address, and clears it before the slot is free; a packet that loses the race
+/// for a slot clears its key before giving it back. So a cache line whose slot changed hands,
+/// or that was written for another source, fails here, and the frame goes the address-map
+/// way.
 #[inline(always)]
 fn owns(slot: u32, key: &SourceKey) -> bool {
     match SLOT_KEYS.get(slot) {

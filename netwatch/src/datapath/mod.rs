@@ -21,12 +21,12 @@ use aya::{
     util::KernelVersion,
 };
 use netwatch_common::{
-    FREE_SLOTS_MAP, GLOBALS_MAP, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
-    PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob,
-    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
-    SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP,
-    SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Sample, SampleHeader, Settings,
-    SourceKey, SourceStats, SourceValue,
+    CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME,
+    NOOP_PROGRAM_NAME, PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME,
+    QueueJob, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP,
+    SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL,
+    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Sample, SampleHeader,
+    Settings, SourceKey, SourceStats, SourceValue,
 };
 
 use self::{
@@ -597,7 +597,7 @@ impl Datapath {
             udp_ports,
             all_tcp,
         } = sampling;
-        let mut words = vec![0u64; 2 * SAMPLE_PORT_WORDS as usize];
+        let mut words = [0u64; 2 * SAMPLE_PORT_WORDS as usize];
         for (base, ports) in [(0, tcp_ports), (SAMPLE_PORT_WORDS as usize, udp_ports)] {
             for port in ports {
                 words[base + usize::from(port >> 6)] |= 1 << (port & 63);
@@ -607,13 +607,11 @@ impl Datapath {
             .ebpf
             .map_mut(SAMPLE_PORTS_MAP)
             .ok_or(DatapathError::Missing("sample ports map"))?;
-        let mut ports: Array<&mut MapData, u64> = Array::try_from(map)?;
-        for (index, word) in words.iter().enumerate() {
-            // Only words that change, so that a reload touches a handful of entries.
-            if ports.get(&(index as u32), 0)? != *word {
-                ports.set(index as u32, *word, 0)?;
-            }
-        }
+        // The whole bitmap at once: the kernel copies it word by word, so a packet sees each
+        // word old or new while it changes.
+        let mut ports: Array<&mut MapData, [u64; 2 * SAMPLE_PORT_WORDS as usize]> =
+            Array::try_from(map)?;
+        ports.set(0, words, 0)?;
         self.settings.sample_rate = *rate;
         self.settings.sample_burst = (*burst).max(1);
         self.settings.sample_all_tcp = u32::from(*all_tcp);
@@ -773,13 +771,13 @@ impl Datapath {
         self.slots
             .read(closing, |reading| snapshot.sources.push(reading));
         // Globals after sources: a packet counted in a source read above is in the globals too.
-        let globals_map = self
+        let state_map = self
             .ebpf
-            .map(GLOBALS_MAP)
-            .ok_or(DatapathError::Missing("globals map"))?;
-        let globals: PerCpuArray<&MapData, GlobalStats> = PerCpuArray::try_from(globals_map)?;
-        for stats in globals.get(&0, 0)?.iter() {
-            add_globals(&mut snapshot.globals, stats);
+            .map(CPU_STATE_MAP)
+            .ok_or(DatapathError::Missing("per-CPU state map"))?;
+        let states: PerCpuArray<&MapData, CpuState> = PerCpuArray::try_from(state_map)?;
+        for state in states.get(&0, 0)?.iter() {
+            add_globals(&mut snapshot.globals, &state.globals);
         }
         snapshot.released = self.reclaim()?;
         Ok(())
