@@ -177,7 +177,9 @@ impl core::hash::Hash for SourceKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceStats {
-    /// Frames from this source.
+    /// Frames from this source: the sum of the four protocol counts below. The XDP program
+    /// leaves it at zero in the kernel's copy (one add fewer per frame); userspace fills it in
+    /// when it reads a slot.
     pub packets: u64,
     /// Their length as XDP sees it (Ethernet header included, no FCS).
     pub bytes: u64,

@@ -540,7 +540,7 @@ impl SourceTable for Shared {
 #[inline(always)]
 fn bump(value: &mut SourceValue, contribution: &Contribution, epoch: u32) {
     let stats = &mut value.stats;
-    stats.packets += 1;
+    // Not `packets`: every frame is in exactly one protocol count, and userspace sums them.
     stats.bytes += contribution.len;
     match contribution.class {
         Class::TcpFirst | Class::TcpLater => stats.tcp_packets += 1,
@@ -565,7 +565,7 @@ unsafe fn bump_shared(value: *mut SourceValue, contribution: &Contribution, epoc
     // SAFETY: the caller's guarantee; every field is an aligned u64 (or u32 in the sketch).
     unsafe {
         let stats = &raw mut (*value).stats;
-        add(&raw mut (*stats).packets, 1);
+        // Not `packets`, as in `bump`: one atomic add fewer per frame.
         add(&raw mut (*stats).bytes, contribution.len);
         add(
             match contribution.class {

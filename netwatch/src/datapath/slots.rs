@@ -110,10 +110,16 @@ impl Mapped<SourceKey> {
 }
 
 impl Mapped<SourceValue> {
+    /// The counters of element `index`, with `packets` filled in: the program leaves it at
+    /// zero, one add fewer per frame, because every frame is in exactly one of the protocol
+    /// counts.
     fn stats(&self, index: usize) -> SourceStats {
         // SAFETY: a field of an element of the live mapping; any bit pattern is valid for
         // these plain-data types.
-        unsafe { (&raw const (*self.at(index)).stats).read_volatile() }
+        let mut stats = unsafe { (&raw const (*self.at(index)).stats).read_volatile() };
+        stats.packets =
+            stats.tcp_packets + stats.udp_packets + stats.icmp_packets + stats.other_packets;
+        stats
     }
 
     /// The epoch that sketch window `window` (0 or 1) of element `index` holds.
