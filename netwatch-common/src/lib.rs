@@ -331,6 +331,13 @@ pub struct GlobalStats {
 pub struct CpuState {
     /// This CPU's counters.
     pub globals: GlobalStats,
+    /// Where this CPU's region starts in [`SOURCE_VALUES_MAP`]: CPU number × slots for the
+    /// per-CPU layout, 0 for the shared one. Written by userspace at load time, so that a
+    /// packet finds its region without a helper call (a call makes the compiler save and
+    /// restore the registers live across it).
+    pub region: u32,
+    /// Always zero.
+    pub _pad: u32,
     /// This CPU's cache of the slots of recent sources, direct-mapped by a hash of the address.
     /// A line holds a slot only: the program trusts it for a source only while the slot's key
     /// in [`SLOT_KEYS_MAP`] is that source, so lines never need clearing when a slot changes
@@ -342,6 +349,8 @@ impl Default for CpuState {
     fn default() -> Self {
         Self {
             globals: GlobalStats::default(),
+            region: 0,
+            _pad: 0,
             source_cache: [0; SOURCE_CACHE_ENTRIES as usize],
         }
     }
@@ -355,7 +364,7 @@ mod user {
     unsafe impl aya::Pod for super::SourceStats {}
     // SAFETY: as above; every field is a u64.
     unsafe impl aya::Pod for super::GlobalStats {}
-    // SAFETY: as above; u64 counters, then u32 slots.
+    // SAFETY: as above; u64 counters, then u32 fields (an even number of them).
     unsafe impl aya::Pod for super::CpuState {}
     // SAFETY: as above; u32 and u64 arrays with the u32 pair first, no padding.
     unsafe impl aya::Pod for super::SourceValue {}

@@ -21,7 +21,7 @@ use self::parse::{
 };
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray, ProgramArray, Queue, RingBuf},
     programs::XdpContext,
@@ -215,7 +215,9 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
     // SAFETY: a per-CPU array slot, only this CPU writes it while the program runs.
     let CpuState {
         globals,
+        region,
         source_cache,
+        ..
     } = unsafe { &mut *state };
     globals.total_packets += 1;
     globals.total_bytes += len;
@@ -247,7 +249,13 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
                 dst_fold: parsed.dst_fold,
                 dst_port: ports.map(|(_, dst)| dst),
             };
-            if !T::count(&parsed.key, source_cache, &contribution, settings.epoch) {
+            if !T::count(
+                &parsed.key,
+                *region,
+                source_cache,
+                &contribution,
+                settings.epoch,
+            ) {
                 globals.overflow_packets += 1;
                 globals.overflow_bytes += len;
             }
@@ -389,8 +397,9 @@ fn take_token(settings: &Settings) -> bool {
 
 /// How sources' values are laid out: a region per CPU, or one shared region.
 trait SourceTable {
-    /// The region of [`SOURCE_VALUES`] this program run writes.
-    fn region() -> u32;
+    /// The first element of the region of [`SOURCE_VALUES`] this program run writes, given
+    /// this CPU's [`CpuState::region`].
+    fn region(cpu_region: u32) -> u32;
     /// Adds the frame to a value of this run's region.
     ///
     /// # Safety
@@ -400,33 +409,36 @@ trait SourceTable {
     /// Adds the frame to its source, taking a free slot for a source not seen before; false
     /// when the source has no slot and none is free. `cache` is this CPU's source cache: a
     /// hit costs two array lookups, which the verifier inlines, instead of a hash-map lookup.
+    /// `cpu_region` is this CPU's [`CpuState::region`].
     #[inline(always)]
     fn count(
         key: &SourceKey,
+        cpu_region: u32,
         cache: &mut [u32; SOURCE_CACHE_ENTRIES as usize],
         contribution: &Contribution,
         epoch: u32,
     ) -> bool {
+        let region = Self::region(cpu_region);
         let line = &mut cache[cache_line(key)];
         if owns(*line, key) {
-            return Self::count_in(*line, contribution, epoch);
+            return Self::count_in(region, *line, contribution, epoch);
         }
         let Some(slot) = slot_of(key) else {
             return false;
         };
         *line = slot;
-        Self::count_in(slot, contribution, epoch)
+        Self::count_in(region, slot, contribution, epoch)
     }
 
-    /// Adds the frame to `slot` in this run's region.
+    /// Adds the frame to `slot` in the region that starts at element `region`.
     #[inline(always)]
-    fn count_in(slot: u32, contribution: &Contribution, epoch: u32) -> bool {
+    fn count_in(region: u32, slot: u32, contribution: &Contribution, epoch: u32) -> bool {
         // SAFETY: a read-only global set at load time.
         let capacity = unsafe { core::ptr::read_volatile(&SLOT_CAPACITY) };
         if slot >= capacity {
             return false;
         }
-        match SOURCE_VALUES.get_ptr_mut(Self::region() * capacity + slot) {
+        match SOURCE_VALUES.get_ptr_mut(region + slot) {
             Some(value) => {
                 // SAFETY: an element of the map, in this run's region.
                 unsafe { Self::bump_found(value, contribution, epoch) };
@@ -508,9 +520,10 @@ struct PerCpu;
 
 impl SourceTable for PerCpu {
     #[inline(always)]
-    fn region() -> u32 {
-        // SAFETY: a helper without arguments.
-        unsafe { bpf_get_smp_processor_id() }
+    fn region(cpu_region: u32) -> u32 {
+        // Userspace wrote CPU number × slots, which `bpf_get_smp_processor_id` and a multiply
+        // would give, at the price of a helper call on every packet.
+        cpu_region
     }
 
     #[inline(always)]
@@ -526,7 +539,7 @@ struct Shared;
 
 impl SourceTable for Shared {
     #[inline(always)]
-    fn region() -> u32 {
+    fn region(_cpu_region: u32) -> u32 {
         0
     }
 

@@ -12,7 +12,10 @@ use std::{collections::HashMap, fmt, io, os::fd::AsFd as _, time::Duration};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, HashMap as AyaHashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
+    maps::{
+        Array, HashMap as AyaHashMap, MapData, MapError, PerCpuArray, PerCpuValues, ProgramArray,
+        RingBuf,
+    },
     programs::{
         ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, Link as _},
@@ -546,6 +549,7 @@ impl Datapath {
             },
         )?;
         install_sampler(&mut ebpf)?;
+        set_regions(&mut ebpf, cpus, if regions == 1 { 0 } else { max_sources })?;
         let ring = ebpf
             .take_map(SAMPLES_MAP)
             .ok_or(DatapathError::Missing("samples ring buffer"))?;
@@ -1177,6 +1181,24 @@ fn or_into(sum: &mut [u64], words: &[u64]) {
     for (sum, word) in sum.iter_mut().zip(words) {
         *sum |= word;
     }
+}
+
+/// Tells each CPU where its region of source values starts: CPU `c` at `c * region_len`
+/// (`region_len` 0: one region for all).
+fn set_regions(ebpf: &mut Ebpf, cpus: usize, region_len: u32) -> Result<(), DatapathError> {
+    let map = ebpf
+        .map_mut(CPU_STATE_MAP)
+        .ok_or(DatapathError::Missing("per-CPU state map"))?;
+    let mut states: PerCpuArray<&mut MapData, CpuState> = PerCpuArray::try_from(map)?;
+    let values = (0..cpus as u32)
+        .map(|cpu| CpuState {
+            region: cpu * region_len,
+            ..CpuState::default()
+        })
+        .collect::<Vec<_>>();
+    let values = PerCpuValues::try_from(values).map_err(DatapathError::Cpus)?;
+    states.set(0, values, 0)?;
+    Ok(())
 }
 
 fn add_source(sum: &mut SourceStats, stats: &SourceStats) {
