@@ -461,21 +461,21 @@ fn slot_of(key: &SourceKey) -> Option<u32> {
         Ok(Some(slot)) => slot,
         _ => return None,
     };
-    // The key first: userspace reads a slot's key once its counters are not zero.
     let owner = SLOT_KEYS.get_ptr_mut(slot)?;
-    // SAFETY: an element of an array map; a free slot, which no one else writes.
-    unsafe { *owner = *key };
     if SOURCE_SLOTS
         .insert(key, slot, u64::from(BPF_NOEXIST))
         .is_ok()
     {
+        // The key only once the slot is the source's: a cache line that names this slot
+        // trusts it for whatever source its key is (see `owns`). Another CPU that finds the
+        // address in the map meanwhile counts in the slot before its key is in; userspace
+        // leaves such a slot for its next reading.
+        // SAFETY: an element of an array map; a slot just taken, which no one else writes.
+        unsafe { *owner = *key };
         return Some(slot);
     }
     // Another CPU gave the same source a slot between the lookup and the insert: that one
-    // counts, and this one, never counted in, is free again, its key cleared first (a cache
-    // line that still names this slot must not find the source's key there).
-    // SAFETY: as above.
-    unsafe { *owner = SourceKey::default() };
+    // counts, and this one, never counted in and its key never written, is free again.
     let _ = FREE_SLOTS.push(slot, 0);
     // SAFETY: as above.
     SOURCE_SLOTS.get_ptr(key).map(|slot| unsafe { *slot })
@@ -501,12 +501,11 @@ fn same(a: &SourceKey, b: &SourceKey) -> bool {
     a0 == b0 && a1 == b1 && a2 == b2
 }
 
-/// Whether `slot` belongs to `key`: a slot's key is written when a packet takes the slot and
-/// stays until the slot is free again. Userspace marks the key of a slot it takes back before
-/// deleting the address, and clears it before the slot is free; a packet that loses the race
-/// for a slot clears its key before giving it back. So a cache line whose slot changed hands,
-/// or that was written for another source, fails here, and the frame goes the address-map
-/// way.
+/// Whether `slot` belongs to `key`: a slot's key is written once a packet has taken the slot
+/// and put the address in the address map, and stays until the slot is free again. Userspace
+/// marks the key of a slot it takes back before deleting the address, and clears it before the
+/// slot is free. So a cache line whose slot changed hands, or that was written for another
+/// source, fails here, and the frame goes the address-map way.
 #[inline(always)]
 fn owns(slot: u32, key: &SourceKey) -> bool {
     match SLOT_KEYS.get(slot) {

@@ -237,6 +237,13 @@ impl Slots {
                 continue;
             }
             in_use += 1;
+            let key = self.keys.key(slot);
+            if key.family == 0 {
+                // Taken a moment ago: another CPU counted in it before the taker wrote the
+                // key (it writes it right after putting the address in the map). Its counts
+                // are cumulative: the next reading reports them.
+                continue;
+            }
             let spread = if closing != 0 {
                 spread(
                     &self.values,
@@ -251,7 +258,7 @@ impl Slots {
             };
             f(SourceReading {
                 slot: slot as u32,
-                key: live(self.keys.key(slot)),
+                key: live(key),
                 stats: sum,
                 spread,
             });
@@ -394,7 +401,76 @@ fn spread(
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        fs::File,
+        os::{
+            fd::{AsFd as _, FromRawFd as _},
+            unix::fs::FileExt as _,
+        },
+    };
+
     use super::*;
+
+    /// Shared memory standing in for the memory of a BPF array map, at least `bytes` long.
+    fn memory(bytes: usize) -> File {
+        // SAFETY: a name and no flags; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"netwatch-slots".as_ptr(), 0) };
+        assert!(fd >= 0, "memfd_create: {}", io::Error::last_os_error());
+        // SAFETY: a descriptor just created and owned by nothing else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(bytes.div_ceil(4096).max(1) as u64 * 4096)
+            .expect("sizing the memory");
+        file
+    }
+
+    /// Writes `value` as element `index` of an array in `memory`.
+    fn put<T: Copy>(memory: &File, index: usize, value: T) {
+        // SAFETY: the bytes of a plain-data value, read while it lives.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&raw const value).cast::<u8>(), size_of::<T>()) };
+        memory
+            .write_all_at(bytes, (index * size_of::<T>()) as u64)
+            .expect("writing the memory");
+    }
+
+    /// A slot whose counters are in but whose key is not yet (another CPU counted in it
+    /// between the taker's insert into the address map and its key write) is not reported;
+    /// once the key is in, it is, with every count, `packets` summed from the protocols.
+    #[test]
+    fn a_slot_whose_key_is_not_in_yet_waits_for_the_next_reading() {
+        const CAPACITY: usize = 8;
+        const REGIONS: usize = 2;
+        let values = memory(CAPACITY * REGIONS * size_of::<SourceValue>());
+        let keys = memory(CAPACITY * size_of::<SourceKey>());
+        let staged = memory(CAPACITY * size_of::<u64>());
+        let mut slots = Slots::map(
+            values.as_fd(),
+            keys.as_fd(),
+            staged.as_fd(),
+            CAPACITY as u32,
+            REGIONS,
+        )
+        .expect("mapping the memory");
+        let mut value = SourceValue::default();
+        value.stats.udp_packets = 3;
+        value.stats.tcp_packets = 1;
+        value.stats.bytes = 400;
+        put(&values, 5, value);
+        put(&values, CAPACITY + 5, value);
+        let read = |slots: &mut Slots| {
+            let mut readings = Vec::new();
+            slots.read(0, |reading| readings.push(reading));
+            readings
+        };
+        assert!(read(&mut slots).is_empty(), "counts without a key");
+        let key = SourceKey::ipv4([192, 0, 2, 7]);
+        put(&keys, 5, key);
+        let readings = read(&mut slots);
+        assert_eq!(readings.len(), 1, "{readings:?}");
+        assert_eq!((readings[0].slot, readings[0].key), (5, key));
+        assert_eq!(readings[0].stats.packets, 8);
+        assert_eq!(readings[0].stats.bytes, 800);
+    }
 
     fn seen(packets: u64, changed: u64) -> Seen {
         Seen { packets, changed }
