@@ -17,7 +17,7 @@ use clap::Parser;
 use netwatch::{
     cli::{PipelineArgs, ReplayArgs},
     config::Config,
-    datapath::{Datapath, LoadOptions, NoopProgram, Sampling, SourceMap},
+    datapath::{Baseline, Datapath, LoadOptions, NoopProgram, Sampling, SourceMap},
     report::Format,
 };
 use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport};
@@ -138,7 +138,7 @@ fn sampling_cost(
         before.sample_ring_full_packets == 0,
         "the ring filled during the benchmark: {before:?}"
     );
-    let baseline = ns_per_run(|| Ok(noop.bench(&http, REPEAT)?), trials)?;
+    let baseline = ns_per_run(|| Ok(noop.bench(Baseline::Noop, &http, REPEAT)?), trials)?;
     writeln!(report, "\n## Sampling\n")?;
     writeln!(
         report,
@@ -303,9 +303,15 @@ fn insert_row(noop: &NoopProgram) -> Result<String> {
         datapath.set_sketches(false)?;
         samples[1].push(mean_alone(|f| datapath.bench(f, 1), &second)?);
         samples[2].push(mean_alone(|f| shared.bench(f, 1), &first)?);
-        samples[3].push(mean_alone(|f| noop.bench_parse_floor(f, 1), &first)?);
-        samples[4].push(mean_alone(|f| noop.bench_lookup_floor(f, 1), &first)?);
-        samples[5].push(mean_alone(|f| noop.bench(f, 1), &first)?);
+        samples[3].push(mean_alone(
+            |f| noop.bench(Baseline::ParseFloor, f, 1),
+            &first,
+        )?);
+        samples[4].push(mean_alone(
+            |f| noop.bench(Baseline::LookupFloor, f, 1),
+            &first,
+        )?);
+        samples[5].push(mean_alone(|f| noop.bench(Baseline::Noop, f, 1), &first)?);
     }
     // Every frame went to a source of its own: nothing overflowed.
     for datapath in [&mut datapath, &mut shared] {
@@ -393,9 +399,9 @@ fn cost_table(
             datapath.set_sketches(false)?;
             samples[1].push(ns_of(datapath.bench(&frame, repeat)?)?);
             samples[2].push(ns_of(shared.bench(&frame, repeat)?)?);
-            samples[3].push(ns_of(noop.bench_parse_floor(&frame, repeat)?)?);
-            samples[4].push(ns_of(noop.bench_lookup_floor(&frame, repeat)?)?);
-            samples[5].push(ns_of(noop.bench(&frame, repeat)?)?);
+            samples[3].push(ns_of(noop.bench(Baseline::ParseFloor, &frame, repeat)?)?);
+            samples[4].push(ns_of(noop.bench(Baseline::LookupFloor, &frame, repeat)?)?);
+            samples[5].push(ns_of(noop.bench(Baseline::Noop, &frame, repeat)?)?);
         }
         let [netwatch, plain, shared_map, parse, floor, baseline] = samples.map(lowest);
         common_path.get_or_insert((netwatch, plain, parse, floor, baseline));
@@ -420,7 +426,7 @@ fn cost_table(
          run per system call finds the caches colder than the repeated runs of the rows above \
          (the no-op alone costs more), so the row compares with its own no-op; the new source \
          costs a miss in the cache, a miss in the address map, a slot from the free queue, \
-         its key written and an insert into the address map.",
+         an insert into the address map and the slot's key written.",
         netwatch_common::DEFAULT_MAX_SOURCES
     )?;
     if let Some((netwatch, plain, parse, floor, baseline)) = common_path {

@@ -50,7 +50,8 @@ static SOURCE_SLOTS: HashMap<SourceKey, u32> = HashMap::with_max_entries(DEFAULT
 static SOURCE_VALUES: Array<SourceValue> =
     Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
 
-/// The source address of each slot, written when a packet takes the slot. Memory-mappable.
+/// The source address of each slot, written once a packet that took the slot has put the
+/// address in [`SOURCE_SLOTS`]; zero while the slot is free. Memory-mappable.
 #[map]
 static SLOT_KEYS: Array<SourceKey> = Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
 

@@ -487,6 +487,8 @@ pub struct Datapath {
     samples: Option<SampleRing>,
     /// The sources' slots, mapped into this process.
     slots: Slots,
+    /// The job of the program that queues free slots.
+    jobs: QueueJobs,
     /// What the last snapshot's reclaim did.
     last_reclaim: Reclaim,
 }
@@ -554,8 +556,13 @@ impl Datapath {
             .take_map(SAMPLES_MAP)
             .ok_or(DatapathError::Missing("samples ring buffer"))?;
         let samples = Some(SampleRing(RingBuf::try_from(ring)?));
+        let mut jobs = QueueJobs::try_from(
+            ebpf.take_map(QUEUE_JOB_MAP)
+                .ok_or(DatapathError::Missing("queue job"))?,
+        )?;
         let queued = queue_slots(
-            &mut ebpf,
+            &ebpf,
+            &mut jobs,
             QueueJob {
                 next: 0,
                 end: max_sources,
@@ -585,6 +592,7 @@ impl Datapath {
             settings: Settings::default(),
             samples,
             slots,
+            jobs,
             last_reclaim: Reclaim::default(),
         };
         datapath.set_epoch(1)?;
@@ -800,7 +808,8 @@ impl Datapath {
         let staged = self.slots.stage_release();
         let freed = if staged > 0 {
             let queued = queue_slots(
-                &mut self.ebpf,
+                &self.ebpf,
+                &mut self.jobs,
                 QueueJob {
                     next: 0,
                     end: staged as u32,
@@ -883,41 +892,41 @@ impl NoopProgram {
         Ok(())
     }
 
-    /// As [`Datapath::bench`], for the no-op.
-    pub fn bench(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DatapathError> {
-        self.run(NOOP_PROGRAM_NAME, frame, repeat)
-    }
-
-    /// As [`Datapath::bench`], for the parse floor.
-    pub fn bench_parse_floor(
+    /// As [`Datapath::bench`], for one of the baselines.
+    pub fn bench(
         &self,
+        baseline: Baseline,
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, Duration), DatapathError> {
-        self.run(PARSE_FLOOR_PROGRAM_NAME, frame, repeat)
-    }
-
-    /// As [`Datapath::bench`], for the lookup floor.
-    pub fn bench_lookup_floor(
-        &self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, Duration), DatapathError> {
-        self.run(LOOKUP_FLOOR_PROGRAM_NAME, frame, repeat)
-    }
-
-    fn run(
-        &self,
-        name: &'static str,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, Duration), DatapathError> {
+        let name = baseline.program();
         let program: &Xdp = self
             .ebpf
             .program(name)
             .ok_or(DatapathError::Missing(name))?
             .try_into()?;
         run_frame(program, frame, repeat)
+    }
+}
+
+/// The programs of [`NoopProgram`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// Returns XDP_PASS, nothing else.
+    Noop,
+    /// netwatch's parse of the frame, counting nothing.
+    ParseFloor,
+    /// One hash lookup of a fixed source, then its value in an array.
+    LookupFloor,
+}
+
+impl Baseline {
+    fn program(self) -> &'static str {
+        match self {
+            Self::Noop => NOOP_PROGRAM_NAME,
+            Self::ParseFloor => PARSE_FLOOR_PROGRAM_NAME,
+            Self::LookupFloor => LOOKUP_FLOOR_PROGRAM_NAME,
+        }
     }
 }
 
@@ -943,13 +952,12 @@ fn check_kernel() -> Result<KernelVersion, DatapathError> {
     Ok(found)
 }
 
+/// The one-entry array of the queueing program's job, taken out of the object at load.
+type QueueJobs = Array<MapData, QueueJob>;
+
 /// Has the kernel do `job`: writes it, runs the queueing program once per slot, and returns
 /// how many slots it queued.
-fn queue_slots(ebpf: &mut Ebpf, job: QueueJob) -> Result<u32, DatapathError> {
-    let map = ebpf
-        .map_mut(QUEUE_JOB_MAP)
-        .ok_or(DatapathError::Missing("queue job"))?;
-    let mut jobs: Array<&mut MapData, QueueJob> = Array::try_from(map)?;
+fn queue_slots(ebpf: &Ebpf, jobs: &mut QueueJobs, job: QueueJob) -> Result<u32, DatapathError> {
     jobs.set(0, job, 0)?;
     let program: &Xdp = ebpf
         .program(QUEUE_PROGRAM_NAME)
@@ -957,10 +965,6 @@ fn queue_slots(ebpf: &mut Ebpf, job: QueueJob) -> Result<u32, DatapathError> {
         .try_into()?;
     // The smallest frame the kernel takes; the program does not look at it.
     run_frame(program, &[0u8; 14], job.end - job.next)?;
-    let map = ebpf
-        .map(QUEUE_JOB_MAP)
-        .ok_or(DatapathError::Missing("queue job"))?;
-    let jobs: Array<&MapData, QueueJob> = Array::try_from(map)?;
     Ok(jobs.get(&0, 0)?.next - job.next)
 }
 

@@ -2,20 +2,21 @@
 //!
 //! The XDP program finds a source's slot in a hash map (address -> slot), or in a per-CPU
 //! cache of recent sources in front of it, and adds to the slot's value in an array: on a
-//! source's first frame it takes a slot from a queue of free slots, writes the address into
-//! the array of slot keys and inserts the address. Userspace
-//! maps both arrays into its memory, so a harvest is a read of memory, with no syscall and no
-//! walk of a kernel hash table: this is what makes a million sources readable well within an
-//! interval (BENCHMARKS.md, "Scale").
+//! source's first frame it takes a slot from a queue of free slots, inserts the address into
+//! the hash map and then writes it into the array of slot keys. Userspace maps both arrays
+//! into its memory, so a harvest is a read of memory, with no syscall and no walk of a kernel
+//! hash table: this is what makes a million sources readable well within an interval
+//! (BENCHMARKS.md, "Scale").
 //!
-//! The kernel never evicts: slots come back only through [`Slots::reclaim`]. When free slots
-//! run low, userspace takes back the slots of the sources idle longest (unchanged since the
-//! previous reading at least): it deletes their addresses from the hash map, so that their
-//! next frame takes a new slot, waits out a grace period during which a program run that
-//! found the old slot just before the delete may still add to it, reads those last counts,
-//! then clears the slots and has the kernel queue them again (a BPF queue takes no batches
-//! from userspace, so a small program run with BPF_PROG_TEST_RUN pushes the staged slots). A source that finds no free slot is counted
-//! in the global overflow counters, never dropped in silence.
+//! The kernel never evicts: slots come back only when userspace takes them back
+//! ([`Slots::retire_idlest`], [`Slots::stage_release`]). When free slots run low, userspace
+//! takes back the slots of the sources idle longest (unchanged since the previous reading at
+//! least): it deletes their addresses from the hash map, so that their next frame takes a new
+//! slot, waits out a grace period during which a program run that found the old slot just
+//! before the delete may still add to it, reads those last counts, then clears the slots and
+//! has the kernel queue them again (a BPF queue takes no batches from userspace, so a small
+//! program run with BPF_PROG_TEST_RUN pushes the staged slots). A source that finds no free
+//! slot is counted in the global overflow counters, never dropped in silence.
 
 use std::{
     io,
@@ -36,8 +37,8 @@ const GRACE: Duration = Duration::from_millis(5);
 
 /// The most addresses one reading deletes, unless a thirty-second of the slots is more: the
 /// deletes, and the clearing and queueing of the slots a reading later, cost time in
-/// proportion, and a reclaim must take a bounded share of an interval. Reclaim starts with an eighth of the slots still
-/// free, so a few readings in a row can bring it back to a quarter.
+/// proportion, and a reclaim must take a bounded share of an interval. Reclaim starts with an
+/// eighth of the slots still free, so a few readings in a row can bring it back to a quarter.
 const RECLAIM_BATCH: usize = 1024;
 
 /// A BPF array map (`BPF_F_MMAPABLE`) mapped into this process, shared with the kernel: the
