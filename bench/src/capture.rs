@@ -17,7 +17,7 @@ use aya::{
     programs::loaded_programs,
     sys::{Stats, enable_stats},
 };
-use netwatch_bench::generator::{Sent, Spec, send};
+use netwatch_bench::generator::{Method, Sent, Spec, send};
 use netwatch_tests::{
     ScratchDir,
     netns::VethPair,
@@ -229,12 +229,16 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
         ipv6_percent: 0,
         vlan_tags: 0,
         sources: 1_000,
+        method: Method::LiveFrames,
         batch: 64,
     };
     let mut sendto = flood.clone();
-    sendto.batch = 1;
+    sendto.method = Method::Sendto;
     sendto.count = 500_000;
     let baseline = run(netwatch, "1s", &sendto, false)?;
+    let mut sendmmsg = flood.clone();
+    sendmmsg.method = Method::Sendmmsg;
+    let _batched = run(netwatch, "1s", &sendmmsg, false)?;
     let main = run(netwatch, "1s", &flood, true)?;
     // A spoofed-source flood: past 65,536 sources the generator gives every frame a source of
     // its own, so every frame misses the map and takes a slot while there are free ones.

@@ -1,13 +1,18 @@
-//! A traffic generator: crafted Ethernet frames out of an interface through AF_PACKET with
-//! `sendmmsg`, in batches, as fast as the machine allows or at a set rate; bounded by a frame
-//! count and a time, and exact about what it sent.
+//! A traffic generator: crafted Ethernet frames out of an interface, as fast as the machine
+//! allows or at a set rate; bounded by a frame count and a time, and exact about what it sent.
+//! Two ways to send, both measured by `cargo xtask bench` (BENCHMARKS.md, "Capture at rate"):
 //!
-//! Why `sendmmsg`: it amortises the syscall over a batch (64 frames), which on veth moved the
-//! bottleneck from syscall entry to the frame's trip through the stack. The alternatives were
-//! weighed: a PACKET_TX_RING saves the copy but not the per-frame `dev_queue_xmit` on veth,
-//! which dominates here; XDP live frames (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES)
-//! would need a redirecting program of its own. `cargo xtask bench` measures `sendto`
-//! against `sendmmsg` and reports both.
+//! - [`Method::LiveFrames`], the fastest here: the generator's XDP program run by
+//!   BPF_PROG_TEST_RUN in live-frame mode. The kernel copies the frame into pages of its own,
+//!   the program gives each its source, and the frames go out of the interface in batches
+//!   through the driver's XDP transmit: no socket, no skb and no qdisc on the sending side, one
+//!   syscall per thousand frames. On veth the receiving end must have an XDP program in driver
+//!   mode (netwatch's, when it watches that end in driver mode).
+//! - AF_PACKET, [`Method::Sendmmsg`] (a batch of frames per syscall) or [`Method::Sendto`] (one
+//!   per syscall): works whatever is attached at the other end, and is how most traffic reaches
+//!   a veth. Each frame is an skb through the qdisc and `dev_queue_xmit`, which bounds the
+//!   rate well below live frames. A PACKET_TX_RING would save the copy into the skb but not
+//!   that trip, so it was not built.
 
 use std::{
     ffi::CString,
@@ -15,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use netwatch::datapath::NoopProgram;
 use netwatch_tests::frames::{FrameBuilder, TPID_8021AD, TPID_8021Q, Transport};
 
 /// What to send.
@@ -34,8 +40,22 @@ pub struct Spec {
     pub vlan_tags: u8,
     /// Distinct source addresses, cycled through.
     pub sources: u32,
-    /// Frames per `sendmmsg` (1: one `sendto` each).
+    /// How the frames are sent.
+    pub method: Method,
+    /// Frames per `sendmmsg` call, or per transmission in live-frame mode (at most 256);
+    /// `sendto` sends one at a time whatever this says.
     pub batch: usize,
+}
+
+/// How [`send`] sends (see the module's documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// AF_PACKET, one frame per `sendto`.
+    Sendto,
+    /// AF_PACKET, [`Spec::batch`] frames per `sendmmsg`.
+    Sendmmsg,
+    /// BPF_PROG_TEST_RUN in live-frame mode with the generator's XDP program.
+    LiveFrames,
 }
 
 /// What was sent.
@@ -58,7 +78,12 @@ impl Sent {
 
 /// The frame of source number `n`.
 pub fn frame(spec: &Spec, n: u32) -> Vec<u8> {
-    let ipv6 = (n % 100) < u32::from(spec.ipv6_percent);
+    frame_of(spec, n, (n % 100) < u32::from(spec.ipv6_percent))
+}
+
+/// The frame of source number `n`, IPv6 or IPv4: source `n` is 10.0.0.0 + `n` (below 2^24),
+/// or 2001:db8:beef:: + `n`.
+fn frame_of(spec: &Spec, n: u32, ipv6: bool) -> Vec<u8> {
     let mut builder = if ipv6 {
         let mut addr = [
             0x20, 0x01, 0x0d, 0xb8, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -91,6 +116,9 @@ pub fn send(iface: &str, spec: &Spec) -> io::Result<Sent> {
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if ifindex == 0 {
         return Err(io::Error::other(format!("no interface {iface}")));
+    }
+    if spec.method == Method::LiveFrames {
+        return send_live(ifindex, spec);
     }
     // Protocol 0: send only.
     // SAFETY: plain syscall, checked.
@@ -126,8 +154,63 @@ pub fn send(iface: &str, spec: &Spec) -> io::Result<Sent> {
     result
 }
 
+/// Time one BPF_PROG_TEST_RUN call in live-frame mode should take when sending as fast as
+/// possible. The kernel spends some 25 ms setting up and tearing down each such run (its page
+/// pool and receive queue info), so calls must be long for that to vanish; short enough that
+/// the time bound is kept to within this.
+const LIVE_CALL_TIME: Duration = Duration::from_millis(200);
+
+fn send_live(ifindex: u32, spec: &Spec) -> io::Result<Sent> {
+    let mut program = NoopProgram::load().map_err(io::Error::other)?;
+    program
+        .start_generator(spec.sources)
+        .map_err(io::Error::other)?;
+    // One template per family; the program writes each frame's source.
+    let ipv4 = frame_of(spec, 0, false);
+    let ipv6 = frame_of(spec, 0, true);
+    let batch = spec.batch.clamp(1, 256) as u32;
+    let started = Instant::now();
+    let mut sent = Sent::default();
+    let mut sent_ipv6 = 0u64;
+    // Frames per call, sized from the rate seen so that a call takes about LIVE_CALL_TIME.
+    let mut per_call: u32 = 1 << 16;
+    while sent.frames < spec.count && started.elapsed() < spec.duration {
+        let mut want = per_call.min((spec.count - sent.frames).min(u64::from(u32::MAX)) as u32);
+        if spec.rate > 0 {
+            let due = (started.elapsed().as_secs_f64() * spec.rate as f64) as u64;
+            if sent.frames >= due {
+                std::thread::sleep(Duration::from_micros(50));
+                continue;
+            }
+            // At a set rate: a tenth of a second's worth at a time, in one burst.
+            want = want.min((spec.rate / 10).max(u64::from(batch)) as u32);
+        }
+        // The family mix is kept call by call: IPv6 while its share is behind.
+        let ipv6_due = sent_ipv6 * 100 < u64::from(spec.ipv6_percent) * (sent.frames + 1);
+        let template = if ipv6_due { &ipv6 } else { &ipv4 };
+        let call = Instant::now();
+        let handed = program
+            .generate(ifindex, template, want, batch)
+            .map_err(io::Error::other)?;
+        let seen = f64::from(handed) / call.elapsed().as_secs_f64().max(1e-6);
+        let left = spec.duration.saturating_sub(started.elapsed());
+        per_call =
+            (seen * LIVE_CALL_TIME.min(left).as_secs_f64()).clamp(4096.0, 1_048_576.0) as u32;
+        sent.frames += u64::from(handed);
+        sent.bytes += u64::from(handed) * template.len() as u64;
+        if ipv6_due {
+            sent_ipv6 += u64::from(handed);
+        }
+    }
+    sent.elapsed = started.elapsed();
+    Ok(sent)
+}
+
 fn send_loop(fd: i32, templates: &[Vec<u8>], spec: &Spec) -> io::Result<Sent> {
-    let batch = spec.batch.clamp(1, 1024);
+    let batch = match spec.method {
+        Method::Sendto => 1,
+        _ => spec.batch.clamp(1, 1024),
+    };
     let started = Instant::now();
     let mut sent = Sent::default();
     let mut next = 0usize;

@@ -28,6 +28,13 @@ pub const NOOP_PROGRAM_NAME: &str = "noop";
 pub const PARSE_FLOOR_PROGRAM_NAME: &str = "parse_floor";
 /// Name of the benchmarks' second baseline, in the no-op's object: one hash lookup per frame.
 pub const LOOKUP_FLOOR_PROGRAM_NAME: &str = "lookup_floor";
+/// Name of the traffic generator's XDP program, in the no-op's object: run by
+/// BPF_PROG_TEST_RUN in live-frame mode, it gives each frame a source and sends it out of the
+/// interface it is run on (`netwatch-gen --method live-frames`).
+pub const GENERATE_PROGRAM_NAME: &str = "generate";
+/// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
+/// the generator's [`GeneratorState`].
+pub const GENERATOR_MAP: &str = ".data.generator";
 /// Name of the hash map from a source's [`SourceKey`] to its slot (a `u32`).
 pub const SOURCE_SLOTS_MAP: &str = "SOURCE_SLOTS";
 /// Name of the memory-mappable array of [`SourceValue`]s by slot: one region of
@@ -253,6 +260,44 @@ pub struct Settings {
     pub sample_all_tcp: u32,
 }
 
+/// What the generator program does with each frame, in [`GENERATOR_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GeneratorState {
+    /// Distinct sources to cycle through (at least 1): frame `n` gets source `n % sources` in
+    /// the low 24 bits of its IPv4 source address, or the low 32 bits of its IPv6 one.
+    pub sources: u32,
+    /// Frames the program has handled: it takes the next number and adds one. Userspace
+    /// reads it after a run to know how many frames the run handed to the interface.
+    pub next: u32,
+    /// Bytes of [`GeneratorState::header`] in use: the frame's first bytes, at most
+    /// [`GENERATOR_HEADER_LEN`].
+    pub header_len: u32,
+    /// Always zero.
+    pub _pad: u32,
+    /// The frame's first bytes, which the program writes into every frame before its source.
+    /// The kernel recycles the pages of live frames without copying the frame into them
+    /// again, and the receiving end's stack may have changed them in place (taking a VLAN tag
+    /// out moves the Ethernet header, for one).
+    pub header: [u8; GENERATOR_HEADER_LEN],
+}
+
+/// Bytes of a frame that [`GeneratorState`] keeps: every header the generator builds (two
+/// VLAN tags, IPv6, UDP or TCP) fits.
+pub const GENERATOR_HEADER_LEN: usize = 128;
+
+impl Default for GeneratorState {
+    fn default() -> Self {
+        Self {
+            sources: 1,
+            next: 0,
+            header_len: 0,
+            _pad: 0,
+            header: [0; GENERATOR_HEADER_LEN],
+        }
+    }
+}
+
 /// A per-CPU token bucket for sampling.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -374,4 +419,6 @@ mod user {
     unsafe impl aya::Pod for super::TokenBucket {}
     // SAFETY: as above; four u32.
     unsafe impl aya::Pod for super::QueueJob {}
+    // SAFETY: as above; four u32, then bytes (a multiple of 8 of them).
+    unsafe impl aya::Pod for super::GeneratorState {}
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use netwatch_bench::generator::{Spec, send};
+use netwatch_bench::generator::{Method, Spec, send};
 
 #[derive(Parser)]
 #[command(name = "netwatch-gen")]
@@ -35,9 +35,21 @@ struct Args {
     /// Distinct source addresses.
     #[arg(long, default_value_t = 1)]
     sources: u32,
-    /// Frames per sendmmsg call (1: sendto).
+    /// How to send: live-frames (the generator's XDP program through BPF_PROG_TEST_RUN; the
+    /// fastest, and on veth it needs an XDP program in driver mode at the other end),
+    /// sendmmsg or sendto (AF_PACKET).
+    #[arg(long, value_enum, default_value_t = MethodArg::Sendmmsg)]
+    method: MethodArg,
+    /// Frames per sendmmsg call, or per transmission in live-frame mode (at most 256).
     #[arg(long, default_value_t = 64)]
     batch: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Sendto,
+    Sendmmsg,
+    LiveFrames,
 }
 
 fn main() -> Result<()> {
@@ -50,6 +62,11 @@ fn main() -> Result<()> {
         ipv6_percent: args.ipv6_percent,
         vlan_tags: args.vlan_tags,
         sources: args.sources.max(1),
+        method: match args.method {
+            MethodArg::Sendto => Method::Sendto,
+            MethodArg::Sendmmsg => Method::Sendmmsg,
+            MethodArg::LiveFrames => Method::LiveFrames,
+        },
         batch: args.batch,
     };
     let sent = send(&args.iface, &spec).with_context(|| format!("sending on {}", args.iface))?;

@@ -3,7 +3,8 @@
 //! netwatch's per-frame work can cost before it counts anything); and one that only counts
 //! the frame for a fixed source the way netwatch finds a source outside its cache, a hash
 //! lookup then an array element (the least any per-source counting through a BPF hash map
-//! can cost).
+//! can cost). And the traffic generator's program, which sends frames out of an interface
+//! when the benchmarks run it in live-frame mode.
 #![no_std]
 #![no_main]
 
@@ -16,7 +17,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use netwatch_common::{SourceKey, SourceValue};
+use netwatch_common::{GENERATOR_HEADER_LEN, GeneratorState, SourceKey, SourceValue};
 
 use self::parse::{Class, Verdict, is_connection_attempt, parse, transport_ports};
 
@@ -99,6 +100,119 @@ pub fn lookup_floor(ctx: XdpContext) -> u32 {
         }
     }
     xdp_action::XDP_PASS
+}
+
+/// What [`generate`] does, written by userspace between runs. Global data in a section of
+/// its own, as netwatch's settings.
+#[unsafe(link_section = ".data.generator")]
+#[unsafe(no_mangle)]
+static mut GENERATOR: GeneratorState = GeneratorState {
+    sources: 1,
+    next: 0,
+    header_len: 0,
+    _pad: 0,
+    header: [0; GENERATOR_HEADER_LEN],
+};
+
+/// The traffic generator. Userspace runs it with BPF_PROG_TEST_RUN in live-frame mode on a
+/// frame it built, naming an interface of its network namespace in the run's context: the
+/// program gives each frame the next source of the cycle and returns XDP_TX, which the kernel
+/// turns into a transmission out of that interface (to the other end of a veth pair, in
+/// batches, without a socket or an skb on the sending side). A frame that is neither IPv4 nor
+/// IPv6 goes out as it is.
+#[xdp]
+pub fn generate(mut ctx: XdpContext) -> u32 {
+    let state = &raw mut GENERATOR;
+    // SAFETY: a global that userspace writes only between runs; the runs of one
+    // BPF_PROG_TEST_RUN call follow one another on one CPU, and one thread makes the calls.
+    let (source, header_len) = unsafe {
+        let n = (*state).next;
+        (*state).next = n.wrapping_add(1);
+        (n % (*state).sources.max(1), (*state).header_len as usize)
+    };
+    // The frame's headers as userspace built them, a word at a time.
+    for word in 0..GENERATOR_HEADER_LEN / 8 {
+        let at = word * 8;
+        if at + 8 > header_len {
+            break;
+        }
+        let Some(bytes) = bytes_mut::<8>(&mut ctx, at) else {
+            break;
+        };
+        // SAFETY: as above; `at + 8` is within the header by the loop's bound.
+        *bytes = unsafe {
+            *(&raw const (*state).header)
+                .cast::<u8>()
+                .add(at)
+                .cast::<[u8; 8]>()
+        };
+    }
+    set_source(&mut ctx, source);
+    xdp_action::XDP_TX
+}
+
+/// `N` writable bytes of the frame at `offset`, or `None` when the frame ends before them.
+#[inline(always)]
+fn bytes_mut<const N: usize>(ctx: &mut XdpContext, offset: usize) -> Option<&mut [u8; N]> {
+    let start = ctx.data();
+    if start + offset + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: the N bytes lie inside the frame, checked just above; an XDP program may write
+    // its frame.
+    Some(unsafe { &mut *((start + offset) as *mut [u8; N]) })
+}
+
+/// Writes source number `n` into the low 24 bits of an IPv4 source address (updating the
+/// header checksum, RFC 1624) or the low 32 bits of an IPv6 one, after at most two VLAN tags.
+#[inline(always)]
+fn set_source(ctx: &mut XdpContext, n: u32) {
+    let mut offset = 12;
+    for _ in 0..2 {
+        let Some(tpid) = bytes_mut::<2>(ctx, offset) else {
+            return;
+        };
+        if !matches!(u16::from_be_bytes(*tpid), 0x8100 | 0x88a8 | 0x9100) {
+            break;
+        }
+        offset += 4;
+    }
+    let Some(ether_type) = bytes_mut::<2>(ctx, offset) else {
+        return;
+    };
+    let l3 = offset + 2;
+    match u16::from_be_bytes(*ether_type) {
+        0x0800 => {
+            let Some(header) = bytes_mut::<20>(ctx, l3) else {
+                return;
+            };
+            let word = |h: &[u8; 20], at: usize| u32::from(u16::from_ne_bytes([h[at], h[at + 1]]));
+            let (old_high, old_low) = (word(header, 12), word(header, 14));
+            let [_, a, b, c] = n.to_be_bytes();
+            header[13] = a;
+            header[14] = b;
+            header[15] = c;
+            let (new_high, new_low) = (word(header, 12), word(header, 14));
+            // HC' = ~(~HC + ~m + m') over the two changed 16-bit words; the one's complement
+            // sum is the same in either byte order, so the words are read as they lie.
+            let mut sum = (!word(header, 10) & 0xffff)
+                + (!old_high & 0xffff)
+                + new_high
+                + (!old_low & 0xffff)
+                + new_low;
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum = (sum & 0xffff) + (sum >> 16);
+            let checksum = (!sum as u16).to_ne_bytes();
+            header[10] = checksum[0];
+            header[11] = checksum[1];
+        }
+        0x86dd => {
+            if let Some(low) = bytes_mut::<4>(ctx, l3 + 20) {
+                *low = n.to_be_bytes();
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(not(test))]

@@ -17,19 +17,20 @@ use aya::{
         RingBuf,
     },
     programs::{
-        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
+        ProgramError, TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, Link as _},
         loaded_programs,
     },
     util::KernelVersion,
 };
 use netwatch_common::{
-    CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME,
-    NOOP_PROGRAM_NAME, PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME,
-    QueueJob, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP,
-    SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL,
-    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Sample, SampleHeader,
-    Settings, SourceKey, SourceStats, SourceValue,
+    CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GENERATE_PROGRAM_NAME, GENERATOR_HEADER_LEN,
+    GENERATOR_MAP, GeneratorState, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
+    PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob,
+    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
+    SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP,
+    SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Sample, SampleHeader, Settings,
+    SourceKey, SourceStats, SourceValue,
 };
 
 use self::{
@@ -875,6 +876,7 @@ impl NoopProgram {
                     NOOP_PROGRAM_NAME,
                     PARSE_FLOOR_PROGRAM_NAME,
                     LOOKUP_FLOOR_PROGRAM_NAME,
+                    GENERATE_PROGRAM_NAME,
                 ],
                 |_| {},
             )?,
@@ -906,6 +908,86 @@ impl NoopProgram {
             .ok_or(DatapathError::Missing(name))?
             .try_into()?;
         run_frame(program, frame, repeat)
+    }
+}
+
+impl NoopProgram {
+    /// Has the generator program cycle through `sources` sources (at least 1), starting over
+    /// from the first.
+    pub fn start_generator(&mut self, sources: u32) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(GENERATOR_MAP)
+            .ok_or(DatapathError::Missing("generator state"))?;
+        let mut state: Array<&mut MapData, GeneratorState> = Array::try_from(map)?;
+        state.set(
+            0,
+            GeneratorState {
+                sources: sources.max(1),
+                ..GeneratorState::default()
+            },
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Sends `frames` copies of `frame`, each given the next source of the cycle, out of the
+    /// interface `ifindex` of the calling thread's network namespace: BPF_PROG_TEST_RUN in
+    /// live-frame mode, the kernel transmitting `batch` frames at a time (at most 256).
+    /// Returns how many frames the program handed to the interface; the interface may still
+    /// drop some (a veth whose peer's ring is full counts them in its `tx_dropped`). On veth,
+    /// the peer must have an XDP program attached in driver mode.
+    pub fn generate(
+        &mut self,
+        ifindex: u32,
+        frame: &[u8],
+        frames: u32,
+        batch: u32,
+    ) -> Result<u32, DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(GENERATOR_MAP)
+            .ok_or(DatapathError::Missing("generator state"))?;
+        let mut states: Array<&mut MapData, GeneratorState> = Array::try_from(map)?;
+        let mut state = states.get(&0, 0)?;
+        let header = frame.len().min(GENERATOR_HEADER_LEN);
+        state.header[..header].copy_from_slice(&frame[..header]);
+        state.header_len = header as u32;
+        states.set(0, state, 0)?;
+        let before = state.next;
+        let program: &Xdp = self
+            .ebpf
+            .program(GENERATE_PROGRAM_NAME)
+            .ok_or(DatapathError::Missing(GENERATE_PROGRAM_NAME))?
+            .try_into()?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex. The frame arrives on `ifindex`, so XDP_TX sends it out there.
+        let length = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let mut context = [0u8; 24];
+        for (field, value) in context
+            .chunks_exact_mut(4)
+            .zip([0, length, 0, ifindex, 0, 0])
+        {
+            field.copy_from_slice(&value.to_ne_bytes());
+        }
+        program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&context),
+            repeat: frames,
+            attrs: TestRunAttrs::new().xdp_live_frames(batch.clamp(1, 256)),
+            ..TestRunOptions::default()
+        })?;
+        Ok(self.generated()?.wrapping_sub(before))
+    }
+
+    /// Frames the generator program has handled since [`NoopProgram::start_generator`].
+    fn generated(&self) -> Result<u32, DatapathError> {
+        let map = self
+            .ebpf
+            .map(GENERATOR_MAP)
+            .ok_or(DatapathError::Missing("generator state"))?;
+        let state: Array<&MapData, GeneratorState> = Array::try_from(map)?;
+        Ok(state.get(&0, 0)?.next)
     }
 }
 
