@@ -67,6 +67,9 @@ pub struct Sent {
     pub bytes: u64,
     /// Time spent sending.
     pub elapsed: Duration,
+    /// Time from the call to the first frame (loading the generator's program, opening the
+    /// socket, building the frames).
+    pub setup: Duration,
 }
 
 impl Sent {
@@ -111,6 +114,7 @@ fn frame_of(spec: &Spec, n: u32, ipv6: bool) -> Vec<u8> {
 
 /// Sends `spec` out of `iface` (in this thread's network namespace).
 pub fn send(iface: &str, spec: &Spec) -> io::Result<Sent> {
+    let called = Instant::now();
     let name = CString::new(iface).map_err(|_| io::Error::other("interface name has a NUL"))?;
     // SAFETY: a NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -118,7 +122,7 @@ pub fn send(iface: &str, spec: &Spec) -> io::Result<Sent> {
         return Err(io::Error::other(format!("no interface {iface}")));
     }
     if spec.method == Method::LiveFrames {
-        return send_live(ifindex, spec);
+        return send_live(ifindex, spec, called);
     }
     // Protocol 0: send only.
     // SAFETY: plain syscall, checked.
@@ -148,7 +152,7 @@ pub fn send(iface: &str, spec: &Spec) -> io::Result<Sent> {
     let templates: Vec<Vec<u8>> = (0..spec.sources.clamp(1, 65_536))
         .map(|n| frame(spec, n))
         .collect();
-    let result = send_loop(fd, &templates, spec);
+    let result = send_loop(fd, &templates, spec, called);
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
     result
@@ -160,7 +164,7 @@ pub fn send(iface: &str, spec: &Spec) -> io::Result<Sent> {
 /// the time bound is kept to within this.
 const LIVE_CALL_TIME: Duration = Duration::from_millis(200);
 
-fn send_live(ifindex: u32, spec: &Spec) -> io::Result<Sent> {
+fn send_live(ifindex: u32, spec: &Spec, called: Instant) -> io::Result<Sent> {
     let mut program = NoopProgram::load().map_err(io::Error::other)?;
     program
         .start_generator(spec.sources)
@@ -203,10 +207,11 @@ fn send_live(ifindex: u32, spec: &Spec) -> io::Result<Sent> {
         }
     }
     sent.elapsed = started.elapsed();
+    sent.setup = started - called;
     Ok(sent)
 }
 
-fn send_loop(fd: i32, templates: &[Vec<u8>], spec: &Spec) -> io::Result<Sent> {
+fn send_loop(fd: i32, templates: &[Vec<u8>], spec: &Spec, called: Instant) -> io::Result<Sent> {
     let batch = match spec.method {
         Method::Sendto => 1,
         _ => spec.batch.clamp(1, 1024),
@@ -280,6 +285,7 @@ fn send_loop(fd: i32, templates: &[Vec<u8>], spec: &Spec) -> io::Result<Sent> {
             .sum::<u64>();
     }
     sent.elapsed = started.elapsed();
+    sent.setup = started - called;
     Ok(sent)
 }
 
