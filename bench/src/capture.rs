@@ -67,7 +67,8 @@ struct Run {
 }
 
 fn run(netwatch: &Path, interval: &str, spec: &Spec, with_tcpdump: bool) -> Result<Run> {
-    let pair = VethPair::new(true);
+    // A receive queue per sending thread: a veth picks the queue by CPU.
+    let pair = VethPair::with_queues(true, spec.threads);
     let dir = ScratchDir::new("nwcap");
     let config = dir.join("netwatch.toml");
     // A global limit well under the flood: the alert that marks detection latency.
@@ -221,8 +222,9 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
         bail!("tcpdump is missing: run `cargo xtask setup`");
     }
     let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let cpus = thread::available_parallelism().map_or(1, usize::from);
     let flood = Spec {
-        count: 10_000_000,
+        count: 20_000_000,
         duration: Duration::from_secs(8),
         rate: 0,
         size: 64,
@@ -230,15 +232,16 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
         vlan_tags: 0,
         sources: 1_000,
         method: Method::LiveFrames,
+        threads: cpus,
         batch: 64,
     };
     let mut sendto = flood.clone();
     sendto.method = Method::Sendto;
-    sendto.count = 500_000;
+    sendto.count = 1_000_000;
     let baseline = run(netwatch, "1s", &sendto, false)?;
     let mut sendmmsg = flood.clone();
     sendmmsg.method = Method::Sendmmsg;
-    sendmmsg.count = 3_000_000;
+    sendmmsg.count = 5_000_000;
     let batched = run(netwatch, "1s", &sendmmsg, false)?;
     let alone = run(netwatch, "1s", &flood, false)?;
     let main = run(netwatch, "1s", &flood, true)?;
@@ -248,7 +251,7 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
     spoofed_spec.sources = 1 << 24;
     let spoofed = run(netwatch, "1s", &spoofed_spec, false)?;
     let mut quick_spec = flood.clone();
-    quick_spec.count = 300_000;
+    quick_spec.count = 1_000_000;
     let quick = run(netwatch, "100ms", &quick_spec, false)?;
     for run in [&baseline, &batched, &alone, &main, &spoofed] {
         ensure!(
@@ -264,17 +267,22 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
         report,
         "`netwatch-gen` (this workspace) floods a veth pair between two network namespaces \
          with 64-byte IPv4 UDP frames from 1,000 sources; netwatch (release build, \
-         `--interval 1s`, driver mode) watches the receiving end. The generator has two ways \
-         to send, both measured here: AF_PACKET (`sendto`, one frame per syscall, or \
-         `sendmmsg`, 64 per syscall) and XDP live frames (its own XDP program run by \
-         BPF_PROG_TEST_RUN in live-frame mode: the kernel sends each frame out of the veth by \
-         XDP transmit, 64 per batch, without a socket or an skb on the sending side). Live \
+         `--interval 1s`, driver mode) watches the receiving end. The generator sends from \
+         one thread per CPU ({cpus} here), each pinned to its CPU, and the veth has as many \
+         queues, so that every CPU sends and receives (a veth receives on the sending CPU's \
+         queue). It has two ways to send, both measured here: AF_PACKET (`sendto`, one frame \
+         per syscall, or `sendmmsg`, 64 per syscall) and XDP live frames (its own XDP program \
+         run by BPF_PROG_TEST_RUN in live-frame mode: the kernel sends each frame out of the \
+         veth by XDP transmit, 64 per batch, without a socket or an skb on the sending side). \
+         Live \
          frames reach {:.1}x the rate of `sendmmsg` here ({:.0} against {:.0} frames per \
          second), so they are the generator's top rate, and the rate of the run that tcpdump \
          (`-s 128 -w /dev/null`) captures at the same time in the same namespace (with \
          tcpdump taking CPU time of its own, the generator reaches less). \
          \"Delivered\" is the receiving interface's `rx_packets`; frames the veth itself \
-         dropped before delivery are the sender's `tx_dropped`. Kernel time per packet is the \
+         dropped before delivery are the sender's `tx_dropped` (with AF_PACKET the veth refuses \
+         a frame when the other end's ring is full, and the generator sends it again: those \
+         refusals count there, not in the frames sent). Kernel time per packet is the \
          XDP program's own run time from BPF statistics (`BPF_ENABLE_STATS`); userspace time \
          is netwatch's user + system CPU from /proc over the run. The last row is a \
          spoofed-source flood: every frame from a source never seen before, into the default \

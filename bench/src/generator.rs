@@ -42,6 +42,10 @@ pub struct Spec {
     pub sources: u32,
     /// How the frames are sent.
     pub method: Method,
+    /// Threads sending at once, each pinned to a CPU of its own (modulo the CPUs), each with
+    /// its share of the frames and of the rate, each cycling through all the sources. On a
+    /// veth, XDP live frames from several CPUs need as many receive queues at the other end.
+    pub threads: usize,
     /// Frames per `sendmmsg` call, or per transmission in live-frame mode (at most 256);
     /// `sendto` sends one at a time whatever this says.
     pub batch: usize,
@@ -114,6 +118,9 @@ fn frame_of(spec: &Spec, n: u32, ipv6: bool) -> Vec<u8> {
 
 /// Sends `spec` out of `iface` (in this thread's network namespace).
 pub fn send(iface: &str, spec: &Spec) -> io::Result<Sent> {
+    if spec.threads > 1 {
+        return send_parallel(iface, spec);
+    }
     let called = Instant::now();
     let name = CString::new(iface).map_err(|_| io::Error::other("interface name has a NUL"))?;
     // SAFETY: a NUL-terminated name.
@@ -156,6 +163,56 @@ pub fn send(iface: &str, spec: &Spec) -> io::Result<Sent> {
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
     result
+}
+
+/// [`send`] split over `spec.threads` threads (which share this thread's network namespace),
+/// thread `i` pinned to CPU `i` modulo the CPUs.
+fn send_parallel(iface: &str, spec: &Spec) -> io::Result<Sent> {
+    let threads = spec.threads as u64;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let share = |total: u64| total / threads + u64::from(i < total % threads);
+            let mut part = spec.clone();
+            part.threads = 1;
+            part.count = share(spec.count);
+            part.rate = share(spec.rate);
+            let iface = iface.to_owned();
+            let cpu = i as usize % cpus;
+            std::thread::spawn(move || {
+                pin_to(cpu)?;
+                send(&iface, &part)
+            })
+        })
+        .collect();
+    let mut total = Sent::default();
+    let mut setup = None::<Duration>;
+    for handle in handles {
+        let sent = handle
+            .join()
+            .map_err(|_| io::Error::other("a sending thread panicked"))??;
+        total.frames += sent.frames;
+        total.bytes += sent.bytes;
+        total.elapsed = total.elapsed.max(sent.elapsed);
+        // The first frame of all: the thread that started soonest.
+        setup = Some(setup.map_or(sent.setup, |s| s.min(sent.setup)));
+    }
+    total.setup = setup.unwrap_or_default();
+    Ok(total)
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays within it for any cpu below
+    // its size, which `available_parallelism` is.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: a valid set of that size; pid 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Time one BPF_PROG_TEST_RUN call in live-frame mode should take when sending as fast as

@@ -36,6 +36,7 @@ fn spec(method: Method, count: u64, sources: u32, ipv6_percent: u8, vlan_tags: u
         vlan_tags,
         sources,
         method,
+        threads: 1,
         batch: 64,
     }
 }
@@ -108,6 +109,24 @@ fn live_frames_arrive_exactly_as_reported_from_every_source_asked_for() {
     assert_eq!(snapshot.globals.total_packets, 13_000);
     let mut expected = expected;
     expected.extend((0..50).map(|n| (ipv6_source(n), 60)));
+    assert_eq!(per_source(&snapshot), expected);
+}
+
+/// One sending thread per CPU (two, even on one CPU), into a veth with a receive queue each.
+#[test]
+fn live_frames_from_two_cpus_at_once_arrive_exactly_as_reported() {
+    if !privileged("live_frames_from_two_cpus_at_once_arrive_exactly_as_reported") {
+        return;
+    }
+    let pair = VethPair::with_queues(true, 2);
+    let (mut datapath, _attachment) = watch(&pair);
+    let mut spec = spec(Method::LiveFrames, 20_000, 100, 0, 0);
+    spec.threads = 2;
+    assert_eq!(send_from(&pair, &spec), 20_000);
+    let snapshot = counted(&mut datapath, 20_000);
+    assert_eq!(snapshot.globals.total_packets, 20_000);
+    // Each thread cycles through every source: 100 frames each from each thread.
+    let expected: HashMap<SourceKey, u64> = (0..100).map(|n| (ipv4_source(n), 200)).collect();
     assert_eq!(per_source(&snapshot), expected);
 }
 

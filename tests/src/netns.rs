@@ -136,14 +136,22 @@ impl VethPair {
     /// Creates both namespaces and the pair, and brings both ends up (unless `up` is false,
     /// which leaves the monitored end down).
     pub fn new(up: bool) -> Self {
+        Self::with_queues(up, 1)
+    }
+
+    /// [`VethPair::new`] with `queues` receive and transmit queues at each end: frames sent
+    /// by XDP from several CPUs at once go to as many receive queues (a veth picks the queue
+    /// by CPU), instead of all crowding one ring.
+    pub fn with_queues(up: bool, queues: usize) -> Self {
         let monitor = Netns::new("nwm");
         let sender = Netns::new("nws");
         let monitor_if = unique_name("nwa");
         let sender_if = unique_name("nwb");
-        ip(&[
-            "link",
-            "add",
-            &monitor_if,
+        let queues = queues.max(1).to_string();
+        let queue_args = ["numtxqueues", &queues, "numrxqueues", &queues];
+        let mut args = vec!["link", "add", &monitor_if];
+        args.extend(queue_args);
+        args.extend([
             "netns",
             &monitor.name,
             "type",
@@ -151,9 +159,10 @@ impl VethPair {
             "peer",
             "name",
             &sender_if,
-            "netns",
-            &sender.name,
         ]);
+        args.extend(queue_args);
+        args.extend(["netns", &sender.name]);
+        ip(&args);
         sender.exec(&["ip", "link", "set", &sender_if, "up"]);
         if up {
             monitor.exec(&["ip", "link", "set", &monitor_if, "up"]);

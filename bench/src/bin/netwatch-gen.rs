@@ -40,6 +40,10 @@ struct Args {
     /// sendmmsg or sendto (AF_PACKET).
     #[arg(long, value_enum, default_value_t = MethodArg::Sendmmsg)]
     method: MethodArg,
+    /// Threads sending at once, each pinned to a CPU of its own, each with its share of the
+    /// frames and the rate (with live frames on veth, give the other end as many queues).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Frames per sendmmsg call, or per transmission in live-frame mode (at most 256).
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -67,6 +71,7 @@ fn main() -> Result<()> {
             MethodArg::Sendmmsg => Method::Sendmmsg,
             MethodArg::LiveFrames => Method::LiveFrames,
         },
+        threads: args.threads.max(1),
         batch: args.batch,
     };
     let sent = send(&args.iface, &spec).with_context(|| format!("sending on {}", args.iface))?;
