@@ -460,7 +460,14 @@ fn cost_table(
              instead of computed from `bpf_get_smp_processor_id` on every packet; and a \
              source's packet count is the sum of its four protocol counts, filled in by \
              userspace (one add fewer per packet, an atomic one in the shared layout). Before \
-             those four changes the common path cost 62-65 ns (shared: 68-70).",
+             those four changes the common path cost 62-65 ns (shared: 68-70). What is left \
+             to take off is small: the largest single piece, the check of the slot's key, \
+             costs 4 ns (measured with a variant that skips it, unsound: a stale cache line \
+             would count a source in another's slot); it could move into the cache line, at \
+             the price of a key per line (a cache of 512 lines instead of 4096, the per-CPU \
+             value being capped at 32 KiB). Without it and without the sketches the path would \
+             still cost about 2.4x the no-op: per-source counting on this machine does not fit \
+             in 2x.",
             if netwatch <= 2.0 * baseline {
                 "met"
             } else {

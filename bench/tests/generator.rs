@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netwatch::datapath::{AttachMode, Attachment, Datapath, LoadOptions, Snapshot};
+use netwatch::datapath::{AttachMode, Attachment, Datapath, LoadOptions};
 use netwatch_bench::generator::{Method, Spec, send};
 use netwatch_common::SourceKey;
 use netwatch_tests::{frames::internet_checksum, netns::VethPair, privileged};
@@ -52,25 +52,29 @@ fn send_from(pair: &VethPair, spec: &Spec) -> u64 {
     sent.frames
 }
 
-/// Reads the datapath until it has counted `total` frames (bounded in time), then once more.
-fn counted(datapath: &mut Datapath, total: u64) -> Snapshot {
+/// Reads the datapath until it has counted every frame of `expected` (bounded in time), and
+/// panics unless it counted exactly those: as many frames in all, each from its source.
+fn assert_counted(datapath: &mut Datapath, expected: &HashMap<SourceKey, u64>) {
+    let total: u64 = expected.values().sum();
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let snapshot = loop {
         let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
         if snapshot.globals.total_packets >= total || Instant::now() > deadline {
-            return snapshot;
+            break snapshot;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Frames per source, by address.
-fn per_source(snapshot: &Snapshot) -> HashMap<SourceKey, u64> {
-    snapshot
+    };
+    assert_eq!(
+        snapshot.globals.total_packets, total,
+        "{:?}",
+        snapshot.globals
+    );
+    let by_source: HashMap<SourceKey, u64> = snapshot
         .stats_by_source()
         .into_iter()
         .map(|(key, stats)| (key, stats.packets))
-        .collect()
+        .collect();
+    assert_eq!(&by_source, expected);
 }
 
 fn ipv4_source(n: u32) -> SourceKey {
@@ -97,19 +101,14 @@ fn live_frames_arrive_exactly_as_reported_from_every_source_asked_for() {
     // IPv4 behind a VLAN tag: 100 sources, 100 frames each.
     let sent = send_from(&pair, &spec(Method::LiveFrames, 10_000, 100, 0, 1));
     assert_eq!(sent, 10_000);
-    let snapshot = counted(&mut datapath, 10_000);
-    assert_eq!(snapshot.globals.total_packets, 10_000);
-    let expected: HashMap<SourceKey, u64> = (0..100).map(|n| (ipv4_source(n), 100)).collect();
-    assert_eq!(per_source(&snapshot), expected);
+    let mut expected: HashMap<SourceKey, u64> = (0..100).map(|n| (ipv4_source(n), 100)).collect();
+    assert_counted(&mut datapath, &expected);
 
     // Then IPv6: 50 more sources, 60 frames each.
     let sent = send_from(&pair, &spec(Method::LiveFrames, 3_000, 50, 100, 0));
     assert_eq!(sent, 3_000);
-    let snapshot = counted(&mut datapath, 13_000);
-    assert_eq!(snapshot.globals.total_packets, 13_000);
-    let mut expected = expected;
     expected.extend((0..50).map(|n| (ipv6_source(n), 60)));
-    assert_eq!(per_source(&snapshot), expected);
+    assert_counted(&mut datapath, &expected);
 }
 
 /// One sending thread per CPU (two, even on one CPU), into a veth with a receive queue each.
@@ -123,11 +122,9 @@ fn live_frames_from_two_cpus_at_once_arrive_exactly_as_reported() {
     let mut spec = spec(Method::LiveFrames, 20_000, 100, 0, 0);
     spec.threads = 2;
     assert_eq!(send_from(&pair, &spec), 20_000);
-    let snapshot = counted(&mut datapath, 20_000);
-    assert_eq!(snapshot.globals.total_packets, 20_000);
     // Each thread cycles through every source: 100 frames each from each thread.
-    let expected: HashMap<SourceKey, u64> = (0..100).map(|n| (ipv4_source(n), 200)).collect();
-    assert_eq!(per_source(&snapshot), expected);
+    let expected = (0..100).map(|n| (ipv4_source(n), 200)).collect();
+    assert_counted(&mut datapath, &expected);
 }
 
 #[test]
@@ -141,10 +138,8 @@ fn sendmmsg_and_sendto_arrive_exactly_as_reported() {
     assert_eq!(sent, 5_000);
     let sent = send_from(&pair, &spec(Method::Sendto, 1_000, 50, 0, 0));
     assert_eq!(sent, 1_000);
-    let snapshot = counted(&mut datapath, 6_000);
-    assert_eq!(snapshot.globals.total_packets, 6_000);
-    let expected: HashMap<SourceKey, u64> = (0..50).map(|n| (ipv4_source(n), 120)).collect();
-    assert_eq!(per_source(&snapshot), expected);
+    let expected = (0..50).map(|n| (ipv4_source(n), 120)).collect();
+    assert_counted(&mut datapath, &expected);
 }
 
 /// The frames the generator program rewrote, as a packet socket at the receiving end sees
