@@ -274,11 +274,10 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
          per syscall, or `sendmmsg`, 64 per syscall) and XDP live frames (its own XDP program \
          run by BPF_PROG_TEST_RUN in live-frame mode: the kernel sends each frame out of the \
          veth by XDP transmit, 64 per batch, without a socket or an skb on the sending side). \
-         Live \
-         frames reach {:.1}x the rate of `sendmmsg` here ({:.0} against {:.0} frames per \
-         second), so they are the generator's top rate, and the rate of the run that tcpdump \
-         (`-s 128 -w /dev/null`) captures at the same time in the same namespace (with \
-         tcpdump taking CPU time of its own, the generator reaches less). \
+         Live frames reach {:.1}x the rate of `sendmmsg` here ({:.0} against {:.0} frames per \
+         second){}, and the run that tcpdump (`-s 128 -w /dev/null`) captures at the same \
+         time in the same namespace uses them (with tcpdump taking CPU time of its own, the \
+         generator reaches less there). \
          \"Delivered\" is the receiving interface's `rx_packets`; frames the veth itself \
          dropped before delivery are the sender's `tx_dropped` (with AF_PACKET the veth refuses \
          a frame when the other end's ring is full, and the generator sends it again: those \
@@ -293,6 +292,11 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
         alone.sent.rate() / batched.sent.rate().max(1.0),
         alone.sent.rate(),
         batched.sent.rate(),
+        if alone.sent.rate() >= batched.sent.rate() {
+            ", so they give the generator's top rate"
+        } else {
+            ""
+        },
     )?;
     writeln!(
         report,

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netwatch::datapath::NoopProgram;
+use netwatch::datapath::BenchPrograms;
 use netwatch_tests::frames::{FrameBuilder, TPID_8021AD, TPID_8021Q, Transport};
 
 /// What to send.
@@ -222,7 +222,7 @@ fn pin_to(cpu: usize) -> io::Result<()> {
 const LIVE_CALL_TIME: Duration = Duration::from_millis(200);
 
 fn send_live(ifindex: u32, spec: &Spec, called: Instant) -> io::Result<Sent> {
-    let mut program = NoopProgram::load().map_err(io::Error::other)?;
+    let mut program = BenchPrograms::load().map_err(io::Error::other)?;
     program
         .start_generator(spec.sources)
         .map_err(io::Error::other)?;

@@ -17,7 +17,7 @@ use clap::Parser;
 use netwatch::{
     cli::{PipelineArgs, ReplayArgs},
     config::Config,
-    datapath::{Baseline, Datapath, LoadOptions, NoopProgram, Sampling, SourceMap},
+    datapath::{Baseline, BenchPrograms, Datapath, LoadOptions, Sampling, SourceMap},
     report::Format,
 };
 use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport};
@@ -95,7 +95,7 @@ fn cases() -> Vec<Case> {
 /// so each trial runs fewer times than the others and the ring is drained between trials.
 fn sampling_cost(
     datapath: &mut Datapath,
-    noop: &NoopProgram,
+    noop: &BenchPrograms,
     trials: usize,
     report: &mut String,
 ) -> Result<()> {
@@ -272,7 +272,7 @@ fn mean_alone<E: std::error::Error + Send + Sync + 'static>(
 
 /// The cost table's row for a new source every frame: every program timed one frame at a
 /// time over the same frames, netwatch's each from a source it has not seen.
-fn insert_row(noop: &NoopProgram) -> Result<String> {
+fn insert_row(noop: &BenchPrograms) -> Result<String> {
     let frames = |trial: u32, set: u32| -> Vec<Vec<u8>> {
         (0..INSERT_FRAMES)
             .map(|n| {
@@ -333,7 +333,7 @@ fn insert_row(noop: &NoopProgram) -> Result<String> {
 /// The cost per packet of each case in [`cases`], next to the no-op's.
 fn cost_table(
     datapath: &mut Datapath,
-    noop: &NoopProgram,
+    noop: &BenchPrograms,
     repeat: u32,
     trials: usize,
     report: &mut String,
@@ -507,7 +507,7 @@ fn main() -> Result<()> {
             "contention" => contention::contention(&mut report)?,
             "cost" => cost_table(
                 &mut Datapath::load(LoadOptions::default()).context("loading netwatch")?,
-                &NoopProgram::load().context("loading the no-op program")?,
+                &BenchPrograms::load().context("loading the no-op program")?,
                 repeat,
                 trials,
                 &mut report,
@@ -518,7 +518,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let mut datapath = Datapath::load(LoadOptions::default()).context("loading netwatch")?;
-    let noop = NoopProgram::load().context("loading the no-op program")?;
+    let noop = BenchPrograms::load().context("loading the no-op program")?;
 
     let mut report = String::new();
     writeln!(report, "# Benchmarks\n")?;

@@ -6,8 +6,8 @@ use aya_ebpf::programs::XdpContext;
 use netwatch_common::SourceKey;
 
 const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub(crate) const ETH_P_IPV4: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
 /// 802.1Q customer tag.
 const ETH_P_8021Q: u16 = 0x8100;
 /// 802.1ad service tag (QinQ outer tag).
@@ -96,7 +96,7 @@ fn be16(hi: u8, lo: u8) -> u16 {
 }
 
 #[inline(always)]
-fn is_vlan(ether_type: u16) -> bool {
+pub(crate) fn is_vlan(ether_type: u16) -> bool {
     matches!(ether_type, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1)
 }
 

@@ -13,7 +13,7 @@ use std::{
 
 use netwatch::{
     collect::source_addr,
-    datapath::{Datapath, LoadOptions, NoopProgram},
+    datapath::{BenchPrograms, Datapath, LoadOptions},
 };
 use netwatch_tests::{
     Expected,
@@ -481,7 +481,7 @@ fn another_program_is_left_alone_and_reported() {
         let ifindex = netwatch::datapath::netlink::link_info(&iface)
             .unwrap_or_else(|err| panic!("{err}"))
             .ifindex;
-        let mut noop = NoopProgram::load().unwrap_or_else(|err| panic!("{err}"));
+        let mut noop = BenchPrograms::load().unwrap_or_else(|err| panic!("{err}"));
         noop.attach(ifindex).unwrap_or_else(|err| panic!("{err}"));
         noop
     });

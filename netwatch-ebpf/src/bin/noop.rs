@@ -19,7 +19,9 @@ use aya_ebpf::{
 };
 use netwatch_common::{GENERATOR_HEADER_LEN, GeneratorState, SourceKey, SourceValue};
 
-use self::parse::{Class, Verdict, is_connection_attempt, parse, transport_ports};
+use self::parse::{
+    Class, ETH_P_IPV4, ETH_P_IPV6, Verdict, is_connection_attempt, is_vlan, parse, transport_ports,
+};
 
 /// Passes every frame untouched.
 #[xdp]
@@ -172,7 +174,7 @@ fn set_source(ctx: &mut XdpContext, n: u32) {
         let Some(tpid) = bytes_mut::<2>(ctx, offset) else {
             return;
         };
-        if !matches!(u16::from_be_bytes(*tpid), 0x8100 | 0x88a8 | 0x9100) {
+        if !is_vlan(u16::from_be_bytes(*tpid)) {
             break;
         }
         offset += 4;
@@ -182,7 +184,7 @@ fn set_source(ctx: &mut XdpContext, n: u32) {
     };
     let l3 = offset + 2;
     match u16::from_be_bytes(*ether_type) {
-        0x0800 => {
+        ETH_P_IPV4 => {
             let Some(header) = bytes_mut::<20>(ctx, l3) else {
                 return;
             };
@@ -206,7 +208,7 @@ fn set_source(ctx: &mut XdpContext, n: u32) {
             header[10] = checksum[0];
             header[11] = checksum[1];
         }
-        0x86dd => {
+        ETH_P_IPV6 => {
             if let Some(low) = bytes_mut::<4>(ctx, l3 + 20) {
                 *low = n.to_be_bytes();
             }

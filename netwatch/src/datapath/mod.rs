@@ -858,14 +858,15 @@ impl Datapath {
     }
 }
 
-/// The baselines of the cost benchmarks: the XDP_PASS no-op, the parse floor (netwatch's
-/// parse alone) and the lookup floor (one hash lookup of a fixed source per frame), all from
-/// `netwatch-ebpf/src/bin/noop.rs`.
-pub struct NoopProgram {
+/// The benchmarks' own XDP programs, from `netwatch-ebpf/src/bin/noop.rs`: the baselines of
+/// the cost benchmarks (the XDP_PASS no-op, the parse floor, netwatch's parse alone, and the
+/// lookup floor, one hash lookup of a fixed source per frame) and the traffic generator's
+/// program.
+pub struct BenchPrograms {
     ebpf: Ebpf,
 }
 
-impl NoopProgram {
+impl BenchPrograms {
     /// Loads it.
     pub fn load() -> Result<Self, DatapathError> {
         check_kernel()?;
@@ -909,26 +910,25 @@ impl NoopProgram {
             .try_into()?;
         run_frame(program, frame, repeat)
     }
-}
 
-impl NoopProgram {
     /// Has the generator program cycle through `sources` sources (at least 1), starting over
     /// from the first.
     pub fn start_generator(&mut self, sources: u32) -> Result<(), DatapathError> {
+        let state = GeneratorState {
+            sources: sources.max(1),
+            ..GeneratorState::default()
+        };
+        self.generator_state()?.set(0, state, 0)?;
+        Ok(())
+    }
+
+    /// The generator program's [`GeneratorState`], in its one-entry array.
+    fn generator_state(&mut self) -> Result<Array<&mut MapData, GeneratorState>, DatapathError> {
         let map = self
             .ebpf
             .map_mut(GENERATOR_MAP)
             .ok_or(DatapathError::Missing("generator state"))?;
-        let mut state: Array<&mut MapData, GeneratorState> = Array::try_from(map)?;
-        state.set(
-            0,
-            GeneratorState {
-                sources: sources.max(1),
-                ..GeneratorState::default()
-            },
-            0,
-        )?;
-        Ok(())
+        Ok(Array::try_from(map)?)
     }
 
     /// Sends `frames` copies of `frame`, each given the next source of the cycle, out of the
@@ -944,17 +944,11 @@ impl NoopProgram {
         frames: u32,
         batch: u32,
     ) -> Result<u32, DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(GENERATOR_MAP)
-            .ok_or(DatapathError::Missing("generator state"))?;
-        let mut states: Array<&mut MapData, GeneratorState> = Array::try_from(map)?;
-        let mut state = states.get(&0, 0)?;
+        let mut state = self.generator_state()?.get(&0, 0)?;
         let header = frame.len().min(GENERATOR_HEADER_LEN);
         state.header[..header].copy_from_slice(&frame[..header]);
         state.header_len = header as u32;
-        states.set(0, state, 0)?;
-        let before = state.next;
+        self.generator_state()?.set(0, state, 0)?;
         let program: &Xdp = self
             .ebpf
             .program(GENERATE_PROGRAM_NAME)
@@ -977,21 +971,12 @@ impl NoopProgram {
             attrs: TestRunAttrs::new().xdp_live_frames(batch.clamp(1, 256)),
             ..TestRunOptions::default()
         })?;
-        Ok(self.generated()?.wrapping_sub(before))
-    }
-
-    /// Frames the generator program has handled since [`NoopProgram::start_generator`].
-    fn generated(&self) -> Result<u32, DatapathError> {
-        let map = self
-            .ebpf
-            .map(GENERATOR_MAP)
-            .ok_or(DatapathError::Missing("generator state"))?;
-        let state: Array<&MapData, GeneratorState> = Array::try_from(map)?;
-        Ok(state.get(&0, 0)?.next)
+        let after = self.generator_state()?.get(&0, 0)?.next;
+        Ok(after.wrapping_sub(state.next))
     }
 }
 
-/// The programs of [`NoopProgram`].
+/// The programs of [`BenchPrograms`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Baseline {
     /// Returns XDP_PASS, nothing else.
