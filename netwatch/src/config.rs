@@ -249,6 +249,9 @@ impl Config {
         if self.webhook.batch == 0 {
             return Err(invalid("webhook.batch", "must be at least 1"));
         }
+        if let Err(reason) = self.webhook.tls() {
+            return Err(invalid("webhook.ca_file", &reason));
+        }
         let inspect = &self.inspect;
         if inspect.enabled && inspect.rate == 0 {
             return Err(invalid(
@@ -391,6 +394,30 @@ mod tests {
         assert_eq!(config.detect.spike.k, 3.5);
         assert_eq!(config.detect.spike.window, 60, "unset fields keep defaults");
         assert_eq!(config.detect.unknown.learning, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_webhook_ca_file_must_hold_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("netwatch-ca-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let err = parse(&format!("[webhook]\nca_file = {missing:?}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("webhook.ca_file") && err.contains("cannot read"),
+            "{err}"
+        );
+        let empty = dir.join("empty.pem");
+        fs::write(&empty, "not a certificate\n").unwrap();
+        let err = parse(&format!("[webhook]\nca_file = {empty:?}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("webhook.ca_file") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

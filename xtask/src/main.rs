@@ -17,11 +17,22 @@ use clap::{Parser, Subcommand};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const APT_PACKAGES_FOR_LINKER: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
-/// Tools the privileged tests call: ip (iproute2), setpriv and mount (util-linux, mount).
+/// Tools the tests and the benchmarks call, with the Debian package of each.
 const TEST_TOOLS: &[(&str, &str)] = &[
+    // Network namespaces and veth pairs.
     ("ip", "iproute2"),
+    // Running netwatch without privileges; a bpffs for pinning.
     ("setpriv", "util-linux"),
     ("mount", "mount"),
+    // The metrics endpoint against the real tools (tests/tests/prometheus.rs).
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
+    // The systemd unit (tests/tests/packaging.rs).
+    ("systemd-analyze", "systemd"),
+    // Certificates for the HTTPS SIEM of the webhook tests.
+    ("openssl", "openssl"),
+    // Capturing the same stream as netwatch in the capture benchmark.
+    ("tcpdump", "tcpdump"),
 ];
 const NIGHTLY: &str = "nightly";
 

@@ -13,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
+
 use crate::store::Store;
 
 /// Webhook settings.
@@ -32,6 +34,9 @@ pub struct WebhookConfig {
     /// Longest wait between two attempts while a URL fails.
     #[serde(with = "crate::config::duration")]
     pub max_backoff: Duration,
+    /// A PEM file of the CA certificates that `https://` URLs must chain to, instead of the
+    /// public roots built in: for a SIEM whose certificate comes from an internal CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for WebhookConfig {
@@ -42,11 +47,37 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(5),
             batch: 100,
             max_backoff: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 }
 
 impl WebhookConfig {
+    /// How to check the SIEM's certificate: against the CA certificates of
+    /// [`WebhookConfig::ca_file`] if set, else against the public roots built in. Errs, saying
+    /// why, when the file cannot be read or holds no certificate.
+    pub fn tls(&self) -> Result<TlsConfig, String> {
+        let Some(path) = &self.ca_file else {
+            return Ok(TlsConfig::default());
+        };
+        let pem =
+            std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        let mut certificates = Vec::new();
+        for item in parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+                Ok(_) => {}
+                Err(err) => return Err(format!("{}: {err}", path.display())),
+            }
+        }
+        if certificates.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        Ok(TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&certificates))
+            .build())
+    }
+
     /// The token to send: the environment's, else the file's.
     pub fn effective_token(&self) -> Option<String> {
         std::env::var("NETWATCH_WEBHOOK_TOKEN")
@@ -64,12 +95,22 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// Starts delivering what the store at `db` queues for `config.urls`.
+    /// Errs if the CA file of `config` cannot be used (see [`WebhookConfig::tls`]).
     pub fn start(db: PathBuf, config: WebhookConfig) -> std::io::Result<Self> {
+        let tls = config
+            .tls()
+            .map_err(|reason| std::io::Error::other(format!("webhook.ca_file: {reason}")))?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(config.timeout))
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .build()
+            .into();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name(String::from("webhook"))
-            .spawn(move || deliver(&db, &config, &flag))?;
+            .spawn(move || deliver(&db, &config, &agent, &flag))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -97,7 +138,7 @@ impl Drop for Deliverer {
 
 const IDLE: Duration = Duration::from_millis(200);
 
-fn deliver(db: &std::path::Path, config: &WebhookConfig, stop: &AtomicBool) {
+fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, stop: &AtomicBool) {
     let store = match Store::open(db) {
         Ok(store) => store,
         Err(err) => {
@@ -105,11 +146,6 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, stop: &AtomicBool) {
             return;
         }
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(config.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
     let token = config.effective_token();
     let mut backoff: Vec<Duration> = vec![Duration::ZERO; config.urls.len()];
     let mut failing: Vec<bool> = vec![false; config.urls.len()];
