@@ -2,7 +2,7 @@
 //! again: every alert and event arrives exactly once, in order, with the bearer token.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read, Write},
     net::TcpListener,
     process::Stdio,
     sync::{
@@ -34,11 +34,12 @@ struct Received {
 }
 
 /// A minimal HTTP server that accepts POSTs of JSON arrays, inside a namespace, until told
-/// to stop (then its port is closed).
+/// to stop (then its port is closed); over TLS when given a TLS configuration.
 fn siem(
     netns: &Netns,
     received: Arc<Mutex<Received>>,
     stop: Arc<AtomicBool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> thread::JoinHandle<()> {
     netns.spawn(move || {
         let listener = TcpListener::bind(SIEM).unwrap_or_else(|err| panic!("bind {SIEM}: {err}"));
@@ -56,47 +57,66 @@ fn siem(
             stream
                 .set_read_timeout(Some(Duration::from_secs(5)))
                 .unwrap_or_else(|err| panic!("{err}"));
-            let mut reader =
-                BufReader::new(stream.try_clone().unwrap_or_else(|err| panic!("{err}")));
-            let mut length = 0usize;
-            let mut authorization = String::new();
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap_or(0);
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("authorization:") {
-                    authorization = line["authorization:".len()..].trim().to_owned();
+            match &tls {
+                None => serve(stream, &received),
+                Some(config) => {
+                    let connection = rustls::ServerConnection::new(Arc::clone(config))
+                        .unwrap_or_else(|err| panic!("{err}"));
+                    serve(rustls::StreamOwned::new(connection, stream), &received);
                 }
             }
-            let mut body = vec![0u8; length];
-            reader
-                .read_exact(&mut body)
-                .unwrap_or_else(|err| panic!("body: {err}"));
-            let batch: Vec<Value> = serde_json::from_slice(&body)
-                .unwrap_or_else(|err| panic!("not a JSON array: {err}"));
-            {
-                let mut received = received.lock().unwrap_or_else(|err| panic!("{err}"));
-                received.records.extend(batch);
-                received.authorizations.push(authorization);
-            }
-            let mut stream = stream;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     })
 }
 
+/// Reads one POST from `stream` into `received` and answers 200. A client that goes away
+/// before its request (one that refused the server's certificate, say) is let go.
+fn serve(stream: impl Read + Write, received: &Mutex<Received>) {
+    let mut reader = BufReader::new(stream);
+    let mut length = 0usize;
+    let mut authorization = String::new();
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("authorization:") {
+            authorization = line["authorization:".len()..].trim().to_owned();
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader
+        .read_exact(&mut body)
+        .unwrap_or_else(|err| panic!("body: {err}"));
+    let batch: Vec<Value> =
+        serde_json::from_slice(&body).unwrap_or_else(|err| panic!("not a JSON array: {err}"));
+    {
+        let mut received = received.lock().unwrap_or_else(|err| panic!("{err}"));
+        received.records.extend(batch);
+        received.authorizations.push(authorization);
+    }
+    let stream = reader.get_mut();
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = stream.flush();
+}
+
 type Lines = mpsc::Receiver<String>;
 
-/// netwatch monitoring the pair's monitored end, posting to the SIEM; its output lines.
-fn start_netwatch(pair: &VethPair, config: &std::path::Path) -> (Guard, Lines, Lines) {
+/// netwatch monitoring the pair's monitored end, posting to the SIEM at `scheme://SIEM`;
+/// its output lines.
+fn start_netwatch(
+    pair: &VethPair,
+    config: &std::path::Path,
+    scheme: &str,
+) -> (Guard, Lines, Lines) {
     let mut netwatch = Guard(
         pair.monitor
             .command(&netwatch_bin().to_string_lossy())
@@ -113,7 +133,7 @@ fn start_netwatch(pair: &VethPair, config: &std::path::Path) -> (Guard, Lines, L
                 "--metrics-addr",
                 "off",
                 "--webhook",
-                &format!("http://{SIEM}/hook"),
+                &format!("{scheme}://{SIEM}/hook"),
             ])
             .arg("--config")
             .arg(config)
@@ -218,8 +238,13 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
     std::fs::write(&config, CONFIG).unwrap_or_else(|err| panic!("{err}"));
     let received = Arc::new(Mutex::new(Received::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let server = siem(&pair.monitor, Arc::clone(&received), Arc::clone(&stop));
-    let (_netwatch, stdout, stderr) = start_netwatch(&pair, &config);
+    let server = siem(
+        &pair.monitor,
+        Arc::clone(&received),
+        Arc::clone(&stop),
+        None,
+    );
+    let (_netwatch, stdout, stderr) = start_netwatch(&pair, &config, "http");
     wait_line(&stderr, "attached to");
 
     let mut findings: Vec<Value> = Vec::new();
@@ -239,7 +264,12 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
 
     // Back up: the queue drains.
     stop.store(false, Ordering::Relaxed);
-    let server = siem(&pair.monitor, Arc::clone(&received), Arc::clone(&stop));
+    let server = siem(
+        &pair.monitor,
+        Arc::clone(&received),
+        Arc::clone(&stop),
+        None,
+    );
     wait_delivered(&received, findings.len());
     stop.store(true, Ordering::Relaxed);
     server
@@ -287,7 +317,7 @@ fn queued_findings_survive_a_restart_of_netwatch() {
     let mut findings = Vec::new();
     {
         // The SIEM is down for the whole first run, which ends with SIGTERM.
-        let (mut netwatch, stdout, stderr) = start_netwatch(&pair, &config);
+        let (mut netwatch, stdout, stderr) = start_netwatch(&pair, &config, "http");
         wait_line(&stderr, "attached to");
         pair.send(burst(7));
         collect_findings(&stdout, &mut findings, 3);
@@ -300,8 +330,13 @@ fn queued_findings_survive_a_restart_of_netwatch() {
     }
     let received = Arc::new(Mutex::new(Received::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let server = siem(&pair.monitor, Arc::clone(&received), Arc::clone(&stop));
-    let (_netwatch, _stdout, stderr) = start_netwatch(&pair, &config);
+    let server = siem(
+        &pair.monitor,
+        Arc::clone(&received),
+        Arc::clone(&stop),
+        None,
+    );
+    let (_netwatch, _stdout, stderr) = start_netwatch(&pair, &config, "http");
     wait_line(&stderr, "attached to");
     wait_delivered(&received, findings.len());
     stop.store(true, Ordering::Relaxed);
@@ -312,5 +347,180 @@ fn queued_findings_survive_a_restart_of_netwatch() {
     assert_eq!(
         received.records, findings,
         "delivered after the restart, once each, in order"
+    );
+}
+
+/// A certificate authority made with the openssl command for one test: `NAME.pem` and
+/// `NAME.key` in `dir`.
+fn certificate_authority(dir: &ScratchDir, name: &str) -> std::path::PathBuf {
+    let pem = dir.join(&format!("{name}.pem"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=netwatch test {name}"),
+        "-keyout",
+        &dir.join(&format!("{name}.key")).to_string_lossy(),
+        "-out",
+        &pem.to_string_lossy(),
+    ]);
+    pem
+}
+
+/// A server certificate for 127.0.0.1 signed by the authority `ca` of `dir`; the TLS
+/// configuration of a server that presents it.
+fn server_tls(dir: &ScratchDir, ca: &str) -> Arc<rustls::ServerConfig> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let (key, request, cert, extensions) = (
+        dir.join("server.key"),
+        dir.join("server.csr"),
+        dir.join("server.pem"),
+        dir.join("server.ext"),
+    );
+    std::fs::write(
+        &extensions,
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key.to_string_lossy(),
+        "-out",
+        &request.to_string_lossy(),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        &request.to_string_lossy(),
+        "-CA",
+        &dir.join(&format!("{ca}.pem")).to_string_lossy(),
+        "-CAkey",
+        &dir.join(&format!("{ca}.key")).to_string_lossy(),
+        "-CAcreateserial",
+        "-extfile",
+        &extensions.to_string_lossy(),
+        "-out",
+        &cert.to_string_lossy(),
+    ]);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .unwrap_or_else(|err| panic!("{err}"))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|err| panic!("{err}"));
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap_or_else(|err| panic!("{err}"));
+    Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap_or_else(|err| panic!("{err}")),
+    )
+}
+
+fn openssl(args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("openssl (cargo xtask setup installs it): {err}"));
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// An HTTPS SIEM whose certificate comes from a private CA: netwatch trusting another CA
+/// refuses it and keeps the findings queued; trusting that CA (`webhook.ca_file`) it
+/// delivers them all, once each, in order, with the token.
+#[test]
+fn an_https_siem_with_a_private_ca_is_trusted_through_ca_file_and_only_then() {
+    if !privileged("an_https_siem_with_a_private_ca_is_trusted_through_ca_file_and_only_then") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let dir = ScratchDir::new("nwtls");
+    let siem_ca = certificate_authority(&dir, "siem-ca");
+    let other_ca = certificate_authority(&dir, "other-ca");
+    let tls = server_tls(&dir, "siem-ca");
+    let config_trusting = |ca: &std::path::Path| {
+        let config = dir.join("netwatch.toml");
+        std::fs::write(&config, format!("{CONFIG}ca_file = {ca:?}\n"))
+            .unwrap_or_else(|err| panic!("{err}"));
+        config
+    };
+    let received = Arc::new(Mutex::new(Received::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = siem(
+        &pair.monitor,
+        Arc::clone(&received),
+        Arc::clone(&stop),
+        Some(tls),
+    );
+
+    let mut findings = Vec::new();
+    {
+        let config = config_trusting(&other_ca);
+        let (mut netwatch, stdout, stderr) = start_netwatch(&pair, &config, "https");
+        wait_line(&stderr, "attached to");
+        pair.send(burst(1));
+        collect_findings(&stdout, &mut findings, 3);
+        let refused = wait_line(&stderr, "nothing is lost");
+        assert!(
+            refused.contains("https://") && refused.to_lowercase().contains("certificate"),
+            "{refused}"
+        );
+        let pid = i32::try_from(netwatch.0.id()).unwrap_or_else(|err| panic!("{err}"));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = netwatch.0.wait().unwrap_or_else(|err| panic!("{err}"));
+        assert!(status.success(), "{status:?}");
+    }
+    assert!(
+        received
+            .lock()
+            .unwrap_or_else(|err| panic!("{err}"))
+            .records
+            .is_empty(),
+        "nothing may reach a SIEM whose certificate is not trusted"
+    );
+
+    let config = config_trusting(&siem_ca);
+    let (_netwatch, stdout, stderr) = start_netwatch(&pair, &config, "https");
+    wait_line(&stderr, "attached to");
+    pair.send(burst(2));
+    collect_findings(&stdout, &mut findings, 6);
+    wait_delivered(&received, findings.len());
+    stop.store(true, Ordering::Relaxed);
+    server
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let received = received.lock().unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(
+        received.records, findings,
+        "both runs' findings, once each, in order"
+    );
+    assert!(
+        received
+            .authorizations
+            .iter()
+            .all(|auth| auth == &format!("Bearer {TOKEN}")),
+        "{:?}",
+        received.authorizations
     );
 }
