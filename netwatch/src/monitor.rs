@@ -189,7 +189,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(MonitorError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(MonitorError::Signals)?;
     let outputs = open_outputs(&config, flags.output.as_deref())?;
-    config.webhook.urls.extend(webhooks);
+    config.webhook.urls.extend(webhooks.iter().cloned());
     config.validate(flags.config.as_deref().unwrap_or(Path::new("(flags)")))?;
     let db = db.unwrap_or_else(|| config.store.path.clone());
     let (history, known) = open_history(&db, &config)?;
@@ -287,7 +287,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
                 guard.clear_ready();
             }
             _ = sighup.recv() => {
-                match reload(&flags, &config, &mut datapath, &mut pipeline) {
+                match reload(&flags, &webhooks, &config, &mut datapath, &mut pipeline) {
                     Ok(new) => {
                         config = new;
                         eprintln!("netwatch: SIGHUP: configuration reloaded");
@@ -320,12 +320,14 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
 /// are named on stderr.
 fn reload(
     flags: &PipelineArgs,
+    webhooks: &[String],
     running: &Config,
     datapath: &mut Datapath,
     pipeline: &mut Pipeline,
 ) -> Result<Config, MonitorError> {
     let mut config = Config::load_or_default(flags.config.as_deref())?;
     config.apply_flags(flags)?;
+    config.webhook.urls.extend(webhooks.iter().cloned());
     datapath.set_sampling(&config.sampling())?;
     datapath.set_sketches(config.detect.scan.needs_sketches())?;
     pipeline.detector_mut().reconfigure(config.detect.clone());
@@ -341,6 +343,7 @@ fn reload(
         ("monitor.format", old.format != new.format),
         ("monitor.alerts", old.alerts != new.alerts),
         ("store.path", running.store.path != config.store.path),
+        ("webhook", running.webhook != config.webhook),
     ];
     for (field, changed) in restart {
         if changed {

@@ -664,8 +664,12 @@ fn sighup_reloads_rules_and_refuses_a_bad_file() {
     wait_for(&mut daemon, 50, &mut alerts);
     assert!(alerts.is_empty(), "{alerts:?}");
 
-    write(&format!("{quiet}[detect]\nsource = {{ pps = 5.0 }}\n"));
+    // A new rule, and a webhook setting that only a restart can apply: said so.
+    write(&format!(
+        "{quiet}[detect]\nsource = {{ pps = 5.0 }}\n[webhook]\nbatch = 50\n"
+    ));
     daemon.signal(libc::SIGHUP);
+    daemon.wait_stderr("webhook changed; it takes effect at the next start");
     daemon.wait_stderr("configuration reloaded");
     pair.send(burst(50));
     wait_for(&mut daemon, 100, &mut alerts);
