@@ -107,6 +107,10 @@ pub(crate) fn parse(ctx: &XdpContext) -> Verdict {
     };
     let mut ether_type = be16(eth[12], eth[13]);
     let mut offset = ETH_HLEN;
+    if ether_type == ETH_P_IPV4 {
+        // Untagged IPv4, most frames on most links: no tag to look for.
+        return parse_ipv4(ctx, offset);
+    }
     // At most two tags (802.1Q, or 802.1ad + 802.1Q). A third stays unparsed: non-IP.
     if is_vlan(ether_type) {
         let Some(tag) = bytes::<4>(ctx, offset) else {
@@ -141,8 +145,9 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
     if version != 4 || header_len < 20 || total_len < header_len {
         return Verdict::Malformed;
     }
-    // Options must be there too: a header cut inside its options is not trusted.
-    if ctx.data() + offset + header_len > ctx.data_end() {
+    // Options must be there too: a header cut inside its options is not trusted. (Without
+    // options, the common case, the 20 bytes checked above are the whole header.)
+    if header_len > 20 && ctx.data() + offset + header_len > ctx.data_end() {
         return Verdict::Malformed;
     }
     let key = SourceKey::ipv4([header[12], header[13], header[14], header[15]]);
