@@ -400,23 +400,20 @@ mod tests {
     fn a_webhook_ca_file_must_hold_a_certificate() {
         let dir = std::env::temp_dir().join(format!("netwatch-ca-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let missing = dir.join("missing.pem");
-        let err = parse(&format!("[webhook]\nca_file = {missing:?}\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("webhook.ca_file") && err.contains("cannot read"),
-            "{err}"
-        );
         let empty = dir.join("empty.pem");
         fs::write(&empty, "not a certificate\n").unwrap();
-        let err = parse(&format!("[webhook]\nca_file = {empty:?}\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("webhook.ca_file") && err.contains("no PEM certificate"),
-            "{err}"
-        );
+        for (file, reason) in [
+            (dir.join("missing.pem"), "cannot read"),
+            (empty, "no PEM certificate"),
+        ] {
+            let err = parse(&format!("[webhook]\nca_file = {file:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("webhook.ca_file") && err.contains(reason),
+                "{err}"
+            );
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -227,6 +227,38 @@ fn wait_delivered(received: &Mutex<Received>, count: usize) {
     thread::sleep(Duration::from_millis(1500));
 }
 
+/// Stops the SIEM and waits until its port is closed.
+fn stop_siem(stop: &AtomicBool, server: thread::JoinHandle<()>) {
+    stop.store(true, Ordering::Relaxed);
+    server
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
+/// Panics unless the SIEM got exactly `findings`, once each, in order, every batch with the
+/// bearer token.
+fn assert_received(received: &Mutex<Received>, findings: &[Value], what: &str) {
+    let received = received.lock().unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(received.records, findings, "{what}");
+    assert!(
+        received
+            .authorizations
+            .iter()
+            .all(|auth| auth == &format!("Bearer {TOKEN}")),
+        "{:?}",
+        received.authorizations
+    );
+}
+
+/// Ends a netwatch run with SIGTERM; panics unless it exits cleanly.
+fn terminate(mut netwatch: Guard) {
+    let pid = i32::try_from(netwatch.0.id()).unwrap_or_else(|err| panic!("{err}"));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = netwatch.0.wait().unwrap_or_else(|err| panic!("{err}"));
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn a_siem_that_was_down_gets_every_alert_once_in_order() {
     if !privileged("a_siem_that_was_down_gets_every_alert_once_in_order") {
@@ -252,10 +284,7 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
     collect_findings(&stdout, &mut findings, 3);
 
     // The SIEM goes down; the next findings can only wait in the queue.
-    stop.store(true, Ordering::Relaxed);
-    server
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    stop_siem(&stop, server);
     pair.send(burst(2));
     collect_findings(&stdout, &mut findings, 6);
     pair.send(burst(3));
@@ -271,15 +300,11 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
         None,
     );
     wait_delivered(&received, findings.len());
-    stop.store(true, Ordering::Relaxed);
-    server
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-
-    let received = received.lock().unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(
-        received.records, findings,
-        "the SIEM got exactly what netwatch reported, once each, in order"
+    stop_siem(&stop, server);
+    assert_received(
+        &received,
+        &findings,
+        "the SIEM got exactly what netwatch reported, once each, in order",
     );
     let kinds: Vec<&str> = findings
         .iter()
@@ -295,14 +320,6 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
         3,
         "{kinds:?}"
     );
-    assert!(
-        received
-            .authorizations
-            .iter()
-            .all(|auth| auth == &format!("Bearer {TOKEN}")),
-        "{:?}",
-        received.authorizations
-    );
 }
 
 #[test]
@@ -317,16 +334,12 @@ fn queued_findings_survive_a_restart_of_netwatch() {
     let mut findings = Vec::new();
     {
         // The SIEM is down for the whole first run, which ends with SIGTERM.
-        let (mut netwatch, stdout, stderr) = start_netwatch(&pair, &config, "http");
+        let (netwatch, stdout, stderr) = start_netwatch(&pair, &config, "http");
         wait_line(&stderr, "attached to");
         pair.send(burst(7));
         collect_findings(&stdout, &mut findings, 3);
         wait_line(&stderr, "nothing is lost");
-        let pid = i32::try_from(netwatch.0.id()).unwrap_or_else(|err| panic!("{err}"));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = netwatch.0.wait().unwrap_or_else(|err| panic!("{err}"));
-        assert!(status.success(), "{status:?}");
+        terminate(netwatch);
     }
     let received = Arc::new(Mutex::new(Received::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -339,14 +352,11 @@ fn queued_findings_survive_a_restart_of_netwatch() {
     let (_netwatch, _stdout, stderr) = start_netwatch(&pair, &config, "http");
     wait_line(&stderr, "attached to");
     wait_delivered(&received, findings.len());
-    stop.store(true, Ordering::Relaxed);
-    server
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    let received = received.lock().unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(
-        received.records, findings,
-        "delivered after the restart, once each, in order"
+    stop_siem(&stop, server);
+    assert_received(
+        &received,
+        &findings,
+        "delivered after the restart, once each, in order",
     );
 }
 
@@ -476,7 +486,7 @@ fn an_https_siem_with_a_private_ca_is_trusted_through_ca_file_and_only_then() {
     let mut findings = Vec::new();
     {
         let config = config_trusting(&other_ca);
-        let (mut netwatch, stdout, stderr) = start_netwatch(&pair, &config, "https");
+        let (netwatch, stdout, stderr) = start_netwatch(&pair, &config, "https");
         wait_line(&stderr, "attached to");
         pair.send(burst(1));
         collect_findings(&stdout, &mut findings, 3);
@@ -485,11 +495,7 @@ fn an_https_siem_with_a_private_ca_is_trusted_through_ca_file_and_only_then() {
             refused.contains("https://") && refused.to_lowercase().contains("certificate"),
             "{refused}"
         );
-        let pid = i32::try_from(netwatch.0.id()).unwrap_or_else(|err| panic!("{err}"));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = netwatch.0.wait().unwrap_or_else(|err| panic!("{err}"));
-        assert!(status.success(), "{status:?}");
+        terminate(netwatch);
     }
     assert!(
         received
@@ -506,21 +512,10 @@ fn an_https_siem_with_a_private_ca_is_trusted_through_ca_file_and_only_then() {
     pair.send(burst(2));
     collect_findings(&stdout, &mut findings, 6);
     wait_delivered(&received, findings.len());
-    stop.store(true, Ordering::Relaxed);
-    server
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    let received = received.lock().unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(
-        received.records, findings,
-        "both runs' findings, once each, in order"
-    );
-    assert!(
-        received
-            .authorizations
-            .iter()
-            .all(|auth| auth == &format!("Bearer {TOKEN}")),
-        "{:?}",
-        received.authorizations
+    stop_siem(&stop, server);
+    assert_received(
+        &received,
+        &findings,
+        "both runs' findings, once each, in order",
     );
 }
