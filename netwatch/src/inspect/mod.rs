@@ -134,9 +134,9 @@ pub struct Event {
 pub enum EventKind {
     /// A user name and secret sent in the clear.
     Credential {
-        /// ftp, pop3, imap, smtp, http.
+        /// ftp, pop3, imap, smtp, telnet, http.
         protocol: &'static str,
-        /// How: USER/PASS, LOGIN, AUTH PLAIN, AUTH LOGIN, Basic, form.
+        /// How: USER/PASS, LOGIN, AUTH PLAIN, AUTH LOGIN, login (Telnet), Basic, form.
         mechanism: &'static str,
         /// The user name, when the sample shows it.
         user: Option<String>,
@@ -208,7 +208,17 @@ enum FlowState {
     LoginUserPending,
     /// SMTP AUTH LOGIN: user known, waiting for the password.
     LoginPasswordPending(String),
+    /// Telnet: the server asked for a login; the user name typed so far.
+    TelnetUser(String),
+    /// Telnet: the user name typed, waiting for the password prompt.
+    TelnetUserTyped(String),
+    /// Telnet: the server asked for the password; the user, and the secret typed so far.
+    TelnetPassword(Option<String>, String),
 }
+
+/// Characters of a Telnet user name or password kept at most: a line longer than this is
+/// not a login.
+const TELNET_LINE_MAX: usize = 256;
 
 type FlowKey = (SocketAddr, SocketAddr);
 
@@ -304,19 +314,24 @@ impl Inspector {
                     self.dns_tunnel(client.ip(), &message.name, at, &mut findings);
                 }
             }
-        } else if decoded.tcp && from_client {
+        } else if decoded.tcp {
             let key = (client, server);
             let mut found = Vec::new();
-            match port {
-                21 | 110 => self.user_pass(key, port, payload, &mut found),
-                143 => self.imap(key, payload, &mut found),
-                25 | 587 => self.smtp(key, payload, &mut found),
-                _ => {}
+            if port == 23 {
+                // Telnet: the server's prompts say what the client's keystrokes are.
+                self.telnet(key, from_client, payload, &mut found);
+            } else if from_client {
+                match port {
+                    21 | 110 => self.user_pass(key, port, payload, &mut found),
+                    143 => self.imap(key, payload, &mut found),
+                    25 | 587 => self.smtp(key, payload, &mut found),
+                    _ => {}
+                }
+                if let Some(request) = text::http_request(payload) {
+                    self.http(&request, &mut found);
+                }
             }
-            if let Some(request) = text::http_request(payload) {
-                self.http(&request, &mut found);
-            }
-            if self.config.keywords.enabled {
+            if from_client && self.config.keywords.enabled {
                 self.keywords(key, payload, &mut found);
             }
             findings.events.extend(found.into_iter().map(|kind| Event {
@@ -444,6 +459,77 @@ impl Inspector {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Telnet (RFC 854): a login is the line the client types after the server's `login:`
+    /// prompt, then the line after `Password:`. Clients send a keystroke or a line per
+    /// segment; the line is gathered across samples (backspace and delete edit it), Telnet
+    /// commands taken out.
+    fn telnet(
+        &mut self,
+        key: FlowKey,
+        from_client: bool,
+        payload: &[u8],
+        found: &mut Vec<EventKind>,
+    ) {
+        let data = text::telnet_data(payload);
+        if !from_client {
+            match text::telnet_prompt(&data) {
+                Some(text::TelnetPrompt::User) => {
+                    self.set_flow(key, FlowState::TelnetUser(String::new()));
+                }
+                Some(text::TelnetPrompt::Password) => {
+                    let user = match self.flow(key) {
+                        FlowState::TelnetUserTyped(user) => Some(user),
+                        _ => None,
+                    };
+                    self.set_flow(key, FlowState::TelnetPassword(user, String::new()));
+                }
+                None => {}
+            }
+            return;
+        }
+        for byte in data {
+            let (mut typed, password_for) = match self.flow(key) {
+                FlowState::TelnetUser(typed) => (typed, None),
+                FlowState::TelnetPassword(user, typed) => (typed, Some(user)),
+                // Not at a prompt: nothing typed here is a login.
+                _ => return,
+            };
+            match byte {
+                b'\r' | b'\n' if typed.is_empty() => continue,
+                b'\r' | b'\n' => {
+                    match password_for {
+                        None => self.set_flow(key, FlowState::TelnetUserTyped(typed)),
+                        Some(user) => {
+                            found.push(EventKind::Credential {
+                                protocol: "telnet",
+                                mechanism: "login",
+                                user,
+                                secret: self.secret(&typed),
+                            });
+                            self.set_flow(key, FlowState::Idle);
+                        }
+                    }
+                    continue;
+                }
+                // Backspace and delete.
+                0x08 | 0x7f => {
+                    typed.pop();
+                }
+                0 => continue,
+                _ if typed.len() >= TELNET_LINE_MAX => {
+                    self.set_flow(key, FlowState::Idle);
+                    return;
+                }
+                _ => typed.push(char::from(byte)),
+            }
+            let state = match password_for {
+                None => FlowState::TelnetUser(typed),
+                Some(user) => FlowState::TelnetPassword(user, typed),
+            };
+            self.set_flow(key, state);
         }
     }
 

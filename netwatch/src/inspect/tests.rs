@@ -459,6 +459,119 @@ fn regression_inputs_do_not_panic() {
     let _ = inspector.end_interval(T, Duration::from_secs(1));
 }
 
+fn to_client(port: u16, payload: &[u8]) -> Vec<u8> {
+    tcp((SERVER, port), (CLIENT, 40_000), payload)
+}
+
+/// One segment per keystroke, as a Telnet client in character mode sends them; a 255 byte
+/// goes as IAC IAC, in one segment.
+fn keystrokes(typed: &[u8]) -> Vec<Vec<u8>> {
+    let mut segments = Vec::new();
+    let mut bytes = typed.iter().copied().peekable();
+    while let Some(byte) = bytes.next() {
+        if byte == 255 && bytes.peek() == Some(&255) {
+            bytes.next();
+            segments.push(to_server(23, &[255, 255]));
+        } else {
+            segments.push(to_server(23, &[byte]));
+        }
+    }
+    segments
+}
+
+/// A Telnet session as a client sends it: option negotiation, then one keystroke per segment
+/// (a line ends with CR NUL), the server echoing and prompting in between.
+fn telnet_login(user: &[u8], password: &[u8]) -> Vec<Vec<u8>> {
+    // IAC DO ECHO, IAC WILL NAWS, IAC SB NAWS 0 80 0 24 IAC SE
+    let mut frames = vec![
+        to_client(23, &[255, 253, 1]),
+        to_server(23, &[255, 251, 31, 255, 250, 31, 0, 80, 0, 24, 255, 240]),
+        to_client(23, b"\r\nDebian GNU/Linux 12\r\nhost login: "),
+    ];
+    for key in user {
+        frames.push(to_server(23, &[*key]));
+        frames.push(to_client(23, &[*key]));
+    }
+    frames.push(to_server(23, b"\r\0"));
+    frames.push(to_client(23, b"\r\nPassword: "));
+    // The password is not echoed.
+    frames.extend(keystrokes(password));
+    frames.push(to_server(23, b"\r\0"));
+    frames.push(to_client(23, b"\r\nLast login: never\r\n$ "));
+    frames
+}
+
+#[test]
+fn a_telnet_login_typed_a_key_at_a_time_is_one_credential() {
+    let mut inspector = inspector();
+    let mut frames = telnet_login(b"alice", b"s3cret");
+    // At the shell: nothing typed there is a login.
+    frames.extend(keystrokes(b"passwd\r"));
+    assert_eq!(
+        events(&mut inspector, &frames),
+        vec![credential("telnet", "login", "alice", "<redacted>")]
+    );
+}
+
+#[test]
+fn a_telnet_password_is_read_as_edited_and_shown_only_when_asked() {
+    let mut inspector = Inspector::new(
+        InspectConfig {
+            show_secrets: true,
+            ..InspectConfig::default()
+        },
+        "t".into(),
+    );
+    // "bob" typed as "bpb", two backspaces, "ob"; the password typed with a delete, and
+    // IAC IAC standing for a 255 byte.
+    let frames = telnet_login(b"bpb\x08\x08ob", b"pw\x7fass\xff\xff1");
+    assert_eq!(
+        events(&mut inspector, &frames),
+        vec![credential("telnet", "login", "bob", "pass\u{ff}1")]
+    );
+}
+
+#[test]
+fn telnet_keystrokes_without_a_login_prompt_are_no_credential() {
+    let mut inspector = inspector();
+    let mut frames = vec![to_client(23, b"$ ")];
+    frames.extend(keystrokes(b"cat notes\r"));
+    frames.push(to_client(23, b"Password: "));
+    // A password prompt with no login before it still reads the secret, without a user.
+    frames.push(to_server(23, b"hunter2\r\n"));
+    assert_eq!(
+        events(&mut inspector, &frames),
+        vec![EventKind::Credential {
+            protocol: "telnet",
+            mechanism: "login",
+            user: None,
+            secret: String::from("<redacted>"),
+        }]
+    );
+}
+
+#[test]
+fn telnet_commands_are_taken_out_of_the_data() {
+    assert_eq!(
+        text::telnet_data(&[
+            b'a', 255, 255, 255, 251, 1, b'b', 255, 250, 24, 0, 255, 240, b'c'
+        ]),
+        vec![b'a', 255, b'b', b'c']
+    );
+    // A subnegotiation cut by the end of the sample, and a lone IAC at the end.
+    assert_eq!(text::telnet_data(&[b'x', 255, 250, 24, 1]), vec![b'x']);
+    assert_eq!(text::telnet_data(&[b'y', 255]), vec![b'y']);
+    assert_eq!(
+        text::telnet_prompt(b"\r\nhost login: "),
+        Some(text::TelnetPrompt::User)
+    );
+    assert_eq!(
+        text::telnet_prompt(b"Password:"),
+        Some(text::TelnetPrompt::Password)
+    );
+    assert_eq!(text::telnet_prompt(b"Welcome\r\n$ "), None);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
@@ -472,7 +585,7 @@ proptest! {
     /// Valid headers with any payload, on every inspected port: the parsers get real work.
     #[test]
     fn arbitrary_payloads_never_panic(
-        port in proptest::sample::select(vec![21u16, 25, 53, 80, 110, 143, 587, 8080]),
+        port in proptest::sample::select(vec![21u16, 23, 25, 53, 80, 110, 143, 587, 8080]),
         payload in proptest::collection::vec(any::<u8>(), 0..200),
         udp in any::<bool>(),
     ) {

@@ -1,6 +1,6 @@
-//! The cleartext protocols: FTP, POP3, IMAP, SMTP (RFC 959, 1939, 9051, 4954) and HTTP/1
-//! requests (RFC 9112), read from the client's side of a flow. Every parser takes any bytes
-//! and never panics.
+//! The cleartext protocols: FTP, POP3, IMAP, SMTP (RFC 959, 1939, 9051, 4954), Telnet (RFC
+//! 854) and HTTP/1 requests (RFC 9112), read from the client's side of a flow (and, for
+//! Telnet, the server's prompts). Every parser takes any bytes and never panics.
 
 /// Lines of a client payload (CRLF or LF), as text; stops at the first line that is not text.
 pub fn lines(payload: &[u8]) -> impl Iterator<Item = &str> {
@@ -247,5 +247,68 @@ mod tests {
         );
         assert_eq!(http_request(b"HTTP/1.1 200 OK\r\n\r\n"), None);
         assert_eq!(http_request(b"GET /"), None);
+    }
+}
+
+/// Telnet's "interpret as command" byte (RFC 854).
+const IAC: u8 = 255;
+/// Start and end of a Telnet subnegotiation (RFC 855).
+const SB: u8 = 250;
+const SE: u8 = 240;
+/// WILL, WONT, DO, DONT: each takes one option byte.
+const WILL: u8 = 251;
+const DONT: u8 = 254;
+
+/// The data bytes of a Telnet segment: commands (IAC ...), option negotiations and
+/// subnegotiations taken out, IAC IAC read as one 255 byte.
+pub fn telnet_data(payload: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(payload.len());
+    let mut bytes = payload.iter().copied();
+    while let Some(byte) = bytes.next() {
+        if byte != IAC {
+            data.push(byte);
+            continue;
+        }
+        match bytes.next() {
+            Some(IAC) => data.push(IAC),
+            Some(WILL..=DONT) => {
+                bytes.next();
+            }
+            Some(SB) => {
+                // Up to IAC SE (or the end of the sample).
+                let mut last = 0;
+                for byte in bytes.by_ref() {
+                    if last == IAC && byte == SE {
+                        break;
+                    }
+                    last = byte;
+                }
+            }
+            _ => {}
+        }
+    }
+    data
+}
+
+/// What a Telnet server's text asks for last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TelnetPrompt {
+    /// `login:` or `Username:`.
+    User,
+    /// `Password:`.
+    Password,
+}
+
+/// The prompt a Telnet server's text ends with, if any.
+pub fn telnet_prompt(data: &[u8]) -> Option<TelnetPrompt> {
+    let text = String::from_utf8_lossy(data)
+        .trim_end()
+        .to_ascii_lowercase();
+    if text.ends_with("password:") {
+        Some(TelnetPrompt::Password)
+    } else if text.ends_with("login:") || text.ends_with("username:") {
+        Some(TelnetPrompt::User)
+    } else {
+        None
     }
 }
