@@ -70,6 +70,8 @@ pub struct FrameBuilder {
     raw: Option<Vec<u8>>,
     dst_port: Option<u16>,
     dst_host: u8,
+    dst_v4: Option<[u8; 4]>,
+    src_port: u16,
 }
 
 /// What the XDP program must make of a frame, by the length of the prefix it sees.
@@ -159,7 +161,34 @@ impl FrameBuilder {
             raw: None,
             dst_port: None,
             dst_host: 254,
+            dst_v4: None,
+            src_port: 40_000,
         }
+    }
+
+    /// Sets the TCP or UDP source port (default 40000).
+    pub fn from_port(mut self, port: u16) -> Self {
+        self.src_port = port;
+        self
+    }
+
+    /// Sets the whole IPv4 destination address (default 192.0.2.254, see
+    /// [`FrameBuilder::to_host`]): for the server's side of a conversation.
+    pub fn to_ipv4(mut self, addr: [u8; 4]) -> Self {
+        self.dst_v4 = Some(addr);
+        self
+    }
+
+    /// The IPv4 destination: 192.0.2.`last` unless set whole.
+    fn ipv4_destination(&self) -> [u8; 4] {
+        self.dst_v4.unwrap_or(Self::ipv4_host(self.dst_host))
+    }
+
+    /// The IPv4 address a frame built with [`FrameBuilder::to_host`]`(last)` goes to.
+    pub fn ipv4_host(last: u8) -> [u8; 4] {
+        let mut addr = DST_V4;
+        addr[3] = last;
+        addr
     }
 
     /// Sets the TCP or UDP destination port (default 80 for TCP, 53 for UDP).
@@ -273,8 +302,7 @@ impl FrameBuilder {
                 header[8] = 64;
                 header[9] = proto;
                 header[12..16].copy_from_slice(src);
-                header[16..20].copy_from_slice(&DST_V4);
-                header[19] = self.dst_host;
+                header[16..20].copy_from_slice(&self.ipv4_destination());
                 // NOP options, then End of Option List (RFC 791).
                 for byte in &mut header[20..] {
                     *byte = 1;
@@ -366,7 +394,7 @@ impl FrameBuilder {
         let mut l4 = Vec::new();
         let proto = match self.transport {
             Transport::Tcp(flags) => {
-                l4.extend_from_slice(&40000u16.to_be_bytes());
+                l4.extend_from_slice(&self.src_port.to_be_bytes());
                 l4.extend_from_slice(&self.dst_port.unwrap_or(80).to_be_bytes());
                 l4.extend_from_slice(&1u32.to_be_bytes());
                 l4.extend_from_slice(&0u32.to_be_bytes());
@@ -376,7 +404,7 @@ impl FrameBuilder {
                 6
             }
             Transport::Udp => {
-                l4.extend_from_slice(&40000u16.to_be_bytes());
+                l4.extend_from_slice(&self.src_port.to_be_bytes());
                 l4.extend_from_slice(&self.dst_port.unwrap_or(53).to_be_bytes());
                 l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
                 l4.extend_from_slice(&[0, 0]);

@@ -572,6 +572,22 @@ fn a_stale_netwatch_attachment_is_replaced() {
     assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), None);
 }
 
+/// The first event line the daemon prints (within [`SETTLE`]).
+fn first_event(daemon: &mut Daemon) -> Value {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = daemon
+            .stdout
+            .recv_timeout(left)
+            .unwrap_or_else(|err| panic!("no event: {err}"));
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|err| panic!("{err}"));
+        if record["type"] == "event" {
+            return record;
+        }
+    }
+}
+
 /// The live path of sampling: the kernel's ring buffer read asynchronously by the daemon.
 #[test]
 fn a_cleartext_login_on_the_wire_is_reported_live() {
@@ -594,23 +610,53 @@ fn a_cleartext_login_on_the_wire_is_reported_live() {
         pair.send(vec![ftp(b"USER mallory\r\n"), ftp(b"PASS opensesame\r\n")]),
         2
     );
-    let deadline = Instant::now() + SETTLE;
-    let event = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = daemon
-            .stdout
-            .recv_timeout(left)
-            .unwrap_or_else(|err| panic!("no credential event: {err}"));
-        let record: Value = serde_json::from_str(&line).unwrap_or_else(|err| panic!("{err}"));
-        if record["type"] == "event" {
-            break record;
-        }
-    };
+    let event = first_event(&mut daemon);
     assert_eq!(event["event"], "credential");
     assert_eq!(event["protocol"], "ftp");
     assert_eq!(event["user"], "mallory");
     assert_eq!(event["secret"], "<redacted>");
     assert_eq!(event["client"], "10.3.3.3:40000");
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+}
+
+/// A Telnet login on the wire, one keystroke per segment as a client in character mode sends
+/// it, with the server's prompts in between: every segment is sampled by the kernel and the
+/// daemon puts the keystrokes back together.
+#[test]
+fn a_telnet_login_typed_on_the_wire_is_reported_live() {
+    if !privileged("a_telnet_login_typed_on_the_wire_is_reported_live") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let (mut daemon, _) = Daemon::json_monitor(&pair, &[]);
+    let client = [10, 3, 3, 5];
+    let segment = |builder: FrameBuilder, payload: &[u8]| {
+        builder
+            .transport(Transport::Tcp(
+                netwatch_tests::frames::PSH | netwatch_tests::frames::ACK,
+            ))
+            .raw_payload(payload)
+            .build()
+            .bytes
+    };
+    let typed = |payload: &[u8]| segment(FrameBuilder::ipv4(client).to_port(23), payload);
+    let prompt = |payload: &[u8]| {
+        let server = FrameBuilder::ipv4(FrameBuilder::ipv4_host(254)).from_port(23);
+        segment(server.to_ipv4(client).to_port(40_000), payload)
+    };
+    let mut frames = vec![prompt(b"host login: ")];
+    frames.extend(b"eve\r".iter().map(|key| typed(&[*key])));
+    frames.push(prompt(b"\r\nPassword: "));
+    frames.extend(b"letmein\r".iter().map(|key| typed(&[*key])));
+    let count = frames.len();
+    assert_eq!(pair.send(frames), count);
+    let event = first_event(&mut daemon);
+    assert_eq!(event["event"], "credential");
+    assert_eq!(event["protocol"], "telnet");
+    assert_eq!(event["user"], "eve");
+    assert_eq!(event["secret"], "<redacted>");
+    assert_eq!(event["client"], "10.3.3.5:40000");
     let (status, _, stderr) = daemon.stop(libc::SIGTERM);
     assert!(status.success(), "{stderr:?}");
 }
