@@ -35,7 +35,7 @@ struct Received {
 
 /// A minimal HTTP server that accepts POSTs of JSON arrays, inside a namespace, until told
 /// to stop (then its port is closed); over TLS when given a TLS configuration.
-fn siem(
+fn listen(
     netns: &Netns,
     received: Arc<Mutex<Received>>,
     stop: Arc<AtomicBool>,
@@ -209,45 +209,86 @@ fn burst(last: u8) -> Vec<Vec<u8>> {
 
 const CONFIG: &str = "[detect]\nsource = { pps = 5.0 }\nend_after = 1\n[detect.spike]\nenabled = false\n[detect.unknown]\nenabled = false\n[webhook]\nmax_backoff = \"1s\"\n";
 
-/// Waits until the SIEM holds `count` records, then a little more for any duplicate.
-fn wait_delivered(received: &Mutex<Received>, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = received
+/// The SIEM of one test: what it received, and its server while it runs.
+struct Siem<'a> {
+    received: Arc<Mutex<Received>>,
+    stop: Arc<AtomicBool>,
+    server: Option<thread::JoinHandle<()>>,
+    netns: &'a Netns,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl<'a> Siem<'a> {
+    /// Starts one in `netns`, over TLS when given a configuration.
+    fn start(netns: &'a Netns, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let mut siem = Self {
+            received: Arc::default(),
+            stop: Arc::default(),
+            server: None,
+            netns,
+            tls,
+        };
+        siem.resume();
+        siem
+    }
+
+    /// Starts the server again after [`Siem::halt`]; what it received stays.
+    fn resume(&mut self) {
+        self.stop.store(false, Ordering::Relaxed);
+        self.server = Some(listen(
+            self.netns,
+            Arc::clone(&self.received),
+            Arc::clone(&self.stop),
+            self.tls.clone(),
+        ));
+    }
+
+    /// Stops the server; its port is closed when this returns.
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(server) = self.server.take() {
+            server
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        }
+    }
+
+    /// Records received so far.
+    fn records(&self) -> usize {
+        self.received
             .lock()
             .unwrap_or_else(|err| panic!("{err}"))
             .records
-            .len();
-        if got >= count {
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {got} of {count} delivered");
-        thread::sleep(Duration::from_millis(100));
+            .len()
     }
-    thread::sleep(Duration::from_millis(1500));
-}
 
-/// Stops the SIEM and waits until its port is closed.
-fn stop_siem(stop: &AtomicBool, server: thread::JoinHandle<()>) {
-    stop.store(true, Ordering::Relaxed);
-    server
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-}
-
-/// Panics unless the SIEM got exactly `findings`, once each, in order, every batch with the
-/// bearer token.
-fn assert_received(received: &Mutex<Received>, findings: &[Value], what: &str) {
-    let received = received.lock().unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(received.records, findings, "{what}");
-    assert!(
-        received
-            .authorizations
-            .iter()
-            .all(|auth| auth == &format!("Bearer {TOKEN}")),
-        "{:?}",
-        received.authorizations
-    );
+    /// Waits for `findings` to arrive, stops, and panics unless the SIEM got exactly them,
+    /// once each, in order, every batch with the bearer token.
+    fn expect(mut self, findings: &[Value], what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.records() < findings.len() {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {} delivered",
+                self.records(),
+                findings.len()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        // A little more, for any duplicate.
+        thread::sleep(Duration::from_millis(1500));
+        self.halt();
+        let received = self.received.lock().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(received.records, findings, "{what}");
+        assert!(
+            received
+                .authorizations
+                .iter()
+                .all(|auth| auth == &format!("Bearer {TOKEN}")),
+            "{:?}",
+            received.authorizations
+        );
+    }
 }
 
 /// Ends a netwatch run with SIGTERM; panics unless it exits cleanly.
@@ -268,14 +309,7 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
     let dir = ScratchDir::new("nwsiem");
     let config = dir.join("netwatch.toml");
     std::fs::write(&config, CONFIG).unwrap_or_else(|err| panic!("{err}"));
-    let received = Arc::new(Mutex::new(Received::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = siem(
-        &pair.monitor,
-        Arc::clone(&received),
-        Arc::clone(&stop),
-        None,
-    );
+    let mut siem = Siem::start(&pair.monitor, None);
     let (_netwatch, stdout, stderr) = start_netwatch(&pair, &config, "http");
     wait_line(&stderr, "attached to");
 
@@ -284,7 +318,7 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
     collect_findings(&stdout, &mut findings, 3);
 
     // The SIEM goes down; the next findings can only wait in the queue.
-    stop_siem(&stop, server);
+    siem.halt();
     pair.send(burst(2));
     collect_findings(&stdout, &mut findings, 6);
     pair.send(burst(3));
@@ -292,17 +326,8 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
     wait_line(&stderr, "nothing is lost");
 
     // Back up: the queue drains.
-    stop.store(false, Ordering::Relaxed);
-    let server = siem(
-        &pair.monitor,
-        Arc::clone(&received),
-        Arc::clone(&stop),
-        None,
-    );
-    wait_delivered(&received, findings.len());
-    stop_siem(&stop, server);
-    assert_received(
-        &received,
+    siem.resume();
+    siem.expect(
         &findings,
         "the SIEM got exactly what netwatch reported, once each, in order",
     );
@@ -341,20 +366,10 @@ fn queued_findings_survive_a_restart_of_netwatch() {
         wait_line(&stderr, "nothing is lost");
         terminate(netwatch);
     }
-    let received = Arc::new(Mutex::new(Received::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = siem(
-        &pair.monitor,
-        Arc::clone(&received),
-        Arc::clone(&stop),
-        None,
-    );
+    let siem = Siem::start(&pair.monitor, None);
     let (_netwatch, _stdout, stderr) = start_netwatch(&pair, &config, "http");
     wait_line(&stderr, "attached to");
-    wait_delivered(&received, findings.len());
-    stop_siem(&stop, server);
-    assert_received(
-        &received,
+    siem.expect(
         &findings,
         "delivered after the restart, once each, in order",
     );
@@ -474,14 +489,7 @@ fn an_https_siem_with_a_private_ca_is_trusted_through_ca_file_and_only_then() {
             .unwrap_or_else(|err| panic!("{err}"));
         config
     };
-    let received = Arc::new(Mutex::new(Received::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = siem(
-        &pair.monitor,
-        Arc::clone(&received),
-        Arc::clone(&stop),
-        Some(tls),
-    );
+    let siem = Siem::start(&pair.monitor, Some(tls));
 
     let mut findings = Vec::new();
     {
@@ -497,12 +505,9 @@ fn an_https_siem_with_a_private_ca_is_trusted_through_ca_file_and_only_then() {
         );
         terminate(netwatch);
     }
-    assert!(
-        received
-            .lock()
-            .unwrap_or_else(|err| panic!("{err}"))
-            .records
-            .is_empty(),
+    assert_eq!(
+        siem.records(),
+        0,
         "nothing may reach a SIEM whose certificate is not trusted"
     );
 
@@ -511,11 +516,5 @@ fn an_https_siem_with_a_private_ca_is_trusted_through_ca_file_and_only_then() {
     wait_line(&stderr, "attached to");
     pair.send(burst(2));
     collect_findings(&stdout, &mut findings, 6);
-    wait_delivered(&received, findings.len());
-    stop_siem(&stop, server);
-    assert_received(
-        &received,
-        &findings,
-        "both runs' findings, once each, in order",
-    );
+    siem.expect(&findings, "both runs' findings, once each, in order");
 }
