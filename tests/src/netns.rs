@@ -15,16 +15,7 @@ use crate::unique_name;
 
 /// Runs `ip` with `args`, panicking with its output if it fails.
 pub fn ip(args: &[&str]) -> Output {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run ip {args:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "ip {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    crate::process::succeed(Command::new("ip").args(args))
 }
 
 /// A network namespace, deleted on drop (with every interface in it).

@@ -3,11 +3,24 @@
 
 use std::{
     io::{BufRead as _, BufReader, Read},
-    process::Child,
+    process::{Child, Command, Output},
     sync::mpsc::{self, Receiver},
     thread,
     time::Instant,
 };
+
+/// Runs `command` to its end, panicking with its standard error unless it succeeds.
+pub fn succeed(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
 
 /// A child process killed (and reaped) on drop, so that a failing test leaves none behind.
 #[derive(Debug)]

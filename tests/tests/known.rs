@@ -2,20 +2,14 @@
 
 use std::process::{Command, Output};
 
-use netwatch_tests::{ScratchDir, netwatch_bin};
+use netwatch_tests::{ScratchDir, netwatch_bin, process::succeed};
 
 fn known(db: &str, args: &[&str]) -> Output {
-    let output = Command::new(netwatch_bin())
-        .args(["known", "--db", db])
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| panic!("{err}"));
-    assert!(
-        output.status.success(),
-        "known {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    succeed(
+        Command::new(netwatch_bin())
+            .args(["known", "--db", db])
+            .args(args),
+    )
 }
 
 fn listed(db: &str) -> Vec<(String, String)> {

@@ -13,7 +13,9 @@ use std::{
 use netwatch_tests::{
     ScratchDir,
     frames::{ACK, FrameBuilder, PSH, SYN, Transport},
-    netwatch_bin, pcaps_dir, privileged, write_pcap,
+    netwatch_bin, pcaps_dir, privileged,
+    process::succeed,
+    write_pcap,
 };
 use serde_json::Value;
 
@@ -620,22 +622,17 @@ fn history_answers_from_what_a_replay_kept() {
         .collect();
     assert_eq!(reported.len(), 6);
     let history = |args: &[&str]| -> Vec<Value> {
-        let output = Command::new(netwatch_bin())
-            .args([
-                "history",
-                "--db",
-                &db.to_string_lossy(),
-                "--since",
-                "100000h",
-                "--json",
-            ])
-            .args(args)
-            .output()
-            .unwrap_or_else(|err| panic!("{err}"));
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let output = succeed(
+            Command::new(netwatch_bin())
+                .args([
+                    "history",
+                    "--db",
+                    &db.to_string_lossy(),
+                    "--since",
+                    "100000h",
+                    "--json",
+                ])
+                .args(args),
         );
         records(&output)
     };

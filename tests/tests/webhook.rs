@@ -19,7 +19,7 @@ use netwatch_tests::{
     frames::{ACK, FrameBuilder, PSH, Transport},
     netns::{Netns, VethPair},
     netwatch_bin, privileged,
-    process::{Guard, lines},
+    process::{Guard, lines, succeed},
 };
 use serde_json::Value;
 
@@ -458,16 +458,9 @@ fn server_tls(dir: &ScratchDir, ca: &str) -> Arc<rustls::ServerConfig> {
     )
 }
 
+/// The openssl command (`cargo xtask setup` installs it).
 fn openssl(args: &[&str]) {
-    let output = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| panic!("openssl (cargo xtask setup installs it): {err}"));
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeed(std::process::Command::new("openssl").args(args));
 }
 
 /// An HTTPS SIEM whose certificate comes from a private CA: netwatch trusting another CA

@@ -53,6 +53,17 @@ fn inspector() -> Inspector {
     Inspector::new(InspectConfig::default(), String::from("t"))
 }
 
+/// An inspector that prints secrets (`show_secrets`).
+fn showing_secrets() -> Inspector {
+    Inspector::new(
+        InspectConfig {
+            show_secrets: true,
+            ..InspectConfig::default()
+        },
+        String::from("t"),
+    )
+}
+
 fn events(inspector: &mut Inspector, frames: &[Vec<u8>]) -> Vec<EventKind> {
     frames
         .iter()
@@ -93,13 +104,7 @@ fn ftp_user_then_pass_across_samples_is_one_redacted_credential() {
 
 #[test]
 fn secrets_show_only_when_asked() {
-    let mut inspector = Inspector::new(
-        InspectConfig {
-            show_secrets: true,
-            ..InspectConfig::default()
-        },
-        "t".into(),
-    );
+    let mut inspector = showing_secrets();
     let found = events(
         &mut inspector,
         &[to_server(110, b"USER bob\r\nPASS s3cret\r\n")],
@@ -515,13 +520,7 @@ fn a_telnet_login_typed_a_key_at_a_time_is_one_credential() {
 
 #[test]
 fn a_telnet_password_is_read_as_edited_and_shown_only_when_asked() {
-    let mut inspector = Inspector::new(
-        InspectConfig {
-            show_secrets: true,
-            ..InspectConfig::default()
-        },
-        "t".into(),
-    );
+    let mut inspector = showing_secrets();
     // "bob" typed as "bpb", two backspaces, "ob"; the password typed with a delete, and
     // IAC IAC standing for a 255 byte.
     let frames = telnet_login(b"bpb\x08\x08ob", b"pw\x7fass\xff\xff1");
