@@ -376,11 +376,13 @@ pub fn scale(report: &mut String) -> Result<()> {
              cost table) and the only one that stays fast when one source floods every receive \
              queue (see \"every CPU at once\": there the shared layout's atomic adds on one \
              cache line cost far more per packet), so it is kept wherever its memory is \
-             affordable: on these 2-CPU machines up to 1.6 million sources, on 64 CPUs up to \
-             about 52,000. Beyond that, at a million sources on 64 CPUs say, the per-CPU \
+             affordable: on these 2-CPU machines up to {:.1} million sources, on 64 CPUs up \
+             to about {},000. Beyond that, at a million sources on 64 CPUs say, the per-CPU \
              layout would take {:.1} GiB against {:.2} GiB shared, and the shared one is the \
              only sensible choice. Either can be forced with `--source-map`.",
             SourceMap::PER_CPU_BUDGET >> 20,
+            SourceMap::PER_CPU_BUDGET as f64 / value as f64 / 2.0 / 1e6,
+            SourceMap::PER_CPU_BUDGET / value as u64 / 64 / 1000,
             gib(at(64)),
             gib(shared_per_source),
         )?;

@@ -69,6 +69,10 @@ pub const SAMPLE_BUCKETS_MAP: &str = "SAMPLE_BUCKETS";
 pub const SAMPLE_PORT_WORDS: u32 = 65_536 / 64;
 /// Bytes of each sampled frame copied (from the Ethernet header on).
 pub const SAMPLE_SNAP_LEN: usize = 256;
+/// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
+/// the bitmap of UDP source ports counted as [`SourceStats::reflected_packets`],
+/// `[u64; SAMPLE_PORT_WORDS]`: bit `port % 64` of word `port / 64`.
+pub const REFLECTION_PORTS_MAP: &str = ".data.reflection";
 /// Ring buffer size compiled into the object; userspace may set its own at load time.
 pub const DEFAULT_SAMPLE_RING_BYTES: u32 = 1 << 20;
 /// [`SampleHeader::reason`]: a port of the packet is in the sampled set.
@@ -201,6 +205,19 @@ pub struct SourceStats {
     pub other_packets: u64,
     /// TCP segments with SYN set and ACK clear (connection attempts).
     pub tcp_syn_packets: u64,
+    /// IP fragments: IPv4 frames with more-fragments set or a non-zero offset, IPv6 frames
+    /// with a fragment header. A flood of them (a "fragment attack") costs the victim
+    /// reassembly memory.
+    pub fragment_packets: u64,
+    /// UDP datagrams whose source port is one of the amplification services' in
+    /// [`REFLECTION_PORTS_MAP`]: answers of a DNS, NTP, memcached ... server, which a
+    /// reflection attack aims at its victim in their thousands.
+    pub reflected_packets: u64,
+    /// The source port of the last of [`SourceStats::reflected_packets`]; 0 for none. Not a
+    /// counter: userspace takes it as it is.
+    pub reflected_port: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
 
 /// Distinct destination ports and hosts of one source, estimated by linear counting
@@ -229,6 +246,9 @@ pub struct SourceValue {
     pub stats: SourceStats,
     /// Distinct destinations per window.
     pub sketch: SourceSketch,
+    /// Always zero: pads the value to three cache lines (192 bytes), so that no value
+    /// straddles a fourth.
+    pub _pad: u64,
 }
 
 /// Slots for [`QUEUE_PROGRAM_NAME`] to queue: one per run, while `next < end`.
@@ -358,6 +378,21 @@ pub struct GlobalStats {
     pub overflow_packets: u64,
     /// Their bytes.
     pub overflow_bytes: u64,
+    /// Of the overflow frames: TCP ones (as [`SourceStats::tcp_packets`]). With the four
+    /// below, the protocol mix of traffic that has no slot, so that a flood from spoofed
+    /// sources is still typed.
+    pub overflow_tcp_packets: u64,
+    /// Of the overflow frames: UDP ones.
+    pub overflow_udp_packets: u64,
+    /// Of the overflow frames: ICMP and ICMPv6 ones.
+    pub overflow_icmp_packets: u64,
+    /// Of the overflow frames: TCP SYN without ACK.
+    pub overflow_syn_packets: u64,
+    /// Of the overflow frames: IP fragments (as [`SourceStats::fragment_packets`]).
+    pub overflow_fragment_packets: u64,
+    /// Of the overflow frames: UDP from an amplification port (as
+    /// [`SourceStats::reflected_packets`]).
+    pub overflow_reflected_packets: u64,
     /// Frames attributed to a source but shorter than their IP header says, or whose headers
     /// after the IP header are cut. They are counted for their source as well.
     pub truncated_packets: u64,
@@ -381,8 +416,9 @@ pub struct CpuState {
     /// packet finds its region without a helper call (a call makes the compiler save and
     /// restore the registers live across it).
     pub region: u32,
-    /// Always zero.
-    pub _pad: u32,
+    /// The source port of this CPU's last [`GlobalStats::overflow_reflected_packets`]; 0 for
+    /// none. Written, not counted.
+    pub overflow_reflected_port: u32,
     /// This CPU's cache of the slots of recent sources, direct-mapped by a hash of the address.
     /// A line holds a slot only: the program trusts it for a source only while the slot's key
     /// in [`SLOT_KEYS_MAP`] is that source, so lines never need clearing when a slot changes
@@ -395,7 +431,7 @@ impl Default for CpuState {
         Self {
             globals: GlobalStats::default(),
             region: 0,
-            _pad: 0,
+            overflow_reflected_port: 0,
             source_cache: [0; SOURCE_CACHE_ENTRIES as usize],
         }
     }
@@ -405,13 +441,14 @@ impl Default for CpuState {
 mod user {
     // SAFETY: plain `#[repr(C)]` data with no implicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::SourceKey {}
-    // SAFETY: as above; every field is a u64.
+    // SAFETY: as above; u64 counters, then two u32.
     unsafe impl aya::Pod for super::SourceStats {}
     // SAFETY: as above; every field is a u64.
     unsafe impl aya::Pod for super::GlobalStats {}
     // SAFETY: as above; u64 counters, then u32 fields (an even number of them).
     unsafe impl aya::Pod for super::CpuState {}
-    // SAFETY: as above; u32 and u64 arrays with the u32 pair first, no padding.
+    // SAFETY: as above; the stats (a multiple of 8 bytes), u32 and u64 arrays with the u32
+    // pair first, a u64; no implicit padding.
     unsafe impl aya::Pod for super::SourceValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Settings {}

@@ -100,6 +100,13 @@ static SAMPLES: RingBuf = RingBuf::with_byte_size(DEFAULT_SAMPLE_RING_BYTES, 0);
 static mut SAMPLE_PORTS: [u64; 2 * SAMPLE_PORT_WORDS as usize] =
     [0; 2 * SAMPLE_PORT_WORDS as usize];
 
+/// UDP source ports of amplification services (DNS, NTP, memcached ...): a datagram from one
+/// of them counts as [`netwatch_common::SourceStats::reflected_packets`]. Global data, as [`SETTINGS`]; bit
+/// `port % 64` of word `port / 64`.
+#[unsafe(link_section = ".data.reflection")]
+#[unsafe(no_mangle)]
+static mut REFLECTION_PORTS: [u64; SAMPLE_PORT_WORDS as usize] = [0; SAMPLE_PORT_WORDS as usize];
+
 /// The sampling token bucket of each CPU.
 #[map]
 static SAMPLE_BUCKETS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
@@ -139,6 +146,9 @@ const MAX_REFILL_NS: u64 = 10_000_000_000;
 struct Contribution {
     class: Class,
     syn: bool,
+    fragment: bool,
+    /// The UDP source port when it is an amplification service's, else 0.
+    reflected_port: u16,
     len: u64,
     dst_fold: u32,
     dst_port: Option<u16>,
@@ -217,8 +227,8 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
     let CpuState {
         globals,
         region,
+        overflow_reflected_port,
         source_cache,
-        ..
     } = unsafe { &mut *state };
     globals.total_packets += 1;
     globals.total_bytes += len;
@@ -242,10 +252,16 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
             } else {
                 None
             };
+            let reflected_port = match ports {
+                Some((src, _)) if parsed.class == Class::Udp && reflection_port(src) => src,
+                _ => 0,
+            };
             let contribution = Contribution {
                 class: parsed.class,
                 syn: parsed.class == Class::TcpFirst
                     && is_connection_attempt(ctx, parsed.l4_offset),
+                fragment: parsed.fragment,
+                reflected_port,
                 len,
                 dst_fold: parsed.dst_fold,
                 dst_port: ports.map(|(_, dst)| dst),
@@ -257,8 +273,7 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
                 &contribution,
                 settings.epoch,
             ) {
-                globals.overflow_packets += 1;
-                globals.overflow_bytes += len;
+                count_overflow(globals, overflow_reflected_port, &contribution);
             }
             if let Some((src, dst)) = ports
                 && settings.sample_rate != 0
@@ -289,6 +304,35 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
         }
     }
     false
+}
+
+/// Counts a frame whose source has no slot: in the overflow totals, and in the protocol mix
+/// that still types a flood from spoofed sources. Off the common path: such a frame has
+/// already paid for a failed insert.
+#[inline(always)]
+fn count_overflow(
+    globals: &mut GlobalStats,
+    reflected_port: &mut u32,
+    contribution: &Contribution,
+) {
+    globals.overflow_packets += 1;
+    globals.overflow_bytes += contribution.len;
+    match contribution.class {
+        Class::TcpFirst | Class::TcpLater => globals.overflow_tcp_packets += 1,
+        Class::Udp => globals.overflow_udp_packets += 1,
+        Class::Icmp => globals.overflow_icmp_packets += 1,
+        Class::Other => {}
+    }
+    if contribution.syn {
+        globals.overflow_syn_packets += 1;
+    }
+    if contribution.fragment {
+        globals.overflow_fragment_packets += 1;
+    }
+    if contribution.reflected_port != 0 {
+        globals.overflow_reflected_packets += 1;
+        *reflected_port = u32::from(contribution.reflected_port);
+    }
 }
 
 /// Copies the frame (whose ports the main program found in the sampled set) to the ring
@@ -361,6 +405,17 @@ fn port_selected(first_word: u32, port: u16) -> bool {
     // time, hence the volatile read of one whole word.
     let word =
         unsafe { core::ptr::read_volatile((&raw const SAMPLE_PORTS).cast::<u64>().add(index)) };
+    word & (1 << (port & 63)) != 0
+}
+
+/// Whether UDP from source port `port` is an amplification service's answer.
+#[inline(always)]
+fn reflection_port(port: u16) -> bool {
+    let index = usize::from(port >> 6) & (SAMPLE_PORT_WORDS as usize - 1);
+    // SAFETY: an element of the global, in bounds by the mask; userspace may rewrite it at any
+    // time, hence the volatile read of one whole word.
+    let word =
+        unsafe { core::ptr::read_volatile((&raw const REFLECTION_PORTS).cast::<u64>().add(index)) };
     word & (1 << (port & 63)) != 0
 }
 
@@ -564,6 +619,13 @@ fn bump(value: &mut SourceValue, contribution: &Contribution, epoch: u32) {
     if contribution.syn {
         stats.tcp_syn_packets += 1;
     }
+    if contribution.fragment {
+        stats.fragment_packets += 1;
+    }
+    if contribution.reflected_port != 0 {
+        stats.reflected_packets += 1;
+        stats.reflected_port = u32::from(contribution.reflected_port);
+    }
     if epoch != 0 {
         mark(&mut value.sketch, epoch, contribution);
     }
@@ -575,7 +637,7 @@ fn bump(value: &mut SourceValue, contribution: &Contribution, epoch: u32) {
 /// `value` points to a live, 8-aligned map value that is only ever updated atomically.
 #[inline(always)]
 unsafe fn bump_shared(value: *mut SourceValue, contribution: &Contribution, epoch: u32) {
-    // SAFETY: the caller's guarantee; every field is an aligned u64 (or u32 in the sketch).
+    // SAFETY: the caller's guarantee; every field is an aligned u64 or u32.
     unsafe {
         let stats = &raw mut (*value).stats;
         // Not `packets`, as in `bump`: one atomic add fewer per frame.
@@ -591,6 +653,15 @@ unsafe fn bump_shared(value: *mut SourceValue, contribution: &Contribution, epoc
         );
         if contribution.syn {
             add(&raw mut (*stats).tcp_syn_packets, 1);
+        }
+        if contribution.fragment {
+            add(&raw mut (*stats).fragment_packets, 1);
+        }
+        if contribution.reflected_port != 0 {
+            add(&raw mut (*stats).reflected_packets, 1);
+            // Any CPU's last port will do: a reflector answers from its service's port.
+            (&raw mut (*stats).reflected_port)
+                .write_volatile(u32::from(contribution.reflected_port));
         }
         if epoch != 0 {
             mark_shared(&raw mut (*value).sketch, epoch, contribution);

@@ -50,6 +50,9 @@ pub(crate) struct Parsed {
     pub(crate) l4_offset: usize,
     /// The first (or only) fragment: the one that carries the L4 header.
     pub(crate) first_fragment: bool,
+    /// A fragment of a larger datagram, first or later: IPv4 with more-fragments set or a
+    /// non-zero offset (RFC 791 §3.1), IPv6 with a fragment header (RFC 8200 §4.5).
+    pub(crate) fragment: bool,
     /// Shorter than the IP header says, or an extension header is cut.
     pub(crate) truncated: bool,
     /// The destination address folded to 32 bits.
@@ -151,8 +154,10 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
         return Verdict::Malformed;
     }
     let key = SourceKey::ipv4([header[12], header[13], header[14], header[15]]);
-    // Only the first fragment (offset 0) carries the L4 header.
-    let first_fragment = be16(header[6], header[7]) & 0x1fff == 0;
+    // Only the first fragment (offset 0) carries the L4 header; a first fragment has
+    // more-fragments (0x2000) set.
+    let flags_offset = be16(header[6], header[7]);
+    let first_fragment = flags_offset & 0x1fff == 0;
     let class = match header[9] {
         IPPROTO_TCP if first_fragment => Class::TcpFirst,
         IPPROTO_TCP => Class::TcpLater,
@@ -165,6 +170,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
         class,
         l4_offset: offset + header_len,
         first_fragment,
+        fragment: flags_offset & 0x3fff != 0,
         truncated: ctx.data() + offset + total_len > ctx.data_end(),
         dst_fold: u32::from_be_bytes([header[16], header[17], header[18], header[19]]),
     })
@@ -191,6 +197,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Verdict {
     let mut l4_offset = offset + 40;
     let mut truncated = ctx.data() + l4_offset + payload_len > ctx.data_end();
     let mut first_fragment = true;
+    let mut fragment = false;
     let mut complete = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let header_len = match next {
@@ -216,6 +223,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Verdict {
                 };
                 next = ext[0];
                 first_fragment = be16(ext[2], ext[3]) >> 3 == 0;
+                fragment = true;
                 8
             }
             _ => {
@@ -254,6 +262,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Verdict {
         class,
         l4_offset: l4_offset & (MAX_L4_OFFSET * 2 - 1),
         first_fragment,
+        fragment,
         truncated,
         dst_fold,
     })

@@ -6,6 +6,7 @@
 
 use std::{
     cmp::Reverse,
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
@@ -54,9 +55,94 @@ pub struct Interval {
     /// while the map was read (they are attributed next interval). A gauge, not a delta. Zero
     /// on a link at rest.
     pub unattributed: Volume,
+    /// The amplification port of the last overflow frame from one; 0 for none.
+    pub overflow_reflected_port: u16,
+}
+
+/// What traffic is made of: the protocol counts (every frame in exactly one of tcp, udp,
+/// icmp, other) and, within them, SYNs, fragments and answers from amplification ports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mix {
+    /// Frames.
+    pub packets: u64,
+    /// TCP frames.
+    pub tcp: u64,
+    /// UDP frames.
+    pub udp: u64,
+    /// ICMP and ICMPv6 frames.
+    pub icmp: u64,
+    /// Other IP frames.
+    pub other: u64,
+    /// TCP SYN without ACK.
+    pub syn: u64,
+    /// IP fragments.
+    pub fragments: u64,
+    /// UDP frames from an amplification port, by that port.
+    pub reflected: BTreeMap<u16, u64>,
+}
+
+impl Mix {
+    /// Adds one source's counters.
+    pub fn add_source(&mut self, stats: &SourceStats) {
+        self.packets += stats.packets;
+        self.tcp += stats.tcp_packets;
+        self.udp += stats.udp_packets;
+        self.icmp += stats.icmp_packets;
+        self.other += stats.other_packets;
+        self.syn += stats.tcp_syn_packets;
+        self.fragments += stats.fragment_packets;
+        if stats.reflected_packets > 0 {
+            let port = u16::try_from(stats.reflected_port).unwrap_or(0);
+            *self.reflected.entry(port).or_default() += stats.reflected_packets;
+        }
+    }
+
+    /// Adds another mix.
+    pub fn add(&mut self, other: &Mix) {
+        self.packets += other.packets;
+        self.tcp += other.tcp;
+        self.udp += other.udp;
+        self.icmp += other.icmp;
+        self.other += other.other;
+        self.syn += other.syn;
+        self.fragments += other.fragments;
+        for (port, packets) in &other.reflected {
+            *self.reflected.entry(*port).or_default() += packets;
+        }
+    }
+
+    /// Frames from amplification ports, whatever the port.
+    pub fn reflected_packets(&self) -> u64 {
+        self.reflected.values().sum()
+    }
 }
 
 impl Interval {
+    /// The mix of the traffic of every source and of the overflow (traffic without a slot):
+    /// the whole interface's IP traffic.
+    pub fn mix(&self) -> Mix {
+        let mut mix = Mix::default();
+        for source in &self.sources {
+            mix.add_source(&source.stats);
+        }
+        let delta = &self.delta;
+        mix.packets += delta.overflow_packets;
+        mix.tcp += delta.overflow_tcp_packets;
+        mix.udp += delta.overflow_udp_packets;
+        mix.icmp += delta.overflow_icmp_packets;
+        mix.other += delta.overflow_packets.saturating_sub(
+            delta.overflow_tcp_packets + delta.overflow_udp_packets + delta.overflow_icmp_packets,
+        );
+        mix.syn += delta.overflow_syn_packets;
+        mix.fragments += delta.overflow_fragment_packets;
+        if delta.overflow_reflected_packets > 0 {
+            *mix.reflected
+                .entry(self.overflow_reflected_port)
+                .or_default() += delta.overflow_reflected_packets;
+        }
+        mix
+    }
+
     /// Packets per second over the interval for a count.
     pub fn rate(&self, count: u64) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
@@ -109,6 +195,7 @@ impl Collector {
             globals,
             sources,
             released,
+            overflow_reflected_port,
         } = snapshot;
         let globals = *globals;
         let mut deltas = std::mem::take(&mut self.spare);
@@ -193,6 +280,11 @@ impl Collector {
             tracked_sources,
             evicted_sources: evicted_now,
             unattributed,
+            overflow_reflected_port: if delta.overflow_reflected_packets > 0 {
+                *overflow_reflected_port
+            } else {
+                0
+            },
         }
     }
 }
@@ -214,6 +306,10 @@ fn source_delta(current: &SourceStats, last: &SourceStats) -> Option<SourceStats
         icmp_packets,
         other_packets,
         tcp_syn_packets,
+        fragment_packets,
+        reflected_packets,
+        reflected_port,
+        _pad,
     } = current;
     Some(SourceStats {
         packets: packets.checked_sub(last.packets)?,
@@ -223,6 +319,11 @@ fn source_delta(current: &SourceStats, last: &SourceStats) -> Option<SourceStats
         icmp_packets: icmp_packets.checked_sub(last.icmp_packets)?,
         other_packets: other_packets.checked_sub(last.other_packets)?,
         tcp_syn_packets: tcp_syn_packets.checked_sub(last.tcp_syn_packets)?,
+        fragment_packets: fragment_packets.checked_sub(last.fragment_packets)?,
+        reflected_packets: reflected_packets.checked_sub(last.reflected_packets)?,
+        // Not a counter: the port as last written.
+        reflected_port: *reflected_port,
+        _pad: 0,
     })
 }
 
@@ -237,12 +338,28 @@ fn globals_delta(current: &GlobalStats, last: &GlobalStats) -> GlobalStats {
         malformed_bytes,
         overflow_packets,
         overflow_bytes,
+        overflow_tcp_packets,
+        overflow_udp_packets,
+        overflow_icmp_packets,
+        overflow_syn_packets,
+        overflow_fragment_packets,
+        overflow_reflected_packets,
         truncated_packets,
         sampled_packets,
         sample_capped_packets,
         sample_ring_full_packets,
     } = current;
+    let since = |now: &u64, then: u64| now.saturating_sub(then);
     GlobalStats {
+        overflow_tcp_packets: since(overflow_tcp_packets, last.overflow_tcp_packets),
+        overflow_udp_packets: since(overflow_udp_packets, last.overflow_udp_packets),
+        overflow_icmp_packets: since(overflow_icmp_packets, last.overflow_icmp_packets),
+        overflow_syn_packets: since(overflow_syn_packets, last.overflow_syn_packets),
+        overflow_fragment_packets: since(overflow_fragment_packets, last.overflow_fragment_packets),
+        overflow_reflected_packets: since(
+            overflow_reflected_packets,
+            last.overflow_reflected_packets,
+        ),
         sampled_packets: sampled_packets.saturating_sub(last.sampled_packets),
         sample_capped_packets: sample_capped_packets.saturating_sub(last.sample_capped_packets),
         sample_ring_full_packets: sample_ring_full_packets
@@ -308,6 +425,7 @@ mod tests {
                 })
                 .collect(),
             released: Vec::new(),
+            overflow_reflected_port: 0,
         }
     }
 

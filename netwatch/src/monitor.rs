@@ -229,6 +229,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     })?;
     datapath.set_sketches(config.detect.scan.needs_sketches())?;
     datapath.set_sampling(&config.sampling())?;
+    datapath.set_reflection_ports(&config.detect.reflection_ports)?;
     let ring = datapath
         .take_samples()
         .map(|ring| {
@@ -256,7 +257,8 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         top: config.monitor.top,
     };
     let run = run_id();
-    let detector = Detector::new(config.detect.clone(), known, run.clone());
+    let detector = Detector::new(config.detect.clone(), known, run.clone())
+        .with_interval(config.monitor.interval);
     let inspector = Inspector::new(config.inspect.clone(), run);
     let mut pipeline = Pipeline::new(detector, inspector, Some(history), context, outputs)
         .with_metrics(Arc::clone(&metrics));
@@ -330,6 +332,7 @@ fn reload(
     config.webhook.urls.extend(webhooks.iter().cloned());
     datapath.set_sampling(&config.sampling())?;
     datapath.set_sketches(config.detect.scan.needs_sketches())?;
+    datapath.set_reflection_ports(&config.detect.reflection_ports)?;
     pipeline.detector_mut().reconfigure(config.detect.clone());
     pipeline.inspector_mut().reconfigure(config.inspect.clone());
     pipeline.set_top(config.monitor.top);

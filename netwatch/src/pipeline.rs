@@ -188,6 +188,7 @@ impl Pipeline {
         outcome
             .alerts
             .extend(self.inspector.end_interval(at, elapsed));
+        self.detector.cap(&mut outcome.alerts, at, elapsed);
         if let Some(history) = &self.history {
             self.seen
                 .extend(interval.sources.iter().map(|source| source.addr));
@@ -244,6 +245,7 @@ impl Pipeline {
             event.client.to_string(),
             event.at,
             json,
+            (None, None),
         )
     }
 
@@ -251,6 +253,9 @@ impl Pipeline {
         *self.tally.alerts.entry(alert.kind).or_default() += 1;
         if let Some(metrics) = &self.metrics {
             metrics.alert(alert.kind.name(), alert.state.name());
+            if alert.kind == AlertKind::Suppressed {
+                metrics.suppressed(alert.observed as u64);
+            }
         }
         let iface = &self.context.iface;
         let mut json = Vec::new();
@@ -264,10 +269,18 @@ impl Pipeline {
             alert.subject.to_string(),
             alert.at,
             json,
+            (
+                alert
+                    .attack
+                    .as_ref()
+                    .map(|attack| attack.kind.name().to_owned()),
+                alert.members.as_ref().map(|members| members.count),
+            ),
         )
     }
 
-    /// Writes a finding's JSON line where JSON goes, and keeps it for the store.
+    /// Writes a finding's JSON line where JSON goes, and keeps it for the store, with an
+    /// alert's attack type and count of sources.
     fn keep(
         &mut self,
         kind_of_record: &'static str,
@@ -275,6 +288,7 @@ impl Pipeline {
         subject: String,
         at: Duration,
         json: Vec<u8>,
+        (attack, sources): (Option<String>, Option<u64>),
     ) -> io::Result<()> {
         if self.outputs.format == Format::Json {
             self.outputs.reports.write_all(&json)?;
@@ -290,6 +304,8 @@ impl Pipeline {
                 kind: kind.to_owned(),
                 subject,
                 record,
+                attack,
+                sources,
             });
         }
         Ok(())
@@ -357,6 +373,8 @@ fn history_rows(
             syn: source.stats.tcp_syn_packets,
             ports: source.spread.ports,
             hosts: source.spread.hosts,
+            fragments: source.stats.fragment_packets,
+            reflected: source.stats.reflected_packets,
         })
         .collect();
     (row, sources)

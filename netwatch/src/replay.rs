@@ -79,6 +79,9 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     datapath
         .set_sampling(&config.sampling())
         .map_err(MonitorError::from)?;
+    datapath
+        .set_reflection_ports(&config.detect.reflection_ports)
+        .map_err(MonitorError::from)?;
     let context = Context {
         iface: file.file_name().map_or_else(
             || file.display().to_string(),
@@ -88,7 +91,8 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         top: config.monitor.top,
     };
     let run = run_id();
-    let detector = Detector::new(config.detect.clone(), known, run.clone());
+    let detector = Detector::new(config.detect.clone(), known, run.clone())
+        .with_interval(config.monitor.interval);
     let inspector = Inspector::new(config.inspect.clone(), run);
     let mut pipeline = Pipeline::new(detector, inspector, history, context, outputs);
     let interval = config.monitor.interval;

@@ -77,6 +77,13 @@ const MIGRATIONS: &[&str] = &[
          record TEXT NOT NULL
      );
      CREATE INDEX webhook_queue_url ON webhook_queue (url, id);",
+    // 3: what an alert's traffic is and how many sources it stands for; fragments and
+    // reflection answers per source. Rows from before read as none.
+    "ALTER TABLE findings ADD COLUMN attack TEXT;
+     ALTER TABLE findings ADD COLUMN sources INTEGER;
+     CREATE INDEX findings_attack ON findings (attack, ts_ms) WHERE attack IS NOT NULL;
+     ALTER TABLE interval_sources ADD COLUMN fragments INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE interval_sources ADD COLUMN reflected INTEGER NOT NULL DEFAULT 0;",
 ];
 
 const LEARNING_STARTED: &str = "learning_started_ms";
@@ -441,6 +448,10 @@ pub struct SourceRow {
     pub ports: u32,
     /// Distinct destination hosts.
     pub hosts: u32,
+    /// IP fragments.
+    pub fragments: u64,
+    /// UDP answers from amplification ports.
+    pub reflected: u64,
 }
 
 /// An alert or event as kept: its JSON line and what it is indexed by.
@@ -456,6 +467,10 @@ pub struct FindingRow {
     pub subject: String,
     /// The JSON line, as reported.
     pub record: String,
+    /// The attack type of a flood alert (`syn_flood`, `reflection`, ...).
+    pub attack: Option<String>,
+    /// How many sources an alert for many sources stands for.
+    pub sources: Option<u64>,
 }
 
 /// A source's traffic summed over a period.
@@ -483,7 +498,7 @@ impl Store {
         sources: &[SourceRow],
     ) -> Result<(), StoreError> {
         self.in_transaction(|tx| {
-        tx.execute(
+            tx.execute(
             "INSERT INTO intervals VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 row.ts_ms,
@@ -502,15 +517,15 @@ impl Store {
             ],
         )
         ?;
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO interval_sources VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )
-                ?;
-            for source in sources {
-                insert
-                    .execute(params![
+            {
+                let mut insert = tx.prepare(
+                    "INSERT INTO interval_sources
+                         (ts_ms, iface, interval_ms, source, packets, bytes, tcp, udp, icmp,
+                          other, syn, ports, hosts, fragments, reflected)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )?;
+                for source in sources {
+                    insert.execute(params![
                         source.ts_ms,
                         source.iface,
                         source.interval_ms,
@@ -524,11 +539,12 @@ impl Store {
                         to_i64(source.syn),
                         source.ports,
                         source.hosts,
-                    ])
-                    ?;
+                        to_i64(source.fragments),
+                        to_i64(source.reflected),
+                    ])?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
         })
     }
 
@@ -545,13 +561,16 @@ impl Store {
         self.in_transaction(|tx| {
             for finding in findings {
                 tx.execute(
-                    "INSERT INTO findings VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO findings (ts_ms, type, kind, subject, record, attack, sources)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         finding.ts_ms,
                         finding.kind_of_record,
                         finding.kind,
                         finding.subject,
-                        finding.record
+                        finding.record,
+                        finding.attack,
+                        finding.sources.map(to_i64),
                     ],
                 )?;
                 for url in webhooks {
@@ -777,6 +796,56 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_version_2_is_migrated_forward_with_its_rows() {
+        let path = temp_db("v2");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO findings VALUES (1, 'alert', 'spike_pps', 'global', '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        store
+            .record_findings(
+                &[FindingRow {
+                    ts_ms: 2,
+                    kind_of_record: "alert",
+                    kind: "heavy_hitter".into(),
+                    subject: "192.0.2.0/24".into(),
+                    record: "{}".into(),
+                    attack: Some("reflection".into()),
+                    sources: Some(200),
+                }],
+                &[],
+            )
+            .unwrap();
+        let rows: Vec<(i64, Option<String>, Option<i64>)> = store
+            .conn
+            .prepare("SELECT ts_ms, attack, sources FROM findings ORDER BY ts_ms")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [(1, None, None), (2, Some("reflection".into()), Some(200))]
+        );
+        let _ = fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let path = temp_db("newer");
         {
@@ -862,6 +931,8 @@ mod history_tests {
             kind: String::from("spike_pps"),
             subject: String::from("global"),
             record: format!("{{\"n\":{n}}}"),
+            attack: None,
+            sources: None,
         };
         let urls = [String::from("http://a/"), String::from("http://b/")];
         store

@@ -96,6 +96,12 @@ pub enum Model {
         /// For a SYN without ACK in a first fragment: the length from which the TCP header is
         /// all there.
         syn_ready: Option<usize>,
+        /// For a fragment: the length from which the program knows it is one (the IPv4
+        /// header, or the first IPv6 fragment header, all there).
+        fragment_ready: Option<usize>,
+        /// For UDP in a first fragment: the source port, and the length from which the
+        /// program reads it.
+        udp_source_port: Option<(u16, usize)>,
     },
 }
 
@@ -321,11 +327,15 @@ impl FrameBuilder {
                     class_ready: header_end,
                     class: class_of(proto, false),
                     syn_ready: self.syn_ready(*fragment_offset == 0, header_end),
+                    fragment_ready: (*fragment_offset != 0 || *more_fragments)
+                        .then_some(header_end),
+                    udp_source_port: self.udp_source_port(*fragment_offset == 0, header_end),
                 }
             }
             Net::Ipv6 { src, ext } => {
                 let mut chain = Vec::new();
                 let mut first_fragment = true;
+                let mut fragment_end = None;
                 for (i, header) in ext.iter().enumerate() {
                     let next = ext.get(i + 1).map_or(proto, ext_number);
                     match header {
@@ -357,6 +367,7 @@ impl FrameBuilder {
                             chain.extend_from_slice(&field.to_be_bytes());
                             chain.extend_from_slice(&0xfeed_beefu32.to_be_bytes());
                             first_fragment &= *offset == 0;
+                            fragment_end.get_or_insert(chain.len());
                         }
                     }
                 }
@@ -379,6 +390,8 @@ impl FrameBuilder {
                     class_ready,
                     class: class_of(proto, true),
                     syn_ready: self.syn_ready(first_fragment, class_ready),
+                    fragment_ready: fragment_end.map(|end| header_end + end),
+                    udp_source_port: self.udp_source_port(first_fragment, class_ready),
                 }
             }
         };
@@ -418,6 +431,11 @@ impl FrameBuilder {
         };
         l4.extend_from_slice(&payload);
         (l4, proto)
+    }
+
+    fn udp_source_port(&self, first_fragment: bool, l4_start: usize) -> Option<(u16, usize)> {
+        (first_fragment && matches!(self.transport, Transport::Udp))
+            .then_some((self.src_port, l4_start + 4))
     }
 
     fn syn_ready(&self, first_fragment: bool, l4_start: usize) -> Option<usize> {
@@ -494,6 +512,8 @@ impl Frame {
                 class_ready,
                 class,
                 syn_ready,
+                fragment_ready,
+                udp_source_port,
             } if len >= *header_end => {
                 if len < self.bytes.len() {
                     g.truncated_packets += 1;
@@ -514,6 +534,17 @@ impl Frame {
                 }
                 if syn_ready.is_some_and(|ready| len >= ready) {
                     stats.tcp_syn_packets += 1;
+                }
+                if fragment_ready.is_some_and(|ready| len >= ready) {
+                    stats.fragment_packets += 1;
+                }
+                if let Some((port, ready)) = udp_source_port
+                    && class == Class::Udp
+                    && len >= *ready
+                    && expected.reflection_ports.contains(port)
+                {
+                    stats.reflected_packets += 1;
+                    stats.reflected_port = u32::from(*port);
                 }
             }
             _ => {

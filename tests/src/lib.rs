@@ -127,6 +127,9 @@ pub struct Expected {
     pub globals: GlobalStats,
     /// Per-source counters.
     pub sources: HashMap<SourceKey, SourceStats>,
+    /// The UDP source ports the datapath counts as reflected (as set with
+    /// `Datapath::set_reflection_ports`); none by default, as at load time.
+    pub reflection_ports: Vec<u16>,
 }
 
 impl Expected {

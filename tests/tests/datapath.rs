@@ -204,6 +204,182 @@ fn whole_table_in_one_program_adds_up() {
     }
 }
 
+/// Frames of the attack types: answers from amplification ports (in a first fragment or
+/// whole, IPv4 and IPv6) and fragments of every kind.
+fn attack_table() -> Vec<(&'static str, FrameBuilder)> {
+    let v4 = |last| FrameBuilder::ipv4([10, 1, 0, last]);
+    vec![
+        (
+            "ntp answer",
+            v4(1).transport(Transport::Udp).from_port(123).payload(48),
+        ),
+        (
+            "memcached answer",
+            v4(2).transport(Transport::Udp).from_port(11211).payload(64),
+        ),
+        (
+            "udp from another port",
+            v4(3).transport(Transport::Udp).from_port(5353).payload(20),
+        ),
+        (
+            "tcp from port 123",
+            v4(4).transport(Transport::Tcp(ACK)).from_port(123),
+        ),
+        (
+            "first fragment of an ntp answer",
+            v4(5)
+                .ipv4_fragment(0, true)
+                .transport(Transport::Udp)
+                .from_port(123)
+                .payload(40),
+        ),
+        (
+            "later fragment from port 123",
+            v4(5)
+                .ipv4_fragment(50, false)
+                .transport(Transport::Udp)
+                .from_port(123)
+                .payload(40),
+        ),
+        (
+            "ipv6 dns answer in a first fragment",
+            FrameBuilder::ipv6(v6(9))
+                .ext(Ext::Fragment(0, true))
+                .transport(Transport::Udp)
+                .from_port(53)
+                .payload(30),
+        ),
+        (
+            "ipv6 ssdp answer",
+            FrameBuilder::ipv6(v6(10))
+                .transport(Transport::Udp)
+                .from_port(1900)
+                .payload(30),
+        ),
+    ]
+}
+
+#[test]
+fn fragments_and_amplification_answers_are_counted_exactly() {
+    if !privileged("fragments_and_amplification_answers_are_counted_exactly") {
+        return;
+    }
+    let ports = [53, 123, 1900, 11211];
+    for source_map in SOURCE_MAPS {
+        for (name, builder) in attack_table() {
+            let frame = builder.build();
+            let mut datapath = load(source_map);
+            datapath
+                .set_reflection_ports(&ports)
+                .unwrap_or_else(|err| panic!("{err}"));
+            let mut expected = Expected {
+                reflection_ports: ports.to_vec(),
+                ..Expected::default()
+            };
+            for len in 14..=frame.bytes.len() {
+                let context = format!("{name}, first {len} of {} bytes", frame.bytes.len());
+                run(&datapath, &frame.bytes[..len], &context);
+                frame.expect_prefix(len, &mut expected);
+                let snapshot = datapath
+                    .snapshot()
+                    .unwrap_or_else(|err| panic!("{context}: snapshot: {err}"));
+                expected.assert_matches(&snapshot, &context);
+            }
+        }
+        // Spot checks that do not rely on the model.
+        let mut datapath = load(source_map);
+        datapath
+            .set_reflection_ports(&ports)
+            .unwrap_or_else(|err| panic!("{err}"));
+        for (name, builder) in attack_table() {
+            run(&datapath, &builder.build().bytes, name);
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let by_source = snapshot.stats_by_source();
+        let of = |last| by_source[&SourceKey::ipv4([10, 1, 0, last])];
+        assert_eq!((of(1).reflected_packets, of(1).reflected_port), (1, 123));
+        assert_eq!((of(2).reflected_packets, of(2).reflected_port), (1, 11211));
+        assert_eq!(of(3).reflected_packets, 0, "5353 is not in the list");
+        assert_eq!(of(4).reflected_packets, 0, "TCP is never reflection");
+        assert_eq!(
+            (of(5).fragment_packets, of(5).reflected_packets),
+            (2, 1),
+            "both fragments are fragments; only the first carries the port"
+        );
+        let dns = by_source[&SourceKey::ipv6(v6(9))];
+        assert_eq!(
+            (
+                dns.fragment_packets,
+                dns.reflected_packets,
+                dns.reflected_port
+            ),
+            (1, 1, 53)
+        );
+        // With the list emptied at run time, nothing more is reflected.
+        datapath
+            .set_reflection_ports(&[])
+            .unwrap_or_else(|err| panic!("{err}"));
+        for (name, builder) in attack_table() {
+            run(&datapath, &builder.build().bytes, name);
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(
+            snapshot.stats_by_source()[&SourceKey::ipv4([10, 1, 0, 1])].reflected_packets,
+            1
+        );
+    }
+}
+
+/// Traffic without a slot is still typed: the overflow counters keep its protocol mix.
+#[test]
+fn the_overflow_keeps_the_mix_of_traffic_without_a_slot() {
+    if !privileged("the_overflow_keeps_the_mix_of_traffic_without_a_slot") {
+        return;
+    }
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load_sized(source_map, 1);
+        datapath
+            .set_reflection_ports(&[123])
+            .unwrap_or_else(|err| panic!("{err}"));
+        // The one slot goes to the first source; every other frame overflows.
+        let frames = [
+            FrameBuilder::ipv4([10, 2, 0, 1]).payload(10),
+            FrameBuilder::ipv4([10, 2, 0, 2]).transport(Transport::Tcp(SYN)),
+            FrameBuilder::ipv4([10, 2, 0, 3]).transport(Transport::Tcp(SYN)),
+            FrameBuilder::ipv4([10, 2, 0, 4]).transport(Transport::Tcp(ACK)),
+            FrameBuilder::ipv4([10, 2, 0, 5])
+                .transport(Transport::Udp)
+                .from_port(123)
+                .payload(48),
+            FrameBuilder::ipv4([10, 2, 0, 6])
+                .ipv4_fragment(20, false)
+                .payload(48),
+            FrameBuilder::ipv4([10, 2, 0, 7]).transport(Transport::Icmp),
+            FrameBuilder::ipv4([10, 2, 0, 8]).transport(Transport::Raw(47)),
+        ];
+        for (i, frame) in frames.iter().enumerate() {
+            run(&datapath, &frame.build().bytes, &format!("frame {i}"));
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let g = &snapshot.globals;
+        assert_eq!(g.overflow_packets, 7, "{source_map}");
+        assert_eq!(
+            (
+                g.overflow_tcp_packets,
+                g.overflow_udp_packets,
+                g.overflow_icmp_packets,
+                g.overflow_syn_packets,
+                g.overflow_fragment_packets,
+                g.overflow_reflected_packets,
+            ),
+            (3, 2, 1, 2, 1, 1),
+            "{source_map}"
+        );
+        assert_eq!(snapshot.overflow_reflected_port, 123);
+        assert_invariant(&snapshot, "overflow mix");
+    }
+}
+
 #[test]
 fn broken_headers_are_malformed_not_attributed() {
     if !privileged("broken_headers_are_malformed_not_attributed") {

@@ -60,6 +60,7 @@ pub fn parse_floor(ctx: XdpContext) -> u32 {
                 ^ (parsed.l4_offset as u64) << 32
                 ^ u64::from(parsed.truncated) << 48
                 ^ u64::from(syn) << 49
+                ^ u64::from(parsed.fragment) << 47
                 ^ (parsed.class as u64) << 50
                 ^ ports.map_or(0, |(src, dst)| u64::from(src) << 16 | u64::from(dst))
         }

@@ -27,10 +27,10 @@ use netwatch_common::{
     CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GENERATE_PROGRAM_NAME, GENERATOR_HEADER_LEN,
     GENERATOR_MAP, GeneratorState, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
     PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob,
-    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
-    SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP,
-    SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Sample, SampleHeader, Settings,
-    SourceKey, SourceStats, SourceValue,
+    REFLECTION_PORTS_MAP, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP,
+    SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL,
+    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Sample, SampleHeader,
+    Settings, SourceKey, SourceStats, SourceValue,
 };
 
 use self::{
@@ -270,7 +270,7 @@ pub enum SourceMap {
 
 impl SourceMap {
     /// The most memory [`SourceMap::Auto`] lets per-CPU values take: with 2 CPUs that is
-    /// over a million sources, with 64 about 52,000.
+    /// over a million sources, with 64 about 43,000.
     pub const PER_CPU_BUDGET: u64 = 512 << 20;
 
     /// `Auto` decided for a map of `max_sources` on `cpus` possible CPUs, on a kernel that
@@ -350,6 +350,8 @@ pub struct Snapshot {
     /// Slots cleared and freed after this reading (their sources were reclaimed a reading
     /// earlier): whoever takes one next starts from zero, whatever its address.
     pub released: Vec<u32>,
+    /// The amplification port of the last overflow frame from one (of some CPU); 0 for none.
+    pub overflow_reflected_port: u16,
 }
 
 /// One source as read from its slot.
@@ -631,6 +633,24 @@ impl Datapath {
         self.write_settings()
     }
 
+    /// Sets the UDP source ports whose datagrams count as reflected (amplification answers),
+    /// at run time.
+    pub fn set_reflection_ports(&mut self, ports: &[u16]) -> Result<(), DatapathError> {
+        let mut words = [0u64; SAMPLE_PORT_WORDS as usize];
+        for port in ports {
+            words[usize::from(port >> 6)] |= 1 << (port & 63);
+        }
+        let map = self
+            .ebpf
+            .map_mut(REFLECTION_PORTS_MAP)
+            .ok_or(DatapathError::Missing("reflection ports map"))?;
+        // The whole bitmap at once, as the sampled ports.
+        let mut bitmap: Array<&mut MapData, [u64; SAMPLE_PORT_WORDS as usize]> =
+            Array::try_from(map)?;
+        bitmap.set(0, words, 0)?;
+        Ok(())
+    }
+
     /// Takes the sample ring buffer out, for a reader of its own; `None` if taken already.
     pub fn take_samples(&mut self) -> Option<SampleRing> {
         self.samples.take()
@@ -763,6 +783,7 @@ impl Datapath {
             globals: GlobalStats::default(),
             sources: Vec::with_capacity(self.slots.in_use()),
             released: Vec::new(),
+            overflow_reflected_port: 0,
         };
         self.snapshot_into(&mut snapshot)?;
         Ok(snapshot)
@@ -789,8 +810,12 @@ impl Datapath {
             .map(CPU_STATE_MAP)
             .ok_or(DatapathError::Missing("per-CPU state map"))?;
         let states: PerCpuArray<&MapData, CpuState> = PerCpuArray::try_from(state_map)?;
+        snapshot.overflow_reflected_port = 0;
         for state in states.get(&0, 0)?.iter() {
             add_globals(&mut snapshot.globals, &state.globals);
+            if state.overflow_reflected_port != 0 {
+                snapshot.overflow_reflected_port = state.overflow_reflected_port as u16;
+            }
         }
         snapshot.released = self.reclaim()?;
         Ok(())
@@ -1281,6 +1306,10 @@ fn add_source(sum: &mut SourceStats, stats: &SourceStats) {
         icmp_packets,
         other_packets,
         tcp_syn_packets,
+        fragment_packets,
+        reflected_packets,
+        reflected_port,
+        _pad,
     } = stats;
     sum.packets += packets;
     sum.bytes += bytes;
@@ -1289,6 +1318,11 @@ fn add_source(sum: &mut SourceStats, stats: &SourceStats) {
     sum.icmp_packets += icmp_packets;
     sum.other_packets += other_packets;
     sum.tcp_syn_packets += tcp_syn_packets;
+    sum.fragment_packets += fragment_packets;
+    sum.reflected_packets += reflected_packets;
+    if *reflected_port != 0 {
+        sum.reflected_port = *reflected_port;
+    }
 }
 
 fn add_globals(sum: &mut GlobalStats, stats: &GlobalStats) {
@@ -1301,11 +1335,23 @@ fn add_globals(sum: &mut GlobalStats, stats: &GlobalStats) {
         malformed_bytes,
         overflow_packets,
         overflow_bytes,
+        overflow_tcp_packets,
+        overflow_udp_packets,
+        overflow_icmp_packets,
+        overflow_syn_packets,
+        overflow_fragment_packets,
+        overflow_reflected_packets,
         truncated_packets,
         sampled_packets,
         sample_capped_packets,
         sample_ring_full_packets,
     } = stats;
+    sum.overflow_tcp_packets += overflow_tcp_packets;
+    sum.overflow_udp_packets += overflow_udp_packets;
+    sum.overflow_icmp_packets += overflow_icmp_packets;
+    sum.overflow_syn_packets += overflow_syn_packets;
+    sum.overflow_fragment_packets += overflow_fragment_packets;
+    sum.overflow_reflected_packets += overflow_reflected_packets;
     sum.sampled_packets += sampled_packets;
     sum.sample_capped_packets += sample_capped_packets;
     sum.sample_ring_full_packets += sample_ring_full_packets;
@@ -1338,12 +1384,12 @@ mod tests {
 
     #[test]
     fn auto_source_map_is_per_cpu_while_its_values_fit_the_budget() {
-        // 160-byte values: 65,536 sources take 10 MiB per CPU, so 51 CPUs fit in 512 MiB.
-        assert_eq!(size_of::<SourceValue>(), 160);
+        // 192-byte values: 65,536 sources take 12 MiB per CPU, so 42 CPUs fit in 512 MiB.
+        assert_eq!(size_of::<SourceValue>(), 192);
         let auto = |sources, cpus| SourceMap::Auto.resolve(sources, cpus, true);
         assert_eq!(auto(65_536, 2), SourceMap::PerCpu);
-        assert_eq!(auto(65_536, 51), SourceMap::PerCpu);
-        assert_eq!(auto(65_536, 52), SourceMap::Shared);
+        assert_eq!(auto(65_536, 42), SourceMap::PerCpu);
+        assert_eq!(auto(65_536, 43), SourceMap::Shared);
         assert_eq!(auto(1 << 20, 2), SourceMap::PerCpu);
         assert_eq!(auto(1 << 20, 4), SourceMap::Shared);
         assert_eq!(auto(1_000_000, 64), SourceMap::Shared);

@@ -4,7 +4,7 @@ use std::{fmt, net::IpAddr, time::Duration};
 
 use serde::Serialize;
 
-use super::cidr::Cidr;
+use super::{attack::Attack, cidr::Cidr};
 
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -28,11 +28,16 @@ pub enum AlertKind {
     TrackingCapacity,
     /// DNS queries from a source look like data smuggled in names.
     DnsTunnel,
+    /// A source or prefix with no baseline yet (new, or still warming up) sends a large share
+    /// of the interface's traffic: a spike that no learned baseline could catch.
+    HeavyHitter,
+    /// Alerts over the per-interval cap, left out and counted in this one line.
+    Suppressed,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::ThresholdPps,
         Self::ThresholdBps,
         Self::SpikePps,
@@ -42,6 +47,8 @@ impl AlertKind {
         Self::HostSweep,
         Self::TrackingCapacity,
         Self::DnsTunnel,
+        Self::HeavyHitter,
+        Self::Suppressed,
     ];
 
     /// The name used in JSON and on the console.
@@ -56,13 +63,15 @@ impl AlertKind {
             Self::HostSweep => "host_sweep",
             Self::TrackingCapacity => "tracking_capacity",
             Self::DnsTunnel => "dns_tunnel",
+            Self::HeavyHitter => "heavy_hitter",
+            Self::Suppressed => "suppressed",
         }
     }
 
     /// The unit of `observed` and `threshold`.
     pub fn unit(self) -> &'static str {
         match self {
-            Self::ThresholdPps | Self::SpikePps => "pkt/s",
+            Self::ThresholdPps | Self::SpikePps | Self::HeavyHitter => "pkt/s",
             Self::ThresholdBps => "bit/s",
             Self::UnknownSource => "packets",
             Self::SynFlood => "syn/s",
@@ -70,7 +79,20 @@ impl AlertKind {
             Self::HostSweep => "hosts",
             Self::TrackingCapacity => "series",
             Self::DnsTunnel => "score",
+            Self::Suppressed => "alerts",
         }
+    }
+
+    /// True for the rules that watch a traffic rate: their alerts say what the traffic is.
+    pub fn is_flood(self) -> bool {
+        matches!(
+            self,
+            Self::ThresholdPps
+                | Self::ThresholdBps
+                | Self::SpikePps
+                | Self::HeavyHitter
+                | Self::SynFlood
+        )
     }
 }
 
@@ -180,4 +202,46 @@ pub struct Alert {
     pub bytes: u64,
     /// More about it, when a rule has more to say (the domain of a DNS tunnel).
     pub detail: Option<String>,
+    /// Who sent most of the subject's traffic this interval, largest first: sources, and for
+    /// the global subject prefixes too. Rate alerts on the global and prefix subjects, at
+    /// start and update.
+    pub contributors: Vec<Contributor>,
+    /// What the traffic is, for flood alerts (this interval's at start and update, the whole
+    /// event's at the end).
+    pub attack: Option<Attack>,
+    /// For one alert that stands for many sources of a prefix that met the same rule in the
+    /// same interval: how many, and the first few.
+    pub members: Option<Members>,
+}
+
+/// One of the top senders behind a global or prefix alert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Contributor {
+    /// A source, or a prefix (for the global subject).
+    pub subject: Subject,
+    /// Its packets this interval.
+    pub packets: u64,
+    /// Its bytes this interval.
+    pub bytes: u64,
+    /// Packets per second.
+    pub pps: f64,
+    /// Bits per second.
+    pub bps: f64,
+    /// Its share of the alert subject's packets (0 to 1).
+    pub share: f64,
+    /// How much of the subject's excess (its rate over the baseline, or over the threshold)
+    /// this contributor's own excess over its baseline explains (0 to 1); the whole rate of a
+    /// contributor with no baseline yet counts as excess.
+    pub excess_share: Option<f64>,
+    /// No baseline yet: new, or still warming up.
+    pub new: bool,
+}
+
+/// The sources one alert stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Members {
+    /// How many sources.
+    pub count: u64,
+    /// The first few, in address order.
+    pub first: Vec<IpAddr>,
 }

@@ -14,10 +14,24 @@
 //! - SYN floods, port scans and host sweeps per source, from the SYN counter and the kernel's
 //!   distinct-destination estimates.
 //!
+//! - heavy hitters: a source or prefix with no baseline yet (first seen after the interface's
+//!   own baseline warmed up) that sends a large share of the interface's packets.
+//!
 //! Every rule except unknown sources has hysteresis: one event is one `start`, periodic
 //! `update`s and one `end` carrying the peak and the totals.
+//!
+//! Alerts explain themselves: flood alerts say what the traffic is ([`attack`]); global and
+//! prefix rate alerts name their top contributors. Many sources of one prefix that meet the
+//! same rule in the same interval make one alert for the prefix, and the alerts of one
+//! interval are capped, the rest counted in one `suppressed` line.
+//!
+//! Evidence first: a rate rule fires only on at least `min_packets` packets in the interval
+//! (a SYN flood on at least `scan.min_syn` SYNs), and an interval shorter than half the
+//! configured one (the end of a capture, the last interval at shutdown) is reported but never
+//! starts an event, nor teaches a baseline.
 
 pub mod alert;
+pub mod attack;
 pub mod cidr;
 pub mod ewma;
 
@@ -30,11 +44,21 @@ use std::{
 use serde::Deserialize;
 
 use self::{
-    alert::{Alert, AlertKind, AlertState, Severity, Subject},
+    alert::{Alert, AlertKind, AlertState, Contributor, Members, Severity, Subject},
+    attack::{Attack, DEFAULT_REFLECTION_PORTS},
     cidr::Cidr,
     ewma::{Ewma, alpha_for_window},
 };
-use crate::collect::Interval;
+use crate::collect::{Interval, Mix};
+
+/// Sources of one prefix that meet the same per-source rule in one interval and are reported
+/// as one alert for the prefix.
+const GROUP_MIN: usize = 2;
+/// Addresses an alert for many sources lists.
+const MEMBERS_LISTED: usize = 5;
+/// A prefix's heavy hitter is left out when one source of it that is a heavy hitter itself
+/// sends this share of the prefix's packets: it is the same attack.
+const ONE_SOURCE_SHARE: f64 = 0.8;
 
 /// Packet and bit rate limits of one scope; `None` is no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
@@ -78,6 +102,30 @@ impl Default for SpikeConfig {
     }
 }
 
+/// Heavy hitters: sources and prefixes with no baseline yet that send a large share of the
+/// traffic. Spike detection cannot see them (a new series has no baseline to exceed), and
+/// unknown-source detection says "new", not "flooding".
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeavyConfig {
+    /// Off switch.
+    pub enabled: bool,
+    /// Share of the interface's packets (0 to 1) that makes a new series a heavy hitter ...
+    pub share: f64,
+    /// ... when it also sends at least this many packets per second.
+    pub min_pps: f64,
+}
+
+impl Default for HeavyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            share: 0.2,
+            min_pps: 500.0,
+        }
+    }
+}
+
 /// Unknown-source detection.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -114,6 +162,9 @@ pub struct ScanConfig {
     pub ports: Option<u32>,
     /// Distinct destination hosts in one interval.
     pub hosts: Option<u32>,
+    /// SYNs a source must send in one interval before `syn_pps` may fire: a rate taken over a
+    /// handful of SYNs says nothing.
+    pub min_syn: u64,
 }
 
 impl ScanConfig {
@@ -136,6 +187,7 @@ impl Default for ScanConfig {
             syn_pps: Some(500.0),
             ports: Some(100),
             hosts: Some(64),
+            min_syn: 200,
         }
     }
 }
@@ -160,6 +212,18 @@ pub struct DetectConfig {
     pub unknown: UnknownConfig,
     /// SYN floods and scans.
     pub scan: ScanConfig,
+    /// Heavy hitters without a baseline.
+    pub heavy: HeavyConfig,
+    /// Packets a subject must send in one interval before a rate rule (threshold, spike,
+    /// heavy hitter) may fire on it.
+    pub min_packets: u64,
+    /// Top contributors listed in a global or prefix rate alert (sources, and prefixes for the
+    /// global subject).
+    pub contributors: usize,
+    /// Most alert lines in one interval; the rest are counted in one `suppressed` line.
+    pub max_alerts: usize,
+    /// UDP source ports counted as reflection (amplification) traffic in the kernel.
+    pub reflection_ports: Vec<u16>,
     /// Consecutive quiet intervals that end an event.
     pub end_after: u32,
     /// Intervals between two updates of a running event.
@@ -182,6 +246,14 @@ impl Default for DetectConfig {
             spike: SpikeConfig::default(),
             unknown: UnknownConfig::default(),
             scan: ScanConfig::default(),
+            heavy: HeavyConfig::default(),
+            min_packets: 20,
+            contributors: 5,
+            max_alerts: 20,
+            reflection_ports: DEFAULT_REFLECTION_PORTS
+                .iter()
+                .map(|(port, _)| *port)
+                .collect(),
             end_after: 3,
             update_every: 10,
             max_series: 200_000,
@@ -243,6 +315,19 @@ impl DetectConfig {
         if self.max_series == 0 {
             return fail("max_series", "must be at least 1".into());
         }
+        let heavy = &self.heavy;
+        if !(heavy.share.is_finite() && heavy.share > 0.0 && heavy.share <= 1.0) {
+            return fail("heavy.share", format!("{} is not in (0, 1]", heavy.share));
+        }
+        if !(heavy.min_pps.is_finite() && heavy.min_pps >= 0.0) {
+            return fail("heavy.min_pps", "must be zero or more".into());
+        }
+        if self.max_alerts == 0 {
+            return fail("max_alerts", "must be at least 1".into());
+        }
+        if self.reflection_ports.contains(&0) {
+            return fail("reflection_ports", "port 0 is no service's".into());
+        }
         Ok(())
     }
 }
@@ -286,6 +371,20 @@ struct Trigger {
     observed: f64,
     threshold: f64,
     baseline: Option<f64>,
+    detail: Option<String>,
+    members: Option<Members>,
+}
+
+impl Trigger {
+    fn new(observed: f64, threshold: f64, baseline: Option<f64>) -> Self {
+        Self {
+            observed,
+            threshold,
+            baseline,
+            detail: None,
+            members: None,
+        }
+    }
 }
 
 struct Open {
@@ -299,12 +398,19 @@ struct Open {
     since_report: u32,
     quiet: u32,
     last_observed: f64,
+    detail: Option<String>,
+    members: Option<Members>,
+    /// The traffic mix of the whole event, for flood alerts.
+    mix: Mix,
 }
 
 #[derive(Default)]
 struct Series {
     ewma: Ewma,
     idle: u32,
+    /// First seen after the interface's own baseline had warmed up: a newcomer, which the
+    /// heavy-hitter rule watches until its own baseline has warmed up.
+    new: bool,
 }
 
 /// Detection state across intervals.
@@ -318,6 +424,8 @@ pub struct Detector {
     pending: HashMap<IpAddr, u64>,
     run: String,
     next_id: u64,
+    /// The configured interval: a much shorter one is partial.
+    nominal: Option<Duration>,
 }
 
 impl Detector {
@@ -337,7 +445,15 @@ impl Detector {
             pending: HashMap::new(),
             run,
             next_id: 1,
+            nominal: None,
         }
+    }
+
+    /// Sets the configured interval: an interval shorter than half of it (the end of a
+    /// capture, the last one at shutdown) is partial, and never starts an event on its rate.
+    pub fn with_interval(mut self, nominal: Duration) -> Self {
+        self.nominal = Some(nominal);
+        self
     }
 
     /// Replaces the configuration (hot reload); learned state is kept.
@@ -359,6 +475,9 @@ impl Detector {
             return outcome;
         }
         let rate = |count: u64| count as f64 / seconds;
+        let partial = self
+            .nominal
+            .is_some_and(|nominal| interval.elapsed < nominal / 2);
 
         // Volumes per subject.
         let mut volumes: HashMap<Subject, Volume> = HashMap::new();
@@ -385,21 +504,103 @@ impl Detector {
 
         let mut triggers: BTreeMap<(AlertKind, Subject), Trigger> = BTreeMap::new();
         self.thresholds(&volumes, &rate, &mut triggers);
-        let capacity_short = self.spikes(&volumes, &rate, &mut triggers);
+        let capacity_short = self.spikes(&volumes, &rate, partial, &mut triggers);
         self.scans(interval, &rate, &mut triggers);
+        self.one_heavy_hitter_per_attack(&volumes, &mut triggers);
         if capacity_short > 0 {
             triggers.insert(
                 (AlertKind::TrackingCapacity, Subject::Global),
-                Trigger {
-                    observed: (self.series.len() + capacity_short) as f64,
-                    threshold: self.config.max_series as f64,
-                    baseline: None,
-                },
+                Trigger::new(
+                    (self.series.len() + capacity_short) as f64,
+                    self.config.max_series as f64,
+                    None,
+                ),
             );
         }
-        self.advance(triggers, &volumes, interval.elapsed, at, &mut outcome);
+        if partial {
+            // A sliver of an interval: its rates are noise. Running events go on; none starts.
+            triggers.retain(|key, _| self.open.contains_key(key));
+        }
+        let mixes = self.mixes(interval, &triggers);
+        self.advance(
+            triggers,
+            &volumes,
+            &mixes,
+            interval.elapsed,
+            at,
+            partial,
+            &mut outcome,
+        );
+        self.explain(interval, &volumes, &rate, &mut outcome.alerts);
         self.unknown_sources(interval, at, &mut outcome);
         outcome
+    }
+
+    /// Caps the alert lines of one interval at `max_alerts`: the end of an event already
+    /// reported first, then starts and one-off alerts by severity, then updates. An event
+    /// whose start is left out is forgotten (it starts again if it goes on). What is left out
+    /// is counted in one `suppressed` alert at the end.
+    pub fn cap(&mut self, alerts: &mut Vec<Alert>, at: Duration, elapsed: Duration) {
+        let max = self.config.max_alerts;
+        if alerts.len() <= max {
+            return;
+        }
+        let rank = |alert: &Alert| match alert.state {
+            AlertState::End => (0, std::cmp::Reverse(Severity::Critical)),
+            AlertState::Start | AlertState::Instant => (1, std::cmp::Reverse(alert.severity)),
+            AlertState::Update => (2, std::cmp::Reverse(alert.severity)),
+        };
+        let mut order: Vec<usize> = (0..alerts.len()).collect();
+        order.sort_by_key(|&i| rank(&alerts[i]));
+        let mut keep = vec![false; alerts.len()];
+        for &i in order.iter().take(max) {
+            keep[i] = true;
+        }
+        let mut suppressed: BTreeMap<AlertKind, u64> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(max + 1);
+        for (alert, keep) in alerts.drain(..).zip(keep) {
+            if keep {
+                kept.push(alert);
+                continue;
+            }
+            *suppressed.entry(alert.kind).or_default() += 1;
+            if alert.state == AlertState::Start {
+                self.open.remove(&(alert.kind, alert.subject));
+            }
+        }
+        let count: u64 = suppressed.values().sum();
+        let detail = suppressed
+            .iter()
+            .map(|(kind, n)| format!("{} {n}", kind.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        kept.push(Alert {
+            id: self.next_id(),
+            kind: AlertKind::Suppressed,
+            state: AlertState::Instant,
+            severity: Severity::Warning,
+            subject: Subject::Global,
+            observed: count as f64,
+            baseline: None,
+            threshold: max as f64,
+            at,
+            interval: elapsed,
+            started: at.saturating_sub(elapsed),
+            peak: count as f64,
+            packets: 0,
+            bytes: 0,
+            detail: Some(detail),
+            contributors: Vec::new(),
+            attack: None,
+            members: None,
+        });
+        *alerts = kept;
+    }
+
+    fn next_id(&mut self) -> String {
+        let id = format!("{}-{}", self.run, self.next_id);
+        self.next_id += 1;
+        id
     }
 
     fn prefix_of(&self, addr: IpAddr) -> Cidr {
@@ -418,6 +619,9 @@ impl Detector {
         triggers: &mut BTreeMap<(AlertKind, Subject), Trigger>,
     ) {
         for (subject, volume) in volumes {
+            if volume.packets < self.config.min_packets {
+                continue;
+            }
             let limits = match subject {
                 Subject::Global => &self.config.global,
                 Subject::Prefix(_) => &self.config.prefix,
@@ -430,27 +634,30 @@ impl Detector {
                 (AlertKind::ThresholdBps, bps, limits.bps),
             ] {
                 if let Some(limit) = limit.filter(|limit| value > *limit) {
-                    triggers.insert(
-                        (kind, *subject),
-                        Trigger {
-                            observed: value,
-                            threshold: limit,
-                            baseline: None,
-                        },
-                    );
+                    triggers.insert((kind, *subject), Trigger::new(value, limit, None));
                 }
             }
         }
     }
 
-    /// Updates every tracked series (absent subjects count as zero) and collects spikes.
-    /// Returns how many new series could not be tracked for the cap.
+    /// Updates every tracked series (absent subjects count as zero) and collects spikes and
+    /// heavy hitters. Returns how many new series could not be tracked for the cap.
     fn spikes(
         &mut self,
         volumes: &HashMap<Subject, Volume>,
         rate: &impl Fn(u64) -> f64,
+        partial: bool,
         triggers: &mut BTreeMap<(AlertKind, Subject), Trigger>,
     ) -> usize {
+        let spike = self.config.spike;
+        let heavy = self.config.heavy;
+        let min_packets = self.config.min_packets;
+        // A series is new only against a link whose own baseline is warm: at start every
+        // series is new to netwatch, and none is new to the link.
+        let link_warm = self
+            .series
+            .get(&Subject::Global)
+            .is_some_and(|global| global.ewma.samples() >= spike.warmup);
         let mut untracked = 0;
         for subject in volumes.keys() {
             if self.series.contains_key(subject) {
@@ -460,9 +667,17 @@ impl Detector {
                 untracked += 1;
                 continue;
             }
-            self.series.insert(*subject, Series::default());
+            self.series.insert(
+                *subject,
+                Series {
+                    new: link_warm,
+                    ..Series::default()
+                },
+            );
         }
-        let spike = self.config.spike;
+        let global_pps = volumes
+            .get(&Subject::Global)
+            .map_or(0.0, |volume| rate(volume.packets));
         let alpha = self.alpha;
         let idle_expiry = self.config.idle_expiry;
         let open = &self.open;
@@ -474,40 +689,83 @@ impl Detector {
             } else {
                 0
             };
+            let enough = volume.packets >= min_packets;
             let running = open.get(&(AlertKind::SpikePps, *subject));
             let trigger = match running {
                 // A running event is judged against the baseline it started from.
-                Some(event) => (value > event.threshold).then_some(Trigger {
-                    observed: value,
-                    threshold: event.threshold,
-                    baseline: event.baseline,
-                }),
-                None if spike.enabled && series.ewma.samples() >= spike.warmup => {
+                Some(event) => (value > event.threshold)
+                    .then(|| Trigger::new(value, event.threshold, event.baseline)),
+                None if spike.enabled && enough && series.ewma.samples() >= spike.warmup => {
                     let mean = series.ewma.mean();
                     let threshold = (mean + spike.k * series.ewma.sigma())
                         .max(mean * spike.min_ratio)
                         .max(spike.min_pps);
-                    (value > threshold).then_some(Trigger {
-                        observed: value,
-                        threshold,
-                        baseline: Some(mean),
-                    })
+                    (value > threshold).then(|| Trigger::new(value, threshold, Some(mean)))
                 }
                 None => None,
             };
-            match trigger {
-                Some(trigger) => {
-                    triggers.insert((AlertKind::SpikePps, *subject), trigger);
-                }
-                // The baseline learns only from normal traffic, never from an event.
-                None if running.is_none() => series.ewma.update(alpha, value),
-                None => {}
+            let heavy_running = open.contains_key(&(AlertKind::HeavyHitter, *subject));
+            let watched = heavy.enabled && series.new && series.ewma.samples() < spike.warmup;
+            let heavy_trigger =
+                (*subject != Subject::Global && (heavy_running || watched) && enough)
+                    .then(|| heavy.min_pps.max(heavy.share * global_pps))
+                    .filter(|threshold| value >= *threshold)
+                    .map(|threshold| Trigger {
+                        detail: Some(format!("new {}: no baseline yet", subject.scope())),
+                        ..Trigger::new(value, threshold, None)
+                    });
+            // The baseline learns only from normal traffic: never from an event, nor from
+            // the rate of a sliver of an interval.
+            let learns = trigger.is_none()
+                && running.is_none()
+                && heavy_trigger.is_none()
+                && !heavy_running
+                && !partial;
+            if let Some(trigger) = trigger {
+                triggers.insert((AlertKind::SpikePps, *subject), trigger);
             }
-            *subject == Subject::Global || series.idle < idle_expiry || running.is_some()
+            if let Some(trigger) = heavy_trigger {
+                triggers.insert((AlertKind::HeavyHitter, *subject), trigger);
+            }
+            if learns {
+                series.ewma.update(alpha, value);
+            }
+            *subject == Subject::Global
+                || series.idle < idle_expiry
+                || running.is_some()
+                || heavy_running
         });
         untracked
     }
 
+    /// A prefix whose traffic is nearly all one heavy-hitting source is the same attack as
+    /// that source: only the source alerts.
+    fn one_heavy_hitter_per_attack(
+        &self,
+        volumes: &HashMap<Subject, Volume>,
+        triggers: &mut BTreeMap<(AlertKind, Subject), Trigger>,
+    ) {
+        let covered: Vec<Subject> = triggers
+            .keys()
+            .filter_map(|(kind, subject)| match (kind, subject) {
+                (AlertKind::HeavyHitter, Subject::Source(addr)) => {
+                    let prefix = Subject::Prefix(self.prefix_of(*addr));
+                    let source = volumes.get(subject)?.packets as f64;
+                    let whole = volumes.get(&prefix)?.packets as f64;
+                    (source >= ONE_SOURCE_SHARE * whole).then_some(prefix)
+                }
+                _ => None,
+            })
+            .collect();
+        for prefix in covered {
+            if !self.open.contains_key(&(AlertKind::HeavyHitter, prefix)) {
+                triggers.remove(&(AlertKind::HeavyHitter, prefix));
+            }
+        }
+    }
+
+    /// Per-source SYN floods and scans; sources of one prefix that meet the same rule in the
+    /// same interval make one trigger for the prefix.
     fn scans(
         &self,
         interval: &Interval,
@@ -515,11 +773,16 @@ impl Detector {
         triggers: &mut BTreeMap<(AlertKind, Subject), Trigger>,
     ) {
         let scan = self.config.scan;
+        // By rule and prefix: each source that met the rule, its value and the limit.
+        type Hits = Vec<(IpAddr, f64, f64)>;
+        let mut hits: BTreeMap<(AlertKind, Cidr), Hits> = BTreeMap::new();
         for source in &interval.sources {
-            let subject = Subject::Source(source.addr);
             let syn = rate(source.stats.tcp_syn_packets);
+            let syn_limit = scan
+                .syn_pps
+                .filter(|_| source.stats.tcp_syn_packets >= scan.min_syn);
             let checks = [
-                (AlertKind::SynFlood, syn, scan.syn_pps),
+                (AlertKind::SynFlood, syn, syn_limit),
                 (
                     AlertKind::PortScan,
                     f64::from(source.spread.ports),
@@ -533,26 +796,101 @@ impl Detector {
             ];
             for (kind, value, limit) in checks {
                 if let Some(limit) = limit.filter(|limit| value >= *limit) {
-                    triggers.insert(
-                        (kind, subject),
-                        Trigger {
-                            observed: value,
-                            threshold: limit,
-                            baseline: None,
-                        },
-                    );
+                    hits.entry((kind, self.prefix_of(source.addr)))
+                        .or_default()
+                        .push((source.addr, value, limit));
                 }
             }
         }
+        for ((kind, prefix), mut sources) in hits {
+            let grouped = sources.len() >= GROUP_MIN
+                || self.open.contains_key(&(kind, Subject::Prefix(prefix)));
+            if !grouped {
+                for (addr, value, limit) in sources {
+                    triggers.insert(
+                        (kind, Subject::Source(addr)),
+                        Trigger::new(value, limit, None),
+                    );
+                }
+                continue;
+            }
+            sources.sort_by_key(|(addr, _, _)| *addr);
+            let limit = sources[0].2;
+            // Rates add up over the sources; distinct destinations do not: the widest.
+            let observed = match kind {
+                AlertKind::SynFlood => sources.iter().map(|(_, value, _)| value).sum(),
+                _ => sources
+                    .iter()
+                    .map(|(_, value, _)| *value)
+                    .fold(0.0, f64::max),
+            };
+            triggers.insert(
+                (kind, Subject::Prefix(prefix)),
+                Trigger {
+                    detail: Some(format!("{} sources of {prefix}", sources.len())),
+                    members: Some(Members {
+                        count: sources.len() as u64,
+                        first: sources
+                            .iter()
+                            .take(MEMBERS_LISTED)
+                            .map(|(addr, _, _)| *addr)
+                            .collect(),
+                    }),
+                    ..Trigger::new(observed, limit, None)
+                },
+            );
+        }
     }
 
-    /// The hysteresis state machine: start, update, end.
+    /// The traffic mix of every subject that has a trigger or a running flood event, in one
+    /// pass over the sources.
+    fn mixes(
+        &self,
+        interval: &Interval,
+        triggers: &BTreeMap<(AlertKind, Subject), Trigger>,
+    ) -> HashMap<Subject, Mix> {
+        let mut mixes: HashMap<Subject, Mix> = triggers
+            .keys()
+            .chain(self.open.keys())
+            .filter(|(kind, _)| kind.is_flood())
+            .map(|(_, subject)| (*subject, Mix::default()))
+            .collect();
+        if mixes.is_empty() {
+            return mixes;
+        }
+        if mixes.contains_key(&Subject::Global) {
+            mixes.insert(Subject::Global, interval.mix());
+        }
+        let prefixes = mixes
+            .keys()
+            .any(|subject| matches!(subject, Subject::Prefix(_)));
+        for source in &interval.sources {
+            if let Some(mix) = mixes.get_mut(&Subject::Source(source.addr)) {
+                mix.add_source(&source.stats);
+            }
+            if prefixes
+                && let Some(mix) = mixes.get_mut(&Subject::Prefix(self.prefix_of(source.addr)))
+            {
+                mix.add_source(&source.stats);
+            }
+        }
+        mixes
+    }
+
+    /// The hysteresis state machine: start, update, end. In a partial interval running
+    /// events take its traffic, but neither end, nor update, nor count it as quiet.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the interval's parts, each used once"
+    )]
     fn advance(
         &mut self,
         mut triggers: BTreeMap<(AlertKind, Subject), Trigger>,
         volumes: &HashMap<Subject, Volume>,
+        mixes: &HashMap<Subject, Mix>,
         elapsed: Duration,
         at: Duration,
+        partial: bool,
         outcome: &mut Outcome,
     ) {
         let keys: Vec<(AlertKind, Subject)> = self
@@ -566,12 +904,12 @@ impl Detector {
         for key in keys {
             let (kind, subject) = key;
             let volume = volumes.get(&subject).copied().unwrap_or_default();
+            let mix = mixes.get(&subject);
             let trigger = triggers.remove(&key);
-            let state = match (self.open.get_mut(&key), trigger) {
-                (None, None) => continue,
-                (None, Some(trigger)) => {
-                    let id = format!("{}-{}", self.run, self.next_id);
-                    self.next_id += 1;
+            let state = match (self.open.contains_key(&key), trigger) {
+                (false, None) => continue,
+                (false, Some(trigger)) => {
+                    let id = self.next_id();
                     self.open.insert(
                         key,
                         Open {
@@ -585,19 +923,34 @@ impl Detector {
                             since_report: 0,
                             quiet: 0,
                             last_observed: trigger.observed,
+                            detail: trigger.detail,
+                            members: trigger.members,
+                            mix: mix.cloned().unwrap_or_default(),
                         },
                     );
                     AlertState::Start
                 }
-                (Some(event), trigger) => {
+                (true, trigger) => {
+                    let Some(event) = self.open.get_mut(&key) else {
+                        continue;
+                    };
                     event.packets += volume.packets;
                     event.bytes += volume.bytes;
+                    if let Some(mix) = mix {
+                        event.mix.add(mix);
+                    }
+                    if partial {
+                        continue;
+                    }
                     event.since_report += 1;
                     match trigger {
                         Some(trigger) => {
                             event.quiet = 0;
                             event.peak = event.peak.max(trigger.observed);
                             event.last_observed = trigger.observed;
+                            if trigger.members.is_some() {
+                                event.members = trigger.members;
+                            }
                         }
                         None => {
                             event.quiet += 1;
@@ -617,6 +970,13 @@ impl Detector {
             let Some(event) = self.open.get(&key) else {
                 continue;
             };
+            let attack = if !kind.is_flood() {
+                None
+            } else if state == AlertState::End {
+                Attack::classify(&event.mix)
+            } else {
+                mix.and_then(Attack::classify)
+            };
             outcome.alerts.push(Alert {
                 id: event.id.clone(),
                 kind,
@@ -632,11 +992,120 @@ impl Detector {
                 peak: event.peak,
                 packets: event.packets,
                 bytes: event.bytes,
-                detail: None,
+                detail: event.detail.clone(),
+                contributors: Vec::new(),
+                attack,
+                members: event.members.clone(),
             });
             if state == AlertState::End {
                 self.open.remove(&key);
             }
+        }
+    }
+
+    /// Names the top contributors of the global and prefix rate alerts that start or update
+    /// in this interval.
+    fn explain(
+        &self,
+        interval: &Interval,
+        volumes: &HashMap<Subject, Volume>,
+        rate: &impl Fn(u64) -> f64,
+        alerts: &mut [Alert],
+    ) {
+        let top = self.config.contributors;
+        if top == 0 {
+            return;
+        }
+        for alert in alerts.iter_mut() {
+            let rate_rule = matches!(
+                alert.kind,
+                AlertKind::ThresholdPps
+                    | AlertKind::ThresholdBps
+                    | AlertKind::SpikePps
+                    | AlertKind::HeavyHitter
+            );
+            if !rate_rule
+                || matches!(alert.subject, Subject::Source(_))
+                || !matches!(alert.state, AlertState::Start | AlertState::Update)
+            {
+                continue;
+            }
+            let whole = volumes.get(&alert.subject).copied().unwrap_or_default();
+            // The subject's excess, in the alert's unit: over its baseline, or over the
+            // threshold crossed; all of a heavy hitter's rate, which has no baseline.
+            let bits = alert.kind == AlertKind::ThresholdBps;
+            let reference = match alert.kind {
+                AlertKind::HeavyHitter => 0.0,
+                _ => alert.baseline.unwrap_or(alert.threshold),
+            };
+            let excess = alert.observed - reference;
+            let mut candidates: Vec<(Subject, Volume)> = match alert.subject {
+                Subject::Prefix(cidr) => interval
+                    .sources
+                    .iter()
+                    .filter(|source| cidr.contains(source.addr))
+                    .map(|source| {
+                        (
+                            Subject::Source(source.addr),
+                            Volume {
+                                packets: source.stats.packets,
+                                bytes: source.stats.bytes,
+                            },
+                        )
+                    })
+                    .collect(),
+                _ => volumes
+                    .iter()
+                    .filter(|(subject, _)| **subject != Subject::Global)
+                    .map(|(subject, volume)| (*subject, *volume))
+                    .collect(),
+            };
+            candidates.sort_by(|(a, va), (b, vb)| {
+                vb.packets
+                    .cmp(&va.packets)
+                    .then(vb.bytes.cmp(&va.bytes))
+                    .then(a.cmp(b))
+            });
+            // Sources first, then prefixes, each list largest first.
+            let mut sources = Vec::new();
+            let mut prefixes = Vec::new();
+            for (subject, volume) in candidates {
+                let list = match subject {
+                    Subject::Prefix(_) => &mut prefixes,
+                    _ => &mut sources,
+                };
+                if list.len() >= top || volume.packets == 0 {
+                    continue;
+                }
+                let pps = rate(volume.packets);
+                let bps = rate(volume.bytes) * 8.0;
+                let baseline = self
+                    .series
+                    .get(&subject)
+                    .filter(|series| series.ewma.samples() >= self.config.spike.warmup)
+                    .map(|series| series.ewma.mean());
+                // Baselines are of packet rates: a contributor's excess in bits is its rate.
+                let own_excess = if bits {
+                    bps
+                } else {
+                    pps - baseline.unwrap_or(0.0)
+                };
+                list.push(Contributor {
+                    subject,
+                    packets: volume.packets,
+                    bytes: volume.bytes,
+                    pps,
+                    bps,
+                    share: volume.packets as f64 / whole.packets.max(1) as f64,
+                    excess_share: (excess > 0.0).then(|| (own_excess.max(0.0) / excess).min(1.0)),
+                    new: baseline.is_none(),
+                });
+                if sources.len() >= top && prefixes.len() >= top {
+                    break;
+                }
+            }
+            sources.append(&mut prefixes);
+            alert.contributors = sources;
         }
     }
 
@@ -655,12 +1124,29 @@ impl Detector {
             }
         };
         let learning = at <= started + config.learning;
+        // Sources (and prefixes) an event is about this interval: a source that floods while
+        // netwatch learns is not learned as known; it is learned in a later, quiet interval
+        // of the learning period, or reported as unknown after it.
+        let suspects: HashSet<Subject> = if learning {
+            self.open
+                .keys()
+                .filter(|(kind, _)| *kind != AlertKind::TrackingCapacity)
+                .map(|(_, subject)| *subject)
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        let mut alerting: BTreeMap<Cidr, Vec<(IpAddr, u64, u64)>> = BTreeMap::new();
         for source in &interval.sources {
             let addr = source.addr;
             if self.known.contains(&addr) || config.allowlist.iter().any(|net| net.contains(addr)) {
                 continue;
             }
             if learning {
+                let prefix = Subject::Prefix(self.prefix_of(addr));
+                if suspects.contains(&Subject::Source(addr)) || suspects.contains(&prefix) {
+                    continue;
+                }
                 self.known.insert(addr);
                 outcome.known.push(KnownChange::Learned(addr));
                 continue;
@@ -677,24 +1163,53 @@ impl Detector {
             self.pending.remove(&addr);
             self.known.insert(addr);
             outcome.known.push(KnownChange::Alerted(addr));
-            let id = format!("{}-{}", self.run, self.next_id);
-            self.next_id += 1;
+            alerting.entry(self.prefix_of(addr)).or_default().push((
+                addr,
+                packets,
+                source.stats.bytes,
+            ));
+        }
+        let min_packets = self.config.unknown.min_packets as f64;
+        for (prefix, mut sources) in alerting {
+            sources.sort_by_key(|(addr, _, _)| *addr);
+            let packets = sources.iter().map(|(_, packets, _)| packets).sum::<u64>();
+            let bytes = sources.iter().map(|(_, _, bytes)| bytes).sum::<u64>();
+            let (subject, members, detail) = if sources.len() >= GROUP_MIN {
+                (
+                    Subject::Prefix(prefix),
+                    Some(Members {
+                        count: sources.len() as u64,
+                        first: sources
+                            .iter()
+                            .take(MEMBERS_LISTED)
+                            .map(|(addr, _, _)| *addr)
+                            .collect(),
+                    }),
+                    Some(format!("{} unknown sources of {prefix}", sources.len())),
+                )
+            } else {
+                (Subject::Source(sources[0].0), None, None)
+            };
+            let id = self.next_id();
             outcome.alerts.push(Alert {
                 id,
                 kind: AlertKind::UnknownSource,
                 state: AlertState::Instant,
                 severity: Severity::Info,
-                subject: Subject::Source(addr),
+                subject,
                 observed: packets as f64,
                 baseline: None,
-                threshold: config.min_packets as f64,
+                threshold: min_packets,
                 at,
                 interval: interval.elapsed,
                 started: at.saturating_sub(interval.elapsed),
                 peak: packets as f64,
                 packets,
-                bytes: source.stats.bytes,
-                detail: None,
+                bytes,
+                detail,
+                contributors: Vec::new(),
+                attack: None,
+                members,
             });
         }
     }
@@ -706,6 +1221,7 @@ fn severity(kind: AlertKind, peak: f64, threshold: f64) -> Severity {
         AlertKind::ThresholdPps
         | AlertKind::ThresholdBps
         | AlertKind::SpikePps
+        | AlertKind::HeavyHitter
         | AlertKind::SynFlood
             if peak >= 10.0 * threshold =>
         {

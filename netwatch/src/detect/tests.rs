@@ -20,6 +20,8 @@ struct Traffic {
     syn: u64,
     ports: u32,
     hosts: u32,
+    /// Non-zero: UDP answers from this amplification port, not TCP.
+    reflected_port: u16,
 }
 
 fn traffic(addr: &str, packets: u64) -> Traffic {
@@ -29,6 +31,7 @@ fn traffic(addr: &str, packets: u64) -> Traffic {
         syn: 0,
         ports: 0,
         hosts: 1,
+        reflected_port: 0,
     }
 }
 
@@ -42,12 +45,23 @@ fn interval(sources: &[Traffic]) -> Interval {
             delta.total_bytes += t.packets * 100;
             SourceDelta {
                 addr: t.addr,
-                stats: SourceStats {
-                    packets: t.packets,
-                    bytes: t.packets * 100,
-                    tcp_packets: t.packets,
-                    tcp_syn_packets: t.syn,
-                    ..SourceStats::default()
+                stats: if t.reflected_port == 0 {
+                    SourceStats {
+                        packets: t.packets,
+                        bytes: t.packets * 100,
+                        tcp_packets: t.packets,
+                        tcp_syn_packets: t.syn,
+                        ..SourceStats::default()
+                    }
+                } else {
+                    SourceStats {
+                        packets: t.packets,
+                        bytes: t.packets * 100,
+                        udp_packets: t.packets,
+                        reflected_packets: t.packets,
+                        reflected_port: u32::from(t.reflected_port),
+                        ..SourceStats::default()
+                    }
                 },
                 spread: Spread {
                     ports: t.ports,
@@ -64,6 +78,7 @@ fn interval(sources: &[Traffic]) -> Interval {
         sources,
         evicted_sources: 0,
         unattributed: Volume::default(),
+        overflow_reflected_port: 0,
     }
 }
 
@@ -82,6 +97,11 @@ fn quiet_config() -> DetectConfig {
             syn_pps: None,
             ports: None,
             hosts: None,
+            ..ScanConfig::default()
+        },
+        heavy: HeavyConfig {
+            enabled: false,
+            ..HeavyConfig::default()
         },
         ..DetectConfig::default()
     }
@@ -474,4 +494,413 @@ fn validation_names_fields() {
     config.source.bps = Some(-3.0);
     assert_eq!(config.validate().unwrap_err().0, "detect.source.bps");
     assert!(DetectConfig::default().validate().is_ok());
+}
+
+/// Ten quiet hosts for `intervals` intervals.
+fn quiet_link(intervals: usize) -> Vec<Vec<Traffic>> {
+    (0..intervals)
+        .map(|i| {
+            (1..=10)
+                .map(|host| traffic(&format!("10.0.0.{host}"), 8 + (i as u64 + host) % 5))
+                .collect()
+        })
+        .collect()
+}
+
+/// Spikes and heavy hitters on, as by default, with a short warm-up.
+fn heavy_config() -> DetectConfig {
+    DetectConfig {
+        heavy: HeavyConfig::default(),
+        ..spike_config()
+    }
+}
+
+fn starts(alerts: &[Alert]) -> Vec<(AlertKind, String)> {
+    alerts
+        .iter()
+        .filter(|a| matches!(a.state, AlertState::Start | AlertState::Instant))
+        .map(|a| (a.kind, a.subject.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_new_source_flooding_is_named_and_the_global_alert_says_who() {
+    let mut detector = detector(heavy_config());
+    let mut series = quiet_link(40);
+    series.extend((0..10).map(|_| {
+        let mut interval = quiet_link(1).remove(0);
+        interval.push(traffic("198.51.100.66", 5_000));
+        interval
+    }));
+    series.extend(quiet_link(10));
+    let alerts = run(&mut detector, series);
+    // The source is named by a rule of its own; its /24, all of it this one source, is not
+    // a second alert.
+    assert_eq!(
+        starts(&alerts),
+        vec![
+            (AlertKind::SpikePps, "global".into()),
+            (AlertKind::HeavyHitter, "198.51.100.66".into()),
+        ]
+    );
+    let heavy = &alerts[1];
+    assert_eq!(heavy.baseline, None);
+    assert_eq!(heavy.observed, 5_000.0);
+    assert_eq!(heavy.detail.as_deref(), Some("new source: no baseline yet"));
+    let global = &alerts[0];
+    let top = &global.contributors[0];
+    assert_eq!(top.subject.to_string(), "198.51.100.66");
+    assert!(top.new);
+    assert!(top.share > 0.97, "{top:?}");
+    assert!(
+        top.excess_share.is_some_and(|share| share > 0.99),
+        "{top:?}"
+    );
+    // Sources first, then prefixes, at most five of each.
+    let prefixes: Vec<String> = global
+        .contributors
+        .iter()
+        .filter(|c| matches!(c.subject, Subject::Prefix(_)))
+        .map(|c| c.subject.to_string())
+        .collect();
+    assert_eq!(prefixes[0], "198.51.100.0/24");
+    assert_eq!(global.contributors.len(), 5 + 2);
+    let attack = global
+        .attack
+        .as_ref()
+        .expect("a flood alert says what it is");
+    assert_eq!(attack.kind, attack::AttackType::TcpFlood);
+    // Both end, once.
+    let ends = alerts.iter().filter(|a| a.state == AlertState::End).count();
+    assert_eq!(ends, 2, "{:?}", summary(&alerts));
+}
+
+#[test]
+fn a_prefix_of_new_sources_is_one_heavy_hitter_and_one_unknown_source_alert() {
+    let config = DetectConfig {
+        unknown: UnknownConfig {
+            learning: Duration::from_secs(30),
+            ..unknown_config(&[]).unknown
+        },
+        ..heavy_config()
+    };
+    let mut detector = detector(config);
+    let mut series = quiet_link(40);
+    series.extend((0..20).map(|_| {
+        let mut interval = quiet_link(1).remove(0);
+        interval.extend((1..=200).map(|host| traffic(&format!("192.0.2.{host}"), 30)));
+        interval
+    }));
+    let alerts = run(&mut detector, series);
+    assert_eq!(
+        starts(&alerts),
+        vec![
+            (AlertKind::SpikePps, "global".into()),
+            (AlertKind::HeavyHitter, "192.0.2.0/24".into()),
+            (AlertKind::UnknownSource, "192.0.2.0/24".into()),
+        ]
+    );
+    let unknown = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::UnknownSource)
+        .unwrap();
+    let members = unknown.members.as_ref().unwrap();
+    assert_eq!(members.count, 200);
+    assert_eq!(
+        members.first,
+        (1..=5)
+            .map(|host| format!("192.0.2.{host}").parse().unwrap())
+            .collect::<Vec<IpAddr>>()
+    );
+    assert_eq!(unknown.packets, 200 * 30);
+    // The prefix alert names its sources.
+    let heavy = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::HeavyHitter)
+        .unwrap();
+    assert_eq!(heavy.contributors.len(), 5);
+    assert!(heavy.contributors.iter().all(|c| c.share == 0.005 && c.new));
+}
+
+#[test]
+fn a_source_flooding_while_netwatch_learns_is_not_learned() {
+    let config = DetectConfig {
+        unknown: UnknownConfig {
+            learning: Duration::from_secs(50),
+            ..unknown_config(&[]).unknown
+        },
+        ..heavy_config()
+    };
+    let mut detector = detector(config);
+    let mut series = quiet_link(40);
+    series.extend((0..5).map(|_| {
+        let mut interval = quiet_link(1).remove(0);
+        interval.push(traffic("198.51.100.66", 5_000));
+        interval
+    }));
+    // Learning ends at 50 s; the flooder comes back quietly after it.
+    series.extend(quiet_link(15));
+    series.extend((0..3).map(|_| vec![traffic("198.51.100.66", 50)]));
+    let mut known = Vec::new();
+    let mut alerts = Vec::new();
+    for (i, sources) in series.into_iter().enumerate() {
+        let at = Duration::from_secs(1_000 + i as u64 + 1);
+        let outcome = detector.observe(&interval(&sources), at);
+        known.extend(outcome.known);
+        alerts.extend(outcome.alerts);
+    }
+    let flooder: IpAddr = "198.51.100.66".parse().unwrap();
+    assert!(!known.contains(&KnownChange::Learned(flooder)), "{known:?}");
+    assert!(known.contains(&KnownChange::Alerted(flooder)), "{known:?}");
+    assert!(
+        starts(&alerts).contains(&(AlertKind::UnknownSource, "198.51.100.66".into())),
+        "{:?}",
+        summary(&alerts)
+    );
+}
+
+#[test]
+fn a_partial_interval_starts_nothing_and_teaches_nothing() {
+    let mut detector = detector(heavy_config()).with_interval(SECOND);
+    let mut alerts = run(&mut detector, quiet_link(40));
+    assert!(alerts.is_empty(), "{:?}", summary(&alerts));
+    // The last 8 ms of a run: 64 packets are 8,000 pkt/s.
+    let mut sliver = interval(&[traffic("10.0.0.1", 64), traffic("198.51.100.9", 64)]);
+    sliver.elapsed = Duration::from_millis(8);
+    alerts.extend(detector.observe(&sliver, Duration::from_secs(1_041)).alerts);
+    assert!(alerts.is_empty(), "{:?}", summary(&alerts));
+    // A whole interval at that rate is a spike.
+    let whole = interval(&[traffic("10.0.0.1", 8_000)]);
+    let alerts = detector.observe(&whole, Duration::from_secs(1_042)).alerts;
+    assert_eq!(
+        starts(&alerts),
+        vec![
+            (AlertKind::SpikePps, "global".into()),
+            (AlertKind::SpikePps, "10.0.0.0/24".into()),
+            (AlertKind::SpikePps, "10.0.0.1".into()),
+        ]
+    );
+}
+
+#[test]
+fn rate_rules_need_enough_packets() {
+    let config = DetectConfig {
+        global: Limits {
+            pps: Some(100.0),
+            bps: None,
+        },
+        scan: ScanConfig::default(),
+        ..quiet_config()
+    };
+    let mut detector = detector(config);
+    // Two SYNs in 2 ms are 1,000 syn/s; three packets in 10 ms are 300 pkt/s.
+    let mut two_syns = interval(&[Traffic {
+        syn: 2,
+        ..traffic("192.0.2.1", 2)
+    }]);
+    two_syns.elapsed = Duration::from_millis(2);
+    let mut three = interval(&[traffic("192.0.2.2", 3)]);
+    three.elapsed = Duration::from_millis(10);
+    // 150 SYNs in 100 ms are 1,500 syn/s, under the 200 SYNs a flood needs.
+    let mut short_burst = interval(&[Traffic {
+        syn: 150,
+        ..traffic("192.0.2.3", 150)
+    }]);
+    short_burst.elapsed = Duration::from_millis(100);
+    for (i, sample) in [two_syns, three, short_burst].iter().enumerate() {
+        let alerts = detector
+            .observe(sample, Duration::from_secs(1_000 + i as u64))
+            .alerts;
+        let kinds: Vec<AlertKind> = alerts.iter().map(|a| a.kind).collect();
+        assert!(
+            !kinds.contains(&AlertKind::SynFlood),
+            "interval {i}: {kinds:?}"
+        );
+        if i < 2 {
+            assert!(alerts.is_empty(), "interval {i}: {:?}", summary(&alerts));
+        }
+    }
+    // 300 SYNs in one second are a flood of a source of 300 syn/s: under 500, still none;
+    // 600 are.
+    let flood = interval(&[Traffic {
+        syn: 600,
+        ..traffic("192.0.2.4", 600)
+    }]);
+    let alerts = detector.observe(&flood, Duration::from_secs(1_010)).alerts;
+    assert!(
+        starts(&alerts).contains(&(AlertKind::SynFlood, "192.0.2.4".into())),
+        "{:?}",
+        summary(&alerts)
+    );
+    let syn = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::SynFlood)
+        .unwrap();
+    assert_eq!(
+        syn.attack.as_ref().map(|a| a.kind),
+        Some(attack::AttackType::SynFlood)
+    );
+}
+
+#[test]
+fn syn_floods_from_many_sources_of_a_prefix_are_one_alert() {
+    let config = DetectConfig {
+        scan: ScanConfig::default(),
+        ..quiet_config()
+    };
+    let mut detector = detector(config);
+    let flood: Vec<Traffic> = (1..=40)
+        .map(|host| Traffic {
+            syn: 800,
+            ..traffic(&format!("203.0.113.{host}"), 800)
+        })
+        .collect();
+    let alerts = run(
+        &mut detector,
+        [flood.clone(), flood, vec![], vec![], vec![]],
+    );
+    assert_eq!(
+        summary(&alerts),
+        vec![
+            (
+                AlertKind::SynFlood,
+                AlertState::Start,
+                "203.0.113.0/24".into()
+            ),
+            (
+                AlertKind::SynFlood,
+                AlertState::End,
+                "203.0.113.0/24".into()
+            ),
+        ]
+    );
+    let start = &alerts[0];
+    assert_eq!(start.members.as_ref().map(|m| m.count), Some(40));
+    assert_eq!(start.observed, 40.0 * 800.0);
+    assert_eq!(start.packets, 40 * 800);
+}
+
+#[test]
+fn a_reflection_flood_is_named_by_its_service() {
+    let mut detector = detector(heavy_config());
+    let mut series = quiet_link(40);
+    // 300 NTP servers answer one host, then 300 memcached servers do.
+    for port in [123, 11211] {
+        series.extend((0..5).map(|_| {
+            let mut interval = quiet_link(1).remove(0);
+            interval.extend((0..300).map(|i| Traffic {
+                reflected_port: port,
+                ..traffic(&format!("100.{}.{}.1", i / 100, i % 100), 20)
+            }));
+            interval
+        }));
+        series.extend(quiet_link(10));
+    }
+    let alerts = run(&mut detector, series);
+    let global: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.subject == Subject::Global && a.kind == AlertKind::SpikePps)
+        .collect();
+    let types: Vec<(AlertState, String)> = global
+        .iter()
+        .map(|a| {
+            (
+                a.state,
+                a.attack
+                    .as_ref()
+                    .map(|a| a.kind.to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            (
+                AlertState::Start,
+                "NTP reflection (UDP from port 123)".into()
+            ),
+            (AlertState::End, "NTP reflection (UDP from port 123)".into()),
+            (
+                AlertState::Start,
+                "MEMCACHED reflection (UDP from port 11211)".into()
+            ),
+            (
+                AlertState::End,
+                "MEMCACHED reflection (UDP from port 11211)".into()
+            ),
+        ]
+    );
+    assert!(global[0].attack.as_ref().unwrap().share > 0.9);
+    // No reflector alone is a heavy hitter.
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| matches!(a.subject, Subject::Source(_))),
+        "{:?}",
+        summary(&alerts)
+    );
+}
+
+#[test]
+fn the_alert_lines_of_an_interval_are_capped_and_counted() {
+    let config = DetectConfig {
+        max_alerts: 20,
+        ..unknown_config(&[])
+    };
+    let mut detector = detector(config);
+    let mut alerts = run(
+        &mut detector,
+        (0..15).map(|_| vec![traffic("192.0.2.1", 20)]),
+    );
+    // 300 new sources, each in a network of its own: 300 unknown-source alerts.
+    let strangers: Vec<Traffic> = (0..300)
+        .map(|i| traffic(&format!("100.{}.{}.1", i / 200, i % 200), 20))
+        .collect();
+    let at = Duration::from_secs(2_000);
+    let mut outcome = detector.observe(&interval(&strangers), at);
+    assert_eq!(outcome.alerts.len(), 300);
+    detector.cap(&mut outcome.alerts, at, SECOND);
+    alerts.extend(outcome.alerts);
+    assert_eq!(alerts.len(), 21);
+    let last = alerts.last().unwrap();
+    assert_eq!(last.kind, AlertKind::Suppressed);
+    assert_eq!(last.observed, 280.0);
+    assert_eq!(last.detail.as_deref(), Some("unknown_source 280"));
+}
+
+#[test]
+fn a_capped_start_is_forgotten_so_no_end_follows_it() {
+    let config = DetectConfig {
+        max_alerts: 1,
+        source: Limits {
+            pps: Some(100.0),
+            bps: None,
+        },
+        ..quiet_config()
+    };
+    let mut detector = detector(config);
+    let busy = vec![traffic("192.0.2.1", 500), traffic("198.51.100.1", 900)];
+    let mut lines = Vec::new();
+    for (i, sources) in [busy.clone(), vec![], vec![], vec![], vec![]]
+        .iter()
+        .enumerate()
+    {
+        let at = Duration::from_secs(1_000 + i as u64);
+        let mut alerts = detector.observe(&interval(sources), at).alerts;
+        detector.cap(&mut alerts, at, SECOND);
+        lines.extend(alerts);
+    }
+    assert_eq!(
+        summary(&lines),
+        vec![
+            (
+                AlertKind::ThresholdPps,
+                AlertState::Start,
+                "192.0.2.1".into()
+            ),
+            (AlertKind::Suppressed, AlertState::Instant, "global".into()),
+            (AlertKind::ThresholdPps, AlertState::End, "192.0.2.1".into()),
+        ]
+    );
 }

@@ -779,6 +779,9 @@ impl Inspector {
             packets: 0,
             bytes: 0,
             detail: Some(format!("domain {domain}")),
+            contributors: Vec::new(),
+            attack: None,
+            members: None,
         })
     }
 }

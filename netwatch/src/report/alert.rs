@@ -9,7 +9,10 @@ use std::{
 use serde::Serialize;
 
 use super::rfc3339;
-use crate::detect::alert::{Alert, AlertKind, AlertState, Severity};
+use crate::detect::{
+    alert::{Alert, AlertKind, AlertState, Contributor, Severity, Subject},
+    attack::Attack,
+};
 
 #[derive(Serialize)]
 struct AlertRecord<'a> {
@@ -35,6 +38,28 @@ struct AlertRecord<'a> {
     packets: u64,
     bytes: u64,
     detail: Option<&'a str>,
+    attack: Option<&'a Attack>,
+    contributors: Vec<ContributorRecord>,
+    sources: Option<SourcesRecord>,
+}
+
+#[derive(Serialize)]
+struct ContributorRecord {
+    scope: &'static str,
+    subject: String,
+    packets: u64,
+    bytes: u64,
+    pps: f64,
+    bps: f64,
+    share: f64,
+    excess_share: Option<f64>,
+    new: bool,
+}
+
+#[derive(Serialize)]
+struct SourcesRecord {
+    count: u64,
+    first: Vec<String>,
 }
 
 /// One JSON object on one line.
@@ -61,6 +86,26 @@ pub fn write_json(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
         packets: alert.packets,
         bytes: alert.bytes,
         detail: alert.detail.as_deref(),
+        attack: alert.attack.as_ref(),
+        contributors: alert
+            .contributors
+            .iter()
+            .map(|contributor| ContributorRecord {
+                scope: contributor.subject.scope(),
+                subject: contributor.subject.to_string(),
+                packets: contributor.packets,
+                bytes: contributor.bytes,
+                pps: round(contributor.pps),
+                bps: round(contributor.bps),
+                share: round(contributor.share),
+                excess_share: contributor.excess_share.map(round),
+                new: contributor.new,
+            })
+            .collect(),
+        sources: alert.members.as_ref().map(|members| SourcesRecord {
+            count: members.count,
+            first: members.first.iter().map(ToString::to_string).collect(),
+        }),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")
@@ -95,10 +140,31 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
             alert.observed,
             alert.threshold
         )?,
-        (AlertKind::UnknownSource, _) => write!(
+        (AlertKind::UnknownSource, _) => match &alert.members {
+            Some(members) => write!(
+                out,
+                "{} unknown sources sent {} packets ({}{})",
+                members.count,
+                alert.packets,
+                addresses(&members.first),
+                if members.count > members.first.len() as u64 {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )?,
+            None => write!(
+                out,
+                "unknown source sent {} packets (minimum {})",
+                alert.packets, alert.threshold
+            )?,
+        },
+        (AlertKind::Suppressed, _) => write!(
             out,
-            "unknown source sent {} packets (minimum {})",
-            alert.packets, alert.threshold
+            "{:.0} more alerts this interval over the cap of {:.0}, not shown: {}",
+            alert.observed,
+            alert.threshold,
+            alert.detail.as_deref().unwrap_or("")
         )?,
         (_, AlertState::End) => write!(
             out,
@@ -125,9 +191,72 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
                     alert.peak, alert.packets
                 )?;
             }
+            if alert.kind == AlertKind::HeavyHitter
+                && let Some(detail) = &alert.detail
+            {
+                write!(out, "; {detail}")?;
+            }
         }
     }
-    writeln!(out, " [{}]", alert.id)
+    if let Some(attack) = &alert.attack {
+        write!(out, "; {} {:.0}%", attack.kind, attack.share * 100.0)?;
+    }
+    if alert.kind != AlertKind::UnknownSource
+        && let Some(members) = &alert.members
+    {
+        write!(
+            out,
+            "; {} sources: {}{}",
+            members.count,
+            addresses(&members.first),
+            if members.count > members.first.len() as u64 {
+                ", ..."
+            } else {
+                ""
+            }
+        )?;
+    }
+    writeln!(out, " [{}]", alert.id)?;
+    if !alert.contributors.is_empty() {
+        write!(out, "  top:")?;
+        for (i, contributor) in alert.contributors.iter().enumerate() {
+            let separator = match (i, contributor.subject) {
+                (0, _) => " ",
+                (_, Subject::Prefix(_))
+                    if !matches!(alert.contributors[i - 1].subject, Subject::Prefix(_)) =>
+                {
+                    " | "
+                }
+                _ => ", ",
+            };
+            write!(out, "{separator}")?;
+            write_contributor(out, contributor)?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// `198.51.100.66 5000 pkt/s 97% (new)`: who, how fast, and its share.
+fn write_contributor(out: &mut impl Write, contributor: &Contributor) -> io::Result<()> {
+    write!(
+        out,
+        "{} {:.0} pkt/s {:.0}%",
+        contributor.subject,
+        contributor.pps,
+        contributor.share * 100.0
+    )?;
+    if contributor.new {
+        write!(out, " (new)")?;
+    }
+    Ok(())
+}
+
+fn addresses(list: &[std::net::IpAddr]) -> String {
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn round(value: f64) -> f64 {
@@ -165,6 +294,9 @@ mod tests {
             packets: 70_000,
             bytes: 7_000_000,
             detail: None,
+            contributors: Vec::new(),
+            attack: None,
+            members: None,
         }
     }
 
@@ -185,6 +317,93 @@ mod tests {
         assert_eq!(value["iface"], "eth0");
         assert_eq!(value["time"], "2026-11-22T02:30:10.000Z");
         assert_eq!(value["started"], "2026-11-22T02:30:00.000Z");
+    }
+
+    /// A global spike explained: a new source and its prefix, an NTP reflection.
+    fn explained() -> Alert {
+        let source: std::net::IpAddr = "198.51.100.66".parse().unwrap();
+        let contributor = |subject, pps: f64, share, new| Contributor {
+            subject,
+            packets: pps as u64,
+            bytes: pps as u64 * 100,
+            pps,
+            bps: pps * 800.0,
+            share,
+            excess_share: Some(share),
+            new,
+        };
+        let mut mix = crate::collect::Mix {
+            packets: 5_100,
+            udp: 5_000,
+            tcp: 100,
+            ..Default::default()
+        };
+        mix.reflected.insert(123, 4_900);
+        Alert {
+            contributors: vec![
+                contributor(Subject::Source(source), 4_900.0, 0.96, true),
+                contributor(
+                    Subject::Source("10.0.0.1".parse().unwrap()),
+                    100.0,
+                    0.02,
+                    false,
+                ),
+                contributor(
+                    Subject::Prefix(crate::detect::cidr::Cidr::of(source, 24)),
+                    4_900.0,
+                    0.96,
+                    true,
+                ),
+            ],
+            attack: Attack::classify(&mix),
+            ..alert(AlertState::Start)
+        }
+    }
+
+    #[test]
+    fn json_says_who_and_what() {
+        let mut out = Vec::new();
+        write_json(&mut out, "eth0", &explained()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let top = &value["contributors"];
+        assert_eq!(top[0]["scope"], "source");
+        assert_eq!(top[0]["subject"], "198.51.100.66");
+        assert_eq!(top[0]["pps"], 4900.0);
+        assert_eq!(top[0]["share"], 0.96);
+        assert_eq!(top[0]["new"], true);
+        assert_eq!(top[2]["scope"], "prefix");
+        assert_eq!(top[2]["subject"], "198.51.100.0/24");
+        assert_eq!(value["attack"]["type"], "reflection");
+        assert_eq!(value["attack"]["service"], "ntp");
+        assert_eq!(value["attack"]["port"], 123);
+        assert_eq!(value["attack"]["mix"]["udp"], 5000);
+        assert_eq!(value["sources"], serde_json::Value::Null);
+        // An alert without them says so plainly.
+        let mut out = Vec::new();
+        write_json(&mut out, "eth0", &alert(AlertState::Start)).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["contributors"], serde_json::json!([]));
+        assert_eq!(value["attack"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn console_names_the_type_and_the_top_senders_in_one_more_line() {
+        let mut out = Vec::new();
+        write_line(&mut out, "eth0", &explained()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].ends_with(
+                "5000 pkt/s over 840 (baseline 210); NTP reflection (UDP from port 123) 96% [r-1]"
+            ),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(
+            lines[1],
+            "  top: 198.51.100.66 4900 pkt/s 96% (new), 10.0.0.1 100 pkt/s 2% | 198.51.100.0/24 4900 pkt/s 96% (new)"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ struct BlindSpots {
     malformed_bytes: u64,
     overflow_packets: u64,
     overflow_bytes: u64,
+    /// What the overflow frames were: the protocol mix of traffic without a slot.
+    overflow_mix: OverflowMix,
     truncated_packets: u64,
     sampled_packets: u64,
     sample_capped_packets: u64,
@@ -50,6 +52,17 @@ struct BlindSpots {
     evicted_sources: u64,
     unattributed_packets: u64,
     unattributed_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct OverflowMix {
+    tcp: u64,
+    udp: u64,
+    icmp: u64,
+    syn: u64,
+    fragments: u64,
+    reflected: u64,
+    reflected_port: Option<u16>,
 }
 
 #[derive(Serialize)]
@@ -80,6 +93,9 @@ struct SourceRecord {
     icmp: u64,
     other: u64,
     syn: u64,
+    fragments: u64,
+    reflected: u64,
+    reflected_port: Option<u32>,
     ports: u32,
     hosts: u32,
 }
@@ -101,6 +117,12 @@ pub fn write_interval(
         malformed_bytes,
         overflow_packets,
         overflow_bytes,
+        overflow_tcp_packets,
+        overflow_udp_packets,
+        overflow_icmp_packets,
+        overflow_syn_packets,
+        overflow_fragment_packets,
+        overflow_reflected_packets,
         truncated_packets,
         sampled_packets,
         sample_capped_packets,
@@ -128,6 +150,16 @@ pub fn write_interval(
             malformed_bytes,
             overflow_packets,
             overflow_bytes,
+            overflow_mix: OverflowMix {
+                tcp: overflow_tcp_packets,
+                udp: overflow_udp_packets,
+                icmp: overflow_icmp_packets,
+                syn: overflow_syn_packets,
+                fragments: overflow_fragment_packets,
+                reflected: overflow_reflected_packets,
+                reflected_port: (overflow_reflected_packets > 0)
+                    .then_some(interval.overflow_reflected_port),
+            },
             truncated_packets,
             sampled_packets,
             sample_capped_packets,
@@ -168,6 +200,10 @@ pub fn write_interval(
                 icmp: source.stats.icmp_packets,
                 other: source.stats.other_packets,
                 syn: source.stats.tcp_syn_packets,
+                fragments: source.stats.fragment_packets,
+                reflected: source.stats.reflected_packets,
+                reflected_port: (source.stats.reflected_packets > 0)
+                    .then_some(source.stats.reflected_port),
                 ports: source.spread.ports,
                 hosts: source.spread.hosts,
             })
@@ -215,6 +251,7 @@ mod tests {
             tracked_sources: 1,
             evicted_sources: 0,
             unattributed: Volume::default(),
+            overflow_reflected_port: 0,
         };
         let context = Context {
             iface: String::from("veth1"),

@@ -37,6 +37,7 @@ pub struct Metrics {
     sources_capacity: IntGauge,
     map_read: Gauge,
     alerts: IntCounterVec,
+    suppressed: IntCounter,
     events: IntCounterVec,
     attach: IntGaugeVec,
     source_pps: GaugeVec,
@@ -145,6 +146,13 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new("netwatch_alerts_total", "Alert lines, by kind and state"),
                     &["kind", "state"],
+                )?,
+            )?,
+            suppressed: register(
+                r,
+                IntCounter::new(
+                    "netwatch_alerts_suppressed_total",
+                    "Alert lines left out over the per-interval cap (detect.max_alerts)",
                 )?,
             )?,
             events: register(
@@ -290,6 +298,11 @@ impl Metrics {
         self.alerts.with_label_values(&[kind, state]).inc();
     }
 
+    /// Counts alert lines left out over the cap.
+    pub fn suppressed(&self, count: u64) {
+        self.suppressed.inc_by(count);
+    }
+
     /// Counts an event.
     pub fn event(&self, name: &str) {
         self.events.with_label_values(&[name]).inc();
@@ -400,6 +413,7 @@ mod tests {
             tracked_sources: 1,
             evicted_sources: 0,
             unattributed: Volume::default(),
+            overflow_reflected_port: 0,
         }
     }
 
