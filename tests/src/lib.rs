@@ -5,6 +5,7 @@
 pub mod frames;
 pub mod netns;
 pub mod process;
+pub mod replay;
 
 use std::{collections::HashMap, path::PathBuf};
 

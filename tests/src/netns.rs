@@ -171,7 +171,17 @@ impl VethPair {
     /// of frames given.
     pub fn send(&self, frames: Vec<Vec<u8>>) -> usize {
         let iface = self.sender_if.clone();
-        self.sender.run(move || send_raw(&iface, &frames))
+        self.sender.run(move || send_raw(&iface, &frames, None))
+    }
+
+    /// Sends each frame at its offset from the start of the call (sorted by offset); returns
+    /// how many were sent. Bounded by the frames given and the last offset.
+    pub fn send_paced(&self, frames: Vec<(Duration, Vec<u8>)>) -> usize {
+        let iface = self.sender_if.clone();
+        self.sender.run(move || {
+            let (times, frames): (Vec<Duration>, Vec<Vec<u8>>) = frames.into_iter().unzip();
+            send_raw(&iface, &frames, Some(&times))
+        })
     }
 
     /// Frames the monitored interface received, from `/sys/class/net` as seen inside its
@@ -189,7 +199,7 @@ impl VethPair {
 
 const BURST: usize = 16;
 
-fn send_raw(iface: &str, frames: &[Vec<u8>]) -> usize {
+fn send_raw(iface: &str, frames: &[Vec<u8>], schedule: Option<&[Duration]>) -> usize {
     let name = CString::new(iface).unwrap_or_else(|err| panic!("{err}"));
     // SAFETY: a NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -204,7 +214,15 @@ fn send_raw(iface: &str, frames: &[Vec<u8>]) -> usize {
     addr.sll_ifindex = ifindex as i32;
     addr.sll_halen = 6;
     let mut sent = 0;
+    let start = std::time::Instant::now();
     for (i, frame) in frames.iter().enumerate() {
+        if let Some(due) = schedule.and_then(|times| times.get(i)) {
+            let due = start + *due;
+            let now = std::time::Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
+        }
         // SAFETY: frame and addr are valid for the lengths given.
         let rc = unsafe {
             libc::sendto(
@@ -223,7 +241,7 @@ fn send_raw(iface: &str, frames: &[Vec<u8>]) -> usize {
             io::Error::last_os_error()
         );
         sent += 1;
-        if sent % BURST == 0 {
+        if schedule.is_none() && sent % BURST == 0 {
             thread::sleep(Duration::from_millis(2));
         }
     }

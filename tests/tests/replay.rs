@@ -15,29 +15,10 @@ use netwatch_tests::{
     frames::{ACK, FrameBuilder, PSH, SYN, Transport},
     netwatch_bin, pcaps_dir, privileged,
     process::succeed,
+    replay::{BASE, of_type, records, replay, stream},
     write_pcap,
 };
 use serde_json::Value;
-
-fn replay(args: &[&str]) -> Output {
-    Command::new(netwatch_bin())
-        .arg("replay")
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run netwatch replay: {err}"))
-}
-
-/// The JSON lines of `output`, parsed.
-fn records(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{line:?}: {err}")))
-        .collect()
-}
-
-fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    records.iter().filter(|r| r["type"] == kind).collect()
-}
 
 /// Per-source packets and bytes summed over every interval report.
 fn per_source(records: &[Value]) -> BTreeMap<String, (u64, u64)> {
@@ -116,27 +97,6 @@ fn every_shared_capture_replays_like_ground_truth() {
             normalise(sources),
             "{file}: per-source totals"
         );
-    }
-}
-
-const BASE: u64 = 1_700_000_000;
-
-/// `pps` frames per second from `builder` during seconds `from..to` of the capture, evenly
-/// spread, each made by `make(i)` from the builder.
-fn stream(
-    frames: &mut Vec<(Duration, Vec<u8>)>,
-    seconds: std::ops::Range<u64>,
-    pps: u64,
-    make: impl Fn(u64) -> FrameBuilder,
-) {
-    let mut i = 0;
-    for second in seconds {
-        for k in 0..pps {
-            let time =
-                Duration::from_secs(BASE + second) + Duration::from_micros(k * 1_000_000 / pps);
-            frames.push((time, make(i).build().bytes));
-            i += 1;
-        }
     }
 }
 
@@ -225,8 +185,10 @@ fn a_written_capture_gives_exactly_the_expected_alerts() {
         .collect();
     let expected: Vec<(String, String, String, u64)> = [
         ("spike_pps", "start", "global", 91),
+        ("heavy_hitter", "start", "198.51.100.66", 91),
         ("unknown_source", "instant", "198.51.100.66", 91),
         ("spike_pps", "end", "global", 103),
+        ("heavy_hitter", "end", "198.51.100.66", 103),
         ("port_scan", "start", "203.0.113.7", 111),
         ("unknown_source", "instant", "203.0.113.7", 111),
         ("port_scan", "end", "203.0.113.7", 115),
@@ -236,7 +198,7 @@ fn a_written_capture_gives_exactly_the_expected_alerts() {
     .collect();
     assert_eq!(summary, expected, "{stderr}");
 
-    let end = alerts[2];
+    let end = alerts[3];
     assert_eq!(
         end["id"], alerts[0]["id"],
         "start and end share the event id"
@@ -244,8 +206,16 @@ fn a_written_capture_gives_exactly_the_expected_alerts() {
     assert_eq!(end["peak"], 2060.0);
     assert_eq!(end["baseline"], 60.0);
     assert_eq!(end["packets"], 20_000 + 13 * 60);
+    // The global spike names the new source as nearly all of it, and says what it is.
+    let top = &alerts[0]["contributors"][0];
+    assert_eq!(top["subject"], "198.51.100.66");
+    assert_eq!(top["new"], true);
+    assert_eq!(top["pps"], 2000.0);
+    assert_eq!(alerts[0]["attack"]["type"], "udp_flood");
+    assert_eq!(alerts[1]["observed"], 2000.0);
+    assert_eq!(alerts[1]["baseline"], Value::Null);
     assert_eq!(
-        alerts[3]["observed"].as_f64().map(|ports| ports >= 100.0),
+        alerts[5]["observed"].as_f64().map(|ports| ports >= 100.0),
         Some(true)
     );
 
@@ -620,7 +590,7 @@ fn history_answers_from_what_a_replay_kept() {
         .into_iter()
         .cloned()
         .collect();
-    assert_eq!(reported.len(), 6);
+    assert_eq!(reported.len(), 8);
     let history = |args: &[&str]| -> Vec<Value> {
         let output = succeed(
             Command::new(netwatch_bin())

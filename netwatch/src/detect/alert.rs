@@ -206,8 +206,7 @@ pub struct Alert {
     /// the global subject prefixes too. Rate alerts on the global and prefix subjects, at
     /// start and update.
     pub contributors: Vec<Contributor>,
-    /// What the traffic is, for flood alerts (this interval's at start and update, the whole
-    /// event's at the end).
+    /// What the traffic is, for flood alerts: of the whole event so far.
     pub attack: Option<Attack>,
     /// For one alert that stands for many sources of a prefix that met the same rule in the
     /// same interval: how many, and the first few.

@@ -422,6 +422,8 @@ pub struct Detector {
     known: HashSet<IpAddr>,
     learning_started: Option<Duration>,
     pending: HashMap<IpAddr, u64>,
+    /// Sources an event was about while netwatch learned: never learned as known.
+    suspects: HashSet<IpAddr>,
     run: String,
     next_id: u64,
     /// The configured interval: a much shorter one is partial.
@@ -443,6 +445,7 @@ impl Detector {
             known: known.known,
             learning_started: known.learning_started,
             pending: HashMap::new(),
+            suspects: HashSet::new(),
             run,
             next_id: 1,
             nominal: None,
@@ -970,13 +973,12 @@ impl Detector {
             let Some(event) = self.open.get(&key) else {
                 continue;
             };
-            let attack = if !kind.is_flood() {
-                None
-            } else if state == AlertState::End {
-                Attack::classify(&event.mix)
-            } else {
-                mix.and_then(Attack::classify)
-            };
+            // The whole event's traffic so far: an update in a quiet interval still says
+            // what the attack was.
+            let attack = kind
+                .is_flood()
+                .then(|| Attack::classify(&event.mix))
+                .flatten();
             outcome.alerts.push(Alert {
                 id: event.id.clone(),
                 kind,
@@ -1124,10 +1126,10 @@ impl Detector {
             }
         };
         let learning = at <= started + config.learning;
-        // Sources (and prefixes) an event is about this interval: a source that floods while
-        // netwatch learns is not learned as known; it is learned in a later, quiet interval
-        // of the learning period, or reported as unknown after it.
-        let suspects: HashSet<Subject> = if learning {
+        // Subjects of running events: a source that an event is about while netwatch learns
+        // (itself, or its prefix) is never learned as known. After learning it is an unknown
+        // source like any other, and alerts as one.
+        let alerting_subjects: HashSet<Subject> = if learning {
             self.open
                 .keys()
                 .filter(|(kind, _)| *kind != AlertKind::TrackingCapacity)
@@ -1136,6 +1138,9 @@ impl Detector {
         } else {
             HashSet::new()
         };
+        if !learning {
+            self.suspects.clear();
+        }
         let mut alerting: BTreeMap<Cidr, Vec<(IpAddr, u64, u64)>> = BTreeMap::new();
         for source in &interval.sources {
             let addr = source.addr;
@@ -1144,7 +1149,15 @@ impl Detector {
             }
             if learning {
                 let prefix = Subject::Prefix(self.prefix_of(addr));
-                if suspects.contains(&Subject::Source(addr)) || suspects.contains(&prefix) {
+                if alerting_subjects.contains(&Subject::Source(addr))
+                    || alerting_subjects.contains(&prefix)
+                {
+                    if self.suspects.len() < self.config.max_series {
+                        self.suspects.insert(addr);
+                    }
+                    continue;
+                }
+                if self.suspects.contains(&addr) {
                     continue;
                 }
                 self.known.insert(addr);

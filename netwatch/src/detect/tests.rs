@@ -638,8 +638,14 @@ fn a_source_flooding_while_netwatch_learns_is_not_learned() {
         interval.push(traffic("198.51.100.66", 5_000));
         interval
     }));
-    // Learning ends at 50 s; the flooder comes back quietly after it.
-    series.extend(quiet_link(15));
+    // Quiet again while netwatch still learns: it is not learned then either. Learning ends
+    // at 50 s; the flooder comes back quietly after it.
+    series.extend((0..3).map(|_| {
+        let mut interval = quiet_link(1).remove(0);
+        interval.push(traffic("198.51.100.66", 5));
+        interval
+    }));
+    series.extend(quiet_link(12));
     series.extend((0..3).map(|_| vec![traffic("198.51.100.66", 50)]));
     let mut known = Vec::new();
     let mut alerts = Vec::new();
