@@ -3,7 +3,13 @@
 //! period where a test says so): each attack named by source, prefix and type, once, and the
 //! benign hosts never; nothing from a handful of packets; nothing from a busy benign link.
 
-use std::{fs, net::Ipv4Addr, path::PathBuf, process::Command, time::Duration};
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use netwatch_tests::{
     ScratchDir,
@@ -44,7 +50,7 @@ fn write_case(
 }
 
 /// Replays the case with `--format json` (and `extra`); returns its alerts.
-fn alerts_of(capture: &PathBuf, config: &PathBuf, extra: &[&str]) -> Vec<Value> {
+fn alerts_of(capture: &Path, config: &Path, extra: &[&str]) -> Vec<Value> {
     let mut args = vec![
         capture.to_str().unwrap_or_default(),
         "--config",
