@@ -65,6 +65,11 @@ impl Daemon {
     /// `netwatch monitor` on the pair's monitored end with JSON reports every 200 ms, then
     /// `extra`; returns once it has attached, with its "attached to" line.
     fn json_monitor(pair: &VethPair, extra: &[&str]) -> (Self, String) {
+        Self::json_monitor_every(pair, "200ms", extra)
+    }
+
+    /// [`Daemon::json_monitor`] with reports every `interval`.
+    fn json_monitor_every(pair: &VethPair, interval: &str, extra: &[&str]) -> (Self, String) {
         let mut args = vec![
             "monitor",
             "-i",
@@ -72,7 +77,7 @@ impl Daemon {
             "--format",
             "json",
             "--interval",
-            "200ms",
+            interval,
         ];
         args.extend_from_slice(extra);
         let mut daemon = Self::in_netns(&pair.monitor, &args);
@@ -741,4 +746,148 @@ fn sighup_reloads_rules_and_refuses_a_bad_file() {
         last["cumulative"]["packets"], 110,
         "every packet counted across reloads"
     );
+}
+
+/// `config` in a scratch folder of its own, for `--config`.
+fn config_file(prefix: &str, config: &str) -> (netwatch_tests::ScratchDir, String) {
+    let dir = netwatch_tests::ScratchDir::new(prefix);
+    let path = dir.join("netwatch.toml");
+    std::fs::write(&path, config).unwrap_or_else(|err| panic!("{err}"));
+    (dir, path.to_string_lossy().into_owned())
+}
+
+/// `pps` frames per second of `frame` during `from..to` of a paced send.
+fn paced(
+    frames: &mut Vec<(Duration, Vec<u8>)>,
+    from: Duration,
+    to: Duration,
+    pps: u32,
+    frame: &[u8],
+) {
+    let step = Duration::from_secs(1) / pps;
+    let mut at = from;
+    while at < to {
+        frames.push((at, frame.to_vec()));
+        at += step;
+    }
+}
+
+/// Live, while five hosts send normally, a new source floods: the alert names it within an
+/// interval of the flood (two at most, since the flood may start late in one), and names no
+/// other host.
+#[test]
+fn a_live_flood_from_a_new_source_is_named_within_an_interval() {
+    if !privileged("a_live_flood_from_a_new_source_is_named_within_an_interval") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let (_dir, config) = config_file("nwlive", "[detect.spike]\nwarmup = 4\n");
+    let (mut daemon, _) = Daemon::json_monitor(&pair, &["--config", &config]);
+    let mut frames = Vec::new();
+    let end = Duration::from_secs(3);
+    for host in 1..=5 {
+        let frame = FrameBuilder::ipv4([10, 9, 0, host]).payload(40).build();
+        paced(&mut frames, Duration::ZERO, end, 50, &frame.bytes);
+    }
+    let flood_start = Duration::from_secs(2);
+    let flood = FrameBuilder::ipv4([198, 51, 100, 66]).payload(18).build();
+    paced(&mut frames, flood_start, end, 2_500, &flood.bytes);
+    frames.sort_by_key(|(at, _)| *at);
+    let started = std::time::SystemTime::now();
+    let count = frames.len();
+    assert_eq!(pair.send_paced(frames), count);
+    let flood_ms = (started + flood_start)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+
+    let deadline = Instant::now() + SETTLE;
+    let mut alerts = Vec::new();
+    let heavy = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = daemon
+            .stdout
+            .recv_timeout(left)
+            .unwrap_or_else(|err| panic!("no heavy_hitter alert ({err}): {alerts:?}"));
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|err| panic!("{err}"));
+        if record["type"] != "alert" {
+            continue;
+        }
+        alerts.push(record.clone());
+        if record["kind"] == "heavy_hitter" {
+            break record;
+        }
+    };
+    assert_eq!(heavy["subject"], "198.51.100.66", "{alerts:?}");
+    assert_eq!(heavy["state"], "start");
+    let after_ms = heavy["unix_ms"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(flood_ms);
+    assert!(
+        after_ms <= 2 * 200 + 200,
+        "named {after_ms} ms after the flood began, with 200 ms intervals"
+    );
+    for alert in &alerts {
+        let subject = alert["subject"].as_str().unwrap_or("?");
+        assert!(!subject.starts_with("10.9.0."), "{alert}");
+    }
+}
+
+/// Stopped a few milliseconds after an interval boundary, with a burst in those milliseconds:
+/// the final, partial interval reports the burst but starts no alert.
+#[test]
+fn the_live_final_partial_interval_raises_nothing() {
+    if !privileged("the_live_final_partial_interval_raises_nothing") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let (_dir, config) = config_file("nwsliver", "[detect.spike]\nwarmup = 3\n");
+    let (mut daemon, _) = Daemon::json_monitor_every(&pair, "1s", &["--config", &config]);
+    let mut frames = Vec::new();
+    for host in 1..=2 {
+        let frame = FrameBuilder::ipv4([10, 9, 1, host]).payload(40).build();
+        paced(
+            &mut frames,
+            Duration::ZERO,
+            Duration::from_secs(5),
+            50,
+            &frame.bytes,
+        );
+    }
+    frames.sort_by_key(|(at, _)| *at);
+    let count = frames.len();
+    assert_eq!(pair.send_paced(frames), count);
+    // Past the reports already waiting, to a boundary that has just passed.
+    while daemon.stdout.try_recv().is_ok() {}
+    let line = daemon
+        .stdout
+        .recv_timeout(SETTLE)
+        .unwrap_or_else(|err| panic!("no report: {err}"));
+    assert!(line.contains("\"interval\""), "{line}");
+    let burst = FrameBuilder::ipv4([10, 9, 1, 1]).payload(40).build();
+    let sent = pair.send(vec![burst.bytes; 160]);
+    let (status, rest, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+    let records: Vec<Value> = rest
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{line}: {err}")))
+        .collect();
+    let alerts: Vec<&Value> = records.iter().filter(|r| r["type"] == "alert").collect();
+    assert!(alerts.is_empty(), "{alerts:?}");
+    let last = records
+        .iter()
+        .rfind(|r| r["type"] == "interval")
+        .unwrap_or_else(|| panic!("no final report: {records:?}"));
+    assert_eq!(last["final"], true);
+    assert!(
+        last["interval_ms"].as_u64().is_some_and(|ms| ms < 500),
+        "a sliver of an interval: {last}"
+    );
+    let reported: u64 = records
+        .iter()
+        .filter(|r| r["type"] == "interval")
+        .map(|r| r["packets"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(reported >= sent as u64, "the burst is reported: {reported}");
 }
