@@ -782,7 +782,7 @@ fn a_live_flood_from_a_new_source_is_named_within_an_interval() {
     }
     let pair = VethPair::new(true);
     let (_dir, config) = config_file("nwlive", "[detect.spike]\nwarmup = 4\n");
-    let (mut daemon, _) = Daemon::json_monitor(&pair, &["--config", &config]);
+    let (daemon, _) = Daemon::json_monitor(&pair, &["--config", &config]);
     let mut frames = Vec::new();
     let end = Duration::from_secs(3);
     for host in 1..=5 {
