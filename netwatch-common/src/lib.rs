@@ -278,6 +278,11 @@ pub struct Settings {
     pub sample_burst: u32,
     /// Non-zero: sample every TCP packet with a payload, whatever its ports.
     pub sample_all_tcp: u32,
+    /// Non-zero (the default): count fragments and amplification answers per source, which
+    /// type attacks. Zero skips both (a run-time switch, measured in the benchmarks).
+    pub attack_types: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
 
 /// What the generator program does with each frame, in [`GENERATOR_MAP`].

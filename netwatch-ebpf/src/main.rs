@@ -88,6 +88,8 @@ static mut SETTINGS: Settings = Settings {
     sample_rate: 0,
     sample_burst: 0,
     sample_all_tcp: 0,
+    attack_types: 1,
+    _pad: 0,
 };
 
 /// Sampled frames for userspace to inspect.
@@ -252,15 +254,18 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
             } else {
                 None
             };
+            let typed = settings.attack_types != 0;
             let reflected_port = match ports {
-                Some((src, _)) if parsed.class == Class::Udp && reflection_port(src) => src,
+                Some((src, _)) if typed && parsed.class == Class::Udp && reflection_port(src) => {
+                    src
+                }
                 _ => 0,
             };
             let contribution = Contribution {
                 class: parsed.class,
                 syn: parsed.class == Class::TcpFirst
                     && is_connection_attempt(ctx, parsed.l4_offset),
-                fragment: parsed.fragment,
+                fragment: typed && parsed.fragment,
                 reflected_port,
                 len,
                 dst_fold: parsed.dst_fold,

@@ -327,6 +327,29 @@ fn fragments_and_amplification_answers_are_counted_exactly() {
             snapshot.stats_by_source()[&SourceKey::ipv4([10, 1, 0, 1])].reflected_packets,
             1
         );
+        // With the attack-type counters off, neither counts; the frames still do.
+        datapath
+            .set_reflection_ports(&ports)
+            .unwrap_or_else(|err| panic!("{err}"));
+        datapath
+            .set_attack_types(false)
+            .unwrap_or_else(|err| panic!("{err}"));
+        for (name, builder) in attack_table() {
+            run(&datapath, &builder.build().bytes, name);
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let by_source = snapshot.stats_by_source();
+        let of = |last| by_source[&SourceKey::ipv4([10, 1, 0, last])];
+        assert_eq!(
+            (of(1).packets, of(1).reflected_packets),
+            (3, 1),
+            "{source_map}"
+        );
+        assert_eq!(
+            (of(5).packets, of(5).fragment_packets),
+            (6, 4),
+            "two rounds counted them: {source_map}"
+        );
     }
 }
 

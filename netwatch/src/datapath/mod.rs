@@ -592,7 +592,10 @@ impl Datapath {
             max_sources,
             source_map,
             epoch: 0,
-            settings: Settings::default(),
+            settings: Settings {
+                attack_types: 1,
+                ..Settings::default()
+            },
             samples,
             slots,
             jobs,
@@ -649,6 +652,14 @@ impl Datapath {
             Array::try_from(map)?;
         bitmap.set(0, words, 0)?;
         Ok(())
+    }
+
+    /// Turns the per-source counting of fragments and amplification answers on (as loaded)
+    /// or off, at run time. Off, attacks are typed from the protocol counts alone (SYN, UDP,
+    /// ICMP floods), never as reflection or fragments.
+    pub fn set_attack_types(&mut self, enabled: bool) -> Result<(), DatapathError> {
+        self.settings.attack_types = u32::from(enabled);
+        self.write_settings()
     }
 
     /// Takes the sample ring buffer out, for a reader of its own; `None` if taken already.
