@@ -379,3 +379,89 @@ fn history_rows(
         .collect();
     (row, sources)
 }
+
+#[cfg(test)]
+mod tests {
+    use netwatch_common::{GlobalStats, SourceKey, SourceStats};
+
+    use super::*;
+    use crate::{
+        datapath::SourceReading,
+        detect::{DetectConfig, KnownState, UnknownConfig},
+        inspect::InspectConfig,
+    };
+
+    /// Ten unknown sources, each in a network of its own, with a cap of three alert lines:
+    /// three are written, and one line counts the seven left out, in the tally and in the
+    /// metrics.
+    #[test]
+    fn alerts_over_the_cap_are_counted_once_and_in_the_metrics() {
+        let config = DetectConfig {
+            max_alerts: 3,
+            unknown: UnknownConfig {
+                learning: Duration::ZERO,
+                ..UnknownConfig::default()
+            },
+            ..DetectConfig::default()
+        };
+        let known = KnownState {
+            learning_started: Some(Duration::from_secs(1)),
+            ..KnownState::default()
+        };
+        let detector =
+            Detector::new(config, known, "t".into()).with_interval(Duration::from_secs(1));
+        let inspector = Inspector::new(InspectConfig::default(), "t".into());
+        let context = Context {
+            iface: "eth0".into(),
+            max_sources: 16,
+            top: 0,
+        };
+        let outputs = Outputs {
+            reports: Box::new(io::sink()),
+            format: Format::Json,
+            alerts: None,
+        };
+        let metrics = Arc::new(Metrics::new(0).unwrap());
+        let mut pipeline = Pipeline::new(detector, inspector, None, context, outputs)
+            .with_metrics(Arc::clone(&metrics));
+        let sources: Vec<SourceReading> = (0..10u8)
+            .map(|i| SourceReading {
+                slot: u32::from(i),
+                key: SourceKey::ipv4([100, i, 0, 1]),
+                stats: SourceStats {
+                    packets: 20,
+                    bytes: 2_000,
+                    udp_packets: 20,
+                    ..SourceStats::default()
+                },
+                spread: None,
+            })
+            .collect();
+        let snapshot = Snapshot {
+            globals: GlobalStats {
+                total_packets: 200,
+                total_bytes: 20_000,
+                ..GlobalStats::default()
+            },
+            sources,
+            released: Vec::new(),
+            overflow_reflected_port: 0,
+        };
+        pipeline
+            .tick(
+                &snapshot,
+                Duration::from_secs(100),
+                Duration::from_secs(1),
+                false,
+            )
+            .unwrap();
+        let tally = pipeline.tally();
+        assert_eq!(tally.alerts.get(&AlertKind::UnknownSource), Some(&3));
+        assert_eq!(tally.alerts.get(&AlertKind::Suppressed), Some(&1));
+        let text = metrics.render();
+        assert!(
+            text.contains("netwatch_alerts_suppressed_total 7\n"),
+            "{text}"
+        );
+    }
+}
