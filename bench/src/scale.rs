@@ -269,7 +269,7 @@ pub fn scale(report: &mut String) -> Result<()> {
         "\nThe goal, reading and computing the deltas in under a quarter of the interval (250 \
          ms at 1 s), is {} at a million sources: {:.0} ms at worst. (The previous layout, LRU \
          hash maps read with `BPF_MAP_LOOKUP_BATCH`, took 920 ms per-CPU and 697 ms shared \
-         here, of which the kernel's walk of the hash table alone took 558 and 347 ms; \
+         on the machine of the session that replaced it, of which the kernel's walk of the hash table alone took 558 and 347 ms; \
          entry by entry through aya, 4.2 s.) What it took, found with `perf`: values read in \
          place from the mapped array instead of copied out by a kernel walk; the collector's \
          last readings in a list indexed by slot instead of a hash map; the snapshot's and \

@@ -1041,7 +1041,7 @@ impl Detector {
                 _ => alert.baseline.unwrap_or(alert.threshold),
             };
             let excess = alert.observed - reference;
-            let mut candidates: Vec<(Subject, Volume)> = match alert.subject {
+            let candidates: Vec<(Subject, Volume)> = match alert.subject {
                 Subject::Prefix(cidr) => interval
                     .sources
                     .iter()
@@ -1062,12 +1062,25 @@ impl Detector {
                     .map(|(subject, volume)| (*subject, *volume))
                     .collect(),
             };
-            candidates.sort_by(|(a, va), (b, vb)| {
+            let largest = |(a, va): &(Subject, Volume), (b, vb): &(Subject, Volume)| {
                 vb.packets
                     .cmp(&va.packets)
                     .then(vb.bytes.cmp(&va.bytes))
                     .then(a.cmp(b))
-            });
+            };
+            // The top of each list without sorting a million sources.
+            let (mut source_list, mut prefix_list): (Vec<_>, Vec<_>) = candidates
+                .into_iter()
+                .partition(|(subject, _)| !matches!(subject, Subject::Prefix(_)));
+            for list in [&mut source_list, &mut prefix_list] {
+                if list.len() > top {
+                    list.select_nth_unstable_by(top - 1, largest);
+                    list.truncate(top);
+                }
+                list.sort_by(largest);
+            }
+            source_list.append(&mut prefix_list);
+            let candidates = source_list;
             // Sources first, then prefixes, each list largest first.
             let mut sources = Vec::new();
             let mut prefixes = Vec::new();
