@@ -9,7 +9,7 @@ use netwatch::{
 use netwatch_common::SourceKey;
 use netwatch_tests::{
     Expected, assert_invariant,
-    frames::{ACK, Ext, FrameBuilder, PSH, SYN, TPID_8021AD, TPID_8021Q, Transport},
+    frames::{ACK, Ext, Frame, FrameBuilder, PSH, SYN, TPID_8021AD, TPID_8021Q, Transport},
     privileged,
 };
 
@@ -146,6 +146,21 @@ fn run(datapath: &Datapath, frame: &[u8], context: &str) {
     assert_eq!(verdict, XDP_PASS, "{context}: netwatch must never drop");
 }
 
+/// Runs every prefix of `frame` (14 bytes to whole) through the program and checks the maps
+/// after each against the frame model, and the counters' invariant.
+fn check_every_prefix(datapath: &mut Datapath, name: &str, frame: &Frame, expected: &mut Expected) {
+    for len in 14..=frame.bytes.len() {
+        let context = format!("{name}, first {len} of {} bytes", frame.bytes.len());
+        run(datapath, &frame.bytes[..len], &context);
+        frame.expect_prefix(len, expected);
+        let snapshot = datapath
+            .snapshot()
+            .unwrap_or_else(|err| panic!("{context}: snapshot: {err}"));
+        expected.assert_matches(&snapshot, &context);
+        assert_invariant(&snapshot, &context);
+    }
+}
+
 #[test]
 fn every_frame_and_every_truncation_counts_exactly() {
     if !privileged("every_frame_and_every_truncation_counts_exactly") {
@@ -156,17 +171,7 @@ fn every_frame_and_every_truncation_counts_exactly() {
             let frame = builder.build();
             // A fresh program per case, so that a miscount names its case.
             let mut datapath = load(source_map);
-            let mut expected = Expected::default();
-            for len in 14..=frame.bytes.len() {
-                let context = format!("{name}, first {len} of {} bytes", frame.bytes.len());
-                run(&datapath, &frame.bytes[..len], &context);
-                frame.expect_prefix(len, &mut expected);
-                let snapshot = datapath
-                    .snapshot()
-                    .unwrap_or_else(|err| panic!("{context}: snapshot: {err}"));
-                expected.assert_matches(&snapshot, &context);
-                assert_invariant(&snapshot, &context);
-            }
+            check_every_prefix(&mut datapath, name, &frame, &mut Expected::default());
         }
     }
 }
@@ -276,15 +281,7 @@ fn fragments_and_amplification_answers_are_counted_exactly() {
                 reflection_ports: ports.to_vec(),
                 ..Expected::default()
             };
-            for len in 14..=frame.bytes.len() {
-                let context = format!("{name}, first {len} of {} bytes", frame.bytes.len());
-                run(&datapath, &frame.bytes[..len], &context);
-                frame.expect_prefix(len, &mut expected);
-                let snapshot = datapath
-                    .snapshot()
-                    .unwrap_or_else(|err| panic!("{context}: snapshot: {err}"));
-                expected.assert_matches(&snapshot, &context);
-            }
+            check_every_prefix(&mut datapath, name, &frame, &mut expected);
         }
         // Spot checks that do not rely on the model.
         let mut datapath = load(source_map);

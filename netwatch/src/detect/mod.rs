@@ -831,14 +831,7 @@ impl Detector {
                 (kind, Subject::Prefix(prefix)),
                 Trigger {
                     detail: Some(format!("{} sources of {prefix}", sources.len())),
-                    members: Some(Members {
-                        count: sources.len() as u64,
-                        first: sources
-                            .iter()
-                            .take(MEMBERS_LISTED)
-                            .map(|(addr, _, _)| *addr)
-                            .collect(),
-                    }),
+                    members: Some(members(sources.iter().map(|(addr, _, _)| *addr))),
                     ..Trigger::new(observed, limit, None)
                 },
             );
@@ -1203,14 +1196,7 @@ impl Detector {
             let (subject, members, detail) = if sources.len() >= GROUP_MIN {
                 (
                     Subject::Prefix(prefix),
-                    Some(Members {
-                        count: sources.len() as u64,
-                        first: sources
-                            .iter()
-                            .take(MEMBERS_LISTED)
-                            .map(|(addr, _, _)| *addr)
-                            .collect(),
-                    }),
+                    Some(members(sources.iter().map(|(addr, _, _)| *addr))),
                     Some(format!("{} unknown sources of {prefix}", sources.len())),
                 )
             } else {
@@ -1238,6 +1224,15 @@ impl Detector {
                 members,
             });
         }
+    }
+}
+
+/// The sources one alert stands for, from their addresses in order: how many, and the first
+/// few.
+fn members(addrs: impl ExactSizeIterator<Item = IpAddr>) -> Members {
+    Members {
+        count: addrs.len() as u64,
+        first: addrs.take(MEMBERS_LISTED).collect(),
     }
 }
 

@@ -515,6 +515,17 @@ fn heavy_config() -> DetectConfig {
     }
 }
 
+/// [`heavy_config`] with unknown-source detection on, learning for `seconds`.
+fn heavy_config_learning(seconds: u64) -> DetectConfig {
+    DetectConfig {
+        unknown: UnknownConfig {
+            learning: Duration::from_secs(seconds),
+            ..unknown_config(&[]).unknown
+        },
+        ..heavy_config()
+    }
+}
+
 fn starts(alerts: &[Alert]) -> Vec<(AlertKind, String)> {
     alerts
         .iter()
@@ -577,14 +588,7 @@ fn a_new_source_flooding_is_named_and_the_global_alert_says_who() {
 
 #[test]
 fn a_prefix_of_new_sources_is_one_heavy_hitter_and_one_unknown_source_alert() {
-    let config = DetectConfig {
-        unknown: UnknownConfig {
-            learning: Duration::from_secs(30),
-            ..unknown_config(&[]).unknown
-        },
-        ..heavy_config()
-    };
-    let mut detector = detector(config);
+    let mut detector = detector(heavy_config_learning(30));
     let mut series = quiet_link(40);
     series.extend((0..20).map(|_| {
         let mut interval = quiet_link(1).remove(0);
@@ -624,14 +628,7 @@ fn a_prefix_of_new_sources_is_one_heavy_hitter_and_one_unknown_source_alert() {
 
 #[test]
 fn a_source_flooding_while_netwatch_learns_is_not_learned() {
-    let config = DetectConfig {
-        unknown: UnknownConfig {
-            learning: Duration::from_secs(50),
-            ..unknown_config(&[]).unknown
-        },
-        ..heavy_config()
-    };
-    let mut detector = detector(config);
+    let mut detector = detector(heavy_config_learning(50));
     let mut series = quiet_link(40);
     series.extend((0..5).map(|_| {
         let mut interval = quiet_link(1).remove(0);
