@@ -507,6 +507,17 @@ fn quiet_link(intervals: usize) -> Vec<Vec<Traffic>> {
         .collect()
 }
 
+/// [`quiet_link`] for `intervals` intervals, with `more` traffic in each.
+fn quiet_link_and(intervals: usize, more: impl Fn() -> Vec<Traffic>) -> Vec<Vec<Traffic>> {
+    quiet_link(intervals)
+        .into_iter()
+        .map(|mut interval| {
+            interval.extend(more());
+            interval
+        })
+        .collect()
+}
+
 /// Spikes and heavy hitters on, as by default, with a short warm-up.
 fn heavy_config() -> DetectConfig {
     DetectConfig {
@@ -538,11 +549,7 @@ fn starts(alerts: &[Alert]) -> Vec<(AlertKind, String)> {
 fn a_new_source_flooding_is_named_and_the_global_alert_says_who() {
     let mut detector = detector(heavy_config());
     let mut series = quiet_link(40);
-    series.extend((0..10).map(|_| {
-        let mut interval = quiet_link(1).remove(0);
-        interval.push(traffic("198.51.100.66", 5_000));
-        interval
-    }));
+    series.extend(quiet_link_and(10, || vec![traffic("198.51.100.66", 5_000)]));
     series.extend(quiet_link(10));
     let alerts = run(&mut detector, series);
     // The source is named by a rule of its own; its /24, all of it this one source, is not
@@ -590,10 +597,10 @@ fn a_new_source_flooding_is_named_and_the_global_alert_says_who() {
 fn a_prefix_of_new_sources_is_one_heavy_hitter_and_one_unknown_source_alert() {
     let mut detector = detector(heavy_config_learning(30));
     let mut series = quiet_link(40);
-    series.extend((0..20).map(|_| {
-        let mut interval = quiet_link(1).remove(0);
-        interval.extend((1..=200).map(|host| traffic(&format!("192.0.2.{host}"), 30)));
-        interval
+    series.extend(quiet_link_and(20, || {
+        (1..=200)
+            .map(|host| traffic(&format!("192.0.2.{host}"), 30))
+            .collect()
     }));
     let alerts = run(&mut detector, series);
     assert_eq!(
@@ -630,18 +637,10 @@ fn a_prefix_of_new_sources_is_one_heavy_hitter_and_one_unknown_source_alert() {
 fn a_source_flooding_while_netwatch_learns_is_not_learned() {
     let mut detector = detector(heavy_config_learning(50));
     let mut series = quiet_link(40);
-    series.extend((0..5).map(|_| {
-        let mut interval = quiet_link(1).remove(0);
-        interval.push(traffic("198.51.100.66", 5_000));
-        interval
-    }));
+    series.extend(quiet_link_and(5, || vec![traffic("198.51.100.66", 5_000)]));
     // Quiet again while netwatch still learns: it is not learned then either. Learning ends
     // at 50 s; the flooder comes back quietly after it.
-    series.extend((0..3).map(|_| {
-        let mut interval = quiet_link(1).remove(0);
-        interval.push(traffic("198.51.100.66", 5));
-        interval
-    }));
+    series.extend(quiet_link_and(3, || vec![traffic("198.51.100.66", 5)]));
     series.extend(quiet_link(12));
     series.extend((0..3).map(|_| vec![traffic("198.51.100.66", 50)]));
     let mut known = Vec::new();
@@ -789,13 +788,13 @@ fn a_reflection_flood_is_named_by_its_service() {
     let mut series = quiet_link(40);
     // 300 NTP servers answer one host, then 300 memcached servers do.
     for port in [123, 11211] {
-        series.extend((0..5).map(|_| {
-            let mut interval = quiet_link(1).remove(0);
-            interval.extend((0..300).map(|i| Traffic {
-                reflected_port: port,
-                ..traffic(&format!("100.{}.{}.1", i / 100, i % 100), 20)
-            }));
-            interval
+        series.extend(quiet_link_and(5, || {
+            (0..300)
+                .map(|i| Traffic {
+                    reflected_port: port,
+                    ..traffic(&format!("100.{}.{}.1", i / 100, i % 100), 20)
+                })
+                .collect()
         }));
         series.extend(quiet_link(10));
     }
