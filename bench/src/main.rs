@@ -98,27 +98,17 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// A sampled packet next to a counted-only one. The ring buffer holds about 3,700 samples,
-/// so each trial runs fewer times than the others and the ring is drained between trials.
+/// Sampled packets next to counted-only ones, for three payload sizes. The ring buffer holds
+/// a bounded number of samples, so each trial runs as many times as the ring holds three
+/// quarters of, and the ring is drained between trials.
 fn sampling_cost(
     datapath: &mut Datapath,
     noop: &BenchPrograms,
     trials: usize,
     report: &mut String,
 ) -> Result<()> {
-    const REPEAT: u32 = 2_000;
-    let http = FrameBuilder::ipv4([10, 0, 0, 9])
-        .transport(Transport::Tcp(0x18))
-        .to_port(80)
-        .payload(200)
-        .build()
-        .bytes;
-    let other = FrameBuilder::ipv4([10, 0, 0, 9])
-        .transport(Transport::Tcp(0x18))
-        .to_port(5001)
-        .payload(200)
-        .build()
-        .bytes;
+    let ring = u64::from(netwatch_common::DEFAULT_SAMPLE_RING_BYTES);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     datapath.set_sketches(true)?;
     datapath.set_sampling(&Sampling {
         rate: 10_000_000,
@@ -126,44 +116,78 @@ fn sampling_cost(
         tcp_ports: vec![80],
         udp_ports: Vec::new(),
         all_tcp: false,
+        snap_len: netwatch_common::DEFAULT_SAMPLE_SNAP_LEN,
     })?;
-    datapath.test_run(&http)?;
-    let mut measure = |frame: &[u8]| -> Result<f64> {
-        let mut samples = Vec::with_capacity(trials);
-        for _ in 0..trials {
-            datapath.drain_samples(drop);
-            let (verdict, per_run) = datapath.bench(frame, REPEAT)?;
-            ensure!(verdict == XDP_PASS, "program returned {verdict}");
-            samples.push(per_run.as_nanos() as f64);
-        }
-        Ok(median(samples))
-    };
-    let sampled = measure(&http)?;
-    let counted = measure(&other)?;
-    let before = datapath.snapshot()?.globals;
-    ensure!(
-        before.sample_ring_full_packets == 0,
-        "the ring filled during the benchmark: {before:?}"
-    );
-    let baseline = ns_per_run(|| Ok(noop.bench(Baseline::Noop, &http, REPEAT)?), trials)?;
     writeln!(report, "\n## Sampling\n")?;
     writeln!(
         report,
-        "A 254-byte TCP frame with a 200-byte payload to port 80 (sampled: token bucket, \
-         ring buffer reservation, 256-byte copy, through the sampler's tail call) next to the \
-         same frame to port 5001 (counted only), {REPEAT} runs per trial, median of {trials} \
-         trials, the ring drained between trials. No sample was lost to a full ring.\n"
+        "IPv4 TCP frames to port 80 (sampled: token bucket, the frame copied whole into the \
+         CPU's scratch sample with `bpf_xdp_load_bytes`, then header and frame into the ring \
+         with `bpf_ringbuf_output`, through the sampler's tail call) next to the same frames \
+         to port 5001 (counted only), for three payload sizes; each trial runs as many times \
+         as three quarters of the ring hold, the median of {trials} trials, the ring drained \
+         between trials. No sample was lost to a full ring. A record in the ring is the \
+         24-byte sample header, the frame, and the ring's own 8-byte header, rounded up to 8 \
+         bytes.\n"
     )?;
-    writeln!(report, "| frame | ns/pkt | no-op ns/pkt |\n|---|---:|---:|")?;
     writeln!(
         report,
-        "| sampled (port 80) | {sampled:.1} | {baseline:.1} |"
+        "| payload | frame | sampled ns/pkt | counted only ns/pkt | no-op ns/pkt | record in the ring | records the ring holds |\n|---:|---:|---:|---:|---:|---:|---:|"
     )?;
+    let mut largest_record = 0;
+    for payload in [64, 512, 1460] {
+        let frame = |port| {
+            FrameBuilder::ipv4([10, 0, 0, 9])
+                .transport(Transport::Tcp(0x18))
+                .to_port(port)
+                .payload(payload)
+                .build()
+                .bytes
+        };
+        let (http, other) = (frame(80), frame(5001));
+        let record = (24 + http.len() as u64 + 8).div_ceil(8) * 8;
+        largest_record = record;
+        let repeat = u32::try_from(ring * 3 / 4 / record).unwrap_or(u32::MAX);
+        datapath.test_run(&http)?;
+        let mut measure = |frame: &[u8]| -> Result<f64> {
+            let mut samples = Vec::with_capacity(trials);
+            for _ in 0..trials {
+                datapath.drain_samples(drop);
+                let (verdict, per_run) = datapath.bench(frame, repeat)?;
+                ensure!(verdict == XDP_PASS, "program returned {verdict}");
+                samples.push(per_run.as_nanos() as f64);
+            }
+            Ok(median(samples))
+        };
+        let sampled = measure(&http)?;
+        let counted = measure(&other)?;
+        datapath.drain_samples(drop);
+        let globals = datapath.snapshot()?.globals;
+        ensure!(
+            globals.sample_ring_full_packets == 0,
+            "the ring filled during the benchmark: {globals:?}"
+        );
+        let baseline = ns_per_run(|| Ok(noop.bench(Baseline::Noop, &http, repeat)?), trials)?;
+        let line = format!(
+            "| {payload} B | {} B | {sampled:.1} | {counted:.1} | {baseline:.1} | {record} B | {} |",
+            http.len(),
+            ring / record
+        );
+        eprintln!("{line}");
+        writeln!(report, "{line}")?;
+    }
     writeln!(
         report,
-        "| counted only (port 5001) | {counted:.1} | {baseline:.1} |"
+        "\nThe ring is {} KiB (`DEFAULT_SAMPLE_RING_BYTES`): {} samples of a whole 1,500-byte \
+         packet, {:.2} s of them at the default rate of 1,000 samples per second per CPU on \
+         the {cpus} CPUs here, which userspace drains as they come. Each CPU also keeps one \
+         scratch sample of {} KiB, the largest snap length (`inspect.snap_len` may be set up \
+         to it).",
+        ring / 1024,
+        ring / largest_record,
+        (ring / largest_record) as f64 / (1_000.0 * cpus as f64),
+        size_of::<netwatch_common::Sample>() / 1024,
     )?;
-    eprintln!("sampled {sampled:.1} ns, counted {counted:.1} ns");
     Ok(())
 }
 

@@ -67,8 +67,17 @@ pub const SAMPLE_PORTS_MAP: &str = ".data.ports";
 pub const SAMPLE_BUCKETS_MAP: &str = "SAMPLE_BUCKETS";
 /// 64-bit words of one protocol's port bitmap.
 pub const SAMPLE_PORT_WORDS: u32 = 65_536 / 64;
-/// Bytes of each sampled frame copied (from the Ethernet header on).
-pub const SAMPLE_SNAP_LEN: usize = 256;
+/// Most bytes of a sampled frame copied (from the Ethernet header on): the largest
+/// [`Settings::sample_snap_len`]. A power of two, so that the program can bound a copy's length
+/// with a mask the verifier follows.
+pub const SAMPLE_MAX_SNAP_LEN: usize = 8192;
+/// The default [`Settings::sample_snap_len`]: a whole 1,500-byte MTU frame behind an Ethernet
+/// header and two VLAN tags.
+pub const DEFAULT_SAMPLE_SNAP_LEN: u32 = 1500 + 14 + 8;
+/// Name of the per-CPU array whose one [`Sample`] the sampler fills before copying the part
+/// in use (header and captured bytes) to the ring: a ring record sized by what was captured,
+/// not by the largest sample.
+pub const SAMPLE_SCRATCH_MAP: &str = "SAMPLE_SCRATCH";
 /// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
 /// the bitmap of UDP source ports counted as [`SourceStats::reflected_packets`],
 /// `[u64; SAMPLE_PORT_WORDS]`: bit `port % 64` of word `port / 64`.
@@ -281,8 +290,9 @@ pub struct Settings {
     /// Non-zero (the default): count fragments and amplification answers per source, which
     /// type attacks. Zero skips both (a run-time switch, measured in the benchmarks).
     pub attack_types: u32,
-    /// Always zero.
-    pub _pad: u32,
+    /// Most bytes of a sampled frame copied, 1 to [`SAMPLE_MAX_SNAP_LEN`]; a longer frame is
+    /// cut there and counted in [`GlobalStats::sample_truncated_packets`].
+    pub sample_snap_len: u32,
 }
 
 /// What the generator program does with each frame, in [`GENERATOR_MAP`].
@@ -349,14 +359,15 @@ pub struct SampleHeader {
     pub reason: u32,
 }
 
-/// One ring buffer record.
+/// A sample as the sampler builds it in [`SAMPLE_SCRATCH_MAP`]. A ring buffer record is its
+/// first `size_of::<SampleHeader>() + captured_len` bytes: the header, then the captured bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sample {
     /// About the frame.
     pub header: SampleHeader,
     /// Its first [`SampleHeader::captured_len`] bytes; the rest is undefined.
-    pub data: [u8; SAMPLE_SNAP_LEN],
+    pub data: [u8; SAMPLE_MAX_SNAP_LEN],
 }
 
 /// Whole-interface counters of one CPU. Userspace sums the per-CPU copies.
@@ -407,6 +418,8 @@ pub struct GlobalStats {
     pub sample_capped_packets: u64,
     /// Frames to sample that found the ring buffer full (userspace reading too slowly).
     pub sample_ring_full_packets: u64,
+    /// Of the sampled frames, those longer than [`Settings::sample_snap_len`]: cut there.
+    pub sample_truncated_packets: u64,
 }
 
 /// What the XDP program keeps per CPU, in one value so that a packet finds all of it with one

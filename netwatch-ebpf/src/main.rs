@@ -28,9 +28,9 @@ use aya_ebpf::{
 };
 use netwatch_common::{
     CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
-    PORT_BITMAP_BITS, QueueJob, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT,
-    SAMPLE_SNAP_LEN, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey, SourceSketch,
-    SourceValue, TokenBucket,
+    PORT_BITMAP_BITS, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP,
+    SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey,
+    SourceSketch, SourceValue, TokenBucket,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -89,12 +89,18 @@ static mut SETTINGS: Settings = Settings {
     sample_burst: 0,
     sample_all_tcp: 0,
     attack_types: 1,
-    _pad: 0,
+    sample_snap_len: netwatch_common::DEFAULT_SAMPLE_SNAP_LEN,
 };
 
 /// Sampled frames for userspace to inspect.
 #[map]
 static SAMPLES: RingBuf = RingBuf::with_byte_size(DEFAULT_SAMPLE_RING_BYTES, 0);
+
+/// Where the sampler builds a sample: header and frame, copied to [`SAMPLES`] as long as they
+/// are (a reservation in the ring must have a size known when the program is verified, which
+/// would make every record as large as the largest sample).
+#[map]
+static SAMPLE_SCRATCH: PerCpuArray<Sample> = PerCpuArray::with_max_entries(1, 0);
 
 /// Ports whose packets are sampled: TCP words first, then UDP. Global data, as [`SETTINGS`].
 #[unsafe(link_section = ".data.ports")]
@@ -368,39 +374,49 @@ fn sample(ctx: &XdpContext, settings: &Settings, globals: &mut GlobalStats) {
         globals.sample_capped_packets += 1;
         return;
     }
-    let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
-        globals.sample_ring_full_packets += 1;
+    let Some(scratch) = SAMPLE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let record = entry.as_mut_ptr();
-    // The copy length, written so that the verifier sees its range, 1..=SAMPLE_SNAP_LEN:
-    // (n - 1) & 0xff is 0..=255 whatever it knows of n. Frames are at least 14 bytes.
-    let wanted = len.min(SAMPLE_SNAP_LEN as u64) as u32;
-    let captured = (wanted.wrapping_sub(1) & (SAMPLE_SNAP_LEN as u32 - 1)) + 1;
-    // SAFETY: `record` points to a reserved, writable Sample; `data` holds SAMPLE_SNAP_LEN
-    // bytes and `captured` is at most that.
-    let copied = unsafe {
-        (*record).header = SampleHeader {
+    let snap_len = u64::from(settings.sample_snap_len.max(1));
+    // The copy length, written so that the verifier sees its range, 1..=SAMPLE_MAX_SNAP_LEN:
+    // (n - 1) & (MAX - 1) is 0..MAX whatever it knows of n. Frames are at least 14 bytes.
+    let wanted = len.min(snap_len).min(SAMPLE_MAX_SNAP_LEN as u64) as u32;
+    let captured = (wanted.wrapping_sub(1) & (SAMPLE_MAX_SNAP_LEN as u32 - 1)) + 1;
+    // SAFETY: `scratch` is this CPU's Sample; `data` holds SAMPLE_MAX_SNAP_LEN bytes and
+    // `captured` is at most that. The record handed to the ring is the header and the
+    // `captured` bytes after it, all inside the Sample.
+    let sent = unsafe {
+        (*scratch).header = SampleHeader {
             time_ns: bpf_ktime_get_ns(),
             ifindex: ctx.ingress_ifindex() as u32,
             captured_len: captured,
             original_len: len as u32,
             reason,
         };
-        bpf_xdp_load_bytes(
+        if bpf_xdp_load_bytes(
             ctx.ctx,
             0,
-            core::ptr::addr_of_mut!((*record).data).cast(),
+            core::ptr::addr_of_mut!((*scratch).data).cast(),
             captured,
-        )
+        ) != 0
+        {
+            globals.sample_ring_full_packets += 1;
+            return;
+        }
+        let record = core::slice::from_raw_parts(
+            scratch.cast::<u8>(),
+            size_of::<SampleHeader>() + captured as usize,
+        );
+        SAMPLES.output::<[u8]>(record, 0)
     };
-    if copied != 0 {
-        entry.discard(0);
+    if sent.is_err() {
         globals.sample_ring_full_packets += 1;
         return;
     }
-    entry.submit(0);
     globals.sampled_packets += 1;
+    if len > u64::from(captured) {
+        globals.sample_truncated_packets += 1;
+    }
 }
 
 #[inline(always)]

@@ -348,6 +348,7 @@ fn globals_delta(current: &GlobalStats, last: &GlobalStats) -> GlobalStats {
         sampled_packets,
         sample_capped_packets,
         sample_ring_full_packets,
+        sample_truncated_packets,
     } = current;
     let since = |now: &u64, then: u64| now.saturating_sub(then);
     GlobalStats {
@@ -362,6 +363,7 @@ fn globals_delta(current: &GlobalStats, last: &GlobalStats) -> GlobalStats {
         ),
         sampled_packets: sampled_packets.saturating_sub(last.sampled_packets),
         sample_capped_packets: sample_capped_packets.saturating_sub(last.sample_capped_packets),
+        sample_truncated_packets: since(sample_truncated_packets, last.sample_truncated_packets),
         sample_ring_full_packets: sample_ring_full_packets
             .saturating_sub(last.sample_ring_full_packets),
         total_packets: total_packets.saturating_sub(last.total_packets),

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use netwatch_common::SAMPLE_MAX_SNAP_LEN;
 use serde::Deserialize;
 
 use crate::{
@@ -17,6 +18,10 @@ use crate::{
     inspect::InspectConfig,
     report::{Format, webhook::WebhookConfig},
 };
+
+/// The shortest `inspect.snap_len`: an Ethernet header, two VLAN tags, IPv6 with a few
+/// extension headers and a TCP header with options, and some payload.
+const MIN_SNAP_LEN: u32 = 128;
 
 /// Where metrics are served unless told otherwise: loopback only.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9477";
@@ -262,6 +267,15 @@ impl Config {
         if inspect.keywords.enabled && inspect.keywords.words.iter().any(String::is_empty) {
             return Err(invalid("inspect.keywords.words", "has an empty keyword"));
         }
+        if !(MIN_SNAP_LEN..=SAMPLE_MAX_SNAP_LEN as u32).contains(&inspect.snap_len) {
+            return Err(invalid(
+                "inspect.snap_len",
+                &format!("must be {MIN_SNAP_LEN} to {SAMPLE_MAX_SNAP_LEN} bytes"),
+            ));
+        }
+        if inspect.follow_bytes == 0 {
+            return Err(invalid("inspect.follow_bytes", "must be at least 1"));
+        }
         if inspect.max_flows == 0 {
             return Err(invalid("inspect.max_flows", "must be at least 1"));
         }
@@ -292,6 +306,7 @@ impl Config {
             tcp_ports: inspect.tcp_ports.clone(),
             udp_ports: inspect.udp_ports.clone(),
             all_tcp: inspect.keywords.enabled,
+            snap_len: inspect.snap_len,
         }
     }
 }

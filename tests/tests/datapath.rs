@@ -670,6 +670,7 @@ fn sampling(rate: u32, burst: u32) -> netwatch::datapath::Sampling {
         tcp_ports: vec![21, 23, 25, 80, 110, 143, 587, 8080, 53],
         udp_ports: vec![53],
         all_tcp: false,
+        snap_len: netwatch_common::DEFAULT_SAMPLE_SNAP_LEN,
     }
 }
 
@@ -691,6 +692,15 @@ fn selected_frames_are_sampled_whole() {
             .payload(100)
             .build();
         let long_dns = FrameBuilder::ipv6(v6(20)).to_port(53).payload(400).build();
+        // A browser's login: a whole 1,500-byte frame.
+        let full = FrameBuilder::ipv4([10, 5, 0, 7])
+            .vlan(TPID_8021AD, 3)
+            .vlan(TPID_8021Q, 4)
+            .transport(Transport::Tcp(PSH | ACK))
+            .to_port(80)
+            .payload(1500 - 40)
+            .build();
+        assert_eq!(full.bytes.len(), 1522);
         let vlan_smtp = FrameBuilder::ipv4([10, 5, 0, 2])
             .vlan(TPID_8021Q, 9)
             .transport(Transport::Tcp(PSH | ACK))
@@ -720,7 +730,7 @@ fn selected_frames_are_sampled_whole() {
                 .payload(60)
                 .build(),
         ];
-        for frame in [&http, &long_dns, &vlan_smtp]
+        for frame in [&http, &long_dns, &vlan_smtp, &full]
             .into_iter()
             .chain(skipped.iter())
         {
@@ -728,24 +738,47 @@ fn selected_frames_are_sampled_whole() {
         }
         let mut samples = Vec::new();
         datapath.drain_samples(|sample| samples.push(sample));
-        assert_eq!(samples.len(), 3, "{samples:?}");
+        assert_eq!(samples.len(), 4, "{samples:?}");
         assert_eq!(samples[0].data, http.bytes);
         assert_eq!(samples[0].header.original_len as usize, http.bytes.len());
+        assert_eq!(samples[1].data, long_dns.bytes);
+        assert_eq!(samples[2].data, vlan_smtp.bytes);
+        assert_eq!(samples[3].data, full.bytes, "a whole MTU frame, two tags");
+        assert_eq!(samples[3].header.captured_len, 1522);
+        assert!(samples.iter().all(|s| s.header.reason == 1));
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(snapshot.globals.sampled_packets, 4);
+        assert_eq!(snapshot.globals.sample_capped_packets, 0);
+        assert_eq!(snapshot.globals.sample_ring_full_packets, 0);
+        assert_eq!(snapshot.globals.sample_truncated_packets, 0);
+        // Counting is unchanged by sampling.
+        assert_eq!(snapshot.globals.total_packets, 8);
+        assert_invariant(&snapshot, "sampling");
+
+        // With a snap length of 256, the frames longer are cut there, and counted so.
+        datapath
+            .set_sampling(&netwatch::datapath::Sampling {
+                snap_len: 256,
+                ..sampling(1000, 1000)
+            })
+            .unwrap_or_else(|err| panic!("{err}"));
+        for frame in [&http, &long_dns, &full] {
+            run(&datapath, &frame.bytes, "short snap");
+        }
+        let mut samples = Vec::new();
+        datapath.drain_samples(|sample| samples.push(sample));
+        assert_eq!(samples.len(), 3, "{samples:?}");
+        assert_eq!(samples[0].data, http.bytes);
         assert_eq!(samples[1].data, long_dns.bytes[..256]);
         assert_eq!(samples[1].header.captured_len, 256);
         assert_eq!(
             samples[1].header.original_len as usize,
             long_dns.bytes.len()
         );
-        assert_eq!(samples[2].data, vlan_smtp.bytes);
-        assert!(samples.iter().all(|s| s.header.reason == 1));
+        assert_eq!(samples[2].data, full.bytes[..256]);
         let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
-        assert_eq!(snapshot.globals.sampled_packets, 3);
-        assert_eq!(snapshot.globals.sample_capped_packets, 0);
-        assert_eq!(snapshot.globals.sample_ring_full_packets, 0);
-        // Counting is unchanged by sampling.
-        assert_eq!(snapshot.globals.total_packets, 7);
-        assert_invariant(&snapshot, "sampling");
+        assert_eq!(snapshot.globals.sampled_packets, 7);
+        assert_eq!(snapshot.globals.sample_truncated_packets, 2);
     }
 }
 

@@ -27,10 +27,10 @@ use netwatch_common::{
     CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GENERATE_PROGRAM_NAME, GENERATOR_HEADER_LEN,
     GENERATOR_MAP, GeneratorState, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
     PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob,
-    REFLECTION_PORTS_MAP, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_SNAP_LEN, SAMPLER_MAP,
+    REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLER_MAP,
     SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL,
-    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Sample, SampleHeader,
-    Settings, SourceKey, SourceStats, SourceValue,
+    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings,
+    SourceKey, SourceStats, SourceValue,
 };
 
 use self::{
@@ -427,6 +427,8 @@ pub struct Sampling {
     pub udp_ports: Vec<u16>,
     /// Sample every TCP packet with a payload, whatever its ports.
     pub all_tcp: bool,
+    /// Most bytes of a frame copied, 1 to [`SAMPLE_MAX_SNAP_LEN`].
+    pub snap_len: u32,
 }
 
 /// A sampled frame as read from the ring buffer.
@@ -439,18 +441,21 @@ pub struct SampledFrame {
 }
 
 impl SampledFrame {
-    /// Parses one ring buffer record; `None` if it is not a whole [`Sample`].
+    /// Parses one ring buffer record, a [`SampleHeader`] and the captured bytes; `None` if it
+    /// is shorter than its header says.
     pub fn parse(record: &[u8]) -> Option<Self> {
-        if record.len() < size_of::<Sample>() {
+        let header_len = size_of::<SampleHeader>();
+        if record.len() < header_len {
             return None;
         }
-        // SAFETY: the record holds a whole Sample, written by the kernel; read_unaligned copes
-        // with any alignment and every bit pattern is a valid Sample.
-        let sample: Sample = unsafe { record.as_ptr().cast::<Sample>().read_unaligned() };
-        let captured = (sample.header.captured_len as usize).min(SAMPLE_SNAP_LEN);
+        // SAFETY: the record starts with a SampleHeader written by the kernel; read_unaligned
+        // copes with any alignment and every bit pattern is a valid SampleHeader.
+        let header = unsafe { record.as_ptr().cast::<SampleHeader>().read_unaligned() };
+        let captured = (header.captured_len as usize).min(SAMPLE_MAX_SNAP_LEN);
+        let data = record.get(header_len..header_len + captured)?;
         Some(Self {
-            header: sample.header,
-            data: sample.data[..captured].to_vec(),
+            header,
+            data: data.to_vec(),
         })
     }
 }
@@ -594,6 +599,7 @@ impl Datapath {
             epoch: 0,
             settings: Settings {
                 attack_types: 1,
+                sample_snap_len: netwatch_common::DEFAULT_SAMPLE_SNAP_LEN,
                 ..Settings::default()
             },
             samples,
@@ -614,6 +620,7 @@ impl Datapath {
             tcp_ports,
             udp_ports,
             all_tcp,
+            snap_len,
         } = sampling;
         let mut words = [0u64; 2 * SAMPLE_PORT_WORDS as usize];
         for (base, ports) in [(0, tcp_ports), (SAMPLE_PORT_WORDS as usize, udp_ports)] {
@@ -633,6 +640,7 @@ impl Datapath {
         self.settings.sample_rate = *rate;
         self.settings.sample_burst = (*burst).max(1);
         self.settings.sample_all_tcp = u32::from(*all_tcp);
+        self.settings.sample_snap_len = (*snap_len).clamp(1, SAMPLE_MAX_SNAP_LEN as u32);
         self.write_settings()
     }
 
@@ -1356,7 +1364,9 @@ fn add_globals(sum: &mut GlobalStats, stats: &GlobalStats) {
         sampled_packets,
         sample_capped_packets,
         sample_ring_full_packets,
+        sample_truncated_packets,
     } = stats;
+    sum.sample_truncated_packets += sample_truncated_packets;
     sum.overflow_tcp_packets += overflow_tcp_packets;
     sum.overflow_udp_packets += overflow_udp_packets;
     sum.overflow_icmp_packets += overflow_icmp_packets;

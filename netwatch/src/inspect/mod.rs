@@ -39,8 +39,17 @@ pub struct InspectConfig {
     pub keywords: KeywordConfig,
     /// DNS tunnelling heuristics.
     pub dns_tunnel: DnsTunnelConfig,
-    /// Flows whose state (an FTP user waiting for its PASS, ...) is remembered.
+    /// Flows whose state (an FTP user waiting for its PASS, an HTTP request waiting for its
+    /// body, ...) is remembered.
     pub max_flows: usize,
+    /// Most bytes of a sampled frame the kernel copies (up to 8,192); a longer frame is cut
+    /// there and counted as truncated.
+    pub snap_len: u32,
+    /// Most bytes of one HTTP request (head and body) gathered across segments.
+    pub follow_bytes: usize,
+    /// An HTTP request whose rest has not come within this long is reported as it is.
+    #[serde(with = "crate::config::duration")]
+    pub follow_timeout: Duration,
 }
 
 impl Default for InspectConfig {
@@ -55,6 +64,9 @@ impl Default for InspectConfig {
             keywords: KeywordConfig::default(),
             dns_tunnel: DnsTunnelConfig::default(),
             max_flows: 10_000,
+            snap_len: netwatch_common::DEFAULT_SAMPLE_SNAP_LEN,
+            follow_bytes: 65_536,
+            follow_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -49,6 +49,7 @@ struct BlindSpots {
     sampled_packets: u64,
     sample_capped_packets: u64,
     sample_ring_full_packets: u64,
+    sample_truncated_packets: u64,
     evicted_sources: u64,
     unattributed_packets: u64,
     unattributed_bytes: u64,
@@ -70,6 +71,7 @@ struct Cumulative {
     sampled_packets: u64,
     sample_capped_packets: u64,
     sample_ring_full_packets: u64,
+    sample_truncated_packets: u64,
     packets: u64,
     bytes: u64,
     non_ip_packets: u64,
@@ -127,6 +129,7 @@ pub fn write_interval(
         sampled_packets,
         sample_capped_packets,
         sample_ring_full_packets,
+        sample_truncated_packets,
     } = interval.delta;
     let cumulative = &interval.cumulative;
     let record = IntervalRecord {
@@ -164,6 +167,7 @@ pub fn write_interval(
             sampled_packets,
             sample_capped_packets,
             sample_ring_full_packets,
+            sample_truncated_packets,
             evicted_sources: interval.evicted_sources,
             unattributed_packets: interval.unattributed.packets,
             unattributed_bytes: interval.unattributed.bytes,
@@ -172,6 +176,7 @@ pub fn write_interval(
             sampled_packets: cumulative.sampled_packets,
             sample_capped_packets: cumulative.sample_capped_packets,
             sample_ring_full_packets: cumulative.sample_ring_full_packets,
+            sample_truncated_packets: cumulative.sample_truncated_packets,
             packets: cumulative.total_packets,
             bytes: cumulative.total_bytes,
             non_ip_packets: cumulative.non_ip_packets,

@@ -216,7 +216,7 @@ impl Metrics {
         for kind in ["non_ip", "malformed", "overflow", "truncated"] {
             self.blind_spots.with_label_values(&[kind]);
         }
-        for outcome in ["sampled", "capped", "ring_full"] {
+        for outcome in ["sampled", "capped", "ring_full", "truncated"] {
             self.samples.with_label_values(&[outcome]);
         }
         for kind in AlertKind::ALL {
@@ -272,6 +272,7 @@ impl Metrics {
             ("sampled", delta.sampled_packets),
             ("capped", delta.sample_capped_packets),
             ("ring_full", delta.sample_ring_full_packets),
+            ("truncated", delta.sample_truncated_packets),
         ] {
             self.samples.with_label_values(&[outcome]).inc_by(count);
         }
