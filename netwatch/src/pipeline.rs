@@ -145,6 +145,13 @@ impl Pipeline {
                 self.tally.samples
             );
         }
+        let streams = self.inspector.stream_counts();
+        if streams.dropped + streams.cut > 0 {
+            eprintln!(
+                "netwatch: HTTP requests gathered across segments: {} dropped for room (inspect.max_flows), {} cut at inspect.follow_bytes",
+                streams.dropped, streams.cut
+            );
+        }
         if let Some(History { sink, .. }) = self.history {
             let dropped = sink.counts().dropped.load(Ordering::Relaxed);
             let failed = sink.counts().failed.load(Ordering::Relaxed);
@@ -218,6 +225,13 @@ impl Pipeline {
             &interval,
             last,
         )?;
+        // HTTP requests whose rest never came (all of them at the end), as far as they got.
+        for event in self.inspector.expire(at, last) {
+            self.write_event(&event)?;
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.set_streams(self.inspector.stream_counts());
+        }
         for alert in &outcome.alerts {
             self.write_alert(alert)?;
         }

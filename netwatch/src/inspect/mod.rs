@@ -6,6 +6,7 @@
 //! is safe: nothing here indexes without a check, and a fuzz test holds it to that.
 
 pub mod dns;
+pub mod http;
 pub mod text;
 
 use std::{
@@ -239,6 +240,8 @@ struct Decoded<'a> {
     src: SocketAddr,
     dst: SocketAddr,
     tcp: bool,
+    /// TCP's sequence number of the payload's first byte (0 for UDP).
+    seq: u32,
     payload: &'a [u8],
 }
 
@@ -250,6 +253,8 @@ pub struct Inspector {
     subdomains: HashMap<(IpAddr, String), HashSet<String>>,
     quiet_until: HashMap<(IpAddr, String), Duration>,
     keywords_seen: HashSet<(FlowKey, String)>,
+    /// HTTP requests being gathered across segments.
+    streams: http::Streams,
     run: String,
     next_id: u64,
     undecodable: u64,
@@ -261,6 +266,11 @@ impl Inspector {
     /// An inspector; `run` prefixes alert ids.
     pub fn new(config: InspectConfig, run: String) -> Self {
         Self {
+            streams: http::Streams::new(
+                config.max_flows,
+                config.follow_bytes,
+                config.follow_timeout,
+            ),
             config,
             flows: HashMap::new(),
             flow_order: VecDeque::new(),
@@ -275,7 +285,35 @@ impl Inspector {
 
     /// Replaces the configuration (hot reload); flow state is kept.
     pub fn reconfigure(&mut self, config: InspectConfig) {
+        self.streams
+            .set_bounds(config.max_flows, config.follow_bytes, config.follow_timeout);
         self.config = config;
+    }
+
+    /// HTTP requests dropped, cut or timed out while gathered across segments.
+    pub fn stream_counts(&self) -> http::StreamCounts {
+        self.streams.counts()
+    }
+
+    /// Reports the HTTP requests whose rest did not come in time (every one waiting, with
+    /// `all`: at the end of a capture or at shutdown), as far as they got.
+    pub fn expire(&mut self, at: Duration, all: bool) -> Vec<Event> {
+        let mut events = Vec::new();
+        for http::Gathered {
+            key: (client, server),
+            request,
+        } in self.streams.expire(at, all)
+        {
+            let mut found = Vec::new();
+            self.http(&request, &mut found);
+            events.extend(found.into_iter().map(|kind| Event {
+                at,
+                client,
+                server,
+                kind,
+            }));
+        }
+        events
     }
 
     /// Samples that held no TCP or UDP payload netwatch could decode.
@@ -339,7 +377,7 @@ impl Inspector {
                     25 | 587 => self.smtp(key, payload, &mut found),
                     _ => {}
                 }
-                if let Some(request) = text::http_request(payload) {
+                for request in self.streams.segment(key, decoded.seq, payload, at) {
                     self.http(&request, &mut found);
                 }
             }
@@ -664,28 +702,57 @@ impl Inspector {
             path: request.path.clone(),
             user_agent: request.user_agent.clone(),
         });
-        if let Some(basic) = request.authorization.as_deref().and_then(|value| {
-            value
-                .strip_prefix("Basic ")
-                .or_else(|| value.strip_prefix("basic "))
-        }) && let Some(decoded) = text::base64_decode(basic)
-        {
-            let decoded = String::from_utf8_lossy(&decoded).into_owned();
-            let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
-            found.push(EventKind::Credential {
-                protocol: "http",
-                mechanism: "Basic",
-                user: Some(user.to_owned()),
-                secret: self.secret(password),
-            });
+        let credential = |mechanism, user: Option<String>, secret: &str| EventKind::Credential {
+            protocol: "http",
+            mechanism,
+            user,
+            secret: self.secret(secret),
+        };
+        if let Some(authorization) = request.authorization.as_deref() {
+            let (scheme, value) = authorization.split_once(' ').unwrap_or((authorization, ""));
+            match scheme.to_ascii_lowercase().as_str() {
+                "basic" => {
+                    if let Some(decoded) = text::base64_decode(value) {
+                        let decoded = String::from_utf8_lossy(&decoded).into_owned();
+                        let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+                        found.push(credential("Basic", Some(user.to_owned()), password));
+                    }
+                }
+                // A token, not a password: whoever holds it is the user.
+                "bearer" if !value.trim().is_empty() => {
+                    found.push(credential("Bearer", None, value.trim()));
+                }
+                // A challenge response (RFC 7616): not the password, but what replays or
+                // cracks it.
+                "digest" => {
+                    let params = text::digest_params(value);
+                    let param = |wanted: &str| {
+                        params
+                            .iter()
+                            .find(|(name, _)| name == wanted)
+                            .map(|(_, value)| value.clone())
+                    };
+                    if let Some(response) = param("response") {
+                        found.push(credential("Digest", param("username"), &response));
+                    }
+                }
+                _ => {}
+            }
         }
-        let is_form = request.content_type.as_deref().is_some_and(|value| {
-            value
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-        if request.method == "POST" && is_form {
-            let fields = text::form_fields(&request.body);
+        let content_type = request
+            .content_type
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let fields = if content_type.starts_with("application/x-www-form-urlencoded") {
+            Some(("form", text::form_fields(&request.body)))
+        } else if content_type.starts_with("multipart/form-data") {
+            let original = request.content_type.as_deref().unwrap_or("");
+            Some(("multipart", text::multipart_fields(original, &request.body)))
+        } else {
+            None
+        };
+        if let Some((mechanism, fields)) = fields {
             let user = fields
                 .iter()
                 .find(|(name, _)| text::is_user_field(name))
@@ -694,13 +761,12 @@ impl Inspector {
                 .iter()
                 .find(|(name, _)| text::is_password_field(name))
             {
-                found.push(EventKind::Credential {
-                    protocol: "http",
-                    mechanism: "form",
-                    user,
-                    secret: self.secret(password),
-                });
+                found.push(credential(mechanism, user, password));
             }
+        } else if (content_type.contains("json") || request.body.first() == Some(&b'{'))
+            && let Some((user, password)) = text::json_credentials(&request.body)
+        {
+            found.push(credential("json", user, &password));
         }
     }
 
@@ -816,17 +882,19 @@ fn decode(frame: &[u8]) -> Option<Decoded<'_>> {
         ),
         LaxNetSlice::Arp(_) => return None,
     };
-    let (src_port, dst_port, tcp, payload) = match packet.transport? {
+    let (src_port, dst_port, tcp, seq, payload) = match packet.transport? {
         TransportSlice::Tcp(tcp) => (
             tcp.source_port(),
             tcp.destination_port(),
             true,
+            tcp.sequence_number(),
             tcp.payload(),
         ),
         TransportSlice::Udp(udp) => (
             udp.source_port(),
             udp.destination_port(),
             false,
+            0,
             udp.payload(),
         ),
         _ => return None,
@@ -835,6 +903,7 @@ fn decode(frame: &[u8]) -> Option<Decoded<'_>> {
         src: SocketAddr::new(src, src_port),
         dst: SocketAddr::new(dst, dst_port),
         tcp,
+        seq,
         payload,
     })
 }

@@ -13,10 +13,29 @@ const CLIENT: [u8; 4] = [192, 0, 2, 10];
 const SERVER: [u8; 4] = [198, 51, 100, 20];
 const T: Duration = Duration::from_secs(1_000);
 
+thread_local! {
+    /// The next sequence number of each direction of each flow the tests send, so that the
+    /// segments of a flow follow each other as a real sender's do.
+    static NEXT_SEQ: std::cell::RefCell<HashMap<(([u8; 4], u16), ([u8; 4], u16)), u32>> =
+        std::cell::RefCell::default();
+}
+
 fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
+    let seq = NEXT_SEQ.with(|next| {
+        let mut next = next.borrow_mut();
+        let seq = next.entry((src, dst)).or_insert(1);
+        let this = *seq;
+        *seq = seq.wrapping_add(payload.len() as u32);
+        this
+    });
+    tcp_at(src, dst, seq, payload)
+}
+
+/// A segment with its sequence number given.
+fn tcp_at(src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, payload: &[u8]) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
         .ipv4(src.0, dst.0, 64)
-        .tcp(src.1, dst.1, 1, 65535)
+        .tcp(src.1, dst.1, seq, 65535)
         .psh()
         .ack(1);
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
@@ -604,4 +623,224 @@ proptest! {
         let _ = inspector.inspect(&to_server(port, payload.as_bytes()), T);
         let _ = inspector.inspect(&to_server(port, payload.as_bytes()), T);
     }
+
+    /// A login cut at any points into segments sent in any order, some twice: exactly one
+    /// credential, with the user and the secret, once the last gap is filled.
+    #[test]
+    fn a_login_in_segments_in_any_order_is_one_credential(
+        cuts in proptest::collection::btree_set(1usize..700, 0..6),
+        order in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
+        body_kind in 0usize..3,
+        base in any::<u32>(),
+    ) {
+        let request = login_request(body_kind);
+        let mut bounds = vec![0];
+        bounds.extend(cuts.into_iter().filter(|cut| *cut < request.len()));
+        bounds.push(request.len());
+        let mut segments: Vec<(usize, usize)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+        // The first segment first (following starts at a request line), then the rest in
+        // the order drawn, then every one again: duplicates are retransmissions.
+        let mut rest = segments.split_off(1);
+        for index in &order {
+            if !rest.is_empty() {
+                let i = index.index(rest.len());
+                let taken = rest.remove(i);
+                segments.push(taken);
+            }
+        }
+        segments.extend(rest);
+        let again = segments.clone();
+        segments.extend(again);
+        let mut inspector = showing_secrets();
+        let client = (CLIENT, 41_000);
+        let server = (SERVER, 80);
+        let mut found = Vec::new();
+        for (start, end) in segments {
+            let frame = tcp_at(client, server, base.wrapping_add(start as u32), &request[start..end]);
+            found.extend(inspector.inspect(&frame, T).events.into_iter().map(|e| e.kind));
+        }
+        found.extend(inspector.expire(T, true).into_iter().map(|e| e.kind));
+        let credentials: Vec<&EventKind> = found
+            .iter()
+            .filter(|kind| matches!(kind, EventKind::Credential { .. }))
+            .collect();
+        prop_assert_eq!(credentials.len(), 1, "{:?}", found);
+        let EventKind::Credential { user, secret, .. } = credentials[0] else {
+            unreachable!()
+        };
+        prop_assert_eq!(user.as_deref(), Some("alice@example.com"));
+        prop_assert_eq!(secret.as_str(), "p@ss w0rd&=");
+    }
+
+    /// Bodies of every kind the HTTP parsers read, with any bytes in them.
+    #[test]
+    fn arbitrary_http_bodies_never_panic(
+        content_type in proptest::sample::select(vec![
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=XyZ",
+            "multipart/form-data; boundary=",
+            "application/json",
+            "text/plain",
+        ]),
+        authorization in "(Basic|Bearer|Digest|Negotiate)[ -~]{0,60}",
+        body in proptest::collection::vec(any::<u8>(), 0..300),
+        chunked in any::<bool>(),
+        split in 0usize..400,
+    ) {
+        let mut request = format!(
+            "POST /x HTTP/1.1\r\nHost: h\r\nAuthorization: {authorization}\r\nContent-Type: {content_type}\r\n"
+        )
+        .into_bytes();
+        if chunked {
+            request.extend_from_slice(format!("Transfer-Encoding: chunked\r\n\r\n{:x}\r\n", body.len()).as_bytes());
+            request.extend_from_slice(&body);
+            request.extend_from_slice(b"\r\n0\r\n\r\n");
+        } else {
+            request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            request.extend_from_slice(&body);
+        }
+        let split = split.min(request.len());
+        let mut inspector = inspector();
+        let (first, second) = request.split_at(split);
+        let client = (CLIENT, 42_000);
+        let _ = inspector.inspect(&tcp_at(client, (SERVER, 80), 9, first), T);
+        let _ = inspector.inspect(&tcp_at(client, (SERVER, 80), 9 + split as u32, second), T);
+        let _ = inspector.expire(T, true);
+        let _ = text::json_credentials(&body);
+        let _ = text::multipart_fields(content_type, &body);
+        let _ = text::digest_params(&String::from_utf8_lossy(&body));
+    }
+}
+
+/// A login as a browser sends it, in one of three body encodings: a head of 650 bytes and
+/// more (a long user agent, cookies), then the body.
+fn login_request(body_kind: usize) -> Vec<u8> {
+    let (content_type, body) = match body_kind {
+        0 => (
+            String::from("application/x-www-form-urlencoded"),
+            String::from("username=alice%40example.com&password=p%40ss+w0rd%26%3D&Login=Login"),
+        ),
+        1 => (
+            String::from("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW"),
+            String::from(
+                "------WebKitFormBoundary7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\nalice@example.com\r\n------WebKitFormBoundary7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\np@ss w0rd&=\r\n------WebKitFormBoundary7MA4YWxkTrZu0gW--\r\n",
+            ),
+        ),
+        _ => (
+            String::from("application/json;charset=UTF-8"),
+            String::from(
+                r#"{"session":{"remember":true},"credentials":{"login":"alice@example.com","auth":{"pwd":"p@ss w0rd&="}}}"#,
+            ),
+        ),
+    };
+    let head = format!(
+        "POST /dvwa/login.php HTTP/1.1\r\nHost: 10.9.9.9\r\nConnection: keep-alive\r\nContent-Length: {}\r\nCache-Control: max-age=0\r\nUpgrade-Insecure-Requests: 1\r\nOrigin: http://10.9.9.9\r\nContent-Type: {content_type}\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7\r\nReferer: http://10.9.9.9/dvwa/login.php\r\nAccept-Encoding: gzip, deflate\r\nAccept-Language: en-US,en;q=0.9\r\nCookie: security=impossible; PHPSESSID=0123456789abcdef0123456789abcdef; _ga=GA1.1.123456789.1700000000\r\n\r\n",
+        body.len()
+    );
+    assert!(head.len() >= 650, "{}", head.len());
+    [head.into_bytes(), body.into_bytes()].concat()
+}
+
+#[test]
+fn a_browser_login_in_one_segment_gives_its_credential_and_whole_user_agent() {
+    for (kind, mechanism) in [(0, "form"), (1, "multipart"), (2, "json")] {
+        let mut inspector = showing_secrets();
+        let request = login_request(kind);
+        let found = events(&mut inspector, &[to_server(80, &request)]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        let EventKind::Http { user_agent, .. } = &found[0] else {
+            panic!("{found:?}");
+        };
+        assert!(
+            user_agent
+                .as_deref()
+                .is_some_and(|ua| ua.ends_with("Safari/537.36")),
+            "{user_agent:?}"
+        );
+        assert_eq!(
+            found[1],
+            credential("http", mechanism, "alice@example.com", "p@ss w0rd&="),
+            "{mechanism}"
+        );
+    }
+}
+
+#[test]
+fn bearer_tokens_and_digest_responses_are_credentials() {
+    let mut inspector = inspector();
+    let bearer = to_server(
+        80,
+        b"GET /api/me HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig\r\n\r\n",
+    );
+    let digest = to_server(
+        80,
+        b"GET /dir/index.html HTTP/1.1\r\nHost: localhost\r\nAuthorization: Digest username=\"Mufasa\", realm=\"testrealm@host.com\", nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", uri=\"/dir/index.html\", qop=auth, nc=00000001, cnonce=\"0a4f113b\", response=\"6629fae49393a05397450978507c4ef1\", opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"\r\n\r\n",
+    );
+    let found = events(&mut inspector, &[bearer, digest]);
+    let credentials: Vec<&EventKind> = found
+        .iter()
+        .filter(|kind| matches!(kind, EventKind::Credential { .. }))
+        .collect();
+    assert_eq!(
+        credentials,
+        [
+            &EventKind::Credential {
+                protocol: "http",
+                mechanism: "Bearer",
+                user: None,
+                secret: "<redacted>".into(),
+            },
+            &credential("http", "Digest", "Mufasa", "<redacted>"),
+        ]
+    );
+    let mut showing = showing_secrets();
+    let digest = to_server(
+        80,
+        b"GET / HTTP/1.1\r\nAuthorization: Digest username=\"a\\\"b\", response=\"abc123\"\r\n\r\n",
+    );
+    assert_eq!(
+        events(&mut showing, &[digest])[1],
+        credential("http", "Digest", "a\"b", "abc123")
+    );
+}
+
+#[test]
+fn a_body_that_never_comes_is_reported_at_the_timeout_without_a_credential() {
+    let mut inspector = inspector();
+    let head = to_server(
+        80,
+        b"POST /login HTTP/1.1\r\nHost: app\r\nExpect: 100-continue\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\n",
+    );
+    assert!(
+        events(&mut inspector, &[head]).is_empty(),
+        "waits for the body"
+    );
+    assert!(
+        inspector
+            .expire(T + Duration::from_secs(5), false)
+            .is_empty()
+    );
+    let late = inspector.expire(T + Duration::from_secs(10), false);
+    assert_eq!(late.len(), 1);
+    assert!(matches!(late[0].kind, EventKind::Http { .. }));
+}
+
+#[test]
+fn http_fields_are_cut_at_their_documented_bounds() {
+    let mut inspector = inspector();
+    let path = "/".repeat(5000);
+    let agent = "A".repeat(3000);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\nUser-Agent: {agent}\r\n\r\n");
+    let found = events(&mut inspector, &[to_server(80, request.as_bytes())]);
+    let EventKind::Http {
+        path, user_agent, ..
+    } = &found[0]
+    else {
+        panic!("{found:?}");
+    };
+    assert_eq!(path.len(), text::MAX_PATH);
+    assert_eq!(
+        user_agent.as_deref().map(str::len),
+        Some(text::MAX_USER_AGENT)
+    );
 }

@@ -74,22 +74,36 @@ pub fn sasl_plain(decoded: &[u8]) -> Option<(String, String)> {
     Some((user, password))
 }
 
-/// An HTTP/1 request head.
+/// Bytes of a request target kept in an event; the rest is cut.
+pub const MAX_PATH: usize = 2048;
+/// Bytes of a `Host` kept (a DNS name is at most 253).
+pub const MAX_HOST: usize = 255;
+/// Bytes of a `User-Agent` kept.
+pub const MAX_USER_AGENT: usize = 1024;
+/// Bytes of the `Authorization` and `Content-Type` values kept.
+const MAX_HEADER: usize = 8192;
+
+/// An HTTP/1 request: its head, and the body as far as it is known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpRequest {
     /// GET, POST, ...
     pub method: String,
-    /// The request target.
+    /// The request target, cut at [`MAX_PATH`] bytes.
     pub path: String,
-    /// `Host`.
+    /// `Host`, cut at [`MAX_HOST`] bytes.
     pub host: Option<String>,
-    /// `User-Agent`.
+    /// `User-Agent`, cut at [`MAX_USER_AGENT`] bytes.
     pub user_agent: Option<String>,
     /// `Authorization`.
     pub authorization: Option<String>,
     /// `Content-Type`.
     pub content_type: Option<String>,
-    /// What follows the head in this sample (possibly cut).
+    /// `Content-Length`.
+    pub content_length: Option<usize>,
+    /// `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+    /// The body: after the head, up to `Content-Length` (chunks decoded) when it is all
+    /// there, else as far as it goes.
     pub body: Vec<u8>,
 }
 
@@ -97,7 +111,39 @@ const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
 ];
 
+/// True when `payload` starts with a request line's method and a space.
+pub fn starts_request(payload: &[u8]) -> bool {
+    METHODS.iter().any(|method| {
+        payload
+            .strip_prefix(method.as_bytes())
+            .is_some_and(|rest| rest.first() == Some(&b' '))
+    })
+}
+
+/// True when `payload` may be the start of a request: a request line's method and a space, or
+/// the first bytes of one (a segment may end anywhere).
+pub fn may_start_request(payload: &[u8]) -> bool {
+    starts_request(payload)
+        || METHODS.iter().any(|method| {
+            let line = [method.as_bytes(), b" "].concat();
+            !payload.is_empty() && line.starts_with(payload)
+        })
+}
+
+/// `text` cut at `max` bytes, on a character boundary.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// Parses a request head from the start of a payload; `None` if it does not start with one.
+/// The body is what follows the head (chunks decoded as far as they go).
 pub fn http_request(payload: &[u8]) -> Option<HttpRequest> {
     let head_end = find(payload, b"\r\n\r\n").map(|i| (i, i + 4));
     let head = match head_end {
@@ -117,33 +163,292 @@ pub fn http_request(payload: &[u8]) -> Option<HttpRequest> {
     }
     let mut request = HttpRequest {
         method,
-        path,
+        path: bounded(path, MAX_PATH),
         host: None,
         user_agent: None,
         authorization: None,
         content_type: None,
-        body: head_end.map_or_else(Vec::new, |(_, start)| payload[start..].to_vec()),
+        content_length: None,
+        chunked: false,
+        body: Vec::new(),
     };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let value = Some(value.trim().to_owned());
+        let value = value.trim().to_owned();
         match name.trim().to_ascii_lowercase().as_str() {
-            "host" => request.host = value,
-            "user-agent" => request.user_agent = value,
-            "authorization" => request.authorization = value,
-            "content-type" => request.content_type = value,
+            "host" => request.host = Some(bounded(value, MAX_HOST)),
+            "user-agent" => request.user_agent = Some(bounded(value, MAX_USER_AGENT)),
+            "authorization" => request.authorization = Some(bounded(value, MAX_HEADER)),
+            "content-type" => request.content_type = Some(bounded(value, MAX_HEADER)),
+            "content-length" => request.content_length = value.parse().ok(),
+            "transfer-encoding" => {
+                request.chunked = value.to_ascii_lowercase().contains("chunked");
+            }
             _ => {}
         }
     }
+    if let Some((_, start)) = head_end {
+        let rest = &payload[start..];
+        request.body = if request.chunked {
+            dechunk(rest).map_or_else(|partial| partial, |(body, _)| body)
+        } else {
+            let len = request.content_length.unwrap_or(rest.len()).min(rest.len());
+            rest[..len].to_vec()
+        };
+    }
     Some(request)
+}
+
+/// Where a request stands in the bytes gathered for it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// The request, and the bytes it took (head and body).
+    Complete(HttpRequest, usize),
+    /// More bytes are needed.
+    Incomplete,
+    /// The bytes do not start with a request.
+    NotHttp,
+}
+
+/// Whether `buffer` starts with a whole request: its head and, by `Content-Length` or
+/// chunks, all of its body.
+pub fn complete_request(buffer: &[u8]) -> Completion {
+    if buffer.is_empty() {
+        return Completion::Incomplete;
+    }
+    if !starts_request(buffer) {
+        // A method cut in the middle may still become one.
+        return if may_start_request(buffer) {
+            Completion::Incomplete
+        } else {
+            Completion::NotHttp
+        };
+    }
+    let Some(head_end) = find(buffer, b"\r\n\r\n") else {
+        return Completion::Incomplete;
+    };
+    let start = head_end + 4;
+    let Some(mut request) = http_request(&buffer[..start]) else {
+        return Completion::NotHttp;
+    };
+    let rest = &buffer[start..];
+    if request.chunked {
+        return match dechunk(rest) {
+            Ok((body, used)) => {
+                request.body = body;
+                Completion::Complete(request, start + used)
+            }
+            Err(_) => Completion::Incomplete,
+        };
+    }
+    // No length: none for most methods; a form posted without one (not HTTP/1.1, but sent)
+    // is taken as far as it came.
+    let sends_body = matches!(request.method.as_str(), "POST" | "PUT" | "PATCH");
+    let len = request
+        .content_length
+        .unwrap_or(if sends_body { rest.len() } else { 0 });
+    if rest.len() < len {
+        return Completion::Incomplete;
+    }
+    request.body = rest[..len].to_vec();
+    Completion::Complete(request, start + len)
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1): the body and the bytes it took, or, when the
+/// last chunk is not there yet (or a chunk is malformed), the data as far as it goes.
+fn dechunk(mut rest: &[u8]) -> Result<(Vec<u8>, usize), Vec<u8>> {
+    let whole = rest.len();
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = find(rest, b"\r\n") else {
+            return Err(body);
+        };
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size_text, 16) else {
+            return Err(body);
+        };
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            // Trailer fields, then an empty line.
+            let Some(end) = find(rest, b"\r\n").and_then(|first| {
+                if first == 0 {
+                    Some(2)
+                } else {
+                    find(rest, b"\r\n\r\n").map(|end| end + 4)
+                }
+            }) else {
+                return Err(body);
+            };
+            let used = whole - rest.len() + end;
+            return Ok((body, used));
+        }
+        let Some(data) = rest.get(..size) else {
+            body.extend_from_slice(rest);
+            return Err(body);
+        };
+        body.extend_from_slice(data);
+        rest = &rest[size..];
+        match rest.get(..2) {
+            Some(b"\r\n") => rest = &rest[2..],
+            Some(_) => return Err(body),
+            None => return Err(body),
+        }
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
+}
+
+/// The fields of a `multipart/form-data` body (RFC 7578) whose parts are values, not files:
+/// (name, value) in order. `content_type` carries the boundary.
+pub fn multipart_fields(content_type: &str, body: &[u8]) -> Vec<(String, String)> {
+    let Some(boundary) = content_type.split(';').find_map(|param| {
+        let (name, value) = param.trim().split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    }) else {
+        return Vec::new();
+    };
+    if boundary.is_empty() {
+        return Vec::new();
+    }
+    let delimiter = format!("--{boundary}");
+    let mut fields = Vec::new();
+    let mut rest = body;
+    while let Some(start) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[start + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let Some(head_end) = find(rest, b"\r\n\r\n") else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&rest[..head_end]);
+        let content = &rest[head_end + 4..];
+        let end = find(content, delimiter.as_bytes()).unwrap_or(content.len());
+        let value = content[..end]
+            .strip_suffix(b"\r\n")
+            .unwrap_or(&content[..end]);
+        let disposition = head
+            .split("\r\n")
+            .find(|line| {
+                line.to_ascii_lowercase()
+                    .starts_with("content-disposition:")
+            })
+            .unwrap_or("");
+        let params: Vec<(String, String)> = disposition
+            .split(';')
+            .filter_map(|param| {
+                let (name, value) = param.trim().split_once('=')?;
+                Some((
+                    name.trim().to_ascii_lowercase(),
+                    value.trim().trim_matches('"').to_owned(),
+                ))
+            })
+            .collect();
+        let is_file = params.iter().any(|(name, _)| name == "filename");
+        if let Some((_, name)) = params.iter().find(|(name, _)| name == "name")
+            && !is_file
+        {
+            fields.push((name.clone(), String::from_utf8_lossy(value).into_owned()));
+        }
+        rest = &content[end..];
+    }
+    fields
+}
+
+/// How deep [`json_credentials`] looks into nested objects and arrays.
+const JSON_DEPTH: usize = 8;
+
+/// A user name and password in a JSON body: the first object (depth first, at most
+/// [`JSON_DEPTH`] levels down) with a password field whose value is a string, with the user
+/// field of that object or, failing that, of the nearest object around it.
+pub fn json_credentials(body: &[u8]) -> Option<(Option<String>, String)> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    fn walk(
+        value: &serde_json::Value,
+        depth: usize,
+        outer_user: Option<&str>,
+    ) -> Option<(Option<String>, String)> {
+        if depth > JSON_DEPTH {
+            return None;
+        }
+        match value {
+            serde_json::Value::Object(fields) => {
+                let user = fields
+                    .iter()
+                    .find(|(name, value)| is_user_field(name) && value.is_string())
+                    .and_then(|(_, value)| value.as_str())
+                    .or(outer_user);
+                if let Some(password) = fields
+                    .iter()
+                    .find(|(name, value)| is_password_field(name) && value.is_string())
+                    .and_then(|(_, value)| value.as_str())
+                {
+                    return Some((user.map(str::to_owned), password.to_owned()));
+                }
+                fields
+                    .values()
+                    .find_map(|inner| walk(inner, depth + 1, user))
+            }
+            serde_json::Value::Array(items) => items
+                .iter()
+                .find_map(|inner| walk(inner, depth + 1, outer_user)),
+            _ => None,
+        }
+    }
+    walk(&value, 0, None)
+}
+
+/// The parameters of an `Authorization: Digest ...` value (RFC 7616 §3.4), names in lower
+/// case, quotes taken off.
+pub fn digest_params(value: &str) -> Vec<(String, String)> {
+    let mut params = Vec::new();
+    let mut rest = value.trim();
+    while !rest.is_empty() {
+        let Some((name, after)) = rest.split_once('=') else {
+            break;
+        };
+        let name = name
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut end = quoted.len();
+            let mut chars = quoted.char_indices();
+            while let Some((index, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            value.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = index + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end.min(quoted.len())..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        params.push((name, value));
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    params
 }
 
 /// `application/x-www-form-urlencoded` fields, decoded.

@@ -38,6 +38,7 @@ pub struct Metrics {
     map_read: Gauge,
     alerts: IntCounterVec,
     suppressed: IntCounter,
+    streams: IntGaugeVec,
     events: IntCounterVec,
     attach: IntGaugeVec,
     source_pps: GaugeVec,
@@ -153,6 +154,16 @@ impl Metrics {
                 IntCounter::new(
                     "netwatch_alerts_suppressed_total",
                     "Alert lines left out over the per-interval cap (detect.max_alerts)",
+                )?,
+            )?,
+            streams: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_http_requests_incomplete",
+                        "HTTP requests gathered across segments and reported incomplete since start: dropped for room, cut at the byte bound, timed out",
+                    ),
+                    &["outcome"],
                 )?,
             )?,
             events: register(
@@ -297,6 +308,19 @@ impl Metrics {
     /// Counts an alert line.
     pub fn alert(&self, kind: &str, state: &str) {
         self.alerts.with_label_values(&[kind, state]).inc();
+    }
+
+    /// Records what the HTTP streams dropped, cut or timed out so far.
+    pub fn set_streams(&self, counts: crate::inspect::http::StreamCounts) {
+        for (outcome, count) in [
+            ("dropped", counts.dropped),
+            ("cut", counts.cut),
+            ("timed_out", counts.timed_out),
+        ] {
+            self.streams
+                .with_label_values(&[outcome])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts alert lines left out over the cap.
