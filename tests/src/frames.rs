@@ -72,6 +72,7 @@ pub struct FrameBuilder {
     dst_host: u8,
     dst_v4: Option<[u8; 4]>,
     src_port: u16,
+    seq: u32,
 }
 
 /// What the XDP program must make of a frame, by the length of the prefix it sees.
@@ -169,7 +170,14 @@ impl FrameBuilder {
             dst_host: 254,
             dst_v4: None,
             src_port: 40_000,
+            seq: 1,
         }
+    }
+
+    /// Sets the TCP sequence number (default 1).
+    pub fn seq(mut self, seq: u32) -> Self {
+        self.seq = seq;
+        self
     }
 
     /// Sets the TCP or UDP source port (default 40000).
@@ -409,7 +417,7 @@ impl FrameBuilder {
             Transport::Tcp(flags) => {
                 l4.extend_from_slice(&self.src_port.to_be_bytes());
                 l4.extend_from_slice(&self.dst_port.unwrap_or(80).to_be_bytes());
-                l4.extend_from_slice(&1u32.to_be_bytes());
+                l4.extend_from_slice(&self.seq.to_be_bytes());
                 l4.extend_from_slice(&0u32.to_be_bytes());
                 l4.push(5 << 4);
                 l4.push(flags);

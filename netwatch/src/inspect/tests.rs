@@ -13,10 +13,13 @@ const CLIENT: [u8; 4] = [192, 0, 2, 10];
 const SERVER: [u8; 4] = [198, 51, 100, 20];
 const T: Duration = Duration::from_secs(1_000);
 
+/// One end of a test flow: address and port.
+type End = ([u8; 4], u16);
+
 thread_local! {
     /// The next sequence number of each direction of each flow the tests send, so that the
     /// segments of a flow follow each other as a real sender's do.
-    static NEXT_SEQ: std::cell::RefCell<HashMap<(([u8; 4], u16), ([u8; 4], u16)), u32>> =
+    static NEXT_SEQ: std::cell::RefCell<HashMap<(End, End), u32>> =
         std::cell::RefCell::default();
 }
 
