@@ -821,6 +821,72 @@ fn the_token_bucket_caps_samples_and_counts_the_rest() {
     assert_eq!(after.globals.total_packets, n + 1);
 }
 
+/// A flood of whole-MTU frames to port 80, faster than the ring is read: every frame that
+/// should have been sampled is sampled, capped, or lost to a full ring, counted; the ring
+/// holds exactly the sampled ones, whole; and with a shorter snap length every sample is cut
+/// and counted as truncated.
+#[test]
+fn a_flood_of_large_frames_to_a_sampled_port_is_counted_whole() {
+    if !privileged("a_flood_of_large_frames_to_a_sampled_port_is_counted_whole") {
+        return;
+    }
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load(source_map);
+        datapath
+            .set_sampling(&sampling(1_000_000, 3_000))
+            .unwrap_or_else(|err| panic!("{err}"));
+        let frame = FrameBuilder::ipv4([10, 7, 0, 1])
+            .transport(Transport::Tcp(PSH | ACK))
+            .to_port(80)
+            .payload(1460)
+            .build();
+        let n = 5_000u64;
+        let (verdict, _) = datapath
+            .bench(&frame.bytes, n as u32)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(verdict, XDP_PASS);
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let g = &snapshot.globals;
+        assert_eq!(g.total_packets, n, "{source_map}");
+        assert_eq!(
+            g.sampled_packets + g.sample_capped_packets + g.sample_ring_full_packets,
+            n,
+            "{source_map}: every candidate accounted for: {g:?}"
+        );
+        assert!(g.sample_ring_full_packets > 0, "the ring filled: {g:?}");
+        assert_eq!(g.sample_truncated_packets, 0);
+        let mut records = 0;
+        let mut whole = true;
+        datapath.drain_samples(|sample| {
+            records += 1;
+            whole &= sample.data == frame.bytes;
+        });
+        assert_eq!(records, g.sampled_packets, "{source_map}");
+        assert!(whole, "every sample holds the whole frame");
+        assert_invariant(&snapshot, "large frames");
+
+        datapath
+            .set_sampling(&netwatch::datapath::Sampling {
+                snap_len: 512,
+                ..sampling(1_000_000, 3_000)
+            })
+            .unwrap_or_else(|err| panic!("{err}"));
+        datapath
+            .bench(&frame.bytes, 200)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let after = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let sampled = after.globals.sampled_packets - g.sampled_packets;
+        assert!(sampled > 0);
+        assert_eq!(
+            after.globals.sample_truncated_packets, sampled,
+            "{source_map}: every sample of the 1,514-byte frame is cut at 512"
+        );
+        let mut lengths = Vec::new();
+        datapath.drain_samples(|sample| lengths.push(sample.data.len()));
+        assert!(lengths.iter().all(|len| *len == 512), "{lengths:?}");
+    }
+}
+
 /// With all-TCP sampling on (the keyword matcher), any TCP payload is sampled.
 #[test]
 fn all_tcp_sampling_takes_any_port() {
