@@ -465,5 +465,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("monitor.max_sources"), "{err}");
+        for (field, text) in [
+            ("inspect.snap_len", "[inspect]\nsnap_len = 64\n"),
+            ("inspect.snap_len", "[inspect]\nsnap_len = 9000\n"),
+            ("inspect.follow_bytes", "[inspect]\nfollow_bytes = 0\n"),
+            ("detect.heavy.share", "[detect.heavy]\nshare = 1.5\n"),
+            ("detect.max_alerts", "[detect]\nmax_alerts = 0\n"),
+            (
+                "detect.reflection_ports",
+                "[detect]\nreflection_ports = [0]\n",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+        let config = parse("[inspect]\nsnap_len = 8192\n").unwrap();
+        assert_eq!(config.sampling().snap_len, 8192);
     }
 }
