@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     cli::{HistoryArgs, HistoryQuery},
-    report::rfc3339,
+    report::{escape, rfc3339},
     store_command::{StoreCommandError, open_store},
 };
 
@@ -63,16 +63,20 @@ pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), StoreCommandEr
                     writeln!(out, "{record}")?;
                 } else {
                     let value: serde_json::Value = serde_json::from_str(record).unwrap_or_default();
+                    // The store is a file anyone with access may have written: every field is
+                    // escaped like wire data.
+                    let field =
+                        |name: &str| escape(value[name].as_str().unwrap_or("?")).into_owned();
                     writeln!(
                         out,
                         "{} {} {} {} {} {} {} (threshold {})",
-                        value["time"].as_str().unwrap_or("?"),
-                        value["state"].as_str().unwrap_or("?"),
-                        value["severity"].as_str().unwrap_or("?"),
-                        value["kind"].as_str().unwrap_or("?"),
-                        value["subject"].as_str().unwrap_or("?"),
+                        field("time"),
+                        field("state"),
+                        field("severity"),
+                        field("kind"),
+                        field("subject"),
                         value["observed"],
-                        value["unit"].as_str().unwrap_or(""),
+                        escape(value["unit"].as_str().unwrap_or("")),
                         value["threshold"],
                     )?;
                 }
@@ -101,7 +105,10 @@ pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), StoreCommandEr
                     writeln!(
                         out,
                         "{:<39} {:>12} {:>14} {:>10}",
-                        source.source, source.packets, source.bytes, source.intervals
+                        escape(&source.source),
+                        source.packets,
+                        source.bytes,
+                        source.intervals
                     )?;
                 }
             }

@@ -696,10 +696,24 @@ impl Inspector {
     }
 
     fn http(&self, request: &text::HttpRequest, found: &mut Vec<EventKind>) {
+        // A password in the query string (`GET /login?user=ivan&password=...`) is redacted
+        // in the path as anywhere else, and reported as a credential.
+        let redacted = if self.config.show_secrets {
+            None
+        } else {
+            Some(REDACTED)
+        };
+        let (path, in_query) = match redacted {
+            Some(mark) => text::query_credentials(&request.path, mark),
+            None => {
+                let (_, found) = text::query_credentials(&request.path, "");
+                (request.path.clone(), found)
+            }
+        };
         found.push(EventKind::Http {
             method: request.method.clone(),
             host: request.host.clone(),
-            path: request.path.clone(),
+            path,
             user_agent: request.user_agent.clone(),
         });
         let credential = |mechanism, user: Option<String>, secret: &str| EventKind::Credential {
@@ -708,6 +722,9 @@ impl Inspector {
             user,
             secret: self.secret(secret),
         };
+        if let Some((user, password)) = in_query {
+            found.push(credential("query", user, &password));
+        }
         if let Some(authorization) = request.authorization.as_deref() {
             let (scheme, value) = authorization.split_once(' ').unwrap_or((authorization, ""));
             match scheme.to_ascii_lowercase().as_str() {

@@ -847,3 +847,33 @@ fn http_fields_are_cut_at_their_documented_bounds() {
         Some(text::MAX_USER_AGENT)
     );
 }
+
+#[test]
+fn a_password_in_a_query_string_is_redacted_and_reported() {
+    let request = to_server(
+        80,
+        b"GET /login?user=ivan&password=hunter2&next=%2F HTTP/1.1\r\nHost: app\r\n\r\n",
+    );
+    let found = events(&mut inspector(), std::slice::from_ref(&request));
+    assert_eq!(
+        found,
+        vec![
+            EventKind::Http {
+                method: "GET".into(),
+                host: Some("app".into()),
+                path: "/login?user=ivan&password=<redacted>&next=%2F".into(),
+                user_agent: None,
+            },
+            credential("http", "query", "ivan", "<redacted>"),
+        ]
+    );
+    let shown = events(&mut showing_secrets(), &[request]);
+    assert_eq!(shown[1], credential("http", "query", "ivan", "hunter2"));
+    let EventKind::Http { path, .. } = &shown[0] else {
+        panic!("{shown:?}");
+    };
+    assert!(path.contains("hunter2"), "shown when asked: {path}");
+    // A query without a password field is left alone.
+    let search = to_server(80, b"GET /search?q=pass HTTP/1.1\r\n\r\n");
+    assert_eq!(events(&mut inspector(), &[search]).len(), 1);
+}

@@ -451,6 +451,31 @@ pub fn digest_params(value: &str) -> Vec<(String, String)> {
     params
 }
 
+/// A request target with the values of its query's password fields replaced by `redacted`,
+/// and the user and password the query carried, if it carried a password.
+pub fn query_credentials(path: &str, redacted: &str) -> (String, Option<(Option<String>, String)>) {
+    let Some((base, query)) = path.split_once('?') else {
+        return (path.to_owned(), None);
+    };
+    let fields = form_fields(query.as_bytes());
+    let Some((_, password)) = fields.iter().find(|(name, _)| is_password_field(name)) else {
+        return (path.to_owned(), None);
+    };
+    let user = fields
+        .iter()
+        .find(|(name, _)| is_user_field(name))
+        .map(|(_, value)| value.clone());
+    let shown = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_password_field(&url_decode(name)) => format!("{name}={redacted}"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    (format!("{base}?{shown}"), Some((user, password.clone())))
+}
+
 /// `application/x-www-form-urlencoded` fields, decoded.
 pub fn form_fields(body: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(body)

@@ -8,7 +8,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::rfc3339;
+use super::{escape, rfc3339};
 use crate::detect::{
     alert::{Alert, AlertKind, AlertState, Contributor, Severity, Subject},
     attack::Attack,
@@ -136,7 +136,7 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
         (AlertKind::DnsTunnel, _) => write!(
             out,
             "DNS tunnelling suspected ({}): {:.1} over {:.1}",
-            alert.detail.as_deref().unwrap_or("?"),
+            escape(alert.detail.as_deref().unwrap_or("?")),
             alert.observed,
             alert.threshold
         )?,
@@ -164,7 +164,7 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
             "{:.0} more alerts this interval over the cap of {:.0}, not shown: {}",
             alert.observed,
             alert.threshold,
-            alert.detail.as_deref().unwrap_or("")
+            escape(alert.detail.as_deref().unwrap_or(""))
         )?,
         (_, AlertState::End) => write!(
             out,
@@ -194,7 +194,7 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
             if alert.kind == AlertKind::HeavyHitter
                 && let Some(detail) = &alert.detail
             {
-                write!(out, "; {detail}")?;
+                write!(out, "; {}", escape(detail))?;
             }
         }
     }

@@ -7,7 +7,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::rfc3339;
+use super::{escape, rfc3339};
 use crate::inspect::{Event, EventKind};
 
 #[derive(Serialize)]
@@ -52,8 +52,9 @@ pub fn write_line(out: &mut impl Write, iface: &str, event: &Event) -> io::Resul
             secret,
         } => write!(
             out,
-            "cleartext {protocol} credential ({mechanism}) user {} secret {secret}",
-            user.as_deref().unwrap_or("?")
+            "cleartext {protocol} credential ({mechanism}) user {} secret {}",
+            escape(user.as_deref().unwrap_or("?")),
+            escape(secret)
         )?,
         EventKind::Http {
             method,
@@ -62,9 +63,11 @@ pub fn write_line(out: &mut impl Write, iface: &str, event: &Event) -> io::Resul
             user_agent,
         } => write!(
             out,
-            "{method} {}{path} ({})",
-            host.as_deref().unwrap_or(""),
-            user_agent.as_deref().unwrap_or("no user agent")
+            "{} {}{} ({})",
+            escape(method),
+            escape(host.as_deref().unwrap_or("")),
+            escape(path),
+            escape(user_agent.as_deref().unwrap_or("no user agent"))
         )?,
         EventKind::Dns {
             name,
@@ -73,6 +76,7 @@ pub fn write_line(out: &mut impl Write, iface: &str, event: &Event) -> io::Resul
             rcode,
             transport,
         } => {
+            // Names are in presentation format already: odd bytes as \DDD (dns.rs).
             if *response {
                 write!(
                     out,

@@ -1,0 +1,163 @@
+//! What a hostile sender puts in packets never reaches the admin's terminal raw, and a
+//! password in a URL never reaches a file: replayed captures through the real binary.
+
+use std::{fs, time::Duration};
+
+use netwatch_tests::{
+    ScratchDir,
+    frames::{ACK, FrameBuilder, PSH, Transport},
+    privileged,
+    replay::{BASE, of_type, records, replay},
+    write_pcap,
+};
+
+/// A segment from the client to `port` on the server, the `n`-th of its flow.
+fn segment(port: u16, client_port: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    FrameBuilder::ipv4([192, 0, 2, 66])
+        .from_port(client_port)
+        .to_ipv4([198, 51, 100, 7])
+        .to_port(port)
+        .transport(Transport::Tcp(PSH | ACK))
+        .seq(seq)
+        .raw_payload(payload)
+        .build()
+        .bytes
+}
+
+/// Every control character a terminal obeys, and C1 controls as UTF-8 and as raw bytes.
+const HOSTILE: &[u8] = b"\x1b]0;owned\x07\x1b[2J\ra\rINJ 2026-01-01T00:00:00.000Z ALERT START CRITICAL fake\n\x0b\x08\xc2\x9b31m\x9b\x85";
+
+#[test]
+fn control_characters_from_the_wire_are_escaped_in_text_output() {
+    if !privileged("control_characters_from_the_wire_are_escaped_in_text_output") {
+        return;
+    }
+    let dir = ScratchDir::new("nwhostile");
+    // Percent-encoding brings the same bytes into decoded fields (form user, password).
+    let encoded: String = HOSTILE.iter().map(|byte| format!("%{byte:02X}")).collect();
+    let mut http = b"POST /".to_vec();
+    http.extend_from_slice(&HOSTILE[..6]);
+    http.extend_from_slice(b" HTTP/1.1\r\nHost: h");
+    http.extend_from_slice(HOSTILE.split(|b| *b == b'\n').next().unwrap_or_default());
+    http.extend_from_slice(b"\r\nUser-Agent: ua");
+    http.extend_from_slice(HOSTILE.split(|b| *b == b'\n').next().unwrap_or_default());
+    let body = format!("username={encoded}&password={encoded}");
+    http.extend_from_slice(
+        format!(
+            "\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let mut ftp_user = b"USER ".to_vec();
+    ftp_user.extend_from_slice(&HOSTILE[..20]);
+    ftp_user.extend_from_slice(b"\r\n");
+    let frames = vec![
+        (Duration::from_secs(BASE), segment(80, 40_001, 1, &http)),
+        (
+            Duration::from_millis(BASE * 1000 + 10),
+            segment(21, 40_002, 1, &ftp_user),
+        ),
+        (
+            Duration::from_millis(BASE * 1000 + 20),
+            segment(
+                21,
+                40_002,
+                1 + ftp_user.len() as u32,
+                b"PASS \x1b[31mred\r\n",
+            ),
+        ),
+    ];
+    let capture = dir.join("hostile.pcap");
+    write_pcap(&capture, &frames);
+    for show in [false, true] {
+        let mut args = vec![capture.to_str().unwrap_or_default()];
+        if show {
+            args.push("--show-secrets");
+        }
+        let output = replay(&args);
+        assert!(output.status.success());
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let events: Vec<&str> = stdout
+            .lines()
+            .filter(|line| line.contains(" EVENT "))
+            .collect();
+        assert_eq!(events.len(), 3, "http, its form, the FTP login: {stdout}");
+        for line in stdout.lines() {
+            assert!(
+                !line.chars().any(char::is_control),
+                "a control character reached the terminal: {line:?}"
+            );
+            // The forged alert stays inside the line it came in, after a visible \x0d.
+            assert!(
+                !line.contains("ALERT START CRITICAL fake")
+                    || line.contains("\\x0dINJ 2026-01-01T00:00:00.000Z ALERT START CRITICAL fake"),
+                "{line:?}"
+            );
+        }
+        assert!(
+            stdout.contains("\\x1b]0;owned\\x07"),
+            "shown escaped, not dropped: {stdout}"
+        );
+        // JSON keeps its own escaping: the same bytes come back whole.
+        let json = replay(&[capture.to_str().unwrap_or_default(), "--format", "json"]);
+        let records = records(&json);
+        let ftp = of_type(&records, "event")
+            .into_iter()
+            .find(|event| event["event"] == "credential" && event["protocol"] == "ftp")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            ftp["user"].as_str().map(str::as_bytes),
+            Some(&HOSTILE[..20]),
+            "{ftp}"
+        );
+    }
+}
+
+#[test]
+fn a_password_in_a_url_is_redacted_everywhere_it_is_kept() {
+    if !privileged("a_password_in_a_url_is_redacted_everywhere_it_is_kept") {
+        return;
+    }
+    let dir = ScratchDir::new("nwquery");
+    let get = b"GET /login?user=ivan&password=Tr0ub4dor HTTP/1.1\r\nHost: intranet\r\n\r\n";
+    let capture = dir.join("query.pcap");
+    write_pcap(
+        &capture,
+        &[(Duration::from_secs(BASE), segment(80, 40_003, 1, get))],
+    );
+    let db = dir.join("store.db");
+    let alerts = dir.join("alerts.jsonl");
+    let output = replay(&[
+        capture.to_str().unwrap_or_default(),
+        "--db",
+        db.to_str().unwrap_or_default(),
+        "--alerts",
+        alerts.to_str().unwrap_or_default(),
+    ]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("cleartext http credential (query) user ivan secret <redacted>"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/login?user=ivan&password=<redacted>"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Tr0ub4dor"), "{stdout}");
+    // Not in any file netwatch wrote: the store (with its WAL) and the alerts file.
+    for entry in fs::read_dir(dir.0.as_path()).unwrap_or_else(|err| panic!("{err}")) {
+        let path = entry.unwrap_or_else(|err| panic!("{err}")).path();
+        if path == capture {
+            continue;
+        }
+        let bytes = fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes.windows(9).any(|window| window == b"Tr0ub4dor"),
+            "{} holds the password",
+            path.display()
+        );
+    }
+}
