@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod known;
 pub mod monitor;
 pub mod pipeline;
+pub mod private_files;
 pub mod privilege;
 pub mod replay;
 pub mod report;

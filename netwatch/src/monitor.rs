@@ -2,7 +2,6 @@
 //! signal.
 
 use std::{
-    fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
     path::Path,
     sync::Arc,
@@ -94,15 +93,12 @@ pub fn check_privilege() -> Result<(), MonitorError> {
 /// The report and alert outputs named by the configuration.
 pub fn open_outputs(config: &Config, output: Option<&Path>) -> Result<Outputs, MonitorError> {
     let create = |path: &Path, append: bool| -> Result<Box<dyn Write>, MonitorError> {
-        let file = if append {
-            OpenOptions::new().create(true).append(true).open(path)
-        } else {
-            File::create(path)
-        };
-        let file = file.map_err(|source| MonitorError::Output {
-            path: path.display().to_string(),
-            source,
-        })?;
+        // Alerts and reports name sources, users and URLs: for the owner alone.
+        let file =
+            crate::private_files::open(path, append).map_err(|source| MonitorError::Output {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(Box::new(BufWriter::new(file)))
     };
     let reports = match output {

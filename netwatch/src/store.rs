@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashSet,
-    fs,
     net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -181,11 +180,17 @@ impl Store {
     /// Opens (creating the file and its folder if needed) and migrates.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            crate::private_files::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_owned(),
                 source,
             })?;
         }
+        // The store holds user names, URLs and DNS names: created 0600, and SQLite gives its
+        // WAL and shared-memory files the mode of the database.
+        crate::private_files::prepare(path).map_err(|source| StoreError::CreateDir {
+            path: path.to_owned(),
+            source,
+        })?;
         let sqlite = |source| StoreError::Sqlite {
             path: path.to_owned(),
             source,
@@ -728,6 +733,8 @@ fn insert_known(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn temp_db(name: &str) -> PathBuf {
@@ -796,6 +803,34 @@ mod tests {
     }
 
     #[test]
+    fn the_store_and_its_journal_files_are_for_their_owner_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = temp_db("modes");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .apply(
+                &[KnownChange::LearningStarted(Duration::from_secs(1))],
+                Duration::from_secs(1),
+            )
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            let mode = fs::metadata(&file)
+                .unwrap_or_else(|err| panic!("{}: {err}", file.display()))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+        let dir = path.parent().unwrap();
+        assert_eq!(
+            fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        drop(store);
+        let _ = fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
     fn a_store_of_version_2_is_migrated_forward_with_its_rows() {
         let path = temp_db("v2");
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -860,6 +895,8 @@ mod tests {
 
 #[cfg(test)]
 mod history_tests {
+    use std::fs;
+
     use super::*;
 
     fn store(name: &str) -> (Store, PathBuf) {

@@ -161,3 +161,77 @@ fn a_password_in_a_url_is_redacted_everywhere_it_is_kept() {
         );
     }
 }
+
+/// The store (with its WAL and shared memory), the alerts file and the output file are for
+/// their owner alone whatever the umask; a folder netwatch creates too. An existing file keeps
+/// its mode, with a warning when others may read it.
+#[test]
+fn files_netwatch_writes_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !privileged("files_netwatch_writes_are_private_whatever_the_umask") {
+        return;
+    }
+    let dir = ScratchDir::new("nwmodes");
+    let get = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    let capture = dir.join("one.pcap");
+    write_pcap(
+        &capture,
+        &[(Duration::from_secs(BASE), segment(80, 40_004, 1, get))],
+    );
+    let mode = |path: &std::path::Path| {
+        fs::metadata(path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for umask in ["000", "277"] {
+        let out = dir.join(&format!("u{umask}"));
+        let script = format!(
+            "umask {umask} && exec \"$0\" replay {} --db {}/state/store.db --alerts {}/alerts.jsonl --output {}/out.jsonl --format json",
+            capture.display(),
+            out.display(),
+            out.display(),
+            out.display()
+        );
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .arg(netwatch_tests::netwatch_bin())
+            .output()
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(
+            output.status.success(),
+            "umask {umask}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(mode(&out), 0o700, "umask {umask}");
+        assert_eq!(mode(&out.join("state")), 0o700, "umask {umask}");
+        for file in ["state/store.db", "alerts.jsonl", "out.jsonl"] {
+            assert_eq!(mode(&out.join(file)), 0o600, "{file}, umask {umask}");
+        }
+        for sqlite in ["state/store.db-wal", "state/store.db-shm"] {
+            let path = out.join(sqlite);
+            if path.exists() {
+                assert_eq!(mode(&path), 0o600, "{sqlite}, umask {umask}");
+            }
+        }
+    }
+    // An existing alerts file readable by all keeps its mode, and netwatch says so.
+    let shared = dir.join("shared.jsonl");
+    fs::write(&shared, b"").unwrap_or_else(|err| panic!("{err}"));
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let output = replay(&[
+        capture.to_str().unwrap_or_default(),
+        "--alerts",
+        shared.to_str().unwrap_or_default(),
+    ]);
+    assert!(output.status.success());
+    assert_eq!(mode(&shared), 0o644);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is readable by every user (mode 0644)"),
+        "{stderr}"
+    );
+}
