@@ -246,8 +246,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if duration < Duration::from_millis(10) {
         return Err(format!("{text:?} is too short: at least 10ms"));
     }
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is too long: at most 87600h (ten years)"));
+    }
     Ok(duration)
 }
+
+/// The longest duration netwatch takes anywhere: ten years. Beyond it a value is a typo (or a
+/// probe), and timers that far away overflow the clocks they are added to.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {

@@ -191,7 +191,7 @@ impl Config {
 
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_config_file(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -220,6 +220,21 @@ impl Config {
         if monitor.interval < Duration::from_millis(10) {
             return Err(invalid("monitor.interval", "must be at least 10ms"));
         }
+        if monitor.interval > Duration::from_secs(3600) {
+            return Err(invalid("monitor.interval", "must be at most 1h"));
+        }
+        for (field, duration, max) in [
+            ("webhook.timeout", self.webhook.timeout, Duration::from_secs(600)),
+            ("webhook.max_backoff", self.webhook.max_backoff, Duration::from_secs(3600)),
+            ("inspect.follow_timeout", self.inspect.follow_timeout, Duration::from_secs(3600)),
+        ] {
+            if duration > max {
+                return Err(invalid(
+                    field,
+                    &format!("must be at most {}s", max.as_secs()),
+                ));
+            }
+        }
         if monitor.max_sources == 0 || monitor.max_sources > 16_777_216 {
             return Err(invalid("monitor.max_sources", "must be 1 to 16777216"));
         }
@@ -244,12 +259,24 @@ impl Config {
             return Err(invalid("store.retention", "must be at least 1m"));
         }
         for url in &self.webhook.urls {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
-                    "webhook.urls",
-                    &format!("{url:?} is not an http(s) URL"),
-                ));
+            if let Err(reason) = check_url(url) {
+                return Err(invalid("webhook.urls", &reason));
             }
+        }
+        if let Some(url) = self
+            .webhook
+            .urls
+            .iter()
+            .find(|url| url.starts_with("http://"))
+            && !self.webhook.allow_insecure
+            && self.webhook.effective_token().is_some()
+        {
+            return Err(invalid(
+                "webhook.urls",
+                &format!(
+                    "the bearer token would cross the network in clear text to {url}: use https://, or set webhook.allow_insecure = true"
+                ),
+            ));
         }
         if self.webhook.batch == 0 {
             return Err(invalid("webhook.batch", "must be at least 1"));
@@ -311,6 +338,75 @@ impl Config {
     }
 }
 
+/// The most a configuration file may hold: far more than any real one, far less than a
+/// device that never ends.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a configuration file: a regular file of at most [`MAX_CONFIG_BYTES`]. Opened without
+/// blocking, so that a FIFO (or a device) named by mistake, or swapped in before a SIGHUP, is
+/// refused at once instead of stalling netwatch until someone writes to it.
+fn read_config_file(path: &Path) -> std::io::Result<String> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, a device or a folder)",
+        ));
+    }
+    if metadata.len() > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes is more than the {MAX_CONFIG_BYTES} a configuration may hold",
+            metadata.len()
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other("grew past 1 MiB while read"));
+    }
+    Ok(text)
+}
+
+/// Checks a webhook URL: `http://` or `https://`, a host, and a port (if given) from 1 to
+/// 65535. Says what is wrong.
+fn check_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(format!("{url:?} is not an http(s) URL"));
+    };
+    let authority = rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?} has an unclosed [ in its host"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|port| port > 0)
+    {
+        return Err(format!("{url:?} has port {port:?}: a port is 1 to 65535"));
+    }
+    Ok(())
+}
+
 /// Serde for durations written as `"500ms"`, `"1s"`, `"2m"`, `"1h"` or a number of seconds.
 pub mod duration {
     use std::time::Duration;
@@ -329,7 +425,16 @@ pub mod duration {
         match Raw::deserialize(deserializer)? {
             Raw::Text(text) => crate::cli::parse_duration(&text).map_err(D::Error::custom),
             Raw::Seconds(seconds) => Duration::try_from_secs_f64(seconds)
-                .map_err(|err| D::Error::custom(err.to_string())),
+                .map_err(|err| D::Error::custom(err.to_string()))
+                .and_then(|duration| {
+                    if duration > crate::cli::MAX_DURATION {
+                        Err(D::Error::custom(format!(
+                            "{seconds} s is too long: at most 87600h (ten years)"
+                        )))
+                    } else {
+                        Ok(duration)
+                    }
+                }),
         }
     }
 }
@@ -481,5 +586,87 @@ mod tests {
         }
         let config = parse("[inspect]\nsnap_len = 8192\n").unwrap();
         assert_eq!(config.sampling().snap_len, 8192);
+    }
+
+    #[test]
+    fn only_a_bounded_regular_file_is_read_as_configuration() {
+        let dir = std::env::temp_dir().join(format!("netwatch-cfg-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.toml");
+        let name = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        // Refused at once, though nobody writes to the FIFO.
+        let err = Config::load(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let err = Config::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let big = dir.join("big.toml");
+        fs::write(&big, vec![b'#'; 2 << 20]).unwrap();
+        let err = Config::load(&big).unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_duration_is_bounded() {
+        for text in [
+            "[monitor]\ninterval = \"100000000000h\"\n",
+            "[monitor]\ninterval = 1e12\n",
+            "[store]\nretention = \"1000000h\"\n",
+            "[detect.unknown]\nlearning = \"99999999h\"\n",
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("too long"), "{text}: {err}");
+        }
+        let err = parse("[monitor]\ninterval = \"2h\"\n").unwrap_err().to_string();
+        assert!(err.contains("monitor.interval") && err.contains("at most 1h"), "{err}");
+        let err = parse("[webhook]\ntimeout = \"1h\"\n").unwrap_err().to_string();
+        assert!(err.contains("webhook.timeout"), "{err}");
+        assert!(parse("[store]\nretention = \"87600h\"\n").is_ok());
+    }
+
+    #[test]
+    fn webhook_urls_need_a_host_and_a_real_port() {
+        for bad in [
+            "http://",
+            "http:///hook",
+            "http://127.0.0.1:99999/x",
+            "http://127.0.0.1:0/x",
+            "https://host:port/x",
+            "http://[::1/x",
+            "ftp://siem/x",
+        ] {
+            let text = format!("[webhook]\nurls = [\"{bad}\"]\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("webhook.urls"), "{bad}: {err}");
+        }
+        for good in [
+            "http://127.0.0.1:8080/hook",
+            "https://siem.example.com/api?x=1",
+            "https://[2001:db8::1]:8443/h",
+            "http://user@siem/h",
+        ] {
+            let text = format!("[webhook]\nurls = [\"{good}\"]\n");
+            assert!(parse(&text).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_token_is_never_sent_over_plain_http_unless_allowed() {
+        let err = parse("[webhook]\nurls = [\"http://siem/h\"]\ntoken = \"t\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("webhook.urls") && err.contains("clear text") && err.contains("allow_insecure"),
+            "{err}"
+        );
+        assert!(parse("[webhook]\nurls = [\"https://siem/h\"]\ntoken = \"t\"\n").is_ok());
+        assert!(parse("[webhook]\nurls = [\"http://siem/h\"]\n").is_ok(), "no token");
+        assert!(
+            parse("[webhook]\nurls = [\"http://siem/h\"]\ntoken = \"t\"\nallow_insecure = true\n")
+                .is_ok()
+        );
     }
 }

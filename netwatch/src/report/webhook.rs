@@ -37,6 +37,8 @@ pub struct WebhookConfig {
     /// A PEM file of the CA certificates that `https://` URLs must chain to, instead of the
     /// public roots built in: for a SIEM whose certificate comes from an internal CA.
     pub ca_file: Option<PathBuf>,
+    /// Send the bearer token to `http://` URLs, in clear text; refused otherwise.
+    pub allow_insecure: bool,
 }
 
 impl Default for WebhookConfig {
@@ -48,6 +50,7 @@ impl Default for WebhookConfig {
             batch: 100,
             max_backoff: Duration::from_secs(30),
             ca_file: None,
+            allow_insecure: false,
         }
     }
 }
