@@ -224,9 +224,21 @@ impl Config {
             return Err(invalid("monitor.interval", "must be at most 1h"));
         }
         for (field, duration, max) in [
-            ("webhook.timeout", self.webhook.timeout, Duration::from_secs(600)),
-            ("webhook.max_backoff", self.webhook.max_backoff, Duration::from_secs(3600)),
-            ("inspect.follow_timeout", self.inspect.follow_timeout, Duration::from_secs(3600)),
+            (
+                "webhook.timeout",
+                self.webhook.timeout,
+                Duration::from_secs(600),
+            ),
+            (
+                "webhook.max_backoff",
+                self.webhook.max_backoff,
+                Duration::from_secs(3600),
+            ),
+            (
+                "inspect.follow_timeout",
+                self.inspect.follow_timeout,
+                Duration::from_secs(3600),
+            ),
         ] {
             if duration > max {
                 return Err(invalid(
@@ -380,10 +392,7 @@ fn check_url(url: &str) -> Result<(), String> {
     else {
         return Err(format!("{url:?} is not an http(s) URL"));
     };
-    let authority = rest
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let authority = authority.rsplit('@').next().unwrap_or_default();
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
         let (host, after) = bracketed
@@ -600,7 +609,9 @@ mod tests {
         // Refused at once, though nobody writes to the FIFO.
         let err = Config::load(&fifo).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
-        let err = Config::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        let err = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a regular file"), "{err}");
         let big = dir.join("big.toml");
         fs::write(&big, vec![b'#'; 2 << 20]).unwrap();
@@ -620,9 +631,16 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains("too long"), "{text}: {err}");
         }
-        let err = parse("[monitor]\ninterval = \"2h\"\n").unwrap_err().to_string();
-        assert!(err.contains("monitor.interval") && err.contains("at most 1h"), "{err}");
-        let err = parse("[webhook]\ntimeout = \"1h\"\n").unwrap_err().to_string();
+        let err = parse("[monitor]\ninterval = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("monitor.interval") && err.contains("at most 1h"),
+            "{err}"
+        );
+        let err = parse("[webhook]\ntimeout = \"1h\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("webhook.timeout"), "{err}");
         assert!(parse("[store]\nretention = \"87600h\"\n").is_ok());
     }
@@ -659,11 +677,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("webhook.urls") && err.contains("clear text") && err.contains("allow_insecure"),
+            err.contains("webhook.urls")
+                && err.contains("clear text")
+                && err.contains("allow_insecure"),
             "{err}"
         );
         assert!(parse("[webhook]\nurls = [\"https://siem/h\"]\ntoken = \"t\"\n").is_ok());
-        assert!(parse("[webhook]\nurls = [\"http://siem/h\"]\n").is_ok(), "no token");
+        assert!(
+            parse("[webhook]\nurls = [\"http://siem/h\"]\n").is_ok(),
+            "no token"
+        );
         assert!(
             parse("[webhook]\nurls = [\"http://siem/h\"]\ntoken = \"t\"\nallow_insecure = true\n")
                 .is_ok()

@@ -146,10 +146,10 @@ impl Pipeline {
             );
         }
         let streams = self.inspector.stream_counts();
-        if streams.dropped + streams.cut > 0 {
+        if streams.dropped + streams.cut + streams.timed_out > 0 {
             eprintln!(
-                "netwatch: HTTP requests gathered across segments: {} dropped for room (inspect.max_flows), {} cut at inspect.follow_bytes",
-                streams.dropped, streams.cut
+                "netwatch: HTTP requests gathered across segments and reported incomplete: {} pushed out for room (inspect.max_flows), {} cut at inspect.follow_bytes, {} whose rest never came (inspect.follow_timeout, or the end)",
+                streams.dropped, streams.cut, streams.timed_out
             );
         }
         if let Some(History { sink, .. }) = self.history {
@@ -195,7 +195,7 @@ impl Pipeline {
         outcome
             .alerts
             .extend(self.inspector.end_interval(at, elapsed));
-        self.detector.cap(&mut outcome.alerts, at, elapsed);
+        self.detector.cap(&mut outcome, at, elapsed);
         if let Some(history) = &self.history {
             self.seen
                 .extend(interval.sources.iter().map(|source| source.addr));

@@ -270,7 +270,7 @@ pub enum SourceMap {
 
 impl SourceMap {
     /// The most memory [`SourceMap::Auto`] lets per-CPU values take: with 2 CPUs that is
-    /// over a million sources, with 64 about 43,000.
+    /// over a million sources, with 64 about 43,700.
     pub const PER_CPU_BUDGET: u64 = 512 << 20;
 
     /// `Auto` decided for a map of `max_sources` on `cpus` possible CPUs, on a kernel that

@@ -111,7 +111,15 @@ impl Attack {
             return None;
         }
         let share = |count: u64| count as f64 / mix.packets as f64;
+        // Only a first fragment carries the source port: the later fragments of large
+        // answers (DNS, CLDAP) count as fragments, not as reflected. They are taken as the
+        // answers' tails while there are no more than eight per answer.
         let reflected = mix.reflected_packets();
+        let tails = mix
+            .fragments
+            .min(mix.udp.saturating_sub(reflected))
+            .min(reflected.saturating_mul(8));
+        let reflected = reflected + tails;
         let (kind, count) = if share(reflected) >= DOMINANT {
             let (port, _) = mix
                 .reflected
@@ -256,6 +264,25 @@ mod tests {
         let mixed = Attack::classify(&mix(400, 350, 250)).unwrap();
         assert_eq!((mixed.kind, mixed.share), (AttackType::Mixed, 0.4));
         assert_eq!(Attack::classify(&Mix::default()), None);
+    }
+
+    #[test]
+    fn large_answers_in_fragments_are_reflection_not_fragments() {
+        // DNS answers of 4,000 bytes: three fragments each, the first with the port.
+        let mut dns = mix(0, 3000, 0);
+        dns.reflected.insert(53, 1000);
+        dns.fragments = 3000;
+        let attack = Attack::classify(&dns).unwrap();
+        assert_eq!(attack.kind, AttackType::Reflection(53));
+        assert_eq!(attack.share, 1.0);
+        // A fragment flood with a little DNS in it is a fragment flood.
+        let mut flood = mix(0, 3000, 0);
+        flood.reflected.insert(53, 10);
+        flood.fragments = 2900;
+        assert_eq!(
+            Attack::classify(&flood).unwrap().kind,
+            AttackType::Fragments
+        );
     }
 
     #[test]

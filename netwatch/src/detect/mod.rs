@@ -424,6 +424,9 @@ pub struct Detector {
     pending: HashMap<IpAddr, u64>,
     /// Sources an event was about while netwatch learned: never learned as known.
     suspects: HashSet<IpAddr>,
+    /// The sources (and their packets) of each unknown-source alert of the last interval,
+    /// so that an alert the cap leaves out can be taken back.
+    alerted_now: HashMap<Subject, Vec<(IpAddr, u64)>>,
     run: String,
     next_id: u64,
     /// The configured interval: a much shorter one is partial.
@@ -446,6 +449,7 @@ impl Detector {
             learning_started: known.learning_started,
             pending: HashMap::new(),
             suspects: HashSet::new(),
+            alerted_now: HashMap::new(),
             run,
             next_id: 1,
             nominal: None,
@@ -541,10 +545,12 @@ impl Detector {
 
     /// Caps the alert lines of one interval at `max_alerts`: the end of an event already
     /// reported first, then starts and one-off alerts by severity, then updates. An event
-    /// whose start is left out is forgotten (it starts again if it goes on). What is left out
-    /// is counted in one `suppressed` alert at the end.
-    pub fn cap(&mut self, alerts: &mut Vec<Alert>, at: Duration, elapsed: Duration) {
+    /// whose start is left out is forgotten (it starts again if it goes on); so is an unknown
+    /// source left out: it stays unknown, and alerts with its next packet. What is left out is
+    /// counted in one `suppressed` alert at the end.
+    pub fn cap(&mut self, outcome: &mut Outcome, at: Duration, elapsed: Duration) {
         let max = self.config.max_alerts;
+        let alerts = &mut outcome.alerts;
         if alerts.len() <= max {
             return;
         }
@@ -569,6 +575,17 @@ impl Detector {
             *suppressed.entry(alert.kind).or_default() += 1;
             if alert.state == AlertState::Start {
                 self.open.remove(&(alert.kind, alert.subject));
+            }
+            if alert.kind == AlertKind::UnknownSource
+                && let Some(sources) = self.alerted_now.remove(&alert.subject)
+            {
+                for (addr, packets) in sources {
+                    self.known.remove(&addr);
+                    self.pending.insert(addr, packets);
+                    outcome
+                        .known
+                        .retain(|change| *change != KnownChange::Alerted(addr));
+                }
             }
         }
         let count: u64 = suppressed.values().sum();
@@ -597,7 +614,7 @@ impl Detector {
             attack: None,
             members: None,
         });
-        *alerts = kept;
+        outcome.alerts = kept;
     }
 
     fn next_id(&mut self) -> String {
@@ -1147,6 +1164,7 @@ impl Detector {
         if !learning {
             self.suspects.clear();
         }
+        self.alerted_now.clear();
         let mut alerting: BTreeMap<Cidr, Vec<(IpAddr, u64, u64)>> = BTreeMap::new();
         for source in &interval.sources {
             let addr = source.addr;
@@ -1202,6 +1220,13 @@ impl Detector {
             } else {
                 (Subject::Source(sources[0].0), None, None)
             };
+            self.alerted_now.insert(
+                subject,
+                sources
+                    .iter()
+                    .map(|(addr, packets, _)| (*addr, *packets))
+                    .collect(),
+            );
             let id = self.next_id();
             outcome.alerts.push(Alert {
                 id,

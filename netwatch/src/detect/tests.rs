@@ -862,13 +862,34 @@ fn the_alert_lines_of_an_interval_are_capped_and_counted() {
     let at = Duration::from_secs(2_000);
     let mut outcome = detector.observe(&interval(&strangers), at);
     assert_eq!(outcome.alerts.len(), 300);
-    detector.cap(&mut outcome.alerts, at, SECOND);
+    assert_eq!(outcome.known.len(), 300);
+    detector.cap(&mut outcome, at, SECOND);
+    // The 280 left out are not taken as known: they stay unknown, and alert again.
+    assert_eq!(
+        outcome.known.len(),
+        20,
+        "only the reported ones are known now"
+    );
+    let reported: Vec<Subject> = outcome.alerts.iter().map(|a| a.subject).collect();
     alerts.extend(outcome.alerts);
     assert_eq!(alerts.len(), 21);
     let last = alerts.last().unwrap();
     assert_eq!(last.kind, AlertKind::Suppressed);
     assert_eq!(last.observed, 280.0);
     assert_eq!(last.detail.as_deref(), Some("unknown_source 280"));
+    // Their next packet alerts (capped again, twenty at a time, until all are told).
+    let mut told = reported.len() - 1;
+    for second in 1..=14 {
+        let at = at + Duration::from_secs(second);
+        let mut outcome = detector.observe(&interval(&strangers), at);
+        detector.cap(&mut outcome, at, SECOND);
+        told += outcome
+            .alerts
+            .iter()
+            .filter(|a| a.kind == AlertKind::UnknownSource)
+            .count();
+    }
+    assert_eq!(told, 300, "every unknown source is told once");
 }
 
 #[test]
@@ -889,9 +910,9 @@ fn a_capped_start_is_forgotten_so_no_end_follows_it() {
         .enumerate()
     {
         let at = Duration::from_secs(1_000 + i as u64);
-        let mut alerts = detector.observe(&interval(sources), at).alerts;
-        detector.cap(&mut alerts, at, SECOND);
-        lines.extend(alerts);
+        let mut outcome = detector.observe(&interval(sources), at);
+        detector.cap(&mut outcome, at, SECOND);
+        lines.extend(outcome.alerts);
     }
     assert_eq!(
         summary(&lines),

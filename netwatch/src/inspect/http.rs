@@ -43,6 +43,10 @@ pub struct Gathered {
     pub request: HttpRequest,
 }
 
+/// Segments held past a gap, at most: a sender of tiny segments at scattered offsets gets
+/// no more.
+const MAX_EARLY: usize = 64;
+
 #[derive(Debug, Default)]
 struct Stream {
     /// Sequence number of `buffer[0]`.
@@ -53,8 +57,14 @@ struct Stream {
     early: BTreeMap<u32, Vec<u8>>,
     /// Bytes in `early`.
     early_bytes: usize,
-    /// When a segment last came.
-    last: Duration,
+    /// When the buffer last moved (grew or gave a request): a flow whose gap is never filled
+    /// is given up `timeout` after that, however many segments it keeps sending.
+    progress: Duration,
+    /// Bytes of `buffer` already searched for the end of a head, so that a head sent in
+    /// many small segments is not searched from its start again for each.
+    searched: usize,
+    /// The head at the start of `buffer` is whole (its empty line found).
+    head_whole: bool,
 }
 
 /// The HTTP flows being followed.
@@ -95,27 +105,29 @@ impl Streams {
     }
 
     /// Takes one client segment (sequence number `seq`) seen at `at`; returns the requests it
-    /// completed.
+    /// completed, and those of flows it pushed out of the table, as far as they got.
     pub fn segment(
         &mut self,
         key: FlowKey,
         seq: u32,
         payload: &[u8],
         at: Duration,
-    ) -> Vec<HttpRequest> {
+    ) -> Vec<Gathered> {
+        let mut done = Vec::new();
         if payload.is_empty() {
-            return Vec::new();
+            return done;
         }
         if !self.flows.contains_key(&key) {
             // Following starts at a request line; the middle of something else is not HTTP.
             if !text::may_start_request(payload) {
-                return Vec::new();
+                return done;
             }
-            self.make_room();
+            self.make_room(&mut done);
             self.flows.insert(
                 key,
                 Stream {
                     base: seq,
+                    progress: at,
                     ..Stream::default()
                 },
             );
@@ -123,35 +135,44 @@ impl Streams {
         }
         let max_bytes = self.max_bytes;
         let Some(stream) = self.flows.get_mut(&key) else {
-            return Vec::new();
+            return done;
         };
-        stream.last = at;
-        stream.add(seq, payload, max_bytes);
-        let mut done = Vec::new();
+        if stream.add(seq, payload, max_bytes) {
+            stream.progress = at;
+        }
         loop {
+            if !stream.head_may_be_whole() && stream.buffer.len() < max_bytes {
+                break;
+            }
             match text::complete_request(&stream.buffer) {
                 text::Completion::Complete(request, consumed) => {
-                    done.push(request);
-                    stream.consume(consumed);
+                    done.push(Gathered { key, request });
+                    stream.advance(consumed);
                 }
                 text::Completion::Incomplete if stream.buffer.len() >= max_bytes => {
-                    // As far as it got: the head and the body so far.
-                    if let Some(request) = text::http_request(&stream.buffer) {
-                        done.push(request);
+                    // As far as it got, then on past the rest of it, by its length.
+                    let request = text::http_request(&stream.buffer);
+                    let length = request
+                        .as_ref()
+                        .filter(|request| !request.chunked)
+                        .and_then(|request| {
+                            let head = text::head_len(&stream.buffer)?;
+                            Some(head + request.content_length?)
+                        })
+                        .unwrap_or(stream.buffer.len())
+                        .max(stream.buffer.len());
+                    if let Some(request) = request {
+                        done.push(Gathered { key, request });
                     }
                     self.counts.cut += 1;
-                    let held = stream.buffer.len();
-                    stream.consume(held);
-                    stream.early.clear();
-                    stream.early_bytes = 0;
-                    break;
+                    stream.advance(length);
                 }
                 text::Completion::Incomplete => break,
                 text::Completion::NotHttp => {
-                    // Lost track (a gap never filled, a protocol switch): start again at the
-                    // next request line.
+                    // Lost track (a protocol switch, a request line cut by a lost segment):
+                    // start again at the next request line.
                     let held = stream.buffer.len();
-                    stream.consume(held);
+                    stream.advance(held);
                     break;
                 }
             }
@@ -160,20 +181,18 @@ impl Streams {
     }
 
     /// Reports the requests that waited `timeout` for their rest (every one, with `all`:
-    /// at the end of a capture or at shutdown) as far as they got, and forgets flows idle
-    /// that long.
+    /// at the end of a capture or at shutdown) as far as they got, and forgets flows that
+    /// made no progress for that long.
     pub fn expire(&mut self, at: Duration, all: bool) -> Vec<Gathered> {
         let timeout = self.timeout;
         let mut out = Vec::new();
         let mut timed_out = 0;
         self.flows.retain(|key, stream| {
-            let stale = all || at.saturating_sub(stream.last) >= timeout;
+            let stale = all || at.saturating_sub(stream.progress) >= timeout;
             if !stale {
                 return true;
             }
-            if !stream.buffer.is_empty()
-                && let Some(request) = text::http_request(&stream.buffer)
-            {
+            if let Some(request) = stream.as_far_as_it_got() {
                 timed_out += 1;
                 out.push(Gathered { key: *key, request });
             }
@@ -186,7 +205,9 @@ impl Streams {
         out
     }
 
-    fn make_room(&mut self) {
+    /// Pushes the oldest flows out until one more fits; what they held is reported as far as
+    /// it got, and counted.
+    fn make_room(&mut self, done: &mut Vec<Gathered>) {
         while self.flows.len() >= self.max_flows {
             let Some(oldest) = self.order.pop_front() else {
                 break;
@@ -195,6 +216,12 @@ impl Streams {
                 && !(stream.buffer.is_empty() && stream.early.is_empty())
             {
                 self.counts.dropped += 1;
+                if let Some(request) = stream.as_far_as_it_got() {
+                    done.push(Gathered {
+                        key: oldest,
+                        request,
+                    });
+                }
             }
         }
         // Keys of flows removed since are dropped from the order lazily.
@@ -206,27 +233,33 @@ impl Streams {
 }
 
 impl Stream {
-    /// Places a segment by its sequence number: appended, kept for later past a gap, or
-    /// (what was seen already) dropped.
-    fn add(&mut self, seq: u32, payload: &[u8], max_bytes: usize) {
+    /// Places a segment by its sequence number: appended, kept for later past a gap (within
+    /// the bounds), or, what was seen already, dropped. True when the buffer grew.
+    fn add(&mut self, seq: u32, payload: &[u8], max_bytes: usize) -> bool {
         let (offset, payload) = match seq.wrapping_sub(self.base) {
             // Before `base` (sequence arithmetic, RFC 9293 §3.4): only its tail may be new.
             offset if offset > u32::MAX / 2 => {
                 let behind = self.base.wrapping_sub(seq) as usize;
                 match payload.get(behind..) {
                     Some(rest) if !rest.is_empty() => (0, rest),
-                    _ => return,
+                    _ => return false,
                 }
             }
             offset => (offset as usize, payload),
         };
         let held = self.buffer.len();
         if offset <= held {
+            // The whole of what is new, even past the bound: the bound cuts between
+            // requests, never inside a segment.
             let new = payload.get(held - offset..).unwrap_or_default();
-            let room = max_bytes.saturating_sub(held);
-            self.buffer.extend_from_slice(&new[..new.len().min(room)]);
-            self.fill_gaps(max_bytes);
-        } else if offset < max_bytes && self.early_bytes + payload.len() <= max_bytes {
+            self.buffer.extend_from_slice(new);
+            self.fill_gaps();
+            return !new.is_empty();
+        }
+        let fits = self.early.len() < MAX_EARLY
+            && held + self.early_bytes + payload.len() <= max_bytes
+            && offset < max_bytes;
+        if fits {
             let offset = offset as u32;
             let longer = self
                 .early
@@ -239,10 +272,11 @@ impl Stream {
                 self.early_bytes += payload.len();
             }
         }
+        false
     }
 
     /// Moves the early segments that the buffer now reaches into it.
-    fn fill_gaps(&mut self, max_bytes: usize) {
+    fn fill_gaps(&mut self) {
         while let Some(entry) = self.early.first_entry() {
             let offset = *entry.key() as usize;
             let held = self.buffer.len();
@@ -252,31 +286,75 @@ impl Stream {
             let segment = entry.remove();
             self.early_bytes -= segment.len();
             if let Some(new) = segment.get(held - offset..) {
-                let room = max_bytes.saturating_sub(held);
-                self.buffer.extend_from_slice(&new[..new.len().min(room)]);
+                self.buffer.extend_from_slice(new);
             }
         }
     }
 
-    /// Forgets the first `consumed` bytes: the sequence moves on, early segments with it.
-    fn consume(&mut self, consumed: usize) {
-        let consumed = consumed.min(self.buffer.len());
+    /// True when the bytes held may hold a whole head: a request line that cannot be one, or
+    /// an empty line after the head. Searches only what it has not searched yet.
+    fn head_may_be_whole(&mut self) -> bool {
+        if self.buffer.is_empty() {
+            return false;
+        }
+        if !text::may_start_request(&self.buffer[..self.buffer.len().min(8)]) {
+            return true;
+        }
+        if !self.head_whole {
+            let from = self.searched.saturating_sub(3);
+            self.head_whole = self.buffer[from..]
+                .windows(4)
+                .any(|window| window == b"\r\n\r\n");
+            self.searched = self.buffer.len();
+        }
+        self.head_whole
+    }
+
+    /// Moves `base` on by `by` bytes (past what the buffer holds, if need be: the rest of a
+    /// request cut at the bound); the early segments move with it.
+    fn advance(&mut self, by: usize) {
+        let consumed = by.min(self.buffer.len());
         self.buffer.drain(..consumed);
-        self.base = self.base.wrapping_add(consumed as u32);
-        let shift = consumed as u32;
+        self.base = self.base.wrapping_add(by as u32);
+        self.searched = 0;
+        self.head_whole = false;
         let early = std::mem::take(&mut self.early);
         self.early_bytes = 0;
+        let shift = by - consumed;
         for (offset, segment) in early {
-            if let Some(offset) = offset.checked_sub(shift) {
-                self.early_bytes += segment.len();
-                self.early.insert(offset, segment);
-            } else if let Some(rest) = segment.get((shift - offset) as usize..)
-                && !rest.is_empty()
+            // Offsets were from the old base, past the `consumed` bytes of the buffer.
+            let offset = (offset as usize).saturating_sub(consumed);
+            let (offset, segment) = if offset >= shift {
+                (offset - shift, segment)
+            } else {
+                match segment.get(shift - offset..) {
+                    Some(rest) if !rest.is_empty() => (0, rest.to_vec()),
+                    _ => continue,
+                }
+            };
+            let offset = offset as u32;
+            if self
+                .early
+                .get(&offset)
+                .is_none_or(|kept| kept.len() < segment.len())
             {
-                self.early_bytes += rest.len();
-                self.early.insert(0, rest.to_vec());
+                if let Some(old) = self.early.insert(offset, segment) {
+                    self.early_bytes -= old.len();
+                }
+                self.early_bytes += self.early[&offset].len();
             }
         }
+        self.fill_gaps();
+    }
+
+    /// The request held, as far as it got: from the buffer, or, when the buffer holds none,
+    /// from an early segment that starts one.
+    fn as_far_as_it_got(&self) -> Option<HttpRequest> {
+        text::http_request(&self.buffer).or_else(|| {
+            self.early
+                .values()
+                .find_map(|segment| text::http_request(segment))
+        })
     }
 }
 
@@ -298,11 +376,19 @@ mod tests {
         Streams::new(4, 4096, Duration::from_secs(10))
     }
 
+    /// The requests of what a segment gave.
+    fn requests(gathered: Vec<Gathered>) -> Vec<HttpRequest> {
+        gathered
+            .into_iter()
+            .map(|gathered| gathered.request)
+            .collect()
+    }
+
     #[test]
     fn a_request_in_one_segment_is_whole_at_once() {
         let mut streams = streams();
         let whole = [HEAD, BODY].concat();
-        let done = streams.segment(key(), 1000, &whole, Duration::ZERO);
+        let done = requests(streams.segment(key(), 1000, &whole, Duration::ZERO));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].body, BODY);
     }
@@ -324,7 +410,7 @@ mod tests {
                 .segment(key(), after_head + 10, second, Duration::ZERO)
                 .is_empty()
         );
-        let done = streams.segment(key(), after_head, first, Duration::ZERO);
+        let done = requests(streams.segment(key(), after_head, first, Duration::ZERO));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].body, BODY);
         // A retransmission of any of it gives nothing again.
@@ -349,12 +435,12 @@ mod tests {
                 .segment(key(), base, HEAD, Duration::ZERO)
                 .is_empty()
         );
-        let done = streams.segment(
+        let done = requests(streams.segment(
             key(),
             base.wrapping_add(HEAD.len() as u32),
             BODY,
             Duration::ZERO,
-        );
+        ));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].body, BODY);
     }
@@ -366,7 +452,7 @@ mod tests {
         let (first, _) = whole.split_at(50);
         assert!(streams.segment(key(), 0, first, Duration::ZERO).is_empty());
         // Resent from byte 40 to the end.
-        let done = streams.segment(key(), 40, &whole[40..], Duration::ZERO);
+        let done = requests(streams.segment(key(), 40, &whole[40..], Duration::ZERO));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].body, BODY);
     }
@@ -376,7 +462,7 @@ mod tests {
         let mut streams = streams();
         let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         let both = [get.as_slice(), HEAD, BODY].concat();
-        let done = streams.segment(key(), 0, &both, Duration::ZERO);
+        let done = requests(streams.segment(key(), 0, &both, Duration::ZERO));
         assert_eq!(done.len(), 2);
         assert_eq!(done[0].method, "GET");
         assert_eq!(done[1].body, BODY);
@@ -402,9 +488,10 @@ mod tests {
             &[b'x'; 300],
         ]
         .concat();
-        let done = streams.segment(key(), 0, &big, Duration::ZERO);
+        let done = requests(streams.segment(key(), 0, &big, Duration::ZERO));
         assert_eq!(done.len(), 1, "reported as far as it got");
-        assert_eq!(done[0].body.len(), 200 - 45);
+        // The bound cuts between segments, never inside one: the whole segment is there.
+        assert_eq!(done[0].body.len(), 300);
         assert_eq!(streams.counts().cut, 1);
         // Three flows with a request pending in a table of two: the oldest is dropped.
         for port in 1..=3u16 {
@@ -415,6 +502,82 @@ mod tests {
             streams.segment(key, 0, HEAD, Duration::ZERO);
         }
         assert_eq!(streams.counts().dropped, 1);
+    }
+
+    #[test]
+    fn a_gap_never_filled_is_given_up_though_the_flow_stays_busy() {
+        let mut streams = streams();
+        let whole = [HEAD, BODY].concat();
+        // The first bytes of the body are lost; the client keeps sending after them.
+        assert!(streams.segment(key(), 0, HEAD, Duration::ZERO).is_empty());
+        let after = HEAD.len() as u32 + 5;
+        for second in 1..10 {
+            let at = Duration::from_secs(second);
+            assert!(
+                streams
+                    .segment(key(), after, &whole[after as usize..], at)
+                    .is_empty()
+            );
+            assert!(streams.expire(at, false).is_empty(), "second {second}");
+        }
+        // Ten seconds after it last moved, the request is reported as far as it got ...
+        let late = streams.expire(Duration::from_secs(10), false);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].request.method, "POST");
+        // ... and the flow's next request is followed again.
+        let next = requests(streams.segment(key(), 5_000, &whole, Duration::from_secs(11)));
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].body, BODY);
+    }
+
+    #[test]
+    fn after_a_request_cut_at_the_bound_the_next_one_is_whole() {
+        let mut streams = Streams::new(4, 4096, Duration::from_secs(10));
+        let head = b"POST /upload HTTP/1.1\r\nContent-Length: 100000\r\n\r\n";
+        let upload = [head.as_slice(), &[b'u'; 100_000]].concat();
+        let login = [HEAD, BODY].concat();
+        let stream = [upload.as_slice(), &login].concat();
+        let mut found = Vec::new();
+        for (i, chunk) in stream.chunks(1448).enumerate() {
+            found.extend(requests(streams.segment(
+                key(),
+                7_000 + (i * 1448) as u32,
+                chunk,
+                Duration::ZERO,
+            )));
+        }
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].path, "/upload");
+        assert_eq!(streams.counts().cut, 1);
+        assert_eq!(found[1].body, BODY, "the login after it, whole");
+    }
+
+    #[test]
+    fn a_flow_pushed_out_is_reported_as_far_as_it_got() {
+        let mut streams = Streams::new(1, 4096, Duration::from_secs(10));
+        let head = b"POST /api HTTP/1.1\r\nAuthorization: Basic YTpi\r\nContent-Length: 10\r\n\r\n";
+        assert!(streams.segment(key(), 0, head, Duration::ZERO).is_empty());
+        let other = (
+            "192.0.2.2:40000".parse().unwrap(),
+            "192.0.2.80:80".parse().unwrap(),
+        );
+        let out = streams.segment(other, 0, b"GET / HTTP/1.1\r\n\r\n", Duration::ZERO);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].key, key());
+        assert_eq!(out[0].request.authorization.as_deref(), Some("Basic YTpi"));
+        assert_eq!(out[1].key, other);
+        assert_eq!(streams.counts().dropped, 1);
+    }
+
+    #[test]
+    fn segments_past_a_gap_are_held_within_bounds() {
+        let mut streams = Streams::new(4, 1 << 20, Duration::from_secs(10));
+        assert!(streams.segment(key(), 0, HEAD, Duration::ZERO).is_empty());
+        for i in 0..10_000u32 {
+            streams.segment(key(), HEAD.len() as u32 + 2 + 3 * i, b"x", Duration::ZERO);
+        }
+        let stream = &streams.flows[&key()];
+        assert!(stream.early.len() <= MAX_EARLY, "{}", stream.early.len());
     }
 
     #[test]

@@ -367,6 +367,7 @@ impl Inspector {
         } else if decoded.tcp {
             let key = (client, server);
             let mut found = Vec::new();
+            let mut gathered = Vec::new();
             if port == 23 {
                 // Telnet: the server's prompts say what the client's keystrokes are.
                 self.telnet(key, from_client, payload, &mut found);
@@ -377,13 +378,25 @@ impl Inspector {
                     25 | 587 => self.smtp(key, payload, &mut found),
                     _ => {}
                 }
-                for request in self.streams.segment(key, decoded.seq, payload, at) {
-                    self.http(&request, &mut found);
+                for http::Gathered { key, request } in
+                    self.streams.segment(key, decoded.seq, payload, at)
+                {
+                    let mut kinds = Vec::new();
+                    self.http(&request, &mut kinds);
+                    // A flow pushed out of the table may be another's.
+                    let (client, server) = key;
+                    gathered.extend(kinds.into_iter().map(|kind| Event {
+                        at,
+                        client,
+                        server,
+                        kind,
+                    }));
                 }
             }
             if from_client && self.config.keywords.enabled {
                 self.keywords(key, payload, &mut found);
             }
+            findings.events.extend(gathered);
             findings.events.extend(found.into_iter().map(|kind| Event {
                 at,
                 client,

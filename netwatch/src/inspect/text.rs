@@ -201,6 +201,12 @@ pub fn http_request(payload: &[u8]) -> Option<HttpRequest> {
     Some(request)
 }
 
+/// Bytes of the head at the start of `payload`, its empty line included; `None` while the
+/// empty line has not come.
+pub fn head_len(payload: &[u8]) -> Option<usize> {
+    find(payload, b"\r\n\r\n").map(|end| end + 4)
+}
+
 /// Where a request stands in the bytes gathered for it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Completion {
@@ -316,7 +322,9 @@ pub fn multipart_fields(content_type: &str, body: &[u8]) -> Vec<(String, String)
     }) else {
         return Vec::new();
     };
-    if boundary.is_empty() {
+    // RFC 2046 §5.1.1: 1 to 70 characters. A longer one is no form a browser sends, and
+    // would only make the search for it slow.
+    if boundary.is_empty() || boundary.len() > 70 {
         return Vec::new();
     }
     let delimiter = format!("--{boundary}");
