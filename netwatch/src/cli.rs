@@ -43,10 +43,10 @@ pub struct HistoryArgs {
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// From this long ago, e.g. 1h, 30m, 24h.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_duration, allow_hyphen_values = true)]
     pub since: Duration,
     /// Up to this long ago (default: now).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub until: Option<Duration>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -81,7 +81,7 @@ pub struct PipelineArgs {
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     /// Time between two readings of the counters, e.g. 1s, 500ms, 2m.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub interval: Option<Duration>,
     /// Sources the kernel counts at once (slots); the slots of the sources idle longest are
     /// taken back when they run low.
@@ -125,7 +125,7 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub force: bool,
     /// Stop by itself after this long (for scripts and tests), e.g. 30s.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// SQLite store of known sources, history and the webhook queue (default: `store.path`
     /// in the config, else /var/lib/netwatch/netwatch.db).
@@ -193,7 +193,7 @@ pub enum KnownAction {
     /// Remove sources not seen for this long, e.g. 30d... written as 720h.
     Prune {
         /// Age, e.g. 720h.
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
         older_than: Duration,
     },
 }

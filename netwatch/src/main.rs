@@ -9,7 +9,22 @@ use netwatch::{
 };
 
 fn main() -> ExitCode {
-    let Cli { command } = Cli::parse();
+    let Cli { command } = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version: what was asked for, on stdout.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            // A usage error is a user error like any other: one line, exit 1.
+            eprintln!(
+                "netwatch: error: {} (see `netwatch --help`)",
+                usage_error(&err)
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let result: Result<(), Box<dyn std::error::Error>> = match command {
         Command::Monitor(args) => match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -44,5 +59,23 @@ fn main() -> ExitCode {
             eprintln!("netwatch: error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Clap's message on one line: its first paragraph (the error, and the names of missing
+/// arguments when it lists them), without `error: `, tips and usage dropped.
+fn usage_error(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let message = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    if message.is_empty() {
+        String::from("bad arguments")
+    } else {
+        message.to_owned()
     }
 }

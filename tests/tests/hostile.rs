@@ -235,3 +235,39 @@ fn files_netwatch_writes_are_private_whatever_the_umask() {
         "{stderr}"
     );
 }
+
+/// A bad flag is one line on stderr and exit 1, as every other user error; help is not an
+/// error.
+#[test]
+fn flag_errors_are_one_line_and_exit_1() {
+    for (args, needle) in [
+        (
+            &["monitor", "--interval", "-1s"][..],
+            "\"-1s\" is not a duration",
+        ),
+        (&["monitor", "--bogus"][..], "unexpected argument '--bogus'"),
+        (&["replay"][..], "<FILE>"),
+        (
+            &["replay", "--interval", "100000000000h", "x.pcap"][..],
+            "too long",
+        ),
+    ] {
+        let output = std::process::Command::new(netwatch_tests::netwatch_bin())
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("{err}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("netwatch: error: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+    }
+    let help = std::process::Command::new(netwatch_tests::netwatch_bin())
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage"));
+}
