@@ -97,7 +97,8 @@ pub struct PipelineArgs {
     /// Report format.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
-    /// Also write every alert as a JSON line to this file.
+    /// Also write every alert and event (credentials, HTTP, DNS) as a JSON line to this file,
+    /// created 0600; `type` tells them apart.
     #[arg(long)]
     pub alerts: Option<PathBuf>,
     /// Print the secrets of cleartext credentials instead of `<redacted>`.

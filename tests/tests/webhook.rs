@@ -31,6 +31,10 @@ const TOKEN: &str = "s3cr3t-token";
 struct Received {
     records: Vec<Value>,
     authorizations: Vec<String>,
+    /// Every attempt, failed ones too: its Idempotency-Key and its records.
+    attempts: Vec<(String, Vec<Value>)>,
+    /// Attempts still to refuse with a 500.
+    refuse: usize,
 }
 
 /// A minimal HTTP server that accepts POSTs of JSON arrays, inside a namespace, until told
@@ -75,6 +79,7 @@ fn serve(stream: impl Read + Write, received: &Mutex<Received>) {
     let mut reader = BufReader::new(stream);
     let mut length = 0usize;
     let mut authorization = String::new();
+    let mut key = String::new();
     let mut line = String::new();
     if reader.read_line(&mut line).unwrap_or(0) == 0 {
         return;
@@ -91,6 +96,9 @@ fn serve(stream: impl Read + Write, received: &Mutex<Received>) {
         if lower.starts_with("authorization:") {
             authorization = line["authorization:".len()..].trim().to_owned();
         }
+        if lower.starts_with("idempotency-key:") {
+            key = line["idempotency-key:".len()..].trim().to_owned();
+        }
     }
     let mut body = vec![0u8; length];
     reader
@@ -98,12 +106,26 @@ fn serve(stream: impl Read + Write, received: &Mutex<Received>) {
         .unwrap_or_else(|err| panic!("body: {err}"));
     let batch: Vec<Value> =
         serde_json::from_slice(&body).unwrap_or_else(|err| panic!("not a JSON array: {err}"));
-    {
+    let refused = {
         let mut received = received.lock().unwrap_or_else(|err| panic!("{err}"));
-        received.records.extend(batch);
-        received.authorizations.push(authorization);
-    }
+        received.attempts.push((key, batch.clone()));
+        if received.refuse > 0 {
+            received.refuse -= 1;
+            true
+        } else {
+            received.records.extend(batch);
+            received.authorizations.push(authorization);
+            false
+        }
+    };
     let stream = reader.get_mut();
+    if refused {
+        let _ = stream.write_all(
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = stream.flush();
+        return;
+    }
     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     let _ = stream.flush();
 }
@@ -345,6 +367,50 @@ fn a_siem_that_was_down_gets_every_alert_once_in_order() {
         kinds.iter().filter(|k| **k == "credential").count(),
         3,
         "{kinds:?}"
+    );
+}
+
+/// A SIEM that fails a batch with 500 while more findings queue: every retry carries the
+/// same records under the same Idempotency-Key, and the outage is logged when it starts and
+/// when it ends, not at every retry.
+#[test]
+fn a_failed_batch_is_retried_as_it_was_under_one_key() {
+    if !privileged("a_failed_batch_is_retried_as_it_was_under_one_key") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let dir = ScratchDir::new("nwsiem3");
+    let config = dir.join("netwatch.toml");
+    std::fs::write(&config, CONFIG).unwrap_or_else(|err| panic!("{err}"));
+    let siem = Siem::start(&pair.monitor, None);
+    siem.received
+        .lock()
+        .unwrap_or_else(|err| panic!("{err}"))
+        .refuse = 4;
+    let (_netwatch, stdout, stderr) = start_netwatch(&pair, &config, "http");
+    wait_line(&stderr, "attached to");
+    let mut findings: Vec<Value> = Vec::new();
+    pair.send(burst(1));
+    collect_findings(&stdout, &mut findings, 3);
+    wait_line(&stderr, "is down (answered 500");
+    // More findings queue while the first batch is refused.
+    pair.send(burst(2));
+    collect_findings(&stdout, &mut findings, 6);
+    let back = wait_line(&stderr, "is back after");
+    assert!(back.contains("4 failed attempts"), "{back}");
+    let received = Arc::clone(&siem.received);
+    siem.expect(&findings, "every finding once, in order, after the retries");
+    let received = received.lock().unwrap_or_else(|err| panic!("{err}"));
+    let (first_key, first_records) = &received.attempts[0];
+    for (key, records) in &received.attempts[..5] {
+        assert_eq!(key, first_key, "one key while the batch is retried");
+        assert_eq!(records, first_records, "the same records each time");
+    }
+    let keys: std::collections::BTreeSet<&String> =
+        received.attempts.iter().map(|(key, _)| key).collect();
+    assert!(
+        keys.len() >= 2,
+        "the findings queued meanwhile go in a batch of their own"
     );
 }
 

@@ -141,6 +141,14 @@ impl Drop for Deliverer {
 
 const IDLE: Duration = Duration::from_millis(200);
 
+/// A URL that fails: since when, and how many attempts failed. Only its start and its end
+/// are logged, not every retry.
+#[derive(Clone, Copy, Debug)]
+struct Outage {
+    since: std::time::Instant,
+    attempts: u64,
+}
+
 fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, stop: &AtomicBool) {
     let store = match Store::open(db) {
         Ok(store) => store,
@@ -151,7 +159,7 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
     };
     let token = config.effective_token();
     let mut backoff: Vec<Duration> = vec![Duration::ZERO; config.urls.len()];
-    let mut failing: Vec<bool> = vec![false; config.urls.len()];
+    let mut outages: Vec<Option<Outage>> = vec![None; config.urls.len()];
     while !stop.load(Ordering::Relaxed) {
         let mut sent_any = false;
         for (index, url) in config.urls.iter().enumerate() {
@@ -162,10 +170,24 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
                     continue;
                 }
             };
+            // A batch sent and not acknowledged (by this run or one before it) is sent again
+            // as it was: the same records under the same key, whatever was queued since.
+            let in_flight = store.in_flight(url).unwrap_or(None);
+            let batch: Vec<(i64, String)> = match in_flight {
+                Some(last) if batch.first().is_some_and(|(id, _)| *id <= last) => {
+                    batch.into_iter().filter(|(id, _)| *id <= last).collect()
+                }
+                _ => batch,
+            };
             let Some(last_id) = batch.last().map(|(id, _)| *id) else {
                 continue;
             };
             let first_id = batch.first().map_or(last_id, |(id, _)| *id);
+            if in_flight != Some(last_id)
+                && let Err(err) = store.set_in_flight(url, Some(last_id))
+            {
+                eprintln!("netwatch: webhook queue: {err}");
+            }
             let body = format!(
                 "[{}]",
                 batch
@@ -189,13 +211,20 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
             };
             match outcome {
                 Ok(()) => {
-                    if let Err(err) = store.delivered(url, last_id) {
+                    if let Err(err) = store
+                        .delivered(url, last_id)
+                        .and_then(|_| store.set_in_flight(url, None))
+                    {
                         eprintln!("netwatch: webhook queue: {err}");
                     }
-                    if failing[index] {
-                        eprintln!("netwatch: webhook {url} is back; delivering the queue");
+                    if let Some(outage) = outages[index].take() {
+                        let queued = store.queue_len().unwrap_or(0);
+                        eprintln!(
+                            "netwatch: webhook {url} is back after {:.0}s down and {} failed attempts; delivering the {queued} records queued meanwhile",
+                            outage.since.elapsed().as_secs_f64(),
+                            outage.attempts
+                        );
                     }
-                    failing[index] = false;
                     backoff[index] = Duration::ZERO;
                     sent_any = true;
                 }
@@ -204,13 +233,19 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
                     backoff[index] = (backoff[index] * 2)
                         .max(Duration::from_millis(500))
                         .min(config.max_backoff);
-                    if !failing[index] {
-                        eprintln!(
-                            "netwatch: webhook {url} failed ({reason}); {queued} records queued, nothing is lost; retrying with backoff up to {:?}",
-                            config.max_backoff
-                        );
+                    match &mut outages[index] {
+                        Some(outage) => outage.attempts += 1,
+                        None => {
+                            eprintln!(
+                                "netwatch: webhook {url} is down ({reason}); {queued} records queued, nothing is lost; retrying with backoff up to {:?}",
+                                config.max_backoff
+                            );
+                            outages[index] = Some(Outage {
+                                since: std::time::Instant::now(),
+                                attempts: 1,
+                            });
+                        }
                     }
-                    failing[index] = true;
                 }
             }
         }
