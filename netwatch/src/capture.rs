@@ -149,15 +149,42 @@ impl CaptureReader {
             reason: err.to_string(),
         };
         let frame = match &mut self.format {
-            Format::Pcap(reader) => match reader.next_packet()? {
-                Ok(packet) => CapturedFrame {
-                    number,
-                    timestamp: packet.timestamp,
-                    data: packet.data.into_owned(),
-                    original_len: packet.orig_len,
-                },
-                Err(err) => return Some(Err(corrupt(&self.path, err))),
-            },
+            // Read raw: pcap-file refuses a frame whose original length exceeds the snap
+            // length, which is every long frame of a `tcpdump -s 64` capture. Only what was
+            // captured must fit the snap length.
+            Format::Pcap(reader) => {
+                let header = reader.header();
+                match reader.next_raw_packet()? {
+                    Ok(packet) => {
+                        let nanos = match header.ts_resolution {
+                            pcap_file::TsResolution::MicroSecond => {
+                                u64::from(packet.ts_frac) * 1_000
+                            }
+                            pcap_file::TsResolution::NanoSecond => u64::from(packet.ts_frac),
+                        };
+                        let invalid = |what: &'static str| {
+                            corrupt(&self.path, pcap_file::PcapError::InvalidField(what))
+                        };
+                        if nanos >= 1_000_000_000 {
+                            return Some(Err(invalid("fraction of a second >= 1 s")));
+                        }
+                        if header.snaplen != 0 && packet.incl_len > header.snaplen {
+                            return Some(Err(invalid("captured length > snap length")));
+                        }
+                        if packet.incl_len > packet.orig_len {
+                            return Some(Err(invalid("captured length > original length")));
+                        }
+                        CapturedFrame {
+                            number,
+                            timestamp: Duration::from_secs(u64::from(packet.ts_sec))
+                                + Duration::from_nanos(nanos),
+                            data: packet.data.into_owned(),
+                            original_len: packet.orig_len,
+                        }
+                    }
+                    Err(err) => return Some(Err(corrupt(&self.path, err))),
+                }
+            }
             Format::PcapNg(reader) => loop {
                 let block = match reader.next_block()? {
                     Ok(block) => block,

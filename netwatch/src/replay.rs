@@ -20,6 +20,9 @@ use crate::{
 /// as one long, quiet interval.
 const MAX_EMPTY_INTERVALS: u64 = 3_600;
 
+/// Frames the kernel refused that are named one by one on stderr; the rest are counted.
+const REFUSED_SHOWN: u64 = 3;
+
 /// What a replay did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -135,12 +138,16 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
             }
             Err(err) => {
                 summary.refused += 1;
-                eprintln!(
-                    "netwatch: {}: frame {} ({} bytes) not replayed: {err}",
-                    file.display(),
-                    frame.number,
-                    frame.data.len()
-                );
+                // The first few by number; the rest only counted, in one line at the end: a
+                // capture of ten thousand empty frames is not ten thousand lines.
+                if summary.refused <= REFUSED_SHOWN {
+                    eprintln!(
+                        "netwatch: {}: frame {} ({} bytes) not replayed: {err}",
+                        file.display(),
+                        frame.number,
+                        frame.data.len()
+                    );
+                }
             }
         }
     }
@@ -157,6 +164,13 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     }
     summary.tally = pipeline.tally();
     pipeline.finish();
+    if summary.refused > REFUSED_SHOWN {
+        eprintln!(
+            "netwatch: {}: {} more frames not replayed (shorter than an Ethernet header, or refused by the kernel)",
+            file.display(),
+            summary.refused - REFUSED_SHOWN
+        );
+    }
     match failure {
         Some(error) => Err(ReplayError::Capture {
             error,

@@ -625,3 +625,71 @@ fn history_answers_from_what_a_replay_kept() {
         .unwrap_or_else(|err| panic!("{err}"));
     assert!(records(&output).is_empty());
 }
+
+/// Writes a classic pcap with snap length `snap_len`, each frame cut to it, with its original
+/// length kept (as `tcpdump -s` writes).
+fn write_snapped_pcap(path: &Path, snap_len: u32, frames: &[(Duration, Vec<u8>)]) {
+    let mut out = Vec::new();
+    for word in [0xa1b2_c3d4u32] {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&snap_len.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (time, data) in frames {
+        let captured = &data[..data.len().min(snap_len as usize)];
+        out.extend_from_slice(&(time.as_secs() as u32).to_le_bytes());
+        out.extend_from_slice(&time.subsec_micros().to_le_bytes());
+        out.extend_from_slice(&(captured.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(captured);
+    }
+    fs::write(path, out).unwrap_or_else(|err| panic!("{err}"));
+}
+
+/// A `tcpdump -s 64` capture replays: only what was captured must fit the snap length. And
+/// frames too short to run are counted in one line, not one line each.
+#[test]
+fn snapped_captures_replay_and_runt_frames_are_summed_up() {
+    if !privileged("snapped_captures_replay_and_runt_frames_are_summed_up") {
+        return;
+    }
+    let dir = ScratchDir::new("nwsnap");
+    let frames: Vec<(Duration, Vec<u8>)> = (0..10u64)
+        .map(|i| {
+            let frame = FrameBuilder::ipv4([10, 0, 0, 1]).payload(400).build().bytes;
+            (Duration::from_secs(BASE) + Duration::from_millis(i), frame)
+        })
+        .collect();
+    let capture = dir.join("snapped.pcap");
+    write_snapped_pcap(&capture, 64, &frames);
+    let output = replay(&[&capture.to_string_lossy(), "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let records = records(&output);
+    let last = of_type(&records, "interval")
+        .last()
+        .copied()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["cumulative"]["packets"], 10, "{stderr}");
+
+    let runts: Vec<(Duration, Vec<u8>)> = (0..1000u64)
+        .map(|i| {
+            (
+                Duration::from_secs(BASE) + Duration::from_millis(i),
+                vec![0u8; 10],
+            )
+        })
+        .collect();
+    let capture = dir.join("runts.pcap");
+    write_pcap(&capture, &runts);
+    let output = replay(&[&capture.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.lines().count() < 10, "{stderr}");
+    assert!(stderr.contains("997 more frames not replayed"), "{stderr}");
+}
