@@ -599,7 +599,7 @@ fn history_answers_from_what_a_replay_kept() {
                     "--db",
                     &db.to_string_lossy(),
                     "--since",
-                    "100000h",
+                    "87600h",
                     "--json",
                 ])
                 .args(args),
@@ -630,9 +630,7 @@ fn history_answers_from_what_a_replay_kept() {
 /// length kept (as `tcpdump -s` writes).
 fn write_snapped_pcap(path: &Path, snap_len: u32, frames: &[(Duration, Vec<u8>)]) {
     let mut out = Vec::new();
-    for word in [0xa1b2_c3d4u32] {
-        out.extend_from_slice(&word.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     out.extend_from_slice(&0i32.to_le_bytes());
