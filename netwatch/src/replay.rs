@@ -115,12 +115,25 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         };
         let end = *boundary.get_or_insert(frame.timestamp + interval);
         if frame.timestamp >= end {
+            // A clock that leaps (a capture spliced from two, a reset clock) is no quiet
+            // period: said once, and crossed in one quiet interval rather than hours of them.
+            let jump = frame.timestamp.saturating_sub(last_time)
+                > interval.saturating_mul(2 * MAX_EMPTY_INTERVALS as u32);
+            if jump && summary.frames > 0 {
+                eprintln!(
+                    "netwatch: {}: frame {} is {:.0} s after the frame before it: a time jump, reported as one quiet interval, not as traffic",
+                    file.display(),
+                    frame.number,
+                    frame.timestamp.saturating_sub(last_time).as_secs_f64()
+                );
+            }
             boundary = Some(close_intervals(
                 &mut datapath,
                 &mut pipeline,
                 end,
                 frame.timestamp,
                 interval,
+                jump,
             )?);
         }
         last_time = last_time.max(frame.timestamp);
@@ -181,17 +194,20 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
 }
 
 /// Closes every interval that ends at or before `now`, starting with the one ending at `end`;
-/// returns the end of the interval `now` falls in.
+/// returns the end of the interval `now` falls in. After a `jump` of the capture's clock the
+/// gap is one quiet interval at once.
 fn close_intervals(
     datapath: &mut Datapath,
     pipeline: &mut Pipeline,
     mut end: Duration,
     now: Duration,
     interval: Duration,
+    jump: bool,
 ) -> Result<Duration, MonitorError> {
+    let quiet_ones = if jump { 1 } else { MAX_EMPTY_INTERVALS };
     let mut empty = 0u64;
     while now >= end {
-        let elapsed = if empty >= MAX_EMPTY_INTERVALS {
+        let elapsed = if empty >= quiet_ones {
             // Skip the rest of a long gap in one quiet interval.
             let skipped = (now - end).as_nanos() / interval.as_nanos().max(1) + 1;
             let skipped = u32::try_from(skipped).unwrap_or(u32::MAX);

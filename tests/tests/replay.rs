@@ -691,3 +691,61 @@ fn snapped_captures_replay_and_runt_frames_are_summed_up() {
     assert!(stderr.lines().count() < 10, "{stderr}");
     assert!(stderr.contains("997 more frames not replayed"), "{stderr}");
 }
+
+/// The interval clock of a capture: a trickle whose last frame falls half a millisecond into a
+/// new interval, and a clock that leaps 80 years, raise nothing; the leap is said once and
+/// crossed in one quiet interval.
+#[test]
+fn a_sliver_of_an_interval_and_a_time_jump_raise_nothing() {
+    if !privileged("a_sliver_of_an_interval_and_a_time_jump_raise_nothing") {
+        return;
+    }
+    let dir = ScratchDir::new("nwclock");
+    let mut frames = Vec::new();
+    // 10 pps for a minute, well past the warm-up of the spike baselines.
+    stream(&mut frames, 0..60, 10, |_| {
+        FrameBuilder::ipv4([10, 0, 0, 1]).payload(20)
+    });
+    // The last frame 0.5 ms into a new interval: one frame is 2,000 pkt/s over 0.5 ms.
+    frames.push((
+        Duration::from_secs(BASE + 60) + Duration::from_micros(500),
+        FrameBuilder::ipv4([10, 0, 0, 1]).payload(20).build().bytes,
+    ));
+    let sliver = dir.join("sliver.pcap");
+    write_pcap(&sliver, &frames);
+    let leap = 80 * 365 * 24 * 3600;
+    let mut leaping = frames.clone();
+    for i in 0..5u64 {
+        leaping.push((
+            Duration::from_secs(BASE + 61 + leap) + Duration::from_millis(100 * i),
+            FrameBuilder::ipv4([10, 0, 0, 1]).payload(20).build().bytes,
+        ));
+    }
+    let jump = dir.join("jump.pcap");
+    write_pcap(&jump, &leaping);
+    let config = dir.join("netwatch.toml");
+    fs::write(&config, "[detect.spike]\nwarmup = 10\nmin_pps = 5.0\n")
+        .unwrap_or_else(|err| panic!("{err}"));
+    for (capture, intervals) in [(&sliver, 61), (&jump, 63)] {
+        let output = replay(&[
+            &capture.to_string_lossy(),
+            "--config",
+            &config.to_string_lossy(),
+            "--format",
+            "json",
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        let records = records(&output);
+        assert!(
+            of_type(&records, "alert").is_empty(),
+            "{}: {:?}",
+            capture.display(),
+            of_type(&records, "alert")
+        );
+        assert_eq!(of_type(&records, "interval").len(), intervals, "{stderr}");
+        if capture == &jump {
+            assert!(stderr.contains("a time jump"), "{stderr}");
+        }
+    }
+}
