@@ -55,6 +55,11 @@ pub struct Interval {
     /// while the map was read (they are attributed next interval). A gauge, not a delta. Zero
     /// on a link at rest.
     pub unattributed: Volume,
+    /// [`Interval::unattributed`] at the previous reading: traffic an earlier interval's
+    /// total counted and this interval's sources may hold. With it the interval adds up on
+    /// its own: `sources + overflow + non_ip + malformed == total + unattributed_before -
+    /// unattributed`, for packets and for bytes.
+    pub unattributed_before: Volume,
     /// The amplification port of the last overflow frame from one; 0 for none.
     pub overflow_reflected_port: u16,
 }
@@ -177,6 +182,8 @@ pub struct Collector {
     last_globals: GlobalStats,
     /// Sum of all source deltas handed out so far.
     attributed: Volume,
+    /// The unattributed gauge of the last reading.
+    last_unattributed: Volume,
     /// The list of a past interval, given back by [`Collector::recycle`]: a million deltas
     /// written into memory already touched rather than into fresh pages each interval.
     spare: Vec<SourceDelta>,
@@ -272,6 +279,7 @@ impl Collector {
             ),
         };
         self.last_globals = globals;
+        let unattributed_before = std::mem::replace(&mut self.last_unattributed, unattributed);
         Interval {
             elapsed,
             delta,
@@ -280,6 +288,7 @@ impl Collector {
             tracked_sources,
             evicted_sources: evicted_now,
             unattributed,
+            unattributed_before,
             overflow_reflected_port: if delta.overflow_reflected_packets > 0 {
                 *overflow_reflected_port
             } else {

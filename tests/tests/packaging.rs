@@ -91,6 +91,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
         tracked_sources: 1,
         evicted_sources: 0,
         unattributed: Volume::default(),
+        unattributed_before: Volume::default(),
         overflow_reflected_port: 0,
     });
     let exported = metrics.render();

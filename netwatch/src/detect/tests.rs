@@ -78,6 +78,7 @@ fn interval(sources: &[Traffic]) -> Interval {
         sources,
         evicted_sources: 0,
         unattributed: Volume::default(),
+        unattributed_before: Volume::default(),
         overflow_reflected_port: 0,
     }
 }

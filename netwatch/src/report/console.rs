@@ -142,6 +142,7 @@ mod tests {
             tracked_sources: 3,
             evicted_sources: 0,
             unattributed: Volume::default(),
+            unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
         };
         let context = Context {

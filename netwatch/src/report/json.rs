@@ -53,6 +53,8 @@ struct BlindSpots {
     evicted_sources: u64,
     unattributed_packets: u64,
     unattributed_bytes: u64,
+    unattributed_before_packets: u64,
+    unattributed_before_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -171,6 +173,8 @@ pub fn write_interval(
             evicted_sources: interval.evicted_sources,
             unattributed_packets: interval.unattributed.packets,
             unattributed_bytes: interval.unattributed.bytes,
+            unattributed_before_packets: interval.unattributed_before.packets,
+            unattributed_before_bytes: interval.unattributed_before.bytes,
         },
         cumulative: Cumulative {
             sampled_packets: cumulative.sampled_packets,
@@ -256,6 +260,7 @@ mod tests {
             tracked_sources: 1,
             evicted_sources: 0,
             unattributed: Volume::default(),
+            unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
         };
         let context = Context {

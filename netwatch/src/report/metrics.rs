@@ -510,6 +510,7 @@ mod tests {
             tracked_sources: 1,
             evicted_sources: 0,
             unattributed: Volume::default(),
+            unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
         }
     }
