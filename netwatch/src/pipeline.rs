@@ -231,6 +231,9 @@ impl Pipeline {
         }
         if let Some(metrics) = &self.metrics {
             metrics.set_streams(self.inspector.stream_counts());
+            if let Some(history) = &self.history {
+                metrics.set_store_waiting(history.sink.counts().waiting.load(Ordering::Relaxed));
+            }
         }
         for alert in &outcome.alerts {
             self.write_alert(alert)?;

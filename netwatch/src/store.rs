@@ -86,6 +86,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 const LEARNING_STARTED: &str = "learning_started_ms";
+/// Bytes the write-ahead log is truncated to after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +202,10 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
+        // After a checkpoint the write-ahead log shrinks back to this: it never keeps the
+        // disk it took at a peak.
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(sqlite)?;
         let mut store = Self {
             conn,
@@ -647,6 +653,14 @@ impl Store {
         }
         .map(drop)
         .map_err(|err| self.sqlite(err))
+    }
+
+    /// Writes the write-ahead log back into the database and truncates it: what a full disk
+    /// needs first. Best effort; a failure changes nothing.
+    pub fn shrink_journal(&self) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 
     /// Forgets queued records up to `last_id` for `url`, once delivered.

@@ -4,11 +4,12 @@
 //! reported, never dropped in silence.
 
 use std::{
+    collections::VecDeque,
     net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
-        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
     thread::{self, JoinHandle},
     time::Duration,
@@ -37,13 +38,21 @@ pub enum Record {
     Prune(Duration),
 }
 
+/// Records kept in memory at most while the store refuses writes (a full disk, say); past it
+/// the oldest go, counted.
+const RETRY: usize = 4_096;
+
 /// Counts shared with the writer.
 #[derive(Debug, Default)]
 pub struct SinkCounts {
     /// Records refused because the writer was behind.
     pub dropped: AtomicU64,
-    /// Writes SQLite refused (each also reported on stderr).
+    /// Records lost after the store refused them and the retry buffer overflowed.
     pub failed: AtomicU64,
+    /// Records waiting in memory for the store to take them again (a gauge).
+    pub waiting: AtomicU64,
+    /// Writes refused by the store so far, retried or not.
+    pub refused: AtomicU64,
 }
 
 /// The handle the pipeline keeps.
@@ -123,17 +132,85 @@ impl Drop for HistorySink {
 }
 
 fn write_all(store: &mut Store, rx: &Receiver<Record>, webhooks: &[String], counts: &SinkCounts) {
-    for record in rx {
-        let result = match &record {
-            Record::Known(changes, at) => store.apply(changes, *at),
-            Record::Touch(addrs, at) => store.touch(addrs, *at),
-            Record::Interval(row, sources) => store.record_interval(row, sources),
-            Record::Findings(findings) => store.record_findings(findings, webhooks),
-            Record::Prune(cutoff) => store.prune_history(*cutoff).map(drop),
+    let mut waiting: VecDeque<Record> = VecDeque::new();
+    let mut outage: Option<(std::time::Instant, u64)> = None;
+    loop {
+        // While records wait, the store is tried again every second, new records or not.
+        let next = if waiting.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(Duration::from_secs(1))
         };
-        if let Err(err) = result {
-            counts.failed.fetch_add(1, Ordering::Relaxed);
-            eprintln!("netwatch: {err}");
+        match next {
+            // Oldest first: what waits goes before the new record.
+            Ok(record) => waiting.push_back(record),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
+        while let Some(next) = waiting.front() {
+            // On a refusal, give back the disk the write-ahead log holds (on a full disk it
+            // is often most of what netwatch has there), and try once more.
+            let written = write_one(store, next, webhooks).or_else(|_| {
+                store.shrink_journal();
+                write_one(store, next, webhooks)
+            });
+            match written {
+                Ok(()) => {
+                    waiting.pop_front();
+                }
+                Err(err) => {
+                    counts.refused.fetch_add(1, Ordering::Relaxed);
+                    if outage.is_none() {
+                        eprintln!(
+                            "netwatch: the store refuses writes ({err}); up to {RETRY} records wait in memory until it takes them again"
+                        );
+                        outage = Some((std::time::Instant::now(), 0));
+                    }
+                    break;
+                }
+            }
+        }
+        if let Some((since, lost)) = outage.as_mut() {
+            if waiting.is_empty() {
+                eprintln!(
+                    "netwatch: the store takes writes again after {:.0}s; every record kept in memory meanwhile is written, {lost} lost to the {RETRY}-record bound",
+                    since.elapsed().as_secs_f64()
+                );
+                outage = None;
+            } else {
+                while waiting.len() > RETRY {
+                    waiting.pop_front();
+                    *lost += 1;
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        counts
+            .waiting
+            .store(waiting.len() as u64, Ordering::Relaxed);
+    }
+    // Closing: one more try for what waits, then it is counted as lost.
+    while let Some(next) = waiting.pop_front() {
+        if write_one(store, &next, webhooks).is_err() {
+            counts
+                .failed
+                .fetch_add(1 + waiting.len() as u64, Ordering::Relaxed);
+            break;
+        }
+    }
+    counts.waiting.store(0, Ordering::Relaxed);
+}
+
+fn write_one(
+    store: &mut Store,
+    record: &Record,
+    webhooks: &[String],
+) -> Result<(), crate::store::StoreError> {
+    match record {
+        Record::Known(changes, at) => store.apply(changes, *at),
+        Record::Touch(addrs, at) => store.touch(addrs, *at),
+        Record::Interval(row, sources) => store.record_interval(row, sources),
+        Record::Findings(findings) => store.record_findings(findings, webhooks),
+        Record::Prune(cutoff) => store.prune_history(*cutoff).map(drop),
     }
 }

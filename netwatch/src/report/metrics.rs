@@ -42,6 +42,7 @@ pub struct Metrics {
     alerts: IntCounterVec,
     suppressed: IntCounter,
     streams: IntGaugeVec,
+    store_waiting: IntGauge,
     events: IntCounterVec,
     attach: IntGaugeVec,
     source_pps: GaugeVec,
@@ -157,6 +158,13 @@ impl Metrics {
                 IntCounter::new(
                     "netwatch_alerts_suppressed_total",
                     "Alert lines left out over the per-interval cap (detect.max_alerts)",
+                )?,
+            )?,
+            store_waiting: register(
+                r,
+                IntGauge::new(
+                    "netwatch_store_waiting_records",
+                    "Records kept in memory while the store refuses writes (a full disk); 0 when all is written",
                 )?,
             )?,
             streams: register(
@@ -324,6 +332,12 @@ impl Metrics {
                 .with_label_values(&[outcome])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Records how many records wait in memory for the store.
+    pub fn set_store_waiting(&self, records: u64) {
+        self.store_waiting
+            .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
 
     /// Counts alert lines left out over the cap.
