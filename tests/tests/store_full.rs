@@ -83,10 +83,18 @@ fn records_refused_by_a_full_disk_are_written_when_room_returns() {
     // Closing waits for the writer, which writes what waits before it stops.
     let deadline = Instant::now() + Duration::from_secs(20);
     while sink.counts().waiting.load(Ordering::Relaxed) > 0 {
-        assert!(Instant::now() < deadline, "still waiting: {:?}", sink.counts());
+        assert!(
+            Instant::now() < deadline,
+            "still waiting: {:?}",
+            sink.counts()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(sink.counts().failed.load(Ordering::Relaxed), 0, "nothing lost");
+    assert_eq!(
+        sink.counts().failed.load(Ordering::Relaxed),
+        0,
+        "nothing lost"
+    );
     sink.close();
     let store = Store::open(&db).unwrap_or_else(|err| panic!("{err}"));
     let kept = store
