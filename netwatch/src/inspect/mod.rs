@@ -711,17 +711,11 @@ impl Inspector {
     fn http(&self, request: &text::HttpRequest, found: &mut Vec<EventKind>) {
         // A password in the query string (`GET /login?user=ivan&password=...`) is redacted
         // in the path as anywhere else, and reported as a credential.
-        let redacted = if self.config.show_secrets {
-            None
+        let (redacted_path, in_query) = text::query_credentials(&request.path, REDACTED);
+        let path = if self.config.show_secrets {
+            request.path.clone()
         } else {
-            Some(REDACTED)
-        };
-        let (path, in_query) = match redacted {
-            Some(mark) => text::query_credentials(&request.path, mark),
-            None => {
-                let (_, found) = text::query_credentials(&request.path, "");
-                (request.path.clone(), found)
-            }
+            redacted_path
         };
         found.push(EventKind::Http {
             method: request.method.clone(),

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{escape, rfc3339};
 use crate::detect::{
-    alert::{Alert, AlertKind, AlertState, Contributor, Severity, Subject},
+    alert::{Alert, AlertKind, AlertState, Contributor, Members, Severity, Subject},
     attack::Attack,
 };
 
@@ -143,15 +143,10 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
         (AlertKind::UnknownSource, _) => match &alert.members {
             Some(members) => write!(
                 out,
-                "{} unknown sources sent {} packets ({}{})",
+                "{} unknown sources sent {} packets ({})",
                 members.count,
                 alert.packets,
-                addresses(&members.first),
-                if members.count > members.first.len() as u64 {
-                    ", ..."
-                } else {
-                    ""
-                }
+                addresses(members)
             )?,
             None => write!(
                 out,
@@ -204,17 +199,7 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
     if alert.kind != AlertKind::UnknownSource
         && let Some(members) = &alert.members
     {
-        write!(
-            out,
-            "; {} sources: {}{}",
-            members.count,
-            addresses(&members.first),
-            if members.count > members.first.len() as u64 {
-                ", ..."
-            } else {
-                ""
-            }
-        )?;
+        write!(out, "; {} sources: {}", members.count, addresses(members))?;
     }
     writeln!(out, " [{}]", alert.id)?;
     if !alert.contributors.is_empty() {
@@ -252,11 +237,13 @@ fn write_contributor(out: &mut impl Write, contributor: &Contributor) -> io::Res
     Ok(())
 }
 
-fn addresses(list: &[std::net::IpAddr]) -> String {
-    list.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The first addresses of the sources an alert stands for, and `...` when there are more.
+fn addresses(members: &Members) -> String {
+    let mut list: Vec<String> = members.first.iter().map(ToString::to_string).collect();
+    if members.count > members.first.len() as u64 {
+        list.push(String::from("..."));
+    }
+    list.join(", ")
 }
 
 fn round(value: f64) -> f64 {
