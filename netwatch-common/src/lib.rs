@@ -275,6 +275,24 @@ pub struct QueueJob {
     pub _pad: u32,
 }
 
+/// What [`WireLength::magic`] holds: "nwwl".
+pub const WIRE_LENGTH_MAGIC: u32 = u32::from_be_bytes(*b"nwwl");
+
+/// The length a frame had on the wire, in the XDP metadata in front of it (`data_meta`).
+/// Only `netwatch replay` puts it there, through BPF_PROG_TEST_RUN: a captured frame may be
+/// longer than the kernel runs (GRO/TSO captures hold frames of up to 64 KiB), cut by the
+/// capture's snap length, or shorter than an Ethernet header, and the program counts the
+/// frame by this length rather than by the bytes it sees. On a live link there is no such
+/// metadata (or not with this magic), and the bytes seen are the frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WireLength {
+    /// [`WIRE_LENGTH_MAGIC`]; anything else is someone else's metadata, ignored.
+    pub magic: u32,
+    /// Bytes on the wire.
+    pub len: u32,
+}
+
 /// Run-time settings of the XDP program, in [`SETTINGS_MAP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use netwatch_common::{
     CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
     PORT_BITMAP_BITS, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP,
     SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey,
-    SourceSketch, SourceValue, TokenBucket,
+    SourceSketch, SourceValue, TokenBucket, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -226,7 +226,7 @@ pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
 /// Counts the frame; true when it is a candidate for sampling (its job is written).
 #[inline(always)]
 fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
-    let len = (ctx.data_end() - ctx.data()) as u64;
+    let len = frame_len(ctx);
     let Some(state) = CPU_STATE.get_ptr_mut(0) else {
         return false;
     };
@@ -315,6 +315,22 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
         }
     }
     false
+}
+
+/// The frame's length on the wire: the bytes the program sees, unless a replay put the
+/// [`WireLength`] of a longer, snapped or runt captured frame in the metadata in front of it.
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> u64 {
+    let meta = ctx.metadata();
+    let data = ctx.data();
+    if meta + size_of::<WireLength>() <= data {
+        // SAFETY: the metadata holds a whole WireLength, checked just above.
+        let wire = unsafe { &*(meta as *const WireLength) };
+        if wire.magic == WIRE_LENGTH_MAGIC {
+            return u64::from(wire.len);
+        }
+    }
+    (ctx.data_end() - data) as u64
 }
 
 /// Counts a frame whose source has no slot: in the overflow totals, and in the protocol mix

@@ -36,10 +36,18 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args)
             .map(|summary| {
                 eprintln!(
-                    "netwatch: replayed {} frames in {} intervals, {} alert lines{}",
+                    "netwatch: replayed {} frames in {} intervals, {} alert lines{}{}",
                     summary.frames,
                     summary.tally.intervals,
                     summary.tally.alerts.values().sum::<u64>(),
+                    if summary.runts > 0 {
+                        format!(
+                            "; {} frames shorter than an Ethernet header, counted as malformed",
+                            summary.runts
+                        )
+                    } else {
+                        String::new()
+                    },
                     if summary.refused > 0 {
                         format!("; {} frames refused", summary.refused)
                     } else {

@@ -11,6 +11,7 @@ use std::{
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
+    sync::oneshot,
     time::{MissedTickBehavior, interval_at, sleep_until},
 };
 
@@ -274,6 +275,9 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
         snapshot: Snapshot::default(),
     };
 
+    // A configuration being read for SIGHUP, off the collection path: a file on a slow or
+    // hung filesystem delays the reload, never the intervals or a SIGTERM.
+    let mut reloading: Option<oneshot::Receiver<Result<Config, MonitorError>>> = None;
     let stopped_by = loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -285,7 +289,23 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
                 guard.clear_ready();
             }
             _ = sighup.recv() => {
-                match reload(&flags, &webhooks, &config, &mut datapath, &mut pipeline) {
+                if reloading.is_some() {
+                    eprintln!("netwatch: SIGHUP: the configuration is still being read for the previous one; this one is ignored");
+                } else {
+                    reloading = read_in_background(&flags, &webhooks);
+                }
+            }
+            read = async {
+                match reloading.as_mut() {
+                    Some(read) => read.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                reloading = None;
+                let applied = read
+                    .unwrap_or_else(|_| Err(MonitorError::Signals(io::Error::other("the reading thread stopped"))))
+                    .and_then(|new| apply(new, &config, &mut datapath, &mut pipeline));
+                match applied {
                     Ok(new) => {
                         config = new;
                         eprintln!("netwatch: SIGHUP: configuration reloaded");
@@ -312,20 +332,45 @@ pub async fn run(args: MonitorArgs) -> Result<(), MonitorError> {
     Ok(())
 }
 
-/// Re-reads the configuration and applies what can change without detaching: detection
-/// rules, allowlists, sampled ports and rates, inspection, the number of sources listed. The
-/// program keeps running throughout, so no packet goes uncounted. Settings that need a restart
-/// are named on stderr.
-fn reload(
+/// Re-reads the configuration on a thread of its own; the answer arrives on the receiver.
+/// `None` (said on stderr) when no thread can be started.
+fn read_in_background(
     flags: &PipelineArgs,
     webhooks: &[String],
+) -> Option<oneshot::Receiver<Result<Config, MonitorError>>> {
+    let (tx, rx) = oneshot::channel();
+    let (flags, webhooks) = (flags.clone(), webhooks.to_vec());
+    let started = std::thread::Builder::new()
+        .name(String::from("reload"))
+        .spawn(move || {
+            let read = Config::load_or_default(flags.config.as_deref())
+                .and_then(|mut config| {
+                    config.apply_flags(&flags)?;
+                    config.webhook.urls.extend(webhooks);
+                    Ok(config)
+                })
+                .map_err(MonitorError::from);
+            // The daemon may have stopped meanwhile: nobody to tell.
+            let _ = tx.send(read);
+        });
+    match started {
+        Ok(_) => Some(rx),
+        Err(err) => {
+            eprintln!("netwatch: SIGHUP: cannot start reading the configuration: {err}");
+            None
+        }
+    }
+}
+
+/// Applies what can change without detaching: detection rules, allowlists, sampled ports and
+/// rates, inspection, the number of sources listed. The program keeps running throughout, so
+/// no packet goes uncounted. Settings that need a restart are named on stderr.
+fn apply(
+    config: Config,
     running: &Config,
     datapath: &mut Datapath,
     pipeline: &mut Pipeline,
 ) -> Result<Config, MonitorError> {
-    let mut config = Config::load_or_default(flags.config.as_deref())?;
-    config.apply_flags(flags)?;
-    config.webhook.urls.extend(webhooks.iter().cloned());
     datapath.set_sampling(&config.sampling())?;
     datapath.set_sketches(config.detect.scan.needs_sketches())?;
     datapath.set_reflection_ports(&config.detect.reflection_ports)?;

@@ -20,6 +20,9 @@ use crate::{
 /// as one long, quiet interval.
 const MAX_EMPTY_INTERVALS: u64 = 3_600;
 
+/// An Ethernet header: a shorter captured frame is a runt.
+const ETH_HLEN: usize = 14;
+
 /// Frames the kernel refused that are named one by one on stderr; the rest are counted.
 const REFUSED_SHOWN: u64 = 3;
 
@@ -28,7 +31,10 @@ const REFUSED_SHOWN: u64 = 3;
 pub struct ReplaySummary {
     /// Frames run through the program.
     pub frames: u64,
-    /// Frames the kernel refused to run (shorter than an Ethernet header).
+    /// Frames shorter than an Ethernet header: counted as malformed, by their own length.
+    pub runts: u64,
+    /// Frames the kernel refused to run (none is expected: a refusal is a bug or a kernel
+    /// limit, named on stderr).
     pub refused: u64,
     /// Pipeline counts.
     pub tally: Tally,
@@ -137,9 +143,12 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
             )?);
         }
         last_time = last_time.max(frame.timestamp);
-        match datapath.test_run(&frame.data) {
+        match datapath.replay_frame(&frame.data, frame.original_len) {
             Ok(_) => {
                 summary.frames += 1;
+                if frame.data.len() < ETH_HLEN {
+                    summary.runts += 1;
+                }
                 // Samples are inspected at once, on the capture's clock.
                 let mut samples = Vec::new();
                 datapath.drain_samples(|sample| samples.push(sample));
@@ -179,7 +188,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     pipeline.finish();
     if summary.refused > REFUSED_SHOWN {
         eprintln!(
-            "netwatch: {}: {} more frames not replayed (shorter than an Ethernet header, or refused by the kernel)",
+            "netwatch: {}: {} more frames refused by the kernel",
             file.display(),
             summary.refused - REFUSED_SHOWN
         );

@@ -197,10 +197,27 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        let conn = Connection::open(path).map_err(sqlite)?;
+        let mut conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite)?;
+        if let Err(err) = conn.pragma_update(None, "journal_mode", "WAL") {
+            // The write-ahead log's index lives in a shared-memory file beside the store,
+            // which SQLite cannot size on a full disk: the store would not even open, and a
+            // restart after the disk filled would fail. Opened with an exclusive lock, SQLite
+            // keeps that index in the process's own memory instead. Reads work, refused
+            // writes wait in memory (see report::history) until there is room; other
+            // readers (`netwatch history`) wait until this run ends.
+            drop(conn);
+            conn = Connection::open(path).map_err(sqlite)?;
+            conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+                .map_err(sqlite)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(sqlite)?;
+            eprintln!(
+                "netwatch: store {}: {err} (a full disk?): opened with an exclusive lock, without its shared-memory file; `netwatch history` on it waits until this run ends",
+                path.display()
+            );
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite)?;
         // After a checkpoint the write-ahead log shrinks back to this: it never keeps the

@@ -610,6 +610,41 @@ fn frames_shorter_than_ethernet_are_refused_by_the_kernel() {
     assert_eq!(snapshot.globals.total_packets, 0);
 }
 
+/// A replayed frame counts by the length it had on the wire (in the XDP metadata), on both
+/// source maps: cut by a snap length, longer than the kernel runs, or a runt (malformed).
+#[test]
+fn replayed_frames_count_by_their_wire_length() {
+    if !privileged("replayed_frames_count_by_their_wire_length") {
+        return;
+    }
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load(source_map);
+        let frame = FrameBuilder::ipv4([10, 0, 0, 1]).payload(400).build().bytes;
+        let long = FrameBuilder::ipv4([10, 0, 0, 1])
+            .payload(60_000)
+            .build()
+            .bytes;
+        for (data, wire) in [(&frame[..64], frame.len()), (&long[..], long.len())] {
+            let verdict = datapath
+                .replay_frame(data, wire as u32)
+                .unwrap_or_else(|err| panic!("{source_map}: {err}"));
+            assert_eq!(verdict, XDP_PASS);
+        }
+        datapath
+            .replay_frame(&[0u8; 9], 9)
+            .unwrap_or_else(|err| panic!("{source_map}: {err}"));
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let wire = (frame.len() + long.len()) as u64;
+        assert_eq!(snapshot.globals.total_packets, 3, "{source_map}");
+        assert_eq!(snapshot.globals.total_bytes, wire + 9, "{source_map}");
+        assert_eq!(snapshot.globals.malformed_packets, 1, "{source_map}");
+        assert_eq!(snapshot.globals.malformed_bytes, 9, "{source_map}");
+        assert_eq!(snapshot.sources.len(), 1, "{source_map}");
+        assert_eq!(snapshot.sources[0].stats.bytes, wire, "{source_map}");
+        assert_invariant(&snapshot, source_map.to_string().as_str());
+    }
+}
+
 /// Distinct destination ports and hosts per window, estimated in the kernel: close to the
 /// truth, per window, and for the sources that sent in the window only.
 #[test]

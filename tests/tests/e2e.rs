@@ -734,6 +734,18 @@ fn sighup_reloads_rules_and_refuses_a_bad_file() {
     assert!(refused.contains("detect.spike.k"), "{refused}");
     pair.send(burst(10));
     wait_for(&mut daemon, 110, &mut alerts);
+
+    // A FIFO swapped in for the file: refused at once, without a writer ever opening it; the
+    // intervals go on and SIGTERM still stops the daemon.
+    std::fs::remove_file(&config).unwrap_or_else(|err| panic!("{err}"));
+    let fifo = std::ffi::CString::new(config.to_string_lossy().as_bytes())
+        .unwrap_or_else(|err| panic!("{err}"));
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    daemon.signal(libc::SIGHUP);
+    let refused = daemon.wait_stderr("refused");
+    assert!(refused.contains("not a regular file"), "{refused}");
+    wait_for(&mut daemon, 110, &mut alerts);
     let (status, rest, stderr) = daemon.stop(libc::SIGTERM);
     assert!(status.success(), "{stderr:?}");
     let last: Value = rest

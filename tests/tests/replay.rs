@@ -648,48 +648,105 @@ fn write_snapped_pcap(path: &Path, snap_len: u32, frames: &[(Duration, Vec<u8>)]
     fs::write(path, out).unwrap_or_else(|err| panic!("{err}"));
 }
 
-/// A `tcpdump -s 64` capture replays: only what was captured must fit the snap length. And
-/// frames too short to run are counted in one line, not one line each.
+/// A `tcpdump -s 64` capture replays, and its frames count by their length on the wire; so do
+/// frames longer than the kernel runs (4 to 64 KiB, as GRO/TSO captures hold them). Frames too
+/// short for an Ethernet header count as malformed, by their own length, in one summary line.
 #[test]
-fn snapped_captures_replay_and_runt_frames_are_summed_up() {
-    if !privileged("snapped_captures_replay_and_runt_frames_are_summed_up") {
+fn snapped_long_and_runt_frames_count_by_wire_length() {
+    if !privileged("snapped_long_and_runt_frames_count_by_wire_length") {
         return;
     }
     let dir = ScratchDir::new("nwsnap");
+    let last_interval = |output: &Output| {
+        let records = records(output);
+        of_type(&records, "interval")
+            .last()
+            .copied()
+            .cloned()
+            .unwrap_or_default()
+    };
     let frames: Vec<(Duration, Vec<u8>)> = (0..10u64)
         .map(|i| {
             let frame = FrameBuilder::ipv4([10, 0, 0, 1]).payload(400).build().bytes;
             (Duration::from_secs(BASE) + Duration::from_millis(i), frame)
         })
         .collect();
+    let wire: u64 = frames.iter().map(|(_, frame)| frame.len() as u64).sum();
     let capture = dir.join("snapped.pcap");
     write_snapped_pcap(&capture, 64, &frames);
     let output = replay(&[&capture.to_string_lossy(), "--format", "json"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let records = records(&output);
-    let last = of_type(&records, "interval")
-        .last()
-        .copied()
-        .cloned()
-        .unwrap_or_default();
+    let last = last_interval(&output);
     assert_eq!(last["cumulative"]["packets"], 10, "{stderr}");
+    assert_eq!(last["cumulative"]["bytes"], wire, "{stderr}");
+
+    // GRO/TSO-sized frames, captured whole: 4 KiB to 64 KiB, and one past what the kernel
+    // takes at all (the largest IP packet behind two VLAN tags is the most it is handed).
+    let sizes = [4_000usize, 9_000, 16_384, 32_768, 65_000, 65_535];
+    let long: Vec<(Duration, Vec<u8>)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            let frame = FrameBuilder::ipv4([10, 0, 0, 2])
+                .payload(size - 42)
+                .build()
+                .bytes;
+            (
+                Duration::from_secs(BASE) + Duration::from_millis(i as u64),
+                frame,
+            )
+        })
+        .collect();
+    let wire: u64 = long.iter().map(|(_, frame)| frame.len() as u64).sum();
+    assert_eq!(wire, sizes.iter().sum::<usize>() as u64);
+    let capture = dir.join("long.pcap");
+    write_pcap(&capture, &long);
+    let output = replay(&[&capture.to_string_lossy(), "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let last = last_interval(&output);
+    assert_eq!(last["cumulative"]["packets"], sizes.len(), "{stderr}");
+    assert_eq!(last["cumulative"]["bytes"], wire, "{stderr}");
+    let records = records(&output);
+    let source_bytes: u64 = of_type(&records, "interval")
+        .iter()
+        .flat_map(|record| record["top"].as_array().cloned().unwrap_or_default())
+        .filter(|source| source["source"] == "10.0.0.2")
+        .filter_map(|source| source["bytes"].as_u64())
+        .sum();
+    assert_eq!(
+        source_bytes, wire,
+        "the source is counted by wire length too"
+    );
 
     let runts: Vec<(Duration, Vec<u8>)> = (0..1000u64)
         .map(|i| {
             (
                 Duration::from_secs(BASE) + Duration::from_millis(i),
-                vec![0u8; 10],
+                vec![0u8; (i % 14) as usize],
             )
         })
         .collect();
+    let runt_bytes: u64 = runts.iter().map(|(_, frame)| frame.len() as u64).sum();
     let capture = dir.join("runts.pcap");
     write_pcap(&capture, &runts);
-    let output = replay(&[&capture.to_string_lossy()]);
+    let output = replay(&[&capture.to_string_lossy(), "--format", "json"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.lines().count() < 10, "{stderr}");
-    assert!(stderr.contains("997 more frames not replayed"), "{stderr}");
+    assert!(stderr.lines().count() < 5, "{stderr}");
+    assert!(
+        stderr.contains("1000 frames shorter than an Ethernet header, counted as malformed"),
+        "{stderr}"
+    );
+    let last = last_interval(&output);
+    assert_eq!(last["cumulative"]["packets"], 1000, "{stderr}");
+    assert_eq!(last["cumulative"]["malformed_packets"], 1000, "{stderr}");
+    assert_eq!(
+        last["cumulative"]["malformed_bytes"], runt_bytes,
+        "{stderr}"
+    );
+    assert_eq!(last["cumulative"]["bytes"], runt_bytes, "{stderr}");
 }
 
 /// The interval clock of a capture: a trickle whose last frame falls half a millisecond into a

@@ -30,7 +30,7 @@ use netwatch_common::{
     REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLER_MAP,
     SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL,
     SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings,
-    SourceKey, SourceStats, SourceValue,
+    SourceKey, SourceStats, SourceValue, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 use self::{
@@ -895,12 +895,54 @@ impl Datapath {
         run_frame(self.program()?, frame, 1).map(|(verdict, _)| verdict)
     }
 
+    /// Runs the program once on a captured frame that was `wire_len` bytes on the wire, as
+    /// [`Datapath::test_run`] does, and has it counted by that length (a [`WireLength`] in
+    /// the frame's XDP metadata).
+    ///
+    /// What the kernel runs is cut to [`REPLAY_MAX_RUN`] bytes (it takes about 3.5 KiB in
+    /// the frame and the rest in fragments, up to about 70 KiB); what a capture cut by its
+    /// snap length lacks, it never had. Either way the counts carry the wire length. A frame
+    /// shorter than an Ethernet header, which the kernel refuses to run, is run as an IPv4
+    /// Ethernet header with nothing behind it: the program counts it as malformed, by its own
+    /// length.
+    pub fn replay_frame(&self, frame: &[u8], wire_len: u32) -> Result<u32, DatapathError> {
+        const META: usize = size_of::<WireLength>();
+        const ETH_HLEN: usize = 14;
+        let wire_len = wire_len.max(u32::try_from(frame.len()).unwrap_or(u32::MAX));
+        let frame = &frame[..frame.len().min(REPLAY_MAX_RUN)];
+        let mut data = Vec::with_capacity(META + frame.len().max(ETH_HLEN));
+        data.extend_from_slice(&WIRE_LENGTH_MAGIC.to_ne_bytes());
+        data.extend_from_slice(&wire_len.to_ne_bytes());
+        if frame.len() < ETH_HLEN {
+            data.extend_from_slice(&[0; 12]);
+            data.extend_from_slice(&0x0800u16.to_be_bytes());
+        } else {
+            data.extend_from_slice(frame);
+        }
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex. `data` is the length of the metadata at the start of data_in.
+        let mut context = [0u8; 24];
+        context[..4].copy_from_slice(&(META as u32).to_ne_bytes());
+        context[4..8].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+        let result = self.program()?.test_run(TestRunOptions {
+            data_in: Some(&data),
+            ctx_in: Some(&context),
+            ..TestRunOptions::default()
+        })?;
+        Ok(result.return_value)
+    }
+
     /// Runs the program `repeat` times on `frame`; returns the verdict and the mean time per
     /// run as the kernel measured it.
     pub fn bench(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DatapathError> {
         run_frame(self.program()?, frame, repeat)
     }
 }
+
+/// Most bytes of a captured frame [`Datapath::replay_frame`] hands to the kernel: the largest
+/// IP packet behind an Ethernet header and two VLAN tags, well within what BPF_PROG_TEST_RUN
+/// takes with 4 KiB pages (about 3.5 KiB in the frame and 17 pages of fragments).
+pub const REPLAY_MAX_RUN: usize = 65_535 + 14 + 8;
 
 /// The benchmarks' own XDP programs, from `netwatch-ebpf/src/bin/noop.rs`: the baselines of
 /// the cost benchmarks (the XDP_PASS no-op, the parse floor, netwatch's parse alone, and the
