@@ -205,7 +205,7 @@ fn replay_rate(report: &mut String) -> Result<()> {
         .collect();
     netwatch_tests::write_pcap(&capture, &frames);
     let started = Instant::now();
-    let summary = netwatch::replay::run(ReplayArgs {
+    let summary = netwatch::cmd::replay::run(ReplayArgs {
         file: capture.clone(),
         db: None,
         pipeline: PipelineArgs {

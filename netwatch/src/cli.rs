@@ -14,6 +14,10 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(name = "netwatch", version)]
 pub struct Cli {
+    /// Least severe messages written to stderr: error, warn, info, debug, trace or off
+    /// (default: RUST_LOG, else info).
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_level)]
+    pub log_level: Option<log::LevelFilter>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -31,6 +35,11 @@ pub enum Command {
     Known(KnownArgs),
     /// Query the history in the store: a source's traffic, recent alerts, top sources.
     History(HistoryArgs),
+}
+
+fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not one of error, warn, info, debug, trace, off"))
 }
 
 /// `netwatch history`.
@@ -108,6 +117,10 @@ pub struct PipelineArgs {
     /// 127.0.0.1:9477), or `off`.
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// The control socket that `netwatch status` and subscribers connect to (monitor only;
+    /// default /run/netwatch/control.sock), or `off`.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<String>,
     /// Write reports to this file instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,

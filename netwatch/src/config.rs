@@ -25,6 +25,8 @@ const MIN_SNAP_LEN: u32 = 128;
 
 /// Where metrics are served unless told otherwise: loopback only.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9477";
+/// Where the control socket is, unless configured.
+pub const DEFAULT_CONTROL_PATH: &str = "/run/netwatch/control.sock";
 
 /// Where the SQLite store lives when neither the file nor `--db` says.
 pub const DEFAULT_DB_PATH: &str = "/var/lib/netwatch/netwatch.db";
@@ -68,6 +70,8 @@ pub struct MonitorConfig {
     pub alerts: Option<PathBuf>,
     /// Where to serve Prometheus metrics (`/metrics`), or `off`.
     pub metrics_addr: String,
+    /// The control socket (`netwatch status`, subscriptions), or `off`.
+    pub control: String,
 }
 
 impl Default for MonitorConfig {
@@ -82,6 +86,7 @@ impl Default for MonitorConfig {
             format: Format::Text,
             alerts: None,
             metrics_addr: String::from(DEFAULT_METRICS_ADDR),
+            control: String::from(DEFAULT_CONTROL_PATH),
         }
     }
 }
@@ -158,6 +163,7 @@ impl Config {
             alerts,
             show_secrets,
             metrics_addr,
+            control,
             output: _,
         } = flags;
         if *show_secrets {
@@ -184,6 +190,9 @@ impl Config {
         }
         if let Some(addr) = metrics_addr {
             monitor.metrics_addr.clone_from(addr);
+        }
+        if let Some(control) = control {
+            monitor.control.clone_from(control);
         }
         let source = config.clone().unwrap_or_else(|| PathBuf::from("(flags)"));
         self.validate(&source)
@@ -263,6 +272,14 @@ impl Config {
         }
         if monitor.iface.as_deref().is_some_and(str::is_empty) {
             return Err(invalid("monitor.iface", "is empty"));
+        }
+        if monitor.control.is_empty()
+            || (monitor.control != "off" && !Path::new(&monitor.control).is_absolute())
+        {
+            return Err(invalid(
+                "monitor.control",
+                "must be an absolute path (e.g. /run/netwatch/control.sock) or \"off\"",
+            ));
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "is empty"));

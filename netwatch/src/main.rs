@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use netwatch::{
     cli::{Cli, Command},
-    history, known, monitor, replay,
+    cmd::{history, known, monitor, replay},
+    logging,
 };
 
 fn main() -> ExitCode {
-    let Cli { command } = match Cli::try_parse() {
+    let Cli { log_level, command } = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
             // --help and --version: what was asked for, on stdout.
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    logging::init(log_level);
     let result: Result<(), Box<dyn std::error::Error>> = match command {
         Command::Monitor(args) => match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -35,8 +37,8 @@ fn main() -> ExitCode {
         },
         Command::Replay(args) => replay::run(args)
             .map(|summary| {
-                eprintln!(
-                    "netwatch: replayed {} frames in {} intervals, {} alert lines{}{}",
+                log::info!(
+                    "replayed {} frames in {} intervals, {} alert lines{}{}",
                     summary.frames,
                     summary.tally.intervals,
                     summary.tally.alerts.values().sum::<u64>(),
@@ -64,7 +66,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("netwatch: error: {err}");
+            log::error!("{err}");
             ExitCode::FAILURE
         }
     }

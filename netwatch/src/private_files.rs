@@ -78,8 +78,8 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
 fn warn_if_readable_by_others(path: &Path, metadata: &fs::Metadata) {
     let mode = metadata.permissions().mode();
     if metadata.is_file() && mode & 0o004 != 0 {
-        eprintln!(
-            "netwatch: warning: {} is readable by every user (mode {:04o}); it holds what netwatch saw (user names, URLs, DNS names): `chmod 600` it",
+        log::warn!(
+            "warning: {} is readable by every user (mode {:04o}); it holds what netwatch saw (user names, URLs, DNS names): `chmod 600` it",
             path.display(),
             mode & 0o7777
         );

@@ -10,7 +10,7 @@ use std::{
 };
 
 use netwatch::{
-    report::history::{HistorySink, Record},
+    report::store::{Record, StoreWriter},
     store::{FindingRow, Store},
 };
 use netwatch_tests::{ScratchDir, privileged, process::succeed};
@@ -52,7 +52,7 @@ fn records_refused_by_a_full_disk_are_written_when_room_returns() {
     let _tmpfs = Tmpfs(mount.clone());
     let db = mount.join("store.db");
     let store = Store::open(&db).unwrap_or_else(|err| panic!("{err}"));
-    let sink = HistorySink::start(store, Vec::new()).unwrap_or_else(|err| panic!("{err}"));
+    let sink = StoreWriter::start(store, Vec::new()).unwrap_or_else(|err| panic!("{err}"));
     sink.send(Record::Findings(vec![finding(0)]));
 
     // Fill the disk.
@@ -134,7 +134,7 @@ fn a_store_on_a_full_disk_opens_and_catches_up() {
     let db = mount.join("store.db");
     {
         let store = Store::open(&db).unwrap_or_else(|err| panic!("{err}"));
-        let sink = HistorySink::start(store, Vec::new()).unwrap_or_else(|err| panic!("{err}"));
+        let sink = StoreWriter::start(store, Vec::new()).unwrap_or_else(|err| panic!("{err}"));
         sink.send(Record::Findings(vec![finding(0)]));
         sink.close();
     }
@@ -151,7 +151,7 @@ fn a_store_on_a_full_disk_opens_and_catches_up() {
     store
         .known_state()
         .unwrap_or_else(|err| panic!("a full disk: {err}"));
-    let sink = HistorySink::start(store, Vec::new()).unwrap_or_else(|err| panic!("{err}"));
+    let sink = StoreWriter::start(store, Vec::new()).unwrap_or_else(|err| panic!("{err}"));
     for n in 1..=50 {
         sink.send(Record::Findings(vec![finding(n)]));
     }
@@ -206,7 +206,7 @@ fn the_records_waiting_for_a_full_disk_are_bounded_and_the_overflow_counted() {
     let _tmpfs = Tmpfs(mount.clone());
     let db = mount.join("store.db");
     let store = Store::open(&db).unwrap_or_else(|err| panic!("{err}"));
-    let sink = HistorySink::start(store, Vec::new()).unwrap_or_else(|err| panic!("{err}"));
+    let sink = StoreWriter::start(store, Vec::new()).unwrap_or_else(|err| panic!("{err}"));
     let filler = mount.join("filler");
     let mut file = fs::File::create(&filler).unwrap_or_else(|err| panic!("{err}"));
     for size in [1024 * 1024, 4096, 1] {

@@ -5,6 +5,8 @@
 //! and everything after it live in later stages.
 
 mod batch;
+mod bench;
+mod error;
 pub mod netlink;
 mod slots;
 
@@ -17,22 +19,26 @@ use aya::{
         RingBuf,
     },
     programs::{
-        ProgramError, TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode,
+        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, Link as _},
         loaded_programs,
     },
     util::KernelVersion,
 };
 use netwatch_common::{
-    CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GENERATE_PROGRAM_NAME, GENERATOR_HEADER_LEN,
-    GENERATOR_MAP, GeneratorState, GlobalStats, LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME,
-    PARSE_FLOOR_PROGRAM_NAME, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob,
-    REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLER_MAP,
-    SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL,
-    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings,
-    SourceKey, SourceStats, SourceValue, WIRE_LENGTH_MAGIC, WireLength,
+    CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GlobalStats, PROGRAM_NAME, QUEUE_JOB_MAP,
+    QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
+    SAMPLE_PORTS_MAP, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP,
+    SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP,
+    STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats, SourceValue,
+    WIRE_LENGTH_MAGIC, WireLength,
 };
 
+pub use self::{
+    bench::{Baseline, BenchPrograms},
+    error::DatapathError,
+    slots::{SourceReading, Spread, linear_count},
+};
 use self::{
     netlink::{LinkInfo, XdpAttached},
     slots::Slots,
@@ -52,153 +58,6 @@ pub const MIN_KERNEL_SHARED: KernelVersion = KernelVersion::new(5, 12, 0);
 
 /// Lines of the verifier log kept in a rejection error: the end says why.
 const VERIFIER_LOG_TAIL: usize = 25;
-
-/// Errors of the datapath. Each one is meant to be shown to the user as it is.
-#[derive(Debug, thiserror::Error)]
-pub enum DatapathError {
-    /// Missing privilege.
-    #[error(
-        "permission denied while {action}: netwatch needs root, or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON ({detail})"
-    )]
-    NotPermitted {
-        /// What was being done.
-        action: &'static str,
-        /// What the kernel said.
-        detail: String,
-    },
-    /// The kernel is older than [`MIN_KERNEL`].
-    #[error(
-        "kernel {found} is too old: netwatch attaches XDP through BPF links, which need Linux {needed} or newer"
-    )]
-    KernelTooOld {
-        /// The running kernel.
-        found: KernelVersion,
-        /// The oldest kernel that works.
-        needed: KernelVersion,
-    },
-    /// `--source-map shared` on a kernel older than [`MIN_KERNEL_SHARED`].
-    #[error(
-        "kernel {found} is too old for the shared source map, whose atomic ORs need Linux {needed} or newer: use --source-map per-cpu (or auto)"
-    )]
-    SharedMapNeedsNewerKernel {
-        /// The running kernel.
-        found: KernelVersion,
-        /// The oldest kernel that works.
-        needed: KernelVersion,
-    },
-    /// The running kernel's version could not be read.
-    #[error("cannot read the kernel version: {0}")]
-    KernelVersion(String),
-    /// No interface of that name in this network namespace.
-    #[error("unknown interface {0:?} (see `ip link`)")]
-    UnknownInterface(String),
-    /// The interface exists but is administratively down.
-    #[error("interface {0:?} is down: bring it up first (`ip link set {0} up`)")]
-    InterfaceDown(String),
-    /// Another program is attached and `--force` was not given.
-    #[error(
-        "interface {iface:?} already has XDP program {name:?} (id {prog_id}, {mode:?} mode) attached; netwatch leaves it alone unless --force is given"
-    )]
-    ForeignProgram {
-        /// The interface.
-        iface: String,
-        /// Kernel program id.
-        prog_id: u32,
-        /// Its name, as the kernel knows it.
-        name: String,
-        /// How it is attached.
-        mode: XdpAttached,
-    },
-    /// A program attached through a BPF link of another live process.
-    #[error(
-        "interface {iface:?} has XDP program {name:?} (id {prog_id}) held by a BPF link of another process (another netwatch?); stop that process first"
-    )]
-    HeldByLink {
-        /// The interface.
-        iface: String,
-        /// Kernel program id.
-        prog_id: u32,
-        /// Its name.
-        name: String,
-    },
-    /// The verifier rejected the program.
-    #[error(
-        "the kernel verifier rejected XDP program {program:?} ({reason}); end of the verifier log:\n{log_tail}"
-    )]
-    Verifier {
-        /// Program name.
-        program: &'static str,
-        /// The syscall's error.
-        reason: io::Error,
-        /// The last lines of the verifier log.
-        log_tail: String,
-    },
-    /// Attaching failed in every mode tried.
-    #[error("cannot attach XDP to {iface:?} in {mode} mode: {source}")]
-    Attach {
-        /// The interface.
-        iface: String,
-        /// The mode(s) tried.
-        mode: &'static str,
-        /// Why.
-        source: ProgramError,
-    },
-    /// The kernel attached through netlink instead of a BPF link.
-    #[error(
-        "the kernel refused a BPF link for XDP on {0:?}; netwatch does not fall back to netlink attachment, which would outlive a crash"
-    )]
-    NoBpfLink(String),
-    /// A netlink request failed.
-    #[error("netlink request for interface {iface:?} failed: {source}")]
-    Netlink {
-        /// The interface.
-        iface: String,
-        /// Why.
-        source: io::Error,
-    },
-    /// Loading the object failed.
-    #[error("cannot load the eBPF object: {0}")]
-    Load(#[source] EbpfError),
-    /// A program or map is missing from the object: a build problem.
-    #[error("the eBPF object has no {0}")]
-    Missing(&'static str),
-    /// Another program error.
-    #[error(transparent)]
-    Program(#[from] ProgramError),
-    /// Reading the list of CPUs failed.
-    #[error("cannot count the possible CPUs: {0}")]
-    Cpus(#[source] io::Error),
-    /// Mapping the source slot arrays into memory failed.
-    #[error("cannot map the source slot arrays into memory: {0}")]
-    MapSlots(#[source] io::Error),
-    /// The filler program queued fewer free slots than asked.
-    #[error("queued {queued} of {slots} free slots at load time")]
-    FillSlots {
-        /// Slots queued.
-        queued: u32,
-        /// Slots asked for.
-        slots: u32,
-    },
-    /// Reclaiming the slots of idle sources failed.
-    #[error("cannot reclaim the slots of idle sources: {0}")]
-    Reclaim(#[source] io::Error),
-    /// The values of so many sources on so many CPUs do not fit a BPF array.
-    #[error(
-        "{max_sources} sources on {cpus} CPUs are too many for one per-CPU array: lower --max-sources or use --source-map shared"
-    )]
-    TooManySources {
-        /// The capacity asked for.
-        max_sources: u32,
-        /// Possible CPUs.
-        cpus: usize,
-    },
-    /// Pinning failed.
-    #[error("cannot pin: {0}")]
-    Pin(#[source] aya::pin::PinError),
-    /// A map operation failed.
-    #[error(transparent)]
-    Map(#[from] MapError),
-}
 
 /// How to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -354,21 +213,6 @@ pub struct Snapshot {
     pub overflow_reflected_port: u16,
 }
 
-/// One source as read from its slot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SourceReading {
-    /// Its slot. A slot changes hands when its source is reclaimed; an address may take a new
-    /// slot after its old one was reclaimed.
-    pub slot: u32,
-    /// The source.
-    pub key: SourceKey,
-    /// Its cumulative counters, summed over CPUs.
-    pub stats: SourceStats,
-    /// Its distinct destinations since the previous snapshot, if it sent anything since then
-    /// and sketches are on.
-    pub spread: Option<Spread>,
-}
-
 impl Snapshot {
     /// The counters of every source by address (for one address in two slots, the first).
     pub fn stats_by_source(&self) -> HashMap<SourceKey, SourceStats> {
@@ -386,32 +230,6 @@ impl Snapshot {
             .filter_map(|reading| Some((reading.key, reading.spread?)))
             .collect()
     }
-}
-
-/// Distinct destinations of one source during one window, estimated by linear counting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Spread {
-    /// Distinct destination ports (TCP and UDP).
-    pub ports: u32,
-    /// Distinct destination addresses.
-    pub hosts: u32,
-}
-
-/// Linear counting (Whang, Vander-Zanden, Taylor 1990): `n = -m ln(zeros / m)`. With every
-/// bit set the estimate saturates at `m ln m` (1,420 for 256 bits, 621 for 128): "this many or
-/// more".
-pub fn linear_count(words: &[u64]) -> u32 {
-    let zeros: u32 = words.iter().map(|word| word.count_zeros()).sum();
-    linear_estimate(words.len() * 64, zeros)
-}
-
-/// [`linear_count`] of a bitmap of `bits` bits with `zeros` of them clear.
-fn linear_estimate(bits: usize, zeros: u32) -> u32 {
-    let bits = bits as f64;
-    if zeros == 0 {
-        return (bits * bits.ln()).round() as u32;
-    }
-    (-bits * (f64::from(zeros) / bits).ln()).round() as u32
 }
 
 /// Which packets the program copies to the sample ring buffer, and how many per second.
@@ -943,145 +761,6 @@ impl Datapath {
 /// IP packet behind an Ethernet header and two VLAN tags, well within what BPF_PROG_TEST_RUN
 /// takes with 4 KiB pages (about 3.5 KiB in the frame and 17 pages of fragments).
 pub const REPLAY_MAX_RUN: usize = 65_535 + 14 + 8;
-
-/// The benchmarks' own XDP programs, from `netwatch-ebpf/src/bin/noop.rs`: the baselines of
-/// the cost benchmarks (the XDP_PASS no-op, the parse floor, netwatch's parse alone, and the
-/// lookup floor, one hash lookup of a fixed source per frame) and the traffic generator's
-/// program.
-pub struct BenchPrograms {
-    ebpf: Ebpf,
-}
-
-impl BenchPrograms {
-    /// Loads it.
-    pub fn load() -> Result<Self, DatapathError> {
-        check_kernel()?;
-        Ok(Self {
-            ebpf: load_object(
-                NOOP_OBJECT,
-                &[
-                    NOOP_PROGRAM_NAME,
-                    PARSE_FLOOR_PROGRAM_NAME,
-                    LOOKUP_FLOOR_PROGRAM_NAME,
-                    GENERATE_PROGRAM_NAME,
-                ],
-                |_| {},
-            )?,
-        })
-    }
-
-    /// Attaches it to `ifindex` (a stand-in for another tool's program, in tests).
-    pub fn attach(&mut self, ifindex: u32) -> Result<(), DatapathError> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(NOOP_PROGRAM_NAME)
-            .ok_or(DatapathError::Missing("noop program"))?
-            .try_into()?;
-        program.attach_to_if_index(ifindex, XdpMode::Skb)?;
-        Ok(())
-    }
-
-    /// As [`Datapath::bench`], for one of the baselines.
-    pub fn bench(
-        &self,
-        baseline: Baseline,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, Duration), DatapathError> {
-        let name = baseline.program();
-        let program: &Xdp = self
-            .ebpf
-            .program(name)
-            .ok_or(DatapathError::Missing(name))?
-            .try_into()?;
-        run_frame(program, frame, repeat)
-    }
-
-    /// Has the generator program cycle through `sources` sources (at least 1), starting over
-    /// from the first.
-    pub fn start_generator(&mut self, sources: u32) -> Result<(), DatapathError> {
-        let state = GeneratorState {
-            sources: sources.max(1),
-            ..GeneratorState::default()
-        };
-        self.generator_state()?.set(0, state, 0)?;
-        Ok(())
-    }
-
-    /// The generator program's [`GeneratorState`], in its one-entry array.
-    fn generator_state(&mut self) -> Result<Array<&mut MapData, GeneratorState>, DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(GENERATOR_MAP)
-            .ok_or(DatapathError::Missing("generator state"))?;
-        Ok(Array::try_from(map)?)
-    }
-
-    /// Sends `frames` copies of `frame`, each given the next source of the cycle, out of the
-    /// interface `ifindex` of the calling thread's network namespace: BPF_PROG_TEST_RUN in
-    /// live-frame mode, the kernel transmitting `batch` frames at a time (at most 256).
-    /// Returns how many frames the program handed to the interface; the interface may still
-    /// drop some (a veth whose peer's ring is full counts them in its `tx_dropped`). On veth,
-    /// the peer must have an XDP program attached in driver mode.
-    pub fn generate(
-        &mut self,
-        ifindex: u32,
-        frame: &[u8],
-        frames: u32,
-        batch: u32,
-    ) -> Result<u32, DatapathError> {
-        let mut state = self.generator_state()?.get(&0, 0)?;
-        let header = frame.len().min(GENERATOR_HEADER_LEN);
-        state.header[..header].copy_from_slice(&frame[..header]);
-        state.header_len = header as u32;
-        self.generator_state()?.set(0, state, 0)?;
-        let program: &Xdp = self
-            .ebpf
-            .program(GENERATE_PROGRAM_NAME)
-            .ok_or(DatapathError::Missing(GENERATE_PROGRAM_NAME))?
-            .try_into()?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex. The frame arrives on `ifindex`, so XDP_TX sends it out there.
-        let length = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-        let mut context = [0u8; 24];
-        for (field, value) in context
-            .chunks_exact_mut(4)
-            .zip([0, length, 0, ifindex, 0, 0])
-        {
-            field.copy_from_slice(&value.to_ne_bytes());
-        }
-        program.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ctx_in: Some(&context),
-            repeat: frames,
-            attrs: TestRunAttrs::new().xdp_live_frames(batch.clamp(1, 256)),
-            ..TestRunOptions::default()
-        })?;
-        let after = self.generator_state()?.get(&0, 0)?.next;
-        Ok(after.wrapping_sub(state.next))
-    }
-}
-
-/// The programs of [`BenchPrograms`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Baseline {
-    /// Returns XDP_PASS, nothing else.
-    Noop,
-    /// netwatch's parse of the frame, counting nothing.
-    ParseFloor,
-    /// One hash lookup of a fixed source, then its value in an array.
-    LookupFloor,
-}
-
-impl Baseline {
-    fn program(self) -> &'static str {
-        match self {
-            Self::Noop => NOOP_PROGRAM_NAME,
-            Self::ParseFloor => PARSE_FLOOR_PROGRAM_NAME,
-            Self::LookupFloor => LOOKUP_FLOOR_PROGRAM_NAME,
-        }
-    }
-}
 
 fn run_frame(program: &Xdp, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DatapathError> {
     let result = program.test_run(TestRunOptions {

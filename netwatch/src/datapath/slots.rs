@@ -28,7 +28,46 @@ use std::{
 
 use netwatch_common::{HOST_BITMAP_BITS, PORT_BITMAP_BITS, SourceKey, SourceStats, SourceValue};
 
-use super::{SourceReading, Spread, linear_estimate};
+/// One source as read from its slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceReading {
+    /// Its slot. A slot changes hands when its source is reclaimed; an address may take a new
+    /// slot after its old one was reclaimed.
+    pub slot: u32,
+    /// The source.
+    pub key: SourceKey,
+    /// Its cumulative counters, summed over CPUs.
+    pub stats: SourceStats,
+    /// Its distinct destinations since the previous snapshot, if it sent anything since then
+    /// and sketches are on.
+    pub spread: Option<Spread>,
+}
+
+/// Distinct destinations of one source during one window, estimated by linear counting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spread {
+    /// Distinct destination ports (TCP and UDP).
+    pub ports: u32,
+    /// Distinct destination addresses.
+    pub hosts: u32,
+}
+
+/// Linear counting (Whang, Vander-Zanden, Taylor 1990): `n = -m ln(zeros / m)`. With every
+/// bit set the estimate saturates at `m ln m` (1,420 for 256 bits, 621 for 128): "this many or
+/// more".
+pub fn linear_count(words: &[u64]) -> u32 {
+    let zeros: u32 = words.iter().map(|word| word.count_zeros()).sum();
+    linear_estimate(words.len() * 64, zeros)
+}
+
+/// [`linear_count`] of a bitmap of `bits` bits with `zeros` of them clear.
+fn linear_estimate(bits: usize, zeros: u32) -> u32 {
+    let bits = bits as f64;
+    if zeros == 0 {
+        return (bits * bits.ln()).round() as u32;
+    }
+    (-bits * (f64::from(zeros) / bits).ln()).round() as u32
+}
 
 /// How long reclaimed slots wait between the delete of their address and their reuse. A
 /// program run takes microseconds (XDP runs to completion); a run that looked the address up
@@ -505,7 +544,7 @@ mod tests {
         assert_eq!(ports.len(), PORT_BITMAP_BITS + 1);
         assert_eq!(hosts.len(), HOST_BITMAP_BITS + 1);
         // One bit set of 256 (255 clear), half of them, all of them.
-        assert_eq!(ports[255], super::super::linear_count(&[1, 0, 0, 0]));
+        assert_eq!(ports[255], linear_count(&[1, 0, 0, 0]));
         assert_eq!(ports[128], 177);
         assert_eq!(ports[0], 1420);
         assert_eq!(hosts[0], 621);

@@ -21,6 +21,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use super::{
+    sink::{Finding, FindingReport, IntervalReport, Sink},
+    store::SinkCounts,
+};
 use crate::{
     collect::Interval,
     detect::alert::{AlertKind, AlertState},
@@ -360,6 +364,45 @@ impl Metrics {
     }
 }
 
+/// The metrics as a report output: each interval folded in, alerts and events counted, and
+/// the state of the HTTP streams and of the store.
+pub struct MetricsSink {
+    metrics: Arc<Metrics>,
+    store: Option<Arc<SinkCounts>>,
+}
+
+impl MetricsSink {
+    /// Feeds `metrics`; `store` gives the records waiting for the store, if there is one.
+    pub fn new(metrics: Arc<Metrics>, store: Option<Arc<SinkCounts>>) -> Self {
+        Self { metrics, store }
+    }
+}
+
+impl Sink for MetricsSink {
+    fn interval(&mut self, report: &IntervalReport<'_>) -> io::Result<()> {
+        self.metrics.observe_interval(report.interval);
+        self.metrics.set_streams(report.streams);
+        if let Some(store) = &self.store {
+            self.metrics
+                .set_store_waiting(store.waiting.load(Ordering::Relaxed));
+        }
+        Ok(())
+    }
+
+    fn finding(&mut self, report: &FindingReport<'_>) -> io::Result<()> {
+        match report.finding {
+            Finding::Alert(alert) => {
+                self.metrics.alert(alert.kind.name(), alert.state.name());
+                if alert.kind == AlertKind::Suppressed {
+                    self.metrics.suppressed(alert.observed as u64);
+                }
+            }
+            Finding::Event(event) => self.metrics.event(event.kind.name()),
+        }
+        Ok(())
+    }
+}
+
 /// Serves `GET /metrics` on `addr` from a thread of its own; returns the bound address.
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
@@ -435,9 +478,9 @@ fn note(log: &Mutex<RateLimitedLog>, what: &str) {
     }
     let more = std::mem::take(&mut log.unlogged);
     if more > 0 {
-        eprintln!("netwatch: metrics: {what} (and {more} more since the last line)");
+        log::warn!("metrics: {what} (and {more} more since the last line)");
     } else {
-        eprintln!("netwatch: metrics: {what}");
+        log::warn!("metrics: {what}");
     }
     log.last = Some(now);
 }

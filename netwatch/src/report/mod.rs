@@ -1,26 +1,24 @@
-//! Report sinks: what the user sees of each interval.
+//! Report outputs, each a [`Sink`](sink::Sink): what the user sees of each interval and of
+//! each finding.
 //!
-//! A sink only formats and writes what collection produced; it never reaches back into the
-//! datapath. Text goes to a terminal, JSON lines to anything that reads them (a log shipper,
-//! a SIEM, the end-to-end tests).
+//! A sink only formats and writes what collection, detection and inspection produced; it
+//! never reaches back into the datapath. Text goes to a terminal, JSON lines to anything that
+//! reads them (a log shipper, a SIEM, the end-to-end tests), rows to the store, numbers to
+//! Prometheus.
 
 pub mod alert;
 pub mod console;
 pub mod event;
-pub mod history;
 pub mod json;
 pub mod metrics;
+pub mod sink;
+pub mod store;
 pub mod webhook;
 
 #[cfg(test)]
 mod escape_tests;
 
-use std::{
-    io::{self, Write},
-    time::{SystemTime, UNIX_EPOCH},
-};
-
-use crate::collect::Interval;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `text` safe to print on a terminal: control characters (C0, DEL, C1: ESC, BEL, CR, LF,
 /// CSI, ...) and the invisible characters that reorder or hide text (bidirectional overrides
@@ -69,21 +67,6 @@ pub enum Format {
     Text,
     /// One JSON object per interval (schema in the README), for programs.
     Json,
-}
-
-/// Writes one interval in `format`. `last` marks the final, partial interval at shutdown.
-pub fn write_interval(
-    out: &mut impl Write,
-    format: Format,
-    context: &Context,
-    at: SystemTime,
-    interval: &Interval,
-    last: bool,
-) -> io::Result<()> {
-    match format {
-        Format::Text => console::write_interval(out, context, at, interval, last),
-        Format::Json => json::write_interval(out, context, at, interval, last),
-    }
 }
 
 /// `at` as RFC 3339 UTC with milliseconds, e.g. `2026-11-22T02:50:01.123Z`.

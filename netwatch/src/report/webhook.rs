@@ -153,7 +153,7 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
     let store = match Store::open(db) {
         Ok(store) => store,
         Err(err) => {
-            eprintln!("netwatch: webhook delivery cannot open the queue: {err}");
+            log::error!("webhook delivery cannot open the queue: {err}");
             return;
         }
     };
@@ -166,7 +166,7 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
             let batch = match store.queued(url, config.batch.max(1)) {
                 Ok(batch) => batch,
                 Err(err) => {
-                    eprintln!("netwatch: webhook queue: {err}");
+                    log::warn!("webhook queue: {err}");
                     continue;
                 }
             };
@@ -186,7 +186,7 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
             if in_flight != Some(last_id)
                 && let Err(err) = store.set_in_flight(url, Some(last_id))
             {
-                eprintln!("netwatch: webhook queue: {err}");
+                log::warn!("webhook queue: {err}");
             }
             let body = format!(
                 "[{}]",
@@ -215,12 +215,12 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
                         .delivered(url, last_id)
                         .and_then(|_| store.set_in_flight(url, None))
                     {
-                        eprintln!("netwatch: webhook queue: {err}");
+                        log::warn!("webhook queue: {err}");
                     }
                     if let Some(outage) = outages[index].take() {
                         let queued = store.queue_len().unwrap_or(0);
-                        eprintln!(
-                            "netwatch: webhook {url} is back after {:.0}s down and {} failed attempts; delivering the {queued} records queued meanwhile",
+                        log::info!(
+                            "webhook {url} is back after {:.0}s down and {} failed attempts; delivering the {queued} records queued meanwhile",
                             outage.since.elapsed().as_secs_f64(),
                             outage.attempts
                         );
@@ -236,8 +236,8 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
                     match &mut outages[index] {
                         Some(outage) => outage.attempts += 1,
                         None => {
-                            eprintln!(
-                                "netwatch: webhook {url} is down ({reason}); {queued} records queued, nothing is lost; retrying with backoff up to {:?}",
+                            log::warn!(
+                                "webhook {url} is down ({reason}); {queued} records queued, nothing is lost; retrying with backoff up to {:?}",
                                 config.max_backoff
                             );
                             outages[index] = Some(Outage {

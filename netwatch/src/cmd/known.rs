@@ -7,8 +7,8 @@ use std::{
 
 use crate::{
     cli::{KnownAction, KnownArgs},
+    cmd::store::{StoreCommandError, open_store},
     report::rfc3339,
-    store_command::{StoreCommandError, open_store},
 };
 
 /// Runs one `known` action, writing its answer to `out`.

@@ -8,12 +8,9 @@ use crate::{
     capture::{CaptureError, CaptureReader},
     cli::ReplayArgs,
     config::Config,
-    datapath::{Datapath, LoadOptions},
-    detect::Detector,
-    inspect::Inspector,
-    monitor::{MonitorError, check_privilege, open_history, open_outputs, run_id},
+    datapath::Datapath,
     pipeline::{Pipeline, Tally},
-    report::Context,
+    session::{Session, SessionError, Setup, check_privilege},
 };
 
 /// Empty intervals replayed one by one across a gap in the capture; a longer gap is reported
@@ -45,7 +42,7 @@ pub struct ReplaySummary {
 pub enum ReplayError {
     /// Before or around the pipeline.
     #[error(transparent)]
-    Monitor(#[from] MonitorError),
+    Monitor(#[from] SessionError),
     /// The capture: everything read before the error has been reported.
     #[error("{error} (the {frames} frames before it were replayed and reported)")]
     Capture {
@@ -64,47 +61,29 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         pipeline: flags,
     } = args;
     let mut config =
-        Config::load_or_default(flags.config.as_deref()).map_err(MonitorError::from)?;
-    config.apply_flags(&flags).map_err(MonitorError::from)?;
+        Config::load_or_default(flags.config.as_deref()).map_err(SessionError::from)?;
+    config.apply_flags(&flags).map_err(SessionError::from)?;
     check_privilege()?;
     let reader =
         CaptureReader::open(&file).map_err(|error| ReplayError::Capture { error, frames: 0 })?;
-    let outputs = open_outputs(&config, flags.output.as_deref())?;
-    let (history, known) = match db.as_deref() {
-        Some(db) => {
-            let (history, known) = open_history(db, &config)?;
-            (Some(history), known)
-        }
-        None => (None, Default::default()),
-    };
-    let mut datapath = Datapath::load(LoadOptions {
-        max_sources: config.monitor.max_sources,
-        source_map: config.monitor.source_map,
-    })
-    .map_err(MonitorError::from)?;
-    datapath
-        .set_sketches(config.detect.scan.needs_sketches())
-        .map_err(MonitorError::from)?;
-    datapath
-        .set_sampling(&config.sampling())
-        .map_err(MonitorError::from)?;
-    datapath
-        .set_reflection_ports(&config.detect.reflection_ports)
-        .map_err(MonitorError::from)?;
-    let context = Context {
-        iface: file.file_name().map_or_else(
-            || file.display().to_string(),
-            |name| name.to_string_lossy().into_owned(),
-        ),
-        max_sources: datapath.max_sources(),
-        top: config.monitor.top,
-    };
-    let run = run_id();
-    let detector = Detector::new(config.detect.clone(), known, run.clone())
-        .with_interval(config.monitor.interval);
-    let inspector = Inspector::new(config.inspect.clone(), run);
-    let mut pipeline = Pipeline::new(detector, inspector, history, context, outputs);
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    );
     let interval = config.monitor.interval;
+    let Session {
+        mut datapath,
+        mut pipeline,
+        ..
+    } = Session::start(
+        config,
+        Setup {
+            name,
+            output: flags.output.as_deref(),
+            store: db.as_deref(),
+            metrics: None,
+        },
+    )?;
 
     let mut summary = ReplaySummary::default();
     // End of the interval being filled, on the capture clock.
@@ -126,8 +105,8 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
             let jump = frame.timestamp.saturating_sub(last_time)
                 > interval.saturating_mul(2 * MAX_EMPTY_INTERVALS as u32);
             if jump && summary.frames > 0 {
-                eprintln!(
-                    "netwatch: {}: frame {} is {:.0} s after the frame before it: a time jump, reported as one quiet interval, not as traffic",
+                log::warn!(
+                    "{}: frame {} is {:.0} s after the frame before it: a time jump, reported as one quiet interval, not as traffic",
                     file.display(),
                     frame.number,
                     frame.timestamp.saturating_sub(last_time).as_secs_f64()
@@ -155,7 +134,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
                 for sample in &samples {
                     pipeline
                         .sample(sample, frame.timestamp)
-                        .map_err(MonitorError::Write)?;
+                        .map_err(SessionError::Write)?;
                 }
             }
             Err(err) => {
@@ -163,8 +142,8 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
                 // The first few by number; the rest only counted, in one line at the end: a
                 // capture of ten thousand empty frames is not ten thousand lines.
                 if summary.refused <= REFUSED_SHOWN {
-                    eprintln!(
-                        "netwatch: {}: frame {} ({} bytes) not replayed: {err}",
+                    log::warn!(
+                        "{}: frame {} ({} bytes) not replayed: {err}",
                         file.display(),
                         frame.number,
                         frame.data.len()
@@ -179,16 +158,16 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         let elapsed = last_time
             .saturating_sub(start)
             .max(Duration::from_millis(1));
-        let snapshot = datapath.snapshot().map_err(MonitorError::from)?;
+        let snapshot = datapath.snapshot().map_err(SessionError::from)?;
         pipeline
             .tick(&snapshot, start + elapsed, elapsed, true)
-            .map_err(MonitorError::Write)?;
+            .map_err(SessionError::Write)?;
     }
     summary.tally = pipeline.tally();
     pipeline.finish();
     if summary.refused > REFUSED_SHOWN {
-        eprintln!(
-            "netwatch: {}: {} more frames refused by the kernel",
+        log::warn!(
+            "{}: {} more frames refused by the kernel",
             file.display(),
             summary.refused - REFUSED_SHOWN
         );
@@ -212,7 +191,7 @@ fn close_intervals(
     now: Duration,
     interval: Duration,
     jump: bool,
-) -> Result<Duration, MonitorError> {
+) -> Result<Duration, SessionError> {
     let quiet_ones = if jump { 1 } else { MAX_EMPTY_INTERVALS };
     let mut empty = 0u64;
     while now >= end {
@@ -229,7 +208,7 @@ fn close_intervals(
         let snapshot = datapath.snapshot()?;
         pipeline
             .tick(&snapshot, end, elapsed, false)
-            .map_err(MonitorError::Write)?;
+            .map_err(SessionError::Write)?;
         end += interval;
         empty += 1;
     }

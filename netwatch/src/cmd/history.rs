@@ -8,8 +8,8 @@ use std::{
 
 use crate::{
     cli::{HistoryArgs, HistoryQuery},
+    cmd::store::{StoreCommandError, open_store},
     report::{escape, rfc3339},
-    store_command::{StoreCommandError, open_store},
 };
 
 /// Runs one query against the store, writing the answer to `out`.

@@ -1,0 +1,9 @@
+//! The commands: `monitor` (a live interface), `replay` (a capture), and `known` and `history`
+//! (answers from the store). Each turns its arguments into a [`Session`](crate::session) or a
+//! store query; the stages themselves live beside this folder.
+
+pub mod history;
+pub mod known;
+pub mod monitor;
+pub mod replay;
+pub mod store;

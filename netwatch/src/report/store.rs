@@ -1,0 +1,386 @@
+//! The store's sink: known-source changes, interval history, alerts and events, and the
+//! webhook queue, written by a thread of its own ([`StoreWriter`]). The pipeline hands records
+//! over a bounded channel and never waits on the disk; a record that finds the channel full is
+//! counted and reported, never dropped in silence.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    io,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+    },
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use super::sink::{Finding, FindingReport, IntervalReport, Sink};
+use crate::{
+    collect::Interval,
+    detect::KnownChange,
+    store::{FindingRow, IntervalRow, SourceRow, Store},
+};
+
+/// Intervals between two updates of the known sources' `last_seen`.
+const TOUCH_EVERY: u32 = 60;
+/// Intervals between two prunings of old history.
+const PRUNE_EVERY: u64 = 3_600;
+
+/// Records waiting for the writer at most; past that the pipeline counts them as dropped.
+const QUEUE: usize = 4_096;
+
+/// What the writer thread is asked to keep.
+#[derive(Debug)]
+pub enum Record {
+    /// Known-source changes at a time.
+    Known(Vec<KnownChange>, Duration),
+    /// Known sources seen at a time.
+    Touch(Vec<IpAddr>, Duration),
+    /// An interval and its top sources.
+    Interval(IntervalRow, Vec<SourceRow>),
+    /// Alerts and events (also queued for the webhooks).
+    Findings(Vec<FindingRow>),
+    /// Delete history older than this.
+    Prune(Duration),
+}
+
+/// Records kept in memory at most while the store refuses writes (a full disk, say); past it
+/// the oldest go, counted.
+const RETRY: usize = 4_096;
+
+/// Counts shared with the writer.
+#[derive(Debug, Default)]
+pub struct SinkCounts {
+    /// Records refused because the writer was behind.
+    pub dropped: AtomicU64,
+    /// Records lost after the store refused them and the retry buffer overflowed.
+    pub failed: AtomicU64,
+    /// Records waiting in memory for the store to take them again (a gauge).
+    pub waiting: AtomicU64,
+    /// Writes refused by the store so far, retried or not.
+    pub refused: AtomicU64,
+}
+
+/// The handle the pipeline keeps.
+pub struct StoreWriter {
+    tx: Option<SyncSender<Record>>,
+    writer: Option<JoinHandle<()>>,
+    counts: Arc<SinkCounts>,
+}
+
+impl std::fmt::Debug for StoreWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreWriter")
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreWriter {
+    /// Starts the writer, which owns `store`; findings are also queued for `webhooks`.
+    pub fn start(mut store: Store, webhooks: Vec<String>) -> io::Result<Self> {
+        let (tx, rx) = sync_channel(QUEUE);
+        let counts = Arc::new(SinkCounts::default());
+        let shared = Arc::clone(&counts);
+        let writer = thread::Builder::new()
+            .name(String::from("store"))
+            .spawn(move || write_all(&mut store, &rx, &webhooks, &shared))?;
+        Ok(Self {
+            tx: Some(tx),
+            writer: Some(writer),
+            counts,
+        })
+    }
+
+    /// Hands a record to the writer without waiting.
+    pub fn send(&self, record: Record) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        match tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let dropped = self.counts.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    log::warn!(
+                        "the store is behind; {dropped} records not kept so far (slow disk?)"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Shared counts.
+    pub fn counts(&self) -> &SinkCounts {
+        &self.counts
+    }
+
+    /// The shared counts, to be read by another sink (the metrics).
+    pub fn shared_counts(&self) -> Arc<SinkCounts> {
+        Arc::clone(&self.counts)
+    }
+
+    /// Waits for the writer to keep everything sent so far, then stops it.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The store as a report output: each interval's totals and top sources, the known sources
+/// (learned, alerted, last seen), pruning, and the alerts and events, which the store also
+/// queues for the webhooks in the same transaction.
+pub struct StoreSink {
+    writer: StoreWriter,
+    /// Sources kept per interval (the top by bytes), so the file stays bounded.
+    top: usize,
+    /// History older than this is pruned.
+    retention: Duration,
+    seen: HashSet<IpAddr>,
+    since_touch: u32,
+    intervals: u64,
+    findings: Vec<FindingRow>,
+}
+
+impl StoreSink {
+    /// Keeps `top` sources per interval for `retention`.
+    pub fn new(writer: StoreWriter, top: usize, retention: Duration) -> Self {
+        Self {
+            writer,
+            top,
+            retention,
+            seen: HashSet::new(),
+            since_touch: 0,
+            intervals: 0,
+            findings: Vec::new(),
+        }
+    }
+}
+
+impl Sink for StoreSink {
+    fn interval(&mut self, report: &IntervalReport<'_>) -> io::Result<()> {
+        let (interval, at) = (report.interval, report.at);
+        self.seen
+            .extend(interval.sources.iter().map(|source| source.addr));
+        self.since_touch += 1;
+        if !report.known.is_empty() {
+            self.writer.send(Record::Known(report.known.to_vec(), at));
+        }
+        if self.since_touch >= TOUCH_EVERY || report.last {
+            self.since_touch = 0;
+            self.writer
+                .send(Record::Touch(self.seen.drain().collect(), at));
+        }
+        let (row, sources) = history_rows(&report.context.iface, interval, at, self.top);
+        self.writer.send(Record::Interval(row, sources));
+        if self.intervals.is_multiple_of(PRUNE_EVERY) {
+            self.writer
+                .send(Record::Prune(at.saturating_sub(self.retention)));
+        }
+        self.intervals += 1;
+        Ok(())
+    }
+
+    fn finding(&mut self, report: &FindingReport<'_>) -> io::Result<()> {
+        let (kind_of_record, kind, subject, attack, sources) = match report.finding {
+            Finding::Alert(alert) => (
+                "alert",
+                alert.kind.name(),
+                alert.subject.to_string(),
+                alert
+                    .attack
+                    .as_ref()
+                    .map(|attack| attack.kind.name().to_owned()),
+                alert.members.as_ref().map(|members| members.count),
+            ),
+            Finding::Event(event) => (
+                "event",
+                event.kind.name(),
+                event.client.to_string(),
+                None,
+                None,
+            ),
+        };
+        self.findings.push(FindingRow {
+            ts_ms: i64::try_from(report.at().as_millis()).unwrap_or(i64::MAX),
+            kind_of_record,
+            kind: kind.to_owned(),
+            subject,
+            record: String::from_utf8_lossy(report.json).trim_end().to_owned(),
+            attack,
+            sources,
+        });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.findings.is_empty() {
+            self.writer
+                .send(Record::Findings(std::mem::take(&mut self.findings)));
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) {
+        let writer = self.writer;
+        let dropped = writer.counts().dropped.load(Ordering::Relaxed);
+        let failed = writer.counts().failed.load(Ordering::Relaxed);
+        writer.close();
+        if dropped + failed > 0 {
+            log::warn!(
+                "the store kept all but {dropped} records dropped while it was behind and {failed} refused writes"
+            );
+        }
+    }
+}
+
+/// The rows an interval leaves in the store: its totals and its top `top` sources.
+fn history_rows(
+    iface: &str,
+    interval: &Interval,
+    at: Duration,
+    top: usize,
+) -> (IntervalRow, Vec<SourceRow>) {
+    let ts_ms = i64::try_from(at.as_millis()).unwrap_or(i64::MAX);
+    let interval_ms = i64::try_from(interval.elapsed.as_millis()).unwrap_or(i64::MAX);
+    let delta = &interval.delta;
+    let row = IntervalRow {
+        ts_ms,
+        iface: iface.to_owned(),
+        interval_ms,
+        packets: delta.total_packets,
+        bytes: delta.total_bytes,
+        non_ip: delta.non_ip_packets,
+        malformed: delta.malformed_packets,
+        overflow: delta.overflow_packets,
+        truncated: delta.truncated_packets,
+        sampled: delta.sampled_packets,
+        sample_capped: delta.sample_capped_packets,
+        sample_lost: delta.sample_ring_full_packets,
+        sources_tracked: interval.tracked_sources as u64,
+    };
+    let sources = interval
+        .sources
+        .iter()
+        .take(top)
+        .map(|source| SourceRow {
+            ts_ms,
+            iface: iface.to_owned(),
+            interval_ms,
+            source: source.addr.to_string(),
+            packets: source.stats.packets,
+            bytes: source.stats.bytes,
+            tcp: source.stats.tcp_packets,
+            udp: source.stats.udp_packets,
+            icmp: source.stats.icmp_packets,
+            other: source.stats.other_packets,
+            syn: source.stats.tcp_syn_packets,
+            ports: source.spread.ports,
+            hosts: source.spread.hosts,
+            fragments: source.stats.fragment_packets,
+            reflected: source.stats.reflected_packets,
+        })
+        .collect();
+    (row, sources)
+}
+
+fn write_all(store: &mut Store, rx: &Receiver<Record>, webhooks: &[String], counts: &SinkCounts) {
+    let mut waiting: VecDeque<Record> = VecDeque::new();
+    let mut outage: Option<(std::time::Instant, u64)> = None;
+    loop {
+        // While records wait, the store is tried again every second, new records or not.
+        let next = if waiting.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(Duration::from_secs(1))
+        };
+        match next {
+            // Oldest first: what waits goes before the new record.
+            Ok(record) => waiting.push_back(record),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while let Some(next) = waiting.front() {
+            // On a refusal, give back the disk the write-ahead log holds (on a full disk it
+            // is often most of what netwatch has there), and try once more.
+            let written = write_one(store, next, webhooks).or_else(|_| {
+                store.shrink_journal();
+                write_one(store, next, webhooks)
+            });
+            match written {
+                Ok(()) => {
+                    waiting.pop_front();
+                }
+                Err(err) => {
+                    counts.refused.fetch_add(1, Ordering::Relaxed);
+                    if outage.is_none() {
+                        log::warn!(
+                            "the store refuses writes ({err}); up to {RETRY} records wait in memory until it takes them again"
+                        );
+                        outage = Some((std::time::Instant::now(), 0));
+                    }
+                    break;
+                }
+            }
+        }
+        if let Some((since, lost)) = outage.as_mut() {
+            if waiting.is_empty() {
+                log::info!(
+                    "the store takes writes again after {:.0}s; every record kept in memory meanwhile is written, {lost} lost to the {RETRY}-record bound",
+                    since.elapsed().as_secs_f64()
+                );
+                outage = None;
+            } else {
+                while waiting.len() > RETRY {
+                    waiting.pop_front();
+                    *lost += 1;
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        counts
+            .waiting
+            .store(waiting.len() as u64, Ordering::Relaxed);
+    }
+    // Closing: one more try for what waits, then it is counted as lost.
+    while let Some(next) = waiting.pop_front() {
+        if write_one(store, &next, webhooks).is_err() {
+            counts
+                .failed
+                .fetch_add(1 + waiting.len() as u64, Ordering::Relaxed);
+            break;
+        }
+    }
+    counts.waiting.store(0, Ordering::Relaxed);
+}
+
+fn write_one(
+    store: &mut Store,
+    record: &Record,
+    webhooks: &[String],
+) -> Result<(), crate::store::StoreError> {
+    match record {
+        Record::Known(changes, at) => store.apply(changes, *at),
+        Record::Touch(addrs, at) => store.touch(addrs, *at),
+        Record::Interval(row, sources) => store.record_interval(row, sources),
+        Record::Findings(findings) => store.record_findings(findings, webhooks),
+        Record::Prune(cutoff) => store.prune_history(*cutoff).map(drop),
+    }
+}

@@ -1,0 +1,243 @@
+//! A session: a configuration turned into a loaded datapath and the pipeline behind it, with
+//! its sinks. Built once by `monitor` and by `replay`, and [`Session::apply`]-ed on SIGHUP.
+
+use std::{
+    io::{self, BufWriter, Write},
+    path::Path,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    config::{Config, ConfigError},
+    datapath::{Datapath, DatapathError, LoadOptions},
+    detect::{Detector, KnownState},
+    inspect::Inspector,
+    pipeline::Pipeline,
+    privilege,
+    report::{
+        Context,
+        metrics::{Metrics, MetricsSink},
+        sink::{FindingsFile, Reports, Sink},
+        store::{StoreSink, StoreWriter},
+    },
+    store::{Store, StoreError},
+};
+
+/// Why a session (monitoring or a replay) could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The process lacks capabilities.
+    #[error(
+        "permission denied: netwatch needs root or the capabilities {}; missing: {}",
+        "CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN",
+        .0.join(", ")
+    )]
+    NotPermitted(Vec<&'static str>),
+    /// The configuration is refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No interface given.
+    #[error("no interface to watch: give --iface or set monitor.iface in the config")]
+    NoInterface,
+    /// The datapath failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The metrics server could not start.
+    #[error("cannot serve metrics on {addr}: {source} (see --metrics-addr)")]
+    Metrics {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The control socket could not be set up.
+    #[error("control socket {path}: {reason}")]
+    Control {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The sample ring buffer could not be watched.
+    #[error("cannot read the sample ring buffer: {0}")]
+    Samples(#[source] io::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] io::Error),
+    /// An output file could not be created.
+    #[error("cannot create output file {path}: {source}")]
+    Output {
+        /// The path.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Writing a report failed (a closed pipe, a full disk).
+    #[error("cannot write the report: {0}")]
+    Write(#[source] io::Error),
+}
+
+/// Refuses early, with the capabilities missing, when the process cannot load BPF programs.
+pub fn check_privilege() -> Result<(), SessionError> {
+    let missing = privilege::missing_capabilities();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SessionError::NotPermitted(missing))
+    }
+}
+
+/// A prefix for alert ids that differs between runs: the start time in hex milliseconds.
+pub fn run_id() -> String {
+    format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    )
+}
+
+/// What a session is built for, besides its configuration.
+pub struct Setup<'a> {
+    /// What the reports name: the interface, or the capture's file name.
+    pub name: String,
+    /// `--output`: the interval reports go there rather than to stdout.
+    pub output: Option<&'a Path>,
+    /// The store, if the run keeps one (else the known sources live in memory).
+    pub store: Option<&'a Path>,
+    /// The Prometheus metrics, if they are served.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// A configuration, loaded.
+pub struct Session {
+    /// The configuration it runs.
+    pub config: Config,
+    /// The program and its maps (not attached: the command decides where).
+    pub datapath: Datapath,
+    /// The stages and the sinks.
+    pub pipeline: Pipeline,
+}
+
+impl Session {
+    /// Opens the outputs and the store, loads and configures the datapath, and wires the
+    /// pipeline to the sinks.
+    pub fn start(config: Config, setup: Setup<'_>) -> Result<Self, SessionError> {
+        let Setup {
+            name,
+            output,
+            store,
+            metrics,
+        } = setup;
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let reports = match output {
+            None => Box::new(io::stdout()) as Box<dyn Write>,
+            Some(path) => create(path, false)?,
+        };
+        sinks.push(Box::new(Reports::new(reports, config.monitor.format)));
+        if let Some(path) = config.monitor.alerts.as_deref() {
+            sinks.push(Box::new(FindingsFile::new(create(path, true)?)));
+        }
+        let mut store_counts = None;
+        let known = match store {
+            Some(db) => {
+                let store = Store::open(db)?;
+                let known = store.known_state()?;
+                let writer =
+                    StoreWriter::start(store, config.webhook.urls.clone()).map_err(|source| {
+                        SessionError::Output {
+                            path: db.display().to_string(),
+                            source,
+                        }
+                    })?;
+                store_counts = Some(writer.shared_counts());
+                sinks.push(Box::new(StoreSink::new(
+                    writer,
+                    config.store.history_top,
+                    config.store.retention,
+                )));
+                known
+            }
+            None => KnownState::default(),
+        };
+        if let Some(metrics) = metrics {
+            sinks.push(Box::new(MetricsSink::new(metrics, store_counts)));
+        }
+        let mut datapath = Datapath::load(LoadOptions {
+            max_sources: config.monitor.max_sources,
+            source_map: config.monitor.source_map,
+        })?;
+        configure(&mut datapath, &config)?;
+        let context = Context {
+            iface: name,
+            max_sources: datapath.max_sources(),
+            top: config.monitor.top,
+        };
+        let run = run_id();
+        let detector = Detector::new(config.detect.clone(), known, run.clone())
+            .with_interval(config.monitor.interval);
+        let inspector = Inspector::new(config.inspect.clone(), run);
+        let pipeline = Pipeline::new(detector, inspector, context, sinks);
+        Ok(Self {
+            config,
+            datapath,
+            pipeline,
+        })
+    }
+
+    /// Applies what can change without detaching: detection rules, allowlists, sampled ports
+    /// and rates, inspection, the number of sources listed. The program keeps running
+    /// throughout, so no packet goes uncounted. Settings that need a restart are named in the
+    /// log.
+    pub fn apply(&mut self, config: Config) -> Result<(), SessionError> {
+        configure(&mut self.datapath, &config)?;
+        self.pipeline
+            .detector_mut()
+            .reconfigure(config.detect.clone());
+        self.pipeline
+            .inspector_mut()
+            .reconfigure(config.inspect.clone());
+        self.pipeline.set_top(config.monitor.top);
+        let (running, old, new) = (&self.config, &self.config.monitor, &config.monitor);
+        let restart = [
+            ("monitor.iface", old.iface != new.iface),
+            ("monitor.mode", old.mode != new.mode),
+            ("monitor.interval", old.interval != new.interval),
+            ("monitor.max_sources", old.max_sources != new.max_sources),
+            ("monitor.source_map", old.source_map != new.source_map),
+            ("monitor.format", old.format != new.format),
+            ("monitor.alerts", old.alerts != new.alerts),
+            ("monitor.control", old.control != new.control),
+            ("store.path", running.store.path != config.store.path),
+            ("webhook", running.webhook != config.webhook),
+        ];
+        for (field, changed) in restart {
+            if changed {
+                log::warn!("SIGHUP: {field} changed; it takes effect at the next start");
+            }
+        }
+        self.config = config;
+        Ok(())
+    }
+}
+
+/// The program's run-time settings from `config`: sketches, sampling, amplification ports.
+fn configure(datapath: &mut Datapath, config: &Config) -> Result<(), DatapathError> {
+    datapath.set_sketches(config.detect.scan.needs_sketches())?;
+    datapath.set_sampling(&config.sampling())?;
+    datapath.set_reflection_ports(&config.detect.reflection_ports)
+}
+
+/// An output file for the owner alone (alerts and reports name sources, users and URLs).
+fn create(path: &Path, append: bool) -> Result<Box<dyn Write>, SessionError> {
+    let file = crate::private_files::open(path, append).map_err(|source| SessionError::Output {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Box::new(BufWriter::new(file)))
+}

@@ -1,0 +1,399 @@
+//! The history: each interval's totals and top sources, and the alerts and events (queued
+//! for the webhooks as they are kept).
+
+use std::time::Duration;
+
+use rusqlite::params;
+
+use super::{Store, StoreError, millis, to_i64};
+
+/// One interval's totals, as kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntervalRow {
+    /// End of the interval, Unix milliseconds.
+    pub ts_ms: i64,
+    /// Interface.
+    pub iface: String,
+    /// Length.
+    pub interval_ms: i64,
+    /// Totals and blind spots, in the order of the table's columns.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Non-IP frames.
+    pub non_ip: u64,
+    /// Malformed frames.
+    pub malformed: u64,
+    /// Overflow frames.
+    pub overflow: u64,
+    /// Truncated frames.
+    pub truncated: u64,
+    /// Samples taken.
+    pub sampled: u64,
+    /// Samples capped.
+    pub sample_capped: u64,
+    /// Samples lost to a full ring.
+    pub sample_lost: u64,
+    /// Map entries.
+    pub sources_tracked: u64,
+}
+
+/// One source in one interval, as kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceRow {
+    /// End of the interval, Unix milliseconds.
+    pub ts_ms: i64,
+    /// Interface.
+    pub iface: String,
+    /// Length.
+    pub interval_ms: i64,
+    /// The source address.
+    pub source: String,
+    /// Counters.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// TCP frames.
+    pub tcp: u64,
+    /// UDP frames.
+    pub udp: u64,
+    /// ICMP frames.
+    pub icmp: u64,
+    /// Other frames.
+    pub other: u64,
+    /// SYN without ACK.
+    pub syn: u64,
+    /// Distinct destination ports.
+    pub ports: u32,
+    /// Distinct destination hosts.
+    pub hosts: u32,
+    /// IP fragments.
+    pub fragments: u64,
+    /// UDP answers from amplification ports.
+    pub reflected: u64,
+}
+
+/// An alert or event as kept: its JSON line and what it is indexed by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FindingRow {
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+    /// `alert` or `event`.
+    pub kind_of_record: &'static str,
+    /// Alert kind or event name.
+    pub kind: String,
+    /// Subject (alerts) or client (events).
+    pub subject: String,
+    /// The JSON line, as reported.
+    pub record: String,
+    /// The attack type of a flood alert (`syn_flood`, `reflection`, ...).
+    pub attack: Option<String>,
+    /// How many sources an alert for many sources stands for.
+    pub sources: Option<u64>,
+}
+
+/// A source's traffic summed over a period.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SourceTotal {
+    /// The source.
+    pub source: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Intervals it appeared in (among the top N kept).
+    pub intervals: u64,
+}
+
+impl Store {
+    /// Keeps one interval: its totals, its top sources, in one transaction.
+    pub fn record_interval(
+        &mut self,
+        row: &IntervalRow,
+        sources: &[SourceRow],
+    ) -> Result<(), StoreError> {
+        self.in_transaction(|tx| {
+            tx.execute(
+            "INSERT INTO intervals VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                row.ts_ms,
+                row.iface,
+                row.interval_ms,
+                to_i64(row.packets),
+                to_i64(row.bytes),
+                to_i64(row.non_ip),
+                to_i64(row.malformed),
+                to_i64(row.overflow),
+                to_i64(row.truncated),
+                to_i64(row.sampled),
+                to_i64(row.sample_capped),
+                to_i64(row.sample_lost),
+                to_i64(row.sources_tracked),
+            ],
+        )
+        ?;
+            {
+                let mut insert = tx.prepare(
+                    "INSERT INTO interval_sources
+                         (ts_ms, iface, interval_ms, source, packets, bytes, tcp, udp, icmp,
+                          other, syn, ports, hosts, fragments, reflected)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )?;
+                for source in sources {
+                    insert.execute(params![
+                        source.ts_ms,
+                        source.iface,
+                        source.interval_ms,
+                        source.source,
+                        to_i64(source.packets),
+                        to_i64(source.bytes),
+                        to_i64(source.tcp),
+                        to_i64(source.udp),
+                        to_i64(source.icmp),
+                        to_i64(source.other),
+                        to_i64(source.syn),
+                        source.ports,
+                        source.hosts,
+                        to_i64(source.fragments),
+                        to_i64(source.reflected),
+                    ])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Keeps alerts and events, and queues each for every webhook URL, in one transaction:
+    /// a finding is either kept and queued everywhere, or not at all.
+    pub fn record_findings(
+        &mut self,
+        findings: &[FindingRow],
+        webhooks: &[String],
+    ) -> Result<(), StoreError> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        self.in_transaction(|tx| {
+            for finding in findings {
+                tx.execute(
+                    "INSERT INTO findings (ts_ms, type, kind, subject, record, attack, sources)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        finding.ts_ms,
+                        finding.kind_of_record,
+                        finding.kind,
+                        finding.subject,
+                        finding.record,
+                        finding.attack,
+                        finding.sources.map(to_i64),
+                    ],
+                )?;
+                for url in webhooks {
+                    tx.execute(
+                        "INSERT INTO webhook_queue (url, record) VALUES (?1, ?2)",
+                        params![url, finding.record],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes history older than `cutoff`; returns the rows removed.
+    pub fn prune_history(&mut self, cutoff: Duration) -> Result<usize, StoreError> {
+        let cutoff = millis(cutoff);
+        let mut removed = 0;
+        for table in ["intervals", "interval_sources", "findings"] {
+            removed += self
+                .conn
+                .execute(&format!("DELETE FROM {table} WHERE ts_ms < ?1"), [cutoff])
+                .map_err(|err| self.sqlite(err))?;
+        }
+        Ok(removed)
+    }
+
+    /// One source's intervals in `[since, until)`: (ts_ms, packets, bytes), oldest first.
+    pub fn source_history(
+        &self,
+        source: &str,
+        since: Duration,
+        until: Duration,
+    ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT ts_ms, sum(packets), sum(bytes) FROM interval_sources
+                 WHERE source = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 GROUP BY ts_ms ORDER BY ts_ms",
+            )
+            .map_err(|err| self.sqlite(err))?;
+        let rows = statement
+            .query_map(params![source, millis(since), millis(until)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?.max(0) as u64,
+                    row.get::<_, i64>(2)?.max(0) as u64,
+                ))
+            })
+            .map_err(|err| self.sqlite(err))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|err| self.sqlite(err))
+    }
+
+    /// Alert lines in `[since, until)`, oldest first, as reported (JSON).
+    pub fn alerts_between(
+        &self,
+        since: Duration,
+        until: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT record FROM findings WHERE type = 'alert' AND ts_ms >= ?1 AND ts_ms < ?2
+                 ORDER BY ts_ms, rowid",
+            )
+            .map_err(|err| self.sqlite(err))?;
+        let rows = statement
+            .query_map(params![millis(since), millis(until)], |row| row.get(0))
+            .map_err(|err| self.sqlite(err))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|err| self.sqlite(err))
+    }
+
+    /// The sources that sent the most bytes in `[since, until)`.
+    pub fn top_sources(
+        &self,
+        since: Duration,
+        until: Duration,
+        limit: usize,
+    ) -> Result<Vec<SourceTotal>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT source, sum(packets), sum(bytes), count(*) FROM interval_sources
+                 WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY source
+                 ORDER BY sum(bytes) DESC, source LIMIT ?3",
+            )
+            .map_err(|err| self.sqlite(err))?;
+        let rows = statement
+            .query_map(
+                params![millis(since), millis(until), to_i64(limit as u64)],
+                |row| {
+                    Ok(SourceTotal {
+                        source: row.get(0)?,
+                        packets: row.get::<_, i64>(1)?.max(0) as u64,
+                        bytes: row.get::<_, i64>(2)?.max(0) as u64,
+                        intervals: row.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                },
+            )
+            .map_err(|err| self.sqlite(err))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|err| self.sqlite(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::PathBuf};
+
+    use super::*;
+
+    fn store(name: &str) -> (Store, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("netwatch-history-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        (Store::open(&dir.join("h.db")).unwrap(), dir)
+    }
+
+    fn source(ts_ms: i64, source: &str, packets: u64) -> SourceRow {
+        SourceRow {
+            ts_ms,
+            source: source.to_owned(),
+            packets,
+            bytes: packets * 100,
+            ..SourceRow::default()
+        }
+    }
+
+    #[test]
+    fn history_is_queried_and_pruned() {
+        let (mut store, dir) = store("prune");
+        for (ts_ms, packets) in [(1_000, 5), (2_000, 7), (90_000, 11)] {
+            let row = IntervalRow {
+                ts_ms,
+                packets,
+                ..IntervalRow::default()
+            };
+            store
+                .record_interval(
+                    &row,
+                    &[
+                        source(ts_ms, "192.0.2.1", packets),
+                        source(ts_ms, "192.0.2.2", 1),
+                    ],
+                )
+                .unwrap();
+        }
+        let all = Duration::from_secs(1_000);
+        assert_eq!(
+            store
+                .source_history("192.0.2.1", Duration::ZERO, all)
+                .unwrap(),
+            vec![(1_000, 5, 500), (2_000, 7, 700), (90_000, 11, 1_100)]
+        );
+        let top = store.top_sources(Duration::ZERO, all, 1).unwrap();
+        assert_eq!(
+            (top[0].source.as_str(), top[0].packets, top[0].intervals),
+            ("192.0.2.1", 23, 3)
+        );
+        // Everything before 60 s goes: two intervals with two sources each.
+        assert_eq!(store.prune_history(Duration::from_secs(60)).unwrap(), 6);
+        assert_eq!(
+            store
+                .source_history("192.0.2.1", Duration::ZERO, all)
+                .unwrap()
+                .len(),
+            1
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn findings_are_queued_per_url_and_leave_when_delivered() {
+        let (mut store, dir) = store("queue");
+        let finding = |n: i64| FindingRow {
+            ts_ms: n,
+            kind_of_record: "alert",
+            kind: String::from("spike_pps"),
+            subject: String::from("global"),
+            record: format!("{{\"n\":{n}}}"),
+            attack: None,
+            sources: None,
+        };
+        let urls = [String::from("http://a/"), String::from("http://b/")];
+        store
+            .record_findings(&[finding(1), finding(2), finding(3)], &urls)
+            .unwrap();
+        assert_eq!(store.queue_len().unwrap(), 6);
+        let batch = store.queued("http://a/", 2).unwrap();
+        assert_eq!(
+            batch.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>(),
+            ["{\"n\":1}", "{\"n\":2}"]
+        );
+        store.delivered("http://a/", batch[1].0).unwrap();
+        assert_eq!(store.queued("http://a/", 10).unwrap().len(), 1);
+        assert_eq!(
+            store.queued("http://b/", 10).unwrap().len(),
+            3,
+            "each URL has its own queue"
+        );
+        assert_eq!(
+            store
+                .alerts_between(Duration::ZERO, Duration::from_secs(1))
+                .unwrap()
+                .len(),
+            3
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+}
