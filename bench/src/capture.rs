@@ -93,6 +93,8 @@ fn run(netwatch: &Path, interval: &str, spec: &Spec, with_tcpdump: bool) -> Resu
                 interval,
                 "--metrics-addr",
                 "off",
+                "--control",
+                "off",
                 "--top",
                 "3",
             ])

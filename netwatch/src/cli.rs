@@ -35,6 +35,28 @@ pub enum Command {
     Known(KnownArgs),
     /// Query the history in the store: a source's traffic, recent alerts, top sources.
     History(HistoryArgs),
+    /// Ask the running daemon what it sees, through its control socket: interfaces, uptime,
+    /// counts, blind spots, the last alerts, the store and the webhooks.
+    Status(StatusArgs),
+}
+
+/// `netwatch status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// TOML configuration file, for `monitor.control`.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// The daemon's control socket (default: `monitor.control` in the config, else
+    /// /run/netwatch/control.sock).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// The status object itself, one JSON line (the protocol's, see the README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_iface(text: &str) -> Result<String, String> {
+    crate::config::check_iface_name(text).map(|()| text.to_owned())
 }
 
 fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
@@ -129,9 +151,10 @@ pub struct PipelineArgs {
 /// `netwatch monitor`.
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
-    /// Interface to watch (or `monitor.iface` in the config).
-    #[arg(long, short = 'i')]
-    pub iface: Option<String>,
+    /// Interface to watch (or `monitor.iface` / `monitor.ifaces` in the config); repeat it
+    /// to watch several, each with a program of its own, and their sum.
+    #[arg(long, short = 'i', value_parser = parse_iface)]
+    pub iface: Vec<String>,
     /// XDP attach mode: driver (native), skb (generic), or auto (driver, else skb).
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
@@ -310,7 +333,7 @@ mod tests {
         let Command::Monitor(args) = cli.command else {
             panic!("not monitor");
         };
-        assert_eq!(args.iface.as_deref(), Some("eth0"));
+        assert_eq!(args.iface, ["eth0"]);
         assert_eq!(args.mode, Some(ModeArg::Skb));
         assert_eq!(args.pipeline.interval, Some(Duration::from_millis(200)));
         assert_eq!(args.pipeline.max_sources, Some(1024));

@@ -36,7 +36,7 @@ pub struct Volume {
 }
 
 /// One collection interval.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interval {
     /// Time since the previous reading.
     pub elapsed: Duration,
@@ -123,6 +123,46 @@ impl Mix {
 }
 
 impl Interval {
+    /// The sum of intervals read at the same time on several interfaces: the totals added, a
+    /// source seen on more than one interface counted once with what it sent on each (its
+    /// spread the largest, the distinct destinations of one interface being a lower bound of
+    /// the whole), most bytes first. The elapsed time is the longest.
+    pub fn combine(parts: &[Interval]) -> Interval {
+        let mut sum = Interval::default();
+        let mut index: std::collections::HashMap<IpAddr, usize> = std::collections::HashMap::new();
+        for part in parts {
+            sum.elapsed = sum.elapsed.max(part.elapsed);
+            crate::datapath::add_globals(&mut sum.delta, &part.delta);
+            crate::datapath::add_globals(&mut sum.cumulative, &part.cumulative);
+            sum.tracked_sources += part.tracked_sources;
+            sum.evicted_sources += part.evicted_sources;
+            sum.unattributed.packets += part.unattributed.packets;
+            sum.unattributed.bytes += part.unattributed.bytes;
+            sum.unattributed_before.packets += part.unattributed_before.packets;
+            sum.unattributed_before.bytes += part.unattributed_before.bytes;
+            if part.overflow_reflected_port != 0 {
+                sum.overflow_reflected_port = part.overflow_reflected_port;
+            }
+            for source in &part.sources {
+                match index.get(&source.addr) {
+                    Some(&at) => {
+                        let into = &mut sum.sources[at];
+                        crate::datapath::add_source(&mut into.stats, &source.stats);
+                        into.spread.ports = into.spread.ports.max(source.spread.ports);
+                        into.spread.hosts = into.spread.hosts.max(source.spread.hosts);
+                    }
+                    None => {
+                        index.insert(source.addr, sum.sources.len());
+                        sum.sources.push(source.clone());
+                    }
+                }
+            }
+        }
+        sum.sources
+            .sort_unstable_by_key(|d| (Reverse(d.stats.bytes), Reverse(d.stats.packets), d.addr));
+        sum
+    }
+
     /// The mix of the traffic of every source and of the overflow (traffic without a slot):
     /// the whole interface's IP traffic.
     pub fn mix(&self) -> Mix {

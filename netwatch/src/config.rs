@@ -51,8 +51,11 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MonitorConfig {
-    /// Interface to watch (the `--iface` flag wins).
+    /// Interface to watch (the `--iface` flags win).
     pub iface: Option<String>,
+    /// Interfaces to watch, each with a program of its own, and their sum (with `iface`, if
+    /// set, first).
+    pub ifaces: Vec<String>,
     /// XDP attach mode.
     pub mode: ModeArg,
     /// Time between two readings.
@@ -74,10 +77,24 @@ pub struct MonitorConfig {
     pub control: String,
 }
 
+impl MonitorConfig {
+    /// The interfaces to watch: `iface`, then `ifaces`, each once.
+    pub fn interfaces(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for iface in self.iface.iter().chain(&self.ifaces) {
+            if !all.contains(iface) {
+                all.push(iface.clone());
+            }
+        }
+        all
+    }
+}
+
 impl Default for MonitorConfig {
     fn default() -> Self {
         Self {
             iface: None,
+            ifaces: Vec::new(),
             mode: ModeArg::Auto,
             interval: Duration::from_secs(1),
             max_sources: netwatch_common::DEFAULT_MAX_SOURCES,
@@ -273,6 +290,9 @@ impl Config {
         if monitor.iface.as_deref().is_some_and(str::is_empty) {
             return Err(invalid("monitor.iface", "is empty"));
         }
+        for iface in monitor.iface.iter().chain(&monitor.ifaces) {
+            check_iface_name(iface).map_err(|reason| invalid("monitor.ifaces", &reason))?;
+        }
         if monitor.control.is_empty()
             || (monitor.control != "off" && !Path::new(&monitor.control).is_absolute())
         {
@@ -370,6 +390,30 @@ impl Config {
 /// The most a configuration file may hold: far more than any real one, far less than a
 /// device that never ends.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// An interface name Linux could have: 1 to 15 bytes, no `/`, whitespace or NUL, and not
+/// `all` (which names the sum of the interfaces in every record) or `.`/`..`.
+pub fn check_iface_name(iface: &str) -> Result<(), String> {
+    if iface.is_empty() || iface.len() > 15 {
+        return Err(format!(
+            "{iface:?} is not an interface name (1 to 15 bytes)"
+        ));
+    }
+    if iface
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        || iface == "."
+        || iface == ".."
+    {
+        return Err(format!("{iface:?} is not an interface name"));
+    }
+    if iface == crate::pipeline::COMBINED {
+        return Err(format!(
+            "{iface:?} names the sum of the interfaces in reports, not an interface"
+        ));
+    }
+    Ok(())
+}
 
 /// Reads a configuration file: a regular file of at most [`MAX_CONFIG_BYTES`]. Opened without
 /// blocking, so that a FIFO (or a device) named by mistake, or swapped in before a SIGHUP, is

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod cmd;
 pub mod collect;
 pub mod config;
+pub mod control;
 pub mod datapath;
 pub mod detect;
 pub mod inspect;

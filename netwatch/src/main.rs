@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use netwatch::{
     cli::{Cli, Command},
-    cmd::{history, known, monitor, replay},
+    cmd::{history, known, monitor, replay, status},
     logging,
 };
 
@@ -61,6 +61,9 @@ fn main() -> ExitCode {
         Command::Known(args) => known::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::History(args) => {
             history::run(args, &mut std::io::stdout().lock()).map_err(Into::into)
+        }
+        Command::Status(args) => {
+            status::run(args, &mut std::io::stdout().lock()).map_err(Into::into)
         }
     };
     match result {

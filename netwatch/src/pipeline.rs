@@ -5,13 +5,13 @@
 use std::{collections::BTreeMap, io, time::Duration};
 
 use crate::{
-    collect::Collector,
+    collect::{Collector, Interval},
     datapath::{SampledFrame, Snapshot},
     detect::{
-        Detector,
+        DetectConfig, Detector,
         alert::{Alert, AlertKind},
     },
-    inspect::{Event, Inspector},
+    inspect::{Event, InspectConfig, Inspector, http::StreamCounts},
     report::{
         self, Context,
         sink::{Finding, FindingReport, IntervalReport, Sink},
@@ -33,12 +33,40 @@ pub struct Tally {
     pub undecodable_samples: u64,
 }
 
-/// The per-interval stages, their state, and the sinks they report to.
-pub struct Pipeline {
+/// What one interface (or capture) goes through: collection, detection and inspection,
+/// with the name its records carry.
+pub struct Watch {
     collector: Collector,
     detector: Detector,
     inspector: Inspector,
     context: Context,
+}
+
+impl Watch {
+    /// The stages for the interface of `context`.
+    pub fn new(detector: Detector, inspector: Inspector, context: Context) -> Self {
+        Self {
+            collector: Collector::new(),
+            detector,
+            inspector,
+            context,
+        }
+    }
+}
+
+/// The name of the combined view of several interfaces in every record. Linux cannot have an
+/// interface called so (`/proc/sys/net/ipv4/conf/all` is taken).
+pub const COMBINED: &str = "all";
+
+/// The per-interval stages of every interface watched, their combined view, and the sinks
+/// they report to.
+pub struct Pipeline {
+    watches: Vec<Watch>,
+    /// The sum of every interface, when there are several: its records, and the global rules
+    /// on the sum (see [`Detector::global_only`]).
+    combined: Option<Watch>,
+    /// The intervals of the current round, for the combined view.
+    round: Vec<Interval>,
     sinks: Vec<Box<dyn Sink>>,
     tally: Tally,
     /// The JSON line of the finding being reported, reused.
@@ -46,18 +74,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Wires the stages to `sinks`, which get every interval and finding in this order.
-    pub fn new(
-        detector: Detector,
-        inspector: Inspector,
-        context: Context,
-        sinks: Vec<Box<dyn Sink>>,
-    ) -> Self {
+    /// Wires one watch per interface, and `combined` for their sum, to `sinks`, which get
+    /// every interval and finding in this order.
+    pub fn new(watches: Vec<Watch>, combined: Option<Watch>, sinks: Vec<Box<dyn Sink>>) -> Self {
         Self {
-            collector: Collector::new(),
-            detector,
-            inspector,
-            context,
+            watches,
+            combined,
+            round: Vec::new(),
             sinks,
             tally: Tally::default(),
             json: Vec::new(),
@@ -72,36 +95,56 @@ impl Pipeline {
     /// What has been done so far.
     pub fn tally(&self) -> Tally {
         Tally {
-            undecodable_samples: self.inspector.undecodable(),
+            undecodable_samples: self.watches().map(|w| w.inspector.undecodable()).sum(),
             ..self.tally.clone()
         }
     }
 
-    /// The detector, to reconfigure it.
-    pub fn detector_mut(&mut self) -> &mut Detector {
-        &mut self.detector
+    fn watches(&self) -> impl Iterator<Item = &Watch> {
+        self.watches.iter().chain(&self.combined)
+    }
+
+    fn watches_mut(&mut self) -> impl Iterator<Item = &mut Watch> {
+        self.watches.iter_mut().chain(&mut self.combined)
+    }
+
+    /// Reconfigures every detector (hot reload); learned state is kept.
+    pub fn reconfigure_detectors(&mut self, config: &DetectConfig) {
+        for watch in self.watches_mut() {
+            watch.detector.reconfigure(config.clone());
+        }
+    }
+
+    /// Reconfigures every inspector (hot reload).
+    pub fn reconfigure_inspectors(&mut self, config: &InspectConfig) {
+        for watch in self.watches_mut() {
+            watch.inspector.reconfigure(config.clone());
+        }
     }
 
     /// Sets how many sources each report lists.
     pub fn set_top(&mut self, top: usize) {
-        self.context.top = top;
-    }
-
-    /// The inspector, to reconfigure it.
-    pub fn inspector_mut(&mut self) -> &mut Inspector {
-        &mut self.inspector
+        for watch in self.watches_mut() {
+            watch.context.top = top;
+        }
     }
 
     /// Has every sink keep what waits (the store), and reports what could not be kept.
     pub fn finish(self) {
-        let undecodable = self.inspector.undecodable();
+        let undecodable: u64 = self.watches().map(|w| w.inspector.undecodable()).sum();
         if undecodable > 0 {
             log::info!(
                 "{undecodable} of {} samples held no TCP or UDP payload that could be decoded",
                 self.tally.samples
             );
         }
-        let streams = self.inspector.stream_counts();
+        let mut streams = StreamCounts::default();
+        for watch in self.watches() {
+            let counts = watch.inspector.stream_counts();
+            streams.dropped += counts.dropped;
+            streams.cut += counts.cut;
+            streams.timed_out += counts.timed_out;
+        }
         if streams.dropped + streams.cut + streams.timed_out > 0 {
             log::info!(
                 "HTTP requests gathered across segments and reported incomplete: {} pushed out for room (inspect.max_flows), {} cut at inspect.follow_bytes, {} whose rest never came (inspect.follow_timeout, or the end)",
@@ -115,78 +158,128 @@ impl Pipeline {
         }
     }
 
-    /// Inspects one sampled frame seen at `at`, and reports what it shows at once.
-    pub fn sample(&mut self, frame: &SampledFrame, at: Duration) -> io::Result<()> {
+    /// Inspects one frame sampled on interface `index` at `at`, and reports what it shows at
+    /// once.
+    pub fn sample(&mut self, index: usize, frame: &SampledFrame, at: Duration) -> io::Result<()> {
         self.tally.samples += 1;
-        let findings = self.inspector.inspect(&frame.data, at);
+        let Some(watch) = self.watches.get_mut(index) else {
+            return Ok(());
+        };
+        let findings = watch.inspector.inspect(&frame.data, at);
+        let iface = watch.context.iface.clone();
         for event in &findings.events {
-            self.report_event(event)?;
+            self.report_event(&iface, event)?;
         }
         for alert in &findings.alerts {
-            self.report_alert(alert)?;
+            self.report_alert(&iface, alert)?;
         }
         self.flush()
     }
 
-    /// One interval that ended at `at` (time since the Unix epoch) and lasted `elapsed`.
-    /// `last` marks the final, partial interval.
+    /// One interval of interface `index` that ended at `at` (time since the Unix epoch) and
+    /// lasted `elapsed`. `last` marks the final, partial interval. With several interfaces,
+    /// [`Pipeline::combine`] follows once each has had its tick.
     pub fn tick(
         &mut self,
+        index: usize,
         snapshot: &Snapshot,
         at: Duration,
         elapsed: Duration,
         last: bool,
     ) -> io::Result<()> {
-        let interval = self.collector.update(snapshot, elapsed);
-        let mut outcome = self.detector.observe(&interval, at);
+        let Some(watch) = self.watches.get_mut(index) else {
+            return Ok(());
+        };
+        let interval = watch.collector.update(snapshot, elapsed);
+        if self.combined.is_some() {
+            self.round.push(interval.clone());
+        }
+        self.observe(Some(index), &interval, at, last)?;
+        if let Some(watch) = self.watches.get_mut(index) {
+            watch.collector.recycle(interval);
+        }
+        Ok(())
+    }
+
+    /// The combined view of the intervals ticked since the last call: one record named
+    /// [`COMBINED`] and the global rules on the sum. Nothing with a single interface.
+    pub fn combine(&mut self, at: Duration, last: bool) -> io::Result<()> {
+        if self.combined.is_none() || self.round.is_empty() {
+            return Ok(());
+        }
+        let interval = Interval::combine(&std::mem::take(&mut self.round));
+        self.observe(None, &interval, at, last)
+    }
+
+    /// Detection, inspection's end of interval, and the sinks, for the interval of watch
+    /// `index` (`None`: the combined view).
+    fn observe(
+        &mut self,
+        index: Option<usize>,
+        interval: &Interval,
+        at: Duration,
+        last: bool,
+    ) -> io::Result<()> {
+        let watch = match index {
+            Some(index) => self.watches.get_mut(index),
+            None => self.combined.as_mut(),
+        };
+        let Some(watch) = watch else {
+            return Ok(());
+        };
+        let elapsed = interval.elapsed;
+        let mut outcome = watch.detector.observe(interval, at);
         outcome
             .alerts
-            .extend(self.inspector.end_interval(at, elapsed));
-        self.detector.cap(&mut outcome, at, elapsed);
+            .extend(watch.inspector.end_interval(at, elapsed));
+        watch.detector.cap(&mut outcome, at, elapsed);
         // HTTP requests whose rest never came (all of them at the end), as far as they got:
         // reported after the interval.
-        let expired = self.inspector.expire(at, last);
+        let expired = watch.inspector.expire(at, last);
         let report = IntervalReport {
-            context: &self.context,
+            context: &watch.context,
             at,
-            interval: &interval,
+            interval,
             last,
             known: &outcome.known,
-            streams: self.inspector.stream_counts(),
+            streams: watch.inspector.stream_counts(),
+            combined: index.is_none(),
         };
         for sink in &mut self.sinks {
             sink.interval(&report)?;
         }
+        let iface = watch.context.iface.clone();
         for event in &expired {
-            self.report_event(event)?;
+            self.report_event(&iface, event)?;
         }
         for alert in &outcome.alerts {
-            self.report_alert(alert)?;
+            self.report_alert(&iface, alert)?;
         }
         self.flush()?;
-        self.tally.intervals += 1;
-        self.collector.recycle(interval);
+        if index.is_some() || self.watches.len() == 1 {
+            self.tally.intervals += 1;
+        }
         Ok(())
     }
 
-    fn report_event(&mut self, event: &Event) -> io::Result<()> {
+    fn report_event(&mut self, iface: &str, event: &Event) -> io::Result<()> {
         *self.tally.events.entry(event.kind.name()).or_default() += 1;
         self.json.clear();
-        report::event::write_json(&mut self.json, &self.context.iface, event)?;
-        self.report(Finding::Event(event))
+        report::event::write_json(&mut self.json, iface, event)?;
+        self.report(iface, Finding::Event(event))
     }
 
-    fn report_alert(&mut self, alert: &Alert) -> io::Result<()> {
+    fn report_alert(&mut self, iface: &str, alert: &Alert) -> io::Result<()> {
         *self.tally.alerts.entry(alert.kind).or_default() += 1;
         self.json.clear();
-        report::alert::write_json(&mut self.json, &self.context.iface, alert)?;
-        self.report(Finding::Alert(alert))
+        report::alert::write_json(&mut self.json, iface, alert)?;
+        self.report(iface, Finding::Alert(alert))
     }
 
     /// Hands the finding whose JSON line is in `self.json` to every sink.
-    fn report(&mut self, finding: Finding<'_>) -> io::Result<()> {
+    fn report(&mut self, iface: &str, finding: Finding<'_>) -> io::Result<()> {
         let report = FindingReport {
-            iface: &self.context.iface,
+            iface,
             finding,
             json: &self.json,
         };
@@ -252,7 +345,8 @@ mod tests {
             Box::new(Reports::new(Box::new(io::sink()), Format::Json)),
             Box::new(MetricsSink::new(Arc::clone(&metrics), None)),
         ];
-        let mut pipeline = Pipeline::new(detector, inspector, context, sinks);
+        let mut pipeline =
+            Pipeline::new(vec![Watch::new(detector, inspector, context)], None, sinks);
         let sources: Vec<SourceReading> = (0..10u8)
             .map(|i| SourceReading {
                 slot: u32::from(i),
@@ -278,6 +372,7 @@ mod tests {
         };
         pipeline
             .tick(
+                0,
                 &snapshot,
                 Duration::from_secs(100),
                 Duration::from_secs(1),

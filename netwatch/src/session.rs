@@ -13,13 +13,13 @@ use crate::{
     datapath::{Datapath, DatapathError, LoadOptions},
     detect::{Detector, KnownState},
     inspect::Inspector,
-    pipeline::Pipeline,
+    pipeline::{COMBINED, Pipeline, Watch},
     privilege,
     report::{
         Context,
         metrics::{Metrics, MetricsSink},
         sink::{FindingsFile, Reports, Sink},
-        store::{StoreSink, StoreWriter},
+        store::{SinkCounts, StoreSink, StoreWriter},
     },
     store::{Store, StoreError},
 };
@@ -104,8 +104,9 @@ pub fn run_id() -> String {
 
 /// What a session is built for, besides its configuration.
 pub struct Setup<'a> {
-    /// What the reports name: the interface, or the capture's file name.
-    pub name: String,
+    /// What the reports name: the interfaces, or the capture's file name. One datapath is
+    /// loaded for each, and with more than one the pipeline also reports their sum.
+    pub names: Vec<String>,
     /// `--output`: the interval reports go there rather than to stdout.
     pub output: Option<&'a Path>,
     /// The store, if the run keeps one (else the known sources live in memory).
@@ -118,10 +119,12 @@ pub struct Setup<'a> {
 pub struct Session {
     /// The configuration it runs.
     pub config: Config,
-    /// The program and its maps (not attached: the command decides where).
-    pub datapath: Datapath,
+    /// The program and its maps for each name (not attached: the command decides where).
+    pub datapaths: Vec<Datapath>,
     /// The stages and the sinks.
     pub pipeline: Pipeline,
+    /// The store writer's counts, if the session keeps a store.
+    pub store_counts: Option<Arc<SinkCounts>>,
 }
 
 impl Session {
@@ -129,7 +132,7 @@ impl Session {
     /// pipeline to the sinks.
     pub fn start(config: Config, setup: Setup<'_>) -> Result<Self, SessionError> {
         let Setup {
-            name,
+            names,
             output,
             store,
             metrics,
@@ -166,27 +169,54 @@ impl Session {
             None => KnownState::default(),
         };
         if let Some(metrics) = metrics {
-            sinks.push(Box::new(MetricsSink::new(metrics, store_counts)));
+            sinks.push(Box::new(MetricsSink::new(metrics, store_counts.clone())));
         }
-        let mut datapath = Datapath::load(LoadOptions {
-            max_sources: config.monitor.max_sources,
-            source_map: config.monitor.source_map,
-        })?;
-        configure(&mut datapath, &config)?;
-        let context = Context {
-            iface: name,
-            max_sources: datapath.max_sources(),
-            top: config.monitor.top,
-        };
         let run = run_id();
-        let detector = Detector::new(config.detect.clone(), known, run.clone())
-            .with_interval(config.monitor.interval);
-        let inspector = Inspector::new(config.inspect.clone(), run);
-        let pipeline = Pipeline::new(detector, inspector, context, sinks);
+        let watch = |name: String, max_sources: u32, known: KnownState, global_only: bool| {
+            let context = Context {
+                iface: name,
+                max_sources,
+                top: config.monitor.top,
+            };
+            let mut detector = Detector::new(config.detect.clone(), known, run.clone())
+                .with_interval(config.monitor.interval);
+            if global_only {
+                detector = detector.global_only();
+            }
+            let inspector = Inspector::new(config.inspect.clone(), run.clone());
+            Watch::new(detector, inspector, context)
+        };
+        let mut datapaths = Vec::with_capacity(names.len());
+        let mut watches = Vec::with_capacity(names.len());
+        for name in &names {
+            let mut datapath = Datapath::load(LoadOptions {
+                max_sources: config.monitor.max_sources,
+                source_map: config.monitor.source_map,
+            })?;
+            configure(&mut datapath, &config)?;
+            watches.push(watch(
+                name.clone(),
+                datapath.max_sources(),
+                known.clone(),
+                false,
+            ));
+            datapaths.push(datapath);
+        }
+        let combined = (names.len() > 1).then(|| {
+            let max_sources = datapaths.iter().map(Datapath::max_sources).sum();
+            watch(
+                String::from(COMBINED),
+                max_sources,
+                KnownState::default(),
+                true,
+            )
+        });
+        let pipeline = Pipeline::new(watches, combined, sinks);
         Ok(Self {
             config,
-            datapath,
+            datapaths,
             pipeline,
+            store_counts,
         })
     }
 
@@ -195,17 +225,16 @@ impl Session {
     /// throughout, so no packet goes uncounted. Settings that need a restart are named in the
     /// log.
     pub fn apply(&mut self, config: Config) -> Result<(), SessionError> {
-        configure(&mut self.datapath, &config)?;
-        self.pipeline
-            .detector_mut()
-            .reconfigure(config.detect.clone());
-        self.pipeline
-            .inspector_mut()
-            .reconfigure(config.inspect.clone());
+        for datapath in &mut self.datapaths {
+            configure(datapath, &config)?;
+        }
+        self.pipeline.reconfigure_detectors(&config.detect);
+        self.pipeline.reconfigure_inspectors(&config.inspect);
         self.pipeline.set_top(config.monitor.top);
         let (running, old, new) = (&self.config, &self.config.monitor, &config.monitor);
         let restart = [
             ("monitor.iface", old.iface != new.iface),
+            ("monitor.ifaces", old.ifaces != new.ifaces),
             ("monitor.mode", old.mode != new.mode),
             ("monitor.interval", old.interval != new.interval),
             ("monitor.max_sources", old.max_sources != new.max_sources),

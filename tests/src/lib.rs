@@ -2,6 +2,7 @@
 //! a frame builder that knows what the XDP program must make of every prefix of a frame, and
 //! network namespaces and veth pairs that remove themselves.
 
+pub mod daemon;
 pub mod frames;
 pub mod netns;
 pub mod process;

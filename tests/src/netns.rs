@@ -44,6 +44,12 @@ impl Netns {
         netns
     }
 
+    /// A control socket path for a netwatch run in this namespace, removed with it (two
+    /// daemons at once on one path: the second is refused).
+    pub fn control_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("netwatch-test-{}.sock", self.name))
+    }
+
     /// A SQLite store path for a netwatch run in this namespace, removed with it.
     pub fn db_path(&self) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("netwatch-test-{}.db", self.name))
@@ -100,6 +106,7 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+        let _ = std::fs::remove_file(self.control_path());
         let db = self.db_path();
         for suffix in ["", "-wal", "-shm"] {
             let mut path = db.clone().into_os_string();

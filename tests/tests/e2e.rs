@@ -5,8 +5,7 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -17,196 +16,12 @@ use netwatch::{
 };
 use netwatch_tests::{
     Expected,
+    daemon::{Daemon, SETTLE, expect_failure},
     frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport},
     netns::{Netns, VethPair},
     netwatch_bin, privileged, unique_name,
 };
 use serde_json::Value;
-
-const STARTUP: Duration = Duration::from_secs(20);
-const SETTLE: Duration = Duration::from_secs(15);
-
-/// A running netwatch, killed on drop if the test did not stop it.
-struct Daemon {
-    child: Option<Child>,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-    stderr_seen: Vec<String>,
-}
-
-impl Daemon {
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
-        let stdout = lines(child.stdout.take());
-        let stderr = lines(child.stderr.take());
-        Self {
-            child: Some(child),
-            stdout,
-            stderr,
-            stderr_seen: Vec::new(),
-        }
-    }
-
-    /// netwatch in `netns`, with a store of its own (the default store is the system's).
-    fn in_netns(netns: &Netns, args: &[&str]) -> Self {
-        let mut command = netns.command(&netwatch_bin().to_string_lossy());
-        command.args(args);
-        if args.first() == Some(&"monitor") {
-            command.arg("--db").arg(netns.db_path());
-        }
-        Self::spawn(command)
-    }
-
-    /// `netwatch monitor` on the pair's monitored end with JSON reports every 200 ms, then
-    /// `extra`; returns once it has attached, with its "attached to" line.
-    fn json_monitor(pair: &VethPair, extra: &[&str]) -> (Self, String) {
-        Self::json_monitor_every(pair, "200ms", extra)
-    }
-
-    /// [`Daemon::json_monitor`] with reports every `interval`.
-    fn json_monitor_every(pair: &VethPair, interval: &str, extra: &[&str]) -> (Self, String) {
-        let mut args = vec![
-            "monitor",
-            "-i",
-            &pair.monitor_if,
-            "--format",
-            "json",
-            "--interval",
-            interval,
-        ];
-        args.extend_from_slice(extra);
-        let mut daemon = Self::in_netns(&pair.monitor, &args);
-        let attached = daemon.wait_stderr("attached to");
-        (daemon, attached)
-    }
-
-    /// Waits for a stderr line containing `needle`; panics with all stderr seen on time-out
-    /// or exit.
-    fn wait_stderr(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    self.stderr_seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no {needle:?} on stderr in {STARTUP:?}: {:?}",
-                        self.stderr_seen
-                    )
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("netwatch exited before {needle:?}: {:?}", self.stderr_seen)
-                }
-            }
-        }
-    }
-
-    /// Reads JSON reports until one says the cumulative packet count reached `packets`.
-    fn wait_cumulative(&mut self, packets: u64, reports: &mut Vec<Value>) {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.stdout.recv_timeout(left).unwrap_or_else(|err| {
-                panic!(
-                    "no report with {packets} packets ({err}); last: {:?}",
-                    reports.last()
-                )
-            });
-            let report: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|err| panic!("not JSON: {line:?}: {err}"));
-            if report["type"] != "interval" {
-                continue;
-            }
-            let seen = report["cumulative"]["packets"].as_u64().unwrap_or(0);
-            reports.push(report);
-            if seen >= packets {
-                return;
-            }
-        }
-    }
-
-    /// Sends `signal`, waits for the exit (bounded) and returns the status with the rest of
-    /// stdout and stderr.
-    fn stop(&mut self, signal: i32) -> (ExitStatus, Vec<String>, Vec<String>) {
-        let mut child = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("already stopped"));
-        let pid = i32::try_from(child.id()).unwrap_or_else(|err| panic!("{err}"));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, signal) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                other => {
-                    let _ = child.kill();
-                    panic!("netwatch did not exit within 10s of signal {signal}: {other:?}");
-                }
-            }
-        };
-        let stdout = self.stdout.iter().collect();
-        let mut stderr = std::mem::take(&mut self.stderr_seen);
-        stderr.extend(self.stderr.iter());
-        (status, stdout, stderr)
-    }
-
-    /// Sends a signal without waiting.
-    fn signal(&self, signal: i32) {
-        let child = self.child.as_ref().unwrap_or_else(|| panic!("not running"));
-        let pid = i32::try_from(child.id()).unwrap_or_else(|err| panic!("{err}"));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, signal) };
-    }
-
-    /// Waits for the process to exit by itself (bounded) and returns status and stderr.
-    fn wait_exit(&mut self) -> (ExitStatus, String) {
-        let mut child = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("already stopped"));
-        let deadline = Instant::now() + STARTUP;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                other => {
-                    let _ = child.kill();
-                    panic!("netwatch did not exit within {STARTUP:?}: {other:?}");
-                }
-            }
-        };
-        let stderr: Vec<String> = self.stderr.iter().collect();
-        (status, stderr.join("\n"))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn lines(stream: Option<impl std::io::Read + Send + 'static>) -> Receiver<String> {
-    match stream {
-        Some(stream) => netwatch_tests::process::lines(stream),
-        None => mpsc::channel().1,
-    }
-}
 
 fn v6(last: u8) -> [u8; 16] {
     [
@@ -416,18 +231,6 @@ fn sigint_detaches_and_exits_zero() {
         "{stdout:?}"
     );
     assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), None);
-}
-
-fn expect_failure(mut daemon: Daemon, needle: &str) -> String {
-    let (status, stderr) = daemon.wait_exit();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(needle), "wanted {needle:?} in: {stderr}");
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "one clear line, not more: {stderr}"
-    );
-    stderr
 }
 
 #[test]

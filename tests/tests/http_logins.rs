@@ -246,6 +246,8 @@ fn each_login_on_the_wire_gives_exactly_one_credential() {
         .args(["monitor", "-i", &pair.monitor_if, "--format", "json"])
         .args(["--interval", "200ms", "--db"])
         .arg(pair.monitor.db_path())
+        .arg("--control")
+        .arg(pair.monitor.control_path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -36,6 +36,8 @@ fn promtool_accepts_the_metrics_and_prometheus_scrapes_the_count_sent() {
             .args(["monitor", "-i", &pair.monitor_if, "--format", "json"])
             .args(["--interval", "200ms", "--metrics-addr", METRICS, "--db"])
             .arg(pair.monitor.db_path())
+            .arg("--control")
+            .arg(pair.monitor.control_path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -161,6 +161,8 @@ fn start_netwatch(
             .arg(config)
             .arg("--db")
             .arg(pair.monitor.db_path())
+            .arg("--control")
+            .arg(pair.monitor.control_path())
             .env("NETWATCH_WEBHOOK_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

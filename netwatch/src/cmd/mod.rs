@@ -6,4 +6,5 @@ pub mod history;
 pub mod known;
 pub mod monitor;
 pub mod replay;
+pub mod status;
 pub mod store;

@@ -18,6 +18,7 @@ use tokio::{
 use crate::{
     cli::{MonitorArgs, PipelineArgs},
     config::Config,
+    control::{Control, ControlServer, ControlSink, InterfaceStatus},
     datapath::{Attachment, Datapath, SampleRing, Snapshot},
     pipeline::Pipeline,
     report::{
@@ -56,9 +57,14 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
     if let Some(mode) = mode {
         config.monitor.mode = mode;
     }
-    let iface = iface
-        .or_else(|| config.monitor.iface.clone())
-        .ok_or(SessionError::NoInterface)?;
+    let ifaces = if iface.is_empty() {
+        config.monitor.interfaces()
+    } else {
+        iface
+    };
+    if ifaces.is_empty() {
+        return Err(SessionError::NoInterface);
+    }
     check_privilege()?;
     // Handlers first, so that a signal arriving right after attaching still detaches cleanly.
     let mut sigint = signal(SignalKind::interrupt()).map_err(SessionError::Signals)?;
@@ -67,6 +73,20 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
     config.webhook.urls.extend(webhooks.iter().cloned());
     config.validate(flags.config.as_deref().unwrap_or(Path::new("(flags)")))?;
     let db = db.unwrap_or_else(|| config.store.path.clone());
+    // Bound before anything is loaded: a second daemon on the same socket stops here, with
+    // one line, and leaves the first alone.
+    let control = Control::new(config.monitor.interval);
+    let control_server = match config.monitor.control.as_str() {
+        "off" => None,
+        path => Some(
+            ControlServer::bind(Path::new(path), Arc::clone(&control)).map_err(|reason| {
+                SessionError::Control {
+                    path: path.to_owned(),
+                    reason,
+                }
+            })?,
+        ),
+    };
     let metrics =
         Arc::new(
             Metrics::new(config.monitor.top).map_err(|err| SessionError::Metrics {
@@ -77,13 +97,20 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
     let mut session = Session::start(
         config,
         Setup {
-            name: iface.clone(),
+            names: ifaces.clone(),
             output: flags.output.as_deref(),
             store: Some(&db),
             metrics: Some(Arc::clone(&metrics)),
         },
     )?;
     let deliverer = start_webhooks(&db, &session.config)?;
+    session
+        .pipeline
+        .add_sink(Box::new(ControlSink::new(Arc::clone(&control))));
+    control.watch(
+        session.store_counts.clone(),
+        deliverer.as_ref().map(Deliverer::state),
+    );
     let config = &session.config;
     // Bound before attaching, so that a busy port fails before anything is attached; said
     // after attaching, so that a failure to attach is the only line.
@@ -106,45 +133,60 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
         Some(bound)
     };
 
-    let ring = session
-        .datapath
-        .take_samples()
-        .map(|ring| {
-            // SAFETY: the ring owns its file descriptor (the map's) and keeps it open, the
-            // same one, for as long as it lives, which is as long as the AsyncFd.
-            unsafe { AsyncFd::register(ring) }.map_err(|err| io::Error::other(err.to_string()))
-        })
-        .transpose()
-        .map_err(SessionError::Samples)?;
-    let attachment = session
-        .datapath
-        .attach(&iface, config.monitor.mode.into(), force)?;
-    metrics.set_attach(
-        &iface,
-        &attachment.mode.to_string(),
-        &session.datapath.source_map().to_string(),
-        session.datapath.max_sources(),
-    );
-    announce(&attachment, &session.datapath);
+    let mode = config.monitor.mode.into();
+    let mut links = Vec::with_capacity(ifaces.len());
+    for (index, iface) in ifaces.iter().enumerate() {
+        let datapath = &mut session.datapaths[index];
+        let ring = datapath
+            .take_samples()
+            .ok_or_else(|| SessionError::Samples(io::Error::other("sample ring already taken")))?;
+        // SAFETY: the ring owns its file descriptor (the map's) and keeps it open, the same
+        // one, for as long as it lives, which is as long as the AsyncFd.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|err| SessionError::Samples(io::Error::other(err.to_string())))?;
+        // An interface that fails to attach stops the start; those attached before it are
+        // detached as their links drop.
+        let attachment = datapath.attach(iface, mode, force)?;
+        metrics.set_attach(
+            iface,
+            &attachment.mode.to_string(),
+            &datapath.source_map().to_string(),
+            datapath.max_sources(),
+        );
+        announce(&attachment, datapath);
+        control.attached(InterfaceStatus {
+            iface: iface.clone(),
+            ifindex: attachment.ifindex,
+            mode: attachment.mode.to_string(),
+            source_map: datapath.source_map().to_string(),
+            max_sources: datapath.max_sources(),
+            state: String::from("attached"),
+        });
+        links.push(Link {
+            iface: iface.clone(),
+            ifindex: attachment.ifindex,
+            attachment: Some(attachment),
+            ring,
+            reading: Reading {
+                last: Instant::now(),
+                failures: 0,
+                snapshot: Snapshot::default(),
+            },
+            attach_failed: false,
+        });
+    }
+    if let Some(server) = &control_server {
+        log::info!("control socket at {}", server.path().display());
+    }
     if let Some(bound) = metrics_at {
         log::info!("metrics at http://{bound}/metrics");
     }
 
-    let Some(mut ring) = ring else {
-        return Err(SessionError::Samples(io::Error::other(
-            "sample ring already taken",
-        )));
-    };
     let interval = config.monitor.interval;
     let started = tokio::time::Instant::now();
     let mut ticker = interval_at(started + interval, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = duration.map(|duration| started + duration);
-    let mut reading = Reading {
-        last: Instant::now(),
-        failures: 0,
-        snapshot: Snapshot::default(),
-    };
 
     // A configuration being read for SIGHUP, off the collection path: a file on a slow or
     // hung filesystem delays the reload, never the intervals or a SIGTERM.
@@ -152,12 +194,11 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
     let stopped_by = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                tick(&mut session, &metrics, &mut reading, false)?;
+                follow_interfaces(&mut session, &mut links, &control, mode, force);
+                tick(&mut session, &mut links, &metrics, false)?;
             }
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(SessionError::Samples)?;
-                drain(guard.get_inner_mut(), &mut session.pipeline)?;
-                guard.clear_ready();
+            index = samples_ready(&mut links) => {
+                drain(index, links[index].ring.get_mut(), &mut session.pipeline)?;
             }
             _ = sighup.recv() => {
                 if reloading.is_some() {
@@ -189,15 +230,113 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
         }
     };
     // The last, partial interval: nothing counted since the previous tick is left unreported.
-    drain(ring.get_mut(), &mut session.pipeline)?;
-    tick(&mut session, &metrics, &mut reading, true)?;
-    attachment.detach()?;
+    for (index, link) in links.iter_mut().enumerate() {
+        drain(index, link.ring.get_mut(), &mut session.pipeline)?;
+    }
+    tick(&mut session, &mut links, &metrics, true)?;
+    let mut detached = Vec::new();
+    for link in &mut links {
+        if let Some(attachment) = link.attachment.take() {
+            attachment.detach()?;
+            detached.push(link.iface.clone());
+        }
+    }
     session.pipeline.finish();
     if let Some(deliverer) = deliverer {
         deliverer.stop();
     }
-    log::info!("{stopped_by}: detached from {iface}");
+    log::info!("{stopped_by}: detached from {}", detached.join(", "));
     Ok(())
+}
+
+/// One interface watched.
+struct Link {
+    iface: String,
+    /// Its index when it was attached.
+    ifindex: u32,
+    /// `None` while the interface is gone.
+    attachment: Option<Attachment>,
+    ring: AsyncFd<SampleRing>,
+    reading: Reading,
+    /// A re-attach failed since the interface came back: said once.
+    attach_failed: bool,
+}
+
+/// The index of a link whose sample ring has records, its readiness cleared (what arrives
+/// while it is drained makes it ready again).
+async fn samples_ready(links: &mut [Link]) -> usize {
+    std::future::poll_fn(|cx| {
+        for (index, link) in links.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(Ok(mut guard)) = link.ring.poll_read_ready_mut(cx) {
+                guard.clear_ready();
+                return std::task::Poll::Ready(index);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// An interface that went away (deleted, unplugged, renamed) is reported and its link
+/// dropped; the others go on. When an interface of that name is there again, the program is
+/// attached to it again. Its counters carry on: they live in the maps, not on the interface.
+fn follow_interfaces(
+    session: &mut Session,
+    links: &mut [Link],
+    control: &Control,
+    mode: crate::datapath::AttachMode,
+    force: bool,
+) {
+    for (index, link) in links.iter_mut().enumerate() {
+        let now = ifindex_of(&link.iface);
+        match (&link.attachment, now) {
+            (Some(_), Some(ifindex)) if ifindex == link.ifindex => {}
+            (Some(_), _) => {
+                // The kernel took the program off with the interface; the link is dead.
+                drop(link.attachment.take());
+                link.attach_failed = false;
+                log::warn!(
+                    "{} went away (ifindex {} is gone): detached; the other interfaces are still watched, and it is attached again if it comes back",
+                    link.iface,
+                    link.ifindex
+                );
+                control.set_state(&link.iface, "gone", link.ifindex, "");
+            }
+            (None, Some(_)) => match session.datapaths[index].attach(&link.iface, mode, force) {
+                Ok(attachment) => {
+                    log::info!(
+                        "{} is back (ifindex {}): attached again in {} mode",
+                        link.iface,
+                        attachment.ifindex,
+                        attachment.mode
+                    );
+                    link.ifindex = attachment.ifindex;
+                    control.set_state(
+                        &link.iface,
+                        "attached",
+                        attachment.ifindex,
+                        &attachment.mode.to_string(),
+                    );
+                    link.attachment = Some(attachment);
+                }
+                Err(err) => {
+                    if !link.attach_failed {
+                        log::warn!("{} is back but cannot be attached yet: {err}", link.iface);
+                        link.attach_failed = true;
+                    }
+                }
+            },
+            (None, None) => {}
+        }
+    }
+}
+
+/// The index of the interface named `iface` now, if there is one.
+fn ifindex_of(iface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(iface).ok()?;
+    // SAFETY: a NUL-terminated name; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// Re-reads the configuration on a thread of its own; the answer arrives on the receiver.
@@ -230,15 +369,17 @@ fn read_in_background(
     }
 }
 
-/// Inspects every sample waiting in the ring.
-fn drain(ring: &mut SampleRing, pipeline: &mut Pipeline) -> Result<(), SessionError> {
+/// Inspects every sample waiting in the ring of link `index`.
+fn drain(index: usize, ring: &mut SampleRing, pipeline: &mut Pipeline) -> Result<(), SessionError> {
     let mut frames = Vec::new();
     ring.drain(|frame| frames.push(frame));
     let at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     for frame in &frames {
-        pipeline.sample(frame, at).map_err(SessionError::Write)?;
+        pipeline
+            .sample(index, frame, at)
+            .map_err(SessionError::Write)?;
     }
     Ok(())
 }
@@ -275,30 +416,39 @@ struct Reading {
 
 fn tick(
     session: &mut Session,
+    links: &mut [Link],
     metrics: &Metrics,
-    reading: &mut Reading,
     last: bool,
 ) -> Result<(), SessionError> {
-    let started = Instant::now();
-    if let Err(err) = session.datapath.snapshot_into(&mut reading.snapshot) {
-        // A failed read loses nothing: the kernel counters are cumulative, so the next
-        // reading covers this interval too.
-        reading.failures += 1;
-        log::warn!(
-            "reading the maps failed ({} so far): {err}",
-            reading.failures
-        );
-        return Ok(());
+    let mut at = Duration::ZERO;
+    for (index, link) in links.iter_mut().enumerate() {
+        let reading = &mut link.reading;
+        let started = Instant::now();
+        if let Err(err) = session.datapaths[index].snapshot_into(&mut reading.snapshot) {
+            // A failed read loses nothing: the kernel counters are cumulative, so the next
+            // reading covers this interval too.
+            reading.failures += 1;
+            log::warn!(
+                "{}: reading the maps failed ({} so far): {err}",
+                link.iface,
+                reading.failures
+            );
+            continue;
+        }
+        metrics.set_map_read(started.elapsed());
+        let now = Instant::now();
+        let elapsed = now - reading.last;
+        reading.last = now;
+        at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        session
+            .pipeline
+            .tick(index, &reading.snapshot, at, elapsed, last)
+            .map_err(SessionError::Write)?;
     }
-    metrics.set_map_read(started.elapsed());
-    let now = Instant::now();
-    let elapsed = now - reading.last;
-    reading.last = now;
-    let at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
     session
         .pipeline
-        .tick(&reading.snapshot, at, elapsed, last)
+        .combine(at, last)
         .map_err(SessionError::Write)
 }

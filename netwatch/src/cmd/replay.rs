@@ -72,18 +72,21 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     );
     let interval = config.monitor.interval;
     let Session {
-        mut datapath,
+        mut datapaths,
         mut pipeline,
         ..
     } = Session::start(
         config,
         Setup {
-            name,
+            names: vec![name],
             output: flags.output.as_deref(),
             store: db.as_deref(),
             metrics: None,
         },
     )?;
+    let Some(mut datapath) = datapaths.pop() else {
+        return Err(SessionError::NoInterface.into());
+    };
 
     let mut summary = ReplaySummary::default();
     // End of the interval being filled, on the capture clock.
@@ -133,7 +136,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
                 datapath.drain_samples(|sample| samples.push(sample));
                 for sample in &samples {
                     pipeline
-                        .sample(sample, frame.timestamp)
+                        .sample(0, sample, frame.timestamp)
                         .map_err(SessionError::Write)?;
                 }
             }
@@ -160,7 +163,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
             .max(Duration::from_millis(1));
         let snapshot = datapath.snapshot().map_err(SessionError::from)?;
         pipeline
-            .tick(&snapshot, start + elapsed, elapsed, true)
+            .tick(0, &snapshot, start + elapsed, elapsed, true)
             .map_err(SessionError::Write)?;
     }
     summary.tally = pipeline.tally();
@@ -207,7 +210,7 @@ fn close_intervals(
         };
         let snapshot = datapath.snapshot()?;
         pipeline
-            .tick(&snapshot, end, elapsed, false)
+            .tick(0, &snapshot, end, elapsed, false)
             .map_err(SessionError::Write)?;
         end += interval;
         empty += 1;

@@ -1037,7 +1037,8 @@ fn set_regions(ebpf: &mut Ebpf, cpus: usize, region_len: u32) -> Result<(), Data
     Ok(())
 }
 
-fn add_source(sum: &mut SourceStats, stats: &SourceStats) {
+/// Adds `stats` into `sum`; the last non-zero amplification port wins.
+pub fn add_source(sum: &mut SourceStats, stats: &SourceStats) {
     let SourceStats {
         packets,
         bytes,
@@ -1065,7 +1066,8 @@ fn add_source(sum: &mut SourceStats, stats: &SourceStats) {
     }
 }
 
-fn add_globals(sum: &mut GlobalStats, stats: &GlobalStats) {
+/// Adds `stats` into `sum`.
+pub fn add_globals(sum: &mut GlobalStats, stats: &GlobalStats) {
     let GlobalStats {
         total_packets,
         total_bytes,

@@ -431,6 +431,9 @@ pub struct Detector {
     next_id: u64,
     /// The configured interval: a much shorter one is partial.
     nominal: Option<Duration>,
+    /// Only the rules on the whole (the sum of several interfaces): per-source and
+    /// per-prefix rules, scans and unknown sources are the interfaces' own detectors' work.
+    global_only: bool,
 }
 
 impl Detector {
@@ -453,7 +456,16 @@ impl Detector {
             run,
             next_id: 1,
             nominal: None,
+            global_only: false,
         }
+    }
+
+    /// Runs only the rules on the whole subject: thresholds and spikes of the global rate,
+    /// with their contributors. For the sum of several interfaces, whose sources and
+    /// prefixes each interface's own detector watches.
+    pub fn global_only(mut self) -> Self {
+        self.global_only = true;
+        self
     }
 
     /// Sets the configured interval: an interval shorter than half of it (the end of a
@@ -495,7 +507,7 @@ impl Detector {
                 bytes: interval.delta.total_bytes,
             },
         );
-        for source in &interval.sources {
+        for source in interval.sources.iter().filter(|_| !self.global_only) {
             let prefix = Subject::Prefix(self.prefix_of(source.addr));
             let entry = volumes.entry(prefix).or_default();
             entry.packets += source.stats.packets;
@@ -512,7 +524,9 @@ impl Detector {
         let mut triggers: BTreeMap<(AlertKind, Subject), Trigger> = BTreeMap::new();
         self.thresholds(&volumes, &rate, &mut triggers);
         let capacity_short = self.spikes(&volumes, &rate, partial, &mut triggers);
-        self.scans(interval, &rate, &mut triggers);
+        if !self.global_only {
+            self.scans(interval, &rate, &mut triggers);
+        }
         self.one_heavy_hitter_per_attack(&volumes, &mut triggers);
         if capacity_short > 0 {
             triggers.insert(
@@ -539,7 +553,9 @@ impl Detector {
             &mut outcome,
         );
         self.explain(interval, &volumes, &rate, &mut outcome.alerts);
-        self.unknown_sources(interval, at, &mut outcome);
+        if !self.global_only {
+            self.unknown_sources(interval, at, &mut outcome);
+        }
         outcome
     }
 

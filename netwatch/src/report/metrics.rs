@@ -380,6 +380,10 @@ impl MetricsSink {
 
 impl Sink for MetricsSink {
     fn interval(&mut self, report: &IntervalReport<'_>) -> io::Result<()> {
+        if report.combined {
+            // Prometheus sums the interfaces itself.
+            return Ok(());
+        }
         self.metrics.observe_interval(report.interval);
         self.metrics.set_streams(report.streams);
         if let Some(store) = &self.store {

@@ -176,6 +176,10 @@ impl StoreSink {
 
 impl Sink for StoreSink {
     fn interval(&mut self, report: &IntervalReport<'_>) -> io::Result<()> {
+        if report.combined {
+            // Its parts are kept, each under its interface.
+            return Ok(());
+        }
         let (interval, at) = (report.interval, report.at);
         self.seen
             .extend(interval.sources.iter().map(|source| source.addr));

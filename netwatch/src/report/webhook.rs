@@ -7,7 +7,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::{self, JoinHandle},
     time::Duration,
@@ -90,10 +90,22 @@ impl WebhookConfig {
     }
 }
 
+/// What delivery stands at, for `netwatch status`.
+#[derive(Debug, Default)]
+pub struct WebhookState {
+    /// URLs configured.
+    pub urls: usize,
+    /// Records queued for them, as of the last pass.
+    pub queued: AtomicU64,
+    /// URLs failing now.
+    pub down: AtomicU64,
+}
+
 /// The delivery thread.
 pub struct Deliverer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    state: Arc<WebhookState>,
 }
 
 impl Deliverer {
@@ -111,13 +123,24 @@ impl Deliverer {
             .into();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let state = Arc::new(WebhookState {
+            urls: config.urls.len(),
+            ..WebhookState::default()
+        });
+        let shared = Arc::clone(&state);
         let thread = thread::Builder::new()
             .name(String::from("webhook"))
-            .spawn(move || deliver(&db, &config, &agent, &flag))?;
+            .spawn(move || deliver(&db, &config, &agent, &flag, &shared))?;
         Ok(Self {
             stop,
             thread: Some(thread),
+            state,
         })
+    }
+
+    /// Where delivery stands.
+    pub fn state(&self) -> Arc<WebhookState> {
+        Arc::clone(&self.state)
     }
 
     /// Stops after the POST in flight; what is left stays queued for the next start.
@@ -149,7 +172,13 @@ struct Outage {
     attempts: u64,
 }
 
-fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, stop: &AtomicBool) {
+fn deliver(
+    db: &std::path::Path,
+    config: &WebhookConfig,
+    agent: &ureq::Agent,
+    stop: &AtomicBool,
+    state: &WebhookState,
+) {
     let store = match Store::open(db) {
         Ok(store) => store,
         Err(err) => {
@@ -160,6 +189,7 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
     let token = config.effective_token();
     let mut backoff: Vec<Duration> = vec![Duration::ZERO; config.urls.len()];
     let mut outages: Vec<Option<Outage>> = vec![None; config.urls.len()];
+    let mut counted: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let mut sent_any = false;
         for (index, url) in config.urls.iter().enumerate() {
@@ -249,6 +279,17 @@ fn deliver(db: &std::path::Path, config: &WebhookConfig, agent: &ureq::Agent, st
                 }
             }
         }
+        // Counted once a second at most: a count walks the queue.
+        if counted.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            counted = Some(std::time::Instant::now());
+            state
+                .queued
+                .store(store.queue_len().unwrap_or(0), Ordering::Relaxed);
+        }
+        state.down.store(
+            outages.iter().filter(|outage| outage.is_some()).count() as u64,
+            Ordering::Relaxed,
+        );
         if !sent_any {
             let wait = backoff
                 .iter()

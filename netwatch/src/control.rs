@@ -1,0 +1,571 @@
+//! The control socket: how `netwatch status`, `netwatch top` and scripts ask a running daemon
+//! what it sees.
+//!
+//! A Unix stream socket (default `/run/netwatch/control.sock`), mode 0600, owned by the
+//! daemon's user. The protocol is versioned and line-based, one JSON object per line (the
+//! README has it in full):
+//!
+//! - the client sends one request: `{"version":1,"request":"status"}` or
+//!   `{"version":1,"request":"subscribe"}`;
+//! - `status`: the daemon answers with one status object and closes;
+//! - `subscribe`: the daemon answers with a `hello` object, then every interval record,
+//!   alert and event as the JSON output writes them, until either side closes.
+//!
+//! The collection never waits on a client: each subscriber has a bounded queue, filled with
+//! `try_send`; a subscriber that falls [`SUBSCRIBER_QUEUE`] records behind is dropped, and
+//! that is counted and said.
+
+use std::{
+    collections::VecDeque,
+    fs,
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    os::unix::{
+        fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
+        net::{UnixListener, UnixStream},
+    },
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    },
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::{
+    rfc3339,
+    sink::{Finding, FindingReport, IntervalReport, Sink},
+    store::SinkCounts,
+    webhook::WebhookState,
+};
+
+/// The protocol's version: the `version` of every request and answer.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Records a subscriber may fall behind before it is dropped.
+pub const SUBSCRIBER_QUEUE: usize = 256;
+/// Clients served at once; more are answered with an error and closed.
+const MAX_CLIENTS: usize = 64;
+/// How long a client has to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one write to a subscriber may block before it is given up on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Alerts kept for `status`.
+const LAST_ALERTS: usize = 10;
+/// Longest request line read.
+const MAX_REQUEST: u64 = 4096;
+
+/// A request line.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Request {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// `status` or `subscribe`.
+    pub request: String,
+}
+
+/// One attached interface, as `status` lists it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterfaceStatus {
+    /// Its name.
+    pub iface: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// `driver` or `skb`.
+    pub mode: String,
+    /// `per-cpu` or `shared`.
+    pub source_map: String,
+    /// Slots for sources.
+    pub max_sources: u32,
+    /// `attached`, or `gone` while the interface is away (deleted, unplugged).
+    pub state: String,
+}
+
+/// What the daemon counted, as of the last interval.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
+    /// Packets since the start.
+    pub packets: u64,
+    /// Bytes since the start.
+    pub bytes: u64,
+    /// Packets per second in the last interval.
+    pub pps: f64,
+    /// Bits per second in the last interval.
+    pub bps: f64,
+    /// Sources holding a slot.
+    pub sources_tracked: u64,
+    /// Frames counted in no source since the start: non-IP, malformed, without a slot
+    /// (overflow), and IP frames shorter than their header says (truncated).
+    pub non_ip: u64,
+    /// See `non_ip`.
+    pub malformed: u64,
+    /// See `non_ip`.
+    pub overflow: u64,
+    /// See `non_ip`.
+    pub truncated: u64,
+}
+
+/// The store's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// Records waiting in memory for the store (a full disk).
+    pub waiting: u64,
+    /// Records dropped because the writer was behind.
+    pub dropped: u64,
+    /// Records lost to refused writes.
+    pub failed: u64,
+}
+
+/// The webhooks' state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebhookStatus {
+    /// URLs configured.
+    pub urls: usize,
+    /// Records queued for them.
+    pub queued: u64,
+    /// URLs failing right now.
+    pub down: u64,
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// `status`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// netwatch's version.
+    pub netwatch: String,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// Seconds since.
+    pub uptime_s: f64,
+    /// The collection interval.
+    pub interval_ms: u64,
+    /// The interfaces it is attached to.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// What it counted.
+    pub counts: Counts,
+    /// The last alert lines, oldest first, as JSON objects.
+    pub last_alerts: VecDeque<serde_json::Value>,
+    /// The store.
+    pub store: StoreStatus,
+    /// The webhooks.
+    pub webhook: WebhookStatus,
+    /// Subscribers connected now.
+    pub subscribers: usize,
+    /// Subscribers dropped for falling behind, since the start.
+    pub subscribers_dropped: u64,
+}
+
+/// What the control socket shares with the daemon.
+pub struct Control {
+    status: Mutex<Status>,
+    started: Instant,
+    subscribers: Mutex<Vec<SyncSender<Arc<[u8]>>>>,
+    dropped: AtomicU64,
+    clients: AtomicUsize,
+    store: Mutex<Option<Arc<SinkCounts>>>,
+    webhook: Mutex<Option<Arc<WebhookState>>>,
+}
+
+impl Control {
+    /// The shared state of a daemon that collects every `interval`.
+    pub fn new(interval: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            status: Mutex::new(Status {
+                version: PROTOCOL_VERSION,
+                kind: String::from("status"),
+                pid: std::process::id(),
+                netwatch: String::from(env!("CARGO_PKG_VERSION")),
+                started: rfc3339(SystemTime::now()),
+                interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+                ..Status::default()
+            }),
+            started: Instant::now(),
+            subscribers: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+            clients: AtomicUsize::new(0),
+            store: Mutex::new(None),
+            webhook: Mutex::new(None),
+        })
+    }
+
+    /// Adds an attached interface.
+    pub fn attached(&self, interface: InterfaceStatus) {
+        lock(&self.status).interfaces.push(interface);
+    }
+
+    /// An interface went away (`gone`) or came back (`attached`, with its new index and mode).
+    pub fn set_state(&self, iface: &str, state: &str, ifindex: u32, mode: &str) {
+        let mut status = lock(&self.status);
+        for interface in status.interfaces.iter_mut().filter(|i| i.iface == iface) {
+            interface.state = state.to_owned();
+            interface.ifindex = ifindex;
+            if !mode.is_empty() {
+                interface.mode = mode.to_owned();
+            }
+        }
+    }
+
+    /// Where the store's and the webhooks' counts are read.
+    pub fn watch(&self, store: Option<Arc<SinkCounts>>, webhook: Option<Arc<WebhookState>>) {
+        *lock(&self.store) = store;
+        *lock(&self.webhook) = webhook;
+    }
+
+    /// The status now.
+    pub fn status(&self) -> Status {
+        let mut status = lock(&self.status).clone();
+        status.uptime_s = self.started.elapsed().as_secs_f64();
+        if let Some(store) = lock(&self.store).as_ref() {
+            status.store = StoreStatus {
+                waiting: store.waiting.load(Ordering::Relaxed),
+                dropped: store.dropped.load(Ordering::Relaxed),
+                failed: store.failed.load(Ordering::Relaxed),
+            };
+        }
+        if let Some(webhook) = lock(&self.webhook).as_ref() {
+            status.webhook = WebhookStatus {
+                urls: webhook.urls,
+                queued: webhook.queued.load(Ordering::Relaxed),
+                down: webhook.down.load(Ordering::Relaxed),
+            };
+        }
+        status.subscribers = lock(&self.subscribers).len();
+        status.subscribers_dropped = self.dropped.load(Ordering::Relaxed);
+        status
+    }
+
+    fn has_subscribers(&self) -> bool {
+        !lock(&self.subscribers).is_empty()
+    }
+
+    /// Hands `line` to every subscriber without waiting; drops those that are full.
+    fn broadcast(&self, line: &[u8]) {
+        let mut subscribers = lock(&self.subscribers);
+        if subscribers.is_empty() {
+            return;
+        }
+        let line: Arc<[u8]> = Arc::from(line);
+        subscribers.retain(|tx| match tx.try_send(Arc::clone(&line)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                log::warn!(
+                    "a control-socket subscriber fell {SUBSCRIBER_QUEUE} records behind and was dropped ({dropped} so far)"
+                );
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+
+    /// Ends every subscription: each subscriber is sent what is queued for it, then its
+    /// connection closes.
+    fn close(&self) {
+        lock(&self.subscribers).clear();
+    }
+
+    fn subscribe(&self) -> Receiver<Arc<[u8]>> {
+        let (tx, rx) = sync_channel(SUBSCRIBER_QUEUE);
+        lock(&self.subscribers).push(tx);
+        rx
+    }
+}
+
+/// A poisoned lock only means a thread panicked while holding it; the data is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The control socket as a report output: keeps the status current and feeds subscribers.
+pub struct ControlSink {
+    control: Arc<Control>,
+    line: Vec<u8>,
+}
+
+impl ControlSink {
+    /// Feeds `control`.
+    pub fn new(control: Arc<Control>) -> Self {
+        Self {
+            control,
+            line: Vec::new(),
+        }
+    }
+}
+
+impl Sink for ControlSink {
+    fn interval(&mut self, report: &IntervalReport<'_>) -> io::Result<()> {
+        let interval = report.interval;
+        let (delta, total) = (&interval.delta, &interval.cumulative);
+        lock(&self.control.status).counts = Counts {
+            packets: total.total_packets,
+            bytes: total.total_bytes,
+            pps: interval.rate(delta.total_packets),
+            bps: interval.rate(delta.total_bytes) * 8.0,
+            sources_tracked: interval.tracked_sources as u64,
+            non_ip: total.non_ip_packets,
+            malformed: total.malformed_packets,
+            overflow: total.overflow_packets,
+            truncated: total.truncated_packets,
+        };
+        // Rendered only for someone to read it.
+        if self.control.has_subscribers() {
+            self.line.clear();
+            crate::report::json::write_interval(
+                &mut self.line,
+                report.context,
+                std::time::UNIX_EPOCH + report.at,
+                interval,
+                report.last,
+            )?;
+            self.control.broadcast(&self.line);
+        }
+        Ok(())
+    }
+
+    fn finding(&mut self, report: &FindingReport<'_>) -> io::Result<()> {
+        if let Finding::Alert(_) = report.finding
+            && let Ok(value) = serde_json::from_slice::<serde_json::Value>(report.json)
+        {
+            let mut status = lock(&self.control.status);
+            if status.last_alerts.len() == LAST_ALERTS {
+                status.last_alerts.pop_front();
+            }
+            status.last_alerts.push_back(value);
+        }
+        self.control.broadcast(report.json);
+        Ok(())
+    }
+}
+
+/// The listening socket; removed when dropped.
+pub struct ControlServer {
+    control: Arc<Control>,
+    path: PathBuf,
+    /// The socket file's inode, so that only our own file is removed.
+    inode: u64,
+    stop: Arc<AtomicBool>,
+}
+
+impl ControlServer {
+    /// Binds `path` (mode 0600) and serves `control` on a thread of its own. Refuses a path
+    /// that is a symbolic link, that another user owns, that is not a socket, or on which
+    /// another daemon answers; a socket left by a daemon that died is replaced.
+    pub fn bind(path: &Path, control: Arc<Control>) -> Result<Self, String> {
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .ok_or("has no folder")?;
+        if !dir.exists() {
+            crate::private_files::create_dir_all(dir)
+                .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        }
+        match fs::symlink_metadata(path) {
+            Ok(meta) => {
+                if meta.file_type().is_symlink() {
+                    return Err(String::from("is a symbolic link; refused"));
+                }
+                // SAFETY: geteuid has no preconditions.
+                let me = unsafe { libc::geteuid() };
+                if meta.uid() != me {
+                    return Err(format!(
+                        "is owned by uid {}, not by this user (uid {me}); refused",
+                        meta.uid()
+                    ));
+                }
+                if !meta.file_type().is_socket() {
+                    return Err(String::from("exists and is not a socket; refused"));
+                }
+                // A socket nobody answers on was left by a daemon that died: replaced below.
+                if UnixStream::connect(path).is_ok() {
+                    return Err(String::from(
+                        "another netwatch is running on it (stop it, or give this one --control PATH)",
+                    ));
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err.to_string()),
+        }
+        // Bound under a name of its own, made private, then renamed into place: the socket is
+        // never reachable with the umask's mode.
+        let file_name = path
+            .file_name()
+            .ok_or("has no file name")?
+            .to_string_lossy()
+            .into_owned();
+        let staging = dir.join(format!(".{file_name}.{}", std::process::id()));
+        let _ = fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging).map_err(|err| err.to_string())?;
+        let placed = fs::set_permissions(&staging, fs::Permissions::from_mode(0o600))
+            .and_then(|()| fs::rename(&staging, path));
+        if let Err(err) = placed {
+            let _ = fs::remove_file(&staging);
+            return Err(err.to_string());
+        }
+        let inode = fs::symlink_metadata(path)
+            .map(|meta| meta.ino())
+            .map_err(|err| err.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let shared = Arc::clone(&control);
+        thread::Builder::new()
+            .name(String::from("control"))
+            .spawn(move || accept(&listener, &shared, &flag))
+            .map_err(|err| err.to_string())?;
+        Ok(Self {
+            control,
+            path: path.to_owned(),
+            inode,
+            stop,
+        })
+    }
+
+    /// Where it listens.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        // Subscribers get the records queued for them (the final interval too), a second at
+        // most, and then their connections close.
+        self.control.close();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.control.clients.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accepting thread, which sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        if fs::symlink_metadata(&self.path).is_ok_and(|meta| meta.ino() == self.inode) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn accept(listener: &UnixListener, control: &Arc<Control>, stop: &AtomicBool) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut stream) = stream else {
+            continue;
+        };
+        if control.clients.fetch_add(1, Ordering::Relaxed) >= MAX_CLIENTS {
+            control.clients.fetch_sub(1, Ordering::Relaxed);
+            let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
+            let _ = write_line(&mut stream, &error("too many clients"));
+            continue;
+        }
+        let control = Arc::clone(control);
+        let spawned = thread::Builder::new()
+            .name(String::from("control-client"))
+            .spawn(move || {
+                serve(stream, &control);
+                control.clients.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            log::warn!("control socket: cannot start a thread for a client");
+        }
+    }
+}
+
+fn error(reason: &str) -> serde_json::Value {
+    serde_json::json!({"version": PROTOCOL_VERSION, "type": "error", "error": reason})
+}
+
+fn write_line(stream: &mut UnixStream, value: &impl Serialize) -> io::Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// One client: its request, then the answer.
+fn serve(mut stream: UnixStream, control: &Control) {
+    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut line = String::new();
+    let read = match stream.try_clone() {
+        Ok(reader) => BufReader::new(reader.take(MAX_REQUEST)).read_line(&mut line),
+        Err(err) => Err(err),
+    };
+    if read.is_err() || !line.ends_with('\n') {
+        let _ = write_line(&mut stream, &error("no request line within 1 s"));
+        return;
+    }
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(request) => request,
+        Err(err) => {
+            let _ = write_line(&mut stream, &error(&format!("bad request: {err}")));
+            return;
+        }
+    };
+    if request.version != PROTOCOL_VERSION {
+        let _ = write_line(
+            &mut stream,
+            &error(&format!(
+                "protocol version {} is not spoken here; this daemon speaks {PROTOCOL_VERSION}",
+                request.version
+            )),
+        );
+        return;
+    }
+    match request.request.as_str() {
+        "status" => {
+            let _ = write_line(&mut stream, &control.status());
+        }
+        "subscribe" => {
+            let records = control.subscribe();
+            let hello = serde_json::json!({
+                "version": PROTOCOL_VERSION,
+                "type": "hello",
+                "pid": std::process::id(),
+                "queue": SUBSCRIBER_QUEUE,
+            });
+            if write_line(&mut stream, &hello).is_err() {
+                return;
+            }
+            // Until the daemon drops this subscriber (it fell behind, or the daemon stops)
+            // or the client goes away.
+            for record in records {
+                if stream.write_all(&record).is_err() {
+                    break;
+                }
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        other => {
+            let _ = write_line(
+                &mut stream,
+                &error(&format!(
+                    "unknown request {:?}: status or subscribe",
+                    crate::report::escape(other)
+                )),
+            );
+        }
+    }
+}
+
+/// Sends `request` to the daemon at `path`; returns its connection, the request sent.
+pub fn connect(path: &Path, request: &str) -> io::Result<BufReader<UnixStream>> {
+    let mut stream = UnixStream::connect(path)?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write_line(
+        &mut stream,
+        &Request {
+            version: PROTOCOL_VERSION,
+            request: request.to_owned(),
+        },
+    )?;
+    Ok(BufReader::new(stream))
+}
