@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(tally.alerts.get(&AlertKind::Suppressed), Some(&1));
         let text = metrics.render();
         assert!(
-            text.contains("netwatch_alerts_suppressed_total 7\n"),
+            text.contains("netwatch_alerts_suppressed_total{iface=\"eth0\"} 7\n"),
             "{text}"
         );
     }

@@ -75,25 +75,28 @@ fn every_metric_the_dashboard_queries_is_exported() {
     // A running netwatch: attached, one interval with one source seen.
     let metrics = Metrics::new(10).unwrap_or_else(|err| panic!("{err}"));
     metrics.set_attach("eth0", "driver", "per-cpu", 1024);
-    metrics.observe_interval(&Interval {
-        elapsed: Duration::from_secs(1),
-        delta: GlobalStats::default(),
-        cumulative: GlobalStats::default(),
-        sources: vec![SourceDelta {
-            addr: "192.0.2.1".parse().unwrap_or_else(|err| panic!("{err}")),
-            stats: SourceStats {
-                packets: 1,
-                bytes: 60,
-                ..SourceStats::default()
-            },
-            spread: Spread::default(),
-        }],
-        tracked_sources: 1,
-        evicted_sources: 0,
-        unattributed: Volume::default(),
-        unattributed_before: Volume::default(),
-        overflow_reflected_port: 0,
-    });
+    metrics.observe_interval(
+        "eth0",
+        &Interval {
+            elapsed: Duration::from_secs(1),
+            delta: GlobalStats::default(),
+            cumulative: GlobalStats::default(),
+            sources: vec![SourceDelta {
+                addr: "192.0.2.1".parse().unwrap_or_else(|err| panic!("{err}")),
+                stats: SourceStats {
+                    packets: 1,
+                    bytes: 60,
+                    ..SourceStats::default()
+                },
+                spread: Spread::default(),
+            }],
+            tracked_sources: 1,
+            evicted_sources: 0,
+            unattributed: Volume::default(),
+            unattributed_before: Volume::default(),
+            overflow_reflected_port: 0,
+        },
+    );
     let exported = metrics.render();
     let mut queried = BTreeSet::new();
     for panel in dashboard["panels"].as_array().into_iter().flatten() {

@@ -141,7 +141,12 @@ fn promtool_accepts_the_metrics_and_prometheus_scrapes_the_count_sent() {
         .unwrap_or_else(|err| panic!("GET /metrics: {err}"));
     let read_seconds = body
         .lines()
-        .find_map(|line| line.strip_prefix("netwatch_map_read_seconds "))
+        .find_map(|line| {
+            line.strip_prefix(&format!(
+                "netwatch_map_read_seconds{{iface=\"{}\"}} ",
+                pair.monitor_if
+            ))
+        })
         .and_then(|value| value.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no netwatch_map_read_seconds: {body}"));
     assert!(read_seconds > 0.0, "the map read was not recorded");

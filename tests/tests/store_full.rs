@@ -33,6 +33,7 @@ fn finding(n: i64) -> FindingRow {
         record: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(2_000)),
         attack: None,
         sources: None,
+        iface: String::from("eth0"),
     }
 }
 

@@ -435,7 +435,7 @@ fn tick(
             );
             continue;
         }
-        metrics.set_map_read(started.elapsed());
+        metrics.set_map_read(&link.iface, started.elapsed());
         let now = Instant::now();
         let elapsed = now - reading.last;
         reading.last = now;

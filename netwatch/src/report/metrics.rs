@@ -17,8 +17,7 @@ use std::{
 };
 
 use prometheus::{
-    Encoder as _, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder as _, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use super::{
@@ -33,24 +32,27 @@ use crate::{
 /// Every metric netwatch exports.
 pub struct Metrics {
     registry: Registry,
-    packets: IntCounter,
-    bytes: IntCounter,
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
     protocol_packets: IntCounterVec,
     blind_spots: IntCounterVec,
-    unattributed: IntGauge,
+    unattributed: IntGaugeVec,
     samples: IntCounterVec,
-    evicted: IntCounter,
-    sources_tracked: IntGauge,
-    sources_capacity: IntGauge,
-    map_read: Gauge,
+    evicted: IntCounterVec,
+    sources_tracked: IntGaugeVec,
+    sources_capacity: IntGaugeVec,
+    map_read: GaugeVec,
     alerts: IntCounterVec,
-    suppressed: IntCounter,
+    suppressed: IntCounterVec,
     streams: IntGaugeVec,
     store_waiting: IntGauge,
     events: IntCounterVec,
     attach: IntGaugeVec,
     source_pps: GaugeVec,
     source_bps: GaugeVec,
+    /// The sources of each interface in the per-source series now, removed at its next
+    /// interval.
+    shown: Mutex<std::collections::HashMap<String, Vec<String>>>,
     top: usize,
 }
 
@@ -86,11 +88,17 @@ impl Metrics {
         let metrics = Self {
             packets: register(
                 r,
-                IntCounter::new("netwatch_packets_total", "Frames seen by the XDP program")?,
+                IntCounterVec::new(
+                    Opts::new("netwatch_packets_total", "Frames seen by the XDP program"),
+                    &["iface"],
+                )?,
             )?,
             bytes: register(
                 r,
-                IntCounter::new("netwatch_bytes_total", "Bytes of the frames seen")?,
+                IntCounterVec::new(
+                    Opts::new("netwatch_bytes_total", "Bytes of the frames seen"),
+                    &["iface"],
+                )?,
             )?,
             protocol_packets: register(
                 r,
@@ -99,7 +107,7 @@ impl Metrics {
                         "netwatch_protocol_packets_total",
                         "Frames attributed to a source, by protocol",
                     ),
-                    &["protocol"],
+                    &["iface", "protocol"],
                 )?,
             )?,
             blind_spots: register(
@@ -109,14 +117,17 @@ impl Metrics {
                         "netwatch_blind_spot_packets_total",
                         "Frames in a blind spot: non_ip, malformed, overflow (no source); truncated (counted for their source too)",
                     ),
-                    &["kind"],
+                    &["iface", "kind"],
                 )?,
             )?,
             unattributed: register(
                 r,
-                IntGauge::new(
-                    "netwatch_unattributed_packets",
-                    "Frames in the total that no source reading accounts for yet (in flight while read)",
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_unattributed_packets",
+                        "Frames in the total that no source reading accounts for yet (in flight while read)",
+                    ),
+                    &["iface"],
                 )?,
             )?,
             samples: register(
@@ -126,42 +137,57 @@ impl Metrics {
                         "netwatch_samples_total",
                         "Payload samples: taken, capped by the rate, lost to a full ring",
                     ),
-                    &["outcome"],
+                    &["iface", "outcome"],
                 )?,
             )?,
             evicted: register(
                 r,
-                IntCounter::new(
-                    "netwatch_evicted_sources_total",
-                    "Idle sources whose kernel slot was taken back after their last reading",
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_evicted_sources_total",
+                        "Idle sources whose kernel slot was taken back after their last reading",
+                    ),
+                    &["iface"],
                 )?,
             )?,
             sources_tracked: register(
                 r,
-                IntGauge::new(
-                    "netwatch_sources_tracked",
-                    "Sources holding a slot in the kernel",
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_sources_tracked",
+                        "Sources holding a slot in the kernel",
+                    ),
+                    &["iface"],
                 )?,
             )?,
             sources_capacity: register(
                 r,
-                IntGauge::new(
-                    "netwatch_sources_capacity",
-                    "Slots for sources in the kernel (--max-sources)",
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_sources_capacity",
+                        "Slots for sources in the kernel (--max-sources)",
+                    ),
+                    &["iface"],
                 )?,
             )?,
             alerts: register(
                 r,
                 IntCounterVec::new(
-                    Opts::new("netwatch_alerts_total", "Alert lines, by kind and state"),
-                    &["kind", "state"],
+                    Opts::new(
+                        "netwatch_alerts_total",
+                        "Alert lines, by kind and state (iface \"all\": the sum of several)",
+                    ),
+                    &["iface", "kind", "state"],
                 )?,
             )?,
             suppressed: register(
                 r,
-                IntCounter::new(
-                    "netwatch_alerts_suppressed_total",
-                    "Alert lines left out over the per-interval cap (detect.max_alerts)",
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_alerts_suppressed_total",
+                        "Alert lines left out over the per-interval cap (detect.max_alerts)",
+                    ),
+                    &["iface"],
                 )?,
             )?,
             store_waiting: register(
@@ -178,14 +204,14 @@ impl Metrics {
                         "netwatch_http_requests_incomplete",
                         "HTTP requests gathered across segments and reported incomplete since start: dropped for room, cut at the byte bound, timed out",
                     ),
-                    &["outcome"],
+                    &["iface", "outcome"],
                 )?,
             )?,
             events: register(
                 r,
                 IntCounterVec::new(
                     Opts::new("netwatch_events_total", "Inspection events, by event"),
-                    &["event"],
+                    &["iface", "event"],
                 )?,
             )?,
             attach: register(
@@ -200,11 +226,14 @@ impl Metrics {
             )?,
             map_read: register(
                 r,
-                Gauge::with_opts(Opts::new(
-                    "netwatch_map_read_seconds",
-                    "Time the last reading of the kernel's maps took (the slots read, per-CPU \
-                     values summed, idle slots reclaimed); the interval minus this is the slack",
-                ))?,
+                GaugeVec::new(
+                    Opts::new(
+                        "netwatch_map_read_seconds",
+                        "Time the last reading of the kernel's maps took (the slots read, per-CPU \
+                         values summed, idle slots reclaimed); the interval minus this is the slack",
+                    ),
+                    &["iface"],
+                )?,
             )?,
             source_pps: register(
                 r,
@@ -213,7 +242,7 @@ impl Metrics {
                         "netwatch_source_packets_per_second",
                         "Packet rate of the top sources in the last interval",
                     ),
-                    &["source"],
+                    &["iface", "source"],
                 )?,
             )?,
             source_bps: register(
@@ -223,57 +252,74 @@ impl Metrics {
                         "netwatch_source_bits_per_second",
                         "Bit rate of the top sources in the last interval",
                     ),
-                    &["source"],
+                    &["iface", "source"],
                 )?,
             )?,
             registry,
+            shown: Mutex::new(std::collections::HashMap::new()),
             top,
         };
-        metrics.zero_known_series();
         Ok(metrics)
     }
 
-    /// Creates every labelled series that can be known in advance at 0, so that dashboards
+    /// Creates every series of `iface` that can be known in advance at 0, so that dashboards
     /// and alert rules see zero rather than no data.
-    fn zero_known_series(&self) {
+    fn zero_known_series(&self, iface: &str) {
+        self.packets.with_label_values(&[iface]);
+        self.bytes.with_label_values(&[iface]);
+        self.evicted.with_label_values(&[iface]);
+        self.suppressed.with_label_values(&[iface]);
         for protocol in ["tcp", "udp", "icmp", "other"] {
-            self.protocol_packets.with_label_values(&[protocol]);
+            self.protocol_packets.with_label_values(&[iface, protocol]);
         }
         for kind in ["non_ip", "malformed", "overflow", "truncated"] {
-            self.blind_spots.with_label_values(&[kind]);
+            self.blind_spots.with_label_values(&[iface, kind]);
         }
         for outcome in ["sampled", "capped", "ring_full", "truncated"] {
-            self.samples.with_label_values(&[outcome]);
+            self.samples.with_label_values(&[iface, outcome]);
+        }
+        for outcome in ["dropped", "cut", "timed_out"] {
+            self.streams.with_label_values(&[iface, outcome]);
         }
         for kind in AlertKind::ALL {
             for state in AlertState::ALL {
-                self.alerts.with_label_values(&[kind.name(), state.name()]);
+                self.alerts
+                    .with_label_values(&[iface, kind.name(), state.name()]);
             }
         }
         for event in ["credential", "http", "dns", "keyword"] {
-            self.events.with_label_values(&[event]);
+            self.events.with_label_values(&[iface, event]);
         }
     }
 
     /// Records where and how the program is attached, the kind of source map and its
-    /// capacity.
+    /// capacity; every series of the interface starts at 0.
     pub fn set_attach(&self, iface: &str, mode: &str, source_map: &str, capacity: u32) {
         self.attach
             .with_label_values(&[iface, mode, source_map])
             .set(1);
-        self.sources_capacity.set(i64::from(capacity));
+        self.sources_capacity
+            .with_label_values(&[iface])
+            .set(i64::from(capacity));
+        self.zero_known_series(iface);
     }
 
-    /// Records how long the last reading of the maps took.
-    pub fn set_map_read(&self, took: Duration) {
-        self.map_read.set(took.as_secs_f64());
+    /// Records how long the last reading of `iface`'s maps took.
+    pub fn set_map_read(&self, iface: &str, took: Duration) {
+        self.map_read
+            .with_label_values(&[iface])
+            .set(took.as_secs_f64());
     }
 
-    /// Folds one interval in.
-    pub fn observe_interval(&self, interval: &Interval) {
+    /// Folds one interval of `iface` in.
+    pub fn observe_interval(&self, iface: &str, interval: &Interval) {
         let delta = &interval.delta;
-        self.packets.inc_by(delta.total_packets);
-        self.bytes.inc_by(delta.total_bytes);
+        self.packets
+            .with_label_values(&[iface])
+            .inc_by(delta.total_packets);
+        self.bytes
+            .with_label_values(&[iface])
+            .inc_by(delta.total_bytes);
         let mut protocols = [0u64; 4];
         for source in &interval.sources {
             protocols[0] += source.stats.tcp_packets;
@@ -283,7 +329,7 @@ impl Metrics {
         }
         for (name, count) in ["tcp", "udp", "icmp", "other"].iter().zip(protocols) {
             self.protocol_packets
-                .with_label_values(&[name])
+                .with_label_values(&[iface, name])
                 .inc_by(count);
         }
         for (kind, count) in [
@@ -292,7 +338,9 @@ impl Metrics {
             ("overflow", delta.overflow_packets),
             ("truncated", delta.truncated_packets),
         ] {
-            self.blind_spots.with_label_values(&[kind]).inc_by(count);
+            self.blind_spots
+                .with_label_values(&[iface, kind])
+                .inc_by(count);
         }
         for (outcome, count) in [
             ("sampled", delta.sampled_packets),
@@ -300,40 +348,54 @@ impl Metrics {
             ("ring_full", delta.sample_ring_full_packets),
             ("truncated", delta.sample_truncated_packets),
         ] {
-            self.samples.with_label_values(&[outcome]).inc_by(count);
+            self.samples
+                .with_label_values(&[iface, outcome])
+                .inc_by(count);
         }
         self.unattributed
+            .with_label_values(&[iface])
             .set(i64::try_from(interval.unattributed.packets).unwrap_or(i64::MAX));
-        self.evicted.inc_by(interval.evicted_sources);
+        self.evicted
+            .with_label_values(&[iface])
+            .inc_by(interval.evicted_sources);
         self.sources_tracked
+            .with_label_values(&[iface])
             .set(i64::try_from(interval.tracked_sources).unwrap_or(i64::MAX));
-        self.source_pps.reset();
-        self.source_bps.reset();
+        let mut shown = self
+            .shown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sources = shown.entry(iface.to_owned()).or_default();
+        for name in sources.drain(..) {
+            let _ = self.source_pps.remove_label_values(&[iface, &name]);
+            let _ = self.source_bps.remove_label_values(&[iface, &name]);
+        }
         for source in interval.sources.iter().take(self.top) {
             let name = source.addr.to_string();
             self.source_pps
-                .with_label_values(&[&name])
+                .with_label_values(&[iface, &name])
                 .set(interval.rate(source.stats.packets));
             self.source_bps
-                .with_label_values(&[&name])
+                .with_label_values(&[iface, &name])
                 .set(interval.rate(source.stats.bytes) * 8.0);
+            sources.push(name);
         }
     }
 
     /// Counts an alert line.
-    pub fn alert(&self, kind: &str, state: &str) {
-        self.alerts.with_label_values(&[kind, state]).inc();
+    pub fn alert(&self, iface: &str, kind: &str, state: &str) {
+        self.alerts.with_label_values(&[iface, kind, state]).inc();
     }
 
-    /// Records what the HTTP streams dropped, cut or timed out so far.
-    pub fn set_streams(&self, counts: crate::inspect::http::StreamCounts) {
+    /// Records what the HTTP streams of `iface` dropped, cut or timed out so far.
+    pub fn set_streams(&self, iface: &str, counts: crate::inspect::http::StreamCounts) {
         for (outcome, count) in [
             ("dropped", counts.dropped),
             ("cut", counts.cut),
             ("timed_out", counts.timed_out),
         ] {
             self.streams
-                .with_label_values(&[outcome])
+                .with_label_values(&[iface, outcome])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
@@ -345,13 +407,13 @@ impl Metrics {
     }
 
     /// Counts alert lines left out over the cap.
-    pub fn suppressed(&self, count: u64) {
-        self.suppressed.inc_by(count);
+    pub fn suppressed(&self, iface: &str, count: u64) {
+        self.suppressed.with_label_values(&[iface]).inc_by(count);
     }
 
     /// Counts an event.
-    pub fn event(&self, name: &str) {
-        self.events.with_label_values(&[name]).inc();
+    pub fn event(&self, iface: &str, name: &str) {
+        self.events.with_label_values(&[iface, name]).inc();
     }
 
     /// The text exposition format (version 0.0.4).
@@ -384,8 +446,9 @@ impl Sink for MetricsSink {
             // Prometheus sums the interfaces itself.
             return Ok(());
         }
-        self.metrics.observe_interval(report.interval);
-        self.metrics.set_streams(report.streams);
+        let iface = &report.context.iface;
+        self.metrics.observe_interval(iface, report.interval);
+        self.metrics.set_streams(iface, report.streams);
         if let Some(store) = &self.store {
             self.metrics
                 .set_store_waiting(store.waiting.load(Ordering::Relaxed));
@@ -396,12 +459,13 @@ impl Sink for MetricsSink {
     fn finding(&mut self, report: &FindingReport<'_>) -> io::Result<()> {
         match report.finding {
             Finding::Alert(alert) => {
-                self.metrics.alert(alert.kind.name(), alert.state.name());
+                self.metrics
+                    .alert(report.iface, alert.kind.name(), alert.state.name());
                 if alert.kind == AlertKind::Suppressed {
-                    self.metrics.suppressed(alert.observed as u64);
+                    self.metrics.suppressed(report.iface, alert.observed as u64);
                 }
             }
-            Finding::Event(event) => self.metrics.event(event.kind.name()),
+            Finding::Event(event) => self.metrics.event(report.iface, event.kind.name()),
         }
         Ok(())
     }
@@ -577,27 +641,37 @@ mod tests {
     }
 
     #[test]
-    fn counters_accumulate_and_per_source_series_are_bounded() {
+    fn counters_accumulate_per_interface_and_per_source_series_are_bounded() {
         let metrics = Metrics::new(0).unwrap();
-        metrics.observe_interval(&interval());
-        metrics.observe_interval(&interval());
-        metrics.alert("spike_pps", "start");
+        metrics.observe_interval("eth0", &interval());
+        metrics.observe_interval("eth0", &interval());
+        metrics.observe_interval("eth1", &interval());
+        metrics.alert("eth0", "spike_pps", "start");
         let text = metrics.render();
-        assert!(text.contains("netwatch_packets_total 24\n"), "{text}");
         assert!(
-            text.contains("netwatch_protocol_packets_total{protocol=\"udp\"} 20\n"),
+            text.contains("netwatch_packets_total{iface=\"eth0\"} 24\n"),
             "{text}"
         );
         assert!(
-            text.contains("netwatch_blind_spot_packets_total{kind=\"non_ip\"} 4\n"),
+            text.contains("netwatch_packets_total{iface=\"eth1\"} 12\n"),
             "{text}"
         );
         assert!(
-            text.contains("netwatch_samples_total{outcome=\"sampled\"} 2\n"),
+            text.contains("netwatch_protocol_packets_total{iface=\"eth0\",protocol=\"udp\"} 20\n"),
             "{text}"
         );
         assert!(
-            text.contains("netwatch_alerts_total{kind=\"spike_pps\",state=\"start\"} 1\n"),
+            text.contains("netwatch_blind_spot_packets_total{iface=\"eth0\",kind=\"non_ip\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netwatch_samples_total{iface=\"eth0\",outcome=\"sampled\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "netwatch_alerts_total{iface=\"eth0\",kind=\"spike_pps\",state=\"start\"} 1\n"
+            ),
             "{text}"
         );
         assert!(
@@ -605,11 +679,33 @@ mod tests {
             "top 0: {text}"
         );
         let metrics = Metrics::new(5).unwrap();
-        metrics.observe_interval(&interval());
+        metrics.observe_interval("eth0", &interval());
+        metrics.observe_interval("eth1", &interval());
+        let text = metrics.render();
+        for iface in ["eth0", "eth1"] {
+            assert!(
+                text.contains(&format!(
+                    "netwatch_source_packets_per_second{{iface=\"{iface}\",source=\"192.0.2.1\"}} 10\n"
+                )),
+                "{text}"
+            );
+        }
+        // The next interval of eth0 has no source: its series go, eth1's stay.
+        metrics.observe_interval(
+            "eth0",
+            &Interval {
+                sources: Vec::new(),
+                ..interval()
+            },
+        );
+        let text = metrics.render();
         assert!(
-            metrics
-                .render()
-                .contains("netwatch_source_packets_per_second{source=\"192.0.2.1\"} 10\n")
+            !text.contains("netwatch_source_packets_per_second{iface=\"eth0\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("netwatch_source_packets_per_second{iface=\"eth1\""),
+            "{text}"
         );
     }
 

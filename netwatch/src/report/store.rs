@@ -230,6 +230,7 @@ impl Sink for StoreSink {
             record: String::from_utf8_lossy(report.json).trim_end().to_owned(),
             attack,
             sources,
+            iface: report.iface.to_owned(),
         });
         Ok(())
     }

@@ -90,6 +90,8 @@ pub struct FindingRow {
     pub attack: Option<String>,
     /// How many sources an alert for many sources stands for.
     pub sources: Option<u64>,
+    /// The interface it was seen on (`all`: the sum of several).
+    pub iface: String,
 }
 
 /// A source's traffic summed over a period.
@@ -176,8 +178,8 @@ impl Store {
         self.in_transaction(|tx| {
             for finding in findings {
                 tx.execute(
-                    "INSERT INTO findings (ts_ms, type, kind, subject, record, attack, sources)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO findings (ts_ms, type, kind, subject, record, attack, sources, iface)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         finding.ts_ms,
                         finding.kind_of_record,
@@ -186,6 +188,7 @@ impl Store {
                         finding.record,
                         finding.attack,
                         finding.sources.map(to_i64),
+                        finding.iface,
                     ],
                 )?;
                 for url in webhooks {
@@ -369,6 +372,7 @@ mod tests {
             record: format!("{{\"n\":{n}}}"),
             attack: None,
             sources: None,
+            iface: String::from("eth0"),
         };
         let urls = [String::from("http://a/"), String::from("http://b/")];
         store

@@ -90,6 +90,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX findings_attack ON findings (attack, ts_ms) WHERE attack IS NOT NULL;
      ALTER TABLE interval_sources ADD COLUMN fragments INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE interval_sources ADD COLUMN reflected INTEGER NOT NULL DEFAULT 0;",
+    // 4: the interface of each alert and event (`all`: the sum of several), as intervals
+    // have it. Rows from before read as none (their JSON record has it).
+    "ALTER TABLE findings ADD COLUMN iface TEXT;",
 ];
 
 const LEARNING_STARTED: &str = "learning_started_ms";
@@ -398,21 +401,27 @@ mod tests {
                     record: "{}".into(),
                     attack: Some("reflection".into()),
                     sources: Some(200),
+                    iface: "eth1".into(),
                 }],
                 &[],
             )
             .unwrap();
-        let rows: Vec<(i64, Option<String>, Option<i64>)> = store
+        let rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)> = store
             .conn
-            .prepare("SELECT ts_ms, attack, sources FROM findings ORDER BY ts_ms")
+            .prepare("SELECT ts_ms, attack, sources, iface FROM findings ORDER BY ts_ms")
             .unwrap()
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(
             rows,
-            [(1, None, None), (2, Some("reflection".into()), Some(200))]
+            [
+                (1, None, None, None),
+                (2, Some("reflection".into()), Some(200), Some("eth1".into()))
+            ]
         );
         let _ = fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
