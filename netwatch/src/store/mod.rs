@@ -406,7 +406,9 @@ mod tests {
                 &[],
             )
             .unwrap();
-        let rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)> = store
+        // ts_ms, attack, sources, iface.
+        type Row = (i64, Option<String>, Option<i64>, Option<String>);
+        let rows: Vec<Row> = store
             .conn
             .prepare("SELECT ts_ms, attack, sources, iface FROM findings ORDER BY ts_ms")
             .unwrap()
