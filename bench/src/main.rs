@@ -24,6 +24,7 @@ use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Tr
 
 mod capture;
 mod contention;
+mod interfaces;
 mod scale;
 
 #[derive(Parser)]
@@ -568,6 +569,7 @@ fn main() -> Result<()> {
                 &mut report,
             )?,
             "scale" => scale::scale(&mut report)?,
+            "interfaces" => interfaces::interfaces(&mut report)?,
             "contention" => contention::contention(&mut report)?,
             "cost" => cost_table(
                 &mut Datapath::load(LoadOptions::default()).context("loading netwatch")?,
@@ -576,7 +578,9 @@ fn main() -> Result<()> {
                 trials,
                 &mut report,
             )?,
-            other => anyhow::bail!("unknown section {other:?}: cost, contention, capture or scale"),
+            other => anyhow::bail!(
+                "unknown section {other:?}: cost, contention, capture, scale or interfaces"
+            ),
         }
         print!("{report}");
         return Ok(());
@@ -609,6 +613,7 @@ fn main() -> Result<()> {
         .join("netwatch");
     capture::capture_at_rate(&netwatch, &mut report)?;
     scale::scale(&mut report)?;
+    interfaces::interfaces(&mut report)?;
     print!("{report}");
     if let Some(path) = write {
         fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
