@@ -40,11 +40,8 @@ fn memlock_of(ids: &BTreeSet<u32>) -> u64 {
         .filter(|map| ids.contains(&map.id()))
         .filter_map(|map| {
             let fd = map.fd().ok()?;
-            let fdinfo = fs::read_to_string(format!(
-                "/proc/self/fdinfo/{}",
-                fd.as_fd().as_raw_fd()
-            ))
-            .ok()?;
+            let fdinfo =
+                fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).ok()?;
             fdinfo
                 .lines()
                 .find_map(|line| line.strip_prefix("memlock:"))
@@ -179,8 +176,7 @@ pub fn interfaces(report: &mut String) -> Result<()> {
     let (first, last) = (&rows[0], &rows[rows.len() - 1]);
     let added = (last.count - first.count) as f64;
     let memlock_each = (last.memlock as f64 - first.memlock as f64) / added / (1024.0 * 1024.0);
-    let harvest_each =
-        (last.harvest.as_secs_f64() - first.harvest.as_secs_f64()) * 1000.0 / added;
+    let harvest_each = (last.harvest.as_secs_f64() - first.harvest.as_secs_f64()) * 1000.0 / added;
     writeln!(
         report,
         "\nFrom {} to {} interfaces, each added interface cost {memlock_each:.1} MiB of kernel \

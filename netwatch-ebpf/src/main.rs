@@ -26,6 +26,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, ProgramArray, Queue, RingBuf},
     programs::XdpContext,
 };
+use aya_log_ebpf::{debug, warn};
 use netwatch_common::{
     CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
     PORT_BITMAP_BITS, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP,
@@ -189,7 +190,7 @@ fn run<T: SourceTable>(ctx: &XdpContext) -> u32 {
 /// runs it with BPF_PROG_TEST_RUN, as many times as the job has slots (it is never attached):
 /// a few dozen nanoseconds per slot in the kernel instead of a syscall each.
 #[xdp]
-pub fn queue_free_slots(_ctx: XdpContext) -> u32 {
+pub fn queue_free_slots(ctx: XdpContext) -> u32 {
     let Some(job) = QUEUE_JOB.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -206,8 +207,18 @@ pub fn queue_free_slots(_ctx: XdpContext) -> u32 {
             None => return xdp_action::XDP_PASS,
         }
     };
+    // The one diagnostic of the kernel side (aya-log), written while slots are queued at
+    // load and at a reclaim: never on a packet's path.
     if FREE_SLOTS.push(slot, 0).is_ok() {
         job.next += 1;
+        if job.next == job.end {
+            debug!(&ctx, "the kernel queued free slots up to {}", job.end);
+        }
+    } else {
+        warn!(
+            &ctx,
+            "the free-slot queue refused slot {}: it waits for the next reclaim", slot
+        );
     }
     xdp_action::XDP_PASS
 }

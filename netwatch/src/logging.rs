@@ -5,7 +5,8 @@
 //! the entry's level.
 //!
 //! The level is `--log-level`, else `RUST_LOG` (a level name, or `netwatch=LEVEL` among other
-//! directives), else `info`. Messages that carry what a sender put in a packet are escaped
+//! directives), else `info`; it applies to netwatch and its kernel side (aya-log records,
+//! target `netwatch_xdp`), while the libraries it uses are heard only when they warn. Messages that carry what a sender put in a packet are escaped
 //! where they are made (see [`report::escape`](crate::report::escape)).
 
 use std::{io::Write as _, os::fd::AsRawFd as _, str::FromStr as _};
@@ -20,7 +21,10 @@ struct Stderr {
 
 impl Log for Stderr {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        // netwatch's own messages, and its kernel side's (target `netwatch_xdp`), at the
+        // level asked; the libraries' (aya, rustls, ...) only when they warn.
+        let ours = metadata.target().starts_with("netwatch");
+        metadata.level() <= log::max_level() && (ours || metadata.level() <= Level::Warn)
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -34,10 +38,16 @@ impl Log for Stderr {
             Level::Debug => (7, "debug: "),
             Level::Trace => (7, "trace: "),
         };
+        // One line whatever the message holds.
+        let message = record
+            .args()
+            .to_string()
+            .replace('\r', "\\r")
+            .replace('\n', "\\n");
         let line = if self.journald {
-            format!("<{priority}>netwatch: {label}{}\n", record.args())
+            format!("<{priority}>netwatch: {label}{message}\n")
         } else {
-            format!("netwatch: {label}{}\n", record.args())
+            format!("netwatch: {label}{message}\n")
         };
         // One write a line, so that lines from several threads never mix; a closed stderr
         // loses the log, never the monitoring.

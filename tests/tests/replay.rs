@@ -806,3 +806,37 @@ fn a_sliver_of_an_interval_and_a_time_jump_raise_nothing() {
         }
     }
 }
+
+/// The log: one line a message, `netwatch: ` first; `--log-level debug` adds the kernel side's
+/// own diagnostic (aya-log, written while the free slots are queued at load), and not the
+/// libraries' debug output; `RUST_LOG` does the same; the default leaves it out.
+#[test]
+fn the_log_level_brings_in_the_kernel_sides_diagnostics() {
+    if !privileged("the_log_level_brings_in_the_kernel_sides_diagnostics") {
+        return;
+    }
+    let capture = pcaps_dir().join("dns.pcap");
+    let capture = capture.to_string_lossy();
+    let kernel_line = "debug: the kernel queued free slots up to 65536";
+    let stderr_of = |output: Output| {
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let debug = stderr_of(replay(&[&capture, "--log-level", "debug"]));
+    assert!(debug.contains(kernel_line), "{debug}");
+    assert!(
+        debug.lines().all(|line| line.starts_with("netwatch: ")),
+        "{debug}"
+    );
+    assert!(!debug.contains("BPF Feature Detection"), "{debug}");
+    let env = Command::new(netwatch_bin())
+        .args(["replay", &capture])
+        .env("RUST_LOG", "warn,netwatch=debug")
+        .output()
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(stderr_of(env).contains(kernel_line));
+    let default = stderr_of(replay(&[&capture]));
+    assert!(!default.contains("debug:"), "{default}");
+    let quiet = stderr_of(replay(&[&capture, "--log-level", "error"]));
+    assert!(quiet.is_empty(), "{quiet}");
+}

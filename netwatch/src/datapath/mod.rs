@@ -25,6 +25,7 @@ use aya::{
     },
     util::KernelVersion,
 };
+use aya_log::EbpfLogger;
 use netwatch_common::{
     CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GlobalStats, PROGRAM_NAME, QUEUE_JOB_MAP,
     QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
@@ -317,6 +318,8 @@ pub struct Datapath {
     jobs: QueueJobs,
     /// What the last snapshot's reclaim did.
     last_reclaim: Reclaim,
+    /// The kernel side's diagnostics (aya-log), read after each queueing of slots.
+    diagnostics: Option<EbpfLogger<&'static dyn log::Log>>,
 }
 
 /// The reclaim at the end of a snapshot (see [`Datapath::snapshot`]).
@@ -364,6 +367,7 @@ impl Datapath {
         let values = max_sources
             .checked_mul(regions as u32)
             .ok_or(DatapathError::TooManySources { max_sources, cpus })?;
+        let log_level = log::max_level() as u8;
         let mut ebpf = load_object(
             NETWATCH_OBJECT,
             &[source_map.program(), QUEUE_PROGRAM_NAME],
@@ -374,8 +378,13 @@ impl Datapath {
                 loader.map_max_entries(STAGED_SLOTS_MAP, max_sources);
                 loader.map_max_entries(SOURCE_VALUES_MAP, values);
                 loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
+                // The kernel side writes no diagnostic the log would drop.
+                loader.override_global(aya_log::LEVEL, &log_level, true);
             },
         )?;
+        let mut diagnostics = EbpfLogger::init(&mut ebpf)
+            .inspect_err(|err| log::debug!("the kernel side's diagnostics are not read: {err}"))
+            .ok();
         install_sampler(&mut ebpf)?;
         set_regions(&mut ebpf, cpus, if regions == 1 { 0 } else { max_sources })?;
         let ring = ebpf
@@ -396,6 +405,9 @@ impl Datapath {
                 _pad: 0,
             },
         )?;
+        if let Some(diagnostics) = &mut diagnostics {
+            diagnostics.flush();
+        }
         if queued != max_sources {
             return Err(DatapathError::FillSlots {
                 queued,
@@ -424,6 +436,7 @@ impl Datapath {
             slots,
             jobs,
             last_reclaim: Reclaim::default(),
+            diagnostics,
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
@@ -680,6 +693,9 @@ impl Datapath {
                     _pad: 0,
                 },
             )?;
+            if let Some(diagnostics) = &mut self.diagnostics {
+                diagnostics.flush();
+            }
             self.slots.released(queued as usize)
         } else {
             Vec::new()
