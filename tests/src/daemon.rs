@@ -135,24 +135,8 @@ impl Daemon {
     /// Sends `signal`, waits for the exit (bounded) and returns the status with the rest of
     /// stdout and stderr.
     pub fn stop(&mut self, signal: i32) -> (ExitStatus, Vec<String>, Vec<String>) {
-        let mut child = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("already stopped"));
-        let pid = i32::try_from(child.id()).unwrap_or_else(|err| panic!("{err}"));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, signal) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                other => {
-                    let _ = child.kill();
-                    panic!("netwatch did not exit within 10s of signal {signal}: {other:?}");
-                }
-            }
-        };
+        self.signal(signal);
+        let status = self.exit_within(Duration::from_secs(10), &format!("signal {signal}"));
         let stdout = self.stdout.iter().collect();
         let mut stderr = std::mem::take(&mut self.stderr_seen);
         stderr.extend(self.stderr.iter());
@@ -169,23 +153,28 @@ impl Daemon {
 
     /// Waits for the process to exit by itself (bounded) and returns status and stderr.
     pub fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let status = self.exit_within(STARTUP, "start");
+        let stderr: Vec<String> = self.stderr.iter().collect();
+        (status, stderr.join("\n"))
+    }
+
+    /// Waits up to `bound` for the process to exit, after `what`; kills it and panics past it.
+    fn exit_within(&mut self, bound: Duration, what: &str) -> ExitStatus {
         let mut child = self
             .child
             .take()
             .unwrap_or_else(|| panic!("already stopped"));
-        let deadline = Instant::now() + STARTUP;
-        let status = loop {
+        let deadline = Instant::now() + bound;
+        loop {
             match child.try_wait() {
-                Ok(Some(status)) => break status,
+                Ok(Some(status)) => return status,
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
                 other => {
                     let _ = child.kill();
-                    panic!("netwatch did not exit within {STARTUP:?}: {other:?}");
+                    panic!("netwatch did not exit within {bound:?} of its {what}: {other:?}");
                 }
             }
-        };
-        let stderr: Vec<String> = self.stderr.iter().collect();
-        (status, stderr.join("\n"))
+        }
     }
 }
 
