@@ -56,7 +56,31 @@ pub struct StatusArgs {
 }
 
 fn parse_iface(text: &str) -> Result<String, String> {
-    crate::config::check_iface_name(text).map(|()| text.to_owned())
+    check_iface_name(text).map(|()| text.to_owned())
+}
+
+/// An interface name Linux could have: 1 to 15 bytes, no `/`, whitespace or NUL, and not
+/// `all` (which names the sum of the interfaces in every record) or `.`/`..`.
+pub fn check_iface_name(iface: &str) -> Result<(), String> {
+    if iface.is_empty() || iface.len() > 15 {
+        return Err(format!(
+            "{iface:?} is not an interface name (1 to 15 bytes)"
+        ));
+    }
+    if iface
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        || iface == "."
+        || iface == ".."
+    {
+        return Err(format!("{iface:?} is not an interface name"));
+    }
+    if iface == crate::pipeline::COMBINED {
+        return Err(format!(
+            "{iface:?} names the sum of the interfaces in reports, not an interface"
+        ));
+    }
+    Ok(())
 }
 
 fn parse_level(text: &str) -> Result<log::LevelFilter, String> {

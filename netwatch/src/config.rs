@@ -291,7 +291,8 @@ impl Config {
             return Err(invalid("monitor.iface", "is empty"));
         }
         for iface in monitor.iface.iter().chain(&monitor.ifaces) {
-            check_iface_name(iface).map_err(|reason| invalid("monitor.ifaces", &reason))?;
+            crate::cli::check_iface_name(iface)
+                .map_err(|reason| invalid("monitor.ifaces", &reason))?;
         }
         if monitor.control.is_empty()
             || (monitor.control != "off" && !Path::new(&monitor.control).is_absolute())
@@ -390,30 +391,6 @@ impl Config {
 /// The most a configuration file may hold: far more than any real one, far less than a
 /// device that never ends.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-/// An interface name Linux could have: 1 to 15 bytes, no `/`, whitespace or NUL, and not
-/// `all` (which names the sum of the interfaces in every record) or `.`/`..`.
-pub fn check_iface_name(iface: &str) -> Result<(), String> {
-    if iface.is_empty() || iface.len() > 15 {
-        return Err(format!(
-            "{iface:?} is not an interface name (1 to 15 bytes)"
-        ));
-    }
-    if iface
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-        || iface == "."
-        || iface == ".."
-    {
-        return Err(format!("{iface:?} is not an interface name"));
-    }
-    if iface == crate::pipeline::COMBINED {
-        return Err(format!(
-            "{iface:?} names the sum of the interfaces in reports, not an interface"
-        ));
-    }
-    Ok(())
-}
 
 /// Reads a configuration file: a regular file of at most [`MAX_CONFIG_BYTES`]. Opened without
 /// blocking, so that a FIFO (or a device) named by mistake, or swapped in before a SIGHUP, is
