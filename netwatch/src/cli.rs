@@ -38,6 +38,29 @@ pub enum Command {
     /// Ask the running daemon what it sees, through its control socket: interfaces, uptime,
     /// counts, blind spots, the last alerts, the store and the webhooks.
     Status(StatusArgs),
+    /// A live view of the running daemon in the terminal: rates, blind spots, top sources,
+    /// alerts and events (or, with --iface and no daemon, of an interface watched by top's
+    /// own monitor).
+    Top(TopArgs),
+}
+
+/// `netwatch top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// TOML configuration file, for `monitor.control` (and for top's own monitor).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// The daemon's control socket (default: `monitor.control` in the config, else
+    /// /run/netwatch/control.sock).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// With no daemon answering, watch this interface with a monitor of top's own (stopped
+    /// with top).
+    #[arg(long, short = 'i', value_parser = parse_iface)]
+    pub iface: Option<String>,
+    /// When the daemon stops, exit rather than wait for it to come back.
+    #[arg(long)]
+    pub exit_with_daemon: bool,
 }
 
 /// `netwatch status`.

@@ -26,3 +26,4 @@ pub mod privilege;
 pub mod report;
 pub mod session;
 pub mod store;
+pub mod top;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use netwatch::{
     cli::{Cli, Command},
-    cmd::{history, known, monitor, replay, status},
+    cmd::{history, known, monitor, replay, status, top},
     logging,
 };
 
@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         Command::Status(args) => {
             status::run(args, &mut std::io::stdout().lock()).map_err(Into::into)
         }
+        Command::Top(args) => top::run(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

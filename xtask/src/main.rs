@@ -33,6 +33,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     // Capturing the same stream as netwatch in the capture benchmark.
     ("tcpdump", "tcpdump"),
+    // A real terminal for `netwatch top` (tests/tests/top.rs).
+    ("tmux", "tmux"),
 ];
 const NIGHTLY: &str = "nightly";
 

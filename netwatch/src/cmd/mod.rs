@@ -1,5 +1,6 @@
-//! The commands: `monitor` (a live interface), `replay` (a capture), and `known` and `history`
-//! (answers from the store). Each turns its arguments into a [`Session`](crate::session) or a
+//! The commands: `monitor` (a live interface), `replay` (a capture), `status` and `top` (a
+//! running daemon, through its control socket), and `known` and `history` (answers from the
+//! store). Each turns its arguments into a [`Session`](crate::session) or a
 //! store query; the stages themselves live beside this folder.
 
 pub mod history;
@@ -8,3 +9,4 @@ pub mod monitor;
 pub mod replay;
 pub mod status;
 pub mod store;
+pub mod top;

@@ -1,0 +1,309 @@
+//! `netwatch top`: a live terminal view of a running daemon, through its control socket (the
+//! status, then the subscription's stream). With no daemon answering, `--iface` starts one of
+//! its own for that interface, a `monitor` whose only output is its socket, stopped with `top`.
+//! `top` never writes to the daemon beyond its two requests, and the daemon never waits for
+//! it (the socket's queues are bounded).
+
+use std::{
+    io::{self, BufRead as _, IsTerminal as _, Read as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, Receiver, TryRecvError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use ratatui::{
+    DefaultTerminal,
+    crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
+};
+use serde_json::Value;
+
+use crate::{
+    cli::TopArgs,
+    config::{Config, ConfigError},
+    control,
+    report::escape,
+    top::{
+        Action, Key, Model,
+        view::{self, Palette},
+    },
+};
+
+/// How long a daemon `top` starts itself may take to answer.
+const OWN_START: Duration = Duration::from_secs(20);
+/// How often the status (uptime, interfaces) is asked again.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// Why `top` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TopError {
+    /// The config file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Nothing to watch.
+    #[error(
+        "no netwatch daemon answers on {path}: start one (`netwatch monitor -i IFACE`), point top at its socket (--control PATH), or give top --iface IFACE to watch an interface itself"
+    )]
+    NoDaemon {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// The daemon `top` started did not come up.
+    #[error("the monitor top started for {iface} stopped: {reason}")]
+    OwnDaemon {
+        /// The interface.
+        iface: String,
+        /// Its last words.
+        reason: String,
+    },
+    /// Not on a terminal.
+    #[error(
+        "top draws on a terminal; standard output is not one (use `netwatch status` or a subscription in scripts)"
+    )]
+    NotATerminal,
+    /// The terminal failed.
+    #[error("terminal: {0}")]
+    Terminal(#[from] io::Error),
+}
+
+/// A daemon `top` started itself: stopped, and its folder removed, on drop.
+struct OwnDaemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for OwnDaemon {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `netwatch monitor` on `iface` with its socket in a private folder; returns it once
+/// it answers.
+fn start_own(iface: &str, config: Option<&Path>) -> Result<(OwnDaemon, PathBuf), TopError> {
+    let own = |reason: String| TopError::OwnDaemon {
+        iface: iface.to_owned(),
+        reason,
+    };
+    let dir = std::env::temp_dir().join(format!("netwatch-top-{}", std::process::id()));
+    crate::private_files::create_dir_all(&dir).map_err(|err| own(err.to_string()))?;
+    let socket = dir.join("control.sock");
+    let log = std::fs::File::create(dir.join("monitor.log")).map_err(|err| own(err.to_string()))?;
+    let exe = std::env::current_exe().map_err(|err| own(err.to_string()))?;
+    let mut command = Command::new(exe);
+    command
+        .args(["monitor", "--iface", iface, "--format", "json"])
+        .arg("--output")
+        .arg("/dev/null")
+        .args(["--metrics-addr", "off", "--log-level", "warn", "--db"])
+        .arg(dir.join("store.db"))
+        .arg("--control")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let child = command.spawn().map_err(|err| own(err.to_string()))?;
+    let mut daemon = OwnDaemon { child, dir };
+    let deadline = Instant::now() + OWN_START;
+    loop {
+        if UnixStream::connect(&socket).is_ok() {
+            return Ok((daemon, socket));
+        }
+        if let Ok(Some(_)) = daemon.child.try_wait() {
+            let mut said = String::new();
+            let _ = std::fs::File::open(daemon.dir.join("monitor.log"))
+                .and_then(|mut file| file.read_to_string(&mut said));
+            let last = said.lines().last().unwrap_or("it exited").to_owned();
+            return Err(own(
+                escape(last.trim_start_matches("netwatch: ")).into_owned()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(own(format!("no answer on its socket within {OWN_START:?}")));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The daemon's status, or why not.
+fn status(path: &Path) -> io::Result<Value> {
+    let mut reader = control::connect(path, "status")?;
+    reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let value: Value = serde_json::from_str(&line).map_err(io::Error::other)?;
+    if value["type"] != "status" {
+        return Err(io::Error::other(escape(line.trim_end()).into_owned()));
+    }
+    Ok(value)
+}
+
+/// What the reading thread says.
+enum Message {
+    Record(Value),
+    Ended,
+}
+
+/// Subscribes; the records arrive on the receiver, then [`Message::Ended`].
+fn subscribe(path: &Path) -> io::Result<Receiver<Message>> {
+    let reader = control::connect(path, "subscribe")?;
+    let (tx, rx) = mpsc::channel();
+    thread::Builder::new()
+        .name(String::from("subscription"))
+        .spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                if let Ok(value) = serde_json::from_str::<Value>(&line)
+                    && tx.send(Message::Record(value)).is_err()
+                {
+                    return;
+                }
+            }
+            let _ = tx.send(Message::Ended);
+        })?;
+    Ok(rx)
+}
+
+/// The terminal in raw mode on the alternate screen, restored on drop (and on a panic).
+struct Screen(DefaultTerminal);
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+fn key_of(code: KeyCode, modifiers: KeyModifiers) -> Option<Key> {
+    Some(match code {
+        KeyCode::Char('c') if modifiers.contains(KeyModifiers::CONTROL) => Key::Interrupt,
+        KeyCode::Char(c) => Key::Char(c),
+        KeyCode::Enter => Key::Enter,
+        KeyCode::Esc => Key::Esc,
+        KeyCode::Backspace => Key::Backspace,
+        KeyCode::Tab => Key::Tab,
+        KeyCode::Up => Key::Up,
+        KeyCode::Down => Key::Down,
+        _ => return None,
+    })
+}
+
+/// Runs until `q`, Ctrl-C, or (with `--exit-with-daemon`) the daemon's end.
+pub fn run(args: TopArgs) -> Result<(), TopError> {
+    let TopArgs {
+        config,
+        control,
+        iface,
+        exit_with_daemon,
+    } = args;
+    let path = match control {
+        Some(path) => path,
+        None => PathBuf::from(Config::load_or_default(config.as_deref())?.monitor.control),
+    };
+    if !io::stdout().is_terminal() {
+        return Err(TopError::NotATerminal);
+    }
+    let (own, path) = match status(&path) {
+        Ok(_) => (None, path),
+        Err(_) => match &iface {
+            Some(iface) => {
+                let (own, socket) = start_own(iface, config.as_deref())?;
+                (Some(own), socket)
+            }
+            None => return Err(TopError::NoDaemon { path }),
+        },
+    };
+    let mut model = Model::default();
+    if let Ok(status) = status(&path) {
+        model.set_status(status);
+    }
+    let mut records = subscribe(&path).ok();
+    let palette = Palette {
+        plain: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    };
+    let mut screen = Screen(ratatui::init());
+    let mut last_status = Instant::now();
+    let mut dirty = true;
+    let outcome = loop {
+        if dirty {
+            screen.0.draw(|frame| view::draw(frame, &model, palette))?;
+            dirty = false;
+        }
+        if event::poll(Duration::from_millis(100))? {
+            match event::read()? {
+                Event::Key(key) if key.kind == KeyEventKind::Press => {
+                    if let Some(key) = key_of(key.code, key.modifiers) {
+                        match model.key(key) {
+                            Action::Quit => break Ok(()),
+                            Action::Redraw => dirty = true,
+                            Action::None => {}
+                        }
+                    }
+                }
+                Event::Resize(..) => dirty = true,
+                _ => {}
+            }
+        }
+        if let Some(rx) = &records {
+            loop {
+                match rx.try_recv() {
+                    Ok(Message::Record(record)) => {
+                        model.apply(record);
+                        dirty = true;
+                    }
+                    Ok(Message::Ended) | Err(TryRecvError::Disconnected) => {
+                        records = None;
+                        model.gone = true;
+                        dirty = true;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+        }
+        if model.gone && exit_with_daemon {
+            break Err(format!("the daemon on {} stopped", path.display()));
+        }
+        if last_status.elapsed() >= STATUS_EVERY {
+            last_status = Instant::now();
+            match status(&path) {
+                Ok(status) => {
+                    model.set_status(status);
+                    if records.is_none() {
+                        // The daemon is back (or another took its socket): follow it.
+                        records = subscribe(&path).ok();
+                    }
+                    dirty = true;
+                }
+                Err(_) => {
+                    if !model.gone {
+                        model.gone = true;
+                        dirty = true;
+                    }
+                }
+            }
+        }
+    };
+    drop(screen);
+    drop(own);
+    if let Err(reason) = outcome {
+        log::info!("{reason}");
+    }
+    Ok(())
+}
