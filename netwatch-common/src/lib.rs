@@ -271,8 +271,9 @@ pub struct QueueJob {
     /// Zero: the slots numbered `next..end` (every slot, at load time). Otherwise the slots
     /// in [`STAGED_SLOTS_MAP`] at indexes `next..end` (slots taken back).
     pub staged: u32,
-    /// Always zero.
-    pub _pad: u32,
+    /// Non-zero once the program has said that the queue refused a slot: said once a job.
+    /// Zero from userspace.
+    pub warned: u32,
 }
 
 /// What [`WireLength::magic`] holds: "nwwl".
@@ -311,6 +312,11 @@ pub struct Settings {
     /// Most bytes of a sampled frame copied, 1 to [`SAMPLE_MAX_SNAP_LEN`]; a longer frame is
     /// cut there and counted in [`GlobalStats::sample_truncated_packets`].
     pub sample_snap_len: u32,
+    /// Bumped by userspace each time it has queued free slots. A CPU that found the free queue
+    /// empty remembers the generation it read ([`CpuState::free_empty_at`]) and does not try
+    /// the queue again (its lock costs more than the rest of the path of a source without a
+    /// slot) until this changes.
+    pub free_generation: u32,
 }
 
 /// What the generator program does with each frame, in [`GENERATOR_MAP`].
@@ -455,6 +461,11 @@ pub struct CpuState {
     /// The source port of this CPU's last [`GlobalStats::overflow_reflected_packets`]; 0 for
     /// none. Written, not counted.
     pub overflow_reflected_port: u32,
+    /// [`Settings::free_generation`] + 1 when this CPU last found the free-slot queue empty
+    /// (0: never); while it is current, a new source overflows without trying the queue.
+    pub free_empty_at: u32,
+    /// Always zero (keeps the cache 8-byte aligned).
+    pub _pad: u32,
     /// This CPU's cache of the slots of recent sources, direct-mapped by a hash of the address.
     /// A line holds a slot only: the program trusts it for a source only while the slot's key
     /// in [`SLOT_KEYS_MAP`] is that source, so lines never need clearing when a slot changes
@@ -468,6 +479,8 @@ impl Default for CpuState {
             globals: GlobalStats::default(),
             region: 0,
             overflow_reflected_port: 0,
+            free_empty_at: 0,
+            _pad: 0,
             source_cache: [0; SOURCE_CACHE_ENTRIES as usize],
         }
     }

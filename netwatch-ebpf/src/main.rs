@@ -91,6 +91,7 @@ static mut SETTINGS: Settings = Settings {
     sample_all_tcp: 0,
     attack_types: 1,
     sample_snap_len: netwatch_common::DEFAULT_SAMPLE_SNAP_LEN,
+    free_generation: 0,
 };
 
 /// Sampled frames for userspace to inspect.
@@ -214,7 +215,9 @@ pub fn queue_free_slots(ctx: XdpContext) -> u32 {
         if job.next == job.end {
             debug!(&ctx, "the kernel queued free slots up to {}", job.end);
         }
-    } else {
+    } else if job.warned == 0 {
+        // The runs left of this job would say it again: once is enough.
+        job.warned = 1;
         warn!(
             &ctx,
             "the free-slot queue refused slot {}: it waits for the next reclaim", slot
@@ -247,6 +250,8 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
         globals,
         region,
         overflow_reflected_port,
+        free_empty_at,
+        _pad,
         source_cache,
     } = unsafe { &mut *state };
     globals.total_packets += 1;
@@ -291,7 +296,11 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
             if !T::count(
                 &parsed.key,
                 *region,
-                source_cache,
+                &mut Lookup {
+                    cache: source_cache,
+                    free_generation: settings.free_generation,
+                    free_empty_at,
+                },
                 &contribution,
                 settings.epoch,
             ) {
@@ -518,16 +527,21 @@ trait SourceTable {
     fn count(
         key: &SourceKey,
         cpu_region: u32,
-        cache: &mut [u32; SOURCE_CACHE_ENTRIES as usize],
+        lookup: &mut Lookup<'_>,
         contribution: &Contribution,
         epoch: u32,
     ) -> bool {
         let region = Self::region(cpu_region);
+        let Lookup {
+            cache,
+            free_generation,
+            free_empty_at,
+        } = lookup;
         let line = &mut cache[cache_line(key)];
         if owns(*line, key) {
             return Self::count_in(region, *line, contribution, epoch);
         }
-        let Some(slot) = slot_of(key) else {
+        let Some(slot) = slot_of(key, *free_generation, free_empty_at) else {
             return false;
         };
         *line = slot;
@@ -553,17 +567,38 @@ trait SourceTable {
     }
 }
 
+/// Where a CPU looks a source up: its cache of recent sources' slots, and what it knows of
+/// the free-slot queue.
+struct Lookup<'a> {
+    cache: &'a mut [u32; SOURCE_CACHE_ENTRIES as usize],
+    /// [`Settings::free_generation`] as this run read it.
+    free_generation: u32,
+    /// This CPU's [`CpuState::free_empty_at`].
+    free_empty_at: &'a mut u32,
+}
+
 /// The slot of `key`: from the address map, or a free one taken for a source not seen before;
-/// `None` when it has none and none is free.
+/// `None` when it has none and none is free. A CPU that found the free queue empty does not
+/// try it again until userspace has queued slots (the generation changed): during a flood of
+/// spoofed sources with every slot taken, the queue's lock is most of what such a frame cost.
 #[inline(always)]
-fn slot_of(key: &SourceKey) -> Option<u32> {
+fn slot_of(key: &SourceKey, free_generation: u32, free_empty_at: &mut u32) -> Option<u32> {
     if let Some(slot) = SOURCE_SLOTS.get_ptr(key) {
         // SAFETY: a live map value, a u32 nobody writes after insertion.
         return Some(unsafe { *slot });
     }
+    // The generation read before the pop: slots queued after it bump it, and the next frame
+    // tries again.
+    let marker = free_generation.wrapping_add(1);
+    if *free_empty_at == marker {
+        return None;
+    }
     let slot = match FREE_SLOTS.pop() {
         Ok(Some(slot)) => slot,
-        _ => return None,
+        _ => {
+            *free_empty_at = marker;
+            return None;
+        }
     };
     let owner = SLOT_KEYS.get_ptr_mut(slot)?;
     if SOURCE_SLOTS

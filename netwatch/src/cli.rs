@@ -47,15 +47,15 @@ pub enum Command {
 /// `netwatch top`.
 #[derive(Debug, Args)]
 pub struct TopArgs {
-    /// TOML configuration file, for `monitor.control` (and for top's own monitor).
+    /// TOML configuration file, for `monitor.control`.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     /// The daemon's control socket (default: `monitor.control` in the config, else
     /// /run/netwatch/control.sock).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
-    /// With no daemon answering, watch this interface with a monitor of top's own (stopped
-    /// with top).
+    /// With no daemon answering, watch this interface with a monitor of top's own (the
+    /// default configuration, no outputs but its socket; stopped with top).
     #[arg(long, short = 'i', value_parser = parse_iface)]
     pub iface: Option<String>,
     /// When the daemon stops, exit rather than wait for it to come back.

@@ -349,6 +349,8 @@ impl Sink for ControlSink {
 
 /// The listening socket; removed when dropped.
 pub struct ControlServer {
+    /// The lock on `PATH.lock`, held for the daemon's life.
+    _lock: fs::File,
     control: Arc<Control>,
     path: PathBuf,
     /// The socket file's inode, so that only our own file is removed.
@@ -369,6 +371,9 @@ impl ControlServer {
             crate::private_files::create_dir_all(dir)
                 .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
         }
+        // One daemon at a time past this point: two starting at once would both find the
+        // path free, and the second's rename would take the first's socket.
+        let lock = lock_beside(path)?;
         match fs::symlink_metadata(path) {
             Ok(meta) => {
                 if meta.file_type().is_symlink() {
@@ -422,6 +427,7 @@ impl ControlServer {
             .spawn(move || accept(&listener, &shared, &flag))
             .map_err(|err| err.to_string())?;
         Ok(Self {
+            _lock: lock,
             control,
             path: path.to_owned(),
             inode,
@@ -450,7 +456,32 @@ impl Drop for ControlServer {
         if fs::symlink_metadata(&self.path).is_ok_and(|meta| meta.ino() == self.inode) {
             let _ = fs::remove_file(&self.path);
         }
+        // The lock file stays (removing it would race a daemon starting now); the lock goes
+        // with the descriptor.
     }
+}
+
+/// Takes the lock file `PATH.lock` (mode 0600), or says that another daemon holds it.
+fn lock_beside(path: &Path) -> Result<fs::File, String> {
+    use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&name)
+        .map_err(|err| format!("cannot open its lock file: {err}"))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(String::from(
+            "another netwatch is running on it (stop it, or give this one --control PATH)",
+        ));
+    }
+    Ok(file)
 }
 
 fn accept(listener: &UnixListener, control: &Arc<Control>, stop: &AtomicBool) {
@@ -459,6 +490,8 @@ fn accept(listener: &UnixListener, control: &Arc<Control>, stop: &AtomicBool) {
             return;
         }
         let Ok(mut stream) = stream else {
+            // Out of descriptors, say: a pause rather than a spin.
+            thread::sleep(Duration::from_millis(100));
             continue;
         };
         if control.clients.fetch_add(1, Ordering::Relaxed) >= MAX_CLIENTS {
@@ -467,14 +500,15 @@ fn accept(listener: &UnixListener, control: &Arc<Control>, stop: &AtomicBool) {
             let _ = write_line(&mut stream, &error("too many clients"));
             continue;
         }
-        let control = Arc::clone(control);
+        let shared = Arc::clone(control);
         let spawned = thread::Builder::new()
             .name(String::from("control-client"))
             .spawn(move || {
-                serve(stream, &control);
-                control.clients.fetch_sub(1, Ordering::Relaxed);
+                serve(stream, &shared);
+                shared.clients.fetch_sub(1, Ordering::Relaxed);
             });
         if spawned.is_err() {
+            control.clients.fetch_sub(1, Ordering::Relaxed);
             log::warn!("control socket: cannot start a thread for a client");
         }
     }
@@ -560,6 +594,8 @@ fn serve(mut stream: UnixStream, control: &Control) {
 pub fn connect(path: &Path, request: &str) -> io::Result<BufReader<UnixStream>> {
     let mut stream = UnixStream::connect(path)?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // A status comes at once; a subscription's reader clears this.
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write_line(
         &mut stream,
         &Request {

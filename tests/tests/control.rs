@@ -170,6 +170,10 @@ fn a_subscriber_that_never_reads_is_dropped_and_delays_nothing() {
     let socket = pair.monitor.control_path();
 
     let mut reader = control::connect(&socket, "subscribe").unwrap_or_else(|err| panic!("{err}"));
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .unwrap_or_else(|err| panic!("{err}"));
     let mut hello = String::new();
     reader
         .read_line(&mut hello)

@@ -57,11 +57,14 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
     if let Some(mode) = mode {
         config.monitor.mode = mode;
     }
-    let ifaces = if iface.is_empty() {
+    let mut ifaces = if iface.is_empty() {
         config.monitor.interfaces()
     } else {
         iface
     };
+    // `-i eth0 -i eth0` is one interface.
+    let mut seen = std::collections::HashSet::new();
+    ifaces.retain(|iface| seen.insert(iface.clone()));
     if ifaces.is_empty() {
         return Err(SessionError::NoInterface);
     }
@@ -191,13 +194,15 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
     // A configuration being read for SIGHUP, off the collection path: a file on a slow or
     // hung filesystem delays the reload, never the intervals or a SIGTERM.
     let mut reloading: Option<oneshot::Receiver<Result<Config, SessionError>>> = None;
+    // Where the next look at the sample rings starts: each interface's turn comes.
+    let mut next_ring = 0;
     let stopped_by = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                follow_interfaces(&mut session, &mut links, &control, mode, force);
+                follow_interfaces(&mut session, &mut links, &control, &metrics, mode, force);
                 tick(&mut session, &mut links, &metrics, false)?;
             }
-            index = samples_ready(&mut links) => {
+            index = samples_ready(&mut links, &mut next_ring) => {
                 drain(index, links[index].ring.get_mut(), &mut session.pipeline)?;
             }
             _ = sighup.recv() => {
@@ -263,12 +268,17 @@ struct Link {
 }
 
 /// The index of a link whose sample ring has records, its readiness cleared (what arrives
-/// while it is drained makes it ready again).
-async fn samples_ready(links: &mut [Link]) -> usize {
+/// while it is drained makes it ready again). The look starts at `next` and goes round, so
+/// that a busy first interface never keeps the others' rings waiting.
+async fn samples_ready(links: &mut [Link], next: &mut usize) -> usize {
+    let count = links.len();
     std::future::poll_fn(|cx| {
-        for (index, link) in links.iter_mut().enumerate() {
-            if let std::task::Poll::Ready(Ok(mut guard)) = link.ring.poll_read_ready_mut(cx) {
+        for turn in 0..count {
+            let index = (*next + turn) % count;
+            if let std::task::Poll::Ready(Ok(mut guard)) = links[index].ring.poll_read_ready_mut(cx)
+            {
                 guard.clear_ready();
+                *next = (index + 1) % count;
                 return std::task::Poll::Ready(index);
             }
         }
@@ -284,6 +294,7 @@ fn follow_interfaces(
     session: &mut Session,
     links: &mut [Link],
     control: &Control,
+    metrics: &Metrics,
     mode: crate::datapath::AttachMode,
     force: bool,
 ) {
@@ -311,6 +322,13 @@ fn follow_interfaces(
                         attachment.mode
                     );
                     link.ifindex = attachment.ifindex;
+                    let datapath = &session.datapaths[index];
+                    metrics.set_attach(
+                        &link.iface,
+                        &attachment.mode.to_string(),
+                        &datapath.source_map().to_string(),
+                        datapath.max_sources(),
+                    );
                     control.set_state(
                         &link.iface,
                         "attached",
@@ -420,7 +438,11 @@ fn tick(
     metrics: &Metrics,
     last: bool,
 ) -> Result<(), SessionError> {
-    let mut at = Duration::ZERO;
+    // One time for the round: the interfaces' records of an interval share it (the store
+    // groups them by it).
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
     for (index, link) in links.iter_mut().enumerate() {
         let reading = &mut link.reading;
         let started = Instant::now();
@@ -439,9 +461,6 @@ fn tick(
         let now = Instant::now();
         let elapsed = now - reading.last;
         reading.last = now;
-        at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
         session
             .pipeline
             .tick(index, &reading.snapshot, at, elapsed, last)

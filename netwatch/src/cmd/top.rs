@@ -1,15 +1,18 @@
 //! `netwatch top`: a live terminal view of a running daemon, through its control socket (the
 //! status, then the subscription's stream). With no daemon answering, `--iface` starts one of
-//! its own for that interface, a `monitor` whose only output is its socket, stopped with `top`.
+//! its own for that interface, a `monitor` with the default configuration whose only output is
+//! its socket, stopped with `top` however `top` ends.
 //! `top` never writes to the daemon beyond its two requests, and the daemon never waits for
 //! it (the socket's queues are bounded).
 
 use std::{
     io::{self, BufRead as _, IsTerminal as _, Read as _},
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc::{self, Receiver, TryRecvError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver, TryRecvError},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -74,10 +77,29 @@ struct OwnDaemon {
     dir: PathBuf,
 }
 
+impl OwnDaemon {
+    /// Its last words, from its log, if it has stopped.
+    fn stopped(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(None) => None,
+            _ => {
+                let mut said = String::new();
+                let _ = std::fs::File::open(self.dir.join("monitor.log"))
+                    .and_then(|mut file| file.read_to_string(&mut said));
+                let last = said.lines().last().unwrap_or("it exited").to_owned();
+                Some(escape(last.trim_start_matches("netwatch: ")).into_owned())
+            }
+        }
+    }
+}
+
 impl Drop for OwnDaemon {
     fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: signalling our own child.
+        // Signalled only while it runs: once reaped, its pid may be another process's.
+        if let Ok(None) = self.child.try_wait()
+            && let Ok(pid) = i32::try_from(self.child.id())
+        {
+            // SAFETY: signalling our own child, not yet reaped.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -90,17 +112,44 @@ impl Drop for OwnDaemon {
     }
 }
 
-/// Starts `netwatch monitor` on `iface` with its socket in a private folder; returns it once
-/// it answers.
-fn start_own(iface: &str, config: Option<&Path>) -> Result<(OwnDaemon, PathBuf), TopError> {
+/// A folder of `top`'s own that did not exist before: made with mode 0700 under a fresh name,
+/// so that nobody can have put a file or a link there beforehand.
+fn fresh_dir() -> io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let base = std::env::temp_dir();
+    for attempt in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let dir = base.join(format!(
+            "netwatch-top-{}-{nanos:08x}{attempt}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Err(io::Error::other("no fresh folder name found"))
+}
+
+/// Starts `netwatch monitor` on `iface` with its socket in a fresh private folder, and the
+/// defaults for everything else (no alerts file, no webhook: its only output is the
+/// socket); returns it once it is attached.
+fn start_own(iface: &str) -> Result<(OwnDaemon, PathBuf), TopError> {
     let own = |reason: String| TopError::OwnDaemon {
         iface: iface.to_owned(),
         reason,
     };
-    let dir = std::env::temp_dir().join(format!("netwatch-top-{}", std::process::id()));
-    crate::private_files::create_dir_all(&dir).map_err(|err| own(err.to_string()))?;
+    let dir = fresh_dir().map_err(|err| own(err.to_string()))?;
     let socket = dir.join("control.sock");
-    let log = std::fs::File::create(dir.join("monitor.log")).map_err(|err| own(err.to_string()))?;
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join("monitor.log"))
+        .map_err(|err| own(err.to_string()))?;
     let exe = std::env::current_exe().map_err(|err| own(err.to_string()))?;
     let mut command = Command::new(exe);
     command
@@ -114,27 +163,36 @@ fn start_own(iface: &str, config: Option<&Path>) -> Result<(OwnDaemon, PathBuf),
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
+    // SAFETY: prctl only, between fork and exec. The monitor goes with top however top
+    // ends (a closed terminal, a lost SSH session, a kill): nothing stays attached.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     let child = command.spawn().map_err(|err| own(err.to_string()))?;
     let mut daemon = OwnDaemon { child, dir };
     let deadline = Instant::now() + OWN_START;
     loop {
-        if UnixStream::connect(&socket).is_ok() {
+        // Attached, not only listening: the socket is up before the program is loaded.
+        let attached = status(&socket).is_ok_and(|status| {
+            status["interfaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|i| i["iface"] == iface && i["state"] == "attached")
+        });
+        if attached {
             return Ok((daemon, socket));
         }
-        if let Ok(Some(_)) = daemon.child.try_wait() {
-            let mut said = String::new();
-            let _ = std::fs::File::open(daemon.dir.join("monitor.log"))
-                .and_then(|mut file| file.read_to_string(&mut said));
-            let last = said.lines().last().unwrap_or("it exited").to_owned();
-            return Err(own(
-                escape(last.trim_start_matches("netwatch: ")).into_owned()
-            ));
+        if let Some(reason) = daemon.stopped() {
+            return Err(own(reason));
         }
         if Instant::now() > deadline {
-            return Err(own(format!("no answer on its socket within {OWN_START:?}")));
+            return Err(own(format!("not attached within {OWN_START:?}")));
         }
         thread::sleep(Duration::from_millis(50));
     }
@@ -164,6 +222,8 @@ enum Message {
 /// Subscribes; the records arrive on the receiver, then [`Message::Ended`].
 fn subscribe(path: &Path) -> io::Result<Receiver<Message>> {
     let reader = control::connect(path, "subscribe")?;
+    // Records come once an interval, however long that is.
+    reader.get_ref().set_read_timeout(None)?;
     let (tx, rx) = mpsc::channel();
     thread::Builder::new()
         .name(String::from("subscription"))
@@ -219,11 +279,11 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
     if !io::stdout().is_terminal() {
         return Err(TopError::NotATerminal);
     }
-    let (own, path) = match status(&path) {
+    let (mut own, path) = match status(&path) {
         Ok(_) => (None, path),
         Err(_) => match &iface {
             Some(iface) => {
-                let (own, socket) = start_own(iface, config.as_deref())?;
+                let (own, socket) = start_own(iface)?;
                 (Some(own), socket)
             }
             None => return Err(TopError::NoDaemon { path }),
@@ -237,6 +297,12 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
     let palette = Palette {
         plain: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
     };
+    // A closed terminal or a kill ends top as `q` does: the terminal restored, its own
+    // monitor stopped.
+    for signal in [libc::SIGHUP, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(signal, on_hangup as *const () as libc::sighandler_t) };
+    }
     let mut screen = Screen(ratatui::init());
     let mut last_status = Instant::now();
     let mut dirty = true;
@@ -280,6 +346,12 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
         if model.gone && exit_with_daemon {
             break Err(format!("the daemon on {} stopped", path.display()));
         }
+        if let Some(reason) = own.as_mut().and_then(OwnDaemon::stopped) {
+            break Err(format!("top's own monitor stopped: {reason}"));
+        }
+        if HANGUP.load(Ordering::Relaxed) {
+            break Ok(());
+        }
         if last_status.elapsed() >= STATUS_EVERY {
             last_status = Instant::now();
             match status(&path) {
@@ -306,4 +378,11 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
         log::info!("{reason}");
     }
     Ok(())
+}
+
+/// Set by SIGHUP or SIGTERM.
+static HANGUP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    HANGUP.store(true, Ordering::Relaxed);
 }

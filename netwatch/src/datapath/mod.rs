@@ -320,6 +320,8 @@ pub struct Datapath {
     last_reclaim: Reclaim,
     /// The kernel side's diagnostics (aya-log), read after each queueing of slots.
     diagnostics: Option<EbpfLogger<&'static dyn log::Log>>,
+    /// The kernel refused XDP metadata in a test run (before Linux 5.15).
+    no_replay_metadata: bool,
 }
 
 /// The reclaim at the end of a snapshot (see [`Datapath::snapshot`]).
@@ -402,7 +404,7 @@ impl Datapath {
                 next: 0,
                 end: max_sources,
                 staged: 0,
-                _pad: 0,
+                warned: 0,
             },
         )?;
         if let Some(diagnostics) = &mut diagnostics {
@@ -437,6 +439,7 @@ impl Datapath {
             jobs,
             last_reclaim: Reclaim::default(),
             diagnostics,
+            no_replay_metadata: false,
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
@@ -690,11 +693,16 @@ impl Datapath {
                     next: 0,
                     end: staged as u32,
                     staged: 1,
-                    _pad: 0,
+                    warned: 0,
                 },
             )?;
             if let Some(diagnostics) = &mut self.diagnostics {
                 diagnostics.flush();
+            }
+            if queued > 0 {
+                // CPUs that found the queue empty try it again.
+                self.settings.free_generation = self.settings.free_generation.wrapping_add(1);
+                self.write_settings()?;
             }
             self.slots.released(queued as usize)
         } else {
@@ -739,7 +747,7 @@ impl Datapath {
     /// shorter than an Ethernet header, which the kernel refuses to run, is run as an IPv4
     /// Ethernet header with nothing behind it: the program counts it as malformed, by its own
     /// length.
-    pub fn replay_frame(&self, frame: &[u8], wire_len: u32) -> Result<u32, DatapathError> {
+    pub fn replay_frame(&mut self, frame: &[u8], wire_len: u32) -> Result<u32, DatapathError> {
         const META: usize = size_of::<WireLength>();
         const ETH_HLEN: usize = 14;
         let wire_len = wire_len.max(u32::try_from(frame.len()).unwrap_or(u32::MAX));
@@ -758,12 +766,27 @@ impl Datapath {
         let mut context = [0u8; 24];
         context[..4].copy_from_slice(&(META as u32).to_ne_bytes());
         context[4..8].copy_from_slice(&(data.len() as u32).to_ne_bytes());
-        let result = self.program()?.test_run(TestRunOptions {
-            data_in: Some(&data),
-            ctx_in: Some(&context),
-            ..TestRunOptions::default()
-        })?;
-        Ok(result.return_value)
+        if !self.no_replay_metadata {
+            match self.program()?.test_run(TestRunOptions {
+                data_in: Some(&data),
+                ctx_in: Some(&context),
+                ..TestRunOptions::default()
+            }) {
+                Ok(result) => return Ok(result.return_value),
+                // Before Linux 5.15 an XDP test run takes no context: the frame is run as it
+                // was captured, counted by the bytes the kernel sees. Said once.
+                Err(err) if matches!(&err, ProgramError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EINVAL)) =>
+                {
+                    log::warn!(
+                        "this kernel runs no XDP metadata in a test run (Linux 5.15 does): replayed frames are counted by their captured bytes, runts are not counted, and frames over 3.5 KiB are cut"
+                    );
+                    self.no_replay_metadata = true;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let frame = &data[META..];
+        run_frame(self.program()?, frame, 1).map(|(verdict, _)| verdict)
     }
 
     /// Runs the program `repeat` times on `frame`; returns the verdict and the mean time per

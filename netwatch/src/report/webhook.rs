@@ -179,11 +179,24 @@ fn deliver(
     stop: &AtomicBool,
     state: &WebhookState,
 ) {
-    let store = match Store::open(db) {
-        Ok(store) => store,
-        Err(err) => {
-            log::error!("webhook delivery cannot open the queue: {err}");
-            return;
+    // The store may be held by the writer alone for a while (opened on a full disk): tried
+    // again every few seconds, said once.
+    let mut said = false;
+    let store = loop {
+        match Store::open(db) {
+            Ok(store) => break store,
+            Err(err) => {
+                if !said {
+                    log::error!(
+                        "webhook delivery cannot open the queue: {err}; tried again every 5 s, nothing queued is lost"
+                    );
+                    said = true;
+                }
+                sleep_unless_stopped(Duration::from_secs(5), stop);
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
         }
     };
     let token = config.effective_token();

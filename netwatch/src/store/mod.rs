@@ -176,6 +176,17 @@ impl Store {
         let mut conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
         if let Err(err) = conn.pragma_update(None, "journal_mode", "WAL") {
+            let full = matches!(
+                &err,
+                rusqlite::Error::SqliteFailure(failure, _)
+                    if matches!(
+                        failure.code,
+                        rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure
+                    )
+            );
+            if !full {
+                return Err(sqlite(err));
+            }
             // The write-ahead log's index lives in a shared-memory file beside the store,
             // which SQLite cannot size on a full disk: the store would not even open, and a
             // restart after the disk filled would fail. Opened with an exclusive lock, SQLite
@@ -190,7 +201,7 @@ impl Store {
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(sqlite)?;
             log::warn!(
-                "store {}: {err} (a full disk?): opened with an exclusive lock, without its shared-memory file; `netwatch history` on it waits until this run ends",
+                "store {}: {err} (a full disk?): opened with an exclusive lock, without its shared-memory file; `netwatch history` on it, and webhook delivery, wait until this run ends (alerts stay queued in the store for the next)",
                 path.display()
             );
         }

@@ -18,6 +18,8 @@ use crate::detect::cidr::Cidr;
 pub const HISTORY: usize = 300;
 /// Alerts and events kept for their panes.
 const KEPT: usize = 100;
+/// Sources whose rate history is kept, at most (beyond, those listed now).
+const SOURCES_KEPT: usize = 4_096;
 
 /// A column the table sorts by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,6 +260,18 @@ impl Model {
                             let history = self.source_pps.entry(name.to_owned()).or_default();
                             push_bounded(history, source["pps"].as_f64().unwrap_or(0.0), HISTORY);
                         }
+                    }
+                    // Bounded under a flood of spoofed sources: past a few thousand, only the
+                    // sources listed now keep their history.
+                    if self.source_pps.len() > SOURCES_KEPT {
+                        let listed: HashSet<&str> = record["top"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|s| s["source"].as_str())
+                            .collect();
+                        self.source_pps
+                            .retain(|name, _| listed.contains(name.as_str()));
                     }
                 }
                 entry.last = Some(record);
