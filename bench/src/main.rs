@@ -541,8 +541,9 @@ fn cost_table(
         "\nThe last row is a flood of spoofed sources once the slots are gone: programs with \
          {FULL_SLOTS} slots, all taken before the trials, and each frame from a source never \
          seen before, so each is counted as overflow. Such a frame costs a miss in the cache \
-         and one in the address map; the free-slot queue, whose lock cost more than the rest, \
-         is skipped once a CPU has found it empty, until userspace queues slots again. It \
+         and one in the address map; the free-slot queue, whose lock every such frame took \
+         before for nothing, is skipped once a CPU has found it empty, until userspace queues \
+         slots again. It \
          costs {no_slot:.1} ns, {ratio:.2}x the no-op timed the same way: the goal of at most \
          2.5x is {}.",
         if ratio <= 2.5 { "met" } else { "missed" }

@@ -313,9 +313,8 @@ pub struct Settings {
     /// cut there and counted in [`GlobalStats::sample_truncated_packets`].
     pub sample_snap_len: u32,
     /// Bumped by userspace each time it has queued free slots. A CPU that found the free queue
-    /// empty remembers the generation it read ([`CpuState::free_empty_at`]) and does not try
-    /// the queue again (its lock costs more than the rest of the path of a source without a
-    /// slot) until this changes.
+    /// empty remembers the generation it read ([`CpuState::free_empty_at`]) and does not take
+    /// the queue's lock again for nothing until this changes.
     pub free_generation: u32,
 }
 

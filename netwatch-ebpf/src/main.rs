@@ -580,7 +580,7 @@ struct Lookup<'a> {
 /// The slot of `key`: from the address map, or a free one taken for a source not seen before;
 /// `None` when it has none and none is free. A CPU that found the free queue empty does not
 /// try it again until userspace has queued slots (the generation changed): during a flood of
-/// spoofed sources with every slot taken, the queue's lock is most of what such a frame cost.
+/// spoofed sources with every slot taken, such a frame no longer takes the queue's lock.
 #[inline(always)]
 fn slot_of(key: &SourceKey, free_generation: u32, free_empty_at: &mut u32) -> Option<u32> {
     if let Some(slot) = SOURCE_SLOTS.get_ptr(key) {
