@@ -256,7 +256,8 @@ impl Pipeline {
             self.report_alert(&iface, alert)?;
         }
         self.flush()?;
-        if index.is_some() || self.watches.len() == 1 {
+        // An interface's interval; the sum of several is no interval of its own.
+        if index.is_some() {
             self.tally.intervals += 1;
         }
         Ok(())
