@@ -47,6 +47,35 @@ pub const SLOT_KEYS_MAP: &str = "SLOT_KEYS";
 pub const SOURCE_CACHE_ENTRIES: u32 = 4096;
 /// Name of the queue of free slots (`u32`).
 pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
+/// Name of the memory-mappable array of [`OverflowWindow`]s: two per possible CPU, CPU `c`
+/// writing window `2c + (Settings::overflow_window & 1)`.
+pub const OVERFLOW_WINDOWS_MAP: &str = "OVERFLOW_WINDOWS";
+/// Buckets of each table of an [`OverflowWindow`] (a power of two).
+pub const OVERFLOW_BUCKETS: usize = 256;
+/// Buckets a key may take, from the one its hash names on: a key that finds them all taken by
+/// other keys is counted in the table's `other`.
+pub const OVERFLOW_PROBES: usize = 4;
+/// Bits of [`OverflowWindow::sources`], the distinct source addresses without a slot.
+pub const OVERFLOW_SOURCE_BITS: usize = 65_536;
+/// Bits of [`OverflowWindow::prefixes`], their distinct wide prefixes.
+pub const OVERFLOW_PREFIX_BITS: usize = 16_384;
+/// [`TargetKey::kind`]: TCP SYN without ACK.
+pub const TARGET_SYN: u8 = 1;
+/// [`TargetKey::kind`]: other TCP with its header in the frame.
+pub const TARGET_TCP: u8 = 2;
+/// [`TargetKey::kind`]: UDP, not from an amplification port.
+pub const TARGET_UDP: u8 = 3;
+/// [`TargetKey::kind`]: UDP from an amplification port; [`TargetKey::port`] is that port.
+pub const TARGET_REFLECTED: u8 = 4;
+/// [`TargetKey::kind`]: ICMP or ICMPv6.
+pub const TARGET_ICMP: u8 = 5;
+/// [`TargetKey::kind`]: a later fragment (no transport header).
+pub const TARGET_FRAGMENT: u8 = 6;
+/// [`TargetKey::kind`]: any other IP protocol.
+pub const TARGET_OTHER: u8 = 7;
+/// Destination ports from here on are counted as one class, port 0 in [`TargetKey::port`]:
+/// the ephemeral ports a reflection's victim is hit on, or the random ports of a flood.
+pub const TARGET_HIGH_PORTS: u16 = 32_768;
 /// Name of the read-only global (`u32`) that holds the number of slots.
 pub const SLOT_CAPACITY_GLOBAL: &str = "SLOT_CAPACITY";
 /// Name of the per-CPU array with one [`CpuState`] at index 0.
@@ -316,6 +345,118 @@ pub struct Settings {
     /// empty remembers the generation it read ([`CpuState::free_empty_at`]) and does not take
     /// the queue's lock again for nothing until this changes.
     pub free_generation: u32,
+    /// Which of its two [`OverflowWindow`]s a CPU writes: `overflow_window & 1`. Userspace
+    /// advances it at each reading, then reads and clears the window just closed.
+    pub overflow_window: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
+/// Packets and bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Frames.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// A source prefix without a slot and its traffic, in a table of an [`OverflowWindow`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefixCount {
+    /// The family in the top byte ([`FAMILY_IPV4`], [`FAMILY_IPV6`]), the prefix's bits right
+    /// below it, right-aligned (a /16 in the low 16 bits, a /48 in the low 48): never zero. Zero
+    /// marks a free bucket.
+    pub key: u64,
+    /// Its traffic in the window.
+    pub traffic: Counter,
+}
+
+/// Where traffic without a slot goes: a destination address and a protocol and port class.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetKey {
+    /// The destination address in network byte order, IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`]; 0 marks a free bucket.
+    pub family: u8,
+    /// `TARGET_SYN` ... `TARGET_OTHER`.
+    pub kind: u8,
+    /// The destination port under [`TARGET_HIGH_PORTS`], else 0; for
+    /// [`TARGET_REFLECTED`] the amplification service's (source) port.
+    pub port: u16,
+    /// Always zero.
+    pub _pad: u32,
+}
+
+impl TargetKey {
+    /// The key as three words, in memory order: what the BPF program compares.
+    pub const fn words(&self) -> [u64; 3] {
+        // SAFETY: `TargetKey` is `repr(C)`, 24 bytes of integers without padding, as
+        // [u64; 3], and every bit pattern is valid for both.
+        unsafe { core::mem::transmute::<Self, [u64; 3]>(*self) }
+    }
+
+    /// The key whose bytes are those of `words` in memory order.
+    pub const fn from_words(words: [u64; 3]) -> Self {
+        // SAFETY: as in `words`.
+        unsafe { core::mem::transmute::<[u64; 3], Self>(words) }
+    }
+}
+
+/// A destination of traffic without a slot and that traffic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetCount {
+    /// The destination and class.
+    pub key: TargetKey,
+    /// Its traffic in the window.
+    pub traffic: Counter,
+}
+
+/// Traffic without a slot (the overflow) of one CPU during one window, broken down in
+/// fixed-size tables: by wide source prefix (IPv4 /16, IPv6 /48), by narrow one (IPv4 /24,
+/// IPv6 /56) and by destination and class, with estimates of the distinct sources and wide
+/// prefixes. In every table the buckets and `other` add up to `total`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverflowWindow {
+    /// Every overflow frame of the window.
+    pub total: Counter,
+    /// Of them, those whose wide prefix found no bucket.
+    pub wide_other: Counter,
+    /// Those whose narrow prefix found no bucket.
+    pub narrow_other: Counter,
+    /// Those whose destination and class found no bucket.
+    pub target_other: Counter,
+    /// Wide prefixes.
+    pub wide: [PrefixCount; OVERFLOW_BUCKETS],
+    /// Narrow prefixes.
+    pub narrow: [PrefixCount; OVERFLOW_BUCKETS],
+    /// Destinations.
+    pub targets: [TargetCount; OVERFLOW_BUCKETS],
+    /// Linear-counting bitmap of the source addresses.
+    pub sources: [u64; OVERFLOW_SOURCE_BITS / 64],
+    /// Linear-counting bitmap of the wide prefixes.
+    pub prefixes: [u64; OVERFLOW_PREFIX_BITS / 64],
+}
+
+impl Default for OverflowWindow {
+    fn default() -> Self {
+        Self {
+            total: Counter::default(),
+            wide_other: Counter::default(),
+            narrow_other: Counter::default(),
+            target_other: Counter::default(),
+            wide: [PrefixCount::default(); OVERFLOW_BUCKETS],
+            narrow: [PrefixCount::default(); OVERFLOW_BUCKETS],
+            targets: [TargetCount::default(); OVERFLOW_BUCKETS],
+            sources: [0; OVERFLOW_SOURCE_BITS / 64],
+            prefixes: [0; OVERFLOW_PREFIX_BITS / 64],
+        }
+    }
 }
 
 /// What the generator program does with each frame, in [`GENERATOR_MAP`].
@@ -463,8 +604,9 @@ pub struct CpuState {
     /// [`Settings::free_generation`] + 1 when this CPU last found the free-slot queue empty
     /// (0: never); while it is current, a new source overflows without trying the queue.
     pub free_empty_at: u32,
-    /// Always zero (keeps the cache 8-byte aligned).
-    pub _pad: u32,
+    /// This CPU's first [`OverflowWindow`]: twice its number, written by userspace at load
+    /// time.
+    pub windows: u32,
     /// This CPU's cache of the slots of recent sources, direct-mapped by a hash of the address.
     /// A line holds a slot only: the program trusts it for a source only while the slot's key
     /// in [`SLOT_KEYS_MAP`] is that source, so lines never need clearing when a slot changes
@@ -479,7 +621,7 @@ impl Default for CpuState {
             region: 0,
             overflow_reflected_port: 0,
             free_empty_at: 0,
-            _pad: 0,
+            windows: 0,
             source_cache: [0; SOURCE_CACHE_ENTRIES as usize],
         }
     }
@@ -506,4 +648,6 @@ mod user {
     unsafe impl aya::Pod for super::QueueJob {}
     // SAFETY: as above; four u32, then bytes (a multiple of 8 of them).
     unsafe impl aya::Pod for super::GeneratorState {}
+    // SAFETY: as above; u64 counters and arrays of 8-aligned plain data.
+    unsafe impl aya::Pod for super::OverflowWindow {}
 }

@@ -17,7 +17,7 @@ use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 mod parse;
 
 use self::parse::{
-    Class, MAX_L4_OFFSET, Verdict, bytes, is_connection_attempt, parse, transport_ports,
+    Class, MAX_L4_OFFSET, Parsed, Verdict, bytes, is_connection_attempt, parse, transport_ports,
 };
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
@@ -28,10 +28,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, warn};
 use netwatch_common::{
-    CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, GlobalStats, HOST_BITMAP_BITS,
-    PORT_BITMAP_BITS, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP,
-    SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey,
-    SourceSketch, SourceValue, TokenBucket, WIRE_LENGTH_MAGIC, WireLength,
+    Counter, CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, FAMILY_IPV4, FAMILY_IPV6,
+    GlobalStats, HOST_BITMAP_BITS, OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow,
+    PORT_BITMAP_BITS, PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
+    SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader,
+    Settings, SourceKey, SourceSketch, SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS,
+    TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey,
+    TokenBucket, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -60,6 +63,13 @@ static SLOT_KEYS: Array<SourceKey> = Array::with_max_entries(DEFAULT_MAX_SOURCES
 /// queued by [`queue_free_slots`]).
 #[map]
 static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+
+/// Traffic without a slot, broken down by source prefix and destination: two windows per
+/// possible CPU ([`CpuState::windows`]), CPU `c` writing window `2c + (overflow_window & 1)`
+/// while userspace reads and clears the other. Memory-mappable; userspace sets the size at
+/// load time.
+#[map]
+static OVERFLOW_WINDOWS: Array<OverflowWindow> = Array::with_max_entries(2, BPF_F_MMAPABLE);
 
 /// What [`queue_free_slots`] does, written by userspace before it runs the program.
 #[map]
@@ -92,6 +102,8 @@ static mut SETTINGS: Settings = Settings {
     attack_types: 1,
     sample_snap_len: netwatch_common::DEFAULT_SAMPLE_SNAP_LEN,
     free_generation: 0,
+    overflow_window: 0,
+    _pad: 0,
 };
 
 /// Sampled frames for userspace to inspect.
@@ -251,7 +263,7 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
         region,
         overflow_reflected_port,
         free_empty_at,
-        _pad,
+        windows,
         source_cache,
     } = unsafe { &mut *state };
     globals.total_packets += 1;
@@ -305,6 +317,12 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
                 settings.epoch,
             ) {
                 count_overflow(globals, overflow_reflected_port, &contribution);
+                break_down(
+                    ctx,
+                    &parsed,
+                    &contribution,
+                    *windows + (settings.overflow_window & 1),
+                );
             }
             if let Some((src, dst)) = ports
                 && settings.sample_rate != 0
@@ -351,6 +369,166 @@ fn frame_len(ctx: &XdpContext) -> u64 {
         }
     }
     (ctx.data_end() - data) as u64
+}
+
+/// Counts a frame whose source has no slot in this CPU's open [`OverflowWindow`]: by wide and
+/// narrow source prefix, by destination and class, and in the distinct-source and
+/// distinct-prefix bitmaps. Fixed work: three tables of at most [`OVERFLOW_PROBES`] buckets
+/// each and two bits, all in memory of this CPU's own.
+#[inline(always)]
+fn break_down(ctx: &XdpContext, parsed: &Parsed, contribution: &Contribution, window: u32) {
+    let Some(window) = OVERFLOW_WINDOWS.get_ptr_mut(window) else {
+        return;
+    };
+    // SAFETY: this CPU's open window: no other CPU writes it, and XDP runs with preemption
+    // off. Userspace reads and clears only the closed one.
+    let window = unsafe { &mut *window };
+    let len = contribution.len;
+    add_counter(&mut window.total, len);
+    let [w0, w1, w2] = parsed.key.words();
+    // The first eight address bytes as a number, most significant first.
+    let high = u64::from_be(w0);
+    let ipv4 = parsed.key.family == FAMILY_IPV4;
+    let (wide, narrow) = if ipv4 {
+        (
+            (u64::from(FAMILY_IPV4) << 56) | (high >> 48),
+            (u64::from(FAMILY_IPV4) << 56) | (high >> 40),
+        )
+    } else {
+        (
+            (u64::from(FAMILY_IPV6) << 56) | (high >> 16),
+            (u64::from(FAMILY_IPV6) << 56) | (high >> 8),
+        )
+    };
+    count_prefix(&mut window.wide, &mut window.wide_other, wide, len);
+    count_prefix(&mut window.narrow, &mut window.narrow_other, narrow, len);
+    set_hashed_bit(
+        &mut window.sources,
+        mix64(w0 ^ w1.rotate_left(23) ^ w2.rotate_left(47)),
+    );
+    set_hashed_bit(&mut window.prefixes, mix64(wide));
+    match target_of(ctx, parsed, contribution, ipv4) {
+        Some(target) => count_target(window, target, len),
+        None => add_counter(&mut window.target_other, len),
+    }
+}
+
+#[inline(always)]
+fn add_counter(counter: &mut Counter, len: u64) {
+    counter.packets += 1;
+    counter.bytes += len;
+}
+
+/// Spreads the bits of `value` over the top of the result (a multiplicative hash).
+#[inline(always)]
+fn mix64(value: u64) -> u64 {
+    (value ^ (value >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Sets the bit the top bits of `hash` name in `bitmap`.
+#[inline(always)]
+fn set_hashed_bit<const WORDS: usize>(bitmap: &mut [u64; WORDS], hash: u64) {
+    let bits = (WORDS * 64).trailing_zeros();
+    let bit = (hash >> (64 - bits)) as usize;
+    if let Some(word) = bitmap.get_mut((bit >> 6) & (WORDS - 1)) {
+        *word |= 1 << (bit & 63);
+    }
+}
+
+/// Adds a frame to `key`'s bucket of `table`, taking a free one of the [`OVERFLOW_PROBES`]
+/// from its hash's on; to `other` when those are all another key's.
+#[inline(always)]
+fn count_prefix(
+    table: &mut [PrefixCount; OVERFLOW_BUCKETS],
+    other: &mut Counter,
+    key: u64,
+    len: u64,
+) {
+    let start = (mix64(key) >> (64 - OVERFLOW_BUCKETS.trailing_zeros())) as usize;
+    for probe in 0..OVERFLOW_PROBES {
+        let Some(bucket) = table.get_mut((start + probe) & (OVERFLOW_BUCKETS - 1)) else {
+            return;
+        };
+        if bucket.key == key || bucket.key == 0 {
+            bucket.key = key;
+            add_counter(&mut bucket.traffic, len);
+            return;
+        }
+    }
+    add_counter(other, len);
+}
+
+/// The destination and class of an overflow frame, as the words of a [`TargetKey`].
+#[inline(always)]
+fn target_of(
+    ctx: &XdpContext,
+    parsed: &Parsed,
+    contribution: &Contribution,
+    ipv4: bool,
+) -> Option<[u64; 3]> {
+    let (kind, port) = if contribution.reflected_port != 0 {
+        (TARGET_REFLECTED, contribution.reflected_port)
+    } else {
+        let port = match contribution.dst_port {
+            Some(port) if port < TARGET_HIGH_PORTS => port,
+            _ => 0,
+        };
+        match contribution.class {
+            Class::TcpFirst if contribution.syn => (TARGET_SYN, port),
+            Class::TcpFirst => (TARGET_TCP, port),
+            Class::Udp if contribution.dst_port.is_some() => (TARGET_UDP, port),
+            Class::Udp | Class::TcpLater => (TARGET_FRAGMENT, 0),
+            Class::Icmp => (TARGET_ICMP, 0),
+            Class::Other => (TARGET_OTHER, 0),
+        }
+    };
+    let (family, a, b) = if ipv4 {
+        let dst = bytes::<4>(ctx, parsed.l3_offset + 16)?;
+        (
+            FAMILY_IPV4,
+            u64::from(u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]])),
+            0,
+        )
+    } else {
+        let dst = bytes::<16>(ctx, parsed.l3_offset + 24)?;
+        (
+            FAMILY_IPV6,
+            u64::from_ne_bytes([
+                dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], dst[6], dst[7],
+            ]),
+            u64::from_ne_bytes([
+                dst[8], dst[9], dst[10], dst[11], dst[12], dst[13], dst[14], dst[15],
+            ]),
+        )
+    };
+    // The layout of the key's last word: family, kind, port, padding (little-endian, as the
+    // BPF target and its userspace).
+    let c = u64::from(family) | (u64::from(kind) << 8) | (u64::from(port) << 16);
+    Some([a, b, c])
+}
+
+/// Adds a frame to its destination's bucket, as [`count_prefix`].
+#[inline(always)]
+fn count_target(window: &mut OverflowWindow, key: [u64; 3], len: u64) {
+    let [a, b, c] = key;
+    let start = (mix64(a ^ b.rotate_left(17) ^ c.rotate_left(41))
+        >> (64 - OVERFLOW_BUCKETS.trailing_zeros())) as usize;
+    for probe in 0..OVERFLOW_PROBES {
+        let Some(bucket) = window
+            .targets
+            .get_mut((start + probe) & (OVERFLOW_BUCKETS - 1))
+        else {
+            return;
+        };
+        let [x, y, z] = bucket.key.words();
+        // A free bucket has family 0: the low byte of its last word.
+        if (x == a && y == b && z == c) || z & 0xff == 0 {
+            bucket.key = TargetKey::from_words(key);
+            add_counter(&mut bucket.traffic, len);
+            return;
+        }
+    }
+    add_counter(&mut window.target_other, len);
 }
 
 /// Counts a frame whose source has no slot: in the overflow totals, and in the protocol mix

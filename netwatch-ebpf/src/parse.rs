@@ -46,6 +46,8 @@ pub(crate) enum Verdict {
 pub(crate) struct Parsed {
     pub(crate) key: SourceKey,
     pub(crate) class: Class,
+    /// Offset of the IP header.
+    pub(crate) l3_offset: usize,
     /// Offset of the L4 header; meaningful only for a first fragment with a known protocol.
     pub(crate) l4_offset: usize,
     /// The first (or only) fragment: the one that carries the L4 header.
@@ -168,6 +170,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
     Verdict::Source(Parsed {
         key,
         class,
+        l3_offset: offset,
         l4_offset: offset + header_len,
         first_fragment,
         fragment: flags_offset & 0x3fff != 0,
@@ -260,6 +263,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Verdict {
     Verdict::Source(Parsed {
         key,
         class,
+        l3_offset: offset,
         l4_offset: l4_offset & (MAX_L4_OFFSET * 2 - 1),
         first_fragment,
         fragment,

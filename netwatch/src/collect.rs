@@ -13,7 +13,7 @@ use std::{
 
 use netwatch_common::{FAMILY_IPV4, GlobalStats, SourceKey, SourceStats};
 
-use crate::datapath::{Snapshot, SourceReading, Spread};
+use crate::datapath::{OverflowBreakdown, Snapshot, SourceReading, Spread};
 
 /// The traffic of one source during one interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,10 @@ pub struct Interval {
     pub unattributed_before: Volume,
     /// The amplification port of the last overflow frame from one; 0 for none.
     pub overflow_reflected_port: u16,
+    /// Traffic without a slot, by source prefix and destination (see
+    /// [`Snapshot::overflow`]: its window is the interval, give or take the frames counted
+    /// while it changed).
+    pub slotless: OverflowBreakdown,
 }
 
 /// What traffic is made of: the protocol counts (every frame in exactly one of tcp, udp,
@@ -143,6 +147,7 @@ impl Interval {
             if part.overflow_reflected_port != 0 {
                 sum.overflow_reflected_port = part.overflow_reflected_port;
             }
+            sum.slotless.absorb(&part.slotless);
             for source in &part.sources {
                 match index.get(&source.addr) {
                     Some(&at) => {
@@ -243,6 +248,7 @@ impl Collector {
             sources,
             released,
             overflow_reflected_port,
+            overflow,
         } = snapshot;
         let globals = *globals;
         let mut deltas = std::mem::take(&mut self.spare);
@@ -334,6 +340,7 @@ impl Collector {
             } else {
                 0
             },
+            slotless: overflow.clone(),
         }
     }
 }
@@ -477,6 +484,7 @@ mod tests {
                 .collect(),
             released: Vec::new(),
             overflow_reflected_port: 0,
+            overflow: Default::default(),
         }
     }
 

@@ -370,6 +370,7 @@ mod tests {
             sources,
             released: Vec::new(),
             overflow_reflected_port: 0,
+            overflow: Default::default(),
         };
         pipeline
             .tick(

@@ -4,7 +4,7 @@
 
 use netwatch::{
     collect::Collector,
-    datapath::{Datapath, LoadOptions, SourceMap},
+    datapath::{Datapath, LoadOptions, OverflowBreakdown, SourceMap, Traffic},
 };
 use netwatch_common::SourceKey;
 use netwatch_tests::{
@@ -397,6 +397,170 @@ fn the_overflow_keeps_the_mix_of_traffic_without_a_slot() {
         );
         assert_eq!(snapshot.overflow_reflected_port, 123);
         assert_invariant(&snapshot, "overflow mix");
+    }
+}
+
+/// The packets of a breakdown's list and of its `other`.
+fn listed<K>(list: &[(K, Traffic)], other: Traffic) -> u64 {
+    list.iter().map(|(_, traffic)| traffic.packets).sum::<u64>() + other.packets
+}
+
+/// Traffic without a slot is broken down in the kernel by source prefix and by destination
+/// and class, each table adding up to the overflow, and its window starts empty at the next
+/// reading.
+#[test]
+fn traffic_without_a_slot_is_broken_down_by_prefix_and_destination() {
+    if !privileged("traffic_without_a_slot_is_broken_down_by_prefix_and_destination") {
+        return;
+    }
+    for source_map in SOURCE_MAPS {
+        let mut datapath = load_sized(source_map, 1);
+        datapath
+            .set_reflection_ports(&[123])
+            .unwrap_or_else(|err| panic!("{err}"));
+        run(
+            &datapath,
+            &FrameBuilder::ipv4([172, 16, 0, 1]).build().bytes,
+            "the slot's source",
+        );
+        let mut frames = Vec::new();
+        for i in 0..300u32 {
+            frames.push(
+                FrameBuilder::ipv4([198, 51, (i / 100) as u8, (i % 100 + 1) as u8])
+                    .to_ipv4([10, 4, 0, 6])
+                    .to_port(443)
+                    .payload(20),
+            );
+        }
+        for i in 0..10u8 {
+            frames.push(
+                FrameBuilder::ipv4([198, 51, 9, i + 1])
+                    .to_ipv4([10, 4, 0, 6])
+                    .to_port(50_000),
+            );
+        }
+        for i in 0..50u8 {
+            frames.push(
+                FrameBuilder::ipv4([203, 0, 113, i + 1])
+                    .to_ipv4([10, 4, 0, 7])
+                    .transport(Transport::Tcp(SYN)),
+            );
+        }
+        for i in 0..20u8 {
+            frames.push(
+                FrameBuilder::ipv4([192, 0, 2, i + 1])
+                    .to_ipv4([10, 4, 0, 8])
+                    .from_port(123)
+                    .to_port(40_000)
+                    .payload(400),
+            );
+        }
+        for i in 0..5u8 {
+            let mut src = [0u8; 16];
+            src[..7].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0x42, 0x17]);
+            src[15] = i + 1;
+            frames.push(FrameBuilder::ipv6(src).transport(Transport::Icmp));
+        }
+        for (i, frame) in frames.iter().enumerate() {
+            run(&datapath, &frame.build().bytes, &format!("frame {i}"));
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let g = &snapshot.globals;
+        let breakdown = &snapshot.overflow;
+        assert_eq!(g.overflow_packets, 385, "{source_map}");
+        assert_eq!(
+            (breakdown.total.packets, breakdown.total.bytes),
+            (g.overflow_packets, g.overflow_bytes),
+            "{source_map}"
+        );
+        assert_eq!(listed(&breakdown.wide, breakdown.wide_other), 385);
+        assert_eq!(listed(&breakdown.narrow, breakdown.narrow_other), 385);
+        assert_eq!(listed(&breakdown.targets, breakdown.target_other), 385);
+        let show = |list: &[(String, u64)]| {
+            list.iter()
+                .map(|(name, packets)| format!("{name}={packets}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let wide: Vec<_> = breakdown
+            .wide
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.packets))
+            .collect();
+        assert_eq!(
+            show(&wide),
+            "198.51.0.0/16=310 203.0.0.0/16=50 192.0.0.0/16=20 2001:db8:42::/48=5",
+            "{source_map}"
+        );
+        let narrow: Vec<_> = breakdown
+            .narrow
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.packets))
+            .collect();
+        assert_eq!(
+            show(&narrow),
+            "198.51.0.0/24=100 198.51.1.0/24=100 198.51.2.0/24=100 203.0.113.0/24=50 \
+             192.0.2.0/24=20 198.51.9.0/24=10 2001:db8:42:1700::/56=5",
+            "{source_map}"
+        );
+        let targets: Vec<_> = breakdown
+            .targets
+            .iter()
+            .map(|(t, c)| (t.to_string(), c.packets))
+            .collect();
+        assert_eq!(
+            show(&targets),
+            "10.4.0.6 udp:443=300 10.4.0.7 syn:80=50 10.4.0.8 udp from :123 (reflection)=20 \
+             10.4.0.6 udp:high=10 [2001:db8::fe] icmp=5",
+            "{source_map}"
+        );
+        assert!(
+            (375..=395).contains(&breakdown.sources),
+            "385 distinct sources, estimated {}",
+            breakdown.sources
+        );
+        assert_eq!(breakdown.prefixes, 4, "{source_map}");
+
+        // The next window starts empty: three frames, then none.
+        for i in 0..3u8 {
+            let frame = FrameBuilder::ipv4([198, 51, 0, i + 1]).to_ipv4([10, 4, 0, 6]);
+            run(&datapath, &frame.build().bytes, "second window");
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(snapshot.overflow.total.packets, 3, "{source_map}");
+        assert_eq!(snapshot.overflow.targets.len(), 1, "{source_map}");
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(
+            snapshot.overflow,
+            OverflowBreakdown::default(),
+            "the first window, read and cleared, is empty again: {source_map}"
+        );
+
+        // More prefixes than buckets: the rest is counted as other, and every table still
+        // adds up.
+        for i in 0..2000u32 {
+            let frame = FrameBuilder::ipv4([100, (i >> 8) as u8 + 64, i as u8, 1]).to_ipv4([
+                10,
+                4,
+                (i >> 8) as u8,
+                i as u8,
+            ]);
+            run(&datapath, &frame.build().bytes, "many prefixes");
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let breakdown = &snapshot.overflow;
+        assert_eq!(breakdown.total.packets, 2000, "{source_map}");
+        assert!(breakdown.narrow_other.packets > 0, "{source_map}");
+        assert!(breakdown.target_other.packets > 0, "{source_map}");
+        assert_eq!(listed(&breakdown.wide, breakdown.wide_other), 2000);
+        assert_eq!(listed(&breakdown.narrow, breakdown.narrow_other), 2000);
+        assert_eq!(listed(&breakdown.targets, breakdown.target_other), 2000);
+        assert_eq!(breakdown.wide_other.packets, 0, "8 /16s fit");
+        assert!(
+            (1900..=2100).contains(&breakdown.sources),
+            "2,000 distinct sources, estimated {}",
+            breakdown.sources
+        );
     }
 }
 

@@ -95,6 +95,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
             unattributed: Volume::default(),
             unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
+            slotless: Default::default(),
         },
     );
     let exported = metrics.render();

@@ -58,6 +58,7 @@ pub fn parse_floor(ctx: XdpContext) -> u32 {
                 ^ c.rotate_left(2)
                 ^ u64::from(parsed.dst_fold)
                 ^ (parsed.l4_offset as u64) << 32
+                ^ (parsed.l3_offset as u64) << 56
                 ^ u64::from(parsed.truncated) << 48
                 ^ u64::from(syn) << 49
                 ^ u64::from(parsed.fragment) << 47

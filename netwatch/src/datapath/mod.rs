@@ -8,6 +8,7 @@ mod batch;
 mod bench;
 mod error;
 pub mod netlink;
+mod overflow;
 mod slots;
 
 use std::{collections::HashMap, fmt, io, os::fd::AsFd as _, time::Duration};
@@ -27,21 +28,23 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use netwatch_common::{
-    CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GlobalStats, PROGRAM_NAME, QUEUE_JOB_MAP,
-    QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
-    SAMPLE_PORTS_MAP, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP,
-    SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP,
-    STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats, SourceValue,
-    WIRE_LENGTH_MAGIC, WireLength,
+    CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GlobalStats, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME,
+    QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN,
+    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP,
+    SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
+    SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats,
+    SourceValue, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 pub use self::{
     bench::{Baseline, BenchPrograms},
     error::DatapathError,
+    overflow::{OverflowBreakdown, SlotlessPrefix, Target, TargetKind, Traffic},
     slots::{SourceReading, Spread, linear_count},
 };
 use self::{
     netlink::{LinkInfo, XdpAttached},
+    overflow::Windows,
     slots::Slots,
 };
 
@@ -212,6 +215,10 @@ pub struct Snapshot {
     pub released: Vec<u32>,
     /// The amplification port of the last overflow frame from one (of some CPU); 0 for none.
     pub overflow_reflected_port: u16,
+    /// The overflow since the previous snapshot, broken down by source prefix and
+    /// destination. Its window changes just before the globals are read: a frame without a
+    /// slot counted in between is in these globals and in the next snapshot's breakdown.
+    pub overflow: OverflowBreakdown,
 }
 
 impl Snapshot {
@@ -314,6 +321,8 @@ pub struct Datapath {
     samples: Option<SampleRing>,
     /// The sources' slots, mapped into this process.
     slots: Slots,
+    /// The overflow windows, mapped into this process.
+    windows: Windows,
     /// The job of the program that queues free slots.
     jobs: QueueJobs,
     /// What the last snapshot's reclaim did.
@@ -379,6 +388,7 @@ impl Datapath {
                 loader.map_max_entries(FREE_SLOTS_MAP, max_sources);
                 loader.map_max_entries(STAGED_SLOTS_MAP, max_sources);
                 loader.map_max_entries(SOURCE_VALUES_MAP, values);
+                loader.map_max_entries(OVERFLOW_WINDOWS_MAP, 2 * cpus as u32);
                 loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
                 // The kernel side writes no diagnostic the log would drop.
                 loader.override_global(aya_log::LEVEL, &log_level, true);
@@ -424,6 +434,8 @@ impl Datapath {
             regions,
         )
         .map_err(DatapathError::MapSlots)?;
+        let windows = Windows::map(map_fd(&ebpf, OVERFLOW_WINDOWS_MAP)?, cpus)
+            .map_err(DatapathError::MapSlots)?;
         let mut datapath = Self {
             ebpf,
             max_sources,
@@ -436,6 +448,7 @@ impl Datapath {
             },
             samples,
             slots,
+            windows,
             jobs,
             last_reclaim: Reclaim::default(),
             diagnostics,
@@ -637,6 +650,7 @@ impl Datapath {
             sources: Vec::with_capacity(self.slots.in_use()),
             released: Vec::new(),
             overflow_reflected_port: 0,
+            overflow: OverflowBreakdown::default(),
         };
         self.snapshot_into(&mut snapshot)?;
         Ok(snapshot)
@@ -648,9 +662,13 @@ impl Datapath {
     /// time of a reading).
     pub fn snapshot_into(&mut self, snapshot: &mut Snapshot) -> Result<(), DatapathError> {
         let closing = self.epoch;
+        let closing_overflow = self.settings.overflow_window;
+        self.settings.overflow_window = closing_overflow.wrapping_add(1);
         if closing != 0 {
             // Epoch 0 marks windows never written (and sketches off); skip it on wrapping.
             self.set_epoch(closing.wrapping_add(1).max(1))?;
+        } else {
+            self.write_settings()?;
         }
         snapshot.globals = GlobalStats::default();
         snapshot.sources.clear();
@@ -670,6 +688,7 @@ impl Datapath {
                 snapshot.overflow_reflected_port = state.overflow_reflected_port as u16;
             }
         }
+        snapshot.overflow = self.windows.take(closing_overflow);
         snapshot.released = self.reclaim()?;
         Ok(())
     }
@@ -1068,6 +1087,7 @@ fn set_regions(ebpf: &mut Ebpf, cpus: usize, region_len: u32) -> Result<(), Data
     let values = (0..cpus as u32)
         .map(|cpu| CpuState {
             region: cpu * region_len,
+            windows: 2 * cpu,
             ..CpuState::default()
         })
         .collect::<Vec<_>>();

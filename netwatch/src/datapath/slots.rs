@@ -82,7 +82,7 @@ const RECLAIM_BATCH: usize = 1024;
 
 /// A BPF array map (`BPF_F_MMAPABLE`) mapped into this process, shared with the kernel: the
 /// program writes it while userspace reads, so every access is volatile.
-struct Mapped<T> {
+pub(super) struct Mapped<T> {
     base: NonNull<T>,
     len: usize,
     bytes: usize,
@@ -97,7 +97,7 @@ unsafe impl<T: Sync> Sync for Mapped<T> {}
 
 impl<T: Copy> Mapped<T> {
     /// Maps the `len` elements of the array map `fd`.
-    fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+    pub(super) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
         // The kernel lays array elements out in 8-byte steps.
         assert!(
             size_of::<T>().is_multiple_of(8),
@@ -126,13 +126,13 @@ impl<T: Copy> Mapped<T> {
         Ok(Self { base, len, bytes })
     }
 
-    fn at(&self, index: usize) -> *mut T {
+    pub(super) fn at(&self, index: usize) -> *mut T {
         assert!(index < self.len, "slot {index} outside the map");
         // SAFETY: in bounds, checked above.
         unsafe { self.base.as_ptr().add(index) }
     }
 
-    fn write(&mut self, index: usize, value: T) {
+    pub(super) fn write(&mut self, index: usize, value: T) {
         // SAFETY: an element of the live mapping, of a plain-data type.
         unsafe { self.at(index).write_volatile(value) }
     }

@@ -80,6 +80,7 @@ fn interval(sources: &[Traffic]) -> Interval {
         unattributed: Volume::default(),
         unattributed_before: Volume::default(),
         overflow_reflected_port: 0,
+        slotless: Default::default(),
     }
 }
 

@@ -262,6 +262,7 @@ mod tests {
             unattributed: Volume::default(),
             unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
+            slotless: Default::default(),
         };
         let context = Context {
             iface: String::from("veth1"),

@@ -637,6 +637,7 @@ mod tests {
             unattributed: Volume::default(),
             unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
+            slotless: Default::default(),
         }
     }
 
