@@ -345,6 +345,94 @@ fn a_syn_flood_from_random_sources_is_named() {
     benign_never_named(&alerts);
 }
 
+/// The SYN flood above with far fewer slots than sources: most of it has no slot, and the
+/// alert still names the victim, the type and the sources' prefixes from the kernel's
+/// breakdown of the traffic without a slot, which adds up to the overflow in every interval.
+#[test]
+fn a_spoofed_syn_flood_past_the_slots_names_its_victim() {
+    if !privileged("a_spoofed_syn_flood_past_the_slots_names_its_victim") {
+        return;
+    }
+    let dir = ScratchDir::new("nwspoof");
+    let mut frames = Vec::new();
+    benign(&mut frames, 90);
+    stream(&mut frames, 50..60, 5_000, |i| {
+        let scattered = (i as u32).wrapping_mul(0x9e37_79b1) >> 8;
+        FrameBuilder::ipv4(Ipv4Addr::from(0x0b00_0000 | scattered).octets())
+            .transport(Transport::Tcp(SYN))
+            .to_ipv4([10, 0, 0, 5])
+            .to_port(443)
+    });
+    let (capture, config) = write_case(&dir, frames, &learning("30s"));
+    let output = replay(&[
+        capture.to_str().unwrap_or_default(),
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--format",
+        "json",
+        "--max-sources",
+        "1024",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records = records(&output);
+    let alerts: Vec<Value> = of_type(&records, "alert").into_iter().cloned().collect();
+    assert_eq!(
+        openings(&alerts),
+        vec![pair("spike_pps", "global")],
+        "one alert for the attack: {:?}",
+        summary(&alerts)
+    );
+    benign_never_named(&alerts);
+    let start = &alerts[0];
+    assert_eq!(start["attack"]["type"], "syn_flood");
+    let slotless = &start["slotless"];
+    assert_eq!(slotless["random_sources"], true, "{slotless}");
+    assert!(
+        slotless["share"].as_f64().is_some_and(|share| share > 0.5),
+        "{slotless}"
+    );
+    assert!(
+        slotless["sources_estimate"]
+            .as_u64()
+            .is_some_and(|sources| sources > 3_000),
+        "{slotless}"
+    );
+    let victim = &slotless["targets"][0];
+    assert_eq!(victim["destination"], "10.0.0.5", "{slotless}");
+    assert_eq!(victim["kind"], "syn", "{slotless}");
+    assert_eq!(victim["port"], 443, "{slotless}");
+    assert!(
+        victim["share"].as_f64().is_some_and(|share| share > 0.99),
+        "{slotless}"
+    );
+    for prefix in slotless["prefixes"].as_array().into_iter().flatten() {
+        let prefix = prefix["prefix"].as_str().unwrap_or("");
+        assert!(prefix.starts_with("11."), "{prefix}");
+    }
+    // Every interval's breakdown adds up to its overflow, and names no benign host.
+    let mut overflow = 0;
+    let mut slotless = 0;
+    for record in of_type(&records, "interval") {
+        overflow += record["blind_spots"]["overflow_packets"]
+            .as_u64()
+            .unwrap_or(0);
+        slotless += record["slotless"]["packets"].as_u64().unwrap_or(0);
+        for target in record["slotless"]["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(target["destination"], "10.0.0.5", "{record}");
+        }
+    }
+    assert!(overflow > 40_000, "{overflow}");
+    assert_eq!(slotless, overflow);
+}
+
 #[test]
 fn hundreds_of_unknown_sources_are_capped_with_a_counted_line() {
     if !privileged("hundreds_of_unknown_sources_are_capped_with_a_counted_line") {

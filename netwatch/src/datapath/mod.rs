@@ -39,7 +39,7 @@ use netwatch_common::{
 pub use self::{
     bench::{Baseline, BenchPrograms},
     error::DatapathError,
-    overflow::{OverflowBreakdown, SlotlessPrefix, Target, TargetKind, Traffic},
+    overflow::{OverflowBreakdown, SlotlessPrefix, Target, TargetKind, Traffic, add_traffic},
     slots::{SourceReading, Spread, linear_count},
 };
 use self::{

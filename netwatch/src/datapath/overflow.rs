@@ -208,23 +208,24 @@ impl OverflowBreakdown {
             }
             let mut map: HashMap<K, Traffic> = into.drain(..).collect();
             for &(key, traffic) in from {
-                add(map.entry(key).or_default(), traffic);
+                add_traffic(map.entry(key).or_default(), traffic);
             }
             *into = sorted(map);
         }
-        add(&mut self.total, other.total);
+        add_traffic(&mut self.total, other.total);
         merge(&mut self.wide, &other.wide);
-        add(&mut self.wide_other, other.wide_other);
+        add_traffic(&mut self.wide_other, other.wide_other);
         merge(&mut self.narrow, &other.narrow);
-        add(&mut self.narrow_other, other.narrow_other);
+        add_traffic(&mut self.narrow_other, other.narrow_other);
         merge(&mut self.targets, &other.targets);
-        add(&mut self.target_other, other.target_other);
+        add_traffic(&mut self.target_other, other.target_other);
         self.sources += other.sources;
         self.prefixes += other.prefixes;
     }
 }
 
-pub(super) fn add(sum: &mut Traffic, part: Traffic) {
+/// Adds `part` to `sum`.
+pub fn add_traffic(sum: &mut Traffic, part: Traffic) {
     sum.packets += part.packets;
     sum.bytes += part.bytes;
 }
@@ -257,10 +258,10 @@ struct Merge {
 
 impl Merge {
     fn add(&mut self, window: &OverflowWindow) {
-        add(&mut self.total, window.total);
-        add(&mut self.wide_other, window.wide_other);
-        add(&mut self.narrow_other, window.narrow_other);
-        add(&mut self.target_other, window.target_other);
+        add_traffic(&mut self.total, window.total);
+        add_traffic(&mut self.wide_other, window.wide_other);
+        add_traffic(&mut self.narrow_other, window.narrow_other);
+        add_traffic(&mut self.target_other, window.target_other);
         for (table, map, other, wide) in [
             (&window.wide, &mut self.wide, &mut self.wide_other, true),
             (
@@ -275,8 +276,8 @@ impl Merge {
                     continue;
                 }
                 match SlotlessPrefix::from_key(key, wide) {
-                    Some(prefix) => add(map.entry(prefix).or_default(), traffic),
-                    None => add(other, traffic),
+                    Some(prefix) => add_traffic(map.entry(prefix).or_default(), traffic),
+                    None => add_traffic(other, traffic),
                 }
             }
         }
@@ -285,8 +286,10 @@ impl Merge {
                 continue;
             }
             match Target::from_key(&bucket.key) {
-                Some(target) => add(self.targets.entry(target).or_default(), bucket.traffic),
-                None => add(&mut self.target_other, bucket.traffic),
+                Some(target) => {
+                    add_traffic(self.targets.entry(target).or_default(), bucket.traffic)
+                }
+                None => add_traffic(&mut self.target_other, bucket.traffic),
             }
         }
         or_into(&mut self.sources, &window.sources);

@@ -5,6 +5,7 @@ use std::{fmt, net::IpAddr, time::Duration};
 use serde::Serialize;
 
 use super::{attack::Attack, cidr::Cidr};
+use crate::datapath::{SlotlessPrefix, Target};
 
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -211,6 +212,44 @@ pub struct Alert {
     /// For one alert that stands for many sources of a prefix that met the same rule in the
     /// same interval: how many, and the first few.
     pub members: Option<Members>,
+    /// For a global rate alert at start and update: the traffic this interval that had no
+    /// source slot, when it is a tenth of the interface's packets or more.
+    pub slotless: Option<SlotlessEvidence>,
+}
+
+/// Traffic without a source slot behind a global alert, from the kernel's breakdown of it:
+/// how much, from how many sources, from where and to whom. What a flood from spoofed
+/// sources looks like, which per-source counting cannot show.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlotlessEvidence {
+    /// Its packets this interval.
+    pub packets: u64,
+    /// Packets per second.
+    pub pps: f64,
+    /// Its share of the interface's packets (0 to 1).
+    pub share: f64,
+    /// Distinct source addresses, estimated.
+    pub sources: u32,
+    /// Distinct IPv4 /16 and IPv6 /48 prefixes of those, estimated.
+    pub prefixes: u32,
+    /// Few packets per source: at least 1,000 sources, sending four packets each or fewer on
+    /// average. What a flood from random (spoofed) addresses looks like.
+    pub random_sources: bool,
+    /// The destinations that took most of it, largest first.
+    pub targets: Vec<SlotlessShare<Target>>,
+    /// The source prefixes (/16, /48) that sent most of it, largest first.
+    pub prefixes_top: Vec<SlotlessShare<SlotlessPrefix>>,
+}
+
+/// One destination or prefix of [`SlotlessEvidence`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlotlessShare<T> {
+    /// Which.
+    pub what: T,
+    /// Its packets this interval.
+    pub packets: u64,
+    /// Its share of the traffic without a slot (0 to 1).
+    pub share: f64,
 }
 
 /// One of the top senders behind a global or prefix alert.

@@ -44,7 +44,10 @@ use std::{
 use serde::Deserialize;
 
 use self::{
-    alert::{Alert, AlertKind, AlertState, Contributor, Members, Severity, Subject},
+    alert::{
+        Alert, AlertKind, AlertState, Contributor, Members, Severity, SlotlessEvidence,
+        SlotlessShare, Subject,
+    },
     attack::{Attack, DEFAULT_REFLECTION_PORTS},
     cidr::Cidr,
     ewma::{Ewma, alpha_for_window},
@@ -629,6 +632,7 @@ impl Detector {
             contributors: Vec::new(),
             attack: None,
             members: None,
+            slotless: None,
         });
         outcome.alerts = kept;
     }
@@ -1024,6 +1028,7 @@ impl Detector {
                 contributors: Vec::new(),
                 attack,
                 members: event.members.clone(),
+                slotless: None,
             });
             if state == AlertState::End {
                 self.open.remove(&key);
@@ -1057,6 +1062,9 @@ impl Detector {
                 || !matches!(alert.state, AlertState::Start | AlertState::Update)
             {
                 continue;
+            }
+            if alert.subject == Subject::Global {
+                alert.slotless = slotless_evidence(interval, top);
             }
             let whole = volumes.get(&alert.subject).copied().unwrap_or_default();
             // The subject's excess, in the alert's unit: over its baseline, or over the
@@ -1263,6 +1271,7 @@ impl Detector {
                 contributors: Vec::new(),
                 attack: None,
                 members,
+                slotless: None,
             });
         }
     }
@@ -1270,6 +1279,47 @@ impl Detector {
 
 /// The sources one alert stands for, from their addresses in order: how many, and the first
 /// few.
+/// Slot-less traffic that makes a tenth of the interface's packets or more in this
+/// interval; the shares of its breakdown from the kernel's window (which may be a few frames
+/// off the interval's overflow count, see [`Interval::slotless`]).
+const SLOTLESS_MIN_SHARE: f64 = 0.1;
+
+/// What the traffic without a slot of this interval was, when it matters.
+fn slotless_evidence(interval: &Interval, top: usize) -> Option<SlotlessEvidence> {
+    let packets = interval.delta.overflow_packets;
+    let share = packets as f64 / interval.delta.total_packets.max(1) as f64;
+    let breakdown = &interval.slotless;
+    if packets == 0 || share < SLOTLESS_MIN_SHARE || breakdown.total.packets == 0 {
+        return None;
+    }
+    let whole = breakdown.total.packets as f64;
+    fn shares<T: Copy>(
+        list: &[(T, crate::datapath::Traffic)],
+        whole: f64,
+        top: usize,
+    ) -> Vec<SlotlessShare<T>> {
+        list.iter()
+            .take(top)
+            .map(|(what, traffic)| SlotlessShare {
+                what: *what,
+                packets: traffic.packets,
+                share: traffic.packets as f64 / whole,
+            })
+            .collect()
+    }
+    Some(SlotlessEvidence {
+        packets,
+        pps: interval.rate(packets),
+        share,
+        sources: breakdown.sources,
+        prefixes: breakdown.prefixes,
+        random_sources: breakdown.sources >= 1000
+            && u64::from(breakdown.sources) * 4 >= breakdown.total.packets,
+        targets: shares(&breakdown.targets, whole, top.min(3)),
+        prefixes_top: shares(&breakdown.wide, whole, top.min(3)),
+    })
+}
+
 fn members(addrs: impl ExactSizeIterator<Item = IpAddr>) -> Members {
     Members {
         count: addrs.len() as u64,

@@ -884,6 +884,7 @@ impl Inspector {
             contributors: Vec::new(),
             attack: None,
             members: None,
+            slotless: None,
         })
     }
 }

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use super::{escape, rfc3339};
 use crate::detect::{
-    alert::{Alert, AlertKind, AlertState, Contributor, Members, Severity, Subject},
+    alert::{
+        Alert, AlertKind, AlertState, Contributor, Members, Severity, SlotlessEvidence, Subject,
+    },
     attack::Attack,
 };
 
@@ -41,6 +43,69 @@ struct AlertRecord<'a> {
     attack: Option<&'a Attack>,
     contributors: Vec<ContributorRecord>,
     sources: Option<SourcesRecord>,
+    slotless: Option<SlotlessRecord>,
+}
+
+/// [`SlotlessEvidence`] in JSON.
+#[derive(Serialize)]
+struct SlotlessRecord {
+    packets: u64,
+    pps: f64,
+    share: f64,
+    sources_estimate: u32,
+    prefixes_estimate: u32,
+    random_sources: bool,
+    targets: Vec<TargetRecord>,
+    prefixes: Vec<PrefixRecord>,
+}
+
+#[derive(Serialize)]
+struct TargetRecord {
+    destination: String,
+    kind: &'static str,
+    port: Option<u16>,
+    packets: u64,
+    share: f64,
+}
+
+#[derive(Serialize)]
+struct PrefixRecord {
+    prefix: String,
+    packets: u64,
+    share: f64,
+}
+
+impl SlotlessRecord {
+    fn of(evidence: &SlotlessEvidence) -> Self {
+        Self {
+            packets: evidence.packets,
+            pps: round(evidence.pps),
+            share: round(evidence.share),
+            sources_estimate: evidence.sources,
+            prefixes_estimate: evidence.prefixes,
+            random_sources: evidence.random_sources,
+            targets: evidence
+                .targets
+                .iter()
+                .map(|target| TargetRecord {
+                    destination: target.what.addr.to_string(),
+                    kind: target.what.kind.name(),
+                    port: (target.what.port != 0).then_some(target.what.port),
+                    packets: target.packets,
+                    share: round(target.share),
+                })
+                .collect(),
+            prefixes: evidence
+                .prefixes_top
+                .iter()
+                .map(|prefix| PrefixRecord {
+                    prefix: prefix.what.to_string(),
+                    packets: prefix.packets,
+                    share: round(prefix.share),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -106,6 +171,7 @@ pub fn write_json(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
             count: members.count,
             first: members.first.iter().map(ToString::to_string).collect(),
         }),
+        slotless: alert.slotless.as_ref().map(SlotlessRecord::of),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")
@@ -201,6 +267,9 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
     {
         write!(out, "; {} sources: {}", members.count, addresses(members))?;
     }
+    if let Some(slotless) = &alert.slotless {
+        write_slotless(out, slotless)?;
+    }
     writeln!(out, " [{}]", alert.id)?;
     if !alert.contributors.is_empty() {
         write!(out, "  top:")?;
@@ -233,6 +302,42 @@ fn write_contributor(out: &mut impl Write, contributor: &Contributor) -> io::Res
     )?;
     if contributor.new {
         write!(out, " (new)")?;
+    }
+    Ok(())
+}
+
+/// `; without a slot 5000 pkt/s 99%: ~50000 random sources in ~140 /16s, to 10.4.0.6
+/// udp:443 92%`: how much traffic had no source slot, from how many sources and where, and
+/// whom it hit. The prefixes are named only when the sources are not random.
+fn write_slotless(out: &mut impl Write, slotless: &SlotlessEvidence) -> io::Result<()> {
+    write!(
+        out,
+        "; without a slot {:.0} pkt/s {:.0}%: ~{} {}sources in ~{} /16s",
+        slotless.pps,
+        slotless.share * 100.0,
+        slotless.sources,
+        if slotless.random_sources {
+            "random "
+        } else {
+            ""
+        },
+        slotless.prefixes,
+    )?;
+    if !slotless.random_sources && !slotless.prefixes_top.is_empty() {
+        let list: Vec<String> = slotless
+            .prefixes_top
+            .iter()
+            .map(|prefix| format!("{} {:.0}%", prefix.what, prefix.share * 100.0))
+            .collect();
+        write!(out, " ({})", list.join(", "))?;
+    }
+    if !slotless.targets.is_empty() {
+        let list: Vec<String> = slotless
+            .targets
+            .iter()
+            .map(|target| format!("{} {:.0}%", target.what, target.share * 100.0))
+            .collect();
+        write!(out, ", to {}", list.join(", "))?;
     }
     Ok(())
 }
@@ -284,6 +389,7 @@ mod tests {
             contributors: Vec::new(),
             attack: None,
             members: None,
+            slotless: None,
         }
     }
 
@@ -391,6 +497,80 @@ mod tests {
             lines[1],
             "  top: 198.51.100.66 4900 pkt/s 96% (new), 10.0.0.1 100 pkt/s 2% | 198.51.100.0/24 4900 pkt/s 96% (new)"
         );
+    }
+
+    fn flooded(random: bool) -> Alert {
+        use crate::{
+            datapath::{SlotlessPrefix, Target, TargetKind},
+            detect::alert::SlotlessShare,
+        };
+        let target = |last, kind, port, share: f64| SlotlessShare {
+            what: Target {
+                addr: std::net::IpAddr::from([10, 4, 0, last]),
+                kind,
+                port,
+            },
+            packets: (share * 5000.0) as u64,
+            share,
+        };
+        Alert {
+            slotless: Some(SlotlessEvidence {
+                packets: 5_000,
+                pps: 5_000.0,
+                share: 0.99,
+                sources: if random { 4_800 } else { 300 },
+                prefixes: if random { 140 } else { 2 },
+                random_sources: random,
+                targets: vec![
+                    target(6, TargetKind::Udp, 443, 0.92),
+                    target(7, TargetKind::Syn, 80, 0.05),
+                ],
+                prefixes_top: vec![SlotlessShare {
+                    what: SlotlessPrefix {
+                        addr: std::net::IpAddr::from([198, 51, 0, 0]),
+                        len: 16,
+                    },
+                    packets: 4_000,
+                    share: 0.8,
+                }],
+            }),
+            ..alert(AlertState::Start)
+        }
+    }
+
+    #[test]
+    fn a_flood_without_slots_names_its_victims_and_how_many_sent_it() {
+        let mut out = Vec::new();
+        write_line(&mut out, "eth0", &flooded(true)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "; without a slot 5000 pkt/s 99%: ~4800 random sources in ~140 /16s, \
+                 to 10.4.0.6 udp:443 92%, 10.4.0.7 syn:80 5% [r-1]"
+            ),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        write_line(&mut out, "eth0", &flooded(false)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("~300 sources in ~2 /16s (198.51.0.0/16 80%), to 10.4.0.6 udp:443"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        write_json(&mut out, "eth0", &flooded(true)).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let slotless = &value["slotless"];
+        assert_eq!(slotless["sources_estimate"], 4800);
+        assert_eq!(slotless["random_sources"], true);
+        assert_eq!(slotless["targets"][0]["destination"], "10.4.0.6");
+        assert_eq!(slotless["targets"][0]["kind"], "udp");
+        assert_eq!(slotless["targets"][0]["port"], 443);
+        assert_eq!(slotless["prefixes"][0]["prefix"], "198.51.0.0/16");
+        let mut out = Vec::new();
+        write_json(&mut out, "eth0", &alert(AlertState::Start)).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["slotless"], serde_json::Value::Null);
     }
 
     #[test]

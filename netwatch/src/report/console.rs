@@ -47,6 +47,7 @@ pub fn write_interval(
         interval.tracked_sources,
         context.max_sources,
     )?;
+    write_slotless(out, interval)?;
     if interval.sources.is_empty() {
         return Ok(());
     }
@@ -77,6 +78,40 @@ pub fn write_interval(
         writeln!(out, "  ... and {hidden} more active sources")?;
     }
     Ok(())
+}
+
+/// `  without a slot: 5000 pkts from ~4800 sources in ~140 /16s | to 10.4.0.6 udp:443 4600,
+/// ... | from 198.51.0.0/16 500, ...`: the overflow of the interval, when there was any.
+fn write_slotless(out: &mut impl Write, interval: &Interval) -> io::Result<()> {
+    const LISTED: usize = 3;
+    let breakdown = &interval.slotless;
+    if breakdown.total.packets == 0 {
+        return Ok(());
+    }
+    write!(
+        out,
+        "  without a slot: {} pkts from ~{} sources in ~{} /16s",
+        breakdown.total.packets, breakdown.sources, breakdown.prefixes
+    )?;
+    let targets: Vec<String> = breakdown
+        .targets
+        .iter()
+        .take(LISTED)
+        .map(|(target, traffic)| format!("{target} {}", traffic.packets))
+        .collect();
+    if !targets.is_empty() {
+        write!(out, " | to {}", targets.join(", "))?;
+    }
+    let prefixes: Vec<String> = breakdown
+        .wide
+        .iter()
+        .take(LISTED)
+        .map(|(prefix, traffic)| format!("{prefix} {}", traffic.packets))
+        .collect();
+    if !prefixes.is_empty() {
+        write!(out, " | from {}", prefixes.join(", "))?;
+    }
+    writeln!(out)
 }
 
 fn bits_per_second(bytes_per_second: f64) -> String {
@@ -160,5 +195,58 @@ mod tests {
         assert!(text.contains("192.0.2.2 "), "{text}");
         assert!(!text.contains("192.0.2.3 "), "{text}");
         assert!(text.contains("and 1 more active sources"), "{text}");
+        assert!(!text.contains("without a slot"), "{text}");
+    }
+
+    #[test]
+    fn traffic_without_a_slot_gets_a_line_of_its_own() {
+        use crate::datapath::{OverflowBreakdown, SlotlessPrefix, Target, TargetKind, Traffic};
+        let traffic = |packets| Traffic {
+            packets,
+            bytes: packets * 60,
+        };
+        let interval = Interval {
+            elapsed: Duration::from_secs(1),
+            slotless: OverflowBreakdown {
+                total: traffic(5000),
+                targets: vec![(
+                    Target {
+                        addr: std::net::IpAddr::from([10, 4, 0, 6]),
+                        kind: TargetKind::Udp,
+                        port: 443,
+                    },
+                    traffic(4600),
+                )],
+                target_other: traffic(400),
+                wide: vec![(
+                    SlotlessPrefix {
+                        addr: std::net::IpAddr::from([198, 51, 0, 0]),
+                        len: 16,
+                    },
+                    traffic(500),
+                )],
+                wide_other: traffic(4500),
+                sources: 4800,
+                prefixes: 140,
+                ..OverflowBreakdown::default()
+            },
+            ..Interval::default()
+        };
+        let context = Context {
+            iface: String::from("eth9"),
+            max_sources: 100,
+            top: 2,
+        };
+        let mut out = Vec::new();
+        write_interval(&mut out, &context, UNIX_EPOCH, &interval, false)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains(
+                "  without a slot: 5000 pkts from ~4800 sources in ~140 /16s | to 10.4.0.6 \
+                 udp:443 4600 | from 198.51.0.0/16 500\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -10,7 +10,10 @@ use netwatch_common::GlobalStats;
 use serde::Serialize;
 
 use super::{Context, rfc3339};
-use crate::collect::Interval;
+use crate::{
+    collect::Interval,
+    datapath::{OverflowBreakdown, SlotlessPrefix, Traffic},
+};
 
 #[derive(Serialize)]
 struct IntervalRecord<'a> {
@@ -32,6 +35,93 @@ struct IntervalRecord<'a> {
     sources_active: usize,
     max_sources: u32,
     top: Vec<SourceRecord>,
+    /// Traffic without a source slot by prefix and destination; null when there was none.
+    slotless: Option<SlotlessRecord>,
+}
+
+/// [`OverflowBreakdown`] in JSON: the top entries of each list, and the rest as `other`.
+#[derive(Serialize)]
+struct SlotlessRecord {
+    packets: u64,
+    bytes: u64,
+    sources_estimate: u32,
+    prefixes_estimate: u32,
+    wide_prefixes: Vec<PrefixRecord>,
+    wide_other_packets: u64,
+    narrow_prefixes: Vec<PrefixRecord>,
+    narrow_other_packets: u64,
+    targets: Vec<TargetRecord>,
+    targets_other_packets: u64,
+}
+
+#[derive(Serialize)]
+struct PrefixRecord {
+    prefix: String,
+    packets: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct TargetRecord {
+    destination: String,
+    kind: &'static str,
+    port: Option<u16>,
+    packets: u64,
+    bytes: u64,
+}
+
+impl SlotlessRecord {
+    /// The record of `breakdown`, each list cut at `top`: what is cut goes to its `other`.
+    fn of(breakdown: &OverflowBreakdown, top: usize) -> Option<Self> {
+        if breakdown.total.packets == 0 {
+            return None;
+        }
+        let prefixes = |list: &[(SlotlessPrefix, Traffic)], other: Traffic| {
+            let rest: u64 = list.iter().skip(top).map(|(_, t)| t.packets).sum();
+            let listed = list
+                .iter()
+                .take(top)
+                .map(|(prefix, traffic)| PrefixRecord {
+                    prefix: prefix.to_string(),
+                    packets: traffic.packets,
+                    bytes: traffic.bytes,
+                })
+                .collect();
+            (listed, other.packets + rest)
+        };
+        let (wide_prefixes, wide_other_packets) = prefixes(&breakdown.wide, breakdown.wide_other);
+        let (narrow_prefixes, narrow_other_packets) =
+            prefixes(&breakdown.narrow, breakdown.narrow_other);
+        Some(Self {
+            packets: breakdown.total.packets,
+            bytes: breakdown.total.bytes,
+            sources_estimate: breakdown.sources,
+            prefixes_estimate: breakdown.prefixes,
+            wide_prefixes,
+            wide_other_packets,
+            narrow_prefixes,
+            narrow_other_packets,
+            targets: breakdown
+                .targets
+                .iter()
+                .take(top)
+                .map(|(target, traffic)| TargetRecord {
+                    destination: target.addr.to_string(),
+                    kind: target.kind.name(),
+                    port: (target.port != 0).then_some(target.port),
+                    packets: traffic.packets,
+                    bytes: traffic.bytes,
+                })
+                .collect(),
+            targets_other_packets: breakdown.target_other.packets
+                + breakdown
+                    .targets
+                    .iter()
+                    .skip(top)
+                    .map(|(_, t)| t.packets)
+                    .sum::<u64>(),
+        })
+    }
 }
 
 /// This interval's blind spots, and the unattributed gauge.
@@ -217,6 +307,7 @@ pub fn write_interval(
                 hosts: source.spread.hosts,
             })
             .collect(),
+        slotless: SlotlessRecord::of(&interval.slotless, context.top),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")
@@ -285,5 +376,49 @@ mod tests {
         assert_eq!(value["top"][0]["syn"], 3);
         assert_eq!(value["top"][0]["ports"], 4);
         assert_eq!(value["top"][0]["bps"], 17280.0);
+        assert_eq!(value["slotless"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn traffic_without_a_slot_is_listed_to_the_top_and_the_rest_is_other() {
+        use crate::datapath::{Target, TargetKind};
+        let traffic = |packets| Traffic {
+            packets,
+            bytes: packets * 60,
+        };
+        let prefix = |b: u8, len| SlotlessPrefix {
+            addr: std::net::IpAddr::from([198, 51, b, 0]),
+            len,
+        };
+        let breakdown = OverflowBreakdown {
+            total: traffic(100),
+            wide: vec![(prefix(0, 16), traffic(60)), (prefix(0, 16), traffic(30))],
+            wide_other: traffic(10),
+            narrow: vec![(prefix(7, 24), traffic(100))],
+            targets: vec![(
+                Target {
+                    addr: std::net::IpAddr::from([10, 4, 0, 6]),
+                    kind: TargetKind::Syn,
+                    port: 80,
+                },
+                traffic(99),
+            )],
+            target_other: traffic(1),
+            sources: 97,
+            prefixes: 3,
+            ..OverflowBreakdown::default()
+        };
+        let record = serde_json::to_value(SlotlessRecord::of(&breakdown, 1)).unwrap();
+        assert_eq!(record["packets"], 100);
+        assert_eq!(record["sources_estimate"], 97);
+        assert_eq!(record["wide_prefixes"][0]["prefix"], "198.51.0.0/16");
+        assert_eq!(record["wide_prefixes"].as_array().map(Vec::len), Some(1));
+        assert_eq!(record["wide_other_packets"], 40, "the cut entry and other");
+        assert_eq!(record["narrow_prefixes"][0]["prefix"], "198.51.7.0/24");
+        assert_eq!(record["narrow_other_packets"], 0);
+        assert_eq!(record["targets"][0]["destination"], "10.4.0.6");
+        assert_eq!(record["targets"][0]["kind"], "syn");
+        assert_eq!(record["targets"][0]["port"], 80);
+        assert_eq!(record["targets_other_packets"], 1);
     }
 }

@@ -50,10 +50,23 @@ pub struct Metrics {
     attach: IntGaugeVec,
     source_pps: GaugeVec,
     source_bps: GaugeVec,
+    slotless_sources: IntGaugeVec,
+    slotless_prefixes: IntGaugeVec,
+    slotless_target_pps: GaugeVec,
+    slotless_prefix_pps: GaugeVec,
     /// The sources of each interface in the per-source series now, removed at its next
     /// interval.
     shown: Mutex<std::collections::HashMap<String, Vec<String>>>,
+    /// Likewise the slot-less destinations (destination, kind, port) and prefixes.
+    shown_slotless: Mutex<std::collections::HashMap<String, ShownSlotless>>,
     top: usize,
+}
+
+/// The label values of the slot-less series of one interface now.
+#[derive(Default)]
+struct ShownSlotless {
+    targets: Vec<[String; 3]>,
+    prefixes: Vec<String>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -255,8 +268,54 @@ impl Metrics {
                     &["iface", "source"],
                 )?,
             )?,
+            slotless_sources: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_slotless_sources",
+                        "Distinct source addresses of the traffic without a slot in the last \
+                         interval, estimated",
+                    ),
+                    &["iface"],
+                )?,
+            )?,
+            slotless_prefixes: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_slotless_prefixes",
+                        "Distinct IPv4 /16 and IPv6 /48 prefixes of the traffic without a slot \
+                         in the last interval, estimated",
+                    ),
+                    &["iface"],
+                )?,
+            )?,
+            slotless_target_pps: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "netwatch_slotless_destination_packets_per_second",
+                        "Packet rate of traffic without a slot to the top destinations in the \
+                         last interval, by kind (syn, tcp, udp, reflected, icmp, fragment, \
+                         other) and port (0: ports from 32768 on, or none)",
+                    ),
+                    &["iface", "destination", "kind", "port"],
+                )?,
+            )?,
+            slotless_prefix_pps: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "netwatch_slotless_prefix_packets_per_second",
+                        "Packet rate of traffic without a slot from the top IPv4 /16 and IPv6 \
+                         /48 prefixes in the last interval",
+                    ),
+                    &["iface", "prefix"],
+                )?,
+            )?,
             registry,
             shown: Mutex::new(std::collections::HashMap::new()),
+            shown_slotless: Mutex::new(std::collections::HashMap::new()),
             top,
         };
         Ok(metrics)
@@ -269,6 +328,8 @@ impl Metrics {
         self.bytes.with_label_values(&[iface]);
         self.evicted.with_label_values(&[iface]);
         self.suppressed.with_label_values(&[iface]);
+        self.slotless_sources.with_label_values(&[iface]);
+        self.slotless_prefixes.with_label_values(&[iface]);
         for protocol in ["tcp", "udp", "icmp", "other"] {
             self.protocol_packets.with_label_values(&[iface, protocol]);
         }
@@ -361,6 +422,7 @@ impl Metrics {
         self.sources_tracked
             .with_label_values(&[iface])
             .set(i64::try_from(interval.tracked_sources).unwrap_or(i64::MAX));
+        self.observe_slotless(iface, interval);
         let mut shown = self
             .shown
             .lock()
@@ -379,6 +441,51 @@ impl Metrics {
                 .with_label_values(&[iface, &name])
                 .set(interval.rate(source.stats.bytes) * 8.0);
             sources.push(name);
+        }
+    }
+
+    /// The traffic without a slot of an interval: the estimates, and the top destinations and
+    /// prefixes in series replaced every interval.
+    fn observe_slotless(&self, iface: &str, interval: &Interval) {
+        let breakdown = &interval.slotless;
+        self.slotless_sources
+            .with_label_values(&[iface])
+            .set(i64::from(breakdown.sources));
+        self.slotless_prefixes
+            .with_label_values(&[iface])
+            .set(i64::from(breakdown.prefixes));
+        let mut shown = self
+            .shown_slotless
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let shown = shown.entry(iface.to_owned()).or_default();
+        for [destination, kind, port] in shown.targets.drain(..) {
+            let _ =
+                self.slotless_target_pps
+                    .remove_label_values(&[iface, &destination, &kind, &port]);
+        }
+        for prefix in shown.prefixes.drain(..) {
+            let _ = self
+                .slotless_prefix_pps
+                .remove_label_values(&[iface, &prefix]);
+        }
+        for (target, traffic) in breakdown.targets.iter().take(self.top) {
+            let labels = [
+                target.addr.to_string(),
+                target.kind.name().to_owned(),
+                target.port.to_string(),
+            ];
+            self.slotless_target_pps
+                .with_label_values(&[iface, &labels[0], &labels[1], &labels[2]])
+                .set(interval.rate(traffic.packets));
+            shown.targets.push(labels);
+        }
+        for (prefix, traffic) in breakdown.wide.iter().take(self.top) {
+            let name = prefix.to_string();
+            self.slotless_prefix_pps
+                .with_label_values(&[iface, &name])
+                .set(interval.rate(traffic.packets));
+            shown.prefixes.push(name);
         }
     }
 
@@ -691,6 +798,50 @@ mod tests {
                 "{text}"
             );
         }
+        assert!(
+            text.contains("netwatch_slotless_sources{iface=\"eth0\"} 0\n"),
+            "{text}"
+        );
+        // Traffic without a slot: its top destinations and prefixes, for one interval.
+        let traffic = |packets| crate::datapath::Traffic {
+            packets,
+            bytes: packets * 60,
+        };
+        metrics.observe_interval(
+            "eth0",
+            &Interval {
+                slotless: crate::datapath::OverflowBreakdown {
+                    total: traffic(300),
+                    targets: vec![(
+                        crate::datapath::Target {
+                            addr: std::net::IpAddr::from([10, 4, 0, 6]),
+                            kind: crate::datapath::TargetKind::Syn,
+                            port: 80,
+                        },
+                        traffic(300),
+                    )],
+                    wide: vec![(
+                        crate::datapath::SlotlessPrefix {
+                            addr: std::net::IpAddr::from([198, 51, 0, 0]),
+                            len: 16,
+                        },
+                        traffic(300),
+                    )],
+                    sources: 290,
+                    prefixes: 1,
+                    ..Default::default()
+                },
+                ..interval()
+            },
+        );
+        let text = metrics.render();
+        for line in [
+            "netwatch_slotless_sources{iface=\"eth0\"} 290\n",
+            "netwatch_slotless_destination_packets_per_second{destination=\"10.4.0.6\",iface=\"eth0\",kind=\"syn\",port=\"80\"} 300\n",
+            "netwatch_slotless_prefix_packets_per_second{iface=\"eth0\",prefix=\"198.51.0.0/16\"} 300\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         // The next interval of eth0 has no source: its series go, eth1's stay.
         metrics.observe_interval(
             "eth0",
@@ -702,6 +853,10 @@ mod tests {
         let text = metrics.render();
         assert!(
             !text.contains("netwatch_source_packets_per_second{iface=\"eth0\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("netwatch_slotless_destination_packets_per_second{"),
             "{text}"
         );
         assert!(

@@ -19,8 +19,9 @@ use std::{
 use super::sink::{Finding, FindingReport, IntervalReport, Sink};
 use crate::{
     collect::Interval,
+    datapath::{OverflowBreakdown, Traffic, add_traffic},
     detect::KnownChange,
-    store::{FindingRow, IntervalRow, SourceRow, Store},
+    store::{FindingRow, IntervalRow, SlotlessRow, SourceRow, Store},
 };
 
 /// Intervals between two updates of the known sources' `last_seen`.
@@ -280,6 +281,7 @@ fn history_rows(
         sample_capped: delta.sample_capped_packets,
         sample_lost: delta.sample_ring_full_packets,
         sources_tracked: interval.tracked_sources as u64,
+        slotless: slotless_rows(&interval.slotless, top),
     };
     let sources = interval
         .sources
@@ -304,6 +306,71 @@ fn history_rows(
         })
         .collect();
     (row, sources)
+}
+
+/// The breakdown of the traffic without a slot as rows: the total, then each list's top
+/// `top` and the rest as `other`, so that every list adds up to the total.
+fn slotless_rows(breakdown: &OverflowBreakdown, top: usize) -> Vec<SlotlessRow> {
+    if breakdown.total.packets == 0 {
+        return Vec::new();
+    }
+    let mut rows = vec![SlotlessRow {
+        breakdown: "total",
+        packets: breakdown.total.packets,
+        bytes: breakdown.total.bytes,
+        sources_estimate: Some(breakdown.sources),
+        prefixes_estimate: Some(breakdown.prefixes),
+        ..SlotlessRow::default()
+    }];
+    let other = |breakdown, rest: Traffic| SlotlessRow {
+        breakdown,
+        subject: String::from("other"),
+        packets: rest.packets,
+        bytes: rest.bytes,
+        ..SlotlessRow::default()
+    };
+    for (name, list, rest) in [
+        ("wide", &breakdown.wide, breakdown.wide_other),
+        ("narrow", &breakdown.narrow, breakdown.narrow_other),
+    ] {
+        let mut rest = rest;
+        for (i, (prefix, traffic)) in list.iter().enumerate() {
+            if i >= top {
+                add_traffic(&mut rest, *traffic);
+                continue;
+            }
+            rows.push(SlotlessRow {
+                breakdown: name,
+                subject: prefix.to_string(),
+                packets: traffic.packets,
+                bytes: traffic.bytes,
+                ..SlotlessRow::default()
+            });
+        }
+        if rest.packets > 0 {
+            rows.push(other(name, rest));
+        }
+    }
+    let mut rest = breakdown.target_other;
+    for (i, (target, traffic)) in breakdown.targets.iter().enumerate() {
+        if i >= top {
+            add_traffic(&mut rest, *traffic);
+            continue;
+        }
+        rows.push(SlotlessRow {
+            breakdown: "target",
+            subject: target.addr.to_string(),
+            kind: Some(target.kind.name()),
+            port: (target.port != 0).then_some(target.port),
+            packets: traffic.packets,
+            bytes: traffic.bytes,
+            ..SlotlessRow::default()
+        });
+    }
+    if rest.packets > 0 {
+        rows.push(other("target", rest));
+    }
+    rows
 }
 
 fn write_all(store: &mut Store, rx: &Receiver<Record>, webhooks: &[String], counts: &SinkCounts) {
@@ -387,5 +454,71 @@ fn write_one(
         Record::Interval(row, sources) => store.record_interval(row, sources),
         Record::Findings(findings) => store.record_findings(findings, webhooks),
         Record::Prune(cutoff) => store.prune_history(*cutoff).map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::{SlotlessPrefix, Target, TargetKind};
+
+    #[test]
+    fn slotless_rows_keep_the_top_and_put_the_rest_in_other() {
+        let traffic = |packets| Traffic {
+            packets,
+            bytes: packets * 10,
+        };
+        let prefix = |c| SlotlessPrefix {
+            addr: IpAddr::from([198, 51, c, 0]),
+            len: 24,
+        };
+        let breakdown = OverflowBreakdown {
+            total: traffic(100),
+            wide_other: traffic(100),
+            narrow: vec![
+                (prefix(1), traffic(50)),
+                (prefix(2), traffic(30)),
+                (prefix(3), traffic(15)),
+            ],
+            narrow_other: traffic(5),
+            targets: vec![(
+                Target {
+                    addr: IpAddr::from([10, 4, 0, 6]),
+                    kind: TargetKind::Reflected,
+                    port: 53,
+                },
+                traffic(100),
+            )],
+            sources: 90,
+            prefixes: 1,
+            ..OverflowBreakdown::default()
+        };
+        let rows = slotless_rows(&breakdown, 2);
+        let summary: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                format!(
+                    "{}:{}:{}:{}",
+                    row.breakdown,
+                    row.subject,
+                    row.port.unwrap_or(0),
+                    row.packets
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "total::0:100",
+                "wide:other:0:100",
+                "narrow:198.51.1.0/24:0:50",
+                "narrow:198.51.2.0/24:0:30",
+                "narrow:other:0:20",
+                "target:10.4.0.6:53:100",
+            ]
+        );
+        assert_eq!(rows[0].sources_estimate, Some(90));
+        assert_eq!(rows[5].kind, Some("reflected"));
+        assert!(slotless_rows(&OverflowBreakdown::default(), 2).is_empty());
     }
 }

@@ -36,6 +36,30 @@ pub struct IntervalRow {
     pub sample_lost: u64,
     /// Map entries.
     pub sources_tracked: u64,
+    /// Traffic without a slot: none, or its total row first.
+    pub slotless: Vec<SlotlessRow>,
+}
+
+/// A row of the breakdown of an interval's traffic without a slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotlessRow {
+    /// `total`, `wide` (IPv4 /16, IPv6 /48), `narrow` (IPv4 /24, IPv6 /56) or `target`.
+    pub breakdown: &'static str,
+    /// The prefix, the destination address, `other` for the rest of a list, empty for the
+    /// total.
+    pub subject: String,
+    /// A target's kind (`syn`, `udp`, `reflected` ...).
+    pub kind: Option<&'static str>,
+    /// A target's port: the destination port, or a reflection's service port.
+    pub port: Option<u16>,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// The total's estimated distinct sources.
+    pub sources_estimate: Option<u32>,
+    /// The total's estimated distinct /16 (/48) prefixes.
+    pub prefixes_estimate: Option<u32>,
 }
 
 /// One source in one interval, as kept.
@@ -134,6 +158,29 @@ impl Store {
             ],
         )
         ?;
+            if !row.slotless.is_empty() {
+                let mut insert = tx.prepare(
+                    "INSERT INTO interval_slotless
+                         (ts_ms, iface, interval_ms, breakdown, subject, kind, port, packets,
+                          bytes, sources_estimate, prefixes_estimate)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?;
+                for slotless in &row.slotless {
+                    insert.execute(params![
+                        row.ts_ms,
+                        row.iface,
+                        row.interval_ms,
+                        slotless.breakdown,
+                        slotless.subject,
+                        slotless.kind,
+                        slotless.port,
+                        to_i64(slotless.packets),
+                        to_i64(slotless.bytes),
+                        slotless.sources_estimate,
+                        slotless.prefixes_estimate,
+                    ])?;
+                }
+            }
             {
                 let mut insert = tx.prepare(
                     "INSERT INTO interval_sources
@@ -206,7 +253,12 @@ impl Store {
     pub fn prune_history(&mut self, cutoff: Duration) -> Result<usize, StoreError> {
         let cutoff = millis(cutoff);
         let mut removed = 0;
-        for table in ["intervals", "interval_sources", "findings"] {
+        for table in [
+            "intervals",
+            "interval_sources",
+            "interval_slotless",
+            "findings",
+        ] {
             removed += self
                 .conn
                 .execute(&format!("DELETE FROM {table} WHERE ts_ms < ?1"), [cutoff])
@@ -325,6 +377,23 @@ mod tests {
             let row = IntervalRow {
                 ts_ms,
                 packets,
+                slotless: vec![
+                    SlotlessRow {
+                        breakdown: "total",
+                        packets: 9,
+                        sources_estimate: Some(9),
+                        prefixes_estimate: Some(1),
+                        ..SlotlessRow::default()
+                    },
+                    SlotlessRow {
+                        breakdown: "target",
+                        subject: String::from("10.4.0.6"),
+                        kind: Some("syn"),
+                        port: Some(80),
+                        packets: 9,
+                        ..SlotlessRow::default()
+                    },
+                ],
                 ..IntervalRow::default()
             };
             store
@@ -349,8 +418,33 @@ mod tests {
             (top[0].source.as_str(), top[0].packets, top[0].intervals),
             ("192.0.2.1", 23, 3)
         );
-        // Everything before 60 s goes: two intervals with two sources each.
-        assert_eq!(store.prune_history(Duration::from_secs(60)).unwrap(), 6);
+        let victims: Vec<(i64, String, String, i64, i64)> = store
+            .conn
+            .prepare(
+                "SELECT ts_ms, subject, kind, port, packets FROM interval_slotless
+                 WHERE breakdown = 'target' ORDER BY ts_ms",
+            )
+            .unwrap()
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(victims.len(), 3);
+        assert_eq!(
+            victims[0],
+            (1_000, "10.4.0.6".to_owned(), "syn".to_owned(), 80, 9)
+        );
+        // Everything before 60 s goes: two intervals with two sources and two slot-less rows
+        // each.
+        assert_eq!(store.prune_history(Duration::from_secs(60)).unwrap(), 10);
         assert_eq!(
             store
                 .source_history("192.0.2.1", Duration::ZERO, all)

@@ -14,7 +14,7 @@ use std::{
 use rusqlite::Connection;
 
 pub use self::{
-    history::{FindingRow, IntervalRow, SourceRow, SourceTotal},
+    history::{FindingRow, IntervalRow, SlotlessRow, SourceRow, SourceTotal},
     known::{KnownSource, Origin},
 };
 
@@ -93,6 +93,25 @@ const MIGRATIONS: &[&str] = &[
     // 4: the interface of each alert and event (`all`: the sum of several), as intervals
     // have it. Rows from before read as none (their JSON record has it).
     "ALTER TABLE findings ADD COLUMN iface TEXT;",
+    // 5: traffic without a source slot, per interval: its total with the estimated distinct
+    // sources and /16 (/48) prefixes, and its top prefixes and destinations, each list's rest
+    // in a row whose subject is `other`.
+    "CREATE TABLE interval_slotless (
+         ts_ms             INTEGER NOT NULL,
+         iface             TEXT NOT NULL,
+         interval_ms       INTEGER NOT NULL,
+         breakdown         TEXT NOT NULL
+                           CHECK (breakdown IN ('total', 'wide', 'narrow', 'target')),
+         subject           TEXT NOT NULL,
+         kind              TEXT,
+         port              INTEGER,
+         packets           INTEGER NOT NULL,
+         bytes             INTEGER NOT NULL,
+         sources_estimate  INTEGER,
+         prefixes_estimate INTEGER
+     );
+     CREATE INDEX interval_slotless_ts ON interval_slotless (ts_ms);
+     CREATE INDEX interval_slotless_subject ON interval_slotless (subject, ts_ms);",
 ];
 
 const LEARNING_STARTED: &str = "learning_started_ms";
