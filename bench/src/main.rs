@@ -338,6 +338,7 @@ fn new_source_row(noop: &BenchPrograms, full: bool) -> Result<(String, f64, f64)
     let mut shared = Datapath::load(LoadOptions {
         max_sources,
         source_map: SourceMap::Shared,
+        ..LoadOptions::default()
     })
     .context("loading netwatch with the shared map")?;
     for datapath in [&mut datapath, &mut shared] {

@@ -147,6 +147,7 @@ fn busy_at_default_size(source_map: SourceMap) -> Result<Duration> {
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: DEFAULT_SIZE,
         source_map,
+        ..LoadOptions::default()
     })?;
     datapath.set_sketches(true)?;
     // A few less than the size, so that no reclaim comes into it.
@@ -164,6 +165,7 @@ fn fill_and_read(source_map: SourceMap) -> Result<Filled> {
     let mut datapath = Datapath::load(LoadOptions {
         max_sources: 1 << 20,
         source_map,
+        ..LoadOptions::default()
     })
     .with_context(|| format!("loading a {source_map} layout of 2^20 slots"))?;
     let load = started.elapsed();

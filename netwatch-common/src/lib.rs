@@ -76,6 +76,26 @@ pub const TARGET_OTHER: u8 = 7;
 /// Destination ports from here on are counted as one class, port 0 in [`TargetKey::port`]:
 /// the ephemeral ports a reflection's victim is hit on, or the random ports of a flood.
 pub const TARGET_HIGH_PORTS: u16 = 32_768;
+/// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
+/// the local networks, `[LocalNetwork; MAX_LOCAL_NETWORKS]`: the first
+/// [`Settings::local_networks`] are in use.
+pub const LOCAL_NETWORKS_MAP: &str = ".data.networks";
+/// Most local networks.
+pub const MAX_LOCAL_NETWORKS: usize = 16;
+/// Name of the memory-mappable array of [`DestinationBucket`]s: two windows of
+/// [`DESTINATION_BUCKETS`] per possible CPU, CPU `c` writing window
+/// `2c + (Settings::overflow_window & 1)`, as the overflow windows.
+pub const DESTINATIONS_MAP: &str = "DESTINATIONS";
+/// Name of the memory-mappable array of [`Counter`]s, one per destination window: the frames
+/// to a local host that found no bucket.
+pub const DESTINATION_OTHER_MAP: &str = "DESTINATION_OTHER";
+/// Buckets of a destination window (a power of two): local hosts counted per CPU and
+/// reading.
+pub const DESTINATION_BUCKETS: usize = 2048;
+/// Source prefixes each destination keeps as its top senders.
+pub const DESTINATION_SENDERS: usize = 4;
+/// Bits of [`DestinationBucket::sources`].
+pub const DESTINATION_SOURCE_BITS: usize = 256;
 /// Name of the read-only global (`u32`) that holds the number of slots.
 pub const SLOT_CAPACITY_GLOBAL: &str = "SLOT_CAPACITY";
 /// Name of the per-CPU array with one [`CpuState`] at index 0.
@@ -195,6 +215,13 @@ impl SourceKey {
     pub const fn words(&self) -> [u64; 3] {
         // SAFETY: as in `from_words`, and [u64; 3] has the size and alignment of the key.
         unsafe { core::mem::transmute::<Self, [u64; 3]>(*self) }
+    }
+
+    /// The key whose bytes are those of `words` in memory order (the inverse of
+    /// [`SourceKey::words`]).
+    pub const fn from_u64_words(words: [u64; 3]) -> Self {
+        // SAFETY: as in `from_words`.
+        unsafe { core::mem::transmute::<[u64; 3], Self>(words) }
     }
 
     /// The key whose bytes are those of `words` in memory order.
@@ -345,11 +372,46 @@ pub struct Settings {
     /// empty remembers the generation it read ([`CpuState::free_empty_at`]) and does not take
     /// the queue's lock again for nothing until this changes.
     pub free_generation: u32,
-    /// Which of its two [`OverflowWindow`]s a CPU writes: `overflow_window & 1`. Userspace
-    /// advances it at each reading, then reads and clears the window just closed.
+    /// Which of its two [`OverflowWindow`]s (and destination windows) a CPU writes:
+    /// `overflow_window & 1`. Userspace advances it at each reading, then reads and clears
+    /// the windows just closed.
     pub overflow_window: u32,
+    /// Local networks in use in [`LOCAL_NETWORKS_MAP`]; 0 (the default) counts no
+    /// destination, at the cost of this one comparison per frame.
+    pub local_networks: u32,
+}
+
+/// A local network: frames to its hosts are counted per destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalNetwork {
+    /// The network address's first two words in memory order (as [`SourceKey::words`]),
+    /// masked.
+    pub addr: [u64; 2],
+    /// The mask of those words.
+    pub mask: [u64; 2],
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u32,
     /// Always zero.
     pub _pad: u32,
+}
+
+/// A local host's traffic in one window of one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestinationBucket {
+    /// The host; family 0 marks a free bucket.
+    pub key: SourceKey,
+    /// What it received, counted as a source's traffic (`packets` left 0).
+    pub stats: SourceStats,
+    /// Linear-counting bitmap of its source addresses.
+    pub sources: [u64; DESTINATION_SOURCE_BITS / 64],
+    /// Its top senders by IPv4 /24 and IPv6 /48 prefix (keys as [`PrefixCount::key`]'s wide
+    /// or narrow ones: family in the top byte; a /24 in the low 24 bits, a /48 in the low 48),
+    /// kept by the Space-Saving algorithm (Metwally et al., 2005): a prefix not among them
+    /// takes the place of the smallest and starts from its count, so a count is an upper bound,
+    /// exceeding the truth by at most the count it took over.
+    pub senders: [PrefixCount; DESTINATION_SENDERS],
 }
 
 /// Packets and bytes.
@@ -650,4 +712,10 @@ mod user {
     unsafe impl aya::Pod for super::GeneratorState {}
     // SAFETY: as above; u64 counters and arrays of 8-aligned plain data.
     unsafe impl aya::Pod for super::OverflowWindow {}
+    // SAFETY: as above; u64 words, then two u32.
+    unsafe impl aya::Pod for super::LocalNetwork {}
+    // SAFETY: as above; a key, counters and arrays of 8-aligned plain data.
+    unsafe impl aya::Pod for super::DestinationBucket {}
+    // SAFETY: as above; two u64.
+    unsafe impl aya::Pod for super::Counter {}
 }

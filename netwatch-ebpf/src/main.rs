@@ -28,13 +28,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, warn};
 use netwatch_common::{
-    Counter, CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, FAMILY_IPV4, FAMILY_IPV6,
-    GlobalStats, HOST_BITMAP_BITS, OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow,
-    PORT_BITMAP_BITS, PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
-    SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader,
-    Settings, SourceKey, SourceSketch, SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS,
-    TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey,
-    TokenBucket, WIRE_LENGTH_MAGIC, WireLength,
+    Counter, CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, DESTINATION_BUCKETS,
+    DESTINATION_SENDERS, DestinationBucket, FAMILY_IPV4, FAMILY_IPV6, GlobalStats,
+    HOST_BITMAP_BITS, LocalNetwork, MAX_LOCAL_NETWORKS, OVERFLOW_BUCKETS, OVERFLOW_PROBES,
+    OverflowWindow, PORT_BITMAP_BITS, PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN,
+    SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample,
+    SampleHeader, Settings, SourceKey, SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT,
+    TARGET_HIGH_PORTS, TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP,
+    TARGET_UDP, TargetKey, TokenBucket, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -71,6 +72,28 @@ static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(DEFAULT_MAX_SOURCES, 0);
 #[map]
 static OVERFLOW_WINDOWS: Array<OverflowWindow> = Array::with_max_entries(2, BPF_F_MMAPABLE);
 
+/// Local hosts' traffic: [`DESTINATION_BUCKETS`] buckets per window, two windows per
+/// possible CPU (window `w` of CPU `c` is the `2c + w`-th run of buckets), read and cleared
+/// by userspace as the overflow windows. Memory-mappable; userspace sets the size at load
+/// time.
+#[map]
+static DESTINATIONS: Array<DestinationBucket> =
+    Array::with_max_entries(2 * DESTINATION_BUCKETS as u32, BPF_F_MMAPABLE);
+
+/// Per destination window: frames to a local host that found no bucket.
+#[map]
+static DESTINATION_OTHER: Array<Counter> = Array::with_max_entries(2, BPF_F_MMAPABLE);
+
+/// The local networks, [`Settings::local_networks`] of them. Global data, as [`SETTINGS`].
+#[unsafe(link_section = ".data.networks")]
+#[unsafe(no_mangle)]
+static mut LOCAL_NETWORKS: [LocalNetwork; MAX_LOCAL_NETWORKS] = [LocalNetwork {
+    addr: [0; 2],
+    mask: [0; 2],
+    family: 0,
+    _pad: 0,
+}; MAX_LOCAL_NETWORKS];
+
 /// What [`queue_free_slots`] does, written by userspace before it runs the program.
 #[map]
 static QUEUE_JOB: Array<QueueJob> = Array::with_max_entries(1, 0);
@@ -103,7 +126,7 @@ static mut SETTINGS: Settings = Settings {
     sample_snap_len: netwatch_common::DEFAULT_SAMPLE_SNAP_LEN,
     free_generation: 0,
     overflow_window: 0,
-    _pad: 0,
+    local_networks: 0,
 };
 
 /// Sampled frames for userspace to inspect.
@@ -305,6 +328,15 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
                 dst_fold: parsed.dst_fold,
                 dst_port: ports.map(|(_, dst)| dst),
             };
+            if settings.local_networks != 0 {
+                count_destination(
+                    ctx,
+                    &parsed,
+                    &contribution,
+                    settings.local_networks,
+                    *windows + (settings.overflow_window & 1),
+                );
+            }
             if !T::count(
                 &parsed.key,
                 *region,
@@ -413,16 +445,142 @@ fn break_down(ctx: &XdpContext, parsed: &Parsed, contribution: &Contribution, wi
     }
 }
 
+/// Counts a frame to a host of a local network in that host's bucket of this CPU's open
+/// destination window: its traffic as a source's, its distinct sources and its top senders.
+#[inline(always)]
+fn count_destination(
+    ctx: &XdpContext,
+    parsed: &Parsed,
+    contribution: &Contribution,
+    networks: u32,
+    window: u32,
+) {
+    let ipv4 = parsed.key.family == FAMILY_IPV4;
+    let (a, b) = if ipv4 {
+        let Some(dst) = bytes::<4>(ctx, parsed.l3_offset + 16) else {
+            return;
+        };
+        (
+            u64::from(u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]])),
+            0,
+        )
+    } else {
+        let Some(dst) = bytes::<16>(ctx, parsed.l3_offset + 24) else {
+            return;
+        };
+        (
+            u64::from_ne_bytes([
+                dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], dst[6], dst[7],
+            ]),
+            u64::from_ne_bytes([
+                dst[8], dst[9], dst[10], dst[11], dst[12], dst[13], dst[14], dst[15],
+            ]),
+        )
+    };
+    let family = u32::from(parsed.key.family);
+    let mut local = false;
+    for index in 0..MAX_LOCAL_NETWORKS {
+        if index as u32 >= networks {
+            break;
+        }
+        // SAFETY: an element of the global, in bounds; userspace rewrites it whole at run
+        // time, and a frame that sees a network half written counts by either.
+        let network = unsafe {
+            core::ptr::read_volatile(
+                (&raw const LOCAL_NETWORKS)
+                    .cast::<LocalNetwork>()
+                    .add(index),
+            )
+        };
+        if network.family == family
+            && a & network.mask[0] == network.addr[0]
+            && b & network.mask[1] == network.addr[1]
+        {
+            local = true;
+            break;
+        }
+    }
+    if !local {
+        return;
+    }
+    // The last word of a key: the family byte, then zeros.
+    let c = u64::from(parsed.key.family);
+    let start =
+        (mix64(a ^ b.rotate_left(17)) >> (64 - DESTINATION_BUCKETS.trailing_zeros())) as u32;
+    let first = window * DESTINATION_BUCKETS as u32;
+    for probe in 0..OVERFLOW_PROBES as u32 {
+        let index = first + ((start + probe) & (DESTINATION_BUCKETS as u32 - 1));
+        let Some(bucket) = DESTINATIONS.get_ptr_mut(index) else {
+            return;
+        };
+        // SAFETY: an element of this CPU's open window: no other CPU writes it.
+        let bucket = unsafe { &mut *bucket };
+        let [x, y, z] = bucket.key.words();
+        if z & 0xff == 0 {
+            bucket.key = SourceKey::from_u64_words([a, b, c]);
+        } else if !(x == a && y == b && z == c) {
+            continue;
+        }
+        bump_stats(&mut bucket.stats, contribution);
+        let [s0, s1, s2] = parsed.key.words();
+        set_hashed_bit(
+            &mut bucket.sources,
+            mix64(s0 ^ s1.rotate_left(23) ^ s2.rotate_left(47)),
+        );
+        let high = u64::from_be(s0);
+        let sender = if ipv4 {
+            (u64::from(FAMILY_IPV4) << 56) | (high >> 40)
+        } else {
+            (u64::from(FAMILY_IPV6) << 56) | (high >> 16)
+        };
+        count_sender(&mut bucket.senders, sender, contribution.len);
+        return;
+    }
+    if let Some(other) = DESTINATION_OTHER.get_ptr_mut(window) {
+        // SAFETY: this CPU's open window's counter.
+        add_counter(unsafe { &mut *other }, contribution.len);
+    }
+}
+
+/// Space-Saving: adds a frame to `key` among the senders, or gives it the place of the one
+/// with the fewest packets, starting from that count.
+#[inline(always)]
+fn count_sender(senders: &mut [PrefixCount; DESTINATION_SENDERS], key: u64, len: u64) {
+    let mut smallest = 0;
+    let mut fewest = u64::MAX;
+    for (index, sender) in senders.iter_mut().enumerate() {
+        if sender.key == key {
+            add_counter(&mut sender.traffic, len);
+            return;
+        }
+        if sender.traffic.packets < fewest {
+            fewest = sender.traffic.packets;
+            smallest = index;
+        }
+    }
+    if let Some(sender) = senders.get_mut(smallest) {
+        sender.key = key;
+        add_counter(&mut sender.traffic, len);
+    }
+}
+
 #[inline(always)]
 fn add_counter(counter: &mut Counter, len: u64) {
     counter.packets += 1;
     counter.bytes += len;
 }
 
-/// Spreads the bits of `value` over the top of the result (a multiplicative hash).
+/// MurmurHash3's 64-bit finaliser: every bit of `value` reaches every bit of the result.
+/// Linear counting needs bits that look random even for sequential addresses; a bare
+/// multiplicative hash spreads those too evenly and the estimate comes out high.
 #[inline(always)]
 fn mix64(value: u64) -> u64 {
-    (value ^ (value >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    let mut h = value;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Sets the bit the top bits of `hash` name in `bitmap`.
@@ -868,7 +1026,15 @@ impl SourceTable for Shared {
 
 #[inline(always)]
 fn bump(value: &mut SourceValue, contribution: &Contribution, epoch: u32) {
-    let stats = &mut value.stats;
+    bump_stats(&mut value.stats, contribution);
+    if epoch != 0 {
+        mark(&mut value.sketch, epoch, contribution);
+    }
+}
+
+/// Adds a frame to counters kept by one CPU.
+#[inline(always)]
+fn bump_stats(stats: &mut SourceStats, contribution: &Contribution) {
     // Not `packets`: every frame is in exactly one protocol count, and userspace sums them.
     stats.bytes += contribution.len;
     match contribution.class {
@@ -886,9 +1052,6 @@ fn bump(value: &mut SourceValue, contribution: &Contribution, epoch: u32) {
     if contribution.reflected_port != 0 {
         stats.reflected_packets += 1;
         stats.reflected_port = u32::from(contribution.reflected_port);
-    }
-    if epoch != 0 {
-        mark(&mut value.sketch, epoch, contribution);
     }
 }
 

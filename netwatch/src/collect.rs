@@ -4,16 +4,14 @@
 //! source and subtracts. It is pure: snapshots in, intervals out, no kernel access, so every
 //! corner (eviction, re-insertion, counters read mid-update) is unit-tested without root.
 
-use std::{
-    cmp::Reverse,
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Duration,
+use std::{cmp::Reverse, collections::BTreeMap, net::IpAddr, time::Duration};
+
+use netwatch_common::{GlobalStats, SourceKey, SourceStats};
+
+pub use crate::datapath::source_addr;
+use crate::datapath::{
+    DestinationReading, OverflowBreakdown, Snapshot, SourceReading, Spread, Traffic, add_traffic,
 };
-
-use netwatch_common::{FAMILY_IPV4, GlobalStats, SourceKey, SourceStats};
-
-use crate::datapath::{OverflowBreakdown, Snapshot, SourceReading, Spread};
 
 /// The traffic of one source during one interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +64,11 @@ pub struct Interval {
     /// [`Snapshot::overflow`]: its window is the interval, give or take the frames counted
     /// while it changed).
     pub slotless: OverflowBreakdown,
+    /// The hosts of the local networks that received something, most packets first (see
+    /// [`Snapshot::destinations`]); empty without local networks.
+    pub destinations: Vec<DestinationReading>,
+    /// Frames to a local host that found no room to be counted per host.
+    pub destination_other: Traffic,
 }
 
 /// What traffic is made of: the protocol counts (every frame in exactly one of tcp, udp,
@@ -148,6 +151,17 @@ impl Interval {
                 sum.overflow_reflected_port = part.overflow_reflected_port;
             }
             sum.slotless.absorb(&part.slotless);
+            add_traffic(&mut sum.destination_other, part.destination_other);
+            for destination in &part.destinations {
+                match sum
+                    .destinations
+                    .iter_mut()
+                    .find(|into| into.addr == destination.addr)
+                {
+                    Some(into) => into.absorb(destination),
+                    None => sum.destinations.push(destination.clone()),
+                }
+            }
             for source in &part.sources {
                 match index.get(&source.addr) {
                     Some(&at) => {
@@ -165,6 +179,8 @@ impl Interval {
         }
         sum.sources
             .sort_unstable_by_key(|d| (Reverse(d.stats.bytes), Reverse(d.stats.packets), d.addr));
+        sum.destinations
+            .sort_by_key(|d| (Reverse(d.stats.packets), Reverse(d.stats.bytes), d.addr));
         sum
     }
 
@@ -249,6 +265,8 @@ impl Collector {
             released,
             overflow_reflected_port,
             overflow,
+            destinations,
+            destination_other,
         } = snapshot;
         let globals = *globals;
         let mut deltas = std::mem::take(&mut self.spare);
@@ -341,6 +359,8 @@ impl Collector {
                 0
             },
             slotless: overflow.clone(),
+            destinations: destinations.clone(),
+            destination_other: *destination_other,
         }
     }
 }
@@ -434,20 +454,6 @@ fn globals_delta(current: &GlobalStats, last: &GlobalStats) -> GlobalStats {
     }
 }
 
-/// The address a map key stands for.
-pub fn source_addr(key: &SourceKey) -> IpAddr {
-    if key.family == FAMILY_IPV4 {
-        IpAddr::V4(Ipv4Addr::new(
-            key.addr[0],
-            key.addr[1],
-            key.addr[2],
-            key.addr[3],
-        ))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(key.addr))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,6 +491,8 @@ mod tests {
             released: Vec::new(),
             overflow_reflected_port: 0,
             overflow: Default::default(),
+            destinations: Vec::new(),
+            destination_other: Default::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::{
     cli::ModeArg,
     datapath::{Sampling, SourceMap},
-    detect::DetectConfig,
+    detect::{DetectConfig, cidr::Cidr},
     inspect::InspectConfig,
     report::{Format, webhook::WebhookConfig},
 };
@@ -45,6 +45,27 @@ pub struct Config {
     pub store: StoreConfig,
     /// SIEM webhooks.
     pub webhook: WebhookConfig,
+    /// The networks netwatch guards.
+    pub networks: NetworksConfig,
+}
+
+/// `[networks]`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworksConfig {
+    /// Networks whose hosts are counted per destination (the victim view), at most
+    /// [`netwatch_common::MAX_LOCAL_NETWORKS`]. None by default: no cost per frame.
+    pub local: Vec<Cidr>,
+}
+
+impl NetworksConfig {
+    /// The local networks as the datapath takes them.
+    pub fn local_networks(&self) -> Vec<(std::net::IpAddr, u8)> {
+        self.local
+            .iter()
+            .map(|cidr| (cidr.addr(), cidr.prefix_len()))
+            .collect()
+    }
 }
 
 /// `[monitor]`.
@@ -242,6 +263,15 @@ impl Config {
             field: field.to_owned(),
             reason: reason.to_owned(),
         };
+        if self.networks.local.len() > netwatch_common::MAX_LOCAL_NETWORKS {
+            return Err(invalid(
+                "networks.local",
+                &format!(
+                    "at most {} networks (cover more hosts with shorter prefixes)",
+                    netwatch_common::MAX_LOCAL_NETWORKS
+                ),
+            ));
+        }
         let monitor = &self.monitor;
         if monitor.interval < Duration::from_millis(10) {
             return Err(invalid("monitor.interval", "must be at least 10ms"));

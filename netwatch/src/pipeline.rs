@@ -371,6 +371,8 @@ mod tests {
             released: Vec::new(),
             overflow_reflected_port: 0,
             overflow: Default::default(),
+            destinations: Vec::new(),
+            destination_other: Default::default(),
         };
         pipeline
             .tick(

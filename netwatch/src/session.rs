@@ -192,6 +192,7 @@ impl Session {
             let mut datapath = Datapath::load(LoadOptions {
                 max_sources: config.monitor.max_sources,
                 source_map: config.monitor.source_map,
+                destinations: !config.networks.local.is_empty(),
             })?;
             configure(&mut datapath, &config)?;
             watches.push(watch(
@@ -244,6 +245,11 @@ impl Session {
             ("monitor.control", old.control != new.control),
             ("store.path", running.store.path != config.store.path),
             ("webhook", running.webhook != config.webhook),
+            (
+                // The kernel's room for destinations is made at load, only if needed.
+                "networks.local (none at start)",
+                running.networks.local.is_empty() && !config.networks.local.is_empty(),
+            ),
         ];
         for (field, changed) in restart {
             if changed {
@@ -259,7 +265,11 @@ impl Session {
 fn configure(datapath: &mut Datapath, config: &Config) -> Result<(), DatapathError> {
     datapath.set_sketches(config.detect.scan.needs_sketches())?;
     datapath.set_sampling(&config.sampling())?;
-    datapath.set_reflection_ports(&config.detect.reflection_ports)
+    datapath.set_reflection_ports(&config.detect.reflection_ports)?;
+    if datapath.counts_destinations() {
+        datapath.set_local_networks(&config.networks.local_networks())?;
+    }
+    Ok(())
 }
 
 /// An output file for the owner alone (alerts and reports name sources, users and URLs).

@@ -131,6 +131,7 @@ fn load_sized(source_map: SourceMap, max_sources: u32) -> Datapath {
     let datapath = Datapath::load(LoadOptions {
         max_sources,
         source_map,
+        ..LoadOptions::default()
     })
     .unwrap_or_else(|err| panic!("load ({source_map}): {err}"));
     assert_eq!(datapath.source_map(), source_map);
@@ -562,6 +563,141 @@ fn traffic_without_a_slot_is_broken_down_by_prefix_and_destination() {
             breakdown.sources
         );
     }
+}
+
+/// With local networks set, the hosts in them are counted per destination: what they
+/// received, from how many sources and which prefixes; hosts outside are not, and an empty
+/// list turns the counting off.
+#[test]
+fn hosts_of_local_networks_are_counted_per_destination() {
+    if !privileged("hosts_of_local_networks_are_counted_per_destination") {
+        return;
+    }
+    for source_map in SOURCE_MAPS {
+        let mut datapath = Datapath::load(LoadOptions {
+            source_map,
+            destinations: true,
+            ..LoadOptions::default()
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+        datapath
+            .set_reflection_ports(&[123])
+            .unwrap_or_else(|err| panic!("{err}"));
+        datapath
+            .set_local_networks(&[
+                ("192.0.2.0".parse().unwrap(), 24),
+                ("2001:db8::".parse().unwrap(), 48),
+            ])
+            .unwrap_or_else(|err| panic!("{err}"));
+        let mut frames = Vec::new();
+        for i in 0..50u8 {
+            frames.push(
+                FrameBuilder::ipv4([11, 0, 0, i + 1])
+                    .to_ipv4([192, 0, 2, 5])
+                    .transport(Transport::Tcp(SYN)),
+            );
+        }
+        for i in 0..20u8 {
+            frames.push(
+                FrameBuilder::ipv4([198, 51, 100, i + 1])
+                    .to_ipv4([192, 0, 2, 6])
+                    .from_port(123)
+                    .to_port(40_000)
+                    .payload(400),
+            );
+        }
+        for i in 0..5u8 {
+            frames.push(FrameBuilder::ipv4([10, 9, 0, i + 1]).to_ipv4([203, 0, 113, 1]));
+        }
+        for i in 0..3u8 {
+            frames.push(FrameBuilder::ipv6(v6(i + 1)).transport(Transport::Icmp));
+        }
+        for (i, frame) in frames.iter().enumerate() {
+            run(&datapath, &frame.build().bytes, &format!("frame {i}"));
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        let hosts: Vec<String> = snapshot
+            .destinations
+            .iter()
+            .map(|d| format!("{}={}", d.addr, d.stats.packets))
+            .collect();
+        assert_eq!(
+            hosts,
+            ["192.0.2.5=50", "192.0.2.6=20", "2001:db8::fe=3"],
+            "{source_map}"
+        );
+        let syn = &snapshot.destinations[0];
+        assert_eq!(syn.stats.tcp_syn_packets, 50);
+        // Linear counting over 256 bits: within about 5% (one standard deviation) here.
+        assert!((45..=55).contains(&syn.sources), "{}", syn.sources);
+        assert_eq!(syn.senders.len(), 1);
+        assert_eq!(syn.senders[0].0.to_string(), "11.0.0.0/24");
+        assert_eq!(syn.senders[0].1.packets, 50);
+        let reflected = &snapshot.destinations[1];
+        assert_eq!(
+            (
+                reflected.stats.udp_packets,
+                reflected.stats.reflected_packets,
+                reflected.stats.reflected_port
+            ),
+            (20, 20, 123)
+        );
+        assert_eq!(reflected.senders[0].0.to_string(), "198.51.100.0/24");
+        assert_eq!(snapshot.destinations[2].stats.icmp_packets, 3);
+        assert_eq!(
+            snapshot.destinations[2].senders[0].0.to_string(),
+            "2001:db8:1::/48"
+        );
+        assert_eq!(snapshot.destination_other.packets, 0);
+
+        // Many senders of one host: the top ones by /24, counts upper bounds.
+        for i in 0..400u32 {
+            let frame = FrameBuilder::ipv4([12, 0, (i % 8) as u8, (i / 8) as u8 + 1])
+                .to_ipv4([192, 0, 2, 7]);
+            run(&datapath, &frame.build().bytes, "many senders");
+        }
+        for i in 0..300u32 {
+            let frame = FrameBuilder::ipv4([13, 0, 0, (i % 200) as u8 + 1]).to_ipv4([192, 0, 2, 7]);
+            run(&datapath, &frame.build().bytes, "one heavy sender prefix");
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(
+            snapshot.destinations.len(),
+            1,
+            "the last window is empty again"
+        );
+        let host = &snapshot.destinations[0];
+        assert_eq!(host.stats.packets, 700);
+        assert_eq!(host.senders[0].0.to_string(), "13.0.0.0/24");
+        assert!(host.senders[0].1.packets >= 300, "{:?}", host.senders);
+        assert!(host.sources > 500, "{}", host.sources);
+
+        // Off: nothing is counted per destination.
+        datapath
+            .set_local_networks(&[])
+            .unwrap_or_else(|err| panic!("{err}"));
+        run(
+            &datapath,
+            &FrameBuilder::ipv4([11, 0, 0, 1])
+                .to_ipv4([192, 0, 2, 5])
+                .build()
+                .bytes,
+            "off",
+        );
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert!(snapshot.destinations.is_empty(), "{source_map}");
+    }
+    // Without room for destinations, or with too many networks: refused, clearly.
+    let mut datapath = load(SourceMap::PerCpu);
+    let err = datapath
+        .set_local_networks(&[("192.0.2.0".parse().unwrap(), 24)])
+        .unwrap_err();
+    assert!(err.to_string().contains("destinations"), "{err}");
+    let many: Vec<_> = (0..17u8)
+        .map(|i| (std::net::IpAddr::from([10, i, 0, 0]), 16))
+        .collect();
+    let err = datapath.set_local_networks(&many).unwrap_err();
+    assert!(err.to_string().contains("at most 16"), "{err}");
 }
 
 #[test]

@@ -96,6 +96,8 @@ fn every_metric_the_dashboard_queries_is_exported() {
             unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
             slotless: Default::default(),
+            destinations: Vec::new(),
+            destination_other: Default::default(),
         },
     );
     let exported = metrics.render();

@@ -124,6 +124,14 @@ pub enum DatapathError {
     /// Mapping the source slot arrays into memory failed.
     #[error("cannot map the source slot arrays into memory: {0}")]
     MapSlots(#[source] io::Error),
+    /// More local networks than the kernel side holds.
+    #[error("{given} local networks; at most {most} can be set")]
+    TooManyLocalNetworks {
+        /// How many were given.
+        given: usize,
+        /// The most.
+        most: usize,
+    },
     /// The filler program queued fewer free slots than asked.
     #[error("queued {queued} of {slots} free slots at load time")]
     FillSlots {

@@ -6,12 +6,19 @@
 
 mod batch;
 mod bench;
+mod destinations;
 mod error;
 pub mod netlink;
 mod overflow;
 mod slots;
 
-use std::{collections::HashMap, fmt, io, os::fd::AsFd as _, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt, io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd as _,
+    time::Duration,
+};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -28,21 +35,24 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use netwatch_common::{
-    CPU_STATE_MAP, CpuState, FREE_SLOTS_MAP, GlobalStats, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME,
-    QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN,
-    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP,
-    SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
-    SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats,
-    SourceValue, WIRE_LENGTH_MAGIC, WireLength,
+    CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS, DESTINATION_OTHER_MAP, DESTINATIONS_MAP,
+    FAMILY_IPV4, FAMILY_IPV6, FREE_SLOTS_MAP, GlobalStats, LOCAL_NETWORKS_MAP, LocalNetwork,
+    MAX_LOCAL_NETWORKS, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME,
+    QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP,
+    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME,
+    SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP,
+    SampleHeader, Settings, SourceKey, SourceStats, SourceValue, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 pub use self::{
     bench::{Baseline, BenchPrograms},
+    destinations::DestinationReading,
     error::DatapathError,
     overflow::{OverflowBreakdown, SlotlessPrefix, Target, TargetKind, Traffic, add_traffic},
     slots::{SourceReading, Spread, linear_count},
 };
 use self::{
+    destinations::DestinationWindows,
     netlink::{LinkInfo, XdpAttached},
     overflow::Windows,
     slots::Slots,
@@ -100,6 +110,10 @@ pub struct LoadOptions {
     pub max_sources: u32,
     /// Per-CPU or shared values of the sources.
     pub source_map: SourceMap,
+    /// Room to count the hosts of local networks (see [`Datapath::set_local_networks`]):
+    /// about 0.9 MiB of kernel memory per possible CPU. Without it, the maps have one
+    /// element.
+    pub destinations: bool,
 }
 
 impl Default for LoadOptions {
@@ -107,6 +121,7 @@ impl Default for LoadOptions {
         Self {
             max_sources: netwatch_common::DEFAULT_MAX_SOURCES,
             source_map: SourceMap::PerCpu,
+            destinations: false,
         }
     }
 }
@@ -219,6 +234,12 @@ pub struct Snapshot {
     /// destination. Its window changes just before the globals are read: a frame without a
     /// slot counted in between is in these globals and in the next snapshot's breakdown.
     pub overflow: OverflowBreakdown,
+    /// The hosts of the local networks that received something since the previous snapshot,
+    /// most packets first (in windows as [`Snapshot::overflow`]); none without local
+    /// networks.
+    pub destinations: Vec<DestinationReading>,
+    /// Frames to a local host that found no bucket of their CPU's window.
+    pub destination_other: Traffic,
 }
 
 impl Snapshot {
@@ -323,6 +344,8 @@ pub struct Datapath {
     slots: Slots,
     /// The overflow windows, mapped into this process.
     windows: Windows,
+    /// The destination windows, if loaded with room for them.
+    destinations: Option<DestinationWindows>,
     /// The job of the program that queues free slots.
     jobs: QueueJobs,
     /// What the last snapshot's reclaim did.
@@ -358,11 +381,14 @@ impl Datapath {
         let LoadOptions {
             max_sources,
             source_map,
+            destinations,
         } = options;
         let kernel = check_kernel()?;
         let cpus = aya::util::nr_cpus().map_err(|(path, err)| {
             DatapathError::Cpus(io::Error::new(err.kind(), format!("{path}: {err}")))
         })?;
+        // Two windows a CPU; one bucket (never written) without local networks.
+        let destination_windows = if destinations { 2 * cpus } else { 0 };
         let source_map = source_map.resolve(max_sources, cpus, kernel >= MIN_KERNEL_SHARED);
         if source_map == SourceMap::Shared && kernel < MIN_KERNEL_SHARED {
             return Err(DatapathError::SharedMapNeedsNewerKernel {
@@ -389,6 +415,11 @@ impl Datapath {
                 loader.map_max_entries(STAGED_SLOTS_MAP, max_sources);
                 loader.map_max_entries(SOURCE_VALUES_MAP, values);
                 loader.map_max_entries(OVERFLOW_WINDOWS_MAP, 2 * cpus as u32);
+                loader.map_max_entries(
+                    DESTINATIONS_MAP,
+                    (destination_windows * DESTINATION_BUCKETS).max(1) as u32,
+                );
+                loader.map_max_entries(DESTINATION_OTHER_MAP, destination_windows.max(1) as u32);
                 loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
                 // The kernel side writes no diagnostic the log would drop.
                 loader.override_global(aya_log::LEVEL, &log_level, true);
@@ -436,6 +467,18 @@ impl Datapath {
         .map_err(DatapathError::MapSlots)?;
         let windows = Windows::map(map_fd(&ebpf, OVERFLOW_WINDOWS_MAP)?, cpus)
             .map_err(DatapathError::MapSlots)?;
+        let destinations = if destinations {
+            Some(
+                DestinationWindows::map(
+                    map_fd(&ebpf, DESTINATIONS_MAP)?,
+                    map_fd(&ebpf, DESTINATION_OTHER_MAP)?,
+                    cpus,
+                )
+                .map_err(DatapathError::MapSlots)?,
+            )
+        } else {
+            None
+        };
         let mut datapath = Self {
             ebpf,
             max_sources,
@@ -449,6 +492,7 @@ impl Datapath {
             samples,
             slots,
             windows,
+            destinations,
             jobs,
             last_reclaim: Reclaim::default(),
             diagnostics,
@@ -514,6 +558,42 @@ impl Datapath {
     /// ICMP floods), never as reflection or fragments.
     pub fn set_attack_types(&mut self, enabled: bool) -> Result<(), DatapathError> {
         self.settings.attack_types = u32::from(enabled);
+        self.write_settings()
+    }
+
+    /// Whether it was loaded with room for destinations ([`LoadOptions::destinations`]).
+    pub fn counts_destinations(&self) -> bool {
+        self.destinations.is_some()
+    }
+
+    /// Sets the local networks whose hosts are counted per destination, at run time; an empty
+    /// list turns the counting off (one comparison per frame). Networks need a datapath
+    /// loaded with [`LoadOptions::destinations`].
+    pub fn set_local_networks(&mut self, networks: &[(IpAddr, u8)]) -> Result<(), DatapathError> {
+        if networks.len() > MAX_LOCAL_NETWORKS {
+            return Err(DatapathError::TooManyLocalNetworks {
+                given: networks.len(),
+                most: MAX_LOCAL_NETWORKS,
+            });
+        }
+        if !networks.is_empty() && self.destinations.is_none() {
+            return Err(DatapathError::Missing(
+                "room for destinations (loaded without)",
+            ));
+        }
+        let mut table = [LocalNetwork::default(); MAX_LOCAL_NETWORKS];
+        for (entry, &(addr, len)) in table.iter_mut().zip(networks) {
+            *entry = local_network(addr, len);
+        }
+        let map = self
+            .ebpf
+            .map_mut(LOCAL_NETWORKS_MAP)
+            .ok_or(DatapathError::Missing("local networks map"))?;
+        // The whole table, then the count: a frame never sees a network not written yet.
+        let mut array: Array<&mut MapData, [LocalNetwork; MAX_LOCAL_NETWORKS]> =
+            Array::try_from(map)?;
+        array.set(0, table, 0)?;
+        self.settings.local_networks = networks.len() as u32;
         self.write_settings()
     }
 
@@ -651,6 +731,8 @@ impl Datapath {
             released: Vec::new(),
             overflow_reflected_port: 0,
             overflow: OverflowBreakdown::default(),
+            destinations: Vec::new(),
+            destination_other: Traffic::default(),
         };
         self.snapshot_into(&mut snapshot)?;
         Ok(snapshot)
@@ -689,6 +771,10 @@ impl Datapath {
             }
         }
         snapshot.overflow = self.windows.take(closing_overflow);
+        (snapshot.destinations, snapshot.destination_other) = match &mut self.destinations {
+            Some(windows) => windows.take(closing_overflow),
+            None => (Vec::new(), Traffic::default()),
+        };
         snapshot.released = self.reclaim()?;
         Ok(())
     }
@@ -1094,6 +1180,51 @@ fn set_regions(ebpf: &mut Ebpf, cpus: usize, region_len: u32) -> Result<(), Data
     let values = PerCpuValues::try_from(values).map_err(DatapathError::Cpus)?;
     states.set(0, values, 0)?;
     Ok(())
+}
+
+/// The address a map key stands for.
+pub fn source_addr(key: &SourceKey) -> IpAddr {
+    if key.family == FAMILY_IPV4 {
+        IpAddr::V4(Ipv4Addr::new(
+            key.addr[0],
+            key.addr[1],
+            key.addr[2],
+            key.addr[3],
+        ))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(key.addr))
+    }
+}
+
+/// A local network as the kernel matches it: the first two words of the address in memory
+/// order, masked, and their masks.
+fn local_network(addr: IpAddr, len: u8) -> LocalNetwork {
+    let (bytes, family, len) = match addr {
+        IpAddr::V4(v4) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&v4.octets());
+            (bytes, FAMILY_IPV4, u32::from(len.min(32)))
+        }
+        IpAddr::V6(v6) => (v6.octets(), FAMILY_IPV6, u32::from(len.min(128))),
+    };
+    // The mask in network order, bit by bit from the first byte.
+    let mut mask = [0u8; 16];
+    for (index, byte) in mask.iter_mut().enumerate() {
+        let bits = len.saturating_sub(index as u32 * 8).min(8);
+        *byte = if bits == 0 { 0 } else { 0xff << (8 - bits) };
+    }
+    let word = |bytes: &[u8; 16], at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_ne_bytes(word)
+    };
+    let mask = [word(&mask, 0), word(&mask, 8)];
+    LocalNetwork {
+        addr: [word(&bytes, 0) & mask[0], word(&bytes, 8) & mask[1]],
+        mask,
+        family: u32::from(family),
+        _pad: 0,
+    }
 }
 
 /// Adds `stats` into `sum`; the last non-zero amplification port wins.

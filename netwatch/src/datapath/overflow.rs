@@ -31,7 +31,7 @@ pub struct SlotlessPrefix {
 impl SlotlessPrefix {
     /// The prefix of a kernel key (family in the top byte, the prefix's bits right-aligned
     /// below it); `wide` for /16 and /48, else /24 and /56.
-    fn from_key(key: u64, wide: bool) -> Option<Self> {
+    pub(super) fn from_key(key: u64, wide: bool) -> Option<Self> {
         let family = (key >> 56) as u8;
         let bits = key & ((1 << 56) - 1);
         match (family, wide) {

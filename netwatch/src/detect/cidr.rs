@@ -41,6 +41,11 @@ impl Cidr {
         addr.is_ipv4() == self.addr.is_ipv4() && Self::of(addr, self.len) == *self
     }
 
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
     /// The prefix length.
     pub fn prefix_len(&self) -> u8 {
         self.len

@@ -81,6 +81,8 @@ fn interval(sources: &[Traffic]) -> Interval {
         unattributed_before: Volume::default(),
         overflow_reflected_port: 0,
         slotless: Default::default(),
+        destinations: Vec::new(),
+        destination_other: Default::default(),
     }
 }
 

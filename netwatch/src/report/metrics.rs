@@ -745,6 +745,8 @@ mod tests {
             unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
             slotless: Default::default(),
+            destinations: Vec::new(),
+            destination_other: Default::default(),
         }
     }
 
