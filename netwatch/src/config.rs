@@ -615,6 +615,39 @@ mod tests {
     }
 
     #[test]
+    fn local_networks_are_read_and_bounded() {
+        let config = parse(
+            "[networks]\nlocal = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
+             [detect.destination]\npps = 5000.0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.networks.local_networks(),
+            vec![
+                ("192.0.2.0".parse().unwrap(), 24),
+                ("2001:db8::".parse().unwrap(), 48)
+            ]
+        );
+        assert_eq!(config.detect.destination.pps, Some(5000.0));
+        let many: Vec<String> = (0..17).map(|i| format!("\"10.{i}.0.0/16\"")).collect();
+        let err = parse(&format!("[networks]\nlocal = [{}]\n", many.join(", ")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("networks.local") && err.contains("at most 16"),
+            "{err}"
+        );
+        let err = parse("[networks]\nlocal = [\"10.0.0.1/8\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has host bits set"), "{err}");
+        let err = parse("[detect.destination]\npps = -1.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("detect.destination.pps"), "{err}");
+    }
+
+    #[test]
     fn zero_turns_a_scan_rule_off() {
         let config = parse("[detect.scan]\nports = 0\nsyn_pps = 0\n").unwrap();
         assert_eq!(config.detect.scan.ports, None);

@@ -433,6 +433,125 @@ fn a_spoofed_syn_flood_past_the_slots_names_its_victim() {
     assert_eq!(slotless, overflow);
 }
 
+/// The victim view: with a local network and a limit per destination, a reflection flood and
+/// a spoofed SYN flood against two of its hosts name each victim with the attack's type, the
+/// number of sources and their prefixes; a flood to a host outside is no victim's.
+#[test]
+fn floods_against_local_hosts_name_the_victims() {
+    if !privileged("floods_against_local_hosts_name_the_victims") {
+        return;
+    }
+    let dir = ScratchDir::new("nwvictim");
+    let mut frames = Vec::new();
+    benign(&mut frames, 110);
+    for server in 0..300 {
+        stream(&mut frames, 50..60, 20, move |_| {
+            FrameBuilder::ipv4(reflector(server))
+                .transport(Transport::Udp)
+                .from_port(123)
+                .to_ipv4([10, 0, 0, 5])
+                .to_port(40_000)
+                .payload(400)
+        });
+    }
+    stream(&mut frames, 70..80, 5_000, |i| {
+        let scattered = (i as u32).wrapping_mul(0x9e37_79b1) >> 8;
+        FrameBuilder::ipv4(Ipv4Addr::from(0x0b00_0000 | scattered).octets())
+            .transport(Transport::Tcp(SYN))
+            .to_ipv4([10, 0, 0, 6])
+            .to_port(443)
+    });
+    stream(&mut frames, 90..100, 3_000, |i| {
+        FrameBuilder::ipv4([198, 18, 0, (i % 200) as u8 + 1])
+            .to_ipv4([192, 0, 2, 99])
+            .to_port(9)
+    });
+    let config = "[networks]\nlocal = [\"10.0.0.0/24\", \"2001:db8:5::/48\"]\n\
+                  [detect.destination]\npps = 1000.0\n";
+    let (capture, config) = write_case(&dir, frames, config);
+    let output = replay(&[
+        capture.to_str().unwrap_or_default(),
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records = records(&output);
+    let alerts: Vec<&Value> = of_type(&records, "alert")
+        .into_iter()
+        .filter(|alert| alert["scope"] == "destination")
+        .collect();
+    let starts: Vec<(String, String, u64)> = alerts
+        .iter()
+        .filter(|alert| alert["state"] == "start")
+        .map(|alert| {
+            (
+                alert["subject"].as_str().unwrap_or("?").to_owned(),
+                alert["attack"]["type"].as_str().unwrap_or("?").to_owned(),
+                (alert["unix_ms"].as_u64().unwrap_or(0) / 1000).saturating_sub(BASE),
+            )
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        vec![
+            ("10.0.0.5".into(), "reflection".into(), 51),
+            ("10.0.0.6".into(), "syn_flood".into(), 71),
+        ]
+    );
+    let reflection = alerts[0];
+    assert_eq!(reflection["kind"], "threshold_pps");
+    assert_eq!(reflection["attack"]["service"], "ntp");
+    let sources = |alert: &Value| -> u64 {
+        alert["detail"]
+            .as_str()
+            .and_then(|detail| {
+                detail
+                    .strip_prefix('~')?
+                    .strip_suffix(" sources")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        (250..=350).contains(&sources(reflection)),
+        "300 reflectors: {reflection}"
+    );
+    for contributor in reflection["contributors"].as_array().into_iter().flatten() {
+        assert_eq!(contributor["scope"], "prefix");
+        let prefix = contributor["subject"].as_str().unwrap_or("");
+        assert!(prefix.starts_with("100.6"), "{prefix}");
+    }
+    let syn = alerts
+        .iter()
+        .find(|alert| alert["subject"] == "10.0.0.6" && alert["state"] == "start")
+        .unwrap_or_else(|| panic!("no SYN flood start"));
+    assert!(sources(syn) > 1_000, "{syn}");
+    let contributors = syn["contributors"].as_array().cloned().unwrap_or_default();
+    assert!(!contributors.is_empty(), "{syn}");
+    for contributor in &contributors {
+        let prefix = contributor["subject"].as_str().unwrap_or("");
+        assert!(prefix.starts_with("11."), "{prefix}");
+    }
+    // Only hosts of the local networks are ever destinations.
+    for record in of_type(&records, "interval") {
+        for destination in record["destinations"].as_array().into_iter().flatten() {
+            let host = destination["destination"].as_str().unwrap_or("");
+            assert!(host.starts_with("10.0.0."), "{host} in {record}");
+        }
+    }
+    assert!(
+        alerts.iter().all(|alert| alert["subject"] != "192.0.2.99"),
+        "{alerts:?}"
+    );
+}
+
 #[test]
 fn hundreds_of_unknown_sources_are_capped_with_a_counted_line() {
     if !privileged("hundreds_of_unknown_sources_are_capped_with_a_counted_line") {

@@ -100,7 +100,7 @@ impl Drop for Tmux {
 fn table_rows(screen: &str) -> Vec<String> {
     screen
         .lines()
-        .skip_while(|line| !line.contains("1SOURCE"))
+        .skip_while(|line| !line.contains("1SOURCE") && !line.contains("1DESTINATION"))
         .skip(1)
         .take_while(|line| !line.contains('└'))
         .map(|line| line.trim_matches(|c| c == '│' || c == ' ').to_owned())
@@ -122,8 +122,11 @@ fn top_shows_the_flood_and_answers_its_keys_in_a_real_terminal() {
     let pair = VethPair::new(true);
     let dir = ScratchDir::new("nwtop");
     let config = dir.join("netwatch.toml");
-    std::fs::write(&config, "[detect]\nsource = { pps = 150.0 }\n")
-        .unwrap_or_else(|err| panic!("{err}"));
+    std::fs::write(
+        &config,
+        "[detect]\nsource = { pps = 150.0 }\n[networks]\nlocal = [\"192.0.2.0/24\"]\n",
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
     let (mut daemon, _) =
         Daemon::json_monitor_every(&pair, "500ms", &["--config", &config.to_string_lossy()]);
     let socket = pair.monitor.control_path();
@@ -158,6 +161,17 @@ fn top_shows_the_flood_and_answers_its_keys_in_a_real_terminal() {
 
         // The flood is the first row.
         tmux.wait_for("the flood first", |screen| {
+            first_row_is(screen, "10.60.0.66")
+        });
+        // d: the local hosts, what they receive (every frame goes to 192.0.2.254).
+        tmux.keys(&["d"]);
+        let screen = tmux.wait_for("the destinations", |screen| {
+            first_row_is(screen, "192.0.2.254")
+        });
+        assert!(screen.contains("1DESTINATION"), "{screen}");
+        assert!(screen.contains("6SRCS"), "{screen}");
+        tmux.keys(&["d"]);
+        tmux.wait_for("the sources again", |screen| {
             first_row_is(screen, "10.60.0.66")
         });
         // By SYN (key 4), the SYN sender is.

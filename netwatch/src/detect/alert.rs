@@ -147,6 +147,8 @@ pub enum Subject {
     Prefix(Cidr),
     /// One source address.
     Source(IpAddr),
+    /// One host of the local networks, for what it receives.
+    Destination(IpAddr),
 }
 
 impl fmt::Display for Subject {
@@ -154,18 +156,19 @@ impl fmt::Display for Subject {
         match self {
             Self::Global => f.write_str("global"),
             Self::Prefix(cidr) => write!(f, "{cidr}"),
-            Self::Source(addr) => write!(f, "{addr}"),
+            Self::Source(addr) | Self::Destination(addr) => write!(f, "{addr}"),
         }
     }
 }
 
 impl Subject {
-    /// `global`, `prefix` or `source`.
+    /// `global`, `prefix`, `source` or `destination`.
     pub fn scope(&self) -> &'static str {
         match self {
             Self::Global => "global",
             Self::Prefix(_) => "prefix",
             Self::Source(_) => "source",
+            Self::Destination(_) => "destination",
         }
     }
 }

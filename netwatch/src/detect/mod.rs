@@ -209,6 +209,8 @@ pub struct DetectConfig {
     pub prefix: Limits,
     /// Limits on each source.
     pub source: Limits,
+    /// Limits on each host of the local networks (`[networks] local`), on what it receives.
+    pub destination: Limits,
     /// Spikes.
     pub spike: SpikeConfig,
     /// Unknown sources.
@@ -246,6 +248,7 @@ impl Default for DetectConfig {
             global: Limits::default(),
             prefix: Limits::default(),
             source: Limits::default(),
+            destination: Limits::default(),
             spike: SpikeConfig::default(),
             unknown: UnknownConfig::default(),
             scan: ScanConfig::default(),
@@ -279,6 +282,7 @@ impl DetectConfig {
             ("global", &self.global),
             ("prefix", &self.prefix),
             ("source", &self.source),
+            ("destination", &self.destination),
         ] {
             for (name, value) in [("pps", limits.pps), ("bps", limits.bps)] {
                 if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
@@ -510,6 +514,15 @@ impl Detector {
                 bytes: interval.delta.total_bytes,
             },
         );
+        for destination in interval.destinations.iter().filter(|_| !self.global_only) {
+            volumes.insert(
+                Subject::Destination(destination.addr),
+                Volume {
+                    packets: destination.stats.packets,
+                    bytes: destination.stats.bytes,
+                },
+            );
+        }
         for source in interval.sources.iter().filter(|_| !self.global_only) {
             let prefix = Subject::Prefix(self.prefix_of(source.addr));
             let entry = volumes.entry(prefix).or_default();
@@ -666,6 +679,7 @@ impl Detector {
                 Subject::Global => &self.config.global,
                 Subject::Prefix(_) => &self.config.prefix,
                 Subject::Source(_) => &self.config.source,
+                Subject::Destination(_) => &self.config.destination,
             };
             let pps = rate(volume.packets);
             let bps = rate(volume.bytes) * 8.0;
@@ -746,14 +760,16 @@ impl Detector {
             };
             let heavy_running = open.contains_key(&(AlertKind::HeavyHitter, *subject));
             let watched = heavy.enabled && series.new && series.ewma.samples() < spike.warmup;
-            let heavy_trigger =
-                (*subject != Subject::Global && (heavy_running || watched) && enough)
-                    .then(|| heavy.min_pps.max(heavy.share * global_pps))
-                    .filter(|threshold| value >= *threshold)
-                    .map(|threshold| Trigger {
-                        detail: Some(format!("new {}: no baseline yet", subject.scope())),
-                        ..Trigger::new(value, threshold, None)
-                    });
+            // A heavy hitter sends: a destination that receives much is a victim, judged by
+            // its thresholds and spikes.
+            let sends = matches!(subject, Subject::Prefix(_) | Subject::Source(_));
+            let heavy_trigger = (sends && (heavy_running || watched) && enough)
+                .then(|| heavy.min_pps.max(heavy.share * global_pps))
+                .filter(|threshold| value >= *threshold)
+                .map(|threshold| Trigger {
+                    detail: Some(format!("new {}: no baseline yet", subject.scope())),
+                    ..Trigger::new(value, threshold, None)
+                });
             // The baseline learns only from normal traffic: never from an event, nor from
             // the rate of a sliver of an interval.
             let learns = trigger.is_none()
@@ -893,6 +909,11 @@ impl Detector {
         }
         if mixes.contains_key(&Subject::Global) {
             mixes.insert(Subject::Global, interval.mix());
+        }
+        for destination in &interval.destinations {
+            if let Some(mix) = mixes.get_mut(&Subject::Destination(destination.addr)) {
+                mix.add_source(&destination.stats);
+            }
         }
         let prefixes = mixes
             .keys()
@@ -1065,6 +1086,10 @@ impl Detector {
             }
             if alert.subject == Subject::Global {
                 alert.slotless = slotless_evidence(interval, top);
+            }
+            if let Subject::Destination(addr) = alert.subject {
+                explain_destination(interval, addr, rate, top, alert);
+                continue;
             }
             let whole = volumes.get(&alert.subject).copied().unwrap_or_default();
             // The subject's excess, in the alert's unit: over its baseline, or over the
@@ -1279,6 +1304,38 @@ impl Detector {
 
 /// The sources one alert stands for, from their addresses in order: how many, and the first
 /// few.
+/// A victim's alert: how many sources hit it (in `detail`), and its top sender prefixes as
+/// contributors, their counts upper bounds (see
+/// [`crate::datapath::DestinationReading::senders`]).
+fn explain_destination(
+    interval: &Interval,
+    addr: IpAddr,
+    rate: &impl Fn(u64) -> f64,
+    top: usize,
+    alert: &mut Alert,
+) {
+    let Some(destination) = interval.destinations.iter().find(|d| d.addr == addr) else {
+        return;
+    };
+    alert.detail = Some(format!("~{} sources", destination.sources));
+    let whole = destination.stats.packets.max(1) as f64;
+    alert.contributors = destination
+        .senders
+        .iter()
+        .take(top)
+        .map(|(prefix, traffic)| Contributor {
+            subject: Subject::Prefix(Cidr::of(prefix.addr, prefix.len)),
+            packets: traffic.packets,
+            bytes: traffic.bytes,
+            pps: rate(traffic.packets),
+            bps: rate(traffic.bytes) * 8.0,
+            share: (traffic.packets as f64 / whole).min(1.0),
+            excess_share: None,
+            new: false,
+        })
+        .collect();
+}
+
 /// Slot-less traffic that makes a tenth of the interface's packets or more in this
 /// interval; the shares of its breakdown from the kernel's window (which may be a few frames
 /// off the interval's overflow count, see [`Interval::slotless`]).

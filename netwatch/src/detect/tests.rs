@@ -1017,3 +1017,105 @@ fn detector_with_threshold() -> Detector {
         ..quiet_config()
     })
 }
+
+/// An interval in which the local host 192.0.2.5 receives `packets` SYNs from `sources`
+/// sources, most of them from 203.0.113.0/24.
+fn victim(packets: u64, sources: u32) -> Interval {
+    use crate::datapath::{DestinationReading, SlotlessPrefix, Traffic};
+    let mut interval = interval(&[traffic("198.51.100.1", 50)]);
+    interval.delta.total_packets += packets;
+    interval.destinations = vec![DestinationReading {
+        addr: "192.0.2.5".parse().unwrap(),
+        stats: SourceStats {
+            packets,
+            bytes: packets * 60,
+            tcp_packets: packets,
+            tcp_syn_packets: packets,
+            ..SourceStats::default()
+        },
+        sources,
+        senders: vec![(
+            SlotlessPrefix {
+                addr: "203.0.113.0".parse().unwrap(),
+                len: 24,
+            },
+            Traffic {
+                packets: packets * 9 / 10,
+                bytes: packets * 54,
+            },
+        )],
+    }];
+    interval
+}
+
+#[test]
+fn a_destination_over_its_limit_is_named_with_its_attack_and_senders() {
+    let config = DetectConfig {
+        destination: Limits {
+            pps: Some(1_000.0),
+            bps: None,
+        },
+        ..quiet_config()
+    };
+    let mut detector = detector(config.clone());
+    let at = Duration::from_secs(1_001);
+    let alerts = detector.observe(&victim(5_000, 2_000), at).alerts;
+    assert_eq!(
+        summary(&alerts),
+        vec![(
+            AlertKind::ThresholdPps,
+            AlertState::Start,
+            "192.0.2.5".into()
+        )]
+    );
+    let alert = &alerts[0];
+    assert_eq!(alert.subject.scope(), "destination");
+    assert_eq!(alert.detail.as_deref(), Some("~2000 sources"));
+    assert_eq!(
+        alert.attack.as_ref().map(|attack| attack.kind.to_string()),
+        Some(String::from("SYN flood"))
+    );
+    assert_eq!(alert.contributors.len(), 1);
+    assert_eq!(alert.contributors[0].subject.to_string(), "203.0.113.0/24");
+    assert!((alert.contributors[0].share - 0.9).abs() < 1e-9);
+    // Under its limit: nothing. The interface's sum (`all`) judges no destination.
+    let mut detector = Detector::new(config.clone(), KnownState::default(), "t".into());
+    assert!(detector.observe(&victim(500, 200), at).alerts.is_empty());
+    let mut combined = Detector::new(config, KnownState::default(), "t".into()).global_only();
+    assert!(
+        combined
+            .observe(&victim(5_000, 2_000), at)
+            .alerts
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_new_busy_destination_is_no_heavy_hitter() {
+    let config = DetectConfig {
+        heavy: HeavyConfig {
+            enabled: true,
+            ..HeavyConfig::default()
+        },
+        spike: SpikeConfig {
+            enabled: false,
+            warmup: 3,
+            ..SpikeConfig::default()
+        },
+        ..quiet_config()
+    };
+    let mut detector = detector(config);
+    for i in 0..5 {
+        let at = Duration::from_secs(1_001 + i);
+        detector.observe(&interval(&[traffic("198.51.100.1", 50)]), at);
+    }
+    let alerts = detector
+        .observe(&victim(5_000, 2_000), Duration::from_secs(1_010))
+        .alerts;
+    assert!(
+        alerts
+            .iter()
+            .all(|alert| alert.subject.scope() != "destination"),
+        "{alerts:?}"
+    );
+}

@@ -191,9 +191,14 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
         Severity::Warning => "warning",
         Severity::Critical => "CRITICAL",
     };
+    let to = if matches!(alert.subject, Subject::Destination(_)) {
+        "to "
+    } else {
+        ""
+    };
     write!(
         out,
-        "{} ALERT {state} {severity} {} {} on {iface}: ",
+        "{} ALERT {state} {severity} {} {to}{} on {iface}: ",
         rfc3339(UNIX_EPOCH + alert.at),
         alert.kind.name(),
         alert.subject,
@@ -252,7 +257,8 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
                     alert.peak, alert.packets
                 )?;
             }
-            if alert.kind == AlertKind::HeavyHitter
+            if (alert.kind == AlertKind::HeavyHitter
+                || matches!(alert.subject, Subject::Destination(_)))
                 && let Some(detail) = &alert.detail
             {
                 write!(out, "; {}", escape(detail))?;
@@ -536,6 +542,25 @@ mod tests {
             }),
             ..alert(AlertState::Start)
         }
+    }
+
+    #[test]
+    fn a_victims_alert_says_to_whom() {
+        let alert = Alert {
+            subject: Subject::Destination(std::net::IpAddr::from([10, 0, 0, 6])),
+            detail: Some(String::from("~1400 sources")),
+            ..alert(AlertState::Start)
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, "eth0", &alert).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(" to 10.0.0.6 on eth0: "), "{text}");
+        assert!(text.contains("; ~1400 sources"), "{text}");
+        let mut out = Vec::new();
+        write_json(&mut out, "eth0", &alert).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["scope"], "destination");
+        assert_eq!(value["subject"], "10.0.0.6");
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub fn write_interval(
         context.max_sources,
     )?;
     write_slotless(out, interval)?;
+    write_destinations(out, context, interval)?;
     if interval.sources.is_empty() {
         return Ok(());
     }
@@ -112,6 +113,49 @@ fn write_slotless(out: &mut impl Write, interval: &Interval) -> io::Result<()> {
         write!(out, " | from {}", prefixes.join(", "))?;
     }
     writeln!(out)
+}
+
+/// The top hosts of the local networks by packets received, as a table.
+fn write_destinations(
+    out: &mut impl Write,
+    context: &Context,
+    interval: &Interval,
+) -> io::Result<()> {
+    if interval.destinations.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  {:<39} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}  TOP SENDERS",
+        "DESTINATION", "PKT/S", "BIT/S", "TCP", "UDP", "ICMP", "SYN", "SOURCES"
+    )?;
+    for destination in interval.destinations.iter().take(context.top) {
+        let stats = &destination.stats;
+        let senders: Vec<String> = destination
+            .senders
+            .iter()
+            .take(2)
+            .map(|(prefix, traffic)| format!("{prefix} {}", traffic.packets))
+            .collect();
+        writeln!(
+            out,
+            "  {:<39} {:>10.0} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
+            destination.addr.to_string(),
+            interval.rate(stats.packets),
+            bits_per_second(interval.rate(stats.bytes)),
+            stats.tcp_packets,
+            stats.udp_packets,
+            stats.icmp_packets,
+            stats.tcp_syn_packets,
+            format!("~{}", destination.sources),
+            senders.join(", "),
+        )?;
+    }
+    let hidden = interval.destinations.len().saturating_sub(context.top);
+    if hidden > 0 {
+        writeln!(out, "  ... and {hidden} more local hosts")?;
+    }
+    Ok(())
 }
 
 fn bits_per_second(bytes_per_second: f64) -> String {
@@ -198,6 +242,56 @@ mod tests {
         assert!(!text.contains("192.0.2.3 "), "{text}");
         assert!(text.contains("and 1 more active sources"), "{text}");
         assert!(!text.contains("without a slot"), "{text}");
+    }
+
+    #[test]
+    fn local_hosts_are_listed_with_their_senders() {
+        use crate::datapath::{DestinationReading, SlotlessPrefix, Traffic};
+        let host = |last, packets| DestinationReading {
+            addr: std::net::IpAddr::from([10, 0, 0, last]),
+            stats: SourceStats {
+                packets,
+                bytes: packets * 60,
+                tcp_packets: packets,
+                tcp_syn_packets: packets,
+                ..SourceStats::default()
+            },
+            sources: 1_400,
+            senders: vec![(
+                SlotlessPrefix {
+                    addr: std::net::IpAddr::from([11, 0, 7, 0]),
+                    len: 24,
+                },
+                Traffic {
+                    packets: 9,
+                    bytes: 540,
+                },
+            )],
+        };
+        let interval = Interval {
+            elapsed: Duration::from_secs(1),
+            destinations: vec![host(6, 5000), host(7, 10), host(8, 1)],
+            ..Interval::default()
+        };
+        let context = Context {
+            iface: String::from("eth9"),
+            max_sources: 100,
+            top: 2,
+        };
+        let mut out = Vec::new();
+        write_interval(&mut out, &context, UNIX_EPOCH, &interval, false)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let text = String::from_utf8_lossy(&out);
+        let row = text
+            .lines()
+            .find(|line| line.trim_start().starts_with("10.0.0.6"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(row.contains(" 5000 "), "{row}");
+        assert!(row.contains("~1400"), "{row}");
+        assert!(row.ends_with("11.0.7.0/24 9"), "{row}");
+        assert!(text.contains("DESTINATION"), "{text}");
+        assert!(!text.contains("10.0.0.8"), "{text}");
+        assert!(text.contains("and 1 more local hosts"), "{text}");
     }
 
     #[test]

@@ -37,6 +37,35 @@ struct IntervalRecord<'a> {
     top: Vec<SourceRecord>,
     /// Traffic without a source slot by prefix and destination; null when there was none.
     slotless: Option<SlotlessRecord>,
+    /// The top hosts of the local networks by packets received.
+    destinations: Vec<DestinationRecord>,
+    /// Frames to local hosts that could not be counted per host.
+    destinations_other_packets: u64,
+}
+
+#[derive(Serialize)]
+struct DestinationRecord {
+    destination: String,
+    packets: u64,
+    bytes: u64,
+    pps: f64,
+    bps: f64,
+    tcp: u64,
+    udp: u64,
+    icmp: u64,
+    other: u64,
+    syn: u64,
+    fragments: u64,
+    reflected: u64,
+    reflected_port: Option<u32>,
+    sources_estimate: u32,
+    senders: Vec<SenderRecord>,
+}
+
+#[derive(Serialize)]
+struct SenderRecord {
+    prefix: String,
+    packets: u64,
 }
 
 /// [`OverflowBreakdown`] in JSON: the top entries of each list, and the rest as `other`.
@@ -308,6 +337,45 @@ pub fn write_interval(
             })
             .collect(),
         slotless: SlotlessRecord::of(&interval.slotless, context.top),
+        destinations: interval
+            .destinations
+            .iter()
+            .take(context.top)
+            .map(|destination| {
+                let stats = &destination.stats;
+                DestinationRecord {
+                    destination: destination.addr.to_string(),
+                    packets: stats.packets,
+                    bytes: stats.bytes,
+                    pps: interval.rate(stats.packets),
+                    bps: interval.rate(stats.bytes) * 8.0,
+                    tcp: stats.tcp_packets,
+                    udp: stats.udp_packets,
+                    icmp: stats.icmp_packets,
+                    other: stats.other_packets,
+                    syn: stats.tcp_syn_packets,
+                    fragments: stats.fragment_packets,
+                    reflected: stats.reflected_packets,
+                    reflected_port: (stats.reflected_packets > 0).then_some(stats.reflected_port),
+                    sources_estimate: destination.sources,
+                    senders: destination
+                        .senders
+                        .iter()
+                        .map(|(prefix, traffic)| SenderRecord {
+                            prefix: prefix.to_string(),
+                            packets: traffic.packets,
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+        destinations_other_packets: interval.destination_other.packets
+            + interval
+                .destinations
+                .iter()
+                .skip(context.top)
+                .map(|destination| destination.stats.packets)
+                .sum::<u64>(),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")
@@ -379,6 +447,66 @@ mod tests {
         assert_eq!(value["top"][0]["ports"], 4);
         assert_eq!(value["top"][0]["bps"], 17280.0);
         assert_eq!(value["slotless"], serde_json::Value::Null);
+        assert_eq!(value["destinations"], serde_json::json!([]));
+        assert_eq!(value["destinations_other_packets"], 0);
+    }
+
+    #[test]
+    fn local_hosts_are_listed_to_the_top_and_the_rest_is_other() {
+        use crate::datapath::DestinationReading;
+        let host = |last, packets| DestinationReading {
+            addr: std::net::IpAddr::from([10, 0, 0, last]),
+            stats: SourceStats {
+                packets,
+                bytes: packets * 100,
+                udp_packets: packets,
+                reflected_packets: packets,
+                reflected_port: 123,
+                ..SourceStats::default()
+            },
+            sources: 300,
+            senders: vec![(
+                SlotlessPrefix {
+                    addr: std::net::IpAddr::from([100, 64, 1, 0]),
+                    len: 24,
+                },
+                Traffic {
+                    packets: 40,
+                    bytes: 4000,
+                },
+            )],
+        };
+        let interval = Interval {
+            elapsed: Duration::from_secs(1),
+            destinations: vec![host(5, 6000), host(7, 30)],
+            destination_other: Traffic {
+                packets: 2,
+                bytes: 200,
+            },
+            ..Interval::default()
+        };
+        let context = Context {
+            iface: String::from("veth1"),
+            max_sources: 64,
+            top: 1,
+        };
+        let mut out = Vec::new();
+        write_interval(&mut out, &context, UNIX_EPOCH, &interval, false).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let destinations = value["destinations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(destinations.len(), 1);
+        assert_eq!(destinations[0]["destination"], "10.0.0.5");
+        assert_eq!(destinations[0]["pps"], 6000.0);
+        assert_eq!(destinations[0]["reflected_port"], 123);
+        assert_eq!(destinations[0]["sources_estimate"], 300);
+        assert_eq!(destinations[0]["senders"][0]["prefix"], "100.64.1.0/24");
+        assert_eq!(
+            value["destinations_other_packets"], 32,
+            "the cut host and other"
+        );
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Metrics {
     slotless_prefixes: IntGaugeVec,
     slotless_target_pps: GaugeVec,
     slotless_prefix_pps: GaugeVec,
+    destination_pps: GaugeVec,
+    destination_bps: GaugeVec,
     /// The sources of each interface in the per-source series now, removed at its next
     /// interval.
     shown: Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -67,6 +69,7 @@ pub struct Metrics {
 struct ShownSlotless {
     targets: Vec<[String; 3]>,
     prefixes: Vec<String>,
+    destinations: Vec<String>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -313,6 +316,28 @@ impl Metrics {
                     &["iface", "prefix"],
                 )?,
             )?,
+            destination_pps: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "netwatch_destination_packets_per_second",
+                        "Packet rate received by the top hosts of the local networks in the \
+                         last interval",
+                    ),
+                    &["iface", "destination"],
+                )?,
+            )?,
+            destination_bps: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "netwatch_destination_bits_per_second",
+                        "Bit rate received by the top hosts of the local networks in the last \
+                         interval",
+                    ),
+                    &["iface", "destination"],
+                )?,
+            )?,
             registry,
             shown: Mutex::new(std::collections::HashMap::new()),
             shown_slotless: Mutex::new(std::collections::HashMap::new()),
@@ -444,8 +469,8 @@ impl Metrics {
         }
     }
 
-    /// The traffic without a slot of an interval: the estimates, and the top destinations and
-    /// prefixes in series replaced every interval.
+    /// The traffic without a slot of an interval (the estimates, the top destinations and
+    /// prefixes) and the top local hosts, in series replaced every interval.
     fn observe_slotless(&self, iface: &str, interval: &Interval) {
         let breakdown = &interval.slotless;
         self.slotless_sources
@@ -486,6 +511,20 @@ impl Metrics {
                 .with_label_values(&[iface, &name])
                 .set(interval.rate(traffic.packets));
             shown.prefixes.push(name);
+        }
+        for name in shown.destinations.drain(..) {
+            let _ = self.destination_pps.remove_label_values(&[iface, &name]);
+            let _ = self.destination_bps.remove_label_values(&[iface, &name]);
+        }
+        for destination in interval.destinations.iter().take(self.top) {
+            let name = destination.addr.to_string();
+            self.destination_pps
+                .with_label_values(&[iface, &name])
+                .set(interval.rate(destination.stats.packets));
+            self.destination_bps
+                .with_label_values(&[iface, &name])
+                .set(interval.rate(destination.stats.bytes) * 8.0);
+            shown.destinations.push(name);
         }
     }
 
@@ -833,6 +872,16 @@ mod tests {
                     prefixes: 1,
                     ..Default::default()
                 },
+                destinations: vec![crate::datapath::DestinationReading {
+                    addr: std::net::IpAddr::from([10, 0, 0, 6]),
+                    stats: SourceStats {
+                        packets: 300,
+                        bytes: 18_000,
+                        ..Default::default()
+                    },
+                    sources: 290,
+                    senders: Vec::new(),
+                }],
                 ..interval()
             },
         );
@@ -841,6 +890,8 @@ mod tests {
             "netwatch_slotless_sources{iface=\"eth0\"} 290\n",
             "netwatch_slotless_destination_packets_per_second{destination=\"10.4.0.6\",iface=\"eth0\",kind=\"syn\",port=\"80\"} 300\n",
             "netwatch_slotless_prefix_packets_per_second{iface=\"eth0\",prefix=\"198.51.0.0/16\"} 300\n",
+            "netwatch_destination_packets_per_second{destination=\"10.0.0.6\",iface=\"eth0\"} 300\n",
+            "netwatch_destination_bits_per_second{destination=\"10.0.0.6\",iface=\"eth0\"} 144000\n",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
@@ -859,6 +910,10 @@ mod tests {
         );
         assert!(
             !text.contains("netwatch_slotless_destination_packets_per_second{"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("netwatch_destination_packets_per_second{"),
             "{text}"
         );
         assert!(

@@ -49,6 +49,16 @@ impl Column {
         Column::Hosts,
     ];
 
+    /// Its header in the view of destinations: their distinct sources (SRCS) in the column
+    /// of hosts.
+    pub fn title_for(self, destinations: bool) -> &'static str {
+        match (self, destinations) {
+            (Column::Source, true) => "DESTINATION",
+            (Column::Hosts, true) => "SRCS",
+            _ => self.title(),
+        }
+    }
+
     /// Its header.
     pub fn title(self) -> &'static str {
         match self {
@@ -176,6 +186,8 @@ pub struct Model {
     pub sort: Column,
     /// Prefixes instead of sources.
     pub prefixes: bool,
+    /// The hosts of the local networks (what they receive) instead of the sources.
+    pub destinations: bool,
     /// The filter in force: a CIDR, or a part of an address.
     pub filter: Option<String>,
     /// The filter being typed.
@@ -202,6 +214,7 @@ impl Default for Model {
             source_pps: HashMap::new(),
             sort: Column::Pps,
             prefixes: false,
+            destinations: false,
             filter: None,
             input: None,
             paused: false,
@@ -312,11 +325,16 @@ impl Model {
         let Some(last) = &interface.last else {
             return Vec::new();
         };
-        let sources = last["top"].as_array().cloned().unwrap_or_default();
+        let (list, name_field) = if self.destinations {
+            ("destinations", "destination")
+        } else {
+            ("top", "source")
+        };
+        let sources = last[list].as_array().cloned().unwrap_or_default();
         let mut rows: Vec<Row> = sources
             .iter()
             .filter_map(|source| {
-                let name = source["source"].as_str()?.to_owned();
+                let name = source[name_field].as_str()?.to_owned();
                 let n = |field: &str| source[field].as_u64().unwrap_or(0);
                 Some(Row {
                     new: self.new_sources.contains(&name),
@@ -328,12 +346,17 @@ impl Model {
                     other: n("other"),
                     syn: n("syn"),
                     ports: n("ports"),
-                    hosts: n("hosts"),
+                    // A destination's column of hosts is that of its sources.
+                    hosts: if self.destinations {
+                        n("sources_estimate")
+                    } else {
+                        n("hosts")
+                    },
                     name,
                 })
             })
             .collect();
-        if self.prefixes {
+        if self.prefixes && !self.destinations {
             rows = by_prefix(rows);
         }
         if let Some(filter) = &self.filter {
@@ -387,6 +410,11 @@ impl Model {
             Key::Char('p') => self.paused = !self.paused,
             Key::Char('x') => {
                 self.prefixes = !self.prefixes;
+                self.destinations = false;
+                self.selected = 0;
+            }
+            Key::Char('d') => {
+                self.destinations = !self.destinations;
                 self.selected = 0;
             }
             Key::Esc => {
@@ -557,6 +585,28 @@ mod tests {
         assert_eq!(names(&model), ["10.0.0.0/24", "192.0.2.0/24"]);
         assert_eq!(model.rows()[0].pps, 550.0);
         assert_eq!(model.key(Key::Char('q')), Action::Quit);
+    }
+
+    #[test]
+    fn d_shows_the_local_hosts_and_their_sources() {
+        let mut model = Model::default();
+        let mut record = interval("eth0", &[("10.0.0.1", 500.0, 0)]);
+        record["destinations"] = json!([
+            {"destination": "192.0.2.5", "pps": 40.0, "bps": 3200.0, "tcp": 40, "udp": 0,
+             "icmp": 0, "other": 0, "syn": 40, "sources_estimate": 37},
+            {"destination": "192.0.2.6", "pps": 900.0, "bps": 72000.0, "tcp": 0, "udp": 900,
+             "icmp": 0, "other": 0, "syn": 0, "sources_estimate": 3},
+        ]);
+        model.apply(record);
+        model.key(Key::Char('d'));
+        let rows = model.rows();
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["192.0.2.6", "192.0.2.5"]);
+        assert_eq!((rows[1].syn, rows[1].hosts), (40, 37));
+        assert_eq!(Column::Hosts.title_for(model.destinations), "SRCS");
+        model.key(Key::Char('d'));
+        assert_eq!(model.rows()[0].name, "10.0.0.1");
+        assert_eq!(Column::Hosts.title_for(model.destinations), "HOSTS");
     }
 
     #[test]

@@ -211,7 +211,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], pa
             .iter()
             .enumerate()
             .map(|(i, column)| {
-                let title = format!("{}{}", i + 1, column.title());
+                let title = format!("{}{}", i + 1, column.title_for(model.destinations));
                 let style = if *column == model.sort {
                     Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
                 } else {
@@ -238,7 +238,9 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], pa
             Cell::from(if row.new { "new" } else { "" }).style(palette.fg(Color::Yellow)),
         ])
     });
-    let what = if model.prefixes {
+    let what = if model.destinations {
+        "destinations (hosts of [networks] local)"
+    } else if model.prefixes {
         "prefixes"
     } else {
         "sources"
@@ -373,7 +375,7 @@ fn draw_footer(frame: &mut Frame<'_>, area: Rect, model: &Model, palette: Palett
             Span::raw("_  Enter apply  Esc cancel"),
         ]),
         None => Line::from(
-            "q quit  s/1-6 sort  / filter  p pause  x prefixes  Tab iface  Enter details  \u{2191}\u{2193} select",
+            "q quit  s/1-6 sort  / filter  p pause  x prefixes  d destinations  Tab iface  Enter details  \u{2191}\u{2193} select",
         ),
     };
     frame.render_widget(Paragraph::new(line), area);
