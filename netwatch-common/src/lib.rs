@@ -137,6 +137,15 @@ pub const DEFAULT_SAMPLE_RING_BYTES: u32 = 1 << 20;
 pub const SAMPLE_REASON_PORT: u32 = 1;
 /// [`SampleHeader::reason`]: every TCP payload is sampled (keyword matching is on).
 pub const SAMPLE_REASON_ALL_TCP: u32 = 2;
+/// [`SampleHeader::reason`]: no frame, an [`EarlyEvent`]: the interface's packet rate went
+/// over the early limit ([`Settings::early_packets`]).
+pub const SAMPLE_REASON_EARLY: u32 = 3;
+/// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
+/// the [`EarlyCount`] every CPU adds to.
+pub const EARLY_MAP: &str = ".data.early";
+/// Least time between two [`EarlyEvent`]s: the first frame over the limit says it; one a
+/// second at most follows while it lasts (userspace has the alert open by then).
+pub const EARLY_REPOST_NS: u64 = 1_000_000_000;
 
 /// Bits in a source's bitmap of destination ports, per window.
 pub const PORT_BITMAP_BITS: usize = 256;
@@ -379,6 +388,40 @@ pub struct Settings {
     /// Local networks in use in [`LOCAL_NETWORKS_MAP`]; 0 (the default) counts no
     /// destination, at the cost of this one comparison per frame.
     pub local_networks: u32,
+    /// The early limit of the interface's packet rate: this many frames, all CPUs together,
+    /// within [`Settings::early_slot_ns`] post an [`EarlyEvent`]. 0 (the default) turns the
+    /// check off.
+    pub early_packets: u32,
+    /// The time [`Settings::early_packets`] must arrive in.
+    pub early_slot_ns: u32,
+    /// Frames a CPU counts on its own ([`CpuState::early_pending`]) before it adds them to
+    /// the shared [`EarlyCount`]: one atomic add per batch, not per frame.
+    pub early_batch: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
+/// The frames of the current early slot, all CPUs together, in [`EARLY_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EarlyCount {
+    /// Frames added since the slot started.
+    pub packets: u64,
+    /// `bpf_ktime_get_ns` when it started: when the last slot filled.
+    pub slot_start_ns: u64,
+    /// `bpf_ktime_get_ns` of the last [`EarlyEvent`].
+    pub posted_ns: u64,
+}
+
+/// What follows the [`SampleHeader`] of a record whose reason is [`SAMPLE_REASON_EARLY`]:
+/// [`Settings::early_packets`] or more frames arrived within `elapsed_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EarlyEvent {
+    /// Frames of the slot.
+    pub packets: u64,
+    /// The time they took.
+    pub elapsed_ns: u64,
 }
 
 /// A local network: frames to its hosts are counted per destination.
@@ -669,6 +712,11 @@ pub struct CpuState {
     /// This CPU's first [`OverflowWindow`]: twice its number, written by userspace at load
     /// time.
     pub windows: u32,
+    /// Frames this CPU counted toward the early limit and has not added to the shared
+    /// [`EarlyCount`] yet.
+    pub early_pending: u32,
+    /// Always zero.
+    pub _pad: u32,
     /// This CPU's cache of the slots of recent sources, direct-mapped by a hash of the address.
     /// A line holds a slot only: the program trusts it for a source only while the slot's key
     /// in [`SLOT_KEYS_MAP`] is that source, so lines never need clearing when a slot changes
@@ -684,6 +732,8 @@ impl Default for CpuState {
             overflow_reflected_port: 0,
             free_empty_at: 0,
             windows: 0,
+            early_pending: 0,
+            _pad: 0,
             source_cache: [0; SOURCE_CACHE_ENTRIES as usize],
         }
     }
@@ -718,4 +768,6 @@ mod user {
     unsafe impl aya::Pod for super::DestinationBucket {}
     // SAFETY: as above; two u64.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above; three u64.
+    unsafe impl aya::Pod for super::EarlyCount {}
 }

@@ -29,13 +29,13 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, warn};
 use netwatch_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, DESTINATION_BUCKETS,
-    DESTINATION_SENDERS, DestinationBucket, FAMILY_IPV4, FAMILY_IPV6, GlobalStats,
-    HOST_BITMAP_BITS, LocalNetwork, MAX_LOCAL_NETWORKS, OVERFLOW_BUCKETS, OVERFLOW_PROBES,
-    OverflowWindow, PORT_BITMAP_BITS, PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN,
-    SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample,
-    SampleHeader, Settings, SourceKey, SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT,
-    TARGET_HIGH_PORTS, TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP,
-    TARGET_UDP, TargetKey, TokenBucket, WIRE_LENGTH_MAGIC, WireLength,
+    DESTINATION_SENDERS, DestinationBucket, EARLY_REPOST_NS, EarlyCount, EarlyEvent, FAMILY_IPV4,
+    FAMILY_IPV6, GlobalStats, HOST_BITMAP_BITS, LocalNetwork, MAX_LOCAL_NETWORKS, OVERFLOW_BUCKETS,
+    OVERFLOW_PROBES, OverflowWindow, PORT_BITMAP_BITS, PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN,
+    SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_EARLY, SAMPLE_REASON_PORT,
+    SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey, SourceSketch, SourceStats,
+    SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS, TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED,
+    TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey, TokenBucket, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -127,6 +127,19 @@ static mut SETTINGS: Settings = Settings {
     free_generation: 0,
     overflow_window: 0,
     local_networks: 0,
+    early_packets: 0,
+    early_slot_ns: 0,
+    early_batch: 0,
+    _pad: 0,
+};
+
+/// The frames of the current early slot, all CPUs together. Global data, as [`SETTINGS`].
+#[unsafe(link_section = ".data.early")]
+#[unsafe(no_mangle)]
+static mut EARLY: EarlyCount = EarlyCount {
+    packets: 0,
+    slot_start_ns: 0,
+    posted_ns: 0,
 };
 
 /// Sampled frames for userspace to inspect.
@@ -287,10 +300,19 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
         overflow_reflected_port,
         free_empty_at,
         windows,
+        early_pending,
+        _pad,
         source_cache,
     } = unsafe { &mut *state };
     globals.total_packets += 1;
     globals.total_bytes += len;
+    if settings.early_packets != 0 {
+        *early_pending += 1;
+        if *early_pending >= settings.early_batch {
+            early_check(ctx, *early_pending, &settings);
+            *early_pending = 0;
+        }
+    }
     match parse(ctx) {
         Verdict::NonIp => {
             globals.non_ip_packets += 1;
@@ -385,6 +407,56 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
         }
     }
     false
+}
+
+/// Adds a CPU's batch of frames to the shared early count; when the count reaches the limit,
+/// starts a new slot, and if the last one filled within its time, says so in the sample ring
+/// (at most once per [`EARLY_REPOST_NS`]). A helper call once per limit's worth of frames,
+/// an atomic add once per batch: nothing per frame but an add and a comparison.
+#[inline(never)]
+fn early_check(ctx: &XdpContext, batch: u32, settings: &Settings) {
+    let early = &raw mut EARLY;
+    // SAFETY: global data every CPU updates: the count with atomic adds; the slot's start and
+    // the last post with plain stores, which may race (two CPUs starting a slot at once, a
+    // batch lost to a reset), at the cost of a slot measured a little long or short.
+    unsafe {
+        add(&raw mut (*early).packets, u64::from(batch));
+        let packets = (&raw const (*early).packets).read_volatile();
+        if packets < u64::from(settings.early_packets) {
+            return;
+        }
+        let now = bpf_ktime_get_ns();
+        let start = (&raw const (*early).slot_start_ns).read_volatile();
+        (&raw mut (*early).packets).write_volatile(0);
+        (&raw mut (*early).slot_start_ns).write_volatile(now);
+        let elapsed = now.wrapping_sub(start);
+        if elapsed > u64::from(settings.early_slot_ns)
+            || now.wrapping_sub((&raw const (*early).posted_ns).read_volatile()) < EARLY_REPOST_NS
+        {
+            return;
+        }
+        (&raw mut (*early).posted_ns).write_volatile(now);
+        // Field by field, each store whole: merged, the compiler's stores of the zeros would
+        // straddle 8-byte boundaries of the stack, which the verifier refuses.
+        let mut record = core::mem::MaybeUninit::<EarlyRecord>::uninit();
+        let at = record.as_mut_ptr();
+        (&raw mut (*at).header.time_ns).write_volatile(now);
+        (&raw mut (*at).header.ifindex).write_volatile(ctx.ingress_ifindex() as u32);
+        (&raw mut (*at).header.captured_len).write_volatile(0);
+        (&raw mut (*at).header.original_len).write_volatile(0);
+        (&raw mut (*at).header.reason).write_volatile(SAMPLE_REASON_EARLY);
+        (&raw mut (*at).event.packets).write_volatile(packets);
+        (&raw mut (*at).event.elapsed_ns).write_volatile(elapsed);
+        // Handed over in place: a copy would merge the stores again.
+        let _ = SAMPLES.output::<EarlyRecord>(&*at, 0);
+    }
+}
+
+/// A record of the sample ring that says the early limit was crossed.
+#[repr(C)]
+struct EarlyRecord {
+    header: SampleHeader,
+    event: EarlyEvent,
 }
 
 /// The frame's length on the wire: the bytes the program sees, unless a replay put the

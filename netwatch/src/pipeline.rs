@@ -161,10 +161,20 @@ impl Pipeline {
     /// Inspects one frame sampled on interface `index` at `at`, and reports what it shows at
     /// once.
     pub fn sample(&mut self, index: usize, frame: &SampledFrame, at: Duration) -> io::Result<()> {
-        self.tally.samples += 1;
         let Some(watch) = self.watches.get_mut(index) else {
             return Ok(());
         };
+        if let Some(early) = frame.early() {
+            // Not a frame: the kernel saw the rate go over the early limit.
+            let elapsed = Duration::from_nanos(early.elapsed_ns);
+            let Some(alert) = watch.detector.early(early.packets, elapsed, at) else {
+                return Ok(());
+            };
+            let iface = watch.context.iface.clone();
+            self.report_alert(&iface, &alert)?;
+            return self.flush();
+        }
+        self.tally.samples += 1;
         let findings = watch.inspector.inspect(&frame.data, at);
         let iface = watch.context.iface.clone();
         for event in &findings.events {
@@ -174,6 +184,13 @@ impl Pipeline {
             self.report_alert(&iface, alert)?;
         }
         self.flush()
+    }
+
+    /// The early limit of interface `index`'s packet rate, from its detector (see
+    /// [`Detector::early_limit`]).
+    pub fn early_limit(&self, index: usize) -> Option<f64> {
+        let watch = self.watches.get(index)?;
+        watch.detector.early_limit().map(|(_, pps)| pps)
     }
 
     /// One interval of interface `index` that ended at `at` (time since the Unix epoch) and

@@ -132,6 +132,27 @@ impl Daemon {
         }
     }
 
+    /// Reads JSON lines (of any type) until one meets `done`; returns every line read, that
+    /// one last. Panics with what it read after [`SETTLE`].
+    pub fn records_until(&mut self, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + SETTLE;
+        let mut records = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|err| panic!("no such record ({err}); read: {records:?}"));
+            let record: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|err| panic!("not JSON: {line:?}: {err}"));
+            let found = done(&record);
+            records.push(record);
+            if found {
+                return records;
+            }
+        }
+    }
+
     /// Sends `signal`, waits for the exit (bounded) and returns the status with the rest of
     /// stdout and stderr.
     pub fn stop(&mut self, signal: i32) -> (ExitStatus, Vec<String>, Vec<String>) {

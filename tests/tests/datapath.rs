@@ -700,6 +700,62 @@ fn hosts_of_local_networks_are_counted_per_destination() {
     assert!(err.to_string().contains("at most 16"), "{err}");
 }
 
+/// The early limit: frames of all CPUs together at its rate within a slot post one event in
+/// the sample ring, with the evidence, and no second one within a second; off, none.
+#[test]
+fn a_rate_over_the_early_limit_is_said_at_once_and_once() {
+    if !privileged("a_rate_over_the_early_limit_is_said_at_once_and_once") {
+        return;
+    }
+    let mut datapath = load(SourceMap::PerCpu);
+    // 1,000 pkt/s with at least 20 frames: 20 frames within 20 ms.
+    datapath
+        .set_early_limit(Some(1_000.0), 20)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let frame = FrameBuilder::ipv4([10, 7, 0, 1]).build().bytes;
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        run(&datapath, &frame, "early");
+    }
+    datapath.drain_samples(|frame| events.extend(frame.early()));
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = events[0];
+    assert!(event.packets >= 20, "{event:?}");
+    assert!(event.elapsed_ns <= 20_000_000, "{event:?}");
+    // Over the limit still, within the second: no second event.
+    for _ in 0..100 {
+        run(&datapath, &frame, "early again");
+    }
+    let mut again = Vec::new();
+    datapath.drain_samples(|frame| again.extend(frame.early()));
+    assert!(again.is_empty(), "{again:?}");
+    // Off: none, whatever the rate.
+    datapath
+        .set_early_limit(None, 20)
+        .unwrap_or_else(|err| panic!("{err}"));
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    for _ in 0..200 {
+        run(&datapath, &frame, "off");
+    }
+    datapath.drain_samples(|frame| again.extend(frame.early()));
+    assert!(again.is_empty(), "{again:?}");
+    // A rate under the limit: one frame every 5 ms against 1,000 pkt/s... at 20 frames in
+    // 20 ms, 200 pkt/s takes 100 ms per slot: none.
+    datapath
+        .set_early_limit(Some(1_000.0), 20)
+        .unwrap_or_else(|err| panic!("{err}"));
+    for _ in 0..60 {
+        run(&datapath, &frame, "slow");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    datapath.drain_samples(|frame| again.extend(frame.early()));
+    assert!(again.is_empty(), "{again:?}");
+    assert_invariant(
+        &datapath.snapshot().unwrap_or_else(|err| panic!("{err}")),
+        "early",
+    );
+}
+
 #[test]
 fn broken_headers_are_malformed_not_attributed() {
     if !privileged("broken_headers_are_malformed_not_attributed") {

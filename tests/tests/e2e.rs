@@ -883,3 +883,55 @@ fn a_spoofed_flood_is_explained_and_the_sources_with_a_slot_stay_exact() {
     assert_eq!(slotless, overflow, "the breakdown adds up to the overflow");
     assert_eq!(to_victim, overflow, "all of it went to the victim");
 }
+
+/// A flood raises its alert from the kernel's early event, before the interval's reading,
+/// which then confirms the same event.
+#[test]
+fn a_flood_is_alerted_from_its_first_frames_and_confirmed_by_the_interval() {
+    if !privileged("a_flood_is_alerted_from_its_first_frames_and_confirmed_by_the_interval") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let (_dir, config) = config_file("nwearly", "[detect]\nglobal = { pps = 2000.0 }\n");
+    let (mut daemon, _) = Daemon::json_monitor_every(&pair, "1s", &["--config", &config]);
+    let frames: Vec<Vec<u8>> = (0..30_000u32)
+        .map(|i| {
+            FrameBuilder::ipv4([10, 8, 0, (i % 3) as u8 + 1])
+                .payload(18)
+                .build()
+                .bytes
+        })
+        .collect();
+    thread::scope(|scope| {
+        scope.spawn(|| pair.send(frames));
+        let records = daemon.records_until(|record| record["type"] == "alert");
+        let start = records.last().cloned().unwrap_or_default();
+        assert_eq!(start["kind"], "threshold_pps", "{start}");
+        assert_eq!(start["state"], "start", "{start}");
+        assert_eq!(start["subject"], "global", "{start}");
+        let detail = start["detail"].as_str().unwrap_or("");
+        assert!(detail.starts_with("early: "), "{start}");
+        assert!(
+            start["observed"].as_f64().is_some_and(|pps| pps > 2000.0),
+            "{start}"
+        );
+        // No interval before it reported the flood.
+        for record in &records {
+            if record["type"] == "interval" {
+                assert!(record["pps"].as_f64().unwrap_or(0.0) < 2000.0, "{record}");
+            }
+        }
+        let id = start["id"].clone();
+        let records = daemon.records_until(|record| record["type"] == "alert");
+        let confirmed = records.last().cloned().unwrap_or_default();
+        assert_eq!(confirmed["id"], id, "{confirmed}");
+        assert_eq!(confirmed["state"], "update", "{confirmed}");
+        assert_eq!(
+            confirmed["detail"], "confirmed by the interval",
+            "{confirmed}"
+        );
+        assert!(!confirmed["attack"].is_null(), "{confirmed}");
+    });
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+}

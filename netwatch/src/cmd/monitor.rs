@@ -178,6 +178,12 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
             attach_failed: false,
         });
     }
+    // The early limit from the start when a global threshold gives one; a spike's, once the
+    // baseline is warm, from the ticks.
+    for (index, datapath) in session.datapaths.iter_mut().enumerate() {
+        let limit = session.pipeline.early_limit(index);
+        datapath.set_early_limit(limit, session.config.detect.min_packets)?;
+    }
     if let Some(server) = &control_server {
         log::info!("control socket at {}", server.path().display());
     }
@@ -465,6 +471,13 @@ fn tick(
             .pipeline
             .tick(index, &reading.snapshot, at, elapsed, last)
             .map_err(SessionError::Write)?;
+        // The detector's limit after this interval, for the kernel to say at once when the
+        // rate goes over it (a settings write only when it changed).
+        let limit = session.pipeline.early_limit(index);
+        let min_packets = session.config.detect.min_packets;
+        if let Err(err) = session.datapaths[index].set_early_limit(limit, min_packets) {
+            log::warn!("{}: setting the early limit failed: {err}", link.iface);
+        }
     }
     session
         .pipeline

@@ -36,12 +36,13 @@ use aya::{
 use aya_log::EbpfLogger;
 use netwatch_common::{
     CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS, DESTINATION_OTHER_MAP, DESTINATIONS_MAP,
-    FAMILY_IPV4, FAMILY_IPV6, FREE_SLOTS_MAP, GlobalStats, LOCAL_NETWORKS_MAP, LocalNetwork,
-    MAX_LOCAL_NETWORKS, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME,
-    QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP,
-    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME,
-    SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP,
-    SampleHeader, Settings, SourceKey, SourceStats, SourceValue, WIRE_LENGTH_MAGIC, WireLength,
+    EarlyEvent, FAMILY_IPV4, FAMILY_IPV6, FREE_SLOTS_MAP, GlobalStats, LOCAL_NETWORKS_MAP,
+    LocalNetwork, MAX_LOCAL_NETWORKS, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP,
+    QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
+    SAMPLE_PORTS_MAP, SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP,
+    SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
+    SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats,
+    SourceValue, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 pub use self::{
@@ -298,12 +299,32 @@ impl SampledFrame {
         // SAFETY: the record starts with a SampleHeader written by the kernel; read_unaligned
         // copes with any alignment and every bit pattern is a valid SampleHeader.
         let header = unsafe { record.as_ptr().cast::<SampleHeader>().read_unaligned() };
+        if header.reason == SAMPLE_REASON_EARLY {
+            let data = record.get(header_len..header_len + size_of::<EarlyEvent>())?;
+            return Some(Self {
+                header,
+                data: data.to_vec(),
+            });
+        }
         let captured = (header.captured_len as usize).min(SAMPLE_MAX_SNAP_LEN);
         let data = record.get(header_len..header_len + captured)?;
         Some(Self {
             header,
             data: data.to_vec(),
         })
+    }
+}
+
+impl SampledFrame {
+    /// The early event this record is instead of a frame, if it is one: the interface's
+    /// packet rate crossed the early limit (see [`Datapath::set_early_limit`]).
+    pub fn early(&self) -> Option<EarlyEvent> {
+        if self.header.reason != SAMPLE_REASON_EARLY || self.data.len() < size_of::<EarlyEvent>() {
+            return None;
+        }
+        // SAFETY: the length is checked above; read_unaligned copes with any alignment and
+        // every bit pattern is a valid EarlyEvent.
+        Some(unsafe { self.data.as_ptr().cast::<EarlyEvent>().read_unaligned() })
     }
 }
 
@@ -354,6 +375,8 @@ pub struct Datapath {
     diagnostics: Option<EbpfLogger<&'static dyn log::Log>>,
     /// The kernel refused XDP metadata in a test run (before Linux 5.15).
     no_replay_metadata: bool,
+    /// Possible CPUs.
+    cpus: usize,
 }
 
 /// The reclaim at the end of a snapshot (see [`Datapath::snapshot`]).
@@ -497,6 +520,7 @@ impl Datapath {
             last_reclaim: Reclaim::default(),
             diagnostics,
             no_replay_metadata: false,
+            cpus,
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
@@ -558,6 +582,31 @@ impl Datapath {
     /// ICMP floods), never as reflection or fragments.
     pub fn set_attack_types(&mut self, enabled: bool) -> Result<(), DatapathError> {
         self.settings.attack_types = u32::from(enabled);
+        self.write_settings()
+    }
+
+    /// Sets the early limit of the interface's packet rate, or turns it off (`None`, as
+    /// loaded): the kernel posts an [`EarlyEvent`] in the sample ring when the frames of all
+    /// CPUs together reach the limit's rate within a slot of 20 ms, or of the time
+    /// `min_packets` take at that rate if longer (at most a second), at most once a second.
+    pub fn set_early_limit(
+        &mut self,
+        pps: Option<f64>,
+        min_packets: u64,
+    ) -> Result<(), DatapathError> {
+        let (packets, slot_ns, batch) = early_settings(pps, min_packets, self.cpus);
+        if (packets, slot_ns, batch)
+            == (
+                self.settings.early_packets,
+                self.settings.early_slot_ns,
+                self.settings.early_batch,
+            )
+        {
+            return Ok(());
+        }
+        self.settings.early_packets = packets;
+        self.settings.early_slot_ns = slot_ns;
+        self.settings.early_batch = batch;
         self.write_settings()
     }
 
@@ -1194,6 +1243,25 @@ pub fn source_addr(key: &SourceKey) -> IpAddr {
     } else {
         IpAddr::V6(Ipv6Addr::from(key.addr))
     }
+}
+
+/// The shortest early slot: a flood is said within about two of them.
+const EARLY_SLOT: Duration = Duration::from_millis(20);
+
+/// [`Settings::early_packets`], [`Settings::early_slot_ns`] and [`Settings::early_batch`] for
+/// a limit of `pps` (none: off) with at least `min_packets` in a slot, on `cpus` CPUs.
+fn early_settings(pps: Option<f64>, min_packets: u64, cpus: usize) -> (u32, u32, u32) {
+    let Some(pps) = pps.filter(|pps| pps.is_finite() && *pps > 0.0) else {
+        return (0, 0, 0);
+    };
+    let slot = EARLY_SLOT
+        .as_secs_f64()
+        .max(min_packets as f64 / pps)
+        .min(1.0);
+    let packets = (pps * slot).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+    // A quarter of the limit pending on each CPU at most: the count lags by that much.
+    let batch = (packets / (4 * cpus.max(1) as u32)).max(1);
+    (packets, (slot * 1e9) as u32, batch)
 }
 
 /// A local network as the kernel matches it: the first two words of the address in memory

@@ -409,6 +409,9 @@ struct Open {
     members: Option<Members>,
     /// The traffic mix of the whole event, for flood alerts.
     mix: Mix,
+    /// Started by the kernel's early event, before an interval's reading: the next reading
+    /// confirms it (an update) or ends it.
+    early: bool,
 }
 
 #[derive(Default)]
@@ -648,6 +651,94 @@ impl Detector {
             slotless: None,
         });
         outcome.alerts = kept;
+    }
+
+    /// The rule and the packet rate of the interface past which the kernel says so at once
+    /// (see [`crate::datapath::Datapath::set_early_limit`]): the global threshold if one is
+    /// set, else the global spike threshold once its baseline is warm; `None` for neither,
+    /// or for the sum of several interfaces (the kernel watches each).
+    pub fn early_limit(&self) -> Option<(AlertKind, f64)> {
+        if self.global_only {
+            return None;
+        }
+        if let Some(pps) = self.config.global.pps {
+            return Some((AlertKind::ThresholdPps, pps));
+        }
+        let spike = self.config.spike;
+        let series = self.series.get(&Subject::Global)?;
+        if !spike.enabled || series.ewma.samples() < spike.warmup {
+            return None;
+        }
+        let mean = series.ewma.mean();
+        let threshold = (mean + spike.k * series.ewma.sigma())
+            .max(mean * spike.min_ratio)
+            .max(spike.min_pps);
+        Some((AlertKind::SpikePps, threshold))
+    }
+
+    /// The kernel saw the interface's packet rate over [`Detector::early_limit`]: `packets`
+    /// frames in `elapsed`, at `at`. Starts the event at once, unless it runs already or the
+    /// evidence is thin (fewer than `min_packets`, or under the limit); the next interval's
+    /// reading confirms or ends it.
+    pub fn early(&mut self, packets: u64, elapsed: Duration, at: Duration) -> Option<Alert> {
+        let (kind, threshold) = self.early_limit()?;
+        let key = (kind, Subject::Global);
+        let seconds = elapsed.as_secs_f64();
+        if self.open.contains_key(&key) || packets < self.config.min_packets || seconds <= 0.0 {
+            return None;
+        }
+        let observed = packets as f64 / seconds;
+        if observed <= threshold {
+            return None;
+        }
+        let baseline = (kind == AlertKind::SpikePps)
+            .then(|| self.series.get(&Subject::Global).map(|s| s.ewma.mean()))
+            .flatten();
+        let detail = format!(
+            "early: {packets} packets in {:.1} ms, before the interval's end",
+            seconds * 1e3
+        );
+        let id = self.next_id();
+        self.open.insert(
+            key,
+            Open {
+                id: id.clone(),
+                started: at,
+                peak: observed,
+                packets: 0,
+                bytes: 0,
+                threshold,
+                baseline,
+                since_report: 0,
+                quiet: 0,
+                last_observed: observed,
+                detail: Some(detail.clone()),
+                members: None,
+                mix: Mix::default(),
+                early: true,
+            },
+        );
+        Some(Alert {
+            id,
+            kind,
+            state: AlertState::Start,
+            severity: severity(kind, observed, threshold),
+            subject: Subject::Global,
+            observed,
+            baseline,
+            threshold,
+            at,
+            interval: elapsed,
+            started: at,
+            peak: observed,
+            packets: 0,
+            bytes: 0,
+            detail: Some(detail),
+            contributors: Vec::new(),
+            attack: None,
+            members: None,
+            slotless: None,
+        })
     }
 
     fn next_id(&mut self) -> String {
@@ -980,6 +1071,7 @@ impl Detector {
                             detail: trigger.detail,
                             members: trigger.members,
                             mix: mix.cloned().unwrap_or_default(),
+                            early: false,
                         },
                     );
                     AlertState::Start
@@ -996,28 +1088,48 @@ impl Detector {
                     if partial {
                         continue;
                     }
-                    event.since_report += 1;
-                    match trigger {
-                        Some(trigger) => {
-                            event.quiet = 0;
-                            event.peak = event.peak.max(trigger.observed);
-                            event.last_observed = trigger.observed;
-                            if trigger.members.is_some() {
-                                event.members = trigger.members;
+                    if event.early {
+                        // The first reading since the kernel said it: it confirms the event,
+                        // with what the traffic is, or ends it.
+                        event.early = false;
+                        event.since_report = 0;
+                        match trigger {
+                            Some(trigger) => {
+                                event.peak = event.peak.max(trigger.observed);
+                                event.last_observed = trigger.observed;
+                                event.detail = Some(String::from("confirmed by the interval"));
+                                AlertState::Update
+                            }
+                            None => {
+                                event.last_observed = 0.0;
+                                event.detail = Some(String::from("not confirmed by the interval"));
+                                AlertState::End
                             }
                         }
-                        None => {
-                            event.quiet += 1;
-                            event.last_observed = 0.0;
-                        }
-                    }
-                    if event.quiet >= self.config.end_after {
-                        AlertState::End
-                    } else if event.since_report >= self.config.update_every {
-                        event.since_report = 0;
-                        AlertState::Update
                     } else {
-                        continue;
+                        event.since_report += 1;
+                        match trigger {
+                            Some(trigger) => {
+                                event.quiet = 0;
+                                event.peak = event.peak.max(trigger.observed);
+                                event.last_observed = trigger.observed;
+                                if trigger.members.is_some() {
+                                    event.members = trigger.members;
+                                }
+                            }
+                            None => {
+                                event.quiet += 1;
+                                event.last_observed = 0.0;
+                            }
+                        }
+                        if event.quiet >= self.config.end_after {
+                            AlertState::End
+                        } else if event.since_report >= self.config.update_every {
+                            event.since_report = 0;
+                            AlertState::Update
+                        } else {
+                            continue;
+                        }
                     }
                 }
             };

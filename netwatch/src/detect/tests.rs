@@ -1119,3 +1119,74 @@ fn a_new_busy_destination_is_no_heavy_hitter() {
         "{alerts:?}"
     );
 }
+
+#[test]
+fn the_kernels_early_event_starts_the_alert_and_the_interval_confirms_or_ends_it() {
+    let mut watch = detector_with_threshold();
+    assert_eq!(
+        watch.early_limit(),
+        Some((AlertKind::ThresholdPps, 1_000.0))
+    );
+    let at = Duration::from_secs(1_000) + Duration::from_millis(430);
+    // Thin evidence, or under the limit: nothing.
+    assert!(watch.early(10, Duration::from_millis(5), at).is_none());
+    assert!(watch.early(20, Duration::from_millis(40), at).is_none());
+    let alert = watch
+        .early(40, Duration::from_millis(20), at)
+        .expect("an early start");
+    assert_eq!(
+        (alert.kind, alert.state, alert.subject),
+        (AlertKind::ThresholdPps, AlertState::Start, Subject::Global)
+    );
+    assert!((alert.observed - 2_000.0).abs() < 1e-6);
+    assert!(
+        alert
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("early: 40 packets in 20.0 ms")
+    );
+    // Once open, the kernel's next events add nothing.
+    assert!(watch.early(400, Duration::from_millis(20), at).is_none());
+    // The interval confirms it: an update of the same event, with what the traffic is, and
+    // no second start.
+    let confirmed = watch
+        .observe(
+            &interval(&[traffic("192.0.2.1", 3_000)]),
+            Duration::from_secs(1_001),
+        )
+        .alerts;
+    assert_eq!(confirmed.len(), 1, "{confirmed:?}");
+    assert_eq!(confirmed[0].id, alert.id);
+    assert_eq!(confirmed[0].state, AlertState::Update);
+    assert_eq!(
+        confirmed[0].detail.as_deref(),
+        Some("confirmed by the interval")
+    );
+    assert!(confirmed[0].attack.is_some());
+
+    // Not confirmed: it ends at the interval's reading.
+    let mut watch = detector_with_threshold();
+    let alert = watch
+        .early(40, Duration::from_millis(20), at)
+        .expect("an early start");
+    let ended = watch
+        .observe(
+            &interval(&[traffic("192.0.2.1", 100)]),
+            Duration::from_secs(1_001),
+        )
+        .alerts;
+    assert_eq!(
+        summary(&ended),
+        vec![(AlertKind::ThresholdPps, AlertState::End, "global".into())]
+    );
+    assert_eq!(ended[0].id, alert.id);
+    assert_eq!(
+        ended[0].detail.as_deref(),
+        Some("not confirmed by the interval")
+    );
+
+    // No limit without a threshold or a warm baseline; none on the sum of interfaces.
+    assert_eq!(detector(quiet_config()).early_limit(), None);
+    assert_eq!(detector_with_threshold().global_only().early_limit(), None);
+}
