@@ -77,8 +77,8 @@ pub const TARGET_OTHER: u8 = 7;
 /// the ephemeral ports a reflection's victim is hit on, or the random ports of a flood.
 pub const TARGET_HIGH_PORTS: u16 = 32_768;
 /// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
-/// the local networks, `[LocalNetwork; MAX_LOCAL_NETWORKS]`: the first
-/// [`Settings::local_networks`] are in use.
+/// the [`LocalNetworks`]: the first [`Settings::local_v4`] IPv4 ones and the first
+/// `local_networks - local_v4` IPv6 ones are in use.
 pub const LOCAL_NETWORKS_MAP: &str = ".data.networks";
 /// Most local networks.
 pub const MAX_LOCAL_NETWORKS: usize = 16;
@@ -397,8 +397,8 @@ pub struct Settings {
     /// Frames a CPU counts on its own ([`CpuState::early_pending`]) before it adds them to
     /// the shared [`EarlyCount`]: one atomic add per batch, not per frame.
     pub early_batch: u32,
-    /// Always zero.
-    pub _pad: u32,
+    /// Of [`Settings::local_networks`], the IPv4 ones.
+    pub local_v4: u32,
 }
 
 /// The frames of the current early slot, all CPUs together, in [`EARLY_MAP`].
@@ -424,19 +424,27 @@ pub struct EarlyEvent {
     pub elapsed_ns: u64,
 }
 
-/// A local network: frames to its hosts are counted per destination.
+/// The local networks: frames to their hosts are counted per destination. Each family has
+/// a list of its own, so that a frame is compared with its family's networks only, each in
+/// one or two loads.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LocalNetwork {
-    /// The network address's first two words in memory order (as [`SourceKey::words`]),
-    /// masked.
-    pub addr: [u64; 2],
-    /// The mask of those words.
-    pub mask: [u64; 2],
-    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
-    pub family: u32,
-    /// Always zero.
-    pub _pad: u32,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalNetworks {
+    /// IPv4: the network address as a u32 in memory order (masked) in the low half, its
+    /// mask in the high half.
+    pub v4: [u64; MAX_LOCAL_NETWORKS],
+    /// IPv6: the address's first two words in memory order (as [`SourceKey::words`]),
+    /// masked, then their masks.
+    pub v6: [[u64; 4]; MAX_LOCAL_NETWORKS],
+}
+
+impl Default for LocalNetworks {
+    fn default() -> Self {
+        Self {
+            v4: [0; MAX_LOCAL_NETWORKS],
+            v6: [[0; 4]; MAX_LOCAL_NETWORKS],
+        }
+    }
 }
 
 /// A local host's traffic in one window of one CPU.
@@ -762,8 +770,8 @@ mod user {
     unsafe impl aya::Pod for super::GeneratorState {}
     // SAFETY: as above; u64 counters and arrays of 8-aligned plain data.
     unsafe impl aya::Pod for super::OverflowWindow {}
-    // SAFETY: as above; u64 words, then two u32.
-    unsafe impl aya::Pod for super::LocalNetwork {}
+    // SAFETY: as above; u64 words.
+    unsafe impl aya::Pod for super::LocalNetworks {}
     // SAFETY: as above; a key, counters and arrays of 8-aligned plain data.
     unsafe impl aya::Pod for super::DestinationBucket {}
     // SAFETY: as above; two u64.

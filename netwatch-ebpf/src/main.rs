@@ -30,12 +30,13 @@ use aya_log_ebpf::{debug, warn};
 use netwatch_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, DESTINATION_BUCKETS,
     DESTINATION_SENDERS, DestinationBucket, EARLY_REPOST_NS, EarlyCount, EarlyEvent, FAMILY_IPV4,
-    FAMILY_IPV6, GlobalStats, HOST_BITMAP_BITS, LocalNetwork, MAX_LOCAL_NETWORKS, OVERFLOW_BUCKETS,
-    OVERFLOW_PROBES, OverflowWindow, PORT_BITMAP_BITS, PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN,
-    SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_EARLY, SAMPLE_REASON_PORT,
-    SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey, SourceSketch, SourceStats,
-    SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS, TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED,
-    TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey, TokenBucket, WIRE_LENGTH_MAGIC, WireLength,
+    FAMILY_IPV6, GlobalStats, HOST_BITMAP_BITS, LocalNetworks, MAX_LOCAL_NETWORKS,
+    OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow, PORT_BITMAP_BITS, PrefixCount, QueueJob,
+    SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_EARLY,
+    SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey,
+    SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS, TARGET_ICMP,
+    TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey, TokenBucket,
+    WIRE_LENGTH_MAGIC, WireLength,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -87,12 +88,10 @@ static DESTINATION_OTHER: Array<Counter> = Array::with_max_entries(2, BPF_F_MMAP
 /// The local networks, [`Settings::local_networks`] of them. Global data, as [`SETTINGS`].
 #[unsafe(link_section = ".data.networks")]
 #[unsafe(no_mangle)]
-static mut LOCAL_NETWORKS: [LocalNetwork; MAX_LOCAL_NETWORKS] = [LocalNetwork {
-    addr: [0; 2],
-    mask: [0; 2],
-    family: 0,
-    _pad: 0,
-}; MAX_LOCAL_NETWORKS];
+static mut LOCAL_NETWORKS: LocalNetworks = LocalNetworks {
+    v4: [0; MAX_LOCAL_NETWORKS],
+    v6: [[0; 4]; MAX_LOCAL_NETWORKS],
+};
 
 /// What [`queue_free_slots`] does, written by userspace before it runs the program.
 #[map]
@@ -130,7 +129,7 @@ static mut SETTINGS: Settings = Settings {
     early_packets: 0,
     early_slot_ns: 0,
     early_batch: 0,
-    _pad: 0,
+    local_v4: 0,
 };
 
 /// The frames of the current early slot, all CPUs together. Global data, as [`SETTINGS`].
@@ -355,7 +354,7 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
                     ctx,
                     &parsed,
                     &contribution,
-                    settings.local_networks,
+                    &settings,
                     *windows + (settings.overflow_window & 1),
                 );
             }
@@ -524,7 +523,7 @@ fn count_destination(
     ctx: &XdpContext,
     parsed: &Parsed,
     contribution: &Contribution,
-    networks: u32,
+    settings: &Settings,
     window: u32,
 ) {
     let ipv4 = parsed.key.family == FAMILY_IPV4;
@@ -549,27 +548,38 @@ fn count_destination(
             ]),
         )
     };
-    let family = u32::from(parsed.key.family);
     let mut local = false;
-    for index in 0..MAX_LOCAL_NETWORKS {
-        if index as u32 >= networks {
-            break;
+    let networks = &raw const LOCAL_NETWORKS;
+    if ipv4 {
+        for index in 0..MAX_LOCAL_NETWORKS {
+            if index as u32 >= settings.local_v4 {
+                break;
+            }
+            // SAFETY: an element of the global, in bounds; userspace rewrites the table
+            // whole at run time, and a frame that sees a network half written counts by
+            // either.
+            let network = unsafe {
+                core::ptr::read_volatile((&raw const (*networks).v4).cast::<u64>().add(index))
+            };
+            if a & (network >> 32) == network & 0xffff_ffff {
+                local = true;
+                break;
+            }
         }
-        // SAFETY: an element of the global, in bounds; userspace rewrites it whole at run
-        // time, and a frame that sees a network half written counts by either.
-        let network = unsafe {
-            core::ptr::read_volatile(
-                (&raw const LOCAL_NETWORKS)
-                    .cast::<LocalNetwork>()
-                    .add(index),
-            )
-        };
-        if network.family == family
-            && a & network.mask[0] == network.addr[0]
-            && b & network.mask[1] == network.addr[1]
-        {
-            local = true;
-            break;
+    } else {
+        let v6 = settings.local_networks.saturating_sub(settings.local_v4);
+        for index in 0..MAX_LOCAL_NETWORKS {
+            if index as u32 >= v6 {
+                break;
+            }
+            // SAFETY: as above.
+            let [x, y, mx, my] = unsafe {
+                core::ptr::read_volatile((&raw const (*networks).v6).cast::<[u64; 4]>().add(index))
+            };
+            if a & mx == x && b & my == y {
+                local = true;
+                break;
+            }
         }
     }
     if !local {

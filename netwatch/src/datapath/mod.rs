@@ -36,13 +36,13 @@ use aya::{
 use aya_log::EbpfLogger;
 use netwatch_common::{
     CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS, DESTINATION_OTHER_MAP, DESTINATIONS_MAP,
-    EarlyEvent, FAMILY_IPV4, FAMILY_IPV6, FREE_SLOTS_MAP, GlobalStats, LOCAL_NETWORKS_MAP,
-    LocalNetwork, MAX_LOCAL_NETWORKS, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP,
-    QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
-    SAMPLE_PORTS_MAP, SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP,
-    SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
-    SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats,
-    SourceValue, WIRE_LENGTH_MAGIC, WireLength,
+    EarlyEvent, FAMILY_IPV4, FREE_SLOTS_MAP, GlobalStats, LOCAL_NETWORKS_MAP, LocalNetworks,
+    MAX_LOCAL_NETWORKS, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME,
+    QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP,
+    SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP,
+    SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP,
+    STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats, SourceValue,
+    WIRE_LENGTH_MAGIC, WireLength,
 };
 
 pub use self::{
@@ -630,18 +630,27 @@ impl Datapath {
                 "room for destinations (loaded without)",
             ));
         }
-        let mut table = [LocalNetwork::default(); MAX_LOCAL_NETWORKS];
-        for (entry, &(addr, len)) in table.iter_mut().zip(networks) {
-            *entry = local_network(addr, len);
+        let mut table = LocalNetworks::default();
+        let mut v4 = 0;
+        let mut v6 = 0;
+        for &(addr, len) in networks {
+            let (words, masks) = local_network(addr, len);
+            if addr.is_ipv4() {
+                table.v4[v4] = (masks[0] << 32) | (words[0] & 0xffff_ffff);
+                v4 += 1;
+            } else {
+                table.v6[v6] = [words[0], words[1], masks[0], masks[1]];
+                v6 += 1;
+            }
         }
         let map = self
             .ebpf
             .map_mut(LOCAL_NETWORKS_MAP)
             .ok_or(DatapathError::Missing("local networks map"))?;
-        // The whole table, then the count: a frame never sees a network not written yet.
-        let mut array: Array<&mut MapData, [LocalNetwork; MAX_LOCAL_NETWORKS]> =
-            Array::try_from(map)?;
+        // The whole table, then the counts: a frame never sees a network not written yet.
+        let mut array: Array<&mut MapData, LocalNetworks> = Array::try_from(map)?;
         array.set(0, table, 0)?;
+        self.settings.local_v4 = v4 as u32;
         self.settings.local_networks = networks.len() as u32;
         self.write_settings()
     }
@@ -1265,15 +1274,15 @@ fn early_settings(pps: Option<f64>, min_packets: u64, cpus: usize) -> (u32, u32,
 }
 
 /// A local network as the kernel matches it: the first two words of the address in memory
-/// order, masked, and their masks.
-fn local_network(addr: IpAddr, len: u8) -> LocalNetwork {
-    let (bytes, family, len) = match addr {
+/// order, masked, and their masks (an IPv4 address in the low half of the first).
+fn local_network(addr: IpAddr, len: u8) -> ([u64; 2], [u64; 2]) {
+    let (bytes, len) = match addr {
         IpAddr::V4(v4) => {
             let mut bytes = [0u8; 16];
             bytes[..4].copy_from_slice(&v4.octets());
-            (bytes, FAMILY_IPV4, u32::from(len.min(32)))
+            (bytes, u32::from(len.min(32)))
         }
-        IpAddr::V6(v6) => (v6.octets(), FAMILY_IPV6, u32::from(len.min(128))),
+        IpAddr::V6(v6) => (v6.octets(), u32::from(len.min(128))),
     };
     // The mask in network order, bit by bit from the first byte.
     let mut mask = [0u8; 16];
@@ -1287,12 +1296,7 @@ fn local_network(addr: IpAddr, len: u8) -> LocalNetwork {
         u64::from_ne_bytes(word)
     };
     let mask = [word(&mask, 0), word(&mask, 8)];
-    LocalNetwork {
-        addr: [word(&bytes, 0) & mask[0], word(&bytes, 8) & mask[1]],
-        mask,
-        family: u32::from(family),
-        _pad: 0,
-    }
+    ([word(&bytes, 0) & mask[0], word(&bytes, 8) & mask[1]], mask)
 }
 
 /// Adds `stats` into `sum`; the last non-zero amplification port wins.
