@@ -2,8 +2,9 @@
 //! (`netwatch`): map names, map keys and values.
 //!
 //! Everything here is `#[repr(C)]` plain data with explicit, zeroed padding, so that the
-//! kernel hashes keys byte for byte and both sides agree on every layout. This crate must not
-//! hold logic: the kernel side parses and counts, userspace interprets.
+//! kernel hashes keys byte for byte and both sides agree on every layout. This crate holds no
+//! logic but the one hash both sides must compute alike ([`filter_bit`]): the kernel side
+//! parses and counts, userspace interprets.
 #![no_std]
 
 /// Name of the XDP program (the function name in `netwatch-ebpf`).
@@ -96,6 +97,24 @@ pub const DESTINATION_BUCKETS: usize = 2048;
 pub const DESTINATION_SENDERS: usize = 4;
 /// Bits of [`DestinationBucket::sources`].
 pub const DESTINATION_SOURCE_BITS: usize = 256;
+/// Name of the memory-mappable array (`u64` words) of the filter of addresses with a slot:
+/// two halves of [`FILTER_BITS`] bits, lookups in half [`Settings::filter_half`].
+pub const SLOT_FILTER_MAP: &str = "SLOT_FILTER";
+/// Bits of each half of the filter (a power of two): 128 KiB, under 7% of them set with the
+/// default 65,536 sources.
+pub const FILTER_BITS: u32 = 1 << 20;
+/// Words of each half of the filter.
+pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
+
+/// The bit of the filter of addresses with a slot that stands for the key of `words` (see
+/// [`SourceKey::words`]). The bits of a multiplicative hash below the top twelve, which pick
+/// the line of a CPU's source cache.
+pub const fn filter_bit(words: [u64; 3]) -> u32 {
+    let [a, b, c] = words;
+    let mixed = (a ^ b.rotate_left(23) ^ c.rotate_left(47)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> 32) as u32 & (FILTER_BITS - 1)
+}
+
 /// Name of the read-only global (`u32`) that holds the number of slots.
 pub const SLOT_CAPACITY_GLOBAL: &str = "SLOT_CAPACITY";
 /// Name of the per-CPU array with one [`CpuState`] at index 0.
@@ -143,6 +162,9 @@ pub const SAMPLE_REASON_EARLY: u32 = 3;
 /// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
 /// the [`EarlyCount`] every CPU adds to.
 pub const EARLY_MAP: &str = ".data.early";
+/// Slots in a row that must each fill within their time before an [`EarlyEvent`] is posted:
+/// a rate held that long, not a burst.
+pub const EARLY_SLOTS: u64 = 2;
 /// Least time between two [`EarlyEvent`]s: the first frame over the limit says it; one a
 /// second at most follows while it lasts (userspace has the alert open by then).
 pub const EARLY_REPOST_NS: u64 = 1_000_000_000;
@@ -399,6 +421,11 @@ pub struct Settings {
     pub early_batch: u32,
     /// Of [`Settings::local_networks`], the IPv4 ones.
     pub local_v4: u32,
+    /// The half of the filter of addresses with a slot that lookups read (0 or 1); userspace
+    /// rebuilds the other after taking slots back, then switches.
+    pub filter_half: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
 
 /// The frames of the current early slot, all CPUs together, in [`EARLY_MAP`].
@@ -411,10 +438,16 @@ pub struct EarlyCount {
     pub slot_start_ns: u64,
     /// `bpf_ktime_get_ns` of the last [`EarlyEvent`].
     pub posted_ns: u64,
+    /// Slots in a row that filled within their time, up to the current one.
+    pub run_slots: u64,
+    /// When the first of them started.
+    pub run_start_ns: u64,
+    /// Their frames.
+    pub run_packets: u64,
 }
 
 /// What follows the [`SampleHeader`] of a record whose reason is [`SAMPLE_REASON_EARLY`]:
-/// [`Settings::early_packets`] or more frames arrived within `elapsed_ns`.
+/// [`EARLY_SLOTS`] slots in a row filled within their time, `packets` frames in `elapsed_ns`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EarlyEvent {
@@ -776,6 +809,6 @@ mod user {
     unsafe impl aya::Pod for super::DestinationBucket {}
     // SAFETY: as above; two u64.
     unsafe impl aya::Pod for super::Counter {}
-    // SAFETY: as above; three u64.
+    // SAFETY: as above; six u64.
     unsafe impl aya::Pod for super::EarlyCount {}
 }

@@ -29,14 +29,14 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, warn};
 use netwatch_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, DESTINATION_BUCKETS,
-    DESTINATION_SENDERS, DestinationBucket, EARLY_REPOST_NS, EarlyCount, EarlyEvent, FAMILY_IPV4,
-    FAMILY_IPV6, GlobalStats, HOST_BITMAP_BITS, LocalNetworks, MAX_LOCAL_NETWORKS,
-    OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow, PORT_BITMAP_BITS, PrefixCount, QueueJob,
-    SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_EARLY,
-    SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey,
-    SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS, TARGET_ICMP,
-    TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey, TokenBucket,
-    WIRE_LENGTH_MAGIC, WireLength,
+    DESTINATION_SENDERS, DestinationBucket, EARLY_REPOST_NS, EARLY_SLOTS, EarlyCount, EarlyEvent,
+    FAMILY_IPV4, FAMILY_IPV6, FILTER_WORDS, GlobalStats, HOST_BITMAP_BITS, LocalNetworks,
+    MAX_LOCAL_NETWORKS, OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow, PORT_BITMAP_BITS,
+    PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP,
+    SAMPLE_REASON_EARLY, SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings,
+    SourceKey, SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS,
+    TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey,
+    TokenBucket, WIRE_LENGTH_MAGIC, WireLength, filter_bit,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -60,6 +60,16 @@ static SOURCE_VALUES: Array<SourceValue> =
 /// address in [`SOURCE_SLOTS`]; zero while the slot is free. Memory-mappable.
 #[map]
 static SLOT_KEYS: Array<SourceKey> = Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
+
+/// The filter of addresses with a slot: a bit per address hash ([`filter_bit`]), in two
+/// halves. The program sets an address's bit in both before it inserts the address, and again
+/// once the slot's key is written, so a clear bit means no slot; a set bit may be another's.
+/// While the free-slot queue is known empty, a frame whose bit is clear is overflow at once:
+/// no look into the source cache, whose check reads a slot's key, nor into the address map.
+/// Userspace rebuilds the half not in use from the slots' keys after a reclaim (addresses
+/// taken back leave their bits behind) and switches to it. Memory-mappable.
+#[map]
+static SLOT_FILTER: Array<u64> = Array::with_max_entries(2 * FILTER_WORDS, BPF_F_MMAPABLE);
 
 /// Slots not in use: every slot at load time, then the slots userspace takes back (both
 /// queued by [`queue_free_slots`]).
@@ -130,6 +140,8 @@ static mut SETTINGS: Settings = Settings {
     early_slot_ns: 0,
     early_batch: 0,
     local_v4: 0,
+    filter_half: 0,
+    _pad: 0,
 };
 
 /// The frames of the current early slot, all CPUs together. Global data, as [`SETTINGS`].
@@ -139,6 +151,9 @@ static mut EARLY: EarlyCount = EarlyCount {
     packets: 0,
     slot_start_ns: 0,
     posted_ns: 0,
+    run_slots: 0,
+    run_start_ns: 0,
+    run_packets: 0,
 };
 
 /// Sampled frames for userspace to inspect.
@@ -365,6 +380,7 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
                     cache: source_cache,
                     free_generation: settings.free_generation,
                     free_empty_at,
+                    filter_half: settings.filter_half,
                 },
                 &contribution,
                 settings.epoch,
@@ -409,8 +425,8 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
 }
 
 /// Adds a CPU's batch of frames to the shared early count; when the count reaches the limit,
-/// starts a new slot, and if the last one filled within its time, says so in the sample ring
-/// (at most once per [`EARLY_REPOST_NS`]). A helper call once per limit's worth of frames,
+/// starts a new slot, and once [`EARLY_SLOTS`] in a row have each filled within their time,
+/// says so in the sample ring (at most once per [`EARLY_REPOST_NS`]). A helper call once per limit's worth of frames,
 /// an atomic add once per batch: nothing per frame but an add and a comparison.
 #[inline(never)]
 fn early_check(ctx: &XdpContext, batch: u32, settings: &Settings) {
@@ -428,8 +444,24 @@ fn early_check(ctx: &XdpContext, batch: u32, settings: &Settings) {
         let start = (&raw const (*early).slot_start_ns).read_volatile();
         (&raw mut (*early).packets).write_volatile(0);
         (&raw mut (*early).slot_start_ns).write_volatile(now);
-        let elapsed = now.wrapping_sub(start);
-        if elapsed > u64::from(settings.early_slot_ns)
+        let run_slots = &raw mut (*early).run_slots;
+        let run_start = &raw mut (*early).run_start_ns;
+        let run_packets = &raw mut (*early).run_packets;
+        if now.wrapping_sub(start) > u64::from(settings.early_slot_ns) {
+            // Too slow: a run starts again with the next slot.
+            run_slots.write_volatile(0);
+            return;
+        }
+        if run_slots.read_volatile() == 0 {
+            run_start.write_volatile(start);
+            run_packets.write_volatile(0);
+        }
+        let slots = run_slots.read_volatile() + 1;
+        run_slots.write_volatile(slots);
+        let packets = run_packets.read_volatile() + packets;
+        run_packets.write_volatile(packets);
+        let elapsed = now.wrapping_sub(run_start.read_volatile());
+        if slots < EARLY_SLOTS
             || now.wrapping_sub((&raw const (*early).posted_ns).read_volatile()) < EARLY_REPOST_NS
         {
             return;
@@ -954,7 +986,12 @@ trait SourceTable {
             cache,
             free_generation,
             free_empty_at,
+            filter_half,
         } = lookup;
+        // A flood of new addresses once the slots are gone: most frames stop here.
+        if **free_empty_at == free_generation.wrapping_add(1) && !filter_has(key, *filter_half) {
+            return false;
+        }
         let line = &mut cache[cache_line(key)];
         if owns(*line, key) {
             return Self::count_in(region, *line, contribution, epoch);
@@ -993,6 +1030,8 @@ struct Lookup<'a> {
     free_generation: u32,
     /// This CPU's [`CpuState::free_empty_at`].
     free_empty_at: &'a mut u32,
+    /// [`Settings::filter_half`] as this run read it.
+    filter_half: u32,
 }
 
 /// The slot of `key`: from the address map, or a free one taken for a source not seen before;
@@ -1019,6 +1058,9 @@ fn slot_of(key: &SourceKey, free_generation: u32, free_empty_at: &mut u32) -> Op
         }
     };
     let owner = SLOT_KEYS.get_ptr_mut(slot)?;
+    // Before the insert: a frame of this address on another CPU that finds it in the map
+    // also finds its bit.
+    filter_add(key);
     if SOURCE_SLOTS
         .insert(key, slot, u64::from(BPF_NOEXIST))
         .is_ok()
@@ -1029,6 +1071,9 @@ fn slot_of(key: &SourceKey, free_generation: u32, free_empty_at: &mut u32) -> Op
         // leaves such a slot for its next reading.
         // SAFETY: an element of an array map; a slot just taken, which no one else writes.
         unsafe { *owner = *key };
+        // Again after the key: a rebuild of the filter that cleared the bit before reading
+        // the keys finds the key, one that cleared it after finds the bit.
+        filter_add(key);
         return Some(slot);
     }
     // Another CPU gave the same source a slot between the lookup and the insert: that one
@@ -1036,6 +1081,36 @@ fn slot_of(key: &SourceKey, free_generation: u32, free_empty_at: &mut u32) -> Op
     let _ = FREE_SLOTS.push(slot, 0);
     // SAFETY: as above.
     SOURCE_SLOTS.get_ptr(key).map(|slot| unsafe { *slot })
+}
+
+/// Whether `key`'s bit is set in half `half` of [`SLOT_FILTER`].
+#[inline(always)]
+fn filter_has(key: &SourceKey, half: u32) -> bool {
+    let bit = filter_bit(key.words());
+    let index = (half & 1) * FILTER_WORDS + (bit >> 6);
+    match SLOT_FILTER.get(index) {
+        Some(word) => {
+            // SAFETY: an element of an array map; other CPUs may set bits in it meanwhile,
+            // and a volatile read sees the word before or after.
+            let word = unsafe { core::ptr::read_volatile(word) };
+            word & (1 << (bit & 63)) != 0
+        }
+        None => true,
+    }
+}
+
+/// Sets `key`'s bit in both halves of [`SLOT_FILTER`], atomically (other CPUs set bits in
+/// the same words).
+#[inline(always)]
+fn filter_add(key: &SourceKey) {
+    let bit = filter_bit(key.words());
+    for half in 0..2 {
+        if let Some(word) = SLOT_FILTER.get_ptr_mut(half * FILTER_WORDS + (bit >> 6)) {
+            // SAFETY: an element of an array map, only ever updated with atomic ORs by the
+            // program (userspace clears a half only while lookups read the other).
+            unsafe { set_bit(word, bit as usize) };
+        }
+    }
 }
 
 /// The cache line of `key`: a multiplicative hash of its words. Addresses that collide only

@@ -40,9 +40,9 @@ use netwatch_common::{
     MAX_LOCAL_NETWORKS, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME,
     QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP,
     SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP,
-    SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP,
-    STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats, SourceValue,
-    WIRE_LENGTH_MAGIC, WireLength,
+    SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
+    SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats,
+    SourceValue, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 pub use self::{
@@ -484,6 +484,7 @@ impl Datapath {
             map_fd(&ebpf, SOURCE_VALUES_MAP)?,
             map_fd(&ebpf, SLOT_KEYS_MAP)?,
             map_fd(&ebpf, STAGED_SLOTS_MAP)?,
+            map_fd(&ebpf, SLOT_FILTER_MAP)?,
             max_sources,
             regions,
         )
@@ -587,8 +588,9 @@ impl Datapath {
 
     /// Sets the early limit of the interface's packet rate, or turns it off (`None`, as
     /// loaded): the kernel posts an [`EarlyEvent`] in the sample ring when the frames of all
-    /// CPUs together reach the limit's rate within a slot of 20 ms, or of the time
-    /// `min_packets` take at that rate if longer (at most a second), at most once a second.
+    /// CPUs together reach the limit's rate in [`netwatch_common::EARLY_SLOTS`] slots in a
+    /// row, each of 20 ms or of the time `min_packets` take at that rate if longer (at most a
+    /// second), and at most once a second.
     pub fn set_early_limit(
         &mut self,
         pps: Option<f64>,
@@ -882,6 +884,9 @@ impl Datapath {
                 return Err(DatapathError::Reclaim(err));
             }
             self.slots.quarantine_retired();
+            // Their bits go from the filter: lookups move to the half rebuilt without them.
+            self.settings.filter_half = self.slots.rebuild_filter();
+            self.write_settings()?;
         }
         self.last_reclaim = Reclaim {
             forgotten: keys.len(),

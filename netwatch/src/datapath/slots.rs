@@ -26,7 +26,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netwatch_common::{HOST_BITMAP_BITS, PORT_BITMAP_BITS, SourceKey, SourceStats, SourceValue};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use netwatch_common::{
+    FILTER_WORDS, HOST_BITMAP_BITS, PORT_BITMAP_BITS, SourceKey, SourceStats, SourceValue,
+    filter_bit,
+};
 
 /// One source as read from its slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -230,6 +235,10 @@ pub(super) struct Slots {
     retiring: Vec<u32>,
     /// Slots in use at the last reading.
     in_use: usize,
+    /// The filter of addresses with a slot, both halves.
+    filter: Mapped<u64>,
+    /// The half the program's lookups read.
+    filter_half: u32,
 }
 
 impl Slots {
@@ -238,6 +247,7 @@ impl Slots {
         values: BorrowedFd<'_>,
         keys: BorrowedFd<'_>,
         staged: BorrowedFd<'_>,
+        filter: BorrowedFd<'_>,
         capacity: u32,
         regions: usize,
     ) -> io::Result<Self> {
@@ -254,6 +264,8 @@ impl Slots {
             quarantined_at: Instant::now(),
             retiring: Vec::new(),
             in_use: 0,
+            filter: Mapped::new(filter, 2 * FILTER_WORDS as usize)?,
+            filter_half: 0,
         })
     }
 
@@ -364,6 +376,36 @@ impl Slots {
             keys.push(key);
         }
         keys
+    }
+
+    /// Rebuilds the half of the filter the program does not read from the keys of the slots
+    /// in use, and returns it, for the program to read from now on: the bits of addresses
+    /// taken back go. The program sets an address's bit in both halves before it inserts the
+    /// address and again after it writes the slot's key; so a key written before the half
+    /// was cleared is read here, and one written after sets its bit itself.
+    pub(super) fn rebuild_filter(&mut self) -> u32 {
+        let target = 1 - self.filter_half;
+        let first = target as usize * FILTER_WORDS as usize;
+        for index in first..first + FILTER_WORDS as usize {
+            // SAFETY: an aligned u64 of the live mapping, which the program only ever
+            // updates with atomic ORs.
+            unsafe { AtomicU64::from_ptr(self.filter.at(index)) }.store(0, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+        for slot in 0..self.capacity {
+            let key = self.keys.key(slot);
+            if key.family == 0 || key != live(key) {
+                // Free, taken a moment ago (its taker sets the bit), or being taken back.
+                continue;
+            }
+            let bit = filter_bit(key.words());
+            let index = first + (bit >> 6) as usize;
+            // SAFETY: as above.
+            unsafe { AtomicU64::from_ptr(self.filter.at(index)) }
+                .fetch_or(1 << (bit & 63), Ordering::SeqCst);
+        }
+        self.filter_half = target;
+        target
     }
 
     /// The addresses of the retiring slots are deleted: their slots wait out the grace.
@@ -483,10 +525,12 @@ mod tests {
         let values = memory(CAPACITY * REGIONS * size_of::<SourceValue>());
         let keys = memory(CAPACITY * size_of::<SourceKey>());
         let staged = memory(CAPACITY * size_of::<u64>());
+        let filter = memory(2 * FILTER_WORDS as usize * size_of::<u64>());
         let mut slots = Slots::map(
             values.as_fd(),
             keys.as_fd(),
             staged.as_fd(),
+            filter.as_fd(),
             CAPACITY as u32,
             REGIONS,
         )
@@ -510,6 +554,55 @@ mod tests {
         assert_eq!((readings[0].slot, readings[0].key), (5, key));
         assert_eq!(readings[0].stats.packets, 8);
         assert_eq!(readings[0].stats.bytes, 800);
+    }
+
+    /// The rebuilt half of the filter holds the bits of the live keys only, whatever it held
+    /// before, and the halves take turns.
+    #[test]
+    fn the_filter_is_rebuilt_from_the_live_keys_in_the_other_half() {
+        const CAPACITY: usize = 8;
+        let values = memory(CAPACITY * size_of::<SourceValue>());
+        let keys = memory(CAPACITY * size_of::<SourceKey>());
+        let staged = memory(CAPACITY * size_of::<u64>());
+        let filter = memory(2 * FILTER_WORDS as usize * size_of::<u64>());
+        let mut slots = Slots::map(
+            values.as_fd(),
+            keys.as_fd(),
+            staged.as_fd(),
+            filter.as_fd(),
+            CAPACITY as u32,
+            1,
+        )
+        .expect("mapping the memory");
+        let live_key = SourceKey::ipv4([192, 0, 2, 7]);
+        let gone = SourceKey::ipv4([192, 0, 2, 8]);
+        put(&keys, 1, live_key);
+        put(&keys, 2, retired(gone));
+        // Stale bits in the half to rebuild.
+        for word in 0..FILTER_WORDS as usize {
+            put(&filter, FILTER_WORDS as usize + word, u64::MAX);
+        }
+        assert_eq!(slots.rebuild_filter(), 1);
+        let bits = |slots: &Slots, half: usize| -> Vec<u32> {
+            (0..FILTER_WORDS as usize)
+                .flat_map(|word| {
+                    // SAFETY: an element of the mapping, read as the kernel would.
+                    let value = unsafe {
+                        slots
+                            .filter
+                            .at(half * FILTER_WORDS as usize + word)
+                            .read_volatile()
+                    };
+                    (0..64)
+                        .filter(move |bit| value & (1 << bit) != 0)
+                        .map(move |bit| (word * 64 + bit) as u32)
+                })
+                .collect()
+        };
+        assert_eq!(bits(&slots, 1), vec![filter_bit(live_key.words())]);
+        assert!(bits(&slots, 0).is_empty());
+        assert_eq!(slots.rebuild_filter(), 0);
+        assert_eq!(bits(&slots, 0), vec![filter_bit(live_key.words())]);
     }
 
     fn seen(packets: u64, changed: u64) -> Seen {
