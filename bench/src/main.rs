@@ -311,8 +311,8 @@ const FULL_SLOTS: u32 = netwatch_common::DEFAULT_MAX_SOURCES;
 /// A row of the cost table for a new source every frame, every program timed one frame at a
 /// time over the same frames. With `full`, the programs' slots (a few) are all taken first,
 /// so that no frame finds one: the path of a flood of spoofed sources once the slots are
-/// gone. Returns the row and netwatch's and the no-op's figures.
-fn new_source_row(noop: &BenchPrograms, full: bool) -> Result<(String, f64, f64)> {
+/// gone. Returns the row and netwatch's, the parse floor's and the no-op's figures.
+fn new_source_row(noop: &BenchPrograms, full: bool) -> Result<(String, f64, f64, f64)> {
     let first_octet = if full { 150 } else { 100 };
     let frames = |trial: u32, set: u32| -> Vec<Vec<u8>> {
         (0..INSERT_FRAMES)
@@ -411,6 +411,7 @@ fn new_source_row(noop: &BenchPrograms, full: bool) -> Result<(String, f64, f64)
             parse / baseline.max(0.1),
         ),
         netwatch,
+        parse,
         baseline,
     ))
 }
@@ -585,10 +586,10 @@ fn cost_table(
         eprintln!("{line}");
         writeln!(report, "{line}")?;
     }
-    let (line, _, _) = new_source_row(noop, false)?;
+    let (line, _, _, _) = new_source_row(noop, false)?;
     eprintln!("{line}");
     writeln!(report, "{line}")?;
-    let (line, no_slot, no_slot_noop) = new_source_row(noop, true)?;
+    let (line, no_slot, no_slot_parse, no_slot_noop) = new_source_row(noop, true)?;
     eprintln!("{line}");
     writeln!(report, "{line}")?;
     let costs: Vec<f64> = typing_cost.iter().map(|(_, cost)| *cost).collect();
@@ -622,16 +623,19 @@ fn cost_table(
         report,
         "\nThe last row is a flood of spoofed sources once the slots are gone: programs with \
          {FULL_SLOTS} slots, all taken before the trials, and each frame from a source never \
-         seen before, so each is counted as overflow. Such a frame costs a miss in the cache \
-         and one in the address map, and its breakdown (by source prefix and destination, in \
-         three tables and two bitmaps of its CPU's own memory); the free-slot queue, whose lock every such frame took \
-         before for nothing, is skipped once a CPU has found it empty, until userspace queues \
-         slots again. It \
-         costs {no_slot:.1} ns, {ratio:.2}x the no-op timed the same way: the goal of at most \
-         2.5x is {}. With the table full at its default size the miss in the address map is \
-         most of it (the same row with 1,024 slots took about 136 ns in an earlier run on this \
-         machine): a table of netwatch's own, one probe in a mapped array, is the next step.",
-        if ratio <= 2.5 { "met" } else { "missed" }
+         seen before, so each is counted as overflow. It costs {no_slot:.1} ns, {ratio:.2}x \
+         the no-op timed the same way: the goal of at most 2.5x is {}. The parse alone (the \
+         row's parse floor) takes {no_slot_parse:.1} ns, {:.2}x the no-op; beyond it netwatch \
+         spends {:.1} ns: the global counters, one bit of the filter of addresses with a slot \
+         (clear: no slot, so no look into the source cache, whose check reads a slot's key, \
+         nor into the address map; the filter is read only once the CPU has found the \
+         free-slot queue empty, until userspace queues slots again), and the frame's \
+         breakdown by source prefix and destination (three tables and two bitmaps in its \
+         CPU's own memory). Before the filter, such a frame missed in the cache and in the \
+         address map: 418.1 ns, 7.18x its no-op, in BENCHMARKS.md of commit a0762ad.",
+        if ratio <= 2.5 { "met" } else { "missed" },
+        no_slot_parse / no_slot_noop.max(0.1),
+        no_slot - no_slot_parse,
     )?;
     if let Some((netwatch, plain, parse, floor, baseline)) = common_path {
         writeln!(
