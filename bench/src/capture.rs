@@ -404,7 +404,7 @@ pub fn latency(netwatch: &Path, report: &mut String) -> Result<()> {
          {LATENCY_TRIALS} trials per interval, each with a monitor of its own (`--only \
          latency`). The kernel checks the interface's rate against the limit as frames come \
          (see the cost table: \"early limit on\") and posts an event in the sample ring when \
-         the limit's rate is held for two slots of 20 ms in a row; netwatch starts the alert from it (its \
+         the limit's rate has been held for two slots of 20 ms; netwatch starts the alert from it (its \
          `detail` says `early: N packets in M ms`), and the interval's reading confirms it. \
          \"From the kernel\" counts the trials whose alert came so.\n"
     )?;

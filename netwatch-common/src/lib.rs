@@ -162,8 +162,9 @@ pub const SAMPLE_REASON_EARLY: u32 = 3;
 /// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
 /// the [`EarlyCount`] every CPU adds to.
 pub const EARLY_MAP: &str = ".data.early";
-/// Slots in a row that must each fill within their time before an [`EarlyEvent`] is posted:
-/// a rate held that long, not a burst.
+/// An [`EarlyEvent`] needs a run of slots that each filled within their time and that lasted
+/// the time of this many slots: a rate held that long, not a burst (whose frames fill many
+/// slots in a few milliseconds).
 pub const EARLY_SLOTS: u64 = 2;
 /// Least time between two [`EarlyEvent`]s: the first frame over the limit says it; one a
 /// second at most follows while it lasts (userspace has the alert open by then).
@@ -447,7 +448,8 @@ pub struct EarlyCount {
 }
 
 /// What follows the [`SampleHeader`] of a record whose reason is [`SAMPLE_REASON_EARLY`]:
-/// [`EARLY_SLOTS`] slots in a row filled within their time, `packets` frames in `elapsed_ns`.
+/// a run of slots that each filled within their time lasted `elapsed_ns` (at least
+/// [`EARLY_SLOTS`] slots' time), with `packets` frames.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EarlyEvent {

@@ -425,8 +425,8 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
 }
 
 /// Adds a CPU's batch of frames to the shared early count; when the count reaches the limit,
-/// starts a new slot, and once [`EARLY_SLOTS`] in a row have each filled within their time,
-/// says so in the sample ring (at most once per [`EARLY_REPOST_NS`]). A helper call once per limit's worth of frames,
+/// starts a new slot, and once slots in a row have each filled within their time for the
+/// time of [`EARLY_SLOTS`] slots, says so in the sample ring (at most once per [`EARLY_REPOST_NS`]). A helper call once per limit's worth of frames,
 /// an atomic add once per batch: nothing per frame but an add and a comparison.
 #[inline(never)]
 fn early_check(ctx: &XdpContext, batch: u32, settings: &Settings) {
@@ -461,7 +461,10 @@ fn early_check(ctx: &XdpContext, batch: u32, settings: &Settings) {
         let packets = run_packets.read_volatile() + packets;
         run_packets.write_volatile(packets);
         let elapsed = now.wrapping_sub(run_start.read_volatile());
+        // Held for the time of EARLY_SLOTS slots, every slot full in its time: a rate, not a
+        // burst (which fills many slots in a few milliseconds).
         if slots < EARLY_SLOTS
+            || elapsed < EARLY_SLOTS * u64::from(settings.early_slot_ns)
             || now.wrapping_sub((&raw const (*early).posted_ns).read_volatile()) < EARLY_REPOST_NS
         {
             return;

@@ -588,9 +588,9 @@ impl Datapath {
 
     /// Sets the early limit of the interface's packet rate, or turns it off (`None`, as
     /// loaded): the kernel posts an [`EarlyEvent`] in the sample ring when the frames of all
-    /// CPUs together reach the limit's rate in [`netwatch_common::EARLY_SLOTS`] slots in a
-    /// row, each of 20 ms or of the time `min_packets` take at that rate if longer (at most a
-    /// second), and at most once a second.
+    /// CPUs together have kept the limit's rate for [`netwatch_common::EARLY_SLOTS`] slots'
+    /// time, each slot of 20 ms or of the time `min_packets` take at that rate if longer (at
+    /// most a second); at most once a second.
     pub fn set_early_limit(
         &mut self,
         pps: Option<f64>,
