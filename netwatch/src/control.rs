@@ -256,14 +256,17 @@ impl Control {
         subscribers.retain(|tx| match tx.try_send(Arc::clone(&line)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                log::warn!(
-                    "a control-socket subscriber fell {SUBSCRIBER_QUEUE} records behind and was dropped ({dropped} so far)"
-                );
+                self.count_dropped(&format!("fell {SUBSCRIBER_QUEUE} records behind"));
                 false
             }
             Err(TrySendError::Disconnected(_)) => false,
         });
+    }
+
+    /// Counts and says a subscriber dropped for `why`.
+    fn count_dropped(&self, why: &str) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        log::warn!("a control-socket subscriber {why} and was dropped ({dropped} so far)");
     }
 
     /// Ends every subscription: each subscriber is sent what is queued for it, then its
@@ -572,7 +575,19 @@ fn serve(mut stream: UnixStream, control: &Control) {
             // Until the daemon drops this subscriber (it fell behind, or the daemon stops)
             // or the client goes away.
             for record in records {
-                if stream.write_all(&record).is_err() {
+                if let Err(err) = stream.write_all(&record) {
+                    // A client that reads nothing for the write timeout is as far behind as
+                    // one whose queue is full: dropped, and counted as such. One that went
+                    // away (a closed connection) is not.
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        control.count_dropped(&format!(
+                            "read nothing for {} s",
+                            WRITE_TIMEOUT.as_secs()
+                        ));
+                    }
                     break;
                 }
             }

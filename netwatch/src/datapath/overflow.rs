@@ -343,7 +343,6 @@ impl Windows {
     /// moved the kernel on to the other.
     pub(super) fn take(&mut self, which: u32) -> OverflowBreakdown {
         let mut merge = Merge::default();
-        let empty = OverflowWindow::default();
         for cpu in 0..self.cpus {
             let index = 2 * cpu + (which & 1) as usize;
             // SAFETY: an element of the live mapping, of a plain-data type; a window is
@@ -355,7 +354,7 @@ impl Windows {
             // SAFETY: as above. 33 KiB, read once per CPU and reading at most.
             let window = Box::new(unsafe { self.mapped.at(index).read_volatile() });
             merge.add(&window);
-            self.mapped.write(index, empty);
+            self.mapped.write(index, OverflowWindow::default());
         }
         merge.finish()
     }
