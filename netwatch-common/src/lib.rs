@@ -453,9 +453,9 @@ pub struct EarlyCount {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EarlyEvent {
-    /// Frames of the slot.
+    /// Frames of the run of slots.
     pub packets: u64,
-    /// The time they took.
+    /// The time the run took, from its first slot's start.
     pub elapsed_ns: u64,
 }
 

@@ -29,14 +29,14 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, warn};
 use netwatch_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, DESTINATION_BUCKETS,
-    DESTINATION_SENDERS, DestinationBucket, EARLY_REPOST_NS, EARLY_SLOTS, EarlyCount, EarlyEvent,
-    FAMILY_IPV4, FAMILY_IPV6, FILTER_WORDS, GlobalStats, HOST_BITMAP_BITS, LocalNetworks,
-    MAX_LOCAL_NETWORKS, OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow, PORT_BITMAP_BITS,
-    PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP,
-    SAMPLE_REASON_EARLY, SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings,
-    SourceKey, SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS,
-    TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey,
-    TokenBucket, WIRE_LENGTH_MAGIC, WireLength, filter_bit,
+    DESTINATION_SENDERS, DESTINATION_SOURCE_BITS, DestinationBucket, EARLY_REPOST_NS, EARLY_SLOTS,
+    EarlyCount, EarlyEvent, FAMILY_IPV4, FAMILY_IPV6, FILTER_WORDS, GlobalStats, HOST_BITMAP_BITS,
+    LocalNetworks, MAX_LOCAL_NETWORKS, OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow,
+    PORT_BITMAP_BITS, PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
+    SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_EARLY, SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample,
+    SampleHeader, Settings, SourceKey, SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT,
+    TARGET_HIGH_PORTS, TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP,
+    TARGET_UDP, TargetKey, TokenBucket, WIRE_LENGTH_MAGIC, WireLength, filter_bit,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -469,7 +469,6 @@ fn early_check(ctx: &XdpContext, batch: u32, settings: &Settings) {
         {
             return;
         }
-        (&raw mut (*early).posted_ns).write_volatile(now);
         // Field by field, each store whole: merged, the compiler's stores of the zeros would
         // straddle 8-byte boundaries of the stack, which the verifier refuses.
         let mut record = core::mem::MaybeUninit::<EarlyRecord>::uninit();
@@ -481,8 +480,11 @@ fn early_check(ctx: &XdpContext, batch: u32, settings: &Settings) {
         (&raw mut (*at).header.reason).write_volatile(SAMPLE_REASON_EARLY);
         (&raw mut (*at).event.packets).write_volatile(packets);
         (&raw mut (*at).event.elapsed_ns).write_volatile(elapsed);
-        // Handed over in place: a copy would merge the stores again.
-        let _ = SAMPLES.output::<EarlyRecord>(&*at, 0);
+        // Handed over in place: a copy would merge the stores again. Said only once it is in
+        // the ring: a full ring has the next slot try again.
+        if SAMPLES.output::<EarlyRecord>(&*at, 0).is_ok() {
+            (&raw mut (*early).posted_ns).write_volatile(now);
+        }
     }
 }
 
@@ -634,6 +636,11 @@ fn count_destination(
         let bucket = unsafe { &mut *bucket };
         let [x, y, z] = bucket.key.words();
         if z & 0xff == 0 {
+            // A free bucket: zeroed by userspace, and again here, in case a frame of the
+            // window before the last one still wrote to it after the clearing.
+            bucket.stats = SourceStats::default();
+            bucket.sources = [0; DESTINATION_SOURCE_BITS / 64];
+            bucket.senders = [PrefixCount::default(); DESTINATION_SENDERS];
             bucket.key = SourceKey::from_u64_words([a, b, c]);
         } else if !(x == a && y == b && z == c) {
             continue;
@@ -1110,8 +1117,13 @@ fn filter_add(key: &SourceKey) {
     for half in 0..2 {
         if let Some(word) = SLOT_FILTER.get_ptr_mut(half * FILTER_WORDS + (bit >> 6)) {
             // SAFETY: an element of an array map, only ever updated with atomic ORs by the
-            // program (userspace clears a half only while lookups read the other).
-            unsafe { set_bit(word, bit as usize) };
+            // program (userspace clears a half only while lookups read the other). Always
+            // the atomic OR, never a read first: a locked instruction (x86-64) orders the
+            // key's store before it, against userspace's clearing and reading of the keys; a
+            // read could see a bit about to be cleared and skip it.
+            unsafe {
+                atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(word, 1 << (bit & 63));
+            }
         }
     }
 }

@@ -167,7 +167,9 @@ pub struct Status {
 pub struct Control {
     status: Mutex<Status>,
     started: Instant,
-    subscribers: Mutex<Vec<SyncSender<Arc<[u8]>>>>,
+    /// Each subscriber's queue, and whether it was counted as dropped (by the publisher or
+    /// by its writer, whichever saw it first).
+    subscribers: Mutex<Vec<Subscriber>>,
     dropped: AtomicU64,
     clients: AtomicUsize,
     store: Mutex<Option<Arc<SinkCounts>>>,
@@ -253,18 +255,21 @@ impl Control {
             return;
         }
         let line: Arc<[u8]> = Arc::from(line);
-        subscribers.retain(|tx| match tx.try_send(Arc::clone(&line)) {
+        subscribers.retain(|(tx, counted)| match tx.try_send(Arc::clone(&line)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                self.count_dropped(&format!("fell {SUBSCRIBER_QUEUE} records behind"));
+                self.count_dropped(counted, &format!("fell {SUBSCRIBER_QUEUE} records behind"));
                 false
             }
             Err(TrySendError::Disconnected(_)) => false,
         });
     }
 
-    /// Counts and says a subscriber dropped for `why`.
-    fn count_dropped(&self, why: &str) {
+    /// Counts and says a subscriber dropped for `why`, unless it was already.
+    fn count_dropped(&self, counted: &AtomicBool, why: &str) {
+        if counted.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         log::warn!("a control-socket subscriber {why} and was dropped ({dropped} so far)");
     }
@@ -275,12 +280,16 @@ impl Control {
         lock(&self.subscribers).clear();
     }
 
-    fn subscribe(&self) -> Receiver<Arc<[u8]>> {
+    fn subscribe(&self) -> (Receiver<Arc<[u8]>>, Arc<AtomicBool>) {
         let (tx, rx) = sync_channel(SUBSCRIBER_QUEUE);
-        lock(&self.subscribers).push(tx);
-        rx
+        let counted = Arc::new(AtomicBool::new(false));
+        lock(&self.subscribers).push((tx, Arc::clone(&counted)));
+        (rx, counted)
     }
 }
+
+/// A subscriber's queue, and whether it was counted as dropped.
+type Subscriber = (SyncSender<Arc<[u8]>>, Arc<AtomicBool>);
 
 /// A poisoned lock only means a thread panicked while holding it; the data is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -562,7 +571,7 @@ fn serve(mut stream: UnixStream, control: &Control) {
             let _ = write_line(&mut stream, &control.status());
         }
         "subscribe" => {
-            let records = control.subscribe();
+            let (records, counted) = control.subscribe();
             let hello = serde_json::json!({
                 "version": PROTOCOL_VERSION,
                 "type": "hello",
@@ -583,10 +592,10 @@ fn serve(mut stream: UnixStream, control: &Control) {
                         err.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) {
-                        control.count_dropped(&format!(
-                            "read nothing for {} s",
-                            WRITE_TIMEOUT.as_secs()
-                        ));
+                        control.count_dropped(
+                            &counted,
+                            &format!("read nothing for {} s", WRITE_TIMEOUT.as_secs()),
+                        );
                     }
                     break;
                 }

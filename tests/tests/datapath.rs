@@ -924,6 +924,21 @@ fn full_slots_overflow_until_idle_sources_are_reclaimed() {
             .map(|s| s.addr.to_string())
             .collect();
         assert_eq!(counted.len(), 2, "{counted:?}");
+
+        // Each reclaim rebuilt the filter of addresses with a slot from the live keys (the
+        // last one, just now, took back the idle 0-5): with the queue empty again, a source
+        // that took its slot since is still counted, not overflow, and one taken back
+        // overflows.
+        for last in [100, 100, 100, 7] {
+            send(&datapath, last);
+        }
+        let later = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(
+            later.stats_by_source()[&SourceKey::ipv4([10, 8, 0, 100])].packets,
+            4,
+            "{source_map}"
+        );
+        assert_eq!(later.globals.overflow_packets, 58, "{source_map}");
     }
 }
 

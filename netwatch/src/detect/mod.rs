@@ -1088,9 +1088,18 @@ impl Detector {
                     if partial {
                         continue;
                     }
+                    if event.early
+                        && trigger.is_none()
+                        && at.saturating_sub(event.started) < elapsed / 2
+                    {
+                        // Said in the second half of this interval: its rate over the whole
+                        // interval says little. The next reading decides.
+                        continue;
+                    }
                     if event.early {
-                        // The first reading since the kernel said it: it confirms the event,
-                        // with what the traffic is, or ends it.
+                        // The first reading since the kernel said it (or the second, for one
+                        // said late in an interval): it confirms the event, with what the
+                        // traffic is, or ends it.
                         event.early = false;
                         event.since_report = 0;
                         match trigger {
@@ -1227,9 +1236,12 @@ impl Detector {
                         )
                     })
                     .collect(),
+                // Senders only: a destination receives the traffic it is in.
                 _ => volumes
                     .iter()
-                    .filter(|(subject, _)| **subject != Subject::Global)
+                    .filter(|(subject, _)| {
+                        matches!(subject, Subject::Source(_) | Subject::Prefix(_))
+                    })
                     .map(|(subject, volume)| (*subject, *volume))
                     .collect(),
             };
@@ -1414,8 +1426,6 @@ impl Detector {
     }
 }
 
-/// The sources one alert stands for, from their addresses in order: how many, and the first
-/// few.
 /// A victim's alert: how many sources hit it (in `detail`), and its top sender prefixes as
 /// contributors, their counts upper bounds (see
 /// [`crate::datapath::DestinationReading::senders`]).
@@ -1489,6 +1499,8 @@ fn slotless_evidence(interval: &Interval, top: usize) -> Option<SlotlessEvidence
     })
 }
 
+/// The sources one alert stands for, from their addresses in order: how many, and the first
+/// few.
 fn members(addrs: impl ExactSizeIterator<Item = IpAddr>) -> Members {
     Members {
         count: addrs.len() as u64,

@@ -1190,3 +1190,53 @@ fn the_kernels_early_event_starts_the_alert_and_the_interval_confirms_or_ends_it
     assert_eq!(detector(quiet_config()).early_limit(), None);
     assert_eq!(detector_with_threshold().global_only().early_limit(), None);
 }
+
+#[test]
+fn a_global_alert_names_senders_never_the_victim() {
+    let mut interval = victim(5_000, 2_000);
+    interval.sources[0].stats.packets = 400;
+    let alerts = detector_with_threshold()
+        .observe(&interval, Duration::from_secs(1_001))
+        .alerts;
+    let global = alerts
+        .iter()
+        .find(|alert| alert.subject == Subject::Global)
+        .expect("a global alert");
+    assert!(!global.contributors.is_empty());
+    assert!(
+        global
+            .contributors
+            .iter()
+            .all(|c| matches!(c.subject, Subject::Source(_) | Subject::Prefix(_))),
+        "{:?}",
+        global.contributors
+    );
+}
+
+#[test]
+fn an_early_event_said_late_in_an_interval_is_decided_at_the_next_reading() {
+    let mut watch = detector_with_threshold();
+    // Said 0.2 s before the end of the interval that ends at 1,001 s.
+    let late = Duration::from_millis(1_000_800);
+    let alert = watch
+        .early(40, Duration::from_millis(20), late)
+        .expect("an early start");
+    let quiet = watch
+        .observe(
+            &interval(&[traffic("192.0.2.1", 300)]),
+            Duration::from_secs(1_001),
+        )
+        .alerts;
+    assert!(quiet.is_empty(), "{quiet:?}");
+    let confirmed = watch
+        .observe(
+            &interval(&[traffic("192.0.2.1", 3_000)]),
+            Duration::from_secs(1_002),
+        )
+        .alerts;
+    assert_eq!(confirmed.len(), 1, "{confirmed:?}");
+    assert_eq!(
+        (confirmed[0].id.as_str(), confirmed[0].state),
+        (alert.id.as_str(), AlertState::Update)
+    );
+}
