@@ -226,9 +226,11 @@ fn a_subscriber_that_never_reads_is_dropped_and_delays_nothing() {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    // 256 records queued for the stuck one means 256 intervals at least, and none of them
-    // waited for it: a stalled collection would leave a hole in the times.
-    assert!(times.len() >= 200, "{} intervals", times.len());
+    // Dropped once 256 records are queued for it or its socket took nothing for 5 s,
+    // whichever comes first: by then the intervals went on (a hundred at least at 10 ms, even
+    // from a slow debug build), and none of them waited for it: a stalled collection would
+    // leave a hole in the times.
+    assert!(times.len() >= 100, "{} intervals", times.len());
     let widest = times.windows(2).map(|w| w[1].saturating_sub(w[0])).max();
     assert!(
         widest.unwrap_or(0) < 2_000,
