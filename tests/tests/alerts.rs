@@ -49,8 +49,8 @@ fn write_case(
     (capture, config_path)
 }
 
-/// Replays the case with `--format json` (and `extra`); returns its alerts.
-fn alerts_of(capture: &Path, config: &Path, extra: &[&str]) -> Vec<Value> {
+/// Replays the case with `--format json` (and `extra`); returns every record.
+fn records_of(capture: &Path, config: &Path, extra: &[&str]) -> Vec<Value> {
     let mut args = vec![
         capture.to_str().unwrap_or_default(),
         "--config",
@@ -65,7 +65,12 @@ fn alerts_of(capture: &Path, config: &Path, extra: &[&str]) -> Vec<Value> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    of_type(&records(&output), "alert")
+    records(&output)
+}
+
+/// Replays the case as [`records_of`] does; returns its alerts.
+fn alerts_of(capture: &Path, config: &Path, extra: &[&str]) -> Vec<Value> {
+    of_type(&records_of(capture, config, extra), "alert")
         .into_iter()
         .cloned()
         .collect()
@@ -364,21 +369,7 @@ fn a_spoofed_syn_flood_past_the_slots_names_its_victim() {
             .to_port(443)
     });
     let (capture, config) = write_case(&dir, frames, &learning("30s"));
-    let output = replay(&[
-        capture.to_str().unwrap_or_default(),
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "--format",
-        "json",
-        "--max-sources",
-        "1024",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let records = records(&output);
+    let records = records_of(&capture, &config, &["--max-sources", "1024"]);
     let alerts: Vec<Value> = of_type(&records, "alert").into_iter().cloned().collect();
     assert_eq!(
         openings(&alerts),
@@ -469,19 +460,7 @@ fn floods_against_local_hosts_name_the_victims() {
     let config = "[networks]\nlocal = [\"10.0.0.0/24\", \"2001:db8:5::/48\"]\n\
                   [detect.destination]\npps = 1000.0\n";
     let (capture, config) = write_case(&dir, frames, config);
-    let output = replay(&[
-        capture.to_str().unwrap_or_default(),
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "--format",
-        "json",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let records = records(&output);
+    let records = records_of(&capture, &config, &[]);
     let alerts: Vec<&Value> = of_type(&records, "alert")
         .into_iter()
         .filter(|alert| alert["scope"] == "destination")

@@ -505,6 +505,25 @@ mod tests {
         file
     }
 
+    /// Slots of `capacity` in `regions` regions over memory standing in for the maps: the
+    /// values, the keys, the staged slots and the filter, then the slots.
+    fn slots_in_memory(capacity: usize, regions: usize) -> (File, File, File, File, Slots) {
+        let values = memory(capacity * regions * size_of::<SourceValue>());
+        let keys = memory(capacity * size_of::<SourceKey>());
+        let staged = memory(capacity * size_of::<u64>());
+        let filter = memory(2 * FILTER_WORDS as usize * size_of::<u64>());
+        let slots = Slots::map(
+            values.as_fd(),
+            keys.as_fd(),
+            staged.as_fd(),
+            filter.as_fd(),
+            capacity as u32,
+            regions,
+        )
+        .expect("mapping the memory");
+        (values, keys, staged, filter, slots)
+    }
+
     /// Writes `value` as element `index` of an array in `memory`.
     fn put<T: Copy>(memory: &File, index: usize, value: T) {
         // SAFETY: the bytes of a plain-data value, read while it lives.
@@ -522,19 +541,7 @@ mod tests {
     fn a_slot_whose_key_is_not_in_yet_waits_for_the_next_reading() {
         const CAPACITY: usize = 8;
         const REGIONS: usize = 2;
-        let values = memory(CAPACITY * REGIONS * size_of::<SourceValue>());
-        let keys = memory(CAPACITY * size_of::<SourceKey>());
-        let staged = memory(CAPACITY * size_of::<u64>());
-        let filter = memory(2 * FILTER_WORDS as usize * size_of::<u64>());
-        let mut slots = Slots::map(
-            values.as_fd(),
-            keys.as_fd(),
-            staged.as_fd(),
-            filter.as_fd(),
-            CAPACITY as u32,
-            REGIONS,
-        )
-        .expect("mapping the memory");
+        let (values, keys, _staged, _filter, mut slots) = slots_in_memory(CAPACITY, REGIONS);
         let mut value = SourceValue::default();
         value.stats.udp_packets = 3;
         value.stats.tcp_packets = 1;
@@ -561,19 +568,7 @@ mod tests {
     #[test]
     fn the_filter_is_rebuilt_from_the_live_keys_in_the_other_half() {
         const CAPACITY: usize = 8;
-        let values = memory(CAPACITY * size_of::<SourceValue>());
-        let keys = memory(CAPACITY * size_of::<SourceKey>());
-        let staged = memory(CAPACITY * size_of::<u64>());
-        let filter = memory(2 * FILTER_WORDS as usize * size_of::<u64>());
-        let mut slots = Slots::map(
-            values.as_fd(),
-            keys.as_fd(),
-            staged.as_fd(),
-            filter.as_fd(),
-            CAPACITY as u32,
-            1,
-        )
-        .expect("mapping the memory");
+        let (_values, keys, _staged, filter, mut slots) = slots_in_memory(CAPACITY, 1);
         let live_key = SourceKey::ipv4([192, 0, 2, 7]);
         let gone = SourceKey::ipv4([192, 0, 2, 8]);
         put(&keys, 1, live_key);

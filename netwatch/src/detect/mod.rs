@@ -92,6 +92,17 @@ pub struct SpikeConfig {
     pub min_ratio: f64,
 }
 
+impl SpikeConfig {
+    /// The rate a series with `baseline` must exceed to spike: `mean + k * sigma`, at least
+    /// `min_ratio` times the mean and `min_pps`.
+    fn threshold(&self, baseline: &Ewma) -> f64 {
+        let mean = baseline.mean();
+        (mean + self.k * baseline.sigma())
+            .max(mean * self.min_ratio)
+            .max(self.min_pps)
+    }
+}
+
 impl Default for SpikeConfig {
     fn default() -> Self {
         Self {
@@ -669,11 +680,7 @@ impl Detector {
         if !spike.enabled || series.ewma.samples() < spike.warmup {
             return None;
         }
-        let mean = series.ewma.mean();
-        let threshold = (mean + spike.k * series.ewma.sigma())
-            .max(mean * spike.min_ratio)
-            .max(spike.min_pps);
-        Some((AlertKind::SpikePps, threshold))
+        Some((AlertKind::SpikePps, spike.threshold(&series.ewma)))
     }
 
     /// The kernel saw the interface's packet rate over [`Detector::early_limit`]: `packets`
@@ -841,11 +848,9 @@ impl Detector {
                 Some(event) => (value > event.threshold)
                     .then(|| Trigger::new(value, event.threshold, event.baseline)),
                 None if spike.enabled && enough && series.ewma.samples() >= spike.warmup => {
-                    let mean = series.ewma.mean();
-                    let threshold = (mean + spike.k * series.ewma.sigma())
-                        .max(mean * spike.min_ratio)
-                        .max(spike.min_pps);
-                    (value > threshold).then(|| Trigger::new(value, threshold, Some(mean)))
+                    let threshold = spike.threshold(&series.ewma);
+                    (value > threshold)
+                        .then(|| Trigger::new(value, threshold, Some(series.ewma.mean())))
                 }
                 None => None,
             };

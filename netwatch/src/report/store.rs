@@ -19,7 +19,7 @@ use std::{
 use super::sink::{Finding, FindingReport, IntervalReport, Sink};
 use crate::{
     collect::Interval,
-    datapath::{OverflowBreakdown, Traffic, add_traffic},
+    datapath::{OverflowBreakdown, SlotlessPrefix, Target, Traffic, add_traffic},
     detect::KnownChange,
     store::{FindingRow, IntervalRow, SlotlessRow, SourceRow, Store},
 };
@@ -322,55 +322,74 @@ fn slotless_rows(breakdown: &OverflowBreakdown, top: usize) -> Vec<SlotlessRow> 
         prefixes_estimate: Some(breakdown.prefixes),
         ..SlotlessRow::default()
     }];
-    let other = |breakdown, rest: Traffic| SlotlessRow {
-        breakdown,
-        subject: String::from("other"),
-        packets: rest.packets,
-        bytes: rest.bytes,
+    let prefix = |prefix: &SlotlessPrefix| SlotlessRow {
+        subject: prefix.to_string(),
         ..SlotlessRow::default()
     };
-    for (name, list, rest) in [
-        ("wide", &breakdown.wide, breakdown.wide_other),
-        ("narrow", &breakdown.narrow, breakdown.narrow_other),
-    ] {
-        let mut rest = rest;
-        for (i, (prefix, traffic)) in list.iter().enumerate() {
-            if i >= top {
-                add_traffic(&mut rest, *traffic);
-                continue;
-            }
-            rows.push(SlotlessRow {
-                breakdown: name,
-                subject: prefix.to_string(),
-                packets: traffic.packets,
-                bytes: traffic.bytes,
-                ..SlotlessRow::default()
-            });
-        }
-        if rest.packets > 0 {
-            rows.push(other(name, rest));
-        }
-    }
-    let mut rest = breakdown.target_other;
-    for (i, (target, traffic)) in breakdown.targets.iter().enumerate() {
+    list_rows(
+        &mut rows,
+        "wide",
+        &breakdown.wide,
+        breakdown.wide_other,
+        top,
+        prefix,
+    );
+    list_rows(
+        &mut rows,
+        "narrow",
+        &breakdown.narrow,
+        breakdown.narrow_other,
+        top,
+        prefix,
+    );
+    list_rows(
+        &mut rows,
+        "target",
+        &breakdown.targets,
+        breakdown.target_other,
+        top,
+        |target: &Target| SlotlessRow {
+            subject: target.addr.to_string(),
+            kind: Some(target.kind.name()),
+            port: (target.port != 0).then_some(target.port),
+            ..SlotlessRow::default()
+        },
+    );
+    rows
+}
+
+/// The rows of one list of a breakdown: its first `top` entries (each `row` of its key), then
+/// the rest and `other` in one row whose subject is `other`.
+fn list_rows<K>(
+    rows: &mut Vec<SlotlessRow>,
+    breakdown: &'static str,
+    list: &[(K, Traffic)],
+    other: Traffic,
+    top: usize,
+    row: impl Fn(&K) -> SlotlessRow,
+) {
+    let mut rest = other;
+    for (i, (key, traffic)) in list.iter().enumerate() {
         if i >= top {
             add_traffic(&mut rest, *traffic);
             continue;
         }
         rows.push(SlotlessRow {
-            breakdown: "target",
-            subject: target.addr.to_string(),
-            kind: Some(target.kind.name()),
-            port: (target.port != 0).then_some(target.port),
+            breakdown,
             packets: traffic.packets,
             bytes: traffic.bytes,
-            ..SlotlessRow::default()
+            ..row(key)
         });
     }
     if rest.packets > 0 {
-        rows.push(other("target", rest));
+        rows.push(SlotlessRow {
+            breakdown,
+            subject: String::from("other"),
+            packets: rest.packets,
+            bytes: rest.bytes,
+            ..SlotlessRow::default()
+        });
     }
-    rows
 }
 
 fn write_all(store: &mut Store, rx: &Receiver<Record>, webhooks: &[String], counts: &SinkCounts) {
