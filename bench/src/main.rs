@@ -286,11 +286,13 @@ fn cpu_model() -> String {
 }
 
 /// Frames per trial of the insert row, each from a new source.
-const INSERT_FRAMES: u32 = 7_000;
-/// Trials of the insert row: with sketches on and off and attack types off, 63,000 sources
-/// per-CPU, within the
-/// default 65,536 slots (no reading, so no slot is taken back meanwhile).
-const INSERT_TRIALS: u32 = 3;
+const INSERT_FRAMES: u32 = 2_000;
+/// Trials of the insert row: with sketches on and off and attack types off, 60,000 sources
+/// per-CPU, within the default 65,536 slots (no reading, so no slot is taken back meanwhile).
+/// Many short trials rather than a few long ones: a run per system call is at the mercy of
+/// the other guests of this VM's host, which slow every program of a trial alike for seconds
+/// at a time, and the lowest of many trials finds the quiet stretches.
+const INSERT_TRIALS: u32 = 10;
 
 /// The mean time of one run over `frames`, each frame run alone.
 fn mean_alone<E: std::error::Error + Send + Sync + 'static>(
@@ -631,8 +633,12 @@ fn cost_table(
          nor into the address map; the filter is read only once the CPU has found the \
          free-slot queue empty, until userspace queues slots again), and the frame's \
          breakdown by source prefix and destination (three tables and two bitmaps in its \
-         CPU's own memory). Before the filter, such a frame missed in the cache and in the \
-         address map: 418.1 ns, 7.18x its no-op, in BENCHMARKS.md of commit a0762ad.",
+         CPU's own memory). A profile of this row (perf sampling on the CPU clock, as this \
+         VM has no hardware counters; commit 9a5123e) puts about two fifths of the program's \
+         samples on one load: the filter's word, a random one of 128 KiB, a miss in the cache \
+         and the TLB when each run has a system call of its own. Before the filter, such a \
+         frame missed in the cache and in the address map: 418.1 ns, 7.18x its no-op, in \
+         BENCHMARKS.md of commit a0762ad.",
         if ratio <= 2.5 { "met" } else { "missed" },
         no_slot_parse / no_slot_noop.max(0.1),
         no_slot - no_slot_parse,
