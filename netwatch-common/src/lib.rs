@@ -425,9 +425,28 @@ pub struct Settings {
     /// The half of the filter of addresses with a slot that lookups read (0 or 1); userspace
     /// rebuilds the other after taking slots back, then switches.
     pub filter_half: u32,
-    /// Always zero.
-    pub _pad: u32,
+    /// What a frame from a banned source meets: [`BAN_MODE_NONE`] (the default, and whenever
+    /// no ban exists: the ban maps are not looked at), [`BAN_MODE_COUNT`] (dry run: counted
+    /// per ban and passed) or [`BAN_MODE_DROP`] (counted per ban and dropped).
+    pub ban_mode: u32,
 }
+
+/// [`Settings::ban_mode`]: no ban exists, or mitigation is off. One comparison per frame.
+pub const BAN_MODE_NONE: u32 = 0;
+/// [`Settings::ban_mode`]: a frame from a banned source is counted in [`BAN_COUNTS_MAP`] and
+/// passed (dry run).
+pub const BAN_MODE_COUNT: u32 = 1;
+/// [`Settings::ban_mode`]: a frame from a banned source is counted in [`BAN_COUNTS_MAP`] and
+/// dropped (`XDP_DROP`), after it was counted as every frame is.
+pub const BAN_MODE_DROP: u32 = 2;
+/// Banned IPv4 networks: a longest-prefix-match trie of the address (network byte order) to
+/// the ban's index in [`BAN_COUNTS_MAP`].
+pub const BANS_V4_MAP: &str = "BANS_V4";
+/// Banned IPv6 networks, as [`BANS_V4_MAP`].
+pub const BANS_V6_MAP: &str = "BANS_V6";
+/// Per-CPU [`Counter`]s of the frames each ban matched, by the ban's index. Userspace zeroes
+/// an index before it hands it to a new ban.
+pub const BAN_COUNTS_MAP: &str = "BAN_COUNTS";
 
 /// The frames of the current early slot, all CPUs together, in [`EARLY_MAP`].
 #[repr(C)]

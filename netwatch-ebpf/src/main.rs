@@ -3,8 +3,10 @@
 //! For every frame: parse Ethernet, at most two VLAN tags, IPv4 or IPv6 (with a bounded walk
 //! over extension headers) and the TCP flags; then count the frame once in the global counters
 //! and once for its source address, or in exactly one blind-spot counter (non-IP, malformed,
-//! overflow). The program only reads the frame and always returns `XDP_PASS`. It must not log
-//! or loop without bound: it runs for every packet of a busy link.
+//! overflow). The program only reads the frame and returns `XDP_PASS`, except for a frame from
+//! a source the opt-in ban list holds while userspace has set [`BAN_MODE_DROP`]: that one is
+//! counted as every frame, counted for its ban, and dropped. It must not log or loop without
+//! bound: it runs for every packet of a busy link.
 #![no_std]
 #![no_main]
 // Atomic add and OR on map values: the BPF target has no `Atomic*` read-modify-write methods,
@@ -23,20 +25,21 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
     helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, ProgramArray, Queue, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, Queue, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use aya_log_ebpf::{debug, warn};
 use netwatch_common::{
-    Counter, CpuState, DEFAULT_MAX_SOURCES, DEFAULT_SAMPLE_RING_BYTES, DESTINATION_BUCKETS,
-    DESTINATION_SENDERS, DESTINATION_SOURCE_BITS, DestinationBucket, EARLY_REPOST_NS, EARLY_SLOTS,
-    EarlyCount, EarlyEvent, FAMILY_IPV4, FAMILY_IPV6, FILTER_WORDS, GlobalStats, HOST_BITMAP_BITS,
-    LocalNetworks, MAX_LOCAL_NETWORKS, OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow,
-    PORT_BITMAP_BITS, PrefixCount, QueueJob, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
-    SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_EARLY, SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample,
-    SampleHeader, Settings, SourceKey, SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT,
-    TARGET_HIGH_PORTS, TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP,
-    TARGET_UDP, TargetKey, TokenBucket, WIRE_LENGTH_MAGIC, WireLength, filter_bit,
+    BAN_MODE_DROP, BAN_MODE_NONE, Counter, CpuState, DEFAULT_MAX_SOURCES,
+    DEFAULT_SAMPLE_RING_BYTES, DESTINATION_BUCKETS, DESTINATION_SENDERS, DESTINATION_SOURCE_BITS,
+    DestinationBucket, EARLY_REPOST_NS, EARLY_SLOTS, EarlyCount, EarlyEvent, FAMILY_IPV4,
+    FAMILY_IPV6, FILTER_WORDS, GlobalStats, HOST_BITMAP_BITS, LocalNetworks, MAX_LOCAL_NETWORKS,
+    OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow, PORT_BITMAP_BITS, PrefixCount, QueueJob,
+    SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_EARLY,
+    SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey,
+    SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS, TARGET_ICMP,
+    TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey, TokenBucket,
+    WIRE_LENGTH_MAGIC, WireLength, filter_bit,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -70,6 +73,20 @@ static SLOT_KEYS: Array<SourceKey> = Array::with_max_entries(DEFAULT_MAX_SOURCES
 /// taken back leave their bits behind) and switches to it. Memory-mappable.
 #[map]
 static SLOT_FILTER: Array<u64> = Array::with_max_entries(2 * FILTER_WORDS, BPF_F_MMAPABLE);
+
+/// Banned IPv4 networks: the address (network byte order) to the ban's index in
+/// [`BAN_COUNTS`]. Written by userspace only; looked at only while [`Settings::ban_mode`] is
+/// not [`BAN_MODE_NONE`]. Userspace sets the capacity at load time (`mitigate.max_bans`).
+#[map]
+static BANS_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(1, 0);
+
+/// Banned IPv6 networks, as [`BANS_V4`].
+#[map]
+static BANS_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);
+
+/// The frames each ban matched, per CPU, by the ban's index: exact, as every other counter.
+#[map]
+static BAN_COUNTS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
 
 /// Slots not in use: every slot at load time, then the slots userspace takes back (both
 /// queued by [`queue_free_slots`]).
@@ -141,7 +158,7 @@ static mut SETTINGS: Settings = Settings {
     early_batch: 0,
     local_v4: 0,
     filter_half: 0,
-    _pad: 0,
+    ban_mode: BAN_MODE_NONE,
 };
 
 /// The frames of the current early slot, all CPUs together. Global data, as [`SETTINGS`].
@@ -241,12 +258,35 @@ pub fn netwatch_shared(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn run<T: SourceTable>(ctx: &XdpContext) -> u32 {
-    if account::<T>(ctx) {
+    let mut source = Banned {
+        key: SourceKey::default(),
+        len: 0,
+        mode: BAN_MODE_NONE,
+    };
+    let sample = account::<T>(ctx, &mut source);
+    // Counted above as every frame, so the monitor still sees a banned source's attack and
+    // the blind-spot identity holds; only then is the frame dropped. Here, after every path
+    // of the count has joined, the verifier walks the check once rather than on each.
+    if source.mode != BAN_MODE_NONE
+        && count_ban(&source.key, source.len)
+        && source.mode == BAN_MODE_DROP
+    {
+        return xdp_action::XDP_DROP;
+    }
+    if sample {
         // SAFETY: a tail call with this program's own context. On success it does not
         // return; if the slot is empty it returns and the frame simply passes unsampled.
         unsafe { SAMPLER.tail_call(ctx, 0) };
     }
     xdp_action::XDP_PASS
+}
+
+/// What the ban check needs of a frame with a source: its address and length, and what a
+/// match meets ([`Settings::ban_mode`], [`BAN_MODE_NONE`] for a frame without a source).
+struct Banned {
+    key: SourceKey,
+    len: u64,
+    mode: u32,
 }
 
 /// Queues one slot of the [`QueueJob`] into [`FREE_SLOTS`] and advances the job. Userspace
@@ -299,9 +339,10 @@ pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Counts the frame; true when it is a candidate for sampling (its job is written).
+/// Counts the frame; true when it is a candidate for sampling (its job is written). A frame
+/// with a source leaves what the ban check needs in `banned`.
 #[inline(always)]
-fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
+fn account<T: SourceTable>(ctx: &XdpContext, banned: &mut Banned) -> bool {
     let len = frame_len(ctx);
     let Some(state) = CPU_STATE.get_ptr_mut(0) else {
         return false;
@@ -393,6 +434,13 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
                     *windows + (settings.overflow_window & 1),
                 );
             }
+            if settings.ban_mode != BAN_MODE_NONE {
+                *banned = Banned {
+                    key: parsed.key,
+                    len,
+                    mode: settings.ban_mode,
+                };
+            }
             if let Some((src, dst)) = ports
                 && settings.sample_rate != 0
             {
@@ -422,6 +470,44 @@ fn account<T: SourceTable>(ctx: &XdpContext) -> bool {
         }
     }
     false
+}
+
+/// A trie key placed so that its address starts 8-aligned on the stack: LLVM merges the
+/// address's bytes into 8-byte stores, which the verifier takes only at aligned offsets, and
+/// the key's 4-byte prefix length comes first.
+#[repr(C, align(8))]
+struct AlignedKey<K> {
+    _pad: u32,
+    key: Key<K>,
+}
+
+/// Counts a frame from `key` for the ban whose network holds it, if one does; true then.
+/// A function of its own: the verifier walks it once per state it is called in rather than
+/// as part of every path through the frame's parse.
+#[inline(never)]
+fn count_ban(key: &SourceKey, len: u64) -> bool {
+    let index = if key.family == FAMILY_IPV4 {
+        let [a, b, c, d, ..] = key.addr;
+        let lookup = AlignedKey {
+            _pad: 0,
+            key: Key::new(32, [a, b, c, d]),
+        };
+        BANS_V4.get(&lookup.key)
+    } else {
+        let lookup = AlignedKey {
+            _pad: 0,
+            key: Key::new(128, key.addr),
+        };
+        BANS_V6.get(&lookup.key)
+    };
+    let Some(&index) = index else {
+        return false;
+    };
+    if let Some(counter) = BAN_COUNTS.get_ptr_mut(index) {
+        // SAFETY: this CPU's counter of a per-CPU array.
+        add_counter(unsafe { &mut *counter }, len);
+    }
+    true
 }
 
 /// Adds a CPU's batch of frames to the shared early count; when the count reaches the limit,

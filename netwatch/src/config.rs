@@ -16,6 +16,7 @@ use crate::{
     datapath::{Sampling, SourceMap},
     detect::{DetectConfig, cidr::Cidr},
     inspect::InspectConfig,
+    mitigate::MitigateConfig,
     report::{Format, webhook::WebhookConfig},
 };
 
@@ -47,6 +48,8 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// The networks netwatch guards.
     pub networks: NetworksConfig,
+    /// Bans, opt-in.
+    pub mitigate: MitigateConfig,
 }
 
 /// `[networks]`.
@@ -399,6 +402,9 @@ impl Config {
                 "subdomains and max_name_len must be at least 1",
             ));
         }
+        self.mitigate
+            .validate()
+            .map_err(|(field, reason)| invalid(&field, &reason))?;
         self.detect
             .validate()
             .map_err(|(field, reason)| invalid(&field, &reason))

@@ -20,6 +20,7 @@ pub mod datapath;
 pub mod detect;
 pub mod inspect;
 pub mod logging;
+pub mod mitigate;
 pub mod pipeline;
 pub mod private_files;
 pub mod privilege;

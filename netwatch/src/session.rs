@@ -13,6 +13,7 @@ use crate::{
     datapath::{Datapath, DatapathError, LoadOptions},
     detect::{Detector, KnownState},
     inspect::Inspector,
+    mitigate::MitigateMode,
     pipeline::{COMBINED, Pipeline, Watch},
     privilege,
     report::{
@@ -193,6 +194,11 @@ impl Session {
                 max_sources: config.monitor.max_sources,
                 source_map: config.monitor.source_map,
                 destinations: !config.networks.local.is_empty(),
+                max_bans: if config.mitigate.mode == MitigateMode::Off {
+                    0
+                } else {
+                    config.mitigate.max_bans
+                },
             })?;
             configure(&mut datapath, &config)?;
             watches.push(watch(

@@ -4,7 +4,7 @@
 
 use netwatch::{
     collect::Collector,
-    datapath::{Datapath, LoadOptions, OverflowBreakdown, SourceMap, Traffic},
+    datapath::{BanAction, Datapath, LoadOptions, OverflowBreakdown, SourceMap, Traffic},
 };
 use netwatch_common::SourceKey;
 use netwatch_tests::{
@@ -14,6 +14,7 @@ use netwatch_tests::{
 };
 
 const XDP_PASS: u32 = 2;
+const XDP_DROP: u32 = 1;
 
 fn v6(last: u8) -> [u8; 16] {
     [
@@ -708,6 +709,113 @@ fn hosts_of_local_networks_are_counted_per_destination() {
         .collect();
     let err = datapath.set_local_networks(&many).unwrap_err();
     assert!(err.to_string().contains("at most 16"), "{err}");
+}
+
+/// Bans in the kernel: with no ban, the tries are not looked at; a banned host or network is
+/// counted as every frame (its source's counts and the identity hold), then counted for its
+/// ban, exactly, and dropped; in a dry run counted and passed; other sources pass; a lifted
+/// ban passes again; an index past the room loaded is refused.
+#[test]
+fn banned_sources_are_counted_then_dropped() {
+    if !privileged("banned_sources_are_counted_then_dropped") {
+        return;
+    }
+    for source_map in SOURCE_MAPS {
+        let mut datapath = Datapath::load(LoadOptions {
+            source_map,
+            max_bans: 8,
+            ..LoadOptions::default()
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+        let verdict = |datapath: &Datapath, frame: &FrameBuilder| {
+            datapath
+                .test_run(&frame.build().bytes)
+                .unwrap_or_else(|err| panic!("{err}"))
+        };
+        let host = FrameBuilder::ipv4([198, 51, 100, 7]).payload(100);
+        let neighbour = FrameBuilder::ipv4([198, 51, 100, 8]).payload(10);
+        let net6 = FrameBuilder::ipv6([0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+            .transport(Transport::Tcp(SYN));
+        let other = FrameBuilder::ipv4([203, 0, 113, 1]).payload(10);
+        // Entries without an action: the program does not look, so nothing is dropped.
+        datapath
+            .set_ban(0, "198.51.100.7".parse().unwrap(), 32)
+            .unwrap_or_else(|err| panic!("{err}"));
+        datapath
+            .set_ban(1, "2001:db8:9::".parse().unwrap(), 48)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(verdict(&datapath, &host), XDP_PASS, "{source_map}");
+        assert_eq!(datapath.ban_counts(0).unwrap().packets, 0);
+
+        datapath
+            .set_ban_action(Some(BanAction::Count))
+            .unwrap_or_else(|err| panic!("{err}"));
+        for _ in 0..3 {
+            assert_eq!(verdict(&datapath, &host), XDP_PASS, "dry run, {source_map}");
+        }
+        datapath
+            .set_ban_action(Some(BanAction::Drop))
+            .unwrap_or_else(|err| panic!("{err}"));
+        for _ in 0..5 {
+            assert_eq!(verdict(&datapath, &host), XDP_DROP, "{source_map}");
+            assert_eq!(verdict(&datapath, &net6), XDP_DROP, "{source_map}");
+            assert_eq!(verdict(&datapath, &neighbour), XDP_PASS, "{source_map}");
+            assert_eq!(verdict(&datapath, &other), XDP_PASS, "{source_map}");
+        }
+        let host_len = host.build().bytes.len() as u64;
+        let net6_len = net6.build().bytes.len() as u64;
+        let counts = datapath.ban_counts(0).unwrap();
+        assert_eq!(
+            (counts.packets, counts.bytes),
+            (8, 8 * host_len),
+            "{source_map}"
+        );
+        let counts = datapath.ban_counts(1).unwrap();
+        assert_eq!(
+            (counts.packets, counts.bytes),
+            (5, 5 * net6_len),
+            "{source_map}"
+        );
+        // Every frame, dropped or not, was counted for its source first.
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_invariant(&snapshot, "bans");
+        let by_source = snapshot.stats_by_source();
+        let packets_of = |addr: [u8; 4]| by_source[&SourceKey::ipv4(addr)].packets;
+        assert_eq!(packets_of([198, 51, 100, 7]), 9, "{source_map}");
+        assert_eq!(packets_of([198, 51, 100, 8]), 5, "{source_map}");
+        assert_eq!(
+            snapshot.globals.total_packets,
+            9 + 5 + 5 + 5,
+            "{source_map}"
+        );
+
+        // Lifted: it passes again; its counts stay readable until the index is reused.
+        datapath
+            .clear_ban("198.51.100.7".parse().unwrap(), 32)
+            .unwrap_or_else(|err| panic!("{err}"));
+        datapath
+            .clear_ban("198.51.100.7".parse().unwrap(), 32)
+            .unwrap_or_else(|err| panic!("lifting twice: {err}"));
+        assert_eq!(verdict(&datapath, &host), XDP_PASS, "{source_map}");
+        assert_eq!(datapath.ban_counts(0).unwrap().packets, 8);
+        // A new ban under a used index starts from zero.
+        datapath
+            .set_ban(0, "203.0.113.0".parse().unwrap(), 24)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(datapath.ban_counts(0).unwrap().packets, 0);
+        assert_eq!(verdict(&datapath, &other), XDP_DROP, "{source_map}");
+        assert_eq!(datapath.ban_counts(0).unwrap().packets, 1);
+        let err = datapath
+            .set_ban(8, "192.0.2.1".parse().unwrap(), 32)
+            .unwrap_err();
+        assert!(err.to_string().contains("max_bans"), "{err}");
+        // Off again: nothing is looked at, nothing dropped.
+        datapath
+            .set_ban_action(None)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(verdict(&datapath, &other), XDP_PASS, "{source_map}");
+        assert_eq!(datapath.ban_counts(0).unwrap().packets, 1);
+    }
 }
 
 /// The early limit: frames of all CPUs together that keep its rate for two slots' time post

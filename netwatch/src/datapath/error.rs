@@ -19,6 +19,14 @@ pub enum DatapathError {
         /// What the kernel said.
         detail: String,
     },
+    /// A ban's index past the room loaded for bans.
+    #[error("ban index {index} is past the {max_bans} bans loaded (mitigate.max_bans)")]
+    BanIndex {
+        /// The index asked for.
+        index: u32,
+        /// Room for bans.
+        max_bans: u32,
+    },
     /// The kernel is older than [`MIN_KERNEL`].
     #[error(
         "kernel {found} is too old: netwatch attaches XDP through BPF links, which need Linux {needed} or newer"

@@ -4,6 +4,7 @@
 //! This module knows the maps' layout and nothing about what the numbers mean: collection
 //! and everything after it live in later stages.
 
+mod bans;
 mod batch;
 mod bench;
 mod destinations;
@@ -35,17 +36,18 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use netwatch_common::{
-    CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS, DESTINATION_OTHER_MAP, DESTINATIONS_MAP,
-    EarlyEvent, FAMILY_IPV4, FREE_SLOTS_MAP, GlobalStats, LOCAL_NETWORKS_MAP, LocalNetworks,
-    MAX_LOCAL_NETWORKS, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME,
-    QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP,
-    SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP,
-    SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
-    SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats,
-    SourceValue, WIRE_LENGTH_MAGIC, WireLength,
+    BAN_COUNTS_MAP, BANS_V4_MAP, BANS_V6_MAP, CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS,
+    DESTINATION_OTHER_MAP, DESTINATIONS_MAP, EarlyEvent, FAMILY_IPV4, FREE_SLOTS_MAP, GlobalStats,
+    LOCAL_NETWORKS_MAP, LocalNetworks, MAX_LOCAL_NETWORKS, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME,
+    QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN,
+    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
+    SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP,
+    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings,
+    SourceKey, SourceStats, SourceValue, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 pub use self::{
+    bans::BanAction,
     bench::{Baseline, BenchPrograms},
     destinations::DestinationReading,
     error::DatapathError,
@@ -115,6 +117,9 @@ pub struct LoadOptions {
     /// about 0.9 MiB of kernel memory per possible CPU. Without it, the maps have one
     /// element.
     pub destinations: bool,
+    /// Room for bans (see [`Datapath::set_ban`]): 16 bytes of counters per ban and possible
+    /// CPU, and the tries' entries as they are added. 0 (mitigation off): one element.
+    pub max_bans: u32,
 }
 
 impl Default for LoadOptions {
@@ -123,6 +128,7 @@ impl Default for LoadOptions {
             max_sources: netwatch_common::DEFAULT_MAX_SOURCES,
             source_map: SourceMap::PerCpu,
             destinations: false,
+            max_bans: 0,
         }
     }
 }
@@ -377,6 +383,8 @@ pub struct Datapath {
     no_replay_metadata: bool,
     /// Possible CPUs.
     cpus: usize,
+    /// Room for bans ([`LoadOptions::max_bans`]).
+    max_bans: u32,
 }
 
 /// The reclaim at the end of a snapshot (see [`Datapath::snapshot`]).
@@ -405,6 +413,7 @@ impl Datapath {
             max_sources,
             source_map,
             destinations,
+            max_bans,
         } = options;
         let kernel = check_kernel()?;
         let cpus = aya::util::nr_cpus().map_err(|(path, err)| {
@@ -443,6 +452,9 @@ impl Datapath {
                     (destination_windows * DESTINATION_BUCKETS).max(1) as u32,
                 );
                 loader.map_max_entries(DESTINATION_OTHER_MAP, destination_windows.max(1) as u32);
+                loader.map_max_entries(BANS_V4_MAP, max_bans.max(1));
+                loader.map_max_entries(BANS_V6_MAP, max_bans.max(1));
+                loader.map_max_entries(BAN_COUNTS_MAP, max_bans.max(1));
                 loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
                 // The kernel side writes no diagnostic the log would drop.
                 loader.override_global(aya_log::LEVEL, &log_level, true);
@@ -522,6 +534,7 @@ impl Datapath {
             diagnostics,
             no_replay_metadata: false,
             cpus,
+            max_bans,
         };
         datapath.set_epoch(1)?;
         Ok(datapath)

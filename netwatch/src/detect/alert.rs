@@ -2,13 +2,13 @@
 
 use std::{fmt, net::IpAddr, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{attack::Attack, cidr::Cidr};
 use crate::datapath::{SlotlessPrefix, Target};
 
 /// What an alert is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A rate above a configured packets-per-second limit.
