@@ -42,6 +42,52 @@ pub enum Command {
     /// alerts and events (or, with --iface and no daemon, of an interface watched by top's
     /// own monitor).
     Top(TopArgs),
+    /// Ban, unban and list bans of the running daemon, through its control socket (needs
+    /// `[mitigate] mode` "dry-run" or "drop" in the daemon's configuration).
+    Ban(BanArgs),
+}
+
+/// `netwatch ban`.
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    /// TOML configuration file, for `monitor.control`.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// The daemon's control socket (default: `monitor.control` in the config, else
+    /// /run/netwatch/control.sock).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: BanAction,
+}
+
+/// `netwatch ban` actions.
+#[derive(Debug, Subcommand)]
+pub enum BanAction {
+    /// Ban an address or network: its frames are dropped in XDP (or only counted in
+    /// dry-run mode) until the TTL ends.
+    Add {
+        /// ADDR or ADDR/LEN (host bits clear), IPv4 or IPv6.
+        subject: String,
+        /// How long, e.g. 90s, 10m, 2h (default: mitigate.manual_ttl, 1h).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Why, kept with the ban and shown with it.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a ban.
+    Remove {
+        /// ADDR or ADDR/LEN, as banned.
+        subject: String,
+    },
+    /// The bans in force, with what each dropped so far.
+    List {
+        /// The daemon's answer, one JSON line (the protocol's, see the README).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `netwatch top`.

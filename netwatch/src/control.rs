@@ -9,7 +9,9 @@
 //!   `{"version":1,"request":"subscribe"}`;
 //! - `status`: the daemon answers with one status object and closes;
 //! - `subscribe`: the daemon answers with a `hello` object, then every interval record,
-//!   alert and event as the JSON output writes them, until either side closes.
+//!   alert, event and ban as the JSON output writes them, until either side closes;
+//! - `ban_add` (with `subject`, and `ttl_s` and `reason` if wanted), `ban_remove` (with
+//!   `subject`) and `ban_list`: one answer, the ban event, the list or an error, and close.
 //!
 //! The collection never waits on a client: each subscriber has a bounded queue, filled with
 //! `try_send`; a subscriber that falls [`SUBSCRIBER_QUEUE`] records behind is dropped, and
@@ -35,11 +37,15 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{
-    rfc3339,
-    sink::{Finding, FindingReport, IntervalReport, Sink},
-    store::SinkCounts,
-    webhook::WebhookState,
+use crate::{
+    detect::cidr::Cidr,
+    mitigate::BanOp,
+    report::{
+        rfc3339,
+        sink::{Finding, FindingReport, IntervalReport, Sink},
+        store::SinkCounts,
+        webhook::WebhookState,
+    },
 };
 
 /// The protocol's version: the `version` of every request and answer.
@@ -58,12 +64,37 @@ const LAST_ALERTS: usize = 10;
 const MAX_REQUEST: u64 = 4096;
 
 /// A request line.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct Request {
     /// [`PROTOCOL_VERSION`].
     pub version: u32,
-    /// `status` or `subscribe`.
+    /// `status`, `subscribe`, `ban_add`, `ban_remove` or `ban_list`.
     pub request: String,
+    /// For `ban_add` and `ban_remove`: the network (`ADDR` or `ADDR/LEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// For `ban_add`: how long, in seconds (`mitigate.manual_ttl` without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<f64>,
+    /// For `ban_add`: why, in the user's words (at most [`MAX_REASON`] characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Longest reason of a ban asked for on the socket, in characters.
+pub const MAX_REASON: usize = 200;
+/// Longest a ban asked for on the socket may last: a year.
+const MAX_BAN_TTL_S: f64 = 366.0 * 86_400.0;
+/// How long a ban request waits for the daemon's answer.
+const BAN_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A ban request handed to the daemon's loop, with where its answer goes.
+#[derive(Debug)]
+pub struct BanCall {
+    /// What is asked.
+    pub op: BanOp,
+    /// The answer: a ban event, the list, or an error object.
+    pub reply: SyncSender<serde_json::Value>,
 }
 
 /// One attached interface, as `status` lists it.
@@ -174,6 +205,8 @@ pub struct Control {
     clients: AtomicUsize,
     store: Mutex<Option<Arc<SinkCounts>>>,
     webhook: Mutex<Option<Arc<WebhookState>>>,
+    /// Where ban requests go: the daemon's loop, which owns the bans.
+    bans: Mutex<Option<tokio::sync::mpsc::Sender<BanCall>>>,
 }
 
 impl Control {
@@ -195,7 +228,33 @@ impl Control {
             clients: AtomicUsize::new(0),
             store: Mutex::new(None),
             webhook: Mutex::new(None),
+            bans: Mutex::new(None),
         })
+    }
+
+    /// Hands ban requests to `bans` from now on.
+    pub fn serve_bans(&self, bans: tokio::sync::mpsc::Sender<BanCall>) {
+        *lock(&self.bans) = Some(bans);
+    }
+
+    /// Asks the daemon's loop about the bans and waits for its answer (bounded).
+    fn ban(&self, op: BanOp) -> serde_json::Value {
+        let Some(bans) = lock(&self.bans).clone() else {
+            return error("this daemon takes no ban requests");
+        };
+        let (reply, answer) = sync_channel(1);
+        match bans.try_send(BanCall { op, reply }) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                return error("the daemon is busy with other ban requests; try again");
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                return error("the daemon is stopping");
+            }
+        }
+        answer
+            .recv_timeout(BAN_ANSWER_TIMEOUT)
+            .unwrap_or_else(|_| error("the daemon did not answer within 5 s"))
     }
 
     /// Adds an attached interface.
@@ -602,11 +661,18 @@ fn serve(mut stream: UnixStream, control: &Control) {
             }
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
+        "ban_add" | "ban_remove" | "ban_list" => {
+            let answer = match ban_op(&request) {
+                Ok(op) => control.ban(op),
+                Err(reason) => error(&reason),
+            };
+            let _ = write_line(&mut stream, &answer);
+        }
         other => {
             let _ = write_line(
                 &mut stream,
                 &error(&format!(
-                    "unknown request {:?}: status or subscribe",
+                    "unknown request {:?}: status, subscribe, ban_add, ban_remove or ban_list",
                     crate::report::escape(other)
                 )),
             );
@@ -614,18 +680,56 @@ fn serve(mut stream: UnixStream, control: &Control) {
     }
 }
 
+/// The ban operation a request asks for, checked.
+fn ban_op(request: &Request) -> Result<BanOp, String> {
+    if request.request == "ban_list" {
+        return Ok(BanOp::List);
+    }
+    let subject = request
+        .subject
+        .as_deref()
+        .ok_or_else(|| format!("{} needs a subject (ADDR or ADDR/LEN)", request.request))?;
+    let net = subject
+        .parse::<Cidr>()
+        .map_err(|reason| crate::report::escape(&reason).into_owned())?;
+    if request.request == "ban_remove" {
+        return Ok(BanOp::Remove { net });
+    }
+    let ttl = match request.ttl_s {
+        None => None,
+        Some(seconds) if seconds.is_finite() && (1.0..=MAX_BAN_TTL_S).contains(&seconds) => {
+            Some(Duration::from_secs_f64(seconds))
+        }
+        Some(_) => return Err(String::from("ttl_s must be 1 s to a year")),
+    };
+    let reason = match &request.reason {
+        Some(reason) if reason.chars().count() > MAX_REASON => {
+            return Err(format!("reason is longer than {MAX_REASON} characters"));
+        }
+        reason => reason.clone(),
+    };
+    Ok(BanOp::Add { net, ttl, reason })
+}
+
 /// Sends `request` to the daemon at `path`; returns its connection, the request sent.
 pub fn connect(path: &Path, request: &str) -> io::Result<BufReader<UnixStream>> {
-    let mut stream = UnixStream::connect(path)?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    // A status comes at once; a subscription's reader clears this.
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write_line(
-        &mut stream,
+    send(
+        path,
         &Request {
             version: PROTOCOL_VERSION,
             request: request.to_owned(),
+            ..Request::default()
         },
-    )?;
+    )
+}
+
+/// Sends a whole `request` to the daemon at `path`; returns its connection.
+pub fn send(path: &Path, request: &Request) -> io::Result<BufReader<UnixStream>> {
+    let mut stream = UnixStream::connect(path)?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // A status comes at once, a ban's answer within the daemon's own bound; a
+    // subscription's reader clears this.
+    stream.set_read_timeout(Some(BAN_ANSWER_TIMEOUT + Duration::from_secs(1)))?;
+    write_line(&mut stream, request)?;
     Ok(BufReader::new(stream))
 }

@@ -1,4 +1,5 @@
-//! collect -> detect -> report, once per interval, and inspect -> report for every sample.
+//! collect -> detect -> report, once per interval, and inspect -> report for every sample;
+//! and the ban events of mitigation, which acts on the alerts reported here.
 //! Live monitoring and replay both drive this same pipeline, with wall-clock or capture time,
 //! so a capture gives the alerts live traffic would give.
 
@@ -12,6 +13,7 @@ use crate::{
         alert::{Alert, AlertKind},
     },
     inspect::{Event, InspectConfig, Inspector, http::StreamCounts},
+    mitigate::BanEvent,
     report::{
         self, Context,
         sink::{Finding, FindingReport, IntervalReport, Sink},
@@ -31,6 +33,8 @@ pub struct Tally {
     pub samples: u64,
     /// Samples that held no TCP or UDP payload the inspector could decode.
     pub undecodable_samples: u64,
+    /// Ban events by action.
+    pub bans: BTreeMap<&'static str, u64>,
 }
 
 /// What one interface (or capture) goes through: collection, detection and inspection,
@@ -71,6 +75,9 @@ pub struct Pipeline {
     tally: Tally,
     /// The JSON line of the finding being reported, reused.
     json: Vec<u8>,
+    /// Alerts reported since they were last taken, with their interface, when someone acts
+    /// on them (mitigation); `None`: not kept.
+    alerts: Option<Vec<(String, Alert)>>,
 }
 
 impl Pipeline {
@@ -84,7 +91,34 @@ impl Pipeline {
             sinks,
             tally: Tally::default(),
             json: Vec::new(),
+            alerts: None,
         }
+    }
+
+    /// Keeps every alert reported from now on until [`Pipeline::take_alerts`].
+    pub fn keep_alerts(&mut self) {
+        self.alerts.get_or_insert_with(Vec::new);
+    }
+
+    /// The alerts reported since the last call, with their interface (none unless
+    /// [`Pipeline::keep_alerts`]).
+    pub fn take_alerts(&mut self) -> Vec<(String, Alert)> {
+        self.alerts.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Reports ban events to every sink, in order.
+    pub fn report_bans(&mut self, events: &[BanEvent]) -> io::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        for event in events {
+            *self.tally.bans.entry(event.change.name()).or_default() += 1;
+            self.json.clear();
+            report::ban::write_json(&mut self.json, event)?;
+            let iface = event.iface.clone();
+            self.report(&iface, Finding::Ban(event))?;
+        }
+        self.flush()
     }
 
     /// Also reports to `sink`.
@@ -289,6 +323,9 @@ impl Pipeline {
 
     fn report_alert(&mut self, iface: &str, alert: &Alert) -> io::Result<()> {
         *self.tally.alerts.entry(alert.kind).or_default() += 1;
+        if let Some(alerts) = &mut self.alerts {
+            alerts.push((iface.to_owned(), alert.clone()));
+        }
         self.json.clear();
         report::alert::write_json(&mut self.json, iface, alert)?;
         self.report(iface, Finding::Alert(alert))

@@ -13,7 +13,7 @@ use crate::{
     datapath::{Datapath, DatapathError, LoadOptions},
     detect::{Detector, KnownState},
     inspect::Inspector,
-    mitigate::MitigateMode,
+    mitigate::{BanOp, BanRefusal, MitigateMode, Mitigation},
     pipeline::{COMBINED, Pipeline, Watch},
     privilege,
     report::{
@@ -114,6 +114,8 @@ pub struct Setup<'a> {
     pub store: Option<&'a Path>,
     /// The Prometheus metrics, if they are served.
     pub metrics: Option<Arc<Metrics>>,
+    /// Act on alerts as `[mitigate]` says (a live monitor; a replay only reports).
+    pub mitigate: bool,
 }
 
 /// A configuration, loaded.
@@ -126,6 +128,8 @@ pub struct Session {
     pub pipeline: Pipeline,
     /// The store writer's counts, if the session keeps a store.
     pub store_counts: Option<Arc<SinkCounts>>,
+    /// Bans, for a session that mitigates.
+    pub mitigation: Option<Mitigation>,
 }
 
 impl Session {
@@ -137,6 +141,7 @@ impl Session {
             output,
             store,
             metrics,
+            mitigate,
         } = setup;
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         let reports = match output {
@@ -148,10 +153,18 @@ impl Session {
             sinks.push(Box::new(FindingsFile::new(create(path, true)?)));
         }
         let mut store_counts = None;
+        let (mut stored_bans, mut ban_history) = (Vec::new(), Vec::new());
         let known = match store {
             Some(db) => {
-                let store = Store::open(db)?;
+                let mut store = Store::open(db)?;
                 let known = store.known_state()?;
+                if mitigate {
+                    // Read before the writer takes the store: the bans in force, and the
+                    // bans of late toward the doubling of repeat offenders' TTLs.
+                    stored_bans = store.open_bans()?;
+                    ban_history =
+                        store.ban_history(now().saturating_sub(config.mitigate.forget_after))?;
+                }
                 let writer =
                     StoreWriter::start(store, config.webhook.urls.clone()).map_err(|source| {
                         SessionError::Output {
@@ -169,8 +182,11 @@ impl Session {
             }
             None => KnownState::default(),
         };
-        if let Some(metrics) = metrics {
-            sinks.push(Box::new(MetricsSink::new(metrics, store_counts.clone())));
+        if let Some(metrics) = &metrics {
+            sinks.push(Box::new(MetricsSink::new(
+                Arc::clone(metrics),
+                store_counts.clone(),
+            )));
         }
         let run = run_id();
         let watch = |name: String, max_sources: u32, known: KnownState, global_only: bool| {
@@ -218,22 +234,104 @@ impl Session {
                 true,
             )
         });
-        let pipeline = Pipeline::new(watches, combined, sinks);
+        let mut pipeline = Pipeline::new(watches, combined, sinks);
+        let mitigation = if mitigate {
+            Some(
+                Mitigation::start(
+                    &config,
+                    stored_bans,
+                    ban_history,
+                    metrics,
+                    &mut pipeline,
+                    &mut datapaths,
+                    now(),
+                )
+                .map_err(SessionError::Write)?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             config,
             datapaths,
             pipeline,
             store_counts,
+            mitigation,
         })
+    }
+
+    /// Acts on the alerts reported since the last call (mitigation), and once an interval
+    /// (`tick`) reads the bans' counts and ends those whose time is up.
+    pub fn act(&mut self, tick: bool) -> Result<(), SessionError> {
+        let Some(mitigation) = &mut self.mitigation else {
+            return Ok(());
+        };
+        let done = if tick {
+            mitigation.tick(&mut self.pipeline, &mut self.datapaths, now())
+        } else {
+            mitigation.act(&mut self.pipeline, &mut self.datapaths, now())
+        };
+        done.map_err(SessionError::Write)
+    }
+
+    /// Answers a control-socket request about the bans.
+    pub fn ban_request(&mut self, op: BanOp) -> serde_json::Value {
+        match &mut self.mitigation {
+            Some(mitigation) => {
+                mitigation.request(op, &mut self.pipeline, &mut self.datapaths, now())
+            }
+            None => crate::mitigate::refused(&BanRefusal::Off),
+        }
+    }
+
+    /// Ends the session's mitigation: the notify commands still queued run.
+    pub fn finish_mitigation(&mut self) {
+        if let Some(mitigation) = self.mitigation.take() {
+            mitigation.finish();
+        }
     }
 
     /// Applies what can change without detaching: detection rules, allowlists, sampled ports
     /// and rates, inspection, the number of sources listed. The program keeps running
     /// throughout, so no packet goes uncounted. Settings that need a restart are named in the
     /// log.
-    pub fn apply(&mut self, config: Config) -> Result<(), SessionError> {
+    pub fn apply(&mut self, mut config: Config) -> Result<(), SessionError> {
         for datapath in &mut self.datapaths {
             configure(datapath, &config)?;
+        }
+        let (old_mitigate, new_mitigate) = (&self.config.mitigate, &config.mitigate);
+        let mitigate_restart = [
+            (
+                // The kernel's room for bans is made at start, only if needed.
+                "mitigate.mode (off at start)",
+                old_mitigate.mode == MitigateMode::Off && new_mitigate.mode != MitigateMode::Off,
+            ),
+            (
+                "mitigate.max_bans",
+                old_mitigate.max_bans != new_mitigate.max_bans,
+            ),
+            (
+                "mitigate.notify",
+                old_mitigate.notify != new_mitigate.notify,
+            ),
+            (
+                "mitigate.notify_timeout",
+                old_mitigate.notify_timeout != new_mitigate.notify_timeout,
+            ),
+        ];
+        for (field, changed) in mitigate_restart {
+            if changed {
+                log::warn!("SIGHUP: {field} changed; it takes effect at the next start");
+            }
+        }
+        if old_mitigate.mode == MitigateMode::Off {
+            config.mitigate.mode = MitigateMode::Off;
+        }
+        config.mitigate.max_bans = old_mitigate.max_bans;
+        if let Some(mitigation) = &mut self.mitigation {
+            mitigation
+                .reconfigure(&config, &mut self.pipeline, &mut self.datapaths, now())
+                .map_err(SessionError::Write)?;
         }
         self.pipeline.reconfigure_detectors(&config.detect);
         self.pipeline.reconfigure_inspectors(&config.inspect);
@@ -265,6 +363,13 @@ impl Session {
         self.config = config;
         Ok(())
     }
+}
+
+/// Now, since the Unix epoch.
+fn now() -> std::time::Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// The program's run-time settings from `config`: sketches, sampling, amplification ports.

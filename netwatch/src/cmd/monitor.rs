@@ -18,7 +18,7 @@ use tokio::{
 use crate::{
     cli::{MonitorArgs, PipelineArgs},
     config::Config,
-    control::{Control, ControlServer, ControlSink, InterfaceStatus},
+    control::{BanCall, Control, ControlServer, ControlSink, InterfaceStatus},
     datapath::{Attachment, Datapath, SampleRing, Snapshot},
     pipeline::Pipeline,
     report::{
@@ -104,12 +104,16 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
             output: flags.output.as_deref(),
             store: Some(&db),
             metrics: Some(Arc::clone(&metrics)),
+            mitigate: true,
         },
     )?;
     let deliverer = start_webhooks(&db, &session.config)?;
     session
         .pipeline
         .add_sink(Box::new(ControlSink::new(Arc::clone(&control))));
+    // Ban requests from the control socket, answered by this loop, which owns the bans.
+    let (bans, mut ban_calls) = tokio::sync::mpsc::channel::<BanCall>(16);
+    control.serve_bans(bans);
     control.watch(
         session.store_counts.clone(),
         deliverer.as_ref().map(Deliverer::state),
@@ -207,9 +211,16 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
             _ = ticker.tick() => {
                 follow_interfaces(&mut session, &mut links, &control, &metrics, mode, force);
                 tick(&mut session, &mut links, &metrics, false)?;
+                session.act(true)?;
             }
             index = samples_ready(&mut links, &mut next_ring) => {
                 drain(index, links[index].ring.get_mut(), &mut session.pipeline)?;
+                session.act(false)?;
+            }
+            Some(call) = ban_calls.recv() => {
+                let answer = session.ban_request(call.op);
+                // The client may have given up waiting: nobody to tell.
+                let _ = call.reply.send(answer);
             }
             _ = sighup.recv() => {
                 if reloading.is_some() {
@@ -252,6 +263,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
             detached.push(link.iface.clone());
         }
     }
+    session.finish_mitigation();
     session.pipeline.finish();
     if let Some(deliverer) = deliverer {
         deliverer.stop();

@@ -82,6 +82,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
             output: flags.output.as_deref(),
             store: db.as_deref(),
             metrics: None,
+            mitigate: false,
         },
     )?;
     let Some(mut datapath) = datapaths.pop() else {

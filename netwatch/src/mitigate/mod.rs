@@ -13,7 +13,10 @@
 //! would drop and drops nothing; with mitigation `off` (the default) no ban exists and the
 //! program does not even look.
 
+mod act;
 pub mod notify;
+
+pub use self::act::{BanOp, Mitigation, refused};
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},

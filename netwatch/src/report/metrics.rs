@@ -56,6 +56,15 @@ pub struct Metrics {
     slotless_prefix_pps: GaugeVec,
     destination_pps: GaugeVec,
     destination_bps: GaugeVec,
+    bans_active: IntGauge,
+    ban_events: IntCounterVec,
+    ban_packets: IntGaugeVec,
+    ban_bytes: IntGaugeVec,
+    ban_matched_packets: IntCounterVec,
+    ban_matched_bytes: IntCounterVec,
+    /// Each ban in force in the per-ban series: its mode and what it had matched when last
+    /// shown (the totals grow by the difference).
+    shown_bans: Mutex<std::collections::HashMap<String, (String, u64, u64)>>,
     /// The sources of each interface in the per-source series now, removed at its next
     /// interval.
     shown: Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -230,6 +239,58 @@ impl Metrics {
                     &["iface", "event"],
                 )?,
             )?,
+            bans_active: register(r, IntGauge::new("netwatch_bans_active", "Bans in force")?)?,
+            ban_events: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_ban_events_total",
+                        "Ban events, by action: ban, unban, refused, restore",
+                    ),
+                    &["action"],
+                )?,
+            )?,
+            ban_packets: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_ban_packets",
+                        "Packets each ban in force matched since it began (dropped; in dry-run mode passed)",
+                    ),
+                    &["subject", "mode"],
+                )?,
+            )?,
+            ban_bytes: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_ban_bytes",
+                        "Bytes each ban in force matched since it began",
+                    ),
+                    &["subject", "mode"],
+                )?,
+            )?,
+            ban_matched_packets: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_ban_matched_packets_total",
+                        "Packets all bans matched, by mode (drop: dropped; dry-run: passed)",
+                    ),
+                    &["mode"],
+                )?,
+            )?,
+            ban_matched_bytes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_ban_matched_bytes_total",
+                        "Bytes all bans matched, by mode",
+                    ),
+                    &["mode"],
+                )?,
+            )?,
+            shown_bans: Mutex::new(std::collections::HashMap::new()),
             attach: register(
                 r,
                 IntGaugeVec::new(
@@ -562,6 +623,51 @@ impl Metrics {
         self.events.with_label_values(&[iface, name]).inc();
     }
 
+    /// Counts a ban event by its action.
+    pub fn ban_event(&self, action: &str) {
+        self.ban_events.with_label_values(&[action]).inc();
+    }
+
+    /// The bans in force now, each `(subject, mode, packets, bytes)`, and those that ended
+    /// since the last call with their final counts in `ended`: the per-ban series follow the
+    /// bans in force, and the totals grow by what each matched since it was last shown.
+    pub fn set_bans(&self, bans: &[(String, &str, u64, u64)], ended: &[(String, &str, u64, u64)]) {
+        let mut shown = self
+            .shown_bans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (subject, mode, packets, bytes) in bans.iter().chain(ended) {
+            let (_, was_packets, was_bytes) =
+                shown.get(subject).cloned().unwrap_or((String::new(), 0, 0));
+            self.ban_matched_packets
+                .with_label_values(&[mode])
+                .inc_by(packets.saturating_sub(was_packets));
+            self.ban_matched_bytes
+                .with_label_values(&[mode])
+                .inc_by(bytes.saturating_sub(was_bytes));
+            shown.insert(subject.clone(), ((*mode).to_owned(), *packets, *bytes));
+        }
+        for (subject, _, _, _) in ended {
+            if let Some((mode, _, _)) = shown.remove(subject) {
+                let _ = self
+                    .ban_packets
+                    .remove_label_values(&[subject.as_str(), mode.as_str()]);
+                let _ = self
+                    .ban_bytes
+                    .remove_label_values(&[subject.as_str(), mode.as_str()]);
+            }
+        }
+        for (subject, mode, packets, bytes) in bans {
+            self.ban_packets
+                .with_label_values(&[subject.as_str(), mode])
+                .set(i64::try_from(*packets).unwrap_or(i64::MAX));
+            self.ban_bytes
+                .with_label_values(&[subject.as_str(), mode])
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+        }
+        self.bans_active.set(bans.len() as i64);
+    }
+
     /// The text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -612,6 +718,7 @@ impl Sink for MetricsSink {
                 }
             }
             Finding::Event(event) => self.metrics.event(report.iface, event.kind.name()),
+            Finding::Ban(event) => self.metrics.ban_event(event.change.name()),
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! Prometheus.
 
 pub mod alert;
+pub mod ban;
 pub mod console;
 pub mod event;
 pub mod json;

@@ -1,5 +1,5 @@
 //! The one shape of every report output. The pipeline hands each sink the same interval and
-//! the same findings, each already rendered once as a JSON line; a sink decides what it keeps
+//! the same findings (alerts, events, bans), each already rendered once as a JSON line; a sink decides what it keeps
 //! and how it writes it. The sinks: the console or `--output` ([`Reports`], text or JSON
 //! lines), the alerts file ([`FindingsFile`]), the store and through its queue the webhooks
 //! ([`StoreSink`](super::store::StoreSink)), the Prometheus metrics
@@ -13,7 +13,7 @@ use std::{
 use super::{Context, Format};
 use crate::{
     collect::Interval, detect::KnownChange, detect::alert::Alert, inspect::Event,
-    inspect::http::StreamCounts,
+    inspect::http::StreamCounts, mitigate::BanEvent,
 };
 
 /// One interval, as every sink sees it.
@@ -42,6 +42,8 @@ pub enum Finding<'a> {
     Alert(&'a Alert),
     /// An event of the inspector (a credential, a DNS name, an HTTP request).
     Event(&'a Event),
+    /// A ban, an unban, a refused ban or a ban restored at start.
+    Ban(&'a BanEvent),
 }
 
 /// An alert or an event, as every sink sees it.
@@ -60,6 +62,7 @@ impl FindingReport<'_> {
         match self.finding {
             Finding::Alert(alert) => alert.at,
             Finding::Event(event) => event.at,
+            Finding::Ban(event) => event.at,
         }
     }
 }
@@ -125,6 +128,7 @@ impl Sink for Reports {
             (Format::Text, Finding::Event(event)) => {
                 super::event::write_line(&mut self.out, report.iface, event)
             }
+            (Format::Text, Finding::Ban(event)) => super::ban::write_line(&mut self.out, event),
         }
     }
 

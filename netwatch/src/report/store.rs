@@ -1,4 +1,4 @@
-//! The store's sink: known-source changes, interval history, alerts and events, and the
+//! The store's sink: known-source changes, interval history, alerts, events and bans, and the
 //! webhook queue, written by a thread of its own ([`StoreWriter`]). The pipeline hands records
 //! over a bounded channel and never waits on the disk; a record that finds the channel full is
 //! counted and reported, never dropped in silence.
@@ -21,7 +21,8 @@ use crate::{
     collect::Interval,
     datapath::{OverflowBreakdown, SlotlessPrefix, Target, Traffic, add_traffic},
     detect::KnownChange,
-    store::{FindingRow, IntervalRow, SlotlessRow, SourceRow, Store},
+    mitigate::{BanChange, BanEvent},
+    store::{BanRecord, BanRow, FindingRow, IntervalRow, SlotlessRow, SourceRow, Store},
 };
 
 /// Intervals between two updates of the known sources' `last_seen`.
@@ -43,6 +44,8 @@ pub enum Record {
     Interval(IntervalRow, Vec<SourceRow>),
     /// Alerts and events (also queued for the webhooks).
     Findings(Vec<FindingRow>),
+    /// A ban event (also queued for the webhooks).
+    Ban(BanRecord),
     /// Delete history older than this.
     Prune(Duration),
 }
@@ -222,6 +225,14 @@ impl Sink for StoreSink {
                 None,
                 None,
             ),
+            Finding::Ban(event) => {
+                // Bans have a table of their own, from start to end; the findings before it
+                // are written first, so the webhooks get everything in order.
+                self.flush()?;
+                self.writer
+                    .send(Record::Ban(ban_record(event, report.json)));
+                return Ok(());
+            }
         };
         self.findings.push(FindingRow {
             ts_ms: i64::try_from(report.at().as_millis()).unwrap_or(i64::MAX),
@@ -254,6 +265,38 @@ impl Sink for StoreSink {
                 "the store kept all but {dropped} records dropped while it was behind and {failed} refused writes"
             );
         }
+    }
+}
+
+/// What a ban event changes in the store, with its JSON line for the webhooks.
+fn ban_record(event: &BanEvent, json: &[u8]) -> BanRecord {
+    let json = String::from_utf8_lossy(json).trim_end().to_owned();
+    let ms = |at: Duration| i64::try_from(at.as_millis()).unwrap_or(i64::MAX);
+    match event.change {
+        BanChange::Ban => BanRecord::Start(
+            BanRow {
+                subject: event.net.to_string(),
+                mode: event.mode.name(),
+                origin: event.origin.name(),
+                reason: event.reason.clone(),
+                alert_id: event.alert.as_ref().map(|alert| alert.id.clone()),
+                alert_kind: event.alert.as_ref().map(|alert| alert.kind.name()),
+                iface: event.iface.clone(),
+                offence: event.offence,
+                created_ms: ms(event.created.unwrap_or(event.at)),
+                expires_ms: ms(event.expires.unwrap_or(event.at)),
+            },
+            json,
+        ),
+        BanChange::Unban => BanRecord::End {
+            subject: event.net.to_string(),
+            ended_ms: ms(event.at),
+            why: event.why.clone().unwrap_or_default(),
+            packets: event.packets,
+            bytes: event.bytes,
+            json,
+        },
+        BanChange::Refused | BanChange::Restore => BanRecord::Note(json),
     }
 }
 
@@ -472,6 +515,7 @@ fn write_one(
         Record::Touch(addrs, at) => store.touch(addrs, *at),
         Record::Interval(row, sources) => store.record_interval(row, sources),
         Record::Findings(findings) => store.record_findings(findings, webhooks),
+        Record::Ban(record) => store.record_ban(record, webhooks),
         Record::Prune(cutoff) => store.prune_history(*cutoff).map(drop),
     }
 }

@@ -264,6 +264,14 @@ impl Store {
                 .execute(&format!("DELETE FROM {table} WHERE ts_ms < ?1"), [cutoff])
                 .map_err(|err| self.sqlite(err))?;
         }
+        // Bans in force stay, however old: they are applied again at start.
+        removed += self
+            .conn
+            .execute(
+                "DELETE FROM bans WHERE ended_ms IS NOT NULL AND ended_ms < ?1",
+                [cutoff],
+            )
+            .map_err(|err| self.sqlite(err))?;
         Ok(removed)
     }
 

@@ -14,10 +14,12 @@ use std::{
 use rusqlite::Connection;
 
 pub use self::{
+    bans::{BanRecord, BanRow},
     history::{FindingRow, IntervalRow, SlotlessRow, SourceRow, SourceTotal},
     known::{KnownSource, Origin},
 };
 
+mod bans;
 mod history;
 mod known;
 mod queue;
@@ -112,6 +114,26 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX interval_slotless_ts ON interval_slotless (ts_ms);
      CREATE INDEX interval_slotless_subject ON interval_slotless (subject, ts_ms);",
+    // 6: bans, each from its start to its end: the ones without an end are in force, and
+    // are applied again at start.
+    "CREATE TABLE bans (
+         subject    TEXT NOT NULL,
+         mode       TEXT NOT NULL,
+         origin     TEXT NOT NULL CHECK (origin IN ('alert', 'manual')),
+         reason     TEXT NOT NULL,
+         alert_id   TEXT,
+         alert_kind TEXT,
+         iface      TEXT NOT NULL,
+         offence    INTEGER NOT NULL,
+         created_ms INTEGER NOT NULL,
+         expires_ms INTEGER NOT NULL,
+         ended_ms   INTEGER,
+         ended_why  TEXT,
+         packets    INTEGER NOT NULL DEFAULT 0,
+         bytes      INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX bans_open ON bans (subject) WHERE ended_ms IS NULL;
+     CREATE INDEX bans_created ON bans (created_ms);",
 ];
 
 const LEARNING_STARTED: &str = "learning_started_ms";

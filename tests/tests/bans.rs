@@ -1,0 +1,483 @@
+//! Mitigation end to end on a veth pair: the daemon bans a flooding source and the kernel
+//! drops it, checked independently of netwatch's own counters by a UDP receiver on the
+//! monitored side; a dry run and the never-ban list drop nothing; bans survive `kill -9`;
+//! `netwatch ban` works through the control socket; the notify command gets each ban and
+//! unban once.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::{IpAddr, UdpSocket},
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    process::{Command, Output},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use netwatch_tests::{
+    ScratchDir,
+    daemon::Daemon,
+    frames::FrameBuilder,
+    netns::{Netns, VethPair},
+    netwatch_bin, privileged,
+};
+use serde_json::Value;
+
+/// The address and MAC the monitored end answers to: the frames' default destination.
+const MONITOR_ADDR: &str = "192.0.2.254/24";
+const MONITOR_MAC: &str = "02:00:00:00:00:02";
+const PORT: u16 = 9999;
+const INTERVAL_MS: u64 = 200;
+
+/// A pair whose monitored end takes the test's UDP frames to a socket: the frames' MAC and
+/// address, and no reverse-path check (their sources are not routed back).
+fn pair() -> VethPair {
+    let pair = VethPair::new(true);
+    let iface = pair.monitor_if.clone();
+    let monitor = &pair.monitor;
+    monitor.exec(&["ip", "link", "set", &iface, "address", MONITOR_MAC]);
+    monitor.exec(&["ip", "addr", "add", MONITOR_ADDR, "dev", &iface]);
+    for key in [
+        "net.ipv4.conf.all.rp_filter=0".to_owned(),
+        "net.ipv4.conf.default.rp_filter=0".to_owned(),
+        format!("net.ipv4.conf.{iface}.rp_filter=0"),
+    ] {
+        monitor.exec(&["sysctl", "-q", "-w", &key]);
+    }
+    pair
+}
+
+/// Datagrams the receiver got: when (Unix ms) and from whom.
+type Received = Vec<(u64, IpAddr)>;
+
+/// A UDP receiver in `netns` on [`PORT`], for `duration` (bounded), started before it
+/// returns.
+fn receive(netns: &Netns, duration: Duration) -> thread::JoinHandle<Received> {
+    let (ready, bound) = std::sync::mpsc::channel();
+    let handle = netns.spawn(move || {
+        let socket = UdpSocket::bind(("0.0.0.0", PORT)).unwrap_or_else(|err| panic!("{err}"));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap_or_else(|err| panic!("{err}"));
+        ready.send(()).unwrap_or_else(|err| panic!("{err}"));
+        let end = Instant::now() + duration;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                got.push((unix_ms(), from.ip()));
+            }
+        }
+        got
+    });
+    bound
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|err| panic!("receiver: {err}"));
+    handle
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// `count` UDP frames from `src` to the monitored end, `every` apart from `start`.
+fn udp(src: [u8; 4], start: Duration, every: Duration, count: u32) -> Vec<(Duration, Vec<u8>)> {
+    let frame = FrameBuilder::ipv4(src)
+        .to_port(PORT)
+        .payload(32)
+        .build()
+        .bytes;
+    (0..count)
+        .map(|i| (start + every * i, frame.clone()))
+        .collect()
+}
+
+fn from(received: &Received, addr: &str) -> Vec<u64> {
+    let addr: IpAddr = addr.parse().unwrap_or_else(|err| panic!("{err}"));
+    received
+        .iter()
+        .filter(|(_, from)| *from == addr)
+        .map(|(at, _)| *at)
+        .collect()
+}
+
+/// A notify command that appends each event it gets to `out`.
+fn notify_script(dir: &ScratchDir, out: &Path) -> String {
+    let path = dir.join("notify.sh");
+    fs::write(&path, format!("#!/bin/sh\ncat >> {}\n", out.display()))
+        .unwrap_or_else(|err| panic!("{err}"));
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|err| panic!("{err}"));
+    path.display().to_string()
+}
+
+/// The (action, subject) of each line the notify command got.
+fn notified(out: &Path) -> Vec<(String, String)> {
+    fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}"));
+            (
+                event["action"].as_str().unwrap_or("?").to_owned(),
+                event["subject"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Starts the daemon on the pair with `config` (written to the scratch dir).
+fn monitor(pair: &VethPair, dir: &ScratchDir, config: &str) -> Daemon {
+    let path = dir.join("netwatch.toml");
+    fs::write(&path, config).unwrap_or_else(|err| panic!("{err}"));
+    let interval = format!("{INTERVAL_MS}ms");
+    let (daemon, _) = Daemon::json_monitor_every(
+        pair,
+        &interval,
+        &["--config", path.to_str().unwrap_or_default(), "--top", "20"],
+    );
+    daemon
+}
+
+/// Every JSON record the daemon wrote until it stopped.
+fn stop(mut daemon: Daemon) -> Vec<Value> {
+    let (status, stdout, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}: {stderr:?}");
+    stdout
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{line:?}: {err}")))
+        .collect()
+}
+
+fn bans(records: &[Value]) -> Vec<&Value> {
+    records.iter().filter(|r| r["type"] == "ban").collect()
+}
+
+/// Packets netwatch counted for each source over every interval.
+fn counted(records: &[Value]) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for record in records.iter().filter(|r| r["type"] == "interval") {
+        for source in record["top"].as_array().into_iter().flatten() {
+            *sums
+                .entry(source["source"].as_str().unwrap_or("?").to_owned())
+                .or_default() += source["packets"].as_u64().unwrap_or(0);
+        }
+    }
+    sums
+}
+
+/// `netwatch ban ...` against the daemon's socket.
+fn ban_cli(netns: &Netns, args: &[&str]) -> Output {
+    let control = netns.control_path();
+    let mut command = Command::new(netwatch_bin());
+    command.arg("ban").arg("--control").arg(&control).args(args);
+    command
+        .output()
+        .unwrap_or_else(|err| panic!("netwatch ban: {err}"))
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A source over its per-source threshold is banned at the alert and its frames stop
+/// reaching the receiver within one interval, while another source passes and is counted
+/// exactly; netwatch still counts every frame of the banned one; the ban drops exactly what
+/// the receiver missed; at the TTL it ends and the source passes again; the notify command
+/// gets the ban and the unban, once each.
+#[test]
+fn a_flooding_source_is_dropped_until_its_ban_ends() {
+    if !privileged("a_flooding_source_is_dropped_until_its_ban_ends") {
+        return;
+    }
+    let pair = pair();
+    let dir = ScratchDir::new("nwban");
+    let out = dir.join("notified");
+    let script = notify_script(&dir, &out);
+    let config = format!(
+        "[detect.source]\npps = 500.0\n\n[mitigate]\nmode = \"drop\"\nnotify = [\"{script}\"]\n\n\
+         [[mitigate.rules]]\nalerts = [\"threshold_pps\"]\nsubject = \"source\"\nttl = \"2s\"\nmax_ttl = \"2s\"\n"
+    );
+    let daemon = monitor(&pair, &dir, &config);
+    let receiver = receive(&pair.monitor, Duration::from_millis(6_000));
+    let ms = Duration::from_millis;
+    let mut frames = udp([10, 9, 0, 2], ms(0), Duration::from_micros(500), 3_000);
+    frames.extend(udp([10, 9, 0, 3], ms(0), ms(10), 450));
+    frames.extend(udp([10, 9, 0, 2], ms(3_500), ms(50), 20));
+    frames.sort_by_key(|(at, _)| *at);
+    assert_eq!(pair.send_paced(frames), 3_470);
+    let received = receiver.join().unwrap_or_else(|_| panic!("receiver"));
+    let records = stop(daemon);
+
+    let bans = bans(&records);
+    let actions: Vec<(&str, &str)> = bans
+        .iter()
+        .map(|b| {
+            (
+                b["action"].as_str().unwrap_or("?"),
+                b["subject"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [("ban", "10.9.0.2/32"), ("unban", "10.9.0.2/32")],
+        "{bans:?}"
+    );
+    let (ban, unban) = (bans[0], bans[1]);
+    assert_eq!(ban["mode"], "drop");
+    assert_eq!(ban["alert"]["kind"], "threshold_pps");
+    assert_eq!(ban["ttl_s"], 2);
+    assert_eq!(unban["why"], "expired");
+    let alert = records
+        .iter()
+        .find(|r| r["type"] == "alert" && r["kind"] == "threshold_pps" && r["state"] == "start")
+        .unwrap_or_else(|| panic!("no threshold alert: {records:?}"));
+    let alert_ms = alert["unix_ms"].as_u64().unwrap_or(0);
+    let unban_ms = unban["unix_ms"].as_u64().unwrap_or(0);
+
+    // Independently of netwatch: nothing of the flooder reached the receiver from one
+    // interval after the alert until the unban; all of the trickle after it did.
+    let flooder = from(&received, "10.9.0.2");
+    let late: Vec<u64> = flooder
+        .iter()
+        .filter(|at| **at > alert_ms + INTERVAL_MS + 50 && **at < unban_ms)
+        .map(|at| at - alert_ms)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "flooder frames passed after the ban: {late:?} ms after the alert"
+    );
+    let before_unban = flooder.iter().filter(|at| **at < unban_ms).count() as u64;
+    let after_unban = flooder.iter().filter(|at| **at >= unban_ms).count();
+    assert!(before_unban < 3_000, "nothing of the flood was dropped");
+    assert_eq!(after_unban, 20, "the source passes again once the ban ends");
+    // What the ban dropped is exactly what the receiver missed of the flood.
+    assert_eq!(unban["packets"].as_u64(), Some(3_000 - before_unban));
+    // The other source passed whole, and netwatch counted every frame of both.
+    assert_eq!(from(&received, "10.9.0.3").len(), 450);
+    let counts = counted(&records);
+    assert_eq!(counts.get("10.9.0.3"), Some(&450), "{counts:?}");
+    assert_eq!(counts.get("10.9.0.2"), Some(&3_020), "{counts:?}");
+
+    assert_eq!(
+        notified(&out),
+        [
+            (String::from("ban"), String::from("10.9.0.2/32")),
+            (String::from("unban"), String::from("10.9.0.2/32"))
+        ]
+    );
+}
+
+/// In a dry run the ban is decided, reported and counted, and nothing is dropped; a source
+/// on the never-ban list over the threshold is refused a ban, once, and never dropped.
+#[test]
+fn a_dry_run_and_the_never_ban_list_drop_nothing() {
+    if !privileged("a_dry_run_and_the_never_ban_list_drop_nothing") {
+        return;
+    }
+    let pair = pair();
+    let dir = ScratchDir::new("nwdry");
+    let config = "[detect.source]\npps = 500.0\n\n[mitigate]\nmode = \"dry-run\"\nnever = [\"10.9.0.4\"]\n\n\
+         [[mitigate.rules]]\nalerts = [\"threshold_pps\"]\nsubject = \"source\"\nttl = \"1s\"\n";
+    let daemon = monitor(&pair, &dir, config);
+    let receiver = receive(&pair.monitor, Duration::from_millis(4_000));
+    let ms = Duration::from_millis;
+    let mut frames = udp([10, 9, 0, 2], ms(0), Duration::from_micros(700), 2_000);
+    frames.extend(udp([10, 9, 0, 4], ms(0), Duration::from_micros(700), 2_000));
+    frames.sort_by_key(|(at, _)| *at);
+    assert_eq!(pair.send_paced(frames), 4_000);
+    let received = receiver.join().unwrap_or_else(|_| panic!("receiver"));
+    // Long enough for the one-second ban to end.
+    thread::sleep(ms(1_500));
+    let records = stop(daemon);
+
+    assert_eq!(
+        from(&received, "10.9.0.2").len(),
+        2_000,
+        "a dry run dropped frames"
+    );
+    assert_eq!(
+        from(&received, "10.9.0.4").len(),
+        2_000,
+        "a never-ban source was dropped"
+    );
+    let bans = bans(&records);
+    let of = |subject: &str, action: &str| -> Vec<&Value> {
+        bans.iter()
+            .copied()
+            .filter(|b| b["subject"] == subject && b["action"] == action)
+            .collect()
+    };
+    let banned = of("10.9.0.2/32", "ban");
+    assert_eq!(banned.len(), 1, "{bans:?}");
+    assert_eq!(banned[0]["mode"], "dry-run");
+    let unbanned = of("10.9.0.2/32", "unban");
+    assert_eq!(unbanned.len(), 1, "{bans:?}");
+    // What the dry run counted is what it would have dropped: frames that all passed.
+    let matched = unbanned[0]["packets"].as_u64().unwrap_or(0);
+    assert!(matched > 0 && matched <= 2_000, "{matched}");
+    let refused = of("10.9.0.4/32", "refused");
+    assert_eq!(refused.len(), 1, "{bans:?}");
+    assert!(
+        refused[0]["why"]
+            .as_str()
+            .unwrap_or("")
+            .contains("never banned"),
+        "{refused:?}"
+    );
+    assert!(of("10.9.0.4/32", "ban").is_empty());
+}
+
+/// Bans by hand through `netwatch ban`, kept across `kill -9`: at the restart the ban still
+/// in force is applied again (and drops again, independently checked) and the one whose time
+/// ran out meanwhile is ended; removed by hand, the source passes. The notify command gets
+/// each ban and unban once (a restore is no new ban). Refusals and a missing daemon are one
+/// line each.
+#[test]
+fn bans_by_hand_survive_a_crash_and_expire_while_stopped() {
+    if !privileged("bans_by_hand_survive_a_crash_and_expire_while_stopped") {
+        return;
+    }
+    let pair = pair();
+    let dir = ScratchDir::new("nwhand");
+    let out = dir.join("notified");
+    let script = notify_script(&dir, &out);
+    let config =
+        format!("[mitigate]\nmode = \"drop\"\nnever = [\"10.9.0.9\"]\nnotify = [\"{script}\"]\n");
+    let mut daemon = monitor(&pair, &dir, &config);
+    let added = ok(&ban_cli(
+        &pair.monitor,
+        &[
+            "add",
+            "10.9.0.5",
+            "--ttl",
+            "1h",
+            "--reason",
+            "scanner \u{1b}[31m",
+        ],
+    ));
+    assert!(added.starts_with("banned 10.9.0.5/32 until "), "{added}");
+    ok(&ban_cli(
+        &pair.monitor,
+        &["add", "10.9.0.6/32", "--ttl", "2s"],
+    ));
+    let listed = ok(&ban_cli(&pair.monitor, &["list", "--json"]));
+    let list: Value = serde_json::from_str(&listed).unwrap_or_else(|err| panic!("{err}"));
+    let subjects: Vec<&str> = list["bans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["subject"].as_str())
+        .collect();
+    assert_eq!(subjects, ["10.9.0.5/32", "10.9.0.6/32"]);
+    let table = ok(&ban_cli(&pair.monitor, &["list"]));
+    assert!(table.contains("scanner \\x1b[31m"), "{table}");
+    // Refused, one line each: the never-ban list, twice the same, not banned, a bad subject.
+    for (args, needle) in [
+        (vec!["add", "10.9.0.0/24"], "never banned"),
+        (vec!["add", "10.9.0.5"], "banned already"),
+        (vec!["remove", "10.9.0.7"], "not banned"),
+        (vec!["add", "10.9.0.1/8"], "host bits"),
+    ] {
+        let output = ban_cli(&pair.monitor, &args);
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+
+    // A crash: the program goes with the process, the store keeps the bans.
+    daemon.signal(libc::SIGKILL);
+    let _ = daemon.wait_exit();
+    assert_eq!(pair.monitor.xdp_attachment(&pair.monitor_if), None);
+    thread::sleep(Duration::from_millis(2_500));
+
+    let daemon = monitor(&pair, &dir, &config);
+    let receiver = receive(&pair.monitor, Duration::from_millis(2_500));
+    let ms = Duration::from_millis;
+    let mut frames = udp([10, 9, 0, 5], ms(0), ms(10), 50);
+    frames.extend(udp([10, 9, 0, 6], ms(0), ms(10), 50));
+    frames.sort_by_key(|(at, _)| *at);
+    assert_eq!(pair.send_paced(frames), 100);
+    let received = receiver.join().unwrap_or_else(|_| panic!("receiver"));
+    assert_eq!(
+        from(&received, "10.9.0.5").len(),
+        0,
+        "the restored ban did not drop"
+    );
+    assert_eq!(
+        from(&received, "10.9.0.6").len(),
+        50,
+        "the expired ban still dropped"
+    );
+    let removed = ok(&ban_cli(&pair.monitor, &["remove", "10.9.0.5"]));
+    let frame_len = udp([10, 9, 0, 5], ms(0), ms(0), 1)[0].1.len();
+    assert_eq!(
+        removed.trim_end(),
+        format!(
+            "unbanned 10.9.0.5/32: 50 packets, {} bytes matched while banned",
+            50 * frame_len
+        )
+    );
+    let receiver = receive(&pair.monitor, Duration::from_millis(1_500));
+    assert_eq!(pair.send_paced(udp([10, 9, 0, 5], ms(0), ms(10), 20)), 20);
+    let received = receiver.join().unwrap_or_else(|_| panic!("receiver"));
+    assert_eq!(
+        from(&received, "10.9.0.5").len(),
+        20,
+        "unbanned but dropped"
+    );
+    let records = stop(daemon);
+
+    let events: Vec<(String, String, String)> = bans(&records)
+        .iter()
+        .map(|b| {
+            (
+                b["action"].as_str().unwrap_or("?").to_owned(),
+                b["subject"].as_str().unwrap_or("?").to_owned(),
+                b["why"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let event = |action: &str, subject: &str, why: &str| {
+        (action.to_owned(), subject.to_owned(), why.to_owned())
+    };
+    assert_eq!(
+        events,
+        [
+            event("restore", "10.9.0.5/32", ""),
+            event("unban", "10.9.0.6/32", "expired while netwatch was stopped"),
+            event("unban", "10.9.0.5/32", "removed by hand"),
+        ]
+    );
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, s)| ((*a).to_owned(), (*s).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        notified(&out),
+        pairs(&[
+            ("ban", "10.9.0.5/32"),
+            ("ban", "10.9.0.6/32"),
+            ("unban", "10.9.0.6/32"),
+            ("unban", "10.9.0.5/32"),
+        ])
+    );
+    // No daemon: one line.
+    let output = ban_cli(&pair.monitor, &["list"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no netwatch daemon answers"), "{stderr}");
+}
