@@ -12,6 +12,9 @@ pub const PROGRAM_NAME: &str = "netwatch";
 /// Name of the XDP program that counts each source in one value for all CPUs instead, with
 /// atomic instructions.
 pub const SHARED_PROGRAM_NAME: &str = "netwatch_shared";
+/// Name of [`PROGRAM_NAME`] built without the ban check: the benchmarks' comparison, never
+/// attached.
+pub const NO_BANS_PROGRAM_NAME: &str = "netwatch_nobans";
 /// Name of the XDP program that queues free slots, never attached: userspace runs it with
 /// BPF_PROG_TEST_RUN, once per slot, to do the work of a [`QueueJob`].
 pub const QUEUE_PROGRAM_NAME: &str = "queue_free_slots";

@@ -14,7 +14,10 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
-use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_or, atomic_xadd},
+    mem::MaybeUninit,
+};
 
 mod parse;
 
@@ -247,31 +250,38 @@ struct Contribution {
 /// on; hands frames to sample over to the sampler.
 #[xdp]
 pub fn netwatch(ctx: XdpContext) -> u32 {
-    run::<PerCpu>(&ctx)
+    run::<PerCpu, true>(&ctx)
 }
 
 /// [`netwatch`] with one value per source for all CPUs, updated with atomic adds.
 #[xdp]
 pub fn netwatch_shared(ctx: XdpContext) -> u32 {
-    run::<Shared>(&ctx)
+    run::<Shared, true>(&ctx)
+}
+
+/// [`netwatch`] built without the ban check, never attached: the benchmarks time it beside
+/// [`netwatch`] to measure what the check costs while no ban exists.
+#[xdp]
+pub fn netwatch_nobans(ctx: XdpContext) -> u32 {
+    run::<PerCpu, false>(&ctx)
 }
 
 #[inline(always)]
-fn run<T: SourceTable>(ctx: &XdpContext) -> u32 {
-    let mut source = Banned {
-        key: SourceKey::default(),
-        len: 0,
-        mode: BAN_MODE_NONE,
-    };
-    let sample = account::<T>(ctx, &mut source);
+fn run<T: SourceTable, const BANS: bool>(ctx: &XdpContext) -> u32 {
+    // Written only for a frame with a source while bans exist: nothing to do per frame
+    // otherwise but the comparison below.
+    let mut banned = MaybeUninit::<Banned>::uninit();
+    let mut mode = BAN_MODE_NONE;
+    let sample = account::<T, BANS>(ctx, &mut banned, &mut mode);
     // Counted above as every frame, so the monitor still sees a banned source's attack and
     // the blind-spot identity holds; only then is the frame dropped. Here, after every path
     // of the count has joined, the verifier walks the check once rather than on each.
-    if source.mode != BAN_MODE_NONE
-        && count_ban(&source.key, source.len)
-        && source.mode == BAN_MODE_DROP
-    {
-        return xdp_action::XDP_DROP;
+    if BANS && mode != BAN_MODE_NONE {
+        // SAFETY: `account` writes `banned` whenever it sets a mode.
+        let banned = unsafe { banned.assume_init_ref() };
+        if count_ban(&banned.key, banned.len) && mode == BAN_MODE_DROP {
+            return xdp_action::XDP_DROP;
+        }
     }
     if sample {
         // SAFETY: a tail call with this program's own context. On success it does not
@@ -281,12 +291,10 @@ fn run<T: SourceTable>(ctx: &XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// What the ban check needs of a frame with a source: its address and length, and what a
-/// match meets ([`Settings::ban_mode`], [`BAN_MODE_NONE`] for a frame without a source).
+/// What the ban check needs of a frame with a source: its address and its length.
 struct Banned {
     key: SourceKey,
     len: u64,
-    mode: u32,
 }
 
 /// Queues one slot of the [`QueueJob`] into [`FREE_SLOTS`] and advances the job. Userspace
@@ -339,10 +347,15 @@ pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Counts the frame; true when it is a candidate for sampling (its job is written). A frame
-/// with a source leaves what the ban check needs in `banned`.
+/// Counts the frame; true when it is a candidate for sampling (its job is written). While
+/// bans exist, a frame with a source leaves what the ban check needs in `banned` and what a
+/// match meets in `mode` ([`Settings::ban_mode`]).
 #[inline(always)]
-fn account<T: SourceTable>(ctx: &XdpContext, banned: &mut Banned) -> bool {
+fn account<T: SourceTable, const BANS: bool>(
+    ctx: &XdpContext,
+    banned: &mut MaybeUninit<Banned>,
+    mode: &mut u32,
+) -> bool {
     let len = frame_len(ctx);
     let Some(state) = CPU_STATE.get_ptr_mut(0) else {
         return false;
@@ -434,12 +447,12 @@ fn account<T: SourceTable>(ctx: &XdpContext, banned: &mut Banned) -> bool {
                     *windows + (settings.overflow_window & 1),
                 );
             }
-            if settings.ban_mode != BAN_MODE_NONE {
-                *banned = Banned {
+            if BANS && settings.ban_mode != BAN_MODE_NONE {
+                banned.write(Banned {
                     key: parsed.key,
                     len,
-                    mode: settings.ban_mode,
-                };
+                });
+                *mode = settings.ban_mode;
             }
             if let Some((src, dst)) = ports
                 && settings.sample_rate != 0

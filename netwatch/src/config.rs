@@ -568,6 +568,67 @@ mod tests {
     }
 
     #[test]
+    fn mitigation_is_read_and_checked() {
+        let config = parse(
+            r#"
+            [mitigate]
+            mode = "dry-run"
+            max_bans = 64
+            never = ["192.0.2.1", "10.0.0.0/8"]
+            notify = ["/usr/local/bin/announce"]
+            [[mitigate.rules]]
+            alerts = ["port_scan", "host_sweep"]
+            subject = "prefix"
+            ttl = "1h"
+            max_ttl = "1d"
+            "#,
+        );
+        let err = config.unwrap_err().to_string();
+        assert!(err.contains("unknown unit \"d\""), "{err}");
+        let config = parse(
+            r#"
+            [mitigate]
+            mode = "dry-run"
+            max_bans = 64
+            never = ["192.0.2.1", "10.0.0.0/8"]
+            notify = ["/usr/local/bin/announce"]
+            [[mitigate.rules]]
+            alerts = ["port_scan", "host_sweep"]
+            subject = "prefix"
+            ttl = "1h"
+            max_ttl = "24h"
+            "#,
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        let mitigate = &config.mitigate;
+        assert_eq!(mitigate.mode, crate::mitigate::MitigateMode::DryRun);
+        assert_eq!(mitigate.max_bans, 64);
+        assert_eq!(mitigate.never.len(), 2);
+        assert_eq!(mitigate.rules.len(), 1);
+        assert_eq!(
+            mitigate.rules[0].subject,
+            crate::mitigate::BanSubject::Prefix
+        );
+        assert_eq!(mitigate.rules[0].ttl, Duration::from_secs(3600));
+        for (text, field) in [
+            ("[mitigate]\nmode = \"block\"", "mode"),
+            ("[mitigate]\nmax_bans = 0", "mitigate.max_bans"),
+            ("[mitigate]\nnotify = [\"announce.sh\"]", "mitigate.notify"),
+            (
+                "[[mitigate.rules]]\nalerts = [\"suppressed\"]",
+                "mitigate.rules[0].alerts",
+            ),
+            (
+                "[[mitigate.rules]]\nalerts = [\"syn_flood\"]\nttl = \"1h\"\nmax_ttl = \"1m\"",
+                "mitigate.rules[0].max_ttl",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn values_are_read() {
         let config = parse(
             r#"

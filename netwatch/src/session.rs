@@ -215,6 +215,7 @@ impl Session {
                 } else {
                     config.mitigate.max_bans
                 },
+                without_ban_check: false,
             })?;
             configure(&mut datapath, &config)?;
             watches.push(watch(

@@ -38,12 +38,13 @@ use aya_log::EbpfLogger;
 use netwatch_common::{
     BAN_COUNTS_MAP, BANS_V4_MAP, BANS_V6_MAP, CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS,
     DESTINATION_OTHER_MAP, DESTINATIONS_MAP, EarlyEvent, FAMILY_IPV4, FREE_SLOTS_MAP, GlobalStats,
-    LOCAL_NETWORKS_MAP, LocalNetworks, MAX_LOCAL_NETWORKS, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME,
-    QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN,
-    SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
-    SAMPLES_MAP, SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP,
-    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings,
-    SourceKey, SourceStats, SourceValue, WIRE_LENGTH_MAGIC, WireLength,
+    LOCAL_NETWORKS_MAP, LocalNetworks, MAX_LOCAL_NETWORKS, NO_BANS_PROGRAM_NAME,
+    OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob,
+    REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP,
+    SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP,
+    SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
+    SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats,
+    SourceValue, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 pub use self::{
@@ -120,6 +121,9 @@ pub struct LoadOptions {
     /// Room for bans (see [`Datapath::set_ban`]): 16 bytes of counters per ban and possible
     /// CPU, and the tries' entries as they are added. 0 (mitigation off): one element.
     pub max_bans: u32,
+    /// Load the program built without the ban check (per-CPU map only): for the benchmarks,
+    /// which time it beside the real one. Never for monitoring.
+    pub without_ban_check: bool,
 }
 
 impl Default for LoadOptions {
@@ -129,6 +133,7 @@ impl Default for LoadOptions {
             source_map: SourceMap::PerCpu,
             destinations: false,
             max_bans: 0,
+            without_ban_check: false,
         }
     }
 }
@@ -385,6 +390,8 @@ pub struct Datapath {
     cpus: usize,
     /// Room for bans ([`LoadOptions::max_bans`]).
     max_bans: u32,
+    /// The program loaded: per-CPU or shared map, or the benchmarks' one without bans.
+    program: &'static str,
 }
 
 /// The reclaim at the end of a snapshot (see [`Datapath::snapshot`]).
@@ -414,6 +421,7 @@ impl Datapath {
             source_map,
             destinations,
             max_bans,
+            without_ban_check,
         } = options;
         let kernel = check_kernel()?;
         let cpus = aya::util::nr_cpus().map_err(|(path, err)| {
@@ -436,30 +444,35 @@ impl Datapath {
         let values = max_sources
             .checked_mul(regions as u32)
             .ok_or(DatapathError::TooManySources { max_sources, cpus })?;
+        let program = match (without_ban_check, source_map) {
+            (false, _) => source_map.program(),
+            (true, SourceMap::Shared) => {
+                return Err(DatapathError::Missing(
+                    "a shared-map program without the ban check",
+                ));
+            }
+            (true, _) => NO_BANS_PROGRAM_NAME,
+        };
         let log_level = log::max_level() as u8;
-        let mut ebpf = load_object(
-            NETWATCH_OBJECT,
-            &[source_map.program(), QUEUE_PROGRAM_NAME],
-            |loader| {
-                loader.map_max_entries(SOURCE_SLOTS_MAP, max_sources);
-                loader.map_max_entries(SLOT_KEYS_MAP, max_sources);
-                loader.map_max_entries(FREE_SLOTS_MAP, max_sources);
-                loader.map_max_entries(STAGED_SLOTS_MAP, max_sources);
-                loader.map_max_entries(SOURCE_VALUES_MAP, values);
-                loader.map_max_entries(OVERFLOW_WINDOWS_MAP, 2 * cpus as u32);
-                loader.map_max_entries(
-                    DESTINATIONS_MAP,
-                    (destination_windows * DESTINATION_BUCKETS).max(1) as u32,
-                );
-                loader.map_max_entries(DESTINATION_OTHER_MAP, destination_windows.max(1) as u32);
-                loader.map_max_entries(BANS_V4_MAP, max_bans.max(1));
-                loader.map_max_entries(BANS_V6_MAP, max_bans.max(1));
-                loader.map_max_entries(BAN_COUNTS_MAP, max_bans.max(1));
-                loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
-                // The kernel side writes no diagnostic the log would drop.
-                loader.override_global(aya_log::LEVEL, &log_level, true);
-            },
-        )?;
+        let mut ebpf = load_object(NETWATCH_OBJECT, &[program, QUEUE_PROGRAM_NAME], |loader| {
+            loader.map_max_entries(SOURCE_SLOTS_MAP, max_sources);
+            loader.map_max_entries(SLOT_KEYS_MAP, max_sources);
+            loader.map_max_entries(FREE_SLOTS_MAP, max_sources);
+            loader.map_max_entries(STAGED_SLOTS_MAP, max_sources);
+            loader.map_max_entries(SOURCE_VALUES_MAP, values);
+            loader.map_max_entries(OVERFLOW_WINDOWS_MAP, 2 * cpus as u32);
+            loader.map_max_entries(
+                DESTINATIONS_MAP,
+                (destination_windows * DESTINATION_BUCKETS).max(1) as u32,
+            );
+            loader.map_max_entries(DESTINATION_OTHER_MAP, destination_windows.max(1) as u32);
+            loader.map_max_entries(BANS_V4_MAP, max_bans.max(1));
+            loader.map_max_entries(BANS_V6_MAP, max_bans.max(1));
+            loader.map_max_entries(BAN_COUNTS_MAP, max_bans.max(1));
+            loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
+            // The kernel side writes no diagnostic the log would drop.
+            loader.override_global(aya_log::LEVEL, &log_level, true);
+        })?;
         let mut diagnostics = EbpfLogger::init(&mut ebpf)
             .inspect_err(|err| log::debug!("the kernel side's diagnostics are not read: {err}"))
             .ok();
@@ -535,6 +548,7 @@ impl Datapath {
             no_replay_metadata: false,
             cpus,
             max_bans,
+            program,
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
@@ -721,7 +735,7 @@ impl Datapath {
 
     fn program(&self) -> Result<&Xdp, DatapathError> {
         self.ebpf
-            .program(self.source_map.program())
+            .program(self.program)
             .ok_or(DatapathError::Missing("netwatch program"))?
             .try_into()
             .map_err(DatapathError::from)
@@ -746,7 +760,7 @@ impl Datapath {
         };
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(self.source_map.program())
+            .program_mut(self.program)
             .ok_or(DatapathError::Missing("netwatch program"))?
             .try_into()?;
         let (link_id, mode) = match mode {
@@ -783,7 +797,7 @@ impl Datapath {
     pub fn pin_program(&mut self, path: &std::path::Path) -> Result<(), DatapathError> {
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(self.source_map.program())
+            .program_mut(self.program)
             .ok_or(DatapathError::Missing("netwatch program"))?
             .try_into()?;
         program.pin(path).map_err(DatapathError::Pin)

@@ -864,6 +864,38 @@ mod tests {
         datapath::Spread,
     };
 
+    /// Each ban in force has its series; an ended ban's series go, and the totals grow by
+    /// exactly what each ban matched, its last packets included.
+    #[test]
+    fn ban_series_follow_the_bans_in_force() {
+        let metrics = Metrics::new(5).unwrap();
+        metrics.ban_event("ban");
+        metrics.set_bans(&[(String::from("10.9.0.2/32"), "drop", 100, 6_400)], &[]);
+        metrics.set_bans(&[(String::from("10.9.0.2/32"), "drop", 250, 16_000)], &[]);
+        let text = metrics.render();
+        assert!(text.contains("netwatch_bans_active 1\n"), "{text}");
+        assert!(
+            text.contains("netwatch_ban_packets{mode=\"drop\",subject=\"10.9.0.2/32\"} 250\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netwatch_ban_events_total{action=\"ban\"} 1\n"),
+            "{text}"
+        );
+        metrics.set_bans(&[], &[(String::from("10.9.0.2/32"), "drop", 260, 16_640)]);
+        let text = metrics.render();
+        assert!(text.contains("netwatch_bans_active 0\n"), "{text}");
+        assert!(!text.contains("netwatch_ban_packets{"), "{text}");
+        assert!(
+            text.contains("netwatch_ban_matched_packets_total{mode=\"drop\"} 260\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netwatch_ban_matched_bytes_total{mode=\"drop\"} 16640\n"),
+            "{text}"
+        );
+    }
+
     fn interval() -> Interval {
         Interval {
             elapsed: Duration::from_secs(1),
