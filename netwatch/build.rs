@@ -77,7 +77,41 @@ fn main() -> anyhow::Result<()> {
         let built = target_dir.join(target).join("release").join(object);
         copy(&built, &out_dir.join(object))?;
     }
+    // What `netwatch --version` names: the commit, and the object it loads.
+    let object = std::fs::read(out_dir.join(OBJECTS[0])).context("reading the XDP object")?;
+    println!(
+        "cargo:rustc-env=NETWATCH_EBPF_BUILD_ID={:016x}",
+        fnv1a(&object)
+    );
+    println!("cargo:rustc-env=NETWATCH_GIT_COMMIT={}", git_commit(root));
+    for watched in [".git/HEAD", ".git/refs/heads"] {
+        if root.join(watched).exists() {
+            println!("cargo:rerun-if-changed={}", root.join(watched).display());
+        }
+    }
     Ok(())
+}
+
+/// 64-bit FNV-1a: a build id, not a defence against anyone.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The commit the source is at (12 hex digits), or `unknown` outside a git checkout (a
+/// source tarball).
+fn git_commit(root: &Path) -> String {
+    Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .filter(|commit| !commit.is_empty())
+        .unwrap_or_else(|| String::from("unknown"))
 }
 
 /// `cargo` of the nightly toolchain: through rustup when there is one.

@@ -9,10 +9,22 @@ use crate::{
     report::Format,
 };
 
+/// What `netwatch --version` prints: the version, the git commit it was built from
+/// (`unknown` outside a checkout) and the build id of the XDP object it embeds and loads (a
+/// hash of the object's bytes).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("NETWATCH_GIT_COMMIT"),
+    ", eBPF object ",
+    env!("NETWATCH_EBPF_BUILD_ID"),
+    ")"
+);
+
 /// Loss-free network monitor: an XDP program counts every packet per source IP in the kernel,
 /// netwatch reads the counters every interval and reports them.
 #[derive(Debug, Parser)]
-#[command(name = "netwatch", version)]
+#[command(name = "netwatch", version = VERSION)]
 pub struct Cli {
     /// Least severe messages written to stderr: error, warn, info, debug, trace or off
     /// (default: RUST_LOG, else info).
@@ -45,6 +57,21 @@ pub enum Command {
     /// Ban, unban and list bans of the running daemon, through its control socket (needs
     /// `[mitigate] mode` "dry-run" or "drop" in the daemon's configuration).
     Ban(BanArgs),
+    /// Say, without loading or attaching anything, whether this machine can run netwatch:
+    /// kernel, BTF, privileges, bpffs, and each interface's driver and native XDP. Exits 1
+    /// when something it needs is missing.
+    Check(CheckArgs),
+}
+
+/// `netwatch check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// TOML configuration file, for the interfaces to check (`monitor.iface`, `ifaces`).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// An interface to check (repeatable); default: those of the configuration.
+    #[arg(long, short = 'i', value_parser = parse_iface)]
+    pub iface: Vec<String>,
 }
 
 /// `netwatch ban`.

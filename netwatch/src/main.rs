@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use netwatch::{
     cli::{Cli, Command},
-    cmd::{ban, history, known, monitor, replay, status, top},
+    cmd::{ban, check, history, known, monitor, replay, status, top},
     logging,
 };
 
@@ -67,6 +67,7 @@ fn main() -> ExitCode {
         }
         Command::Top(args) => top::run(args).map_err(Into::into),
         Command::Ban(args) => ban::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Check(args) => check::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,12 @@
-//! The files that run netwatch as a service: the systemd unit passes `systemd-analyze
-//! verify` and grants exactly the capabilities netwatch checks for, and every metric the
-//! Grafana dashboard queries is one netwatch exports.
+//! Running netwatch as people do: the systemd unit passes `systemd-analyze verify` and grants
+//! exactly the capabilities netwatch checks for; every metric the Grafana dashboard queries
+//! is one netwatch exports; `netwatch check` says what this machine can do; an unprivileged
+//! user runs the binary with file capabilities; `--version` names the build.
 
-use std::{collections::BTreeSet, fs, path::PathBuf, process::Command, time::Duration};
+use std::{
+    collections::BTreeSet, fs, os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command,
+    time::Duration,
+};
 
 use netwatch::{
     collect::{Interval, SourceDelta, Volume},
@@ -10,7 +14,13 @@ use netwatch::{
     report::metrics::Metrics,
 };
 use netwatch_common::{GlobalStats, SourceStats};
-use netwatch_tests::{ScratchDir, netwatch_bin};
+use netwatch_tests::{
+    ScratchDir,
+    daemon::{Daemon, expect_failure},
+    frames::FrameBuilder,
+    netns::VethPair,
+    netwatch_bin, privileged,
+};
 
 fn packaging(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -119,4 +129,473 @@ fn every_metric_the_dashboard_queries_is_exported() {
             "the dashboard queries {metric}, which netwatch does not export"
         );
     }
+}
+
+/// `netwatch check` inside a namespace with a veth pair: every line `ok` or `warn` for the
+/// veth end (native XDP), exit 0; an interface that is not there and a missing privilege are
+/// `FAIL` lines with what to do, and exit 1.
+#[test]
+fn check_says_what_this_machine_can_do() {
+    if !privileged("check_says_what_this_machine_can_do") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let bin = netwatch_bin().to_string_lossy().into_owned();
+    let output = pair
+        .monitor
+        .command(&bin)
+        .args(["check", "-i", &pair.monitor_if])
+        .output();
+    let output = output.unwrap_or_else(|err| panic!("{err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for needle in [
+        "ok    kernel: Linux",
+        "ok    privileges: root",
+        "runs XDP natively",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} in {stdout}");
+    }
+    assert!(stdout.contains("driver veth"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+
+    let output = pair
+        .monitor
+        .command(&bin)
+        .args(["check", "-i", "nw-none0"])
+        .output();
+    let output = output.unwrap_or_else(|err| panic!("{err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains("FAIL  interface nw-none0: no such interface"),
+        "{stdout}"
+    );
+
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&bin)
+        .args(["check", "-i", "lo"])
+        .output()
+        .unwrap_or_else(|err| panic!("{err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains("FAIL  privileges: missing CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN")
+            && stdout.contains("setcap cap_bpf,cap_perfmon,cap_net_admin+ep"),
+        "{stdout}"
+    );
+}
+
+/// An unprivileged user (nobody) runs a copy of the binary that has the three capabilities
+/// as file capabilities: it attaches and counts every frame; the same copy without them is
+/// refused with one line.
+#[test]
+fn file_capabilities_let_an_unprivileged_user_monitor() {
+    if !privileged("file_capabilities_let_an_unprivileged_user_monitor") {
+        return;
+    }
+    let dir = ScratchDir::new("nwcap");
+    // nobody must reach the binary and write its store and socket.
+    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let bin = dir.join("netwatch");
+    fs::copy(netwatch_bin(), &bin).unwrap_or_else(|err| panic!("{err}"));
+    let state = dir.join("state");
+    fs::create_dir(&state).unwrap_or_else(|err| panic!("{err}"));
+    let chown = Command::new("chown")
+        .arg("65534:65534")
+        .arg(&state)
+        .status()
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(chown.success());
+    let pair = VethPair::new(true);
+    let as_nobody = |bin: &std::path::Path| {
+        let mut command = pair.monitor.command("setpriv");
+        command
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(bin)
+            .args(["monitor", "-i", &pair.monitor_if, "--format", "json"])
+            .args(["--interval", "200ms", "--metrics-addr", "off"])
+            .arg("--db")
+            .arg(state.join("netwatch.db"))
+            .arg("--control")
+            .arg(state.join("control.sock"));
+        command
+    };
+    let stderr = expect_failure(Daemon::spawn(as_nobody(&bin)), "permission denied");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+
+    let setcap = Command::new("setcap")
+        .arg("cap_bpf,cap_perfmon,cap_net_admin+ep")
+        .arg(&bin)
+        .status()
+        .unwrap_or_else(|err| panic!("setcap: {err}"));
+    assert!(setcap.success());
+    let mut daemon = Daemon::spawn(as_nobody(&bin));
+    daemon.wait_stderr("attached to");
+    let frames: Vec<Vec<u8>> = (0..200u8)
+        .map(|i| {
+            FrameBuilder::ipv4([10, 7, 0, i % 4])
+                .payload(20)
+                .build()
+                .bytes
+        })
+        .collect();
+    assert_eq!(pair.send(frames), 200);
+    let mut reports = Vec::new();
+    daemon.wait_cumulative(200, &mut reports);
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+    let last = reports.last().unwrap_or_else(|| panic!("no report"));
+    assert_eq!(last["cumulative"]["packets"], 200);
+}
+
+/// `--version`: the version, the commit it was built from and the XDP object's build id.
+#[test]
+fn version_names_the_commit_and_the_ebpf_object() {
+    let output = Command::new(netwatch_bin())
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(output.status.success());
+    let line = String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_owned();
+    let rest = line
+        .strip_prefix(&format!("netwatch {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (commit, object) = rest
+        .strip_suffix(')')
+        .and_then(|rest| rest.split_once(", eBPF object "))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        object.len() == 16 && object.chars().all(|c| c.is_ascii_hexdigit()),
+        "{line}"
+    );
+    let head = Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    match head {
+        Some(head) => assert_eq!(commit, head, "{line}"),
+        None => assert_eq!(commit, "unknown", "{line}"),
+    }
+}
+
+/// `cargo xtask package` builds a .deb that installs with dpkg on this machine: the binary,
+/// the configuration as a conffile, the unit (which systemd verifies), the store's folder
+/// 0700, man pages and completions; the installed binary says its version and replays a
+/// capture; removal keeps the configuration and the state, purge removes them.
+#[test]
+fn the_debian_package_installs_runs_and_purges() {
+    if !privileged("the_debian_package_installs_runs_and_purges") {
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let xtask = root.join("target/debug/xtask");
+    assert!(
+        xtask.is_file(),
+        "{} not built: run the tests through `cargo xtask test`",
+        xtask.display()
+    );
+    let dir = ScratchDir::new("nwdeb");
+    let built = Command::new(&xtask)
+        .env("CARGO_MANIFEST_DIR", root.join("xtask"))
+        .args(["package", "--debug", "--no-build", "--out"])
+        .arg(&dir.0)
+        .output()
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let deb = fs::read_dir(&dir.0)
+        .unwrap_or_else(|err| panic!("{err}"))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .unwrap_or_else(|| panic!("no .deb in {}", dir.0.display()));
+    let dpkg = |args: &[&str]| {
+        let output = Command::new("dpkg")
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("dpkg: {err}"));
+        assert!(
+            output.status.success(),
+            "dpkg {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // A package left by an earlier, interrupted run goes first.
+    let _ = Command::new("dpkg").args(["--purge", "netwatch"]).output();
+    dpkg(&["--install", &deb.to_string_lossy()]);
+    let mode = |path: &str| {
+        fs::metadata(path)
+            .unwrap_or_else(|err| panic!("{path}: {err}"))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("/usr/bin/netwatch"), 0o755);
+    assert_eq!(mode("/etc/netwatch/netwatch.toml"), 0o644);
+    assert_eq!(mode("/var/lib/netwatch"), 0o700);
+    assert!(
+        fs::metadata("/var/lib/netwatch")
+            .unwrap_or_else(|err| panic!("{err}"))
+            .is_dir()
+    );
+    for file in [
+        "/lib/systemd/system/netwatch.service",
+        "/usr/share/man/man1/netwatch.1.gz",
+        "/usr/share/man/man1/netwatch-monitor.1.gz",
+        "/usr/share/man/man1/netwatch-ban.1.gz",
+        "/usr/share/bash-completion/completions/netwatch",
+        "/usr/share/zsh/vendor-completions/_netwatch",
+        "/usr/share/fish/vendor_completions.d/netwatch.fish",
+        "/usr/share/doc/netwatch/copyright",
+    ] {
+        assert_eq!(mode(file), 0o644, "{file}");
+    }
+    let conffiles = dpkg(&["--status", "netwatch"]);
+    assert!(
+        conffiles.contains("Conffiles:\n /etc/netwatch/netwatch.toml"),
+        "{conffiles}"
+    );
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "/lib/systemd/system/netwatch.service"])
+        .output()
+        .unwrap_or_else(|err| panic!("systemd-analyze: {err}"));
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let version = |bin: &std::path::Path| {
+        let output = Command::new(bin)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|err| panic!("{err}"));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert_eq!(
+        version(std::path::Path::new("/usr/bin/netwatch")),
+        version(&netwatch_bin())
+    );
+    let capture = dir.join("short.pcap");
+    let frames: Vec<(Duration, Vec<u8>)> = (0..30u32)
+        .map(|i| {
+            (
+                Duration::from_millis(u64::from(i) * 100),
+                FrameBuilder::ipv4([10, 8, 0, (i % 3) as u8])
+                    .payload(40)
+                    .build()
+                    .bytes,
+            )
+        })
+        .collect();
+    netwatch_tests::write_pcap(&capture, &frames);
+    let replay = Command::new("/usr/bin/netwatch")
+        .arg("replay")
+        .arg(&capture)
+        .arg("--db")
+        .arg(dir.join("replay.db"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let packets: u64 = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| record["type"] == "interval")
+        .filter_map(|record| record["packets"].as_u64())
+        .sum();
+    assert_eq!(packets, 30);
+
+    // Removed: the binary goes, the configuration and the state stay.
+    dpkg(&["--remove", "netwatch"]);
+    assert!(!std::path::Path::new("/usr/bin/netwatch").exists());
+    assert!(std::path::Path::new("/etc/netwatch/netwatch.toml").exists());
+    assert!(std::path::Path::new("/var/lib/netwatch").exists());
+    // Purged: nothing is left.
+    dpkg(&["--purge", "netwatch"]);
+    assert!(!std::path::Path::new("/etc/netwatch").exists());
+    assert!(!std::path::Path::new("/var/lib/netwatch").exists());
+    assert!(!std::path::Path::new("/lib/systemd/system/netwatch.service").exists());
+}
+
+/// A system user made for one test, removed on drop, with its sudoers rule if it has one.
+struct TestUser {
+    name: String,
+    uid: u32,
+    sudoers: PathBuf,
+}
+
+impl TestUser {
+    fn create() -> Self {
+        let name = netwatch_tests::unique_name("nwx");
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
+            .arg(&name)
+            .status()
+            .unwrap_or_else(|err| panic!("useradd: {err}"));
+        assert!(made.success(), "useradd {name}");
+        let id = Command::new("id")
+            .args(["-u", &name])
+            .output()
+            .unwrap_or_else(|err| panic!("id: {err}"));
+        let uid = String::from_utf8_lossy(&id.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|err| panic!("uid of {name}: {err}"));
+        let sudoers = PathBuf::from("/etc/sudoers.d").join(&name);
+        Self { name, uid, sudoers }
+    }
+
+    /// Lets the user run `bin` as root without a password (and keep its environment).
+    fn allow(&self, bin: &std::path::Path) {
+        fs::write(
+            &self.sudoers,
+            format!(
+                "{} ALL=(root) NOPASSWD:SETENV: {}\n",
+                self.name,
+                bin.display()
+            ),
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        fs::set_permissions(&self.sudoers, fs::Permissions::from_mode(0o440))
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    fn disallow(&self) {
+        let _ = fs::remove_file(&self.sudoers);
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        self.disallow();
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// `cargo xtask run` as a user whom sudo allows: xtask stays the user's, and only the netwatch
+/// binary runs as root, through sudo, which attaches to a veth end and counts every frame. A
+/// user whom sudo refuses gets one line from xtask.
+#[test]
+fn xtask_run_as_a_user_runs_only_netwatch_through_sudo() {
+    if !privileged("xtask_run_as_a_user_runs_only_netwatch_through_sudo") {
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // A checkout of its own for the user to read: xtask, the built binary, nothing of root's.
+    let dir = ScratchDir::new("nwxrun");
+    let built = dir.join("target/debug");
+    fs::create_dir_all(&built).unwrap_or_else(|err| panic!("{err}"));
+    fs::create_dir_all(dir.join("xtask")).unwrap_or_else(|err| panic!("{err}"));
+    for name in ["xtask", "netwatch"] {
+        let from = root.join("target/debug").join(name);
+        assert!(from.is_file(), "{} not built", from.display());
+        fs::copy(&from, built.join(name)).unwrap_or_else(|err| panic!("{err}"));
+    }
+    for path in [
+        dir.0.clone(),
+        dir.join("target"),
+        built.clone(),
+        dir.join("xtask"),
+    ] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+    let user = TestUser::create();
+    let netwatch = built.join("netwatch");
+    user.allow(&netwatch);
+    let pair = VethPair::new(true);
+    let xtask_as_user = |args: &[&str]| {
+        let mut command = pair.monitor.command("setpriv");
+        command
+            .arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.uid))
+            .args(["--clear-groups", "--inh-caps=-all"])
+            .arg(built.join("xtask"))
+            .args(["run", "--debug", "--no-build", "--"])
+            .args(args)
+            .env("CARGO_MANIFEST_DIR", dir.join("xtask"))
+            .env("USER", &user.name)
+            .env_remove("SUDO_USER");
+        command
+    };
+    let state = dir.join("state");
+    let (db, control) = (state.join("netwatch.db"), state.join("control.sock"));
+    let monitor_args = [
+        "monitor",
+        "-i",
+        &pair.monitor_if,
+        "--format",
+        "json",
+        "--interval",
+        "200ms",
+        "--metrics-addr",
+        "off",
+        "--db",
+        db.to_str().unwrap_or_default(),
+        "--control",
+        control.to_str().unwrap_or_default(),
+    ];
+    let mut daemon = Daemon::spawn(xtask_as_user(&monitor_args));
+    let said = daemon.wait_stderr("through sudo");
+    assert!(said.contains(&netwatch.display().to_string()), "{said}");
+    daemon.wait_stderr("attached to");
+    let frames: Vec<Vec<u8>> = (0..100u8)
+        .map(|i| {
+            FrameBuilder::ipv4([10, 6, 0, i % 5])
+                .payload(20)
+                .build()
+                .bytes
+        })
+        .collect();
+    assert_eq!(pair.send(frames), 100);
+    let mut reports = Vec::new();
+    daemon.wait_cumulative(100, &mut reports);
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+
+    // Refused by sudo: one line, xtask's.
+    user.disallow();
+    let output = xtask_as_user(&["check"])
+        .output()
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("sudo does not let"), "{stderr}");
 }

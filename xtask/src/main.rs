@@ -13,6 +13,8 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 
+mod package;
+
 /// Pinned because newer releases need a newer LLVM or rustc than these machines have.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -23,6 +25,13 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     // Running netwatch without privileges; a bpffs for pinning.
     ("setpriv", "util-linux"),
+    // File capabilities instead of root (tests/tests/packaging.rs).
+    ("setcap", "libcap2-bin"),
+    // `cargo xtask run` as a user, the binary through sudo (tests/tests/packaging.rs).
+    ("sudo", "sudo"),
+    // The Debian package (`cargo xtask package`).
+    ("dpkg-deb", "dpkg"),
+    ("strip", "binutils"),
     ("mount", "mount"),
     // The metrics endpoint against the real tools (tests/tests/prometheus.rs).
     ("promtool", "prometheus"),
@@ -54,9 +63,16 @@ enum Task {
     /// Lint the XDP programs with clippy (`-D warnings`), for the BPF target they are built for
     /// (the workspace's own clippy run cannot reach them).
     ClippyEbpf,
-    /// Build everything and run `netwatch ARGS` (needs root), e.g.
-    /// `cargo xtask run -- monitor --iface eth0`.
+    /// Build netwatch as the calling user and run `netwatch ARGS`, e.g.
+    /// `cargo xtask run -- monitor --iface eth0`: as root directly, otherwise the binary
+    /// alone through sudo.
     Run {
+        /// Run the debug build instead of the release build.
+        #[arg(long)]
+        debug: bool,
+        /// Run what is built already, without building.
+        #[arg(long)]
+        no_build: bool,
         /// Arguments for netwatch.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -69,9 +85,33 @@ enum Task {
     },
     /// Run the benchmarks (needs root) and write BENCHMARKS.md.
     Bench,
+    /// Build the Debian package: the binary, the example configuration as a conffile, the
+    /// systemd unit, the man pages and shell completions (dpkg-deb).
+    Package {
+        /// Package the debug build instead of the release build (for tests).
+        #[arg(long)]
+        debug: bool,
+        /// Package what is built already, without building.
+        #[arg(long)]
+        no_build: bool,
+        /// Where the .deb goes (default: target/debian).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match main_result() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, the causes after colons; no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_result() -> Result<()> {
     let Cli { command } = Cli::parse();
     let root = workspace_root()?;
     match command {
@@ -84,12 +124,26 @@ fn main() -> Result<()> {
             setup()?;
             ebpf_cargo(&root, "clippy", &["--", "-D", "warnings"])
         }
-        Task::Run { args } => {
-            setup()?;
-            cargo(&root, &["build", "--release", "--package", "netwatch"])?;
-            let bin = root.join("target/release/netwatch");
-            let err = Command::new(&bin).args(args).exec();
-            Err(err).with_context(|| format!("cannot run {}", bin.display()))
+        Task::Run {
+            debug,
+            no_build,
+            args,
+        } => {
+            let profile = if debug { "debug" } else { "release" };
+            if !no_build {
+                setup()?;
+                let mut build = vec!["build", "--package", "netwatch"];
+                if !debug {
+                    build.push("--release");
+                }
+                cargo(&root, &build)?;
+            }
+            let bin = root.join("target").join(profile).join("netwatch");
+            if is_root() {
+                let err = Command::new(&bin).args(args).exec();
+                return Err(err).with_context(|| format!("cannot run {}", bin.display()));
+            }
+            run_with_sudo(&bin, &args)
         }
         Task::Test { args } => {
             setup()?;
@@ -98,6 +152,24 @@ fn main() -> Result<()> {
         Task::Bench => {
             setup()?;
             bench(&root)
+        }
+        Task::Package {
+            debug,
+            no_build,
+            out,
+        } => {
+            if !no_build {
+                setup()?;
+                let mut args = vec!["build", "--package", "netwatch"];
+                if !debug {
+                    args.push("--release");
+                }
+                cargo(&root, &args)?;
+            }
+            let out = out.unwrap_or_else(|| root.join("target/debian"));
+            let deb = package::build(&root, if debug { "debug" } else { "release" }, &out)?;
+            say(&format!("package: {}", deb.display()));
+            Ok(())
         }
     }
 }
@@ -211,21 +283,81 @@ fn dpkg_installed(package: &str) -> bool {
         .is_some_and(|status| status.contains("install ok installed"))
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "missing Debian packages {}: run `sudo apt-get install -y {}` or run xtask as root",
-            packages.join(" "),
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `command` as root: itself when xtask is root, otherwise through sudo (said first).
+fn as_root(program: &str) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut command = Command::new("sudo");
+        command.arg("--").arg(program);
+        command
+    }
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if !is_root() {
+        if output_of("which", &["sudo"]).is_none() {
+            bail!(
+                "missing Debian packages {}, and no sudo to install them: run `apt-get install -y {}` as root",
+                packages.join(" "),
+                packages.join(" ")
+            );
+        }
+        say(&format!(
+            "installing the Debian packages {} with sudo (everything else is built and installed as you)",
             packages.join(" ")
-        );
+        ));
     }
     say(&format!("apt-get install {}", packages.join(" ")));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
+    run(as_root("apt-get").args(["update", "-qq"]))?;
+    run(as_root("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-qq"])
         .args(packages))
+}
+
+/// Runs `bin ARGS` as root through sudo, keeping the terminal and the log settings; only the
+/// binary is privileged, never the build. A user sudo refuses gets one line, not sudo's.
+fn run_with_sudo(bin: &Path, args: &[OsString]) -> Result<()> {
+    if output_of("which", &["sudo"]).is_none() {
+        bail!(
+            "netwatch needs root or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, and there is no sudo: run xtask as root, or give the binary the capabilities (README, Run without root)"
+        );
+    }
+    // Whether sudo runs it without asking. If not, sudo asks for a password on a terminal
+    // (and says in one line if it refuses after all); without a terminal nobody can answer.
+    let allowed = Command::new("sudo")
+        .args(["-n", "-l", "--"])
+        .arg(bin)
+        .output()
+        .context("cannot run sudo")?
+        .status
+        .success();
+    // SAFETY: isatty only looks at the descriptor.
+    let terminal = unsafe { libc::isatty(0) } == 1;
+    if !allowed && !terminal {
+        bail!(
+            "netwatch needs root, and sudo does not let {} run {} without a password, with no terminal to type one (add a NOPASSWD sudoers rule, run as root, or use setcap: README, Run without root)",
+            env::var("USER").unwrap_or_else(|_| String::from("this user")),
+            bin.display()
+        );
+    }
+    say(&format!(
+        "running {} as root through sudo (it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; the build stayed yours)",
+        bin.display()
+    ));
+    let err = Command::new("sudo")
+        .arg("--preserve-env=RUST_LOG,NETWATCH_WEBHOOK_TOKEN")
+        .arg("--")
+        .arg(bin)
+        .args(args)
+        .exec();
+    Err(err).context("cannot run sudo")
 }
 
 /// `cargo +nightly SUBCOMMAND` on the eBPF crate's binaries for the BPF target, then `extra`.
@@ -263,13 +395,32 @@ fn build_ebpf(root: &Path) -> Result<()> {
 fn test(root: &Path, extra: &[OsString]) -> Result<()> {
     cargo(root, &["build", "--package", "netwatch"])?;
     let bin = root.join("target/debug/netwatch");
-    run(
-        Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root)
-            .env("NETWATCH_BIN", &bin)
-            .args(["test", "--workspace", "--exclude", "netwatch-ebpf"])
-            .args(extra),
-    )
+    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .current_dir(root)
+        .env("NETWATCH_BIN", &bin)
+        .args(["test", "--workspace", "--exclude", "netwatch-ebpf"])
+        .args(extra);
+    if !is_root() {
+        // cargo builds as the user and runs each test binary through sudo (a runner, as
+        // aya's template does): the tests need root, the build does not.
+        let host = output_of("rustc", &["-vV"])
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix("host: "))
+                    .map(str::to_owned)
+            })
+            .context("rustc -vV names no host")?;
+        let variable = format!(
+            "CARGO_TARGET_{}_RUNNER",
+            host.to_uppercase().replace(['-', '.'], "_")
+        );
+        say(&format!(
+            "running the test binaries through sudo ({variable}=\"sudo -E\")"
+        ));
+        command.env(variable, "sudo -E");
+    }
+    run(&mut command)
 }
 
 fn bench(root: &Path) -> Result<()> {

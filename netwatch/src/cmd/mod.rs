@@ -1,9 +1,10 @@
 //! The commands: `monitor` (a live interface), `replay` (a capture), `status`, `top` and
-//! `ban` (a running daemon, through its control socket), and `known` and `history` (answers from the
+//! `ban` (a running daemon, through its control socket), `check` (this machine), and `known` and `history` (answers from the
 //! store). Each turns its arguments into a [`Session`](crate::session) or a
 //! store query; the stages themselves live beside this folder.
 
 pub mod ban;
+pub mod check;
 pub mod history;
 pub mod known;
 pub mod monitor;

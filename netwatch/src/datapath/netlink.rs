@@ -1,8 +1,11 @@
-//! Just enough rtnetlink to look an interface up and see or clear its XDP attachment.
+//! Just enough rtnetlink to look an interface up and see or clear its XDP attachment, and
+//! just enough generic netlink to ask which XDP features its driver has.
 //!
 //! aya attaches and detaches its own links, but it cannot say what else is attached to an
 //! interface, nor remove a program left there by another process through netlink. Both need an
 //! `RTM_GETLINK` / `RTM_SETLINK` exchange (see `rtnetlink(7)` and `include/uapi/linux/if_link.h`).
+//! The XDP features are the `netdev` family's `dev-get` (Linux 6.3;
+//! `Documentation/netlink/specs/netdev.yaml`).
 
 use std::{
     ffi::CString,
@@ -34,6 +37,15 @@ const XDP_ATTACHED_MULTI: u8 = 4;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
+const GENL_ID_CTRL: u16 = 0x10;
+const CTRL_CMD_GETFAMILY: u8 = 3;
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
+const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+const NETDEV_CMD_DEV_GET: u8 = 1;
+const NETDEV_A_DEV_IFINDEX: u16 = 1;
+const NETDEV_A_DEV_XDP_FEATURES: u16 = 3;
+/// `NETDEV_XDP_ACT_BASIC`: the driver runs XDP programs itself (native mode).
+pub const XDP_FEATURE_BASIC: u64 = 1;
 
 /// How an XDP program is attached to an interface, as the kernel reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +80,35 @@ pub fn link_info(name: &str) -> io::Result<LinkInfo> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
     let mut request = Request::new(RTM_GETLINK, NLM_F_REQUEST, 0);
     request.attr(IFLA_IFNAME, name.as_bytes_with_nul());
-    let socket = Socket::open()?;
-    let reply = socket.exchange(&request.finish())?;
+    let socket = Socket::open(libc::NETLINK_ROUTE)?;
+    let reply = socket.exchange(&request.finish(), RTM_NEWLINK)?;
     parse_newlink(&reply)
 }
+
+/// The XDP features the driver of `ifindex` declares (`NETDEV_XDP_ACT_*` bits, see
+/// [`XDP_FEATURE_BASIC`]); `None` when the kernel is too old to say (before Linux 6.3).
+pub fn xdp_features(ifindex: u32) -> io::Result<Option<u64>> {
+    let socket = Socket::open(libc::NETLINK_GENERIC)?;
+    let mut request = Request::generic(GENL_ID_CTRL, CTRL_CMD_GETFAMILY);
+    request.attr(CTRL_ATTR_FAMILY_NAME, b"netdev\0");
+    let family = match socket.exchange(&request.finish(), GENL_ID_CTRL) {
+        Ok(reply) => attributes(reply.get(GENLMSG_HDRLEN..).unwrap_or_default())
+            .find(|(kind, _)| *kind == CTRL_ATTR_FAMILY_ID)
+            .and_then(|(_, id)| Some(u16::from_ne_bytes(id.get(..2)?.try_into().ok()?)))
+            .ok_or_else(|| invalid("no id in the netdev family's answer"))?,
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let mut request = Request::generic(family, NETDEV_CMD_DEV_GET);
+    request.attr(NETDEV_A_DEV_IFINDEX, &ifindex.to_ne_bytes());
+    let reply = socket.exchange(&request.finish(), family)?;
+    Ok(attributes(reply.get(GENLMSG_HDRLEN..).unwrap_or_default())
+        .find(|(kind, _)| *kind == NETDEV_A_DEV_XDP_FEATURES)
+        .and_then(|(_, bits)| Some(u64::from_ne_bytes(bits.get(..8)?.try_into().ok()?))))
+}
+
+/// A generic netlink message's own header: command, version, reserved.
+const GENLMSG_HDRLEN: usize = 4;
 
 /// Removes whatever XDP program is attached to `ifindex` in `mode` through netlink.
 ///
@@ -90,8 +127,8 @@ pub fn detach_xdp(ifindex: u32, mode: XdpAttached) -> io::Result<()> {
     request.attr(IFLA_XDP_FD, &(-1i32).to_ne_bytes());
     request.attr(IFLA_XDP_FLAGS, &flags.to_ne_bytes());
     request.end_nested(nested);
-    let socket = Socket::open()?;
-    socket.exchange(&request.finish()).map(drop)
+    let socket = Socket::open(libc::NETLINK_ROUTE)?;
+    socket.exchange(&request.finish(), RTM_NEWLINK).map(drop)
 }
 
 /// A request under construction: header, `ifinfomsg`, attributes.
@@ -101,17 +138,31 @@ struct Request {
 
 impl Request {
     fn new(kind: u16, flags: u16, ifindex: i32) -> Self {
+        let mut request = Self::header(kind, flags);
+        // struct ifinfomsg: family, pad, type, index, flags, change.
+        request
+            .buf
+            .extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        request.buf.extend_from_slice(&ifindex.to_ne_bytes());
+        request.buf.extend_from_slice(&0u32.to_ne_bytes());
+        request.buf.extend_from_slice(&0u32.to_ne_bytes());
+        request
+    }
+
+    /// A generic netlink request of `family`: its header, command `cmd`, version 1.
+    fn generic(family: u16, cmd: u8) -> Self {
+        let mut request = Self::header(family, NLM_F_REQUEST);
+        request.buf.extend_from_slice(&[cmd, 1, 0, 0]);
+        request
+    }
+
+    fn header(kind: u16, flags: u16) -> Self {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set in finish()
         buf.extend_from_slice(&kind.to_ne_bytes());
         buf.extend_from_slice(&flags.to_ne_bytes());
         buf.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
         buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-        // struct ifinfomsg: family, pad, type, index, flags, change.
-        buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-        buf.extend_from_slice(&ifindex.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes());
         Self { buf }
     }
 
@@ -150,13 +201,13 @@ const fn align4(len: usize) -> usize {
 struct Socket(OwnedFd);
 
 impl Socket {
-    fn open() -> io::Result<Self> {
+    fn open(protocol: libc::c_int) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol,
             )
         };
         if fd < 0 {
@@ -166,9 +217,10 @@ impl Socket {
         Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    /// Sends one request and returns the payload of the first answer: an `RTM_NEWLINK` message,
-    /// or an empty vector for a positive acknowledgement. A negative one becomes the error.
-    fn exchange(&self, request: &[u8]) -> io::Result<Vec<u8>> {
+    /// Sends one request and returns the payload of the first answer: a message of type
+    /// `answer`, or an empty vector for a positive acknowledgement. A negative one becomes
+    /// the error.
+    fn exchange(&self, request: &[u8], answer: u16) -> io::Result<Vec<u8>> {
         // SAFETY: request is a valid buffer of the given length.
         let sent = unsafe {
             libc::send(
@@ -210,7 +262,7 @@ impl Socket {
                             code => Err(io::Error::from_raw_os_error(-code)),
                         };
                     }
-                    RTM_NEWLINK => return Ok(payload.to_vec()),
+                    kind if kind == answer => return Ok(payload.to_vec()),
                     _ => {}
                 }
                 rest = &rest[align4(len).min(rest.len())..];
@@ -288,6 +340,16 @@ mod tests {
         let info = link_info("lo").unwrap_or_else(|err| panic!("lo: {err}"));
         assert_eq!(info.ifindex, 1);
         assert!(info.up);
+    }
+
+    /// Loopback's driver runs no XDP itself: the kernel says so (or, before 6.3, nothing).
+    #[test]
+    fn loopback_has_no_native_xdp() {
+        let features = xdp_features(1).unwrap_or_else(|err| panic!("lo: {err}"));
+        assert!(
+            features.is_none_or(|bits| bits & XDP_FEATURE_BASIC == 0),
+            "{features:?}"
+        );
     }
 
     #[test]
