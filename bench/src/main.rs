@@ -355,9 +355,7 @@ fn new_source_row(noop: &BenchPrograms, full: bool) -> Result<(String, f64, f64,
     })
     .context("loading netwatch with the shared map")?;
     for datapath in [&mut datapath, &mut shared] {
-        datapath.set_sampling(&Config::default().sampling())?;
-        datapath.set_reflection_ports(&Config::default().detect.reflection_ports)?;
-        datapath.set_sketches(true)?;
+        as_a_daemon_sets(datapath)?;
         if full {
             for n in 0..FULL_SLOTS {
                 let [_, mid, hi, lo] = n.to_be_bytes();
@@ -428,6 +426,15 @@ fn new_source_row(noop: &BenchPrograms, full: bool) -> Result<(String, f64, f64,
     ))
 }
 
+/// The run-time settings a daemon with the default configuration gives a freshly loaded
+/// program: sampling, the amplification ports, the sketches on.
+fn as_a_daemon_sets(datapath: &mut Datapath) -> Result<()> {
+    datapath.set_sampling(&Config::default().sampling())?;
+    datapath.set_reflection_ports(&Config::default().detect.reflection_ports)?;
+    datapath.set_sketches(true)?;
+    Ok(())
+}
+
 /// What the ban check costs a known source's frame: with no ban (against the program built
 /// without the check), with a thousand bans none of which is the frame's source, and with its
 /// source banned in a dry run and for a drop.
@@ -449,9 +456,7 @@ fn bans_cost(
     })
     .context("loading netwatch with room for bans")?;
     for datapath in [&mut unchecked, &mut banning] {
-        datapath.set_sampling(&Config::default().sampling())?;
-        datapath.set_reflection_ports(&Config::default().detect.reflection_ports)?;
-        datapath.set_sketches(true)?;
+        as_a_daemon_sets(datapath)?;
     }
     let frame = FrameBuilder::ipv4([10, 0, 0, 1])
         .to_ipv4([192, 0, 2, 10])
@@ -535,9 +540,7 @@ fn options_cost(
         ..LoadOptions::default()
     })
     .context("loading netwatch with room for destinations")?;
-    local.set_sampling(&Config::default().sampling())?;
-    local.set_reflection_ports(&Config::default().detect.reflection_ports)?;
-    local.set_sketches(true)?;
+    as_a_daemon_sets(&mut local)?;
     let frame = FrameBuilder::ipv4([10, 0, 0, 1])
         .to_ipv4([192, 0, 2, 10])
         .to_port(443)
@@ -652,9 +655,7 @@ fn cost_table(
     })
     .context("loading netwatch with the shared map")?;
     for datapath in [&mut *datapath, &mut shared] {
-        datapath.set_sampling(&Config::default().sampling())?;
-        datapath.set_reflection_ports(&Config::default().detect.reflection_ports)?;
-        datapath.set_sketches(true)?;
+        as_a_daemon_sets(datapath)?;
     }
     // The first case's (64-byte IPv4 UDP) netwatch, sketches off, floors and no-op figures.
     let mut common_path = None;

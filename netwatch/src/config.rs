@@ -569,37 +569,26 @@ mod tests {
 
     #[test]
     fn mitigation_is_read_and_checked() {
-        let config = parse(
-            r#"
-            [mitigate]
-            mode = "dry-run"
-            max_bans = 64
-            never = ["192.0.2.1", "10.0.0.0/8"]
-            notify = ["/usr/local/bin/announce"]
-            [[mitigate.rules]]
-            alerts = ["port_scan", "host_sweep"]
-            subject = "prefix"
-            ttl = "1h"
-            max_ttl = "1d"
-            "#,
-        );
-        let err = config.unwrap_err().to_string();
+        let text = |max_ttl: &str| {
+            format!(
+                r#"
+                [mitigate]
+                mode = "dry-run"
+                max_bans = 64
+                never = ["192.0.2.1", "10.0.0.0/8"]
+                notify = ["/usr/local/bin/announce"]
+                [[mitigate.rules]]
+                alerts = ["port_scan", "host_sweep"]
+                subject = "prefix"
+                ttl = "1h"
+                max_ttl = "{max_ttl}"
+                "#
+            )
+        };
+        // Durations take ms, s, m and h: a day is 24h.
+        let err = parse(&text("1d")).unwrap_err().to_string();
         assert!(err.contains("unknown unit \"d\""), "{err}");
-        let config = parse(
-            r#"
-            [mitigate]
-            mode = "dry-run"
-            max_bans = 64
-            never = ["192.0.2.1", "10.0.0.0/8"]
-            notify = ["/usr/local/bin/announce"]
-            [[mitigate.rules]]
-            alerts = ["port_scan", "host_sweep"]
-            subject = "prefix"
-            ttl = "1h"
-            max_ttl = "24h"
-            "#,
-        )
-        .unwrap_or_else(|err| panic!("{err}"));
+        let config = parse(&text("24h")).unwrap_or_else(|err| panic!("{err}"));
         let mitigate = &config.mitigate;
         assert_eq!(mitigate.mode, crate::mitigate::MitigateMode::DryRun);
         assert_eq!(mitigate.max_bans, 64);
