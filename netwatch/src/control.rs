@@ -254,7 +254,11 @@ impl Control {
         }
         answer
             .recv_timeout(BAN_ANSWER_TIMEOUT)
-            .unwrap_or_else(|_| error("the daemon did not answer within 5 s"))
+            .unwrap_or_else(|_| {
+                error(
+                    "the daemon did not answer within 5 s; the request may still be carried out (see netwatch ban list)",
+                )
+            })
     }
 
     /// Adds an attached interface.

@@ -130,6 +130,8 @@ pub struct Session {
     pub store_counts: Option<Arc<SinkCounts>>,
     /// Bans, for a session that mitigates.
     pub mitigation: Option<Mitigation>,
+    /// The datapaths were loaded with room for bans (mitigation was on at start).
+    ban_room: bool,
 }
 
 impl Session {
@@ -236,6 +238,7 @@ impl Session {
             )
         });
         let mut pipeline = Pipeline::new(watches, combined, sinks);
+        let ban_room = config.mitigate.mode != MitigateMode::Off;
         let mitigation = if mitigate {
             Some(
                 Mitigation::start(
@@ -258,6 +261,7 @@ impl Session {
             pipeline,
             store_counts,
             mitigation,
+            ban_room,
         })
     }
 
@@ -305,7 +309,7 @@ impl Session {
             (
                 // The kernel's room for bans is made at start, only if needed.
                 "mitigate.mode (off at start)",
-                old_mitigate.mode == MitigateMode::Off && new_mitigate.mode != MitigateMode::Off,
+                !self.ban_room && new_mitigate.mode != MitigateMode::Off,
             ),
             (
                 "mitigate.max_bans",
@@ -325,7 +329,7 @@ impl Session {
                 log::warn!("SIGHUP: {field} changed; it takes effect at the next start");
             }
         }
-        if old_mitigate.mode == MitigateMode::Off {
+        if !self.ban_room {
             config.mitigate.mode = MitigateMode::Off;
         }
         config.mitigate.max_bans = old_mitigate.max_bans;

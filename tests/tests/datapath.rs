@@ -714,7 +714,7 @@ fn hosts_of_local_networks_are_counted_per_destination() {
 /// Bans in the kernel: with no ban, the tries are not looked at; a banned host or network is
 /// counted as every frame (its source's counts and the identity hold), then counted for its
 /// ban, exactly, and dropped; in a dry run counted and passed; other sources pass; a lifted
-/// ban passes again; an index past the room loaded is refused.
+/// ban passes again; a counter past the room loaded (two a ban) is refused.
 #[test]
 fn banned_sources_are_counted_then_dropped() {
     if !privileged("banned_sources_are_counted_then_dropped") {
@@ -806,7 +806,7 @@ fn banned_sources_are_counted_then_dropped() {
         assert_eq!(verdict(&datapath, &other), XDP_DROP, "{source_map}");
         assert_eq!(datapath.ban_counts(0).unwrap().packets, 1);
         let err = datapath
-            .set_ban(8, "192.0.2.1".parse().unwrap(), 32)
+            .set_ban(16, "192.0.2.1".parse().unwrap(), 32)
             .unwrap_err();
         assert!(err.to_string().contains("max_bans"), "{err}");
         // Off again: nothing is looked at, nothing dropped.

@@ -253,7 +253,9 @@ fn setup() -> Result<()> {
         );
     }
     for (tool, package) in TEST_TOOLS {
-        if output_of("which", &[tool]).is_none() && !apt.contains(package) {
+        // A user's PATH may lack /usr/sbin (setcap): the package tells.
+        let present = output_of("which", &[tool]).is_some() || dpkg_installed(package);
+        if !present && !apt.contains(package) {
             apt.push(package);
         }
     }
@@ -315,9 +317,15 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     }
     say(&format!("apt-get install {}", packages.join(" ")));
     run(as_root("apt-get").args(["update", "-qq"]))?;
-    run(as_root("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-qq"])
+    // Through env: sudo would drop the variable.
+    run(as_root("env")
+        .args([
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+        ])
         .args(packages))
 }
 
@@ -351,12 +359,17 @@ fn run_with_sudo(bin: &Path, args: &[OsString]) -> Result<()> {
         "running {} as root through sudo (it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; the build stayed yours)",
         bin.display()
     ));
-    let err = Command::new("sudo")
-        .arg("--preserve-env=RUST_LOG,NETWATCH_WEBHOOK_TOKEN")
-        .arg("--")
-        .arg(bin)
-        .args(args)
-        .exec();
+    let mut sudo = Command::new("sudo");
+    // Only what is set: keeping a variable needs SETENV in the sudoers rule, a plain
+    // NOPASSWD rule for the binary is enough otherwise.
+    let keep: Vec<&str> = ["RUST_LOG", "NETWATCH_WEBHOOK_TOKEN"]
+        .into_iter()
+        .filter(|name| env::var_os(name).is_some())
+        .collect();
+    if !keep.is_empty() {
+        sudo.arg(format!("--preserve-env={}", keep.join(",")));
+    }
+    let err = sudo.arg("--").arg(bin).args(args).exec();
     Err(err).context("cannot run sudo")
 }
 

@@ -30,6 +30,10 @@ if [ "$1" = configure ]; then
     install -d -m 0700 /var/lib/netwatch
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
+        # An upgrade: a running daemon takes the new binary (bans are kept in the store).
+        if [ -n "$2" ]; then
+            systemctl try-restart netwatch.service || true
+        fi
     fi
     if [ -z "$2" ]; then
         echo "netwatch: edit /etc/netwatch/netwatch.toml (monitor.iface), then: systemctl enable --now netwatch"
@@ -47,8 +51,13 @@ fi
 const POSTRM: &str = r#"#!/bin/sh
 set -e
 if [ "$1" = purge ]; then
-    # The store (known sources, history, bans, the webhook queue): only on purge.
-    rm -rf /var/lib/netwatch /var/lib/private/netwatch
+    # The store (known sources, history, bans, the webhook queue) and the logs: only on
+    # purge; and the unit's enablement, as debhelper does.
+    rm -rf /var/lib/netwatch /var/lib/private/netwatch /var/log/netwatch /var/log/private/netwatch
+    if command -v deb-systemd-helper >/dev/null 2>&1; then
+        deb-systemd-helper purge netwatch.service >/dev/null || true
+    fi
+    rm -f /etc/systemd/system/multi-user.target.wants/netwatch.service
 fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true
@@ -77,12 +86,13 @@ pub fn build(root: &Path, profile: &str, out: &Path) -> Result<PathBuf> {
     let arch = output_of("dpkg", &["--print-architecture"])
         .map(|arch| arch.trim().to_owned())
         .context("dpkg --print-architecture: is this a Debian system?")?;
-    let stage = root
-        .join("target/debian")
-        .join(format!("netwatch_{version}_{arch}"));
+    // Staged beside the package, so that a build as root (the tests) leaves nothing of root's
+    // in the user's target folder.
+    let stage = out.join(format!(".stage-netwatch_{version}_{arch}"));
     if stage.exists() {
         fs::remove_dir_all(&stage).with_context(|| format!("clearing {}", stage.display()))?;
     }
+    fs::create_dir_all(out)?;
     let put = |path: &str, contents: &[u8], mode: u32| -> Result<()> {
         let file = stage.join(path);
         if let Some(parent) = file.parent() {
@@ -117,7 +127,7 @@ pub fn build(root: &Path, profile: &str, out: &Path) -> Result<PathBuf> {
     )?;
 
     // Man pages and completions from the command line itself.
-    let generated = root.join("target/debian/generated");
+    let generated = out.join(".stage-generated");
     if generated.exists() {
         fs::remove_dir_all(&generated)?;
     }
@@ -199,13 +209,14 @@ pub fn build(root: &Path, profile: &str, out: &Path) -> Result<PathBuf> {
     // Every folder 0755 whatever the umask.
     set_dir_modes(&stage)?;
 
-    fs::create_dir_all(out)?;
     let deb = out.join(format!("netwatch_{version}_{arch}.deb"));
     say(&format!("dpkg-deb --build {}", stage.display()));
     run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "--build"])
         .arg(&stage)
         .arg(&deb))?;
+    fs::remove_dir_all(&stage)?;
+    fs::remove_dir_all(&generated)?;
     Ok(deb)
 }
 

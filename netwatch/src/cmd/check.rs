@@ -118,7 +118,9 @@ fn kernel(report: &mut Report<'_, impl Write>) -> io::Result<()> {
         Err(err) => report.line(
             Outcome::Fail,
             "kernel",
-            &format!("cannot read the version ({err})"),
+            &format!(
+                "cannot read the version ({err}): netwatch reads it from /proc/sys/kernel/osrelease (is /proc mounted?)"
+            ),
         ),
     }
 }
@@ -189,7 +191,15 @@ fn interface(report: &mut Report<'_, impl Write>, name: &str) -> io::Result<()> 
                 "no such interface in this network namespace (see `ip link`)",
             );
         }
-        Err(err) => return report.line(Outcome::Fail, &what, &format!("cannot look it up: {err}")),
+        Err(err) => {
+            return report.line(
+                Outcome::Fail,
+                &what,
+                &format!(
+                    "cannot look it up through netlink ({err}): run netwatch where it may open netlink sockets (a sandbox that forbids AF_NETLINK stops it too)"
+                ),
+            );
+        }
     };
     if info.up {
         report.line(Outcome::Ok, &what, &format!("up, ifindex {}", info.ifindex))?;

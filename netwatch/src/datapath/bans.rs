@@ -24,17 +24,24 @@ pub enum BanAction {
     Drop,
 }
 
+/// Counters the kernel holds for `max_bans` bans: twice as many, so that the counter of a
+/// ban that just ended can cool down for a whole interval (a frame that found the old entry
+/// may still count) while a new ban takes another.
+pub fn ban_counters(max_bans: u32) -> u32 {
+    max_bans.saturating_mul(2)
+}
+
 impl Datapath {
     /// Room for bans, as loaded ([`super::LoadOptions::max_bans`]).
     pub fn max_bans(&self) -> u32 {
         self.max_bans
     }
 
-    /// Bans the network `addr/len` under `index` (below [`Datapath::max_bans`]): its
-    /// counters start from zero, then frames from the network match it. Replaces the index
-    /// of a ban of the same network.
+    /// Bans the network `addr/len` under counter `index` (below [`ban_counters`] of
+    /// [`Datapath::max_bans`]): its counters start from zero, then frames from the network
+    /// match it. Replaces the index of a ban of the same network.
     pub fn set_ban(&mut self, index: u32, addr: IpAddr, len: u8) -> Result<(), DatapathError> {
-        if index >= self.max_bans {
+        if index >= ban_counters(self.max_bans) {
             return Err(DatapathError::BanIndex {
                 index,
                 max_bans: self.max_bans,

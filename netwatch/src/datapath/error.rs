@@ -20,7 +20,7 @@ pub enum DatapathError {
         detail: String,
     },
     /// A ban's index past the room loaded for bans.
-    #[error("ban index {index} is past the {max_bans} bans loaded (mitigate.max_bans)")]
+    #[error("ban counter {index} is past those of the {max_bans} bans loaded (mitigate.max_bans)")]
     BanIndex {
         /// The index asked for.
         index: u32,

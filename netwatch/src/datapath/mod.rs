@@ -48,7 +48,7 @@ use netwatch_common::{
 };
 
 pub use self::{
-    bans::BanAction,
+    bans::{BanAction, ban_counters},
     bench::{Baseline, BenchPrograms},
     destinations::DestinationReading,
     error::DatapathError,
@@ -118,8 +118,9 @@ pub struct LoadOptions {
     /// about 0.9 MiB of kernel memory per possible CPU. Without it, the maps have one
     /// element.
     pub destinations: bool,
-    /// Room for bans (see [`Datapath::set_ban`]): 16 bytes of counters per ban and possible
-    /// CPU, and the tries' entries as they are added. 0 (mitigation off): one element.
+    /// Room for bans (see [`Datapath::set_ban`]): 32 bytes of counters per ban and possible
+    /// CPU (two counters a ban, see [`ban_counters`]), and the tries' entries as they are
+    /// added. 0 (mitigation off): one element.
     pub max_bans: u32,
     /// Load the program built without the ban check (per-CPU map only): for the benchmarks,
     /// which time it beside the real one. Never for monitoring.
@@ -468,7 +469,7 @@ impl Datapath {
             loader.map_max_entries(DESTINATION_OTHER_MAP, destination_windows.max(1) as u32);
             loader.map_max_entries(BANS_V4_MAP, max_bans.max(1));
             loader.map_max_entries(BANS_V6_MAP, max_bans.max(1));
-            loader.map_max_entries(BAN_COUNTS_MAP, max_bans.max(1));
+            loader.map_max_entries(BAN_COUNTS_MAP, ban_counters(max_bans).max(1));
             loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
             // The kernel side writes no diagnostic the log would drop.
             loader.override_global(aya_log::LEVEL, &log_level, true);

@@ -81,7 +81,16 @@ impl BanTable for Datapaths<'_> {
         }
         Ok(())
     }
+
+    fn settle(&mut self) {
+        // An XDP program runs to its end in a softirq, within microseconds of its lookup;
+        // after this, no frame that found a lifted entry is still to be counted.
+        std::thread::sleep(SETTLE);
+    }
 }
+
+/// How long [`Datapaths::settle`] waits: a thousand times what a frame's program takes.
+const SETTLE: Duration = Duration::from_millis(5);
 
 /// Mitigation of one daemon.
 pub struct Mitigation {
@@ -112,7 +121,7 @@ impl Mitigation {
     pub fn start(
         config: &Config,
         stored: Vec<StoredBan>,
-        history: Vec<(Cidr, Duration)>,
+        history: Vec<(Cidr, Duration, Duration)>,
         metrics: Option<Arc<Metrics>>,
         pipeline: &mut Pipeline,
         datapaths: &mut [Datapath],
@@ -138,7 +147,7 @@ impl Mitigation {
         let events = mitigation
             .mitigator
             .restore(stored, &mut Datapaths(datapaths), now);
-        mitigation.report(events, pipeline)?;
+        mitigation.report(events, pipeline, true)?;
         Ok(mitigation)
     }
 
@@ -155,7 +164,7 @@ impl Mitigation {
         for (iface, alert) in &alerts {
             events.extend(self.mitigator.on_alert(iface, alert, &mut table, now));
         }
-        self.report(events, pipeline)
+        self.report(events, pipeline, false)
     }
 
     /// Once an interval, after the pipeline's tick: its alerts acted on, each ban's counts
@@ -168,7 +177,7 @@ impl Mitigation {
     ) -> io::Result<()> {
         self.act(pipeline, datapaths, now)?;
         let events = self.mitigator.tick(&mut Datapaths(datapaths), now);
-        self.report(events, pipeline)
+        self.report(events, pipeline, true)
     }
 
     /// Answers a control-socket request: the event of a ban or unban, the list, or an error.
@@ -193,7 +202,7 @@ impl Mitigation {
                 let answer = report::ban::write_json(&mut line, &event)
                     .ok()
                     .and_then(|()| serde_json::from_slice::<Value>(&line).ok());
-                if let Err(err) = self.report(vec![event], pipeline) {
+                if let Err(err) = self.report(vec![event], pipeline, false) {
                     log::warn!("reporting a ban asked for on the control socket failed: {err}");
                 }
                 let mut answer = answer.unwrap_or_else(|| json!({}));
@@ -247,7 +256,7 @@ impl Mitigation {
             &mut Datapaths(datapaths),
             now,
         );
-        self.report(events, pipeline)
+        self.report(events, pipeline, true)
     }
 
     /// Runs the notify commands still queued and says what stays in force.
@@ -263,8 +272,15 @@ impl Mitigation {
         }
     }
 
-    /// Every sink, the notify commands (bans and unbans) and the metrics get `events`.
-    fn report(&mut self, events: Vec<BanEvent>, pipeline: &mut Pipeline) -> io::Result<()> {
+    /// Every sink gets `events` (the store keeps each before this goes on), then the notify
+    /// commands (bans and unbans), then the metrics (also each `tick`, for the counts).
+    fn report(
+        &mut self,
+        events: Vec<BanEvent>,
+        pipeline: &mut Pipeline,
+        tick: bool,
+    ) -> io::Result<()> {
+        pipeline.report_bans(&events)?;
         if let Some(notifier) = &self.notifier {
             for event in events.iter().filter(|event| event.is_notified()) {
                 let mut line = Vec::new();
@@ -272,21 +288,22 @@ impl Mitigation {
                 notifier.send(&line);
             }
         }
-        if let Some(metrics) = &self.metrics {
-            let mode = self.mitigator.mode().name();
-            let bans: Vec<(String, &str, u64, u64)> = self
+        if let Some(metrics) = &self.metrics
+            && (tick || !events.is_empty())
+        {
+            let bans: Vec<(String, u64, u64)> = self
                 .mitigator
                 .bans()
-                .map(|ban| (ban.net.to_string(), mode, ban.packets, ban.bytes))
+                .map(|ban| (ban.net.to_string(), ban.packets, ban.bytes))
                 .collect();
-            let ended: Vec<(String, &str, u64, u64)> = events
+            let ended: Vec<(String, u64, u64)> = events
                 .iter()
                 .filter(|event| event.change == BanChange::Unban)
-                .map(|event| (event.net.to_string(), mode, event.packets, event.bytes))
+                .map(|event| (event.net.to_string(), event.packets, event.bytes))
                 .collect();
-            metrics.set_bans(&bans, &ended);
+            metrics.set_bans(self.mitigator.mode().name(), &bans, &ended);
         }
-        pipeline.report_bans(&events)
+        Ok(())
     }
 }
 

@@ -29,7 +29,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    datapath::BanAction,
+    datapath::{BanAction, ban_counters},
     detect::{
         alert::{Alert, AlertKind, AlertState, Subject},
         cidr::Cidr,
@@ -155,6 +155,11 @@ impl Default for MitigateConfig {
 
 /// The most `mitigate.max_bans` may be.
 pub const MAX_BANS: u32 = 65_536;
+/// The widest IPv4 network a ban may take: a /8. A wider one (a typo, `0.0.0.0/0`) would cut
+/// the host off.
+pub const WIDEST_V4: u8 = 8;
+/// The widest IPv6 network a ban may take: a /32, an ISP's allocation.
+pub const WIDEST_V6: u8 = 32;
 
 impl MitigateConfig {
     /// Checks every value: the field and the reason of the first bad one.
@@ -213,6 +218,8 @@ pub trait BanTable {
     fn counts(&mut self, index: u32) -> (u64, u64);
     /// What a match meets; `None`: the kernel does not look.
     fn set_action(&mut self, action: Option<BanAction>) -> Result<(), String>;
+    /// Waits until frames that found an entry cleared just before have been counted.
+    fn settle(&mut self) {}
 }
 
 /// Who asked for a ban.
@@ -416,6 +423,14 @@ pub enum BanRefusal {
     /// Not banned.
     #[error("{0} is not banned (see `netwatch ban list`)")]
     NotBanned(Cidr),
+    /// Wider than a ban may be.
+    #[error("{net} is wider than a ban may be (/{widest} at most): it would cut this host off")]
+    TooWide {
+        /// The network asked for.
+        net: Cidr,
+        /// The shortest prefix allowed.
+        widest: u8,
+    },
     /// The kernel refused the entry.
     #[error("the kernel refused the ban of {net}: {reason}")]
     Kernel {
@@ -515,28 +530,30 @@ impl Mitigator {
         self.bans.values()
     }
 
-    /// Remembers past bans (network, start) toward the doubling, e.g. from the store.
-    pub fn remember(&mut self, past: impl IntoIterator<Item = (Cidr, Duration)>) {
-        for (net, created) in past {
-            self.offence(net, created);
+    /// Remembers past bans (network, start, end) toward the doubling, e.g. from the store.
+    pub fn remember(&mut self, past: impl IntoIterator<Item = (Cidr, Duration, Duration)>) {
+        for (net, created, expires) in past {
+            self.offence(net, created, expires);
         }
     }
 
-    fn offence(&mut self, net: Cidr, at: Duration) -> u32 {
+    /// Counts a ban of `net` from `created` to `expires`: a network is forgotten
+    /// `forget_after` after its last ban's end, so that the longest bans count too.
+    fn offence(&mut self, net: Cidr, created: Duration, expires: Duration) -> u32 {
         let forget = self.config.forget_after;
         if self.offences.len() >= OFFENCE_MEMORY && !self.offences.contains_key(&net) {
             self.offences
-                .retain(|_, (_, last)| at.saturating_sub(*last) < forget);
+                .retain(|_, (_, last)| created.saturating_sub(*last) < forget);
             if self.offences.len() >= OFFENCE_MEMORY {
                 self.offences.clear();
             }
         }
-        let entry = self.offences.entry(net).or_insert((0, at));
-        if at.saturating_sub(entry.1) >= forget {
-            *entry = (0, at);
+        let entry = self.offences.entry(net).or_insert((0, expires));
+        if created.saturating_sub(entry.1) >= forget {
+            *entry = (0, expires);
         }
         entry.0 += 1;
-        entry.1 = entry.1.max(at);
+        entry.1 = entry.1.max(expires);
         entry.0
     }
 
@@ -621,7 +638,7 @@ impl Mitigator {
             packets: 0,
             bytes: 0,
         };
-        match self.admit(ban, table) {
+        match self.admit(ban, true, table) {
             Ok(event) => vec![event],
             Err(refused) => {
                 let (ban, refusal) = *refused;
@@ -674,7 +691,7 @@ impl Mitigator {
             packets: 0,
             bytes: 0,
         };
-        self.admit(ban, table).map_err(|refused| refused.1)
+        self.admit(ban, true, table).map_err(|refused| refused.1)
     }
 
     /// Lifts the ban of exactly `net` by hand.
@@ -687,30 +704,47 @@ impl Mitigator {
         if !self.bans.contains_key(&net) {
             return Err(BanRefusal::NotBanned(net));
         }
-        let event = self.end(net, "removed by hand", table, now);
+        let event = self
+            .end(vec![(net, String::from("removed by hand"))], table, now)
+            .pop();
         self.update_action(table);
         event.ok_or(BanRefusal::NotBanned(net))
     }
 
-    /// Checks `ban` against the never-ban list and `max_bans`, gives it an index and puts it
-    /// in the kernel.
+    /// Checks `ban` against the never-ban list, the widest network allowed and `max_bans`,
+    /// gives it an index and puts it in the kernel. A `new` ban counts as an offence; one
+    /// restored from the store was counted when it began.
     fn admit(
         &mut self,
         mut ban: Ban,
+        new: bool,
         table: &mut dyn BanTable,
     ) -> Result<BanEvent, Box<(Ban, BanRefusal)>> {
         if let Some((never, from)) = self.never_banned(ban.net) {
             let net = ban.net;
             return Err(Box::new((ban, BanRefusal::Never { net, never, from })));
         }
+        let widest = if ban.net.addr().is_ipv4() {
+            WIDEST_V4
+        } else {
+            WIDEST_V6
+        };
+        if ban.net.prefix_len() < widest {
+            let net = ban.net;
+            return Err(Box::new((ban, BanRefusal::TooWide { net, widest })));
+        }
         if self.bans.len() >= self.config.max_bans as usize {
             return Err(Box::new((ban, BanRefusal::Full(self.config.max_bans))));
         }
         let index = match self.free.pop() {
             Some(index) => index,
-            None => {
+            None if self.next_index < ban_counters(self.config.max_bans) => {
                 self.next_index += 1;
                 self.next_index - 1
+            }
+            None => {
+                // Every counter is in use or still cooling down from a ban that just ended.
+                return Err(Box::new((ban, BanRefusal::Full(self.config.max_bans))));
             }
         };
         ban.index = index;
@@ -721,33 +755,56 @@ impl Mitigator {
             let net = ban.net;
             return Err(Box::new((ban, BanRefusal::Kernel { net, reason })));
         }
-        self.offence(ban.net, ban.created);
+        if new {
+            self.offence(ban.net, ban.created, ban.expires);
+        }
         let event = BanEvent::of(&ban, BanChange::Ban, self.config.mode, ban.created);
         self.bans.insert(ban.net, ban);
         self.update_action(table);
         Ok(event)
     }
 
-    /// Ends the ban of `net`: out of the kernel first, then its last counts read, so that the
-    /// event's totals are final.
+    /// Ends the bans of `nets`, each with its `why`: out of the kernel first, then, once the
+    /// frames that found them have been counted, their last counts read, so that the events'
+    /// totals are final.
     fn end(
         &mut self,
-        net: Cidr,
-        why: &str,
+        nets: Vec<(Cidr, String)>,
         table: &mut dyn BanTable,
         now: Duration,
-    ) -> Option<BanEvent> {
-        let mut ban = self.bans.remove(&net)?;
-        if let Err(reason) = table.clear(net) {
-            log::error!("lifting the ban of {net} in the kernel failed: {reason}");
+    ) -> Vec<BanEvent> {
+        let mut ended = Vec::with_capacity(nets.len());
+        for (net, why) in nets {
+            let Some(ban) = self.bans.remove(&net) else {
+                continue;
+            };
+            let cleared = table.clear(net);
+            ended.push((ban, why, cleared));
         }
-        let (packets, bytes) = table.counts(ban.index);
-        ban.packets = ban.packets.max(packets);
-        ban.bytes = ban.bytes.max(bytes);
-        self.retiring.push(ban.index);
-        let mut event = BanEvent::of(&ban, BanChange::Unban, self.config.mode, now);
-        event.why = Some(why.to_owned());
-        Some(event)
+        if ended.is_empty() {
+            return Vec::new();
+        }
+        table.settle();
+        ended
+            .into_iter()
+            .map(|(mut ban, why, cleared)| {
+                let (packets, bytes) = table.counts(ban.index);
+                ban.packets = ban.packets.max(packets);
+                ban.bytes = ban.bytes.max(bytes);
+                match cleared {
+                    Ok(()) => self.retiring.push(ban.index),
+                    // The entry may still match: its counter is never handed to another ban.
+                    Err(reason) => log::error!(
+                        "lifting the ban of {} in the kernel failed: {reason}; its counter {} is left out of use",
+                        ban.net,
+                        ban.index
+                    ),
+                }
+                let mut event = BanEvent::of(&ban, BanChange::Unban, self.config.mode, now);
+                event.why = Some(why);
+                event
+            })
+            .collect()
     }
 
     /// Once an interval: indexes cool down, each ban's counts are read, and bans whose time is
@@ -760,16 +817,13 @@ impl Mitigator {
             ban.packets = packets;
             ban.bytes = bytes;
         }
-        let due: Vec<Cidr> = self
+        let due: Vec<(Cidr, String)> = self
             .bans
             .values()
             .filter(|ban| ban.expires <= now)
-            .map(|ban| ban.net)
+            .map(|ban| (ban.net, String::from("expired")))
             .collect();
-        let events = due
-            .into_iter()
-            .filter_map(|net| self.end(net, "expired", table, now))
-            .collect();
+        let events = self.end(due, table, now);
         self.update_action(table);
         events
     }
@@ -814,7 +868,7 @@ impl Mitigator {
             if self.bans.contains_key(&ban.net) {
                 continue;
             }
-            match self.admit(ban.clone(), table) {
+            match self.admit(ban.clone(), false, table) {
                 Ok(mut event) => {
                     event.change = BanChange::Restore;
                     event.at = now;
@@ -837,18 +891,20 @@ impl Mitigator {
     ) -> Vec<BanEvent> {
         self.config = config;
         self.set_never(never);
-        let mut events = Vec::new();
-        let nets: Vec<Cidr> = self.bans.keys().copied().collect();
-        for net in nets {
-            let why = if self.config.mode == MitigateMode::Off {
-                String::from("mitigation turned off")
-            } else if let Some((never, from)) = self.never_banned(net) {
-                format!("never banned now: it overlaps {never} ({from})")
-            } else {
-                continue;
-            };
-            events.extend(self.end(net, &why, table, now));
-        }
+        let refused: Vec<(Cidr, String)> = self
+            .bans
+            .keys()
+            .filter_map(|net| {
+                let why = if self.config.mode == MitigateMode::Off {
+                    String::from("mitigation turned off")
+                } else {
+                    let (never, from) = self.never_banned(*net)?;
+                    format!("never banned now: it overlaps {never} ({from})")
+                };
+                Some((*net, why))
+            })
+            .collect();
+        let events = self.end(refused, table, now);
         self.update_action(table);
         events
     }

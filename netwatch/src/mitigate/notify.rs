@@ -5,6 +5,7 @@
 
 use std::{
     io::{self, Write as _},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
     sync::{
@@ -18,12 +19,16 @@ use std::{
 
 /// Events that may wait for the commands.
 const QUEUE: usize = 1_024;
+/// How long the daemon, stopping, waits for the commands to run what is queued.
+const DRAIN: Duration = Duration::from_secs(20);
 
 /// The commands' thread and its queue.
 pub struct Notifier {
     tx: Option<SyncSender<Arc<[u8]>>>,
     worker: Option<JoinHandle<()>>,
     dropped: Arc<AtomicU64>,
+    /// Events queued and not yet run by every command.
+    pending: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -41,13 +46,16 @@ impl Notifier {
             return Ok(None);
         }
         let (tx, rx) = sync_channel(QUEUE);
+        let pending = Arc::new(AtomicU64::new(0));
+        let left = Arc::clone(&pending);
         let worker = thread::Builder::new()
             .name(String::from("notify"))
-            .spawn(move || work(&rx, &commands, timeout))?;
+            .spawn(move || work(&rx, &commands, timeout, &left))?;
         Ok(Some(Self {
             tx: Some(tx),
             worker: Some(worker),
             dropped: Arc::new(AtomicU64::new(0)),
+            pending,
         }))
     }
 
@@ -57,7 +65,9 @@ impl Notifier {
             return;
         };
         match tx.try_send(Arc::from(line)) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.pending.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) => {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
@@ -72,15 +82,29 @@ impl Notifier {
         }
     }
 
-    /// Runs what is queued, then stops the thread.
+    /// Runs what is queued, for [`DRAIN`] at most, then stops the thread; what is left is
+    /// said.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         drop(self.tx.take());
-        if let Some(worker) = self.worker.take() {
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        let deadline = Instant::now() + DRAIN;
+        while !worker.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if worker.is_finished() {
             let _ = worker.join();
+        } else {
+            log::warn!(
+                "stopping: {} ban events not handed to the notify commands within {} s",
+                self.pending.load(Ordering::Relaxed),
+                DRAIN.as_secs()
+            );
         }
     }
 }
@@ -91,7 +115,7 @@ impl Drop for Notifier {
     }
 }
 
-fn work(rx: &Receiver<Arc<[u8]>>, commands: &[PathBuf], timeout: Duration) {
+fn work(rx: &Receiver<Arc<[u8]>>, commands: &[PathBuf], timeout: Duration, pending: &AtomicU64) {
     for line in rx {
         let what = summary(&line);
         for command in commands {
@@ -112,6 +136,7 @@ fn work(rx: &Receiver<Arc<[u8]>>, commands: &[PathBuf], timeout: Duration) {
                 }
             }
         }
+        pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -122,9 +147,11 @@ enum Ended {
 }
 
 fn run(command: &Path, line: &[u8], timeout: Duration) -> io::Result<Ended> {
+    // A group of its own, so that a timeout kills what it started too.
     let mut child = Command::new(command)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
+        .process_group(0)
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
         // A command that does not read its input is its own business: a broken pipe is no
@@ -137,6 +164,10 @@ fn run(command: &Path, line: &[u8], timeout: Duration) -> io::Result<Ended> {
             return Ok(Ended::Exited(status));
         }
         if Instant::now() >= deadline {
+            if let Ok(group) = i32::try_from(child.id()) {
+                // SAFETY: a signal to the process group the child leads.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
             return Ok(Ended::Killed);
@@ -176,7 +207,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("seen");
         let append = script(&dir, "append", &format!("cat >> {}", out.display()));
-        let hang = script(&dir, "hang", "exec sleep 30");
+        // A shell that starts a child: the timeout must kill both.
+        let hang = script(&dir, "hang", "sleep 30; true");
         let notifier = Notifier::start(vec![append, hang], Duration::from_millis(200))
             .unwrap()
             .unwrap();

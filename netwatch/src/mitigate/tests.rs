@@ -506,3 +506,87 @@ fn ttl_text_is_short() {
         assert_eq!(ttl_text(Duration::from_secs(secs)), text);
     }
 }
+
+/// Bans ended and made again faster than their counters cool down: past the kernel's room for
+/// counters (two a ban) a ban is refused, never given a counter the maps do not have.
+#[test]
+fn counters_cooling_down_are_never_handed_out_past_the_maps() {
+    let mut m = mitigator(MitigateMode::Drop, &[], &[]);
+    let mut table = Table::default();
+    let mut refused = 0;
+    for i in 0..20u8 {
+        let net = Cidr::of(IpAddr::from([10, 9, 1, i]), 32);
+        match m.add(net, None, None, &mut table, secs(0)) {
+            Ok(_) => {
+                m.remove(net, &mut table, secs(0)).unwrap();
+            }
+            Err(BanRefusal::Full(3)) => refused += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    // Six counters for three bans, none back from cooling (no tick): six bans, then refusals.
+    assert_eq!(refused, 14);
+    assert!(
+        table.counts.keys().all(|index| *index < 6),
+        "{:?}",
+        table.counts
+    );
+    m.tick(&mut table, secs(1));
+    m.tick(&mut table, secs(2));
+    m.add(net("10.9.2.1/32"), None, None, &mut table, secs(2))
+        .unwrap();
+}
+
+/// Nothing wider than a /8 (IPv4) or a /32 (IPv6) is banned: it would cut the host off.
+#[test]
+fn bans_wider_than_allowed_are_refused() {
+    let mut m = mitigator(MitigateMode::Drop, &[], &[]);
+    let mut table = Table::default();
+    for wide in ["0.0.0.0/0", "10.0.0.0/7", "::/0", "2001:db8::/31"] {
+        assert!(
+            matches!(
+                m.add(net(wide), None, None, &mut table, secs(0)),
+                Err(BanRefusal::TooWide { .. })
+            ),
+            "{wide}"
+        );
+    }
+    m.add(net("10.0.0.0/8"), None, None, &mut table, secs(0))
+        .unwrap();
+    m.add(net("2001:db8::/32"), None, None, &mut table, secs(0))
+        .unwrap();
+}
+
+/// A ban restored at start was counted when it began (the store's history says so): it does
+/// not count again, so the network's next ban doubles once, not twice.
+#[test]
+fn a_restored_ban_is_not_a_new_offence() {
+    let mut m = mitigator(MitigateMode::Drop, &[], &[]);
+    let mut table = Table::default();
+    m.remember([(net("10.9.0.2/32"), secs(0), secs(600))]);
+    let events = m.restore(
+        vec![StoredBan {
+            net: net("10.9.0.2/32"),
+            origin: Origin::Alert,
+            reason: String::from("threshold_pps"),
+            alert: None,
+            iface: String::from("veth0"),
+            created: secs(0),
+            expires: secs(600),
+            offence: 1,
+        }],
+        &mut table,
+        secs(10),
+    );
+    assert_eq!(events[0].change, BanChange::Restore);
+    assert_eq!(m.tick(&mut table, secs(600)).len(), 1);
+    let start = alert(
+        "r2",
+        AlertKind::ThresholdPps,
+        AlertState::Start,
+        source("10.9.0.2"),
+    );
+    let events = m.on_alert("veth0", &start, &mut table, secs(700));
+    assert_eq!(events[0].offence, 2);
+    assert_eq!(events[0].expires, Some(secs(700 + 1200)));
+}

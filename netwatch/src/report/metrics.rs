@@ -62,9 +62,9 @@ pub struct Metrics {
     ban_bytes: IntGaugeVec,
     ban_matched_packets: IntCounterVec,
     ban_matched_bytes: IntCounterVec,
-    /// Each ban in force in the per-ban series: its mode and what it had matched when last
-    /// shown (the totals grow by the difference).
-    shown_bans: Mutex<std::collections::HashMap<String, (String, u64, u64)>>,
+    /// Each ban in force in the per-ban series: what it had matched when last shown (the
+    /// totals grow by the difference).
+    shown_bans: Mutex<std::collections::HashMap<String, (u64, u64)>>,
     /// The sources of each interface in the per-source series now, removed at its next
     /// interval.
     shown: Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -257,7 +257,7 @@ impl Metrics {
                         "netwatch_ban_packets",
                         "Packets each ban in force matched since it began (dropped; in dry-run mode passed)",
                     ),
-                    &["subject", "mode"],
+                    &["subject"],
                 )?,
             )?,
             ban_bytes: register(
@@ -267,7 +267,7 @@ impl Metrics {
                         "netwatch_ban_bytes",
                         "Bytes each ban in force matched since it began",
                     ),
-                    &["subject", "mode"],
+                    &["subject"],
                 )?,
             )?,
             ban_matched_packets: register(
@@ -628,41 +628,37 @@ impl Metrics {
         self.ban_events.with_label_values(&[action]).inc();
     }
 
-    /// The bans in force now, each `(subject, mode, packets, bytes)`, and those that ended
+    /// The bans in force now in `mode`, each `(subject, packets, bytes)`, and those that ended
     /// since the last call with their final counts in `ended`: the per-ban series follow the
-    /// bans in force, and the totals grow by what each matched since it was last shown.
-    pub fn set_bans(&self, bans: &[(String, &str, u64, u64)], ended: &[(String, &str, u64, u64)]) {
+    /// bans in force, and the totals (by mode) grow by what each matched since it was last
+    /// shown.
+    pub fn set_bans(&self, mode: &str, bans: &[(String, u64, u64)], ended: &[(String, u64, u64)]) {
         let mut shown = self
             .shown_bans
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (subject, mode, packets, bytes) in bans.iter().chain(ended) {
-            let (_, was_packets, was_bytes) =
-                shown.get(subject).cloned().unwrap_or((String::new(), 0, 0));
+        for (subject, packets, bytes) in bans.iter().chain(ended) {
+            let (was_packets, was_bytes) = shown.get(subject).copied().unwrap_or((0, 0));
             self.ban_matched_packets
                 .with_label_values(&[mode])
                 .inc_by(packets.saturating_sub(was_packets));
             self.ban_matched_bytes
                 .with_label_values(&[mode])
                 .inc_by(bytes.saturating_sub(was_bytes));
-            shown.insert(subject.clone(), ((*mode).to_owned(), *packets, *bytes));
+            shown.insert(subject.clone(), (*packets, *bytes));
         }
-        for (subject, _, _, _) in ended {
-            if let Some((mode, _, _)) = shown.remove(subject) {
-                let _ = self
-                    .ban_packets
-                    .remove_label_values(&[subject.as_str(), mode.as_str()]);
-                let _ = self
-                    .ban_bytes
-                    .remove_label_values(&[subject.as_str(), mode.as_str()]);
+        for (subject, _, _) in ended {
+            if shown.remove(subject).is_some() {
+                let _ = self.ban_packets.remove_label_values(&[subject.as_str()]);
+                let _ = self.ban_bytes.remove_label_values(&[subject.as_str()]);
             }
         }
-        for (subject, mode, packets, bytes) in bans {
+        for (subject, packets, bytes) in bans {
             self.ban_packets
-                .with_label_values(&[subject.as_str(), mode])
+                .with_label_values(&[subject.as_str()])
                 .set(i64::try_from(*packets).unwrap_or(i64::MAX));
             self.ban_bytes
-                .with_label_values(&[subject.as_str(), mode])
+                .with_label_values(&[subject.as_str()])
                 .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
         }
         self.bans_active.set(bans.len() as i64);
@@ -870,19 +866,19 @@ mod tests {
     fn ban_series_follow_the_bans_in_force() {
         let metrics = Metrics::new(5).unwrap();
         metrics.ban_event("ban");
-        metrics.set_bans(&[(String::from("10.9.0.2/32"), "drop", 100, 6_400)], &[]);
-        metrics.set_bans(&[(String::from("10.9.0.2/32"), "drop", 250, 16_000)], &[]);
+        metrics.set_bans("drop", &[(String::from("10.9.0.2/32"), 100, 6_400)], &[]);
+        metrics.set_bans("drop", &[(String::from("10.9.0.2/32"), 250, 16_000)], &[]);
         let text = metrics.render();
         assert!(text.contains("netwatch_bans_active 1\n"), "{text}");
         assert!(
-            text.contains("netwatch_ban_packets{mode=\"drop\",subject=\"10.9.0.2/32\"} 250\n"),
+            text.contains("netwatch_ban_packets{subject=\"10.9.0.2/32\"} 250\n"),
             "{text}"
         );
         assert!(
             text.contains("netwatch_ban_events_total{action=\"ban\"} 1\n"),
             "{text}"
         );
-        metrics.set_bans(&[], &[(String::from("10.9.0.2/32"), "drop", 260, 16_640)]);
+        metrics.set_bans("drop", &[], &[(String::from("10.9.0.2/32"), 260, 16_640)]);
         let text = metrics.render();
         assert!(text.contains("netwatch_bans_active 0\n"), "{text}");
         assert!(!text.contains("netwatch_ban_packets{"), "{text}");

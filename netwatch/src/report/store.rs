@@ -32,6 +32,8 @@ const PRUNE_EVERY: u64 = 3_600;
 
 /// Records waiting for the writer at most; past that the pipeline counts them as dropped.
 const QUEUE: usize = 4_096;
+/// How long a ban event waits to be kept before the daemon goes on (and says so).
+const BAN_KEPT_WAIT: Duration = Duration::from_secs(2);
 
 /// What the writer thread is asked to keep.
 #[derive(Debug)]
@@ -44,8 +46,8 @@ pub enum Record {
     Interval(IntervalRow, Vec<SourceRow>),
     /// Alerts and events (also queued for the webhooks).
     Findings(Vec<FindingRow>),
-    /// A ban event (also queued for the webhooks).
-    Ban(BanRecord),
+    /// A ban event (also queued for the webhooks), and who waits for it to be kept.
+    Ban(BanRecord, Option<SyncSender<()>>),
     /// Delete history older than this.
     Prune(Duration),
 }
@@ -96,6 +98,17 @@ impl StoreWriter {
             writer: Some(writer),
             counts,
         })
+    }
+
+    /// Hands a record to the writer, waiting for room in the queue if it must: for the few
+    /// records that may not be dropped (bans).
+    pub fn send_kept(&self, record: Record) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        if tx.send(record).is_err() {
+            self.counts.failed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Hands a record to the writer without waiting.
@@ -227,10 +240,27 @@ impl Sink for StoreSink {
             ),
             Finding::Ban(event) => {
                 // Bans have a table of their own, from start to end; the findings before it
-                // are written first, so the webhooks get everything in order.
+                // are written first, so the webhooks get everything in order. A ban is never
+                // dropped for a full queue, and is kept before anyone else hears of it: after
+                // a crash, the store's bans are the ones to apply again.
                 self.flush()?;
+                let (kept, acknowledged) = sync_channel(1);
                 self.writer
-                    .send(Record::Ban(ban_record(event, report.json)));
+                    .send_kept(Record::Ban(ban_record(event, report.json), Some(kept)));
+                match acknowledged.recv_timeout(BAN_KEPT_WAIT) {
+                    Ok(()) => {}
+                    Err(RecvTimeoutError::Timeout) => log::warn!(
+                        "the store has not kept the {} of {} within {} s (a slow or full disk): it waits in memory until the store takes writes again",
+                        event.change.name(),
+                        event.net,
+                        BAN_KEPT_WAIT.as_secs()
+                    ),
+                    Err(RecvTimeoutError::Disconnected) => log::error!(
+                        "the store lost the {} of {}: a restart would not know of it",
+                        event.change.name(),
+                        event.net
+                    ),
+                }
                 return Ok(());
             }
         };
@@ -460,7 +490,10 @@ fn write_all(store: &mut Store, rx: &Receiver<Record>, webhooks: &[String], coun
             });
             match written {
                 Ok(()) => {
-                    waiting.pop_front();
+                    if let Some(Record::Ban(_, Some(kept))) = waiting.pop_front() {
+                        // Whoever waited may have given up: nothing to tell then.
+                        let _ = kept.send(());
+                    }
                 }
                 Err(err) => {
                     counts.refused.fetch_add(1, Ordering::Relaxed);
@@ -515,7 +548,7 @@ fn write_one(
         Record::Touch(addrs, at) => store.touch(addrs, *at),
         Record::Interval(row, sources) => store.record_interval(row, sources),
         Record::Findings(findings) => store.record_findings(findings, webhooks),
-        Record::Ban(record) => store.record_ban(record, webhooks),
+        Record::Ban(record, _) => store.record_ban(record, webhooks),
         Record::Prune(cutoff) => store.prune_history(*cutoff).map(drop),
     }
 }

@@ -189,26 +189,34 @@ impl Store {
         Ok(bans)
     }
 
-    /// The bans that began at `since` or later: network and start, toward the doubling of
-    /// repeat offenders' TTLs.
-    pub fn ban_history(&self, since: Duration) -> Result<Vec<(Cidr, Duration)>, StoreError> {
+    /// The bans that ended (or end) at `since` or later: network, start and end, toward the
+    /// doubling of repeat offenders' TTLs.
+    pub fn ban_history(
+        &self,
+        since: Duration,
+    ) -> Result<Vec<(Cidr, Duration, Duration)>, StoreError> {
         let mut statement = self
             .conn
-            .prepare("SELECT subject, created_ms FROM bans WHERE created_ms >= ?1")
+            .prepare(
+                "SELECT subject, created_ms, expires_ms FROM bans
+                 WHERE MIN(expires_ms, COALESCE(ended_ms, expires_ms)) >= ?1",
+            )
             .map_err(|err| self.sqlite(err))?;
         let rows = statement
             .query_map([millis(since)], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(|err| self.sqlite(err))?;
+        let at = |ms: i64| Some(Duration::from_millis(u64::try_from(ms).ok()?));
         Ok(rows
             .into_iter()
-            .filter_map(|(subject, created)| {
-                Some((
-                    subject.parse().ok()?,
-                    Duration::from_millis(u64::try_from(created).ok()?),
-                ))
+            .filter_map(|(subject, created, expires)| {
+                Some((subject.parse().ok()?, at(created)?, at(expires)?))
             })
             .collect())
     }
@@ -293,13 +301,10 @@ mod tests {
             })
         );
         assert_eq!(store.ban_in_force("10.9.0.3/32").unwrap(), None);
-        assert_eq!(
-            store
-                .ban_history(Duration::from_millis(1_500))
-                .unwrap()
-                .len(),
-            1
-        );
+        // The first ends at 601 s, the second ended at 3 s.
+        let history = |since_ms| store.ban_history(Duration::from_millis(since_ms)).unwrap();
+        assert_eq!(history(3_500).len(), 1);
+        assert_eq!(history(2_500).len(), 2);
         let queued: i64 = store
             .conn
             .query_row("SELECT COUNT(*) FROM webhook_queue", [], |row| row.get(0))
