@@ -256,7 +256,13 @@ fn file_capabilities_let_an_unprivileged_user_monitor() {
     assert!(setcap.success());
     let mut daemon = Daemon::spawn(as_nobody(&bin));
     daemon.wait_stderr("attached to");
-    let frames: Vec<Vec<u8>> = (0..200u8)
+    counts_every_frame(daemon, &pair, 200);
+}
+
+/// Sends `count` frames from a few sources to the daemon's interface; the daemon counts them
+/// all, then stops cleanly at SIGTERM.
+fn counts_every_frame(mut daemon: Daemon, pair: &VethPair, count: u8) {
+    let frames: Vec<Vec<u8>> = (0..count)
         .map(|i| {
             FrameBuilder::ipv4([10, 7, 0, i % 4])
                 .payload(20)
@@ -264,13 +270,13 @@ fn file_capabilities_let_an_unprivileged_user_monitor() {
                 .bytes
         })
         .collect();
-    assert_eq!(pair.send(frames), 200);
+    assert_eq!(pair.send(frames), usize::from(count));
     let mut reports = Vec::new();
-    daemon.wait_cumulative(200, &mut reports);
+    daemon.wait_cumulative(u64::from(count), &mut reports);
     let (status, _, stderr) = daemon.stop(libc::SIGTERM);
     assert!(status.success(), "{stderr:?}");
     let last = reports.last().unwrap_or_else(|| panic!("no report"));
-    assert_eq!(last["cumulative"]["packets"], 200);
+    assert_eq!(last["cumulative"]["packets"], u64::from(count));
 }
 
 /// `--version`: the version, the commit it was built from and the XDP object's build id.
@@ -596,19 +602,7 @@ fn xtask_run_as_a_user_runs_only_netwatch_through_sudo() {
     let said = daemon.wait_stderr("through sudo");
     assert!(said.contains(&netwatch.display().to_string()), "{said}");
     daemon.wait_stderr("attached to");
-    let frames: Vec<Vec<u8>> = (0..100u8)
-        .map(|i| {
-            FrameBuilder::ipv4([10, 6, 0, i % 5])
-                .payload(20)
-                .build()
-                .bytes
-        })
-        .collect();
-    assert_eq!(pair.send(frames), 100);
-    let mut reports = Vec::new();
-    daemon.wait_cumulative(100, &mut reports);
-    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
-    assert!(status.success(), "{stderr:?}");
+    counts_every_frame(daemon, &pair, 100);
 
     // Refused by sudo: one line, xtask's.
     user.disallow();
