@@ -25,7 +25,7 @@ use self::parse::{
     Class, MAX_L4_OFFSET, Parsed, Verdict, bytes, is_connection_attempt, parse, transport_ports,
 };
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, xdp_action},
     helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, Queue, RingBuf, lpm_trie::Key},
@@ -580,8 +580,12 @@ fn early_check(ctx: &XdpContext, batch: u32, settings: &Settings) {
         (&raw mut (*at).event.packets).write_volatile(packets);
         (&raw mut (*at).event.elapsed_ns).write_volatile(elapsed);
         // Handed over in place: a copy would merge the stores again. Said only once it is in
-        // the ring: a full ring has the next slot try again.
-        if SAMPLES.output::<EarlyRecord>(&*at, 0).is_ok() {
+        // the ring: a full ring has the next slot try again. Userspace is woken for this one
+        // whatever it has left unread: it is the alert the interval would otherwise wait for.
+        if SAMPLES
+            .output::<EarlyRecord>(&*at, u64::from(BPF_RB_FORCE_WAKEUP))
+            .is_ok()
+        {
             (&raw mut (*early).posted_ns).write_volatile(now);
         }
     }
