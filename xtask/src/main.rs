@@ -85,6 +85,16 @@ enum Task {
     },
     /// Run the benchmarks (needs root) and write BENCHMARKS.md.
     Bench,
+    /// cargo's runner for `cargo xtask test` as a user: a binary of the privileged
+    /// integration tests (a file of TESTS_DIR) through `sudo -E`, any other as it is.
+    #[command(hide = true)]
+    TestRunner {
+        /// The folder of the privileged tests' sources (`tests/tests`).
+        tests_dir: PathBuf,
+        /// The test binary and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Build the Debian package: the binary, the example configuration as a conffile, the
     /// systemd unit, the man pages and shell completions (dpkg-deb).
     Package {
@@ -113,6 +123,10 @@ fn main() -> std::process::ExitCode {
 
 fn main_result() -> Result<()> {
     let Cli { command } = Cli::parse();
+    if let Task::TestRunner { tests_dir, args } = &command {
+        // Run by cargo for each test binary: no workspace to look for.
+        return test_runner(tests_dir, args);
+    }
     let root = workspace_root()?;
     match command {
         Task::Setup => setup(),
@@ -153,6 +167,7 @@ fn main_result() -> Result<()> {
             setup()?;
             bench(&root)
         }
+        Task::TestRunner { .. } => unreachable!("run above"),
         Task::Package {
             debug,
             no_build,
@@ -415,8 +430,9 @@ fn test(root: &Path, extra: &[OsString]) -> Result<()> {
         .args(["test", "--workspace", "--exclude", "netwatch-ebpf"])
         .args(extra);
     if !is_root() {
-        // cargo builds as the user and runs each test binary through sudo (a runner, as
-        // aya's template does): the tests need root, the build does not.
+        // cargo builds as the user, and its runner (this xtask) runs the privileged tests'
+        // binaries through sudo, as aya's template does: those tests need root, the build and
+        // the unit tests do not.
         let host = output_of("rustc", &["-vV"])
             .and_then(|info| {
                 info.lines()
@@ -428,12 +444,51 @@ fn test(root: &Path, extra: &[OsString]) -> Result<()> {
             "CARGO_TARGET_{}_RUNNER",
             host.to_uppercase().replace(['-', '.'], "_")
         );
+        let runner = format!(
+            "{} test-runner {}",
+            env::current_exe()?.display(),
+            root.join("tests/tests").display()
+        );
+        if runner.split_whitespace().count() != 3 {
+            bail!(
+                "the checkout's path has white space, which cargo's runner cannot take: {runner}"
+            );
+        }
         say(&format!(
-            "running the test binaries through sudo ({variable}=\"sudo -E\")"
+            "running the privileged tests' binaries through sudo -E ({variable}=\"{runner}\")"
         ));
-        command.env(variable, "sudo -E");
+        command.env(variable, runner);
     }
     run(&mut command)
+}
+
+/// Runs a test binary for cargo: through `sudo -E` when it is one of the privileged
+/// integration tests (its name, less cargo's `-HASH`, is a file of `tests_dir`), directly
+/// otherwise.
+fn test_runner(tests_dir: &Path, args: &[OsString]) -> Result<()> {
+    let (binary, rest) = args.split_first().context("no test binary to run")?;
+    let binary = PathBuf::from(binary);
+    let err = if privileged_test(tests_dir, &binary) {
+        Command::new("sudo")
+            .arg("-E")
+            .arg("--")
+            .arg(&binary)
+            .args(rest)
+            .exec()
+    } else {
+        Command::new(&binary).args(rest).exec()
+    };
+    Err(err).with_context(|| format!("cannot run {}", binary.display()))
+}
+
+/// Whether `binary` is one of the privileged integration tests: its name, less cargo's
+/// `-HASH`, names a file of `tests_dir`.
+fn privileged_test(tests_dir: &Path, binary: &Path) -> bool {
+    let Some(name) = binary.file_name().and_then(|name| name.to_str()) else {
+        return false;
+    };
+    let stem = name.rsplit_once('-').map_or(name, |(stem, _)| stem);
+    tests_dir.join(format!("{stem}.rs")).is_file()
 }
 
 fn bench(root: &Path) -> Result<()> {
@@ -452,4 +507,41 @@ fn bench(root: &Path) -> Result<()> {
         .current_dir(root)
         .arg("--write")
         .arg(root.join("BENCHMARKS.md")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The integration tests of `tests/tests` go through sudo; the crates' unit tests (and
+    /// a name that only starts like a test's) do not.
+    #[test]
+    fn only_the_privileged_tests_binaries_take_sudo() {
+        let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tests");
+        let deps = Path::new("/x/target/debug/deps");
+        assert!(privileged_test(
+            &tests_dir,
+            &deps.join("datapath-0f1e2d3c4b5a6978")
+        ));
+        assert!(privileged_test(
+            &tests_dir,
+            &deps.join("bans-0011223344556677")
+        ));
+        assert!(!privileged_test(
+            &tests_dir,
+            &deps.join("netwatch-0f1e2d3c4b5a6978")
+        ));
+        assert!(!privileged_test(
+            &tests_dir,
+            &deps.join("netwatch_common-0f1e2d3c4b5a6978")
+        ));
+        assert!(!privileged_test(
+            &tests_dir,
+            &deps.join("xtask-0f1e2d3c4b5a6978")
+        ));
+        assert!(!privileged_test(
+            &tests_dir,
+            &deps.join("datapathx-0f1e2d3c4b5a6978")
+        ));
+    }
 }
