@@ -715,6 +715,22 @@ fn ban_op(request: &Request) -> Result<BanOp, String> {
     Ok(BanOp::Add { net, ttl, reason })
 }
 
+/// The daemon's socket for a client command: `--control` when given, else `monitor.control`
+/// of the configuration file (or the default).
+pub fn socket_path(
+    control: Option<PathBuf>,
+    config: Option<&Path>,
+) -> Result<PathBuf, crate::config::ConfigError> {
+    match control {
+        Some(path) => Ok(path),
+        None => Ok(PathBuf::from(
+            crate::config::Config::load_or_default(config)?
+                .monitor
+                .control,
+        )),
+    }
+}
+
 /// Sends `request` to the daemon at `path`; returns its connection, the request sent.
 pub fn connect(path: &Path, request: &str) -> io::Result<BufReader<UnixStream>> {
     send(

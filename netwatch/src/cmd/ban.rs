@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     cli::{BanAction, BanArgs},
-    config::{Config, ConfigError},
+    config::ConfigError,
     control::{self, PROTOCOL_VERSION, Request},
     report::escape,
 };
@@ -55,10 +55,7 @@ pub fn run(args: BanArgs, out: &mut impl Write) -> Result<(), BanError> {
         control,
         action,
     } = args;
-    let path = match control {
-        Some(path) => path,
-        None => PathBuf::from(Config::load_or_default(config.as_deref())?.monitor.control),
-    };
+    let path = control::socket_path(control, config.as_deref())?;
     let (request, json) = match action {
         BanAction::Add {
             subject,

@@ -7,7 +7,7 @@ use std::{
 
 use crate::{
     cli::StatusArgs,
-    config::{Config, ConfigError},
+    config::ConfigError,
     control::{self, Status},
     report::escape,
 };
@@ -46,10 +46,7 @@ pub fn run(args: StatusArgs, out: &mut impl Write) -> Result<(), StatusError> {
         control,
         json,
     } = args;
-    let path = match control {
-        Some(path) => path,
-        None => PathBuf::from(Config::load_or_default(config.as_deref())?.monitor.control),
-    };
+    let path = control::socket_path(control, config.as_deref())?;
     let connect = |source| StatusError::Connect {
         path: path.clone(),
         source,

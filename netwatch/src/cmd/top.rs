@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::{
     cli::TopArgs,
-    config::{Config, ConfigError},
+    config::ConfigError,
     control,
     report::escape,
     top::{
@@ -272,10 +272,7 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
         iface,
         exit_with_daemon,
     } = args;
-    let path = match control {
-        Some(path) => path,
-        None => PathBuf::from(Config::load_or_default(config.as_deref())?.monitor.control),
-    };
+    let path = control::socket_path(control, config.as_deref())?;
     if !io::stdout().is_terminal() {
         return Err(TopError::NotATerminal);
     }

@@ -115,26 +115,30 @@ impl Datapath {
     }
 
     fn ban_counts_mut(&mut self) -> Result<PerCpuArray<&mut MapData, Counter>, DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(BAN_COUNTS_MAP)
-            .ok_or(DatapathError::Missing("ban counters map"))?;
-        Ok(PerCpuArray::try_from(map)?)
+        self.typed_map_mut(BAN_COUNTS_MAP, "ban counters map")
     }
 
     fn trie_v4(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 4], u32>, DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(BANS_V4_MAP)
-            .ok_or(DatapathError::Missing("IPv4 ban map"))?;
-        Ok(LpmTrie::try_from(map)?)
+        self.typed_map_mut(BANS_V4_MAP, "IPv4 ban map")
     }
 
     fn trie_v6(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], u32>, DatapathError> {
+        self.typed_map_mut(BANS_V6_MAP, "IPv6 ban map")
+    }
+
+    /// The map `name` as `M`; `what` names it in the error when it is missing.
+    fn typed_map_mut<'a, M>(
+        &'a mut self,
+        name: &str,
+        what: &'static str,
+    ) -> Result<M, DatapathError>
+    where
+        M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
         let map = self
             .ebpf
-            .map_mut(BANS_V6_MAP)
-            .ok_or(DatapathError::Missing("IPv6 ban map"))?;
-        Ok(LpmTrie::try_from(map)?)
+            .map_mut(name)
+            .ok_or(DatapathError::Missing(what))?;
+        Ok(M::try_from(map)?)
     }
 }

@@ -7,7 +7,7 @@ use std::{io, sync::Arc, time::Duration};
 use serde_json::{Value, json};
 
 use super::{
-    BanChange, BanEvent, BanRefusal, BanTable, Mitigator, NeverBan, StoredBan, notify::Notifier,
+    BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Mitigator, NeverBan, notify::Notifier,
 };
 use crate::{
     config::Config,
@@ -120,7 +120,7 @@ impl Mitigation {
     /// its alerts for [`Mitigation::act`].
     pub fn start(
         config: &Config,
-        stored: Vec<StoredBan>,
+        stored: Vec<BanTerms>,
         history: Vec<(Cidr, Duration, Duration)>,
         metrics: Option<Arc<Metrics>>,
         pipeline: &mut Pipeline,
@@ -219,15 +219,15 @@ impl Mitigation {
             .bans()
             .map(|ban| {
                 json!({
-                    "subject": ban.net.to_string(),
-                    "origin": ban.origin.name(),
-                    "reason": ban.reason,
-                    "alert": ban.alert,
-                    "iface": ban.iface,
-                    "created": rfc3339(std::time::UNIX_EPOCH + ban.created),
-                    "expires": rfc3339(std::time::UNIX_EPOCH + ban.expires),
-                    "ttl_s": ban.expires.saturating_sub(ban.created).as_secs(),
-                    "offence": ban.offence,
+                    "subject": ban.terms.net.to_string(),
+                    "origin": ban.terms.origin.name(),
+                    "reason": ban.terms.reason,
+                    "alert": ban.terms.alert,
+                    "iface": ban.terms.iface,
+                    "created": rfc3339(std::time::UNIX_EPOCH + ban.terms.created),
+                    "expires": rfc3339(std::time::UNIX_EPOCH + ban.terms.expires),
+                    "ttl_s": ban.terms.expires.saturating_sub(ban.terms.created).as_secs(),
+                    "offence": ban.terms.offence,
                     "packets": ban.packets,
                     "bytes": ban.bytes,
                 })
@@ -294,7 +294,7 @@ impl Mitigation {
             let bans: Vec<(String, u64, u64)> = self
                 .mitigator
                 .bans()
-                .map(|ban| (ban.net.to_string(), ban.packets, ban.bytes))
+                .map(|ban| (ban.terms.net.to_string(), ban.packets, ban.bytes))
                 .collect();
             let ended: Vec<(String, u64, u64)> = events
                 .iter()

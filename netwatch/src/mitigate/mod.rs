@@ -260,13 +260,12 @@ pub struct AlertRef {
     pub kind: AlertKind,
 }
 
-/// One ban in force.
+/// What a ban is: the network, who asked for it and why, when it began and ends. The
+/// store keeps these, and a ban restored at start is made of them again.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Ban {
+pub struct BanTerms {
     /// The network banned (a host as /32 or /128).
     pub net: Cidr,
-    /// Its index in the kernel's counters.
-    index: u32,
     /// Who asked for it.
     pub origin: Origin,
     /// Why, in words.
@@ -281,31 +280,31 @@ pub struct Ban {
     pub expires: Duration,
     /// 1 for a first ban of the network, 2 for the next within `forget_after`, ...
     pub offence: u32,
+}
+
+/// One ban in force: its terms, its counter in the kernel and what it matched so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ban {
+    /// What the ban is.
+    pub terms: BanTerms,
+    /// Its index in the kernel's counters.
+    index: u32,
     /// Packets it matched (dropped, or in a dry run passed) so far.
     pub packets: u64,
     /// Their bytes.
     pub bytes: u64,
 }
 
-/// A ban as the store keeps it, to be applied again at start.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredBan {
-    /// The network.
-    pub net: Cidr,
-    /// Who asked for it.
-    pub origin: Origin,
-    /// Why.
-    pub reason: String,
-    /// The alert behind it: its id and kind.
-    pub alert: Option<AlertRef>,
-    /// Its interface.
-    pub iface: String,
-    /// When it began.
-    pub created: Duration,
-    /// When it ends.
-    pub expires: Duration,
-    /// Its offence number.
-    pub offence: u32,
+impl Ban {
+    /// A ban of `terms`, not in the kernel yet.
+    fn new(terms: BanTerms) -> Self {
+        Self {
+            terms,
+            index: 0,
+            packets: 0,
+            bytes: 0,
+        }
+    }
 }
 
 /// What happened to a ban.
@@ -372,15 +371,15 @@ impl BanEvent {
         Self {
             at,
             change,
-            net: ban.net,
+            net: ban.terms.net,
             mode,
-            origin: ban.origin,
-            reason: ban.reason.clone(),
-            alert: ban.alert.clone(),
-            iface: ban.iface.clone(),
-            created: Some(ban.created),
-            expires: (change != BanChange::Unban).then_some(ban.expires),
-            offence: ban.offence,
+            origin: ban.terms.origin,
+            reason: ban.terms.reason.clone(),
+            alert: ban.terms.alert.clone(),
+            iface: ban.terms.iface.clone(),
+            created: Some(ban.terms.created),
+            expires: (change != BanChange::Unban).then_some(ban.terms.expires),
+            offence: ban.terms.offence,
             packets: ban.packets,
             bytes: ban.bytes,
             why: None,
@@ -574,9 +573,9 @@ impl Mitigator {
 
     /// The ban in force that covers all of `net`, if any.
     fn covered(&self, net: Cidr) -> Option<&Ban> {
-        self.bans
-            .values()
-            .find(|ban| ban.net.prefix_len() <= net.prefix_len() && ban.net.contains(net.addr()))
+        self.bans.values().find(|ban| {
+            ban.terms.net.prefix_len() <= net.prefix_len() && ban.terms.net.contains(net.addr())
+        })
     }
 
     /// The bans `alert` causes under the rules (none with mitigation off, at an alert's end,
@@ -622,9 +621,8 @@ impl Mitigator {
             .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
             .min(rule.max_ttl);
         let reason = alert_reason(alert);
-        let ban = Ban {
+        let ban = Ban::new(BanTerms {
             net,
-            index: 0,
             origin: Origin::Alert,
             reason,
             alert: Some(AlertRef {
@@ -635,9 +633,7 @@ impl Mitigator {
             created: now,
             expires: now + ttl,
             offence,
-            packets: 0,
-            bytes: 0,
-        };
+        });
         match self.admit(ban, true, table) {
             Ok(event) => vec![event],
             Err(refused) => {
@@ -674,13 +670,12 @@ impl Mitigator {
         if let Some(ban) = self.bans.get(&net) {
             return Err(BanRefusal::Exists {
                 net,
-                until: crate::report::rfc3339(std::time::UNIX_EPOCH + ban.expires),
+                until: crate::report::rfc3339(std::time::UNIX_EPOCH + ban.terms.expires),
             });
         }
         let offence = self.prior_offences(net, now) + 1;
-        let ban = Ban {
+        let ban = Ban::new(BanTerms {
             net,
-            index: 0,
             origin: Origin::Manual,
             reason: reason.unwrap_or_else(|| String::from("banned by hand")),
             alert: None,
@@ -688,9 +683,7 @@ impl Mitigator {
             created: now,
             expires: now + ttl.unwrap_or(self.config.manual_ttl),
             offence,
-            packets: 0,
-            bytes: 0,
-        };
+        });
         self.admit(ban, true, table).map_err(|refused| refused.1)
     }
 
@@ -720,17 +713,17 @@ impl Mitigator {
         new: bool,
         table: &mut dyn BanTable,
     ) -> Result<BanEvent, Box<(Ban, BanRefusal)>> {
-        if let Some((never, from)) = self.never_banned(ban.net) {
-            let net = ban.net;
+        if let Some((never, from)) = self.never_banned(ban.terms.net) {
+            let net = ban.terms.net;
             return Err(Box::new((ban, BanRefusal::Never { net, never, from })));
         }
-        let widest = if ban.net.addr().is_ipv4() {
+        let widest = if ban.terms.net.addr().is_ipv4() {
             WIDEST_V4
         } else {
             WIDEST_V6
         };
-        if ban.net.prefix_len() < widest {
-            let net = ban.net;
+        if ban.terms.net.prefix_len() < widest {
+            let net = ban.terms.net;
             return Err(Box::new((ban, BanRefusal::TooWide { net, widest })));
         }
         if self.bans.len() >= self.config.max_bans as usize {
@@ -748,18 +741,18 @@ impl Mitigator {
             }
         };
         ban.index = index;
-        if let Err(reason) = table.set(index, ban.net) {
+        if let Err(reason) = table.set(index, ban.terms.net) {
             self.free.push(index);
             // A half-made entry (one interface of several) must not stay behind.
-            let _ = table.clear(ban.net);
-            let net = ban.net;
+            let _ = table.clear(ban.terms.net);
+            let net = ban.terms.net;
             return Err(Box::new((ban, BanRefusal::Kernel { net, reason })));
         }
         if new {
-            self.offence(ban.net, ban.created, ban.expires);
+            self.offence(ban.terms.net, ban.terms.created, ban.terms.expires);
         }
-        let event = BanEvent::of(&ban, BanChange::Ban, self.config.mode, ban.created);
-        self.bans.insert(ban.net, ban);
+        let event = BanEvent::of(&ban, BanChange::Ban, self.config.mode, ban.terms.created);
+        self.bans.insert(ban.terms.net, ban);
         self.update_action(table);
         Ok(event)
     }
@@ -796,7 +789,7 @@ impl Mitigator {
                     // The entry may still match: its counter is never handed to another ban.
                     Err(reason) => log::error!(
                         "lifting the ban of {} in the kernel failed: {reason}; its counter {} is left out of use",
-                        ban.net,
+                        ban.terms.net,
                         ban.index
                     ),
                 }
@@ -820,8 +813,8 @@ impl Mitigator {
         let due: Vec<(Cidr, String)> = self
             .bans
             .values()
-            .filter(|ban| ban.expires <= now)
-            .map(|ban| (ban.net, String::from("expired")))
+            .filter(|ban| ban.terms.expires <= now)
+            .map(|ban| (ban.terms.net, String::from("expired")))
             .collect();
         let events = self.end(due, table, now);
         self.update_action(table);
@@ -832,25 +825,13 @@ impl Mitigator {
     /// time ran out while netwatch was stopped ended (an `unban`).
     pub fn restore(
         &mut self,
-        stored: Vec<StoredBan>,
+        stored: Vec<BanTerms>,
         table: &mut dyn BanTable,
         now: Duration,
     ) -> Vec<BanEvent> {
         let mut events = Vec::new();
-        for stored in stored {
-            let ban = Ban {
-                net: stored.net,
-                index: 0,
-                origin: stored.origin,
-                reason: stored.reason,
-                alert: stored.alert,
-                iface: stored.iface,
-                created: stored.created,
-                expires: stored.expires,
-                offence: stored.offence,
-                packets: 0,
-                bytes: 0,
-            };
+        for terms in stored {
+            let ban = Ban::new(terms);
             let mode = self.config.mode;
             let ended = |why: String| {
                 let mut event = BanEvent::of(&ban, BanChange::Unban, mode, now);
@@ -861,11 +842,11 @@ impl Mitigator {
                 events.push(ended(String::from("mitigation is off")));
                 continue;
             }
-            if stored.expires <= now {
+            if ban.terms.expires <= now {
                 events.push(ended(String::from("expired while netwatch was stopped")));
                 continue;
             }
-            if self.bans.contains_key(&ban.net) {
+            if self.bans.contains_key(&ban.terms.net) {
                 continue;
             }
             match self.admit(ban.clone(), false, table) {

@@ -381,7 +381,7 @@ fn rules_pick_the_subject() {
 fn restore_applies_live_bans_and_ends_expired_ones() {
     let mut m = mitigator(MitigateMode::Drop, &[], &[]);
     let mut table = Table::default();
-    let stored = |addr: &str, expires| StoredBan {
+    let stored = |addr: &str, expires| BanTerms {
         net: net(addr),
         origin: Origin::Alert,
         reason: String::from("threshold_pps"),
@@ -565,7 +565,7 @@ fn a_restored_ban_is_not_a_new_offence() {
     let mut table = Table::default();
     m.remember([(net("10.9.0.2/32"), secs(0), secs(600))]);
     let events = m.restore(
-        vec![StoredBan {
+        vec![BanTerms {
             net: net("10.9.0.2/32"),
             origin: Origin::Alert,
             reason: String::from("threshold_pps"),

@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension as _, params};
 use super::{Store, StoreError, millis, to_i64};
 use crate::{
     detect::{alert::AlertKind, cidr::Cidr},
-    mitigate::{AlertRef, Origin, StoredBan},
+    mitigate::{AlertRef, BanTerms, Origin},
 };
 
 /// A ban's start, as kept.
@@ -108,19 +108,13 @@ impl Store {
                 }
                 BanRecord::Note(json) => json,
             };
-            for url in webhooks {
-                tx.execute(
-                    "INSERT INTO webhook_queue (url, record) VALUES (?1, ?2)",
-                    params![url, json.trim_end()],
-                )?;
-            }
-            Ok(())
+            super::queue::enqueue(tx, webhooks, json.trim_end())
         })
     }
 
     /// The bans without an end, oldest first. A row that cannot be read back (a network that
     /// does not parse) is ended here, and said.
-    pub fn open_bans(&mut self) -> Result<Vec<StoredBan>, StoreError> {
+    pub fn open_bans(&mut self) -> Result<Vec<BanTerms>, StoreError> {
         let rows = {
             let mut statement = self
                 .conn
@@ -175,7 +169,7 @@ impl Store {
             let alert = alert_id.zip(alert_kind.and_then(|kind| {
                 serde_json::from_value::<AlertKind>(serde_json::Value::String(kind)).ok()
             }));
-            bans.push(StoredBan {
+            bans.push(BanTerms {
                 net,
                 origin: Origin::from_name(&origin),
                 reason,

@@ -238,12 +238,7 @@ impl Store {
                         finding.iface,
                     ],
                 )?;
-                for url in webhooks {
-                    tx.execute(
-                        "INSERT INTO webhook_queue (url, record) VALUES (?1, ?2)",
-                        params![url, finding.record],
-                    )?;
-                }
+                super::queue::enqueue(tx, webhooks, &finding.record)?;
             }
             Ok(())
         })

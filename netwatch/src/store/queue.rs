@@ -4,6 +4,22 @@ use rusqlite::{OptionalExtension as _, params};
 
 use super::{Store, StoreError, to_i64};
 
+/// Queues `record` (a JSON line) for every webhook URL, in the caller's transaction: a record
+/// is kept and queued everywhere, or not at all.
+pub(super) fn enqueue(
+    tx: &rusqlite::Transaction<'_>,
+    webhooks: &[String],
+    record: &str,
+) -> rusqlite::Result<()> {
+    for url in webhooks {
+        tx.execute(
+            "INSERT INTO webhook_queue (url, record) VALUES (?1, ?2)",
+            params![url, record],
+        )?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// The oldest queued records for `url`, at most `limit`: (id, JSON line).
     pub fn queued(&self, url: &str, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
