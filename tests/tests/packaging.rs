@@ -20,6 +20,7 @@ use netwatch_tests::{
     frames::FrameBuilder,
     netns::VethPair,
     netwatch_bin, privileged,
+    process::succeed,
 };
 
 fn packaging(file: &str) -> PathBuf {
@@ -220,12 +221,7 @@ fn file_capabilities_let_an_unprivileged_user_monitor() {
     fs::copy(netwatch_bin(), &bin).unwrap_or_else(|err| panic!("{err}"));
     let state = dir.join("state");
     fs::create_dir(&state).unwrap_or_else(|err| panic!("{err}"));
-    let chown = Command::new("chown")
-        .arg("65534:65534")
-        .arg(&state)
-        .status()
-        .unwrap_or_else(|err| panic!("{err}"));
-    assert!(chown.success());
+    succeed(Command::new("chown").arg("65534:65534").arg(&state));
     let pair = VethPair::new(true);
     let as_nobody = |bin: &std::path::Path| {
         let mut command = pair.monitor.command("setpriv");
@@ -248,12 +244,11 @@ fn file_capabilities_let_an_unprivileged_user_monitor() {
     let stderr = expect_failure(Daemon::spawn(as_nobody(&bin)), "permission denied");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 
-    let setcap = Command::new("setcap")
-        .arg("cap_bpf,cap_perfmon,cap_net_admin+ep")
-        .arg(&bin)
-        .status()
-        .unwrap_or_else(|err| panic!("setcap: {err}"));
-    assert!(setcap.success());
+    succeed(
+        Command::new("setcap")
+            .arg("cap_bpf,cap_perfmon,cap_net_admin+ep")
+            .arg(&bin),
+    );
     let mut daemon = Daemon::spawn(as_nobody(&bin));
     daemon.wait_stderr("attached to");
     counts_every_frame(daemon, &pair, 200);
@@ -336,16 +331,11 @@ fn the_debian_package_installs_runs_and_purges() {
         xtask.display()
     );
     let dir = ScratchDir::new("nwdeb");
-    let built = Command::new(&xtask)
-        .env("CARGO_MANIFEST_DIR", root.join("xtask"))
-        .args(["package", "--debug", "--no-build", "--out"])
-        .arg(&dir.0)
-        .output()
-        .unwrap_or_else(|err| panic!("{err}"));
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
+    succeed(
+        Command::new(&xtask)
+            .env("CARGO_MANIFEST_DIR", root.join("xtask"))
+            .args(["package", "--debug", "--no-build", "--out"])
+            .arg(&dir.0),
     );
     let deb = fs::read_dir(&dir.0)
         .unwrap_or_else(|err| panic!("{err}"))
@@ -354,16 +344,7 @@ fn the_debian_package_installs_runs_and_purges() {
         .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
         .unwrap_or_else(|| panic!("no .deb in {}", dir.0.display()));
     let dpkg = |args: &[&str]| {
-        let output = Command::new("dpkg")
-            .args(args)
-            .output()
-            .unwrap_or_else(|err| panic!("dpkg: {err}"));
-        assert!(
-            output.status.success(),
-            "dpkg {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        String::from_utf8_lossy(&succeed(Command::new("dpkg").args(args)).stdout).into_owned()
     };
     // A package left by an earlier, interrupted run of this test goes first; one installed
     // for real is never touched (purging it would delete its configuration and store).
@@ -487,21 +468,17 @@ struct TestUser {
 impl TestUser {
     fn create() -> Self {
         let name = netwatch_tests::unique_name("nwx");
-        let made = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(&name)
-            .status()
-            .unwrap_or_else(|err| panic!("useradd: {err}"));
-        assert!(made.success(), "useradd {name}");
-        let id = Command::new("id")
-            .args(["-u", &name])
-            .output()
-            .unwrap_or_else(|err| panic!("id: {err}"));
+        succeed(
+            Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .arg(&name),
+        );
+        let id = succeed(Command::new("id").args(["-u", &name]));
         let uid = String::from_utf8_lossy(&id.stdout)
             .trim()
             .parse()
