@@ -12,6 +12,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
+    frames::FrameBuilder,
     netns::{Netns, VethPair},
     netwatch_bin,
 };
@@ -85,7 +86,12 @@ impl Daemon {
     /// Waits for a stderr line containing `needle`; panics with all stderr seen on time-out
     /// or exit.
     pub fn wait_stderr(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + STARTUP;
+        self.wait_stderr_within(needle, STARTUP)
+    }
+
+    /// [`Daemon::wait_stderr`] for at most `time`.
+    pub fn wait_stderr_within(&mut self, needle: &str, time: Duration) -> String {
+        let deadline = Instant::now() + time;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {
@@ -97,7 +103,7 @@ impl Daemon {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     panic!(
-                        "no {needle:?} on stderr in {STARTUP:?}: {:?}",
+                        "no {needle:?} on stderr in {time:?}: {:?}",
                         self.stderr_seen
                     )
                 }
@@ -227,4 +233,24 @@ pub fn expect_failure(mut daemon: Daemon, needle: &str) -> String {
         "one clear line, not more: {stderr}"
     );
     stderr
+}
+
+/// Sends `count` frames from a few sources to the daemon's interface; the daemon counts them
+/// all, then stops cleanly at SIGTERM.
+pub fn counts_every_frame(mut daemon: Daemon, pair: &VethPair, count: u8) {
+    let frames: Vec<Vec<u8>> = (0..count)
+        .map(|i| {
+            FrameBuilder::ipv4([10, 7, 0, i % 4])
+                .payload(20)
+                .build()
+                .bytes
+        })
+        .collect();
+    assert_eq!(pair.send(frames), usize::from(count));
+    let mut reports = Vec::new();
+    daemon.wait_cumulative(u64::from(count), &mut reports);
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+    let last = reports.last().unwrap_or_else(|| panic!("no report"));
+    assert_eq!(last["cumulative"]["packets"], u64::from(count));
 }

@@ -7,6 +7,7 @@ pub mod frames;
 pub mod netns;
 pub mod process;
 pub mod replay;
+pub mod user;
 
 use std::{collections::HashMap, path::PathBuf};
 

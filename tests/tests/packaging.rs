@@ -16,7 +16,7 @@ use netwatch::{
 use netwatch_common::{GlobalStats, SourceStats};
 use netwatch_tests::{
     ScratchDir,
-    daemon::{Daemon, expect_failure},
+    daemon::{Daemon, counts_every_frame, expect_failure},
     frames::FrameBuilder,
     netns::VethPair,
     netwatch_bin, privileged,
@@ -254,26 +254,6 @@ fn file_capabilities_let_an_unprivileged_user_monitor() {
     counts_every_frame(daemon, &pair, 200);
 }
 
-/// Sends `count` frames from a few sources to the daemon's interface; the daemon counts them
-/// all, then stops cleanly at SIGTERM.
-fn counts_every_frame(mut daemon: Daemon, pair: &VethPair, count: u8) {
-    let frames: Vec<Vec<u8>> = (0..count)
-        .map(|i| {
-            FrameBuilder::ipv4([10, 7, 0, i % 4])
-                .payload(20)
-                .build()
-                .bytes
-        })
-        .collect();
-    assert_eq!(pair.send(frames), usize::from(count));
-    let mut reports = Vec::new();
-    daemon.wait_cumulative(u64::from(count), &mut reports);
-    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
-    assert!(status.success(), "{stderr:?}");
-    let last = reports.last().unwrap_or_else(|| panic!("no report"));
-    assert_eq!(last["cumulative"]["packets"], u64::from(count));
-}
-
 /// `--version`: the version, the commit it was built from and the XDP object's build id.
 #[test]
 fn version_names_the_commit_and_the_ebpf_object() {
@@ -456,138 +436,4 @@ fn the_debian_package_installs_runs_and_purges() {
     assert!(!std::path::Path::new("/etc/netwatch").exists());
     assert!(!std::path::Path::new("/var/lib/netwatch").exists());
     assert!(!std::path::Path::new("/lib/systemd/system/netwatch.service").exists());
-}
-
-/// A system user made for one test, removed on drop, with its sudoers rule if it has one.
-struct TestUser {
-    name: String,
-    uid: u32,
-    sudoers: PathBuf,
-}
-
-impl TestUser {
-    fn create() -> Self {
-        let name = netwatch_tests::unique_name("nwx");
-        succeed(
-            Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                ])
-                .arg(&name),
-        );
-        let id = succeed(Command::new("id").args(["-u", &name]));
-        let uid = String::from_utf8_lossy(&id.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|err| panic!("uid of {name}: {err}"));
-        let sudoers = PathBuf::from("/etc/sudoers.d").join(&name);
-        Self { name, uid, sudoers }
-    }
-
-    /// Lets the user run `bin` as root without a password: a plain rule, no SETENV.
-    fn allow(&self, bin: &std::path::Path) {
-        fs::write(
-            &self.sudoers,
-            format!("{} ALL=(root) NOPASSWD: {}\n", self.name, bin.display()),
-        )
-        .unwrap_or_else(|err| panic!("{err}"));
-        fs::set_permissions(&self.sudoers, fs::Permissions::from_mode(0o440))
-            .unwrap_or_else(|err| panic!("{err}"));
-    }
-
-    fn disallow(&self) {
-        let _ = fs::remove_file(&self.sudoers);
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        self.disallow();
-        let _ = Command::new("userdel").arg(&self.name).status();
-    }
-}
-
-/// `cargo xtask run` as a user whom sudo allows: xtask stays the user's, and only the netwatch
-/// binary runs as root, through sudo, which attaches to a veth end and counts every frame. A
-/// user whom sudo refuses gets one line from xtask.
-#[test]
-fn xtask_run_as_a_user_runs_only_netwatch_through_sudo() {
-    if !privileged("xtask_run_as_a_user_runs_only_netwatch_through_sudo") {
-        return;
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    // A checkout of its own for the user to read: xtask, the built binary, nothing of root's.
-    let dir = ScratchDir::new("nwxrun");
-    let built = dir.join("target/debug");
-    fs::create_dir_all(&built).unwrap_or_else(|err| panic!("{err}"));
-    fs::create_dir_all(dir.join("xtask")).unwrap_or_else(|err| panic!("{err}"));
-    for name in ["xtask", "netwatch"] {
-        let from = root.join("target/debug").join(name);
-        assert!(from.is_file(), "{} not built", from.display());
-        fs::copy(&from, built.join(name)).unwrap_or_else(|err| panic!("{err}"));
-    }
-    for path in [
-        dir.0.clone(),
-        dir.join("target"),
-        built.clone(),
-        dir.join("xtask"),
-    ] {
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-            .unwrap_or_else(|err| panic!("{err}"));
-    }
-    let user = TestUser::create();
-    let netwatch = built.join("netwatch");
-    user.allow(&netwatch);
-    let pair = VethPair::new(true);
-    let xtask_as_user = |args: &[&str]| {
-        let mut command = pair.monitor.command("setpriv");
-        command
-            .arg(format!("--reuid={}", user.uid))
-            .arg(format!("--regid={}", user.uid))
-            .args(["--clear-groups", "--inh-caps=-all"])
-            .arg(built.join("xtask"))
-            .args(["run", "--debug", "--no-build", "--"])
-            .args(args)
-            .env("CARGO_MANIFEST_DIR", dir.join("xtask"))
-            .env("USER", &user.name)
-            .env_remove("SUDO_USER")
-            .env_remove("RUST_LOG")
-            .env_remove("NETWATCH_WEBHOOK_TOKEN");
-        command
-    };
-    let state = dir.join("state");
-    let (db, control) = (state.join("netwatch.db"), state.join("control.sock"));
-    let monitor_args = [
-        "monitor",
-        "-i",
-        &pair.monitor_if,
-        "--format",
-        "json",
-        "--interval",
-        "200ms",
-        "--metrics-addr",
-        "off",
-        "--db",
-        db.to_str().unwrap_or_default(),
-        "--control",
-        control.to_str().unwrap_or_default(),
-    ];
-    let mut daemon = Daemon::spawn(xtask_as_user(&monitor_args));
-    let said = daemon.wait_stderr("through sudo");
-    assert!(said.contains(&netwatch.display().to_string()), "{said}");
-    daemon.wait_stderr("attached to");
-    counts_every_frame(daemon, &pair, 100);
-
-    // Refused by sudo: one line, xtask's.
-    user.disallow();
-    let output = xtask_as_user(&["check"])
-        .output()
-        .unwrap_or_else(|err| panic!("{err}"));
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("sudo does not let"), "{stderr}");
 }

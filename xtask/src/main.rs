@@ -27,7 +27,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     // File capabilities instead of root (tests/tests/packaging.rs).
     ("setcap", "libcap2-bin"),
-    // `cargo xtask run` as a user, the binary through sudo (tests/tests/packaging.rs).
+    // `cargo xtask run` and `test` as a user, binaries through sudo (tests/tests/as_a_user.rs).
     ("sudo", "sudo"),
     // The Debian package (`cargo xtask package`).
     ("dpkg-deb", "dpkg"),
