@@ -644,6 +644,10 @@ pub struct GeneratorState {
     pub header_len: u32,
     /// Always zero.
     pub _pad: u32,
+    /// When the program handled frame 0 (`next` was 0), on the kernel's monotonic clock
+    /// (CLOCK_MONOTONIC, ns); 0 before it has: the flood's first frame, which userspace cannot
+    /// time itself (the kernel first sets a live-frame run up, for some 25 ms).
+    pub first_ns: u64,
     /// The frame's first bytes, which the program writes into every frame before its source.
     /// The kernel recycles the pages of live frames without copying the frame into them
     /// again, and the receiving end's stack may have changed them in place (taking a VLAN tag
@@ -662,6 +666,7 @@ impl Default for GeneratorState {
             next: 0,
             header_len: 0,
             _pad: 0,
+            first_ns: 0,
             header: [0; GENERATOR_HEADER_LEN],
         }
     }

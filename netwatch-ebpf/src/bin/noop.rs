@@ -13,6 +13,7 @@ mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{HashMap, PerCpuArray},
     programs::XdpContext,
@@ -115,6 +116,7 @@ static mut GENERATOR: GeneratorState = GeneratorState {
     next: 0,
     header_len: 0,
     _pad: 0,
+    first_ns: 0,
     header: [0; GENERATOR_HEADER_LEN],
 };
 
@@ -132,6 +134,9 @@ pub fn generate(mut ctx: XdpContext) -> u32 {
     let (source, header_len) = unsafe {
         let n = (*state).next;
         (*state).next = n.wrapping_add(1);
+        if n == 0 {
+            (*state).first_ns = bpf_ktime_get_ns();
+        }
         (n % (*state).sources.max(1), (*state).header_len as usize)
     };
     // The frame's headers as userspace built them, a word at a time.

@@ -132,6 +132,13 @@ impl BenchPrograms {
         let after = self.generator_state()?.get(&0, 0)?.next;
         Ok(after.wrapping_sub(state.next))
     }
+
+    /// When the generator handled its first frame since [`BenchPrograms::start_generator`],
+    /// on CLOCK_MONOTONIC in nanoseconds; `None` before it has.
+    pub fn generator_first_ns(&mut self) -> Result<Option<u64>, DatapathError> {
+        let first = self.generator_state()?.get(&0, 0)?.first_ns;
+        Ok((first != 0).then_some(first))
+    }
 }
 
 /// The programs of [`BenchPrograms`].
