@@ -77,8 +77,9 @@ pub const TARGET_ICMP: u8 = 5;
 pub const TARGET_FRAGMENT: u8 = 6;
 /// [`TargetKey::kind`]: any other IP protocol.
 pub const TARGET_OTHER: u8 = 7;
-/// Destination ports from here on are counted as one class, port 0 in [`TargetKey::port`]:
-/// the ephemeral ports a reflection's victim is hit on, or the random ports of a flood.
+/// Destination ports from here on are counted as one class, this port in
+/// [`TargetKey::port`]: the ephemeral ports a reflection's victim is hit on, or the random
+/// ports of a flood.
 pub const TARGET_HIGH_PORTS: u16 = 32_768;
 /// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
 /// the [`LocalNetworks`]: the first [`Settings::local_v4`] IPv4 ones and the first
@@ -554,8 +555,8 @@ pub struct TargetKey {
     pub family: u8,
     /// `TARGET_SYN` ... `TARGET_OTHER`.
     pub kind: u8,
-    /// The destination port under [`TARGET_HIGH_PORTS`], else 0; for
-    /// [`TARGET_REFLECTED`] the amplification service's (source) port.
+    /// The destination port, [`TARGET_HIGH_PORTS`] for it and every port above, 0 for kinds
+    /// without ports; for [`TARGET_REFLECTED`] the amplification service's (source) port.
     pub port: u16,
     /// Always zero.
     pub _pad: u32,

@@ -854,9 +854,11 @@ fn target_of(
     let (kind, port) = if contribution.reflected_port != 0 {
         (TARGET_REFLECTED, contribution.reflected_port)
     } else {
+        // Port 0 is a port (floods aim at it); the high ports are one class, marked by the
+        // first of them.
         let port = match contribution.dst_port {
-            Some(port) if port < TARGET_HIGH_PORTS => port,
-            _ => 0,
+            Some(port) => port.min(TARGET_HIGH_PORTS),
+            None => 0,
         };
         match contribution.class {
             Class::TcpFirst if contribution.syn => (TARGET_SYN, port),

@@ -13,8 +13,8 @@ use std::{
 };
 
 use netwatch_common::{
-    Counter, FAMILY_IPV4, OverflowWindow, PrefixCount, TARGET_FRAGMENT, TARGET_ICMP, TARGET_OTHER,
-    TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey,
+    Counter, FAMILY_IPV4, OverflowWindow, PrefixCount, TARGET_FRAGMENT, TARGET_HIGH_PORTS,
+    TARGET_ICMP, TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey,
 };
 
 use super::slots::{Mapped, linear_count};
@@ -118,10 +118,10 @@ pub struct Target {
     pub addr: IpAddr,
     /// What the traffic is.
     pub kind: TargetKind,
-    /// The destination port (TCP, UDP), 0 for the ports from
-    /// [`netwatch_common::TARGET_HIGH_PORTS`] on and for kinds without ports; for
+    /// The destination port (TCP, UDP), port 0 included; `None` for the ports from
+    /// [`netwatch_common::TARGET_HIGH_PORTS`] on, one class, and for kinds without ports. For
     /// [`TargetKind::Reflected`], the amplification service's port the traffic comes from.
-    pub port: u16,
+    pub port: Option<u16>,
 }
 
 impl Target {
@@ -137,11 +137,24 @@ impl Target {
             )),
             _ => IpAddr::V6(Ipv6Addr::from(key.addr)),
         };
-        Some(Self {
-            addr,
-            kind,
-            port: key.port,
-        })
+        let port = match kind {
+            TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp => {
+                (key.port < TARGET_HIGH_PORTS).then_some(key.port)
+            }
+            TargetKind::Reflected => Some(key.port),
+            TargetKind::Icmp | TargetKind::Fragment | TargetKind::Other => None,
+        };
+        Some(Self { addr, kind, port })
+    }
+
+    /// The port as metrics label it: the number, `high` for the high ports' class, empty for
+    /// kinds without ports.
+    pub fn port_label(&self) -> String {
+        match (self.kind, self.port) {
+            (_, Some(port)) => port.to_string(),
+            (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, None) => String::from("high"),
+            (_, None) => String::new(),
+        }
     }
 }
 
@@ -154,11 +167,13 @@ impl fmt::Display for Target {
             IpAddr::V4(addr) => addr.to_string(),
         };
         match (self.kind, self.port) {
-            (TargetKind::Reflected, port) => write!(f, "{addr} udp from :{port} (reflection)"),
-            (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, 0) => {
+            (TargetKind::Reflected, Some(port)) => {
+                write!(f, "{addr} udp from :{port} (reflection)")
+            }
+            (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, None) => {
                 write!(f, "{addr} {}:high", self.kind.name())
             }
-            (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, port) => {
+            (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, Some(port)) => {
                 write!(f, "{addr} {}:{port}", self.kind.name())
             }
             (kind, _) => write!(f, "{addr} {}", kind.name()),
@@ -452,18 +467,47 @@ mod tests {
     fn targets_say_what_they_are() {
         let addr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
         let show = |kind, port| Target { addr, kind, port }.to_string();
-        assert_eq!(show(TargetKind::Syn, 80), "192.0.2.9 syn:80");
-        assert_eq!(show(TargetKind::Udp, 0), "192.0.2.9 udp:high");
+        assert_eq!(show(TargetKind::Syn, Some(80)), "192.0.2.9 syn:80");
+        assert_eq!(show(TargetKind::Udp, None), "192.0.2.9 udp:high");
+        assert_eq!(show(TargetKind::Udp, Some(0)), "192.0.2.9 udp:0");
         assert_eq!(
-            show(TargetKind::Reflected, 53),
+            show(TargetKind::Reflected, Some(53)),
             "192.0.2.9 udp from :53 (reflection)"
         );
-        assert_eq!(show(TargetKind::Icmp, 0), "192.0.2.9 icmp");
+        assert_eq!(show(TargetKind::Icmp, None), "192.0.2.9 icmp");
         let v6 = Target {
             addr: "2001:db8::6".parse().unwrap(),
             kind: TargetKind::Udp,
-            port: 53,
+            port: Some(53),
         };
         assert_eq!(v6.to_string(), "[2001:db8::6] udp:53");
+    }
+
+    /// The kernel's key: port 0 is port 0, the high ports' class is marked by its first
+    /// port, and kinds without ports have none.
+    #[test]
+    fn ports_from_the_kernel_keep_port_0_apart_from_the_high_ports() {
+        let key = |kind, port| TargetKey {
+            family: FAMILY_IPV4,
+            kind,
+            port,
+            addr: [192, 0, 2, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..TargetKey::default()
+        };
+        let port = |kind, port| Target::from_key(&key(kind, port)).map(|target| target.port);
+        assert_eq!(port(TARGET_UDP, 0), Some(Some(0)));
+        assert_eq!(port(TARGET_UDP, 443), Some(Some(443)));
+        assert_eq!(port(TARGET_UDP, TARGET_HIGH_PORTS - 1), Some(Some(32_767)));
+        assert_eq!(port(TARGET_SYN, TARGET_HIGH_PORTS), Some(None));
+        assert_eq!(port(TARGET_REFLECTED, 53), Some(Some(53)));
+        assert_eq!(port(TARGET_ICMP, 0), Some(None));
+        let label =
+            |kind, port: u16| Target::from_key(&key(kind, port)).map(|target| target.port_label());
+        assert_eq!(
+            label(TARGET_TCP, TARGET_HIGH_PORTS).as_deref(),
+            Some("high")
+        );
+        assert_eq!(label(TARGET_UDP, 0).as_deref(), Some("0"));
+        assert_eq!(label(TARGET_FRAGMENT, 0).as_deref(), Some(""));
     }
 }

@@ -961,7 +961,7 @@ fn spoofed_flood(legit: u64, spoofed: u64, sources: u32) -> Interval {
             Target {
                 addr: "10.4.0.6".parse().unwrap(),
                 kind: TargetKind::Udp,
-                port: 443,
+                port: Some(443),
             },
             traffic(spoofed),
         )],

@@ -90,7 +90,7 @@ impl SlotlessRecord {
                 .map(|target| TargetRecord {
                     destination: target.what.addr.to_string(),
                     kind: target.what.kind.name(),
-                    port: (target.what.port != 0).then_some(target.what.port),
+                    port: target.what.port,
                     packets: target.packets,
                     share: round(target.share),
                 })
@@ -528,8 +528,8 @@ mod tests {
                 prefixes: if random { 140 } else { 2 },
                 random_sources: random,
                 targets: vec![
-                    target(6, TargetKind::Udp, 443, 0.92),
-                    target(7, TargetKind::Syn, 80, 0.05),
+                    target(6, TargetKind::Udp, Some(443), 0.92),
+                    target(7, TargetKind::Syn, Some(80), 0.05),
                 ],
                 prefixes_top: vec![SlotlessShare {
                     what: SlotlessPrefix {

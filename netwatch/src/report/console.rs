@@ -309,7 +309,7 @@ mod tests {
                     Target {
                         addr: std::net::IpAddr::from([10, 4, 0, 6]),
                         kind: TargetKind::Udp,
-                        port: 443,
+                        port: Some(443),
                     },
                     traffic(4600),
                 )],

@@ -137,7 +137,7 @@ impl SlotlessRecord {
                 .map(|(target, traffic)| TargetRecord {
                     destination: target.addr.to_string(),
                     kind: target.kind.name(),
-                    port: (target.port != 0).then_some(target.port),
+                    port: target.port,
                     packets: traffic.packets,
                     bytes: traffic.bytes,
                 })
@@ -529,7 +529,7 @@ mod tests {
                 Target {
                     addr: std::net::IpAddr::from([10, 4, 0, 6]),
                     kind: TargetKind::Syn,
-                    port: 80,
+                    port: Some(80),
                 },
                 traffic(99),
             )],

@@ -559,7 +559,7 @@ impl Metrics {
             let labels = [
                 target.addr.to_string(),
                 target.kind.name().to_owned(),
-                target.port.to_string(),
+                target.port_label(),
             ];
             self.slotless_target_pps
                 .with_label_values(&[iface, &labels[0], &labels[1], &labels[2]])
@@ -992,7 +992,7 @@ mod tests {
                         crate::datapath::Target {
                             addr: std::net::IpAddr::from([10, 4, 0, 6]),
                             kind: crate::datapath::TargetKind::Syn,
-                            port: 80,
+                            port: Some(80),
                         },
                         traffic(300),
                     )],

@@ -424,7 +424,7 @@ fn slotless_rows(breakdown: &OverflowBreakdown, top: usize) -> Vec<SlotlessRow> 
         |target: &Target| SlotlessRow {
             subject: target.addr.to_string(),
             kind: Some(target.kind.name()),
-            port: (target.port != 0).then_some(target.port),
+            port: target.port,
             ..SlotlessRow::default()
         },
     );
@@ -581,7 +581,7 @@ mod tests {
                 Target {
                     addr: IpAddr::from([10, 4, 0, 6]),
                     kind: TargetKind::Reflected,
-                    port: 53,
+                    port: Some(53),
                 },
                 traffic(100),
             )],
