@@ -139,7 +139,6 @@ fn run(netwatch: &Path, interval: &str, spec: &Spec, with_tcpdump: bool) -> Resu
     let kernel_before = program_stats();
     let iface = pair.sender_if.clone();
     let flood = spec.clone();
-    let started = Instant::now();
     let sent = pair.sender.run(move || send(&iface, &flood))?;
     // Wait for netwatch to report everything the interface received.
     let delivered = rx_packets(&pair)? - rx_before;
@@ -154,7 +153,9 @@ fn run(netwatch: &Path, interval: &str, spec: &Spec, with_tcpdump: bool) -> Resu
             .with_context(|| format!("netwatch counted {counted} of {delivered}"))?;
         let record: Value = serde_json::from_str(&line).unwrap_or_default();
         if record["type"] == "alert" && record["kind"] == "threshold_pps" && latency.is_none() {
-            let first_frame = sent.first_frame.unwrap_or(started);
+            let first_frame = sent
+                .first_frame
+                .context("the generator did not time its first frame")?;
             latency = Some(read_at.saturating_duration_since(first_frame));
             early = record["detail"]
                 .as_str()
@@ -404,10 +405,9 @@ pub fn latency(netwatch: &Path, report: &mut String) -> Result<()> {
          the limit's rate has been held for two slots of 20 ms; netwatch starts the alert from it (its \
          `detail` says `early: N packets in M ms`), and the interval's reading confirms it. \
          \"From the kernel\" counts the trials whose alert came so. Each sending thread's \
-         first call of BPF_PROG_TEST_RUN lasts 100-200 ms: the kernel stops the flood for \
-         some 25 ms between calls, and when both threads' first pauses fell within the \
-         flood's first 40 ms, the kernel's check rightly began again (a slot went unfilled), \
-         which put 110-150 ms in the slowest trials of earlier runs.\n"
+         first call of BPF_PROG_TEST_RUN is long (2^18 frames): the kernel stops the flood \
+         between calls to set the next one up, and a flood that stops within its first 40 ms \
+         rightly starts the kernel's check over.\n"
     )?;
     writeln!(
         report,

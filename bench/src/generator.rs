@@ -221,7 +221,8 @@ fn pin_to(cpu: usize) -> io::Result<()> {
 /// Time one BPF_PROG_TEST_RUN call in live-frame mode should take when sending as fast as
 /// possible. The kernel spends some 25 ms setting up and tearing down each such run (its page
 /// pool and receive queue info), so calls must be long for that to vanish; short enough that
-/// the time bound is kept to within this.
+/// the time bound is kept to within this. The first call, sized before any rate is seen, may
+/// take longer (see `send_live`).
 const LIVE_CALL_TIME: Duration = Duration::from_millis(200);
 
 fn send_live(ifindex: u32, spec: &Spec) -> io::Result<Sent> {
@@ -237,9 +238,11 @@ fn send_live(ifindex: u32, spec: &Spec) -> io::Result<Sent> {
     let mut sent = Sent::default();
     let mut sent_ipv6 = 0u64;
     // Frames per call, sized from the rate seen so that a call takes about LIVE_CALL_TIME.
-    // The first call is long too (some 100-200 ms at the rates seen here): between calls the
-    // flood stops for the kernel's teardown and setup, and a flood that stops in its first
-    // tens of milliseconds is not the one a detection latency is measured on.
+    // The first call is long too (100-300 ms at the rates seen here): between calls the flood
+    // stops for the kernel's teardown and setup, and a flood that stops in its first tens of
+    // milliseconds is not the one a detection latency is measured on. With a first call of
+    // 2^16 frames, both threads' first pauses fell within the flood's first 40 ms often
+    // enough to put 110-150 ms in the slowest trials (BENCHMARKS.md of commit aa88c48: 122).
     let mut per_call: u32 = 1 << 18;
     while sent.frames < spec.count && started.elapsed() < spec.duration {
         let mut want = per_call.min((spec.count - sent.frames).min(u64::from(u32::MAX)) as u32);

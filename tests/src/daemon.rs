@@ -90,8 +90,8 @@ impl Daemon {
     }
 
     /// [`Daemon::wait_stderr`] for at most `time`.
-    pub fn wait_stderr_within(&mut self, needle: &str, time: Duration) -> String {
-        let deadline = Instant::now() + time;
+    pub fn wait_stderr_within(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {
@@ -103,7 +103,7 @@ impl Daemon {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     panic!(
-                        "no {needle:?} on stderr in {time:?}: {:?}",
+                        "no {needle:?} on stderr in {timeout:?}: {:?}",
                         self.stderr_seen
                     )
                 }

@@ -1,6 +1,7 @@
 //! Helpers for netwatch's privileged integration tests: a privilege gate that fails under CI,
-//! a frame builder that knows what the XDP program must make of every prefix of a frame, and
-//! network namespaces and veth pairs that remove themselves.
+//! a frame builder that knows what the XDP program must make of every prefix of a frame,
+//! network namespaces and veth pairs that remove themselves, and users made for one test with
+//! a checkout and a toolchain of their own.
 
 pub mod daemon;
 pub mod frames;

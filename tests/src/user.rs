@@ -14,14 +14,19 @@ use std::{
 use crate::{ScratchDir, netns::Netns, process::succeed, unique_name};
 
 /// A system user made for one test (no home, no login shell), removed on drop with its sudoers
-/// rule if it has one.
+/// rule if it has one, after whatever it still runs is killed.
 pub struct TestUser {
+    /// Its login name.
     pub name: String,
+    /// Its user id.
     pub uid: u32,
+    /// Its own group's id.
+    pub gid: u32,
     sudoers: PathBuf,
 }
 
 impl TestUser {
+    /// Adds the user, with a group of its own.
     pub fn create() -> Self {
         let name = unique_name("nwx");
         succeed(
@@ -35,32 +40,57 @@ impl TestUser {
                 ])
                 .arg(&name),
         );
-        let id = succeed(Command::new("id").args(["-u", &name]));
-        let uid = String::from_utf8_lossy(&id.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|err| panic!("uid of {name}: {err}"));
-        let sudoers = PathBuf::from("/etc/sudoers.d").join(&name);
-        Self { name, uid, sudoers }
+        // Removed on drop from here on, whatever fails next.
+        let mut user = Self {
+            sudoers: PathBuf::from("/etc/sudoers.d").join(&name),
+            name,
+            uid: 0,
+            gid: 0,
+        };
+        let id = |flag: &str| -> u32 {
+            let output = succeed(Command::new("id").args([flag, &user.name]));
+            String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .unwrap_or_else(|err| panic!("id {flag} {}: {err}", user.name))
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        (user.uid, user.gid) = (uid, gid);
+        user
     }
 
     /// Lets the user run `commands` as root without a password: a sudoers command list, such
-    /// as `/path/netwatch` or `/path/netwatch, SETENV: /path/deps/*`.
+    /// as `/path/netwatch` or `/path/netwatch, SETENV: /path/deps/*`. The rule is checked by
+    /// `visudo` under a name sudo skips (it has a dot), and only then put in place.
     pub fn allow(&self, commands: &str) {
+        let draft = self.sudoers.with_extension("draft");
+        let fail = |what: &str, err: std::io::Error| -> ! {
+            let _ = fs::remove_file(&draft);
+            panic!("{what} {}: {err}", draft.display())
+        };
         fs::write(
-            &self.sudoers,
+            &draft,
             format!("{} ALL=(root) NOPASSWD: {commands}\n", self.name),
         )
-        .unwrap_or_else(|err| panic!("{err}"));
-        fs::set_permissions(&self.sudoers, fs::Permissions::from_mode(0o440))
-            .unwrap_or_else(|err| panic!("{err}"));
-        succeed(
-            Command::new("visudo")
-                .args(["-c", "-q", "-f"])
-                .arg(&self.sudoers),
-        );
+        .unwrap_or_else(|err| fail("writing", err));
+        fs::set_permissions(&draft, fs::Permissions::from_mode(0o440))
+            .unwrap_or_else(|err| fail("setting the mode of", err));
+        let checked = Command::new("visudo")
+            .args(["-c", "-q", "-f"])
+            .arg(&draft)
+            .output()
+            .unwrap_or_else(|err| fail("visudo on", err));
+        if !checked.status.success() {
+            let _ = fs::remove_file(&draft);
+            panic!(
+                "visudo refuses the rule {commands:?}: {}",
+                String::from_utf8_lossy(&checked.stderr)
+            );
+        }
+        fs::rename(&draft, &self.sudoers).unwrap_or_else(|err| fail("renaming", err));
     }
 
+    /// Takes the user's sudo rule away.
     pub fn disallow(&self) {
         let _ = fs::remove_file(&self.sudoers);
     }
@@ -70,7 +100,7 @@ impl TestUser {
     pub fn setpriv_args(&self) -> [String; 4] {
         [
             format!("--reuid={}", self.uid),
-            format!("--regid={}", self.uid),
+            format!("--regid={}", self.gid),
             String::from("--clear-groups"),
             String::from("--inh-caps=-all"),
         ]
@@ -80,7 +110,21 @@ impl TestUser {
 impl Drop for TestUser {
     fn drop(&mut self) {
         self.disallow();
-        let _ = Command::new("userdel").arg(&self.name).status();
+        if self.uid != 0 {
+            // A build a failed test left running would keep userdel from removing the user.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-U", &self.uid.to_string()])
+                .status();
+        }
+        match Command::new("userdel").arg(&self.name).output() {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!(
+                "userdel {}: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(err) => eprintln!("userdel {}: {err}", self.name),
+        }
     }
 }
 
@@ -156,7 +200,7 @@ impl UserCheckout {
         succeed(
             Command::new("chown")
                 .arg("-R")
-                .arg(format!("{0}:{0}", user.uid))
+                .arg(format!("{}:{}", user.uid, user.gid))
                 .arg(&src)
                 .arg(&home),
         );
@@ -219,6 +263,18 @@ exec "$@""#;
             .arg(assign("CARGO_HOME", home.join(".cargo")))
             .args(["CARGO_NET_OFFLINE=true", "CI=true", "cargo"]);
         command
+    }
+}
+
+impl Drop for UserCheckout {
+    fn drop(&mut self) {
+        // What a failed test may have left running from the checkout: the user's build, or
+        // the netwatch that sudo runs as root (its path names the checkout).
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(&self.src)
+            .status();
     }
 }
 

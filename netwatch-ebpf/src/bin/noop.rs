@@ -131,6 +131,7 @@ pub fn generate(mut ctx: XdpContext) -> u32 {
     let state = &raw mut GENERATOR;
     // SAFETY: a global that userspace writes only between runs; the runs of one
     // BPF_PROG_TEST_RUN call follow one another on one CPU, and one thread makes the calls.
+    // bpf_ktime_get_ns has no preconditions.
     let (source, header_len) = unsafe {
         let n = (*state).next;
         (*state).next = n.wrapping_add(1);

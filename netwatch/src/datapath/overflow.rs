@@ -146,20 +146,10 @@ impl Target {
         };
         Some(Self { addr, kind, port })
     }
-
-    /// The port as metrics label it: the number, `high` for the high ports' class, empty for
-    /// kinds without ports.
-    pub fn port_label(&self) -> String {
-        match (self.kind, self.port) {
-            (_, Some(port)) => port.to_string(),
-            (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, None) => String::from("high"),
-            (_, None) => String::new(),
-        }
-    }
 }
 
-/// "10.4.0.6 udp:443", "10.4.0.6 syn:80", "10.4.0.6 udp:high", "10.4.0.6 reflected from :53",
-/// "10.4.0.6 icmp".
+/// "10.4.0.6 udp:443", "10.4.0.6 udp:0", "10.4.0.6 syn:80", "10.4.0.6 udp:high",
+/// "10.4.0.6 udp from :53 (reflection)", "10.4.0.6 icmp".
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let addr = match self.addr {
@@ -501,13 +491,5 @@ mod tests {
         assert_eq!(port(TARGET_SYN, TARGET_HIGH_PORTS), Some(None));
         assert_eq!(port(TARGET_REFLECTED, 53), Some(Some(53)));
         assert_eq!(port(TARGET_ICMP, 0), Some(None));
-        let label =
-            |kind, port: u16| Target::from_key(&key(kind, port)).map(|target| target.port_label());
-        assert_eq!(
-            label(TARGET_TCP, TARGET_HIGH_PORTS).as_deref(),
-            Some("high")
-        );
-        assert_eq!(label(TARGET_UDP, 0).as_deref(), Some("0"));
-        assert_eq!(label(TARGET_FRAGMENT, 0).as_deref(), Some(""));
     }
 }

@@ -26,6 +26,7 @@ use super::{
 };
 use crate::{
     collect::Interval,
+    datapath::{Target, TargetKind},
     detect::alert::{AlertKind, AlertState},
 };
 
@@ -361,7 +362,8 @@ impl Metrics {
                         "netwatch_slotless_destination_packets_per_second",
                         "Packet rate of traffic without a slot to the top destinations in the \
                          last interval, by kind (syn, tcp, udp, reflected, icmp, fragment, \
-                         other) and port (0: ports from 32768 on, or none)",
+                         other) and port (high: ports from 32768 on; empty for kinds \
+                         without ports)",
                     ),
                     &["iface", "destination", "kind", "port"],
                 )?,
@@ -559,7 +561,7 @@ impl Metrics {
             let labels = [
                 target.addr.to_string(),
                 target.kind.name().to_owned(),
-                target.port_label(),
+                port_label(target),
             ];
             self.slotless_target_pps
                 .with_label_values(&[iface, &labels[0], &labels[1], &labels[2]])
@@ -848,6 +850,16 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
     stream.flush()
 }
 
+/// A target's port as its label: the number, `high` for the high ports' class, empty for
+/// kinds without ports.
+fn port_label(target: &Target) -> String {
+    match (target.kind, target.port) {
+        (_, Some(port)) => port.to_string(),
+        (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, None) => String::from("high"),
+        (_, None) => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read as _;
@@ -859,6 +871,21 @@ mod tests {
         collect::{SourceDelta, Volume},
         datapath::Spread,
     };
+
+    /// The high ports' class is labelled `high`, port 0 is `0`, and kinds without ports have
+    /// an empty label.
+    #[test]
+    fn target_ports_are_labelled_apart() {
+        let target = |kind, port| Target {
+            addr: "192.0.2.9".parse().unwrap(),
+            kind,
+            port,
+        };
+        assert_eq!(port_label(&target(TargetKind::Syn, None)), "high");
+        assert_eq!(port_label(&target(TargetKind::Udp, Some(0))), "0");
+        assert_eq!(port_label(&target(TargetKind::Reflected, Some(53))), "53");
+        assert_eq!(port_label(&target(TargetKind::Fragment, None)), "");
+    }
 
     /// Each ban in force has its series; an ended ban's series go, and the totals grow by
     /// exactly what each ban matched, its last packets included.
@@ -989,9 +1016,9 @@ mod tests {
                 slotless: crate::datapath::OverflowBreakdown {
                     total: traffic(300),
                     targets: vec![(
-                        crate::datapath::Target {
+                        Target {
                             addr: std::net::IpAddr::from([10, 4, 0, 6]),
-                            kind: crate::datapath::TargetKind::Syn,
+                            kind: TargetKind::Syn,
                             port: Some(80),
                         },
                         traffic(300),

@@ -50,7 +50,9 @@ pub struct SlotlessRow {
     pub subject: String,
     /// A target's kind (`syn`, `udp`, `reflected` ...).
     pub kind: Option<&'static str>,
-    /// A target's port: the destination port, or a reflection's service port.
+    /// A target's port: the destination port (port 0 included, NULL for the high ports and
+    /// for kinds without ports), or a reflection's service port. Rows written before port 0
+    /// was told apart have NULL for it too.
     pub port: Option<u16>,
     /// Packets.
     pub packets: u64,
