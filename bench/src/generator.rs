@@ -195,10 +195,7 @@ fn send_parallel(iface: &str, spec: &Spec) -> io::Result<Sent> {
         total.bytes += sent.bytes;
         total.elapsed = total.elapsed.max(sent.elapsed);
         // The first frame of all: the thread that started soonest.
-        first_frame = match (first_frame, sent.first_frame) {
-            (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
-            (ours, theirs) => ours.or(theirs),
-        };
+        first_frame = first_frame.into_iter().chain(sent.first_frame).min();
     }
     total.first_frame = first_frame;
     Ok(total)

@@ -258,20 +258,20 @@ fn ns_per_run(measure: impl Fn() -> Result<(u32, Duration)>, trials: usize) -> R
     Ok(median(samples))
 }
 
-/// The time per run of one trial, in nanoseconds, once its verdict is checked.
-fn ns_of((verdict, per_run): (u32, Duration)) -> Result<f64> {
-    ensure!(
-        verdict == XDP_PASS,
-        "program returned {verdict}, not XDP_PASS"
-    );
-    Ok(per_run.as_nanos() as f64)
+/// The time per run of one trial, in nanoseconds, once its verdict is checked: XDP_PASS.
+fn ns_of(trial: (u32, Duration)) -> Result<f64> {
+    ns_checked(trial, XDP_PASS, "XDP_PASS")
 }
 
 /// [`ns_of`] for a trial whose frame must be dropped (a banned source's).
-fn ns_of_dropped((verdict, per_run): (u32, Duration)) -> Result<f64> {
+fn ns_of_dropped(trial: (u32, Duration)) -> Result<f64> {
+    ns_checked(trial, XDP_DROP, "XDP_DROP")
+}
+
+fn ns_checked((verdict, per_run): (u32, Duration), expected: u32, name: &str) -> Result<f64> {
     ensure!(
-        verdict == XDP_DROP,
-        "program returned {verdict}, not XDP_DROP"
+        verdict == expected,
+        "program returned {verdict}, not {name}"
     );
     Ok(per_run.as_nanos() as f64)
 }

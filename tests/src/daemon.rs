@@ -89,7 +89,7 @@ impl Daemon {
         self.wait_stderr_within(needle, STARTUP)
     }
 
-    /// [`Daemon::wait_stderr`] for at most `time`.
+    /// [`Daemon::wait_stderr`] for at most `timeout`.
     pub fn wait_stderr_within(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {

@@ -13,6 +13,15 @@ use std::{
 
 use crate::{ScratchDir, netns::Netns, process::succeed, unique_name};
 
+/// `setpriv`'s arguments that make the rest of its command line nobody (65534), with no
+/// groups and no capabilities to inherit.
+pub const AS_NOBODY: [&str; 4] = [
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all",
+];
+
 /// A system user made for one test (no home, no login shell), removed on drop with its sudoers
 /// rule if it has one, after whatever it still runs is killed.
 pub struct TestUser {
@@ -134,7 +143,8 @@ impl Drop for TestUser {
 /// root's home is closed to other users; and a copy of cargo's download cache, so that the
 /// user's cargo works offline and unpacks the crates itself, as after a `cargo fetch`.
 pub struct UserCheckout {
-    dir: ScratchDir,
+    /// The folder of the checkout and the home, removed on drop.
+    _dir: ScratchDir,
     /// The checkout: the workspace's root.
     pub src: PathBuf,
     home: PathBuf,
@@ -205,7 +215,7 @@ impl UserCheckout {
                 .arg(&home),
         );
         Self {
-            dir,
+            _dir: dir,
             src,
             home,
             rustup_home,
@@ -213,11 +223,6 @@ impl UserCheckout {
             setpriv: user.setpriv_args(),
             user: user.name.clone(),
         }
-    }
-
-    /// A path in the scratch folder around the checkout (root's, readable by all).
-    pub fn scratch(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
     }
 
     /// `cargo` as the user in the checkout, in `netns` if given, with an environment of the

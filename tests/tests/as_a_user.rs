@@ -37,15 +37,14 @@ fn cargo_xtask_run_and_test_as_a_user_take_sudo_only_for_the_binaries() {
 
     // `cargo xtask run`: the build is the user's, the monitor root's.
     let pair = VethPair::new(true);
-    let state = checkout.scratch("state");
     let mut run = checkout.cargo(Some(&pair.monitor));
     run.args(["xtask", "run", "--debug", "--", "monitor", "-i"])
         .arg(&pair.monitor_if)
         .args(["--format", "json", "--interval", "200ms"])
         .args(["--metrics-addr", "off", "--db"])
-        .arg(state.join("netwatch.db"))
+        .arg(pair.monitor.db_path())
         .arg("--control")
-        .arg(state.join("control.sock"));
+        .arg(pair.monitor.control_path());
     let mut daemon = Daemon::spawn(run);
     let said = daemon.wait_stderr_within("through sudo", BUILD_TIMEOUT);
     assert!(said.contains(&netwatch.display().to_string()), "{said}");

@@ -20,6 +20,7 @@ use netwatch_tests::{
     frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport},
     netns::{Netns, VethPair},
     netwatch_bin, privileged, unique_name,
+    user::AS_NOBODY,
 };
 use serde_json::Value;
 
@@ -260,13 +261,7 @@ fn missing_privilege_is_one_clear_line() {
     }
     // As nobody, with no capabilities at all.
     let mut command = Command::new("setpriv");
-    command.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-    ]);
+    command.args(AS_NOBODY).arg("--bounding-set=-all");
     command.arg(netwatch_bin()).args(["monitor", "-i", "lo"]);
     let stderr = expect_failure(Daemon::spawn(command), "permission denied");
     assert!(stderr.contains("CAP_BPF"), "{stderr}");

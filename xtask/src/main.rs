@@ -70,9 +70,6 @@ enum Task {
         /// Run the debug build instead of the release build.
         #[arg(long)]
         debug: bool,
-        /// Run what is built already, without building.
-        #[arg(long)]
-        no_build: bool,
         /// Arguments for netwatch.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -138,21 +135,12 @@ fn main_result() -> Result<()> {
             setup()?;
             ebpf_cargo(&root, "clippy", &["--", "-D", "warnings"])
         }
-        Task::Run {
-            debug,
-            no_build,
-            args,
-        } => {
-            let profile = if debug { "debug" } else { "release" };
-            if !no_build {
-                setup()?;
-                let mut build = vec!["build", "--package", "netwatch"];
-                if !debug {
-                    build.push("--release");
-                }
-                cargo(&root, &build)?;
-            }
-            let bin = root.join("target").join(profile).join("netwatch");
+        Task::Run { debug, args } => {
+            setup()?;
+            let bin = root
+                .join("target")
+                .join(build_netwatch(&root, debug)?)
+                .join("netwatch");
             if is_root() {
                 let err = Command::new(&bin).args(args).exec();
                 return Err(err).with_context(|| format!("cannot run {}", bin.display()));
@@ -173,16 +161,14 @@ fn main_result() -> Result<()> {
             no_build,
             out,
         } => {
-            if !no_build {
+            let profile = if no_build {
+                profile_of(debug)
+            } else {
                 setup()?;
-                let mut args = vec!["build", "--package", "netwatch"];
-                if !debug {
-                    args.push("--release");
-                }
-                cargo(&root, &args)?;
-            }
+                build_netwatch(&root, debug)?
+            };
             let out = out.unwrap_or_else(|| root.join("target/debian"));
-            let deb = package::build(&root, if debug { "debug" } else { "release" }, &out)?;
+            let deb = package::build(&root, profile, &out)?;
             say(&format!("package: {}", deb.display()));
             Ok(())
         }
@@ -209,12 +195,30 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// cargo (the one running xtask, if any) in the workspace's root.
+fn cargo_command(root: &Path) -> Command {
+    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root);
+    command
+}
+
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {
-    run(
-        Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root)
-            .args(args),
-    )
+    run(cargo_command(root).args(args))
+}
+
+/// The target folder's profile of a build: `debug` or `release`.
+fn profile_of(debug: bool) -> &'static str {
+    if debug { "debug" } else { "release" }
+}
+
+/// Builds netwatch (and its XDP object) as the calling user; returns the profile's folder.
+fn build_netwatch(root: &Path, debug: bool) -> Result<&'static str> {
+    let mut build = vec!["build", "--package", "netwatch"];
+    if !debug {
+        build.push("--release");
+    }
+    cargo(root, &build)?;
+    Ok(profile_of(debug))
 }
 
 fn output_of(program: &str, args: &[&str]) -> Option<String> {
@@ -305,7 +309,7 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// `command` as root: itself when xtask is root, otherwise through sudo (said first).
+/// `command` as root: itself when xtask is root, otherwise through sudo (the caller says so first).
 fn as_root(program: &str) -> Command {
     if is_root() {
         Command::new(program)
@@ -423,9 +427,8 @@ fn build_ebpf(root: &Path) -> Result<()> {
 fn test(root: &Path, extra: &[OsString]) -> Result<()> {
     cargo(root, &["build", "--package", "netwatch"])?;
     let bin = root.join("target/debug/netwatch");
-    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut command = cargo_command(root);
     command
-        .current_dir(root)
         .env("NETWATCH_BIN", &bin)
         .args(["test", "--workspace", "--exclude", "netwatch-ebpf"])
         .args(extra);
@@ -519,29 +522,19 @@ mod tests {
     fn only_the_privileged_tests_binaries_take_sudo() {
         let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tests");
         let deps = Path::new("/x/target/debug/deps");
-        assert!(privileged_test(
-            &tests_dir,
-            &deps.join("datapath-0f1e2d3c4b5a6978")
-        ));
-        assert!(privileged_test(
-            &tests_dir,
-            &deps.join("bans-0011223344556677")
-        ));
-        assert!(!privileged_test(
-            &tests_dir,
-            &deps.join("netwatch-0f1e2d3c4b5a6978")
-        ));
-        assert!(!privileged_test(
-            &tests_dir,
-            &deps.join("netwatch_common-0f1e2d3c4b5a6978")
-        ));
-        assert!(!privileged_test(
-            &tests_dir,
-            &deps.join("xtask-0f1e2d3c4b5a6978")
-        ));
-        assert!(!privileged_test(
-            &tests_dir,
-            &deps.join("datapathx-0f1e2d3c4b5a6978")
-        ));
+        for (binary, through_sudo) in [
+            ("datapath-0f1e2d3c4b5a6978", true),
+            ("bans-0011223344556677", true),
+            ("netwatch-0f1e2d3c4b5a6978", false),
+            ("netwatch_common-0f1e2d3c4b5a6978", false),
+            ("xtask-0f1e2d3c4b5a6978", false),
+            ("datapathx-0f1e2d3c4b5a6978", false),
+        ] {
+            assert_eq!(
+                privileged_test(&tests_dir, &deps.join(binary)),
+                through_sudo,
+                "{binary}"
+            );
+        }
     }
 }

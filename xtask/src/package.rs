@@ -82,7 +82,8 @@ pub fn build(root: &Path, profile: &str, out: &Path) -> Result<PathBuf> {
             );
         }
     }
-    let version = workspace_version(root)?;
+    // xtask's own version is the workspace's.
+    let version = env!("CARGO_PKG_VERSION");
     let arch = output_of("dpkg", &["--print-architecture"])
         .map(|arch| arch.trim().to_owned())
         .context("dpkg --print-architecture: is this a Debian system?")?;
@@ -218,22 +219,6 @@ pub fn build(root: &Path, profile: &str, out: &Path) -> Result<PathBuf> {
     fs::remove_dir_all(&stage)?;
     fs::remove_dir_all(&generated)?;
     Ok(deb)
-}
-
-/// `version` of `[workspace.package]`.
-fn workspace_version(root: &Path) -> Result<String> {
-    let manifest = fs::read_to_string(root.join("Cargo.toml"))?;
-    manifest
-        .split("[workspace.package]")
-        .nth(1)
-        .and_then(|section| {
-            section
-                .lines()
-                .take_while(|line| !line.starts_with('['))
-                .find_map(|line| line.trim().strip_prefix("version = "))
-        })
-        .map(|version| version.trim_matches('"').to_owned())
-        .context("no version in [workspace.package]")
 }
 
 /// The packages the binary links against, with the newest glibc symbol version it uses.

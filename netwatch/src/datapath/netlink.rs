@@ -92,9 +92,8 @@ pub fn xdp_features(ifindex: u32) -> io::Result<Option<u64>> {
     let mut request = Request::generic(GENL_ID_CTRL, CTRL_CMD_GETFAMILY);
     request.attr(CTRL_ATTR_FAMILY_NAME, b"netdev\0");
     let family = match socket.exchange(&request.finish(), GENL_ID_CTRL) {
-        Ok(reply) => attributes(reply.get(GENLMSG_HDRLEN..).unwrap_or_default())
-            .find(|(kind, _)| *kind == CTRL_ATTR_FAMILY_ID)
-            .and_then(|(_, id)| Some(u16::from_ne_bytes(id.get(..2)?.try_into().ok()?)))
+        Ok(reply) => genl_attribute(&reply, CTRL_ATTR_FAMILY_ID)
+            .and_then(|id| Some(u16::from_ne_bytes(id.get(..2)?.try_into().ok()?)))
             .ok_or_else(|| invalid("no id in the netdev family's answer"))?,
         Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(err) => return Err(err),
@@ -102,9 +101,15 @@ pub fn xdp_features(ifindex: u32) -> io::Result<Option<u64>> {
     let mut request = Request::generic(family, NETDEV_CMD_DEV_GET);
     request.attr(NETDEV_A_DEV_IFINDEX, &ifindex.to_ne_bytes());
     let reply = socket.exchange(&request.finish(), family)?;
-    Ok(attributes(reply.get(GENLMSG_HDRLEN..).unwrap_or_default())
-        .find(|(kind, _)| *kind == NETDEV_A_DEV_XDP_FEATURES)
-        .and_then(|(_, bits)| Some(u64::from_ne_bytes(bits.get(..8)?.try_into().ok()?))))
+    Ok(genl_attribute(&reply, NETDEV_A_DEV_XDP_FEATURES)
+        .and_then(|bits| Some(u64::from_ne_bytes(bits.get(..8)?.try_into().ok()?))))
+}
+
+/// The payload of the first attribute of type `wanted` in a generic netlink reply.
+fn genl_attribute(reply: &[u8], wanted: u16) -> Option<&[u8]> {
+    attributes(reply.get(GENLMSG_HDRLEN..).unwrap_or_default())
+        .find(|(kind, _)| *kind == wanted)
+        .map(|(_, payload)| payload)
 }
 
 /// A generic netlink message's own header: command, version, reserved.

@@ -146,6 +146,18 @@ impl Target {
         };
         Some(Self { addr, kind, port })
     }
+
+    /// The port as it is said: the number, `high` for the high ports' class; `None` for kinds
+    /// without ports.
+    pub fn port_name(&self) -> Option<String> {
+        match (self.kind, self.port) {
+            (_, Some(port)) => Some(port.to_string()),
+            (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, None) => {
+                Some(String::from("high"))
+            }
+            (_, None) => None,
+        }
+    }
 }
 
 /// "10.4.0.6 udp:443", "10.4.0.6 udp:0", "10.4.0.6 syn:80", "10.4.0.6 udp:high",
@@ -156,17 +168,12 @@ impl fmt::Display for Target {
             IpAddr::V6(addr) => format!("[{addr}]"),
             IpAddr::V4(addr) => addr.to_string(),
         };
-        match (self.kind, self.port) {
+        match (self.kind, self.port_name()) {
             (TargetKind::Reflected, Some(port)) => {
                 write!(f, "{addr} udp from :{port} (reflection)")
             }
-            (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, None) => {
-                write!(f, "{addr} {}:high", self.kind.name())
-            }
-            (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, Some(port)) => {
-                write!(f, "{addr} {}:{port}", self.kind.name())
-            }
-            (kind, _) => write!(f, "{addr} {}", kind.name()),
+            (kind, Some(port)) => write!(f, "{addr} {}:{port}", kind.name()),
+            (kind, None) => write!(f, "{addr} {}", kind.name()),
         }
     }
 }

@@ -208,7 +208,12 @@ mod tests {
         let out = dir.join("seen");
         let append = script(&dir, "append", &format!("cat >> {}", out.display()));
         // A shell that starts a child: the timeout must kill both.
-        let hang = script(&dir, "hang", "sleep 30; true");
+        let sleeps = dir.join("sleeps");
+        let hang = script(
+            &dir,
+            "hang",
+            &format!("sleep 30 &\necho $! >> {}\nwait", sleeps.display()),
+        );
         let notifier = Notifier::start(vec![append, hang], Duration::from_millis(200))
             .unwrap()
             .unwrap();
@@ -227,6 +232,24 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+        // The shells' children too: the whole process group went.
+        let pids = std::fs::read_to_string(&sleeps).unwrap();
+        assert_eq!(pids.lines().count(), 2, "{pids}");
+        for pid in pids.lines() {
+            let gone = || {
+                // Gone, or a zombie no one has reaped yet.
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                    stat.rsplit(") ")
+                        .next()
+                        .is_some_and(|rest| rest.starts_with('Z'))
+                })
+            };
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !gone() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            assert!(gone(), "sleep {pid} outlived its killed command");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -26,7 +26,6 @@ use super::{
 };
 use crate::{
     collect::Interval,
-    datapath::{Target, TargetKind},
     detect::alert::{AlertKind, AlertState},
 };
 
@@ -561,7 +560,7 @@ impl Metrics {
             let labels = [
                 target.addr.to_string(),
                 target.kind.name().to_owned(),
-                port_label(target),
+                target.port_name().unwrap_or_default(),
             ];
             self.slotless_target_pps
                 .with_label_values(&[iface, &labels[0], &labels[1], &labels[2]])
@@ -850,16 +849,6 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
     stream.flush()
 }
 
-/// A target's port as its label: the number, `high` for the high ports' class, empty for
-/// kinds without ports.
-fn port_label(target: &Target) -> String {
-    match (target.kind, target.port) {
-        (_, Some(port)) => port.to_string(),
-        (TargetKind::Syn | TargetKind::Tcp | TargetKind::Udp, None) => String::from("high"),
-        (_, None) => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Read as _;
@@ -869,7 +858,7 @@ mod tests {
     use super::*;
     use crate::{
         collect::{SourceDelta, Volume},
-        datapath::Spread,
+        datapath::{Spread, Target, TargetKind},
     };
 
     /// The high ports' class is labelled `high`, port 0 is `0`, and kinds without ports have
@@ -881,10 +870,11 @@ mod tests {
             kind,
             port,
         };
-        assert_eq!(port_label(&target(TargetKind::Syn, None)), "high");
-        assert_eq!(port_label(&target(TargetKind::Udp, Some(0))), "0");
-        assert_eq!(port_label(&target(TargetKind::Reflected, Some(53))), "53");
-        assert_eq!(port_label(&target(TargetKind::Fragment, None)), "");
+        let label = |target: Target| target.port_name().unwrap_or_default();
+        assert_eq!(label(target(TargetKind::Syn, None)), "high");
+        assert_eq!(label(target(TargetKind::Udp, Some(0))), "0");
+        assert_eq!(label(target(TargetKind::Reflected, Some(53))), "53");
+        assert_eq!(label(target(TargetKind::Fragment, None)), "");
     }
 
     /// Each ban in force has its series; an ended ban's series go, and the totals grow by

@@ -47,7 +47,7 @@ pub enum Record {
     /// Alerts and events (also queued for the webhooks).
     Findings(Vec<FindingRow>),
     /// A ban event (also queued for the webhooks), and who waits for it to be kept.
-    Ban(BanRecord, Option<SyncSender<()>>),
+    Ban(BanRecord, SyncSender<()>),
     /// Delete history older than this.
     Prune(Duration),
 }
@@ -246,7 +246,7 @@ impl Sink for StoreSink {
                 self.flush()?;
                 let (kept, acknowledged) = sync_channel(1);
                 self.writer
-                    .send_kept(Record::Ban(ban_record(event, report.json), Some(kept)));
+                    .send_kept(Record::Ban(ban_record(event, report.json), kept));
                 match acknowledged.recv_timeout(BAN_KEPT_WAIT) {
                     Ok(()) => {}
                     Err(RecvTimeoutError::Timeout) => log::warn!(
@@ -490,7 +490,7 @@ fn write_all(store: &mut Store, rx: &Receiver<Record>, webhooks: &[String], coun
             });
             match written {
                 Ok(()) => {
-                    if let Some(Record::Ban(_, Some(kept))) = waiting.pop_front() {
+                    if let Some(Record::Ban(_, kept)) = waiting.pop_front() {
                         // Whoever waited may have given up: nothing to tell then.
                         let _ = kept.send(());
                     }
