@@ -38,8 +38,8 @@ struct Args {
     /// Trials per case; the median is reported.
     #[arg(long, default_value_t = 15)]
     trials: usize,
-    /// Run one section only (cost, bans, contention, capture, latency, scale or interfaces) and
-    /// print it.
+    /// Run one section only (cost, bans, contention, capture, latency, scale or interfaces; or
+    /// no-slot, the cost table's last row alone) and print it.
     #[arg(long)]
     only: Option<String>,
 }
@@ -303,6 +303,20 @@ const INSERT_FRAMES: u32 = 2_000;
 /// the other guests of this VM's host, which slow every program of a trial alike for seconds
 /// at a time, and the lowest of many trials finds the quiet stretches.
 const INSERT_TRIALS: u32 = 10;
+/// Trials of the no-slot row, and the pause before each. Its sources never take a slot, so it
+/// can run more trials than the insert row, and it spreads them over a minute: a busy stretch
+/// of the host's (which slows its memory-bound path by more than half, the no-op by a third)
+/// lasts tens of seconds, longer than a row's trials back to back.
+const NO_SLOT_TRIALS: u32 = 20;
+const NO_SLOT_PAUSE: Duration = Duration::from_secs(3);
+/// Frames of other new sources each program of the no-slot row runs, untimed, before each
+/// timed set: enough that the set finds nearly every line of the filter of addresses with a
+/// slot (2,048 lines of a half) as a flood leaves them, warm, rather than as the program timed
+/// before it left them.
+const WARM_FRAMES: u32 = 4_096;
+
+/// What one timed run of a program gives: its verdict and time.
+type BenchRun = Result<(u32, Duration), netwatch::datapath::DatapathError>;
 
 /// The mean time of one run over `frames`, each frame run alone.
 fn mean_alone<E: std::error::Error + Send + Sync + 'static>(
@@ -368,29 +382,63 @@ fn new_source_row(noop: &BenchPrograms, full: bool) -> Result<(String, f64, f64,
         }
     }
     let mut samples: [Vec<f64>; 7] = Default::default();
-    // Without a reading between them (which would take slots back), the no-slot trials add
-    // their /24s to the same window of the CPU's overflow tables, so later trials probe fuller
-    // tables. A flood's steady state, tables full, is the capture benchmark's spoofed row.
-    for trial in 0..INSERT_TRIALS {
+    // The no-slot trials: more of them, spread over a minute, each with empty overflow tables,
+    // each set timed after a warm-up.
+    let (trials, pause, warm) = if full {
+        let warm: Vec<Vec<u8>> = (0..WARM_FRAMES)
+            .map(|n| {
+                let [_, _, hi, lo] = n.to_be_bytes();
+                FrameBuilder::ipv4([10, 250, hi, lo])
+                    .to_port(443)
+                    .payload(22)
+                    .build()
+                    .bytes
+            })
+            .collect();
+        (NO_SLOT_TRIALS, NO_SLOT_PAUSE, warm)
+    } else {
+        (INSERT_TRIALS, Duration::ZERO, Vec::new())
+    };
+    let timed = |run: &dyn Fn(&[u8]) -> BenchRun, frames: &[Vec<u8>]| {
+        for frame in &warm {
+            run(frame)?;
+        }
+        mean_alone(run, frames)
+    };
+    for trial in 0..trials {
+        if full {
+            std::thread::sleep(pause);
+            // Each trial starts from empty tables, as a flood's window does: without this the
+            // trials would add their /24s to the same tables, and time fuller ones in turn.
+            datapath.clear_overflow()?;
+            shared.clear_overflow()?;
+        }
         let (first, second, third) = (frames(trial, 0), frames(trial, 1), frames(trial, 2));
-        datapath.set_sketches(true)?;
-        samples[0].push(mean_alone(|f| datapath.bench(f, 1), &first)?);
-        datapath.set_sketches(false)?;
-        samples[1].push(mean_alone(|f| datapath.bench(f, 1), &second)?);
-        datapath.set_sketches(true)?;
-        datapath.set_attack_types(false)?;
-        samples[2].push(mean_alone(|f| datapath.bench(f, 1), &third)?);
-        datapath.set_attack_types(true)?;
-        samples[3].push(mean_alone(|f| shared.bench(f, 1), &first)?);
-        samples[4].push(mean_alone(
-            |f| noop.bench(Baseline::ParseFloor, f, 1),
-            &first,
-        )?);
-        samples[5].push(mean_alone(
-            |f| noop.bench(Baseline::LookupFloor, f, 1),
-            &first,
-        )?);
-        samples[6].push(mean_alone(|f| noop.bench(Baseline::Noop, f, 1), &first)?);
+        // The columns take turns at going first: a program timed right after another (or,
+        // in the no-slot row, after the pause) finds the caches as the other left them.
+        for turn in 0..samples.len() {
+            let column = (turn + trial as usize) % samples.len();
+            let mean = match column {
+                0 => timed(&|f| datapath.bench(f, 1), &first)?,
+                1 => {
+                    datapath.set_sketches(false)?;
+                    let mean = timed(&|f| datapath.bench(f, 1), &second);
+                    datapath.set_sketches(true)?;
+                    mean?
+                }
+                2 => {
+                    datapath.set_attack_types(false)?;
+                    let mean = timed(&|f| datapath.bench(f, 1), &third);
+                    datapath.set_attack_types(true)?;
+                    mean?
+                }
+                3 => timed(&|f| shared.bench(f, 1), &first)?,
+                4 => timed(&|f| noop.bench(Baseline::ParseFloor, f, 1), &first)?,
+                5 => timed(&|f| noop.bench(Baseline::LookupFloor, f, 1), &first)?,
+                _ => timed(&|f| noop.bench(Baseline::Noop, f, 1), &first)?,
+            };
+            samples[column].push(mean);
+        }
     }
     for datapath in [&mut datapath, &mut shared] {
         let globals = datapath.snapshot()?.globals;
@@ -736,7 +784,8 @@ fn cost_table(
         "\nThe last two rows are the insert path, which repeated runs of one frame cannot time: each \
          frame comes from a source never seen before, so each is timed alone \
          (BPF_PROG_TEST_RUN with `repeat` 1, {INSERT_FRAMES} frames per trial, the mean of \
-         each trial, the lowest of {INSERT_TRIALS} trials), by freshly loaded programs with \
+         each trial, the lowest of {INSERT_TRIALS} trials, the programs taking turns at \
+         going first), by freshly loaded programs with \
          the default {} slots, the baselines timed the same way on the same frames. A single \
          run per system call finds the caches colder than the repeated runs of the rows above \
          (the no-op alone costs more), so the row compares with its own no-op; the new source \
@@ -749,20 +798,28 @@ fn cost_table(
         report,
         "\nThe last row is a flood of spoofed sources once the slots are gone: programs with \
          {FULL_SLOTS} slots, all taken before the trials, and each frame from a source never \
-         seen before, so each is counted as overflow. It costs {no_slot:.1} ns, {ratio:.2}x \
+         seen before, so each is counted as overflow. Its sources never take a slot, so it \
+         runs {NO_SLOT_TRIALS} trials, one every {} s (a busy stretch of this host's lasts \
+         tens of seconds and slows this memory-bound path by more than half, the no-op by about a \
+         third), each from empty overflow tables, and each program runs {WARM_FRAMES} frames \
+         of other new sources, untimed, before each timed set, as a flood keeps its caches \
+         warm. It costs {no_slot:.1} ns, {ratio:.2}x \
          the no-op timed the same way: the goal of at most 2.5x is {}. The parse alone (the \
          row's parse floor) takes {no_slot_parse:.1} ns, {:.2}x the no-op; beyond it netwatch \
-         spends {:.1} ns: the global counters, one bit of the filter of addresses with a slot \
-         (clear: no slot, so no look into the source cache, whose check reads a slot's key, \
-         nor into the address map; the filter is read only once the CPU has found the \
-         free-slot queue empty, until userspace queues slots again), and the frame's \
-         breakdown by source prefix and destination (three tables and two bitmaps in its \
-         CPU's own memory). A profile of this row (perf sampling on the CPU clock, as this \
-         VM has no hardware counters; commit 9a5123e) puts about two fifths of the program's \
-         samples on one load: the filter's word, a random one of 128 KiB, a miss in the cache \
-         and the TLB when each run has a system call of its own. Before the filter, such a \
-         frame missed in the cache and in the address map: 418.1 ns, 7.18x its no-op, in \
-         BENCHMARKS.md of commit a0762ad.",
+         spends {:.1} ns: the global counters, three bits of one word of the filter of \
+         addresses with a slot (not all set: no slot, so no look into the source cache, whose \
+         check reads a slot's key, nor into the address map; the filter is read only once the \
+         CPU has found the free-slot queue empty, until userspace queues slots again), and the \
+         frame's breakdown by source prefix and destination (three tables and two bitmaps in \
+         its CPU's own memory). The filter's word is a random one of 128 KiB for every frame: \
+         its hash is a seeded mix of the whole address. Until commit 38e5e94 it was a bare \
+         multiply, under which a run of addresses found its bits at a fixed stride (cheaper for \
+         these sequential sources: 104 to 110 ns against 116 to 120 ns with the mix, in paired \
+         runs of this row while changing it) but landed on a shifted copy of another run's bits: \
+         some /16 of the trials found half its bits set, and its trial cost 300 to 400 ns. \
+         Before the filter, such a frame missed in the cache and in the address map: 418.1 ns, \
+         7.18x its no-op, in BENCHMARKS.md of commit a0762ad.",
+        NO_SLOT_PAUSE.as_secs(),
         if ratio <= 2.5 { "met" } else { "missed" },
         no_slot_parse / no_slot_noop.max(0.1),
         no_slot - no_slot_parse,
@@ -865,6 +922,13 @@ fn main() -> Result<()> {
                 trials,
                 &mut report,
             )?,
+            "no-slot" => {
+                let (line, ..) = new_source_row(
+                    &BenchPrograms::load().context("loading the no-op program")?,
+                    true,
+                )?;
+                writeln!(report, "{line}")?;
+            }
             "bans" => bans_cost(
                 &BenchPrograms::load().context("loading the no-op program")?,
                 repeat,
@@ -872,7 +936,7 @@ fn main() -> Result<()> {
                 &mut report,
             )?,
             other => anyhow::bail!(
-                "unknown section {other:?}: cost, bans, contention, capture, latency, scale or interfaces"
+                "unknown section {other:?}: cost, no-slot, bans, contention, capture, latency, scale or interfaces"
             ),
         }
         print!("{report}");

@@ -3,7 +3,7 @@
 //!
 //! Everything here is `#[repr(C)]` plain data with explicit, zeroed padding, so that the
 //! kernel hashes keys byte for byte and both sides agree on every layout. This crate holds no
-//! logic but the one hash both sides must compute alike ([`filter_bit`]): the kernel side
+//! logic but the one hash both sides must compute alike ([`filter_probe`]): the kernel side
 //! parses and counts, userspace interprets.
 #![no_std]
 
@@ -102,21 +102,58 @@ pub const DESTINATION_SENDERS: usize = 4;
 /// Bits of [`DestinationBucket::sources`].
 pub const DESTINATION_SOURCE_BITS: usize = 256;
 /// Name of the memory-mappable array (`u64` words) of the filter of addresses with a slot:
-/// two halves of [`FILTER_BITS`] bits, lookups in half [`Settings::filter_half`].
+/// two halves of `1 << word_bits` words each ([`filter_word_bits`]), lookups in half
+/// [`Settings::filter_half`].
 pub const SLOT_FILTER_MAP: &str = "SLOT_FILTER";
-/// Bits of each half of the filter (a power of two): 128 KiB, under 7% of them set with the
-/// default 65,536 sources.
-pub const FILTER_BITS: u32 = 1 << 20;
-/// Words of each half of the filter.
-pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
+/// Name of the read-only global (`u64`) that seeds the filter's hash ([`filter_probe`]),
+/// drawn at random at load time: senders cannot choose addresses whose bits others set.
+pub const FILTER_SEED_GLOBAL: &str = "FILTER_SEED";
+/// Name of the read-only global (`u32`) that holds the base-2 logarithm of the words of each
+/// half of the filter ([`filter_word_bits`]).
+pub const FILTER_WORD_BITS_GLOBAL: &str = "FILTER_WORD_BITS";
+/// The base-2 logarithm of the words of each half of the filter for `max_sources` slots: at
+/// least 16 bits per slot, at least 64 words. 65,536 slots: 16,384 words (128 KiB) a half.
+pub const fn filter_word_bits(max_sources: u32) -> u32 {
+    let bits = (max_sources as u64).next_power_of_two() * 16;
+    let words = bits / 64;
+    if words < 64 {
+        6
+    } else {
+        words.trailing_zeros()
+    }
+}
 
-/// The bit of the filter of addresses with a slot that stands for the key of `words` (see
-/// [`SourceKey::words`]). The bits of a multiplicative hash below the top twelve, which pick
-/// the line of a CPU's source cache.
-pub const fn filter_bit(words: [u64; 3]) -> u32 {
+/// MurmurHash3's 64-bit finaliser: every bit of `value` reaches every bit of the result.
+/// Hashes of runs of addresses must look random: a bare multiplicative hash spreads those too
+/// evenly (linear counting's estimate comes out high) or onto shifted copies of each other.
+#[inline(always)]
+pub const fn mix64(value: u64) -> u64 {
+    let mut h = value;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Where the filter of addresses with a slot keeps the key of `words` (see
+/// [`SourceKey::words`]): its word in a half of `1 << word_bits` words, and the mask of its
+/// three bits there, so that one load tells them all. With 16 bits per slot
+/// ([`filter_word_bits`]) and every slot taken, under 1% of the addresses without a slot find
+/// all three set (one bit alone: 6%). A seeded mix of the whole key: a multiplicative hash alone
+/// maps a run of addresses onto a shifted copy of another run's bits, so that whole /24s of
+/// a sweep found half their bits set.
+#[inline(always)]
+pub const fn filter_probe(words: [u64; 3], seed: u64, word_bits: u32) -> (u32, u64) {
     let [a, b, c] = words;
-    let mixed = (a ^ b.rotate_left(23) ^ c.rotate_left(47)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (mixed >> 32) as u32 & (FILTER_BITS - 1)
+    let mut h = mix64(a ^ c.rotate_left(47) ^ seed);
+    // The second half of an IPv6 address; always zero for IPv4, which skips the round.
+    if b != 0 {
+        h = mix64(h ^ b);
+    }
+    let word = h.wrapping_shr(64 - word_bits) as u32;
+    let mask = (1 << (h & 63)) | (1 << ((h >> 6) & 63)) | (1 << ((h >> 12) & 63));
+    (word, mask)
 }
 
 /// Name of the read-only global (`u32`) that holds the number of slots.

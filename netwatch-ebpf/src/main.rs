@@ -36,13 +36,13 @@ use netwatch_common::{
     BAN_MODE_DROP, BAN_MODE_NONE, Counter, CpuState, DEFAULT_MAX_SOURCES,
     DEFAULT_SAMPLE_RING_BYTES, DESTINATION_BUCKETS, DESTINATION_SENDERS, DESTINATION_SOURCE_BITS,
     DestinationBucket, EARLY_REPOST_NS, EARLY_SLOTS, EarlyCount, EarlyEvent, FAMILY_IPV4,
-    FAMILY_IPV6, FILTER_WORDS, GlobalStats, HOST_BITMAP_BITS, LocalNetworks, MAX_LOCAL_NETWORKS,
+    FAMILY_IPV6, GlobalStats, HOST_BITMAP_BITS, LocalNetworks, MAX_LOCAL_NETWORKS,
     OVERFLOW_BUCKETS, OVERFLOW_PROBES, OverflowWindow, PORT_BITMAP_BITS, PrefixCount, QueueJob,
     SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_REASON_ALL_TCP, SAMPLE_REASON_EARLY,
     SAMPLE_REASON_PORT, SOURCE_CACHE_ENTRIES, Sample, SampleHeader, Settings, SourceKey,
     SourceSketch, SourceStats, SourceValue, TARGET_FRAGMENT, TARGET_HIGH_PORTS, TARGET_ICMP,
     TARGET_OTHER, TARGET_REFLECTED, TARGET_SYN, TARGET_TCP, TARGET_UDP, TargetKey, TokenBucket,
-    WIRE_LENGTH_MAGIC, WireLength, filter_bit,
+    WIRE_LENGTH_MAGIC, WireLength, filter_probe, mix64,
 };
 
 /// Source address -> its slot in [`SOURCE_VALUES`] and [`SLOT_KEYS`]. A plain hash map: an
@@ -67,15 +67,19 @@ static SOURCE_VALUES: Array<SourceValue> =
 #[map]
 static SLOT_KEYS: Array<SourceKey> = Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
 
-/// The filter of addresses with a slot: a bit per address hash ([`filter_bit`]), in two
-/// halves. The program sets an address's bit in both before it inserts the address, and again
-/// once the slot's key is written, so a clear bit means no slot; a set bit may be another's.
-/// While the free-slot queue is known empty, a frame whose bit is clear is overflow at once:
+/// The filter of addresses with a slot: three bits of one word per address
+/// ([`filter_probe`]), in two halves of `1 << FILTER_WORD_BITS` words. The program sets an
+/// address's bits in both before it inserts the address, and again once the slot's key is
+/// written, so a clear bit means no slot; bits all set may be others'. While the free-slot
+/// queue is known empty, a frame with a clear bit is overflow at once:
 /// no look into the source cache, whose check reads a slot's key, nor into the address map.
 /// Userspace rebuilds the half not in use from the slots' keys after a reclaim (addresses
 /// taken back leave their bits behind) and switches to it. Memory-mappable.
 #[map]
-static SLOT_FILTER: Array<u64> = Array::with_max_entries(2 * FILTER_WORDS, BPF_F_MMAPABLE);
+static SLOT_FILTER: Array<u64> = Array::with_max_entries(
+    2 << netwatch_common::filter_word_bits(DEFAULT_MAX_SOURCES),
+    BPF_F_MMAPABLE,
+);
 
 /// Banned IPv4 networks: the address (network byte order) to the ban's index in
 /// [`BAN_COUNTS`]. Written by userspace only; looked at only while [`Settings::ban_mode`] is
@@ -136,6 +140,15 @@ static STAGED_SLOTS: Array<u64> = Array::with_max_entries(DEFAULT_MAX_SOURCES, B
 /// load time; read-only, so the verifier knows it.
 #[unsafe(no_mangle)]
 static SLOT_CAPACITY: u32 = DEFAULT_MAX_SOURCES;
+
+/// The seed of the filter's hash, drawn by userspace at load time; read-only.
+#[unsafe(no_mangle)]
+static FILTER_SEED: u64 = 0;
+
+/// The base-2 logarithm of the words of each half of [`SLOT_FILTER`]: set by userspace at load
+/// time from the slots ([`netwatch_common::filter_word_bits`]); read-only.
+#[unsafe(no_mangle)]
+static FILTER_WORD_BITS: u32 = netwatch_common::filter_word_bits(DEFAULT_MAX_SOURCES);
 
 /// Each CPU's counters and source cache, at index 0.
 #[map]
@@ -797,19 +810,6 @@ fn add_counter(counter: &mut Counter, len: u64) {
     counter.bytes += len;
 }
 
-/// MurmurHash3's 64-bit finaliser: every bit of `value` reaches every bit of the result.
-/// Linear counting needs bits that look random even for sequential addresses; a bare
-/// multiplicative hash spreads those too evenly and the estimate comes out high.
-#[inline(always)]
-fn mix64(value: u64) -> u64 {
-    let mut h = value;
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
 /// Sets the bit the top bits of `hash` name in `bitmap`.
 #[inline(always)]
 fn set_hashed_bit<const WORDS: usize>(bitmap: &mut [u64; WORDS], hash: u64) {
@@ -1198,36 +1198,49 @@ fn slot_of(key: &SourceKey, free_generation: u32, free_empty_at: &mut u32) -> Op
     SOURCE_SLOTS.get_ptr(key).map(|slot| unsafe { *slot })
 }
 
-/// Whether `key`'s bit is set in half `half` of [`SLOT_FILTER`].
+/// Where `key`'s bits are in a half of [`SLOT_FILTER`]: the word's index and the bits' mask.
+#[inline(always)]
+fn filter_place(key: &SourceKey) -> (u32, u32, u64) {
+    // SAFETY: read-only globals set at load time.
+    let (seed, word_bits) = unsafe {
+        (
+            core::ptr::read_volatile(&FILTER_SEED),
+            core::ptr::read_volatile(&FILTER_WORD_BITS),
+        )
+    };
+    let (word, mask) = filter_probe(key.words(), seed, word_bits);
+    (word, word_bits, mask)
+}
+
+/// Whether `key`'s bits are all set in half `half` of [`SLOT_FILTER`].
 #[inline(always)]
 fn filter_has(key: &SourceKey, half: u32) -> bool {
-    let bit = filter_bit(key.words());
-    let index = (half & 1) * FILTER_WORDS + (bit >> 6);
-    match SLOT_FILTER.get(index) {
-        Some(word) => {
+    let (word, word_bits, mask) = filter_place(key);
+    match SLOT_FILTER.get(((half & 1) << word_bits) + word) {
+        Some(value) => {
             // SAFETY: an element of an array map; other CPUs may set bits in it meanwhile,
             // and a volatile read sees the word before or after.
-            let word = unsafe { core::ptr::read_volatile(word) };
-            word & (1 << (bit & 63)) != 0
+            let value = unsafe { core::ptr::read_volatile(value) };
+            value & mask == mask
         }
         None => true,
     }
 }
 
-/// Sets `key`'s bit in both halves of [`SLOT_FILTER`], atomically (other CPUs set bits in
+/// Sets `key`'s bits in both halves of [`SLOT_FILTER`], atomically (other CPUs set bits in
 /// the same words).
 #[inline(always)]
 fn filter_add(key: &SourceKey) {
-    let bit = filter_bit(key.words());
+    let (word, word_bits, mask) = filter_place(key);
     for half in 0..2 {
-        if let Some(word) = SLOT_FILTER.get_ptr_mut(half * FILTER_WORDS + (bit >> 6)) {
+        if let Some(value) = SLOT_FILTER.get_ptr_mut((half << word_bits) + word) {
             // SAFETY: an element of an array map, only ever updated with atomic ORs by the
             // program (userspace clears a half only while lookups read the other). Always
             // the atomic OR, never a read first: a locked instruction (x86-64) orders the
             // key's store before it, against userspace's clearing and reading of the keys; a
             // read could see a bit about to be cleared and skip it.
             unsafe {
-                atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(word, 1 << (bit & 63));
+                atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(value, mask);
             }
         }
     }

@@ -126,6 +126,9 @@ pub enum DatapathError {
     /// Another program error.
     #[error(transparent)]
     Program(#[from] ProgramError),
+    /// The kernel gave no random bytes for the filter's seed.
+    #[error("cannot draw the random seed of the filter of addresses with a slot: {0}")]
+    Seed(#[source] io::Error),
     /// Reading the list of CPUs failed.
     #[error("cannot count the possible CPUs: {0}")]
     Cpus(#[source] io::Error),

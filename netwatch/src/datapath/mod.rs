@@ -37,14 +37,14 @@ use aya::{
 use aya_log::EbpfLogger;
 use netwatch_common::{
     BAN_COUNTS_MAP, BANS_V4_MAP, BANS_V6_MAP, CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS,
-    DESTINATION_OTHER_MAP, DESTINATIONS_MAP, EarlyEvent, FAMILY_IPV4, FREE_SLOTS_MAP, GlobalStats,
-    LOCAL_NETWORKS_MAP, LocalNetworks, MAX_LOCAL_NETWORKS, NO_BANS_PROGRAM_NAME,
-    OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob,
-    REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP,
-    SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SETTINGS_MAP,
-    SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
-    SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey, SourceStats,
-    SourceValue, WIRE_LENGTH_MAGIC, WireLength,
+    DESTINATION_OTHER_MAP, DESTINATIONS_MAP, EarlyEvent, FAMILY_IPV4, FILTER_SEED_GLOBAL,
+    FILTER_WORD_BITS_GLOBAL, FREE_SLOTS_MAP, GlobalStats, LOCAL_NETWORKS_MAP, LocalNetworks,
+    MAX_LOCAL_NETWORKS, NO_BANS_PROGRAM_NAME, OVERFLOW_WINDOWS_MAP, PROGRAM_NAME, QUEUE_JOB_MAP,
+    QUEUE_PROGRAM_NAME, QueueJob, REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS,
+    SAMPLE_PORTS_MAP, SAMPLE_REASON_EARLY, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP,
+    SETTINGS_MAP, SHARED_PROGRAM_NAME, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP, SLOT_KEYS_MAP,
+    SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, SampleHeader, Settings, SourceKey,
+    SourceStats, SourceValue, WIRE_LENGTH_MAGIC, WireLength,
 };
 
 pub use self::{
@@ -59,7 +59,7 @@ use self::{
     destinations::DestinationWindows,
     netlink::{LinkInfo, XdpAttached},
     overflow::Windows,
-    slots::Slots,
+    slots::{FilterShape, Slots},
 };
 
 /// The compiled XDP programs, embedded at build time by `build.rs`.
@@ -455,6 +455,7 @@ impl Datapath {
             (true, _) => NO_BANS_PROGRAM_NAME,
         };
         let log_level = log::max_level() as u8;
+        let filter = FilterShape::random(max_sources).map_err(DatapathError::Seed)?;
         let mut ebpf = load_object(NETWATCH_OBJECT, &[program, QUEUE_PROGRAM_NAME], |loader| {
             loader.map_max_entries(SOURCE_SLOTS_MAP, max_sources);
             loader.map_max_entries(SLOT_KEYS_MAP, max_sources);
@@ -470,7 +471,10 @@ impl Datapath {
             loader.map_max_entries(BANS_V4_MAP, max_bans.max(1));
             loader.map_max_entries(BANS_V6_MAP, max_bans.max(1));
             loader.map_max_entries(BAN_COUNTS_MAP, ban_counters(max_bans).max(1));
+            loader.map_max_entries(SLOT_FILTER_MAP, 2 * filter.words() as u32);
             loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
+            loader.override_global(FILTER_SEED_GLOBAL, &filter.seed, true);
+            loader.override_global(FILTER_WORD_BITS_GLOBAL, &filter.word_bits, true);
             // The kernel side writes no diagnostic the log would drop.
             loader.override_global(aya_log::LEVEL, &log_level, true);
         })?;
@@ -513,6 +517,7 @@ impl Datapath {
             map_fd(&ebpf, SLOT_FILTER_MAP)?,
             max_sources,
             regions,
+            filter,
         )
         .map_err(DatapathError::MapSlots)?;
         let windows = Windows::map(map_fd(&ebpf, OVERFLOW_WINDOWS_MAP)?, cpus)
@@ -864,6 +869,22 @@ impl Datapath {
             None => (Vec::new(), Traffic::default()),
         };
         snapshot.released = self.reclaim()?;
+        Ok(())
+    }
+
+    /// Empties the breakdowns of traffic without a slot and of local hosts, both windows, as
+    /// readings do, without a reading's reclaim: for benchmarks whose trials should each start
+    /// from empty tables.
+    pub fn clear_overflow(&mut self) -> Result<(), DatapathError> {
+        for _ in 0..2 {
+            let closing = self.settings.overflow_window;
+            self.settings.overflow_window = closing.wrapping_add(1);
+            self.write_settings()?;
+            self.windows.take(closing);
+            if let Some(windows) = &mut self.destinations {
+                windows.take(closing);
+            }
+        }
         Ok(())
     }
 

@@ -29,8 +29,8 @@ use std::{
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use netwatch_common::{
-    FILTER_WORDS, HOST_BITMAP_BITS, PORT_BITMAP_BITS, SourceKey, SourceStats, SourceValue,
-    filter_bit,
+    HOST_BITMAP_BITS, PORT_BITMAP_BITS, SourceKey, SourceStats, SourceValue, filter_probe,
+    filter_word_bits,
 };
 
 /// One source as read from its slot.
@@ -237,8 +237,52 @@ pub(super) struct Slots {
     in_use: usize,
     /// The filter of addresses with a slot, both halves.
     filter: Mapped<u64>,
+    /// Its hash's seed and size, as the program has them.
+    filter_shape: FilterShape,
     /// The half the program's lookups read.
     filter_half: u32,
+}
+
+/// The seed and size of the filter of addresses with a slot, fixed at load time: what the
+/// program and the rebuild hash alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FilterShape {
+    /// The hash's seed, drawn at random so that senders cannot choose addresses whose bits
+    /// others set.
+    pub(super) seed: u64,
+    /// The base-2 logarithm of each half's words.
+    pub(super) word_bits: u32,
+}
+
+impl FilterShape {
+    /// The filter for `capacity` slots, with a seed from the kernel's random bytes.
+    pub(super) fn random(capacity: u32) -> io::Result<Self> {
+        let mut seed = [0u8; 8];
+        // SAFETY: the buffer is 8 writable bytes.
+        let read = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+        if read != seed.len() as isize {
+            return Err(if read < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::other(format!("{read} of 8 bytes"))
+            });
+        }
+        Ok(Self {
+            seed: u64::from_ne_bytes(seed),
+            word_bits: filter_word_bits(capacity),
+        })
+    }
+
+    /// Words in each half.
+    pub(super) fn words(self) -> usize {
+        1 << self.word_bits
+    }
+
+    /// The word of a half that holds `key`'s bits, and their mask.
+    fn probe(self, key: &SourceKey) -> (usize, u64) {
+        let (word, mask) = filter_probe(key.words(), self.seed, self.word_bits);
+        (word as usize, mask)
+    }
 }
 
 impl Slots {
@@ -250,6 +294,7 @@ impl Slots {
         filter: BorrowedFd<'_>,
         capacity: u32,
         regions: usize,
+        filter_shape: FilterShape,
     ) -> io::Result<Self> {
         let capacity = capacity as usize;
         Ok(Self {
@@ -264,7 +309,8 @@ impl Slots {
             quarantined_at: Instant::now(),
             retiring: Vec::new(),
             in_use: 0,
-            filter: Mapped::new(filter, 2 * FILTER_WORDS as usize)?,
+            filter: Mapped::new(filter, 2 * filter_shape.words())?,
+            filter_shape,
             filter_half: 0,
         })
     }
@@ -385,8 +431,9 @@ impl Slots {
     /// was cleared is read here, and one written after sets its bit itself.
     pub(super) fn rebuild_filter(&mut self) -> u32 {
         let target = 1 - self.filter_half;
-        let first = target as usize * FILTER_WORDS as usize;
-        for index in first..first + FILTER_WORDS as usize {
+        let words = self.filter_shape.words();
+        let first = target as usize * words;
+        for index in first..first + words {
             // SAFETY: an aligned u64 of the live mapping, which the program only ever
             // updates with atomic ORs.
             unsafe { AtomicU64::from_ptr(self.filter.at(index)) }.store(0, Ordering::SeqCst);
@@ -398,11 +445,10 @@ impl Slots {
                 // Free, taken a moment ago (its taker sets the bit), or being taken back.
                 continue;
             }
-            let bit = filter_bit(key.words());
-            let index = first + (bit >> 6) as usize;
+            let (word, mask) = self.filter_shape.probe(&key);
             // SAFETY: as above.
-            unsafe { AtomicU64::from_ptr(self.filter.at(index)) }
-                .fetch_or(1 << (bit & 63), Ordering::SeqCst);
+            unsafe { AtomicU64::from_ptr(self.filter.at(first + word)) }
+                .fetch_or(mask, Ordering::SeqCst);
         }
         self.filter_half = target;
         target
@@ -511,7 +557,11 @@ mod tests {
         let values = memory(capacity * regions * size_of::<SourceValue>());
         let keys = memory(capacity * size_of::<SourceKey>());
         let staged = memory(capacity * size_of::<u64>());
-        let filter = memory(2 * FILTER_WORDS as usize * size_of::<u64>());
+        let shape = FilterShape {
+            seed: 0x5eed_0ff1_1e00,
+            word_bits: filter_word_bits(capacity as u32),
+        };
+        let filter = memory(2 * shape.words() * size_of::<u64>());
         let slots = Slots::map(
             values.as_fd(),
             keys.as_fd(),
@@ -519,6 +569,7 @@ mod tests {
             filter.as_fd(),
             capacity as u32,
             regions,
+            shape,
         )
         .expect("mapping the memory");
         (values, keys, staged, filter, slots)
@@ -573,31 +624,75 @@ mod tests {
         let gone = SourceKey::ipv4([192, 0, 2, 8]);
         put(&keys, 1, live_key);
         put(&keys, 2, retired(gone));
+        let words = slots.filter_shape.words();
         // Stale bits in the half to rebuild.
-        for word in 0..FILTER_WORDS as usize {
-            put(&filter, FILTER_WORDS as usize + word, u64::MAX);
+        for word in 0..words {
+            put(&filter, words + word, u64::MAX);
         }
         assert_eq!(slots.rebuild_filter(), 1);
-        let bits = |slots: &Slots, half: usize| -> Vec<u32> {
-            (0..FILTER_WORDS as usize)
-                .flat_map(|word| {
+        // The words of a half that have bits set, and their bits.
+        let set = |slots: &Slots, half: usize| -> Vec<(usize, u64)> {
+            (0..words)
+                .map(|word| {
                     // SAFETY: an element of the mapping, read as the kernel would.
-                    let value = unsafe {
-                        slots
-                            .filter
-                            .at(half * FILTER_WORDS as usize + word)
-                            .read_volatile()
-                    };
-                    (0..64)
-                        .filter(move |bit| value & (1 << bit) != 0)
-                        .map(move |bit| (word * 64 + bit) as u32)
+                    let value = unsafe { slots.filter.at(half * words + word).read_volatile() };
+                    (word, value)
                 })
+                .filter(|(_, value)| *value != 0)
                 .collect()
         };
-        assert_eq!(bits(&slots, 1), vec![filter_bit(live_key.words())]);
-        assert!(bits(&slots, 0).is_empty());
+        let (word, mask) = filter_probe(
+            live_key.words(),
+            0x5eed_0ff1_1e00,
+            slots.filter_shape.word_bits,
+        );
+        assert_eq!(set(&slots, 1), vec![(word as usize, mask)]);
+        assert!(set(&slots, 0).is_empty());
         assert_eq!(slots.rebuild_filter(), 0);
-        assert_eq!(bits(&slots, 0), vec![filter_bit(live_key.words())]);
+        assert_eq!(set(&slots, 0), vec![(word as usize, mask)]);
+    }
+
+    /// With every slot of the default 65,536 taken by a /16 of sequential addresses, other
+    /// runs of sequential addresses (a sweep of /16s) find all their bits set rarely, and no
+    /// run more often than the others: with the multiplicative hash of before, runs mapped
+    /// onto shifted copies of the filled run's bits, and some /16s found half their bits set.
+    #[test]
+    fn runs_of_addresses_do_not_land_on_the_bits_of_another_run() {
+        let shape = FilterShape {
+            seed: 0x0123_4567_89ab_cdef,
+            word_bits: filter_word_bits(65_536),
+        };
+        let mut filter = vec![0u64; shape.words()];
+        for n in 0..65_536u32 {
+            let [_, _, hi, lo] = n.to_be_bytes();
+            let (word, mask) = shape.probe(&SourceKey::ipv4([10, 90, hi, lo]));
+            filter[word] |= mask;
+        }
+        let mut worst = 0.0f64;
+        let mut all = 0;
+        for second in 91..=255u8 {
+            let found = (0..2_000u32)
+                .filter(|n| {
+                    let [_, _, hi, lo] = n.to_be_bytes();
+                    let (word, mask) = shape.probe(&SourceKey::ipv4([10, second, hi, lo]));
+                    filter[word] & mask == mask
+                })
+                .count();
+            all += found;
+            worst = worst.max(found as f64 / 2_000.0);
+        }
+        let overall = all as f64 / (165.0 * 2_000.0);
+        // Expected: (1 - e^(-3/16))^3 = 0.5%, a little more for bits that coincide.
+        assert!(
+            overall < 0.015,
+            "{:.2}% of the addresses found their bits set",
+            overall * 100.0
+        );
+        assert!(
+            worst < 0.03,
+            "a /16 found {:.1}% of its bits set",
+            worst * 100.0
+        );
     }
 
     fn seen(packets: u64, changed: u64) -> Seen {
