@@ -111,8 +111,9 @@ pub const FILTER_SEED_GLOBAL: &str = "FILTER_SEED";
 /// Name of the read-only global (`u32`) that holds the base-2 logarithm of the words of each
 /// half of the filter ([`filter_word_bits`]).
 pub const FILTER_WORD_BITS_GLOBAL: &str = "FILTER_WORD_BITS";
-/// The base-2 logarithm of the words of each half of the filter for `max_sources` slots: at
-/// least 16 bits per slot, at least 64 words. 65,536 slots: 16,384 words (128 KiB) a half.
+/// The base-2 logarithm of the words of each half of the filter for `max_sources` slots: 16
+/// bits per slot rounded up to a power of two, at least 64 words. 65,536 slots: 16,384 words
+/// (128 KiB) a half.
 pub const fn filter_word_bits(max_sources: u32) -> u32 {
     let bits = (max_sources as u64).next_power_of_two() * 16;
     let words = bits / 64;
@@ -139,14 +140,15 @@ pub const fn mix64(value: u64) -> u64 {
 /// Where the filter of addresses with a slot keeps the key of `words` (see
 /// [`SourceKey::words`]): its word in a half of `1 << word_bits` words, and the mask of its
 /// three bits there, so that one load tells them all. With 16 bits per slot
-/// ([`filter_word_bits`]) and every slot taken, under 1% of the addresses without a slot find
+/// ([`filter_word_bits`]) and every slot taken, about 1% of the addresses without a slot find
 /// all three set (one bit alone: 6%). A seeded mix of the whole key: a multiplicative hash alone
-/// maps a run of addresses onto a shifted copy of another run's bits, so that whole /24s of
-/// a sweep found half their bits set.
+/// maps a run of addresses onto a shifted copy of another run's bits, so that some /16s of a
+/// sweep found half their bits set. The family scales the seed, so that no IPv6 address with a
+/// zero second half shares an IPv4 address's bits whatever the seed.
 #[inline(always)]
 pub const fn filter_probe(words: [u64; 3], seed: u64, word_bits: u32) -> (u32, u64) {
     let [a, b, c] = words;
-    let mut h = mix64(a ^ c.rotate_left(47) ^ seed);
+    let mut h = mix64(a ^ seed.wrapping_mul(c | 1));
     // The second half of an IPv6 address; always zero for IPv4, which skips the round.
     if b != 0 {
         h = mix64(h ^ b);

@@ -1174,7 +1174,7 @@ fn slot_of(key: &SourceKey, free_generation: u32, free_empty_at: &mut u32) -> Op
     };
     let owner = SLOT_KEYS.get_ptr_mut(slot)?;
     // Before the insert: a frame of this address on another CPU that finds it in the map
-    // also finds its bit.
+    // also finds its bits.
     filter_add(key);
     if SOURCE_SLOTS
         .insert(key, slot, u64::from(BPF_NOEXIST))
@@ -1186,8 +1186,8 @@ fn slot_of(key: &SourceKey, free_generation: u32, free_empty_at: &mut u32) -> Op
         // leaves such a slot for its next reading.
         // SAFETY: an element of an array map; a slot just taken, which no one else writes.
         unsafe { *owner = *key };
-        // Again after the key: a rebuild of the filter that cleared the bit before reading
-        // the keys finds the key, one that cleared it after finds the bit.
+        // Again after the key: a rebuild of the filter that cleared the bits before reading
+        // the keys finds the key, one that cleared them after finds the bits.
         filter_add(key);
         return Some(slot);
     }

@@ -874,7 +874,8 @@ impl Datapath {
 
     /// Empties the breakdowns of traffic without a slot and of local hosts, both windows, as
     /// readings do, without a reading's reclaim: for benchmarks whose trials should each start
-    /// from empty tables.
+    /// from empty tables. The global counters go on: the next snapshot's breakdown then holds
+    /// less than its overflow count.
     pub fn clear_overflow(&mut self) -> Result<(), DatapathError> {
         for _ in 0..2 {
             let closing = self.settings.overflow_window;
