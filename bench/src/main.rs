@@ -316,6 +316,11 @@ const NO_SLOT_FRAMES: u32 = 500;
 /// before it left them.
 const WARM_FRAMES: u32 = 4_096;
 
+/// Fresh loads of netwatch with and without the ban check whose difference the bans table
+/// takes the median of: one load's figure for the check moved between 0 and 4 ns from run to
+/// run of the same build.
+const CHECK_LOADS: usize = 5;
+
 /// What one timed run of a program gives: its verdict and time.
 type BenchRun = Result<(u32, Duration), netwatch::datapath::DatapathError>;
 
@@ -508,42 +513,56 @@ fn as_a_daemon_sets(datapath: &mut Datapath) -> Result<()> {
 /// without the check), with a thousand bans none of which is the frame's source, and with its
 /// source banned in a dry run and for a drop.
 fn bans_cost(noop: &BenchPrograms, repeat: u32, trials: usize, report: &mut String) -> Result<()> {
-    // Both freshly loaded and set alike, so that they differ in the check alone (the cost
-    // table's program has counted every row before this one).
-    let mut checked = Datapath::load(LoadOptions::default()).context("loading netwatch")?;
-    let mut unchecked = Datapath::load(LoadOptions {
-        without_ban_check: true,
-        ..LoadOptions::default()
-    })
-    .context("loading netwatch without the ban check")?;
+    let frame = known_frame_to_a_host();
+    let mut samples: [Vec<f64>; 6] = Default::default();
+    // What the check costs: the median of each trial's difference, which the host's slow
+    // swings (a few nanoseconds between trials here) cancel out of, over programs loaded
+    // afresh several times: where a load puts a program and its maps moves its time by a
+    // few nanoseconds, the same from trial to trial of that load.
+    let mut differences = Vec::new();
+    for _ in 0..CHECK_LOADS {
+        // Both freshly loaded and set alike, so that they differ in the check alone (the cost
+        // table's program has counted every row before this one).
+        let mut checked = Datapath::load(LoadOptions::default()).context("loading netwatch")?;
+        let mut unchecked = Datapath::load(LoadOptions {
+            without_ban_check: true,
+            ..LoadOptions::default()
+        })
+        .context("loading netwatch without the ban check")?;
+        for datapath in [&mut checked, &mut unchecked] {
+            as_a_daemon_sets(datapath)?;
+            datapath.test_run(&frame)?;
+        }
+        for trial in 0..trials {
+            // The two programs back to back, in turns first: a trial's pair sees the same
+            // host.
+            let (with, without) = if trial % 2 == 0 {
+                let with = ns_of(checked.bench(&frame, repeat)?)?;
+                (with, ns_of(unchecked.bench(&frame, repeat)?)?)
+            } else {
+                let without = ns_of(unchecked.bench(&frame, repeat)?)?;
+                (ns_of(checked.bench(&frame, repeat)?)?, without)
+            };
+            samples[0].push(with);
+            samples[1].push(without);
+            differences.push(with - without);
+        }
+    }
+    let check = median(differences);
     let mut banning = Datapath::load(LoadOptions {
         max_bans: 1_024,
         ..LoadOptions::default()
     })
     .context("loading netwatch with room for bans")?;
-    for datapath in [&mut checked, &mut unchecked, &mut banning] {
-        as_a_daemon_sets(datapath)?;
-    }
-    let frame = known_frame_to_a_host();
-    for datapath in [&checked, &unchecked, &banning] {
-        datapath.test_run(&frame)?;
-    }
+    as_a_daemon_sets(&mut banning)?;
+    banning.test_run(&frame)?;
     // A thousand hosts of other networks, in the IPv4 trie the frame's lookup walks.
     for i in 0..1_000u32 {
         let [_, _, hi, lo] = i.to_be_bytes();
         banning.set_ban(i, std::net::IpAddr::from([198, 18, hi, lo]), 32)?;
     }
     let own = std::net::IpAddr::from([10, 0, 0, 0]);
-    let mut samples: [Vec<f64>; 6] = Default::default();
-    for trial in 0..trials {
-        // The two programs back to back, in turns first: a trial's pair sees the same host.
-        if trial % 2 == 0 {
-            samples[0].push(ns_of(checked.bench(&frame, repeat)?)?);
-            samples[1].push(ns_of(unchecked.bench(&frame, repeat)?)?);
-        } else {
-            samples[1].push(ns_of(unchecked.bench(&frame, repeat)?)?);
-            samples[0].push(ns_of(checked.bench(&frame, repeat)?)?);
-        }
+    for _ in 0..trials {
         banning.set_ban_action(Some(BanAction::Drop))?;
         samples[2].push(ns_of(banning.bench(&frame, repeat)?)?);
         banning.set_ban(1_000, own, 24)?;
@@ -560,20 +579,12 @@ fn bans_cost(noop: &BenchPrograms, repeat: u32, trials: usize, report: &mut Stri
         dropped > 0,
         "bans: the banned frame was never counted for its ban"
     );
-    // What the check costs: the median of each trial's difference, which the host's slow
-    // swings (a few nanoseconds between trials here) cancel out of.
-    let check = median(
-        samples[0]
-            .iter()
-            .zip(&samples[1])
-            .map(|(with, without)| with - without)
-            .collect(),
-    );
     let [plain, unchecked, others, dry, drop, baseline] = samples.map(lowest);
     writeln!(
         report,
         "\n### Bans\n\n\
-         The same frame, timed as above, each program freshly loaded: netwatch as loaded (no \
+         The same frame, timed as above, each program freshly loaded (the first two \
+         {CHECK_LOADS} times each): netwatch as loaded (no \
          ban: the program does not look \
          at the ban list, one comparison of a setting already read); the same program built \
          without the ban check; with a thousand IPv4 hosts banned, none the frame's source \
@@ -590,10 +601,11 @@ fn bans_cost(noop: &BenchPrograms, repeat: u32, trials: usize, report: &mut Stri
     writeln!(
         report,
         "\nWith no ban the check costs {check:+.1} ns per frame against the program without it \
-         (the median over {trials} trials of the two programs' difference within a trial, each \
-         timed back to back; the kernel reports whole nanoseconds per run, and the two are \
-         programs of their own, whose layout alone moves either by a few nanoseconds, so a \
-         negative figure is such a difference): the goal of at most 2 ns is {}. With bans in \
+         (the median of the two programs' difference within a trial, each timed back to back, \
+         over {trials} trials of each of {CHECK_LOADS} fresh loads of both; the kernel reports \
+         whole nanoseconds per run, and the two are programs of their own, whose layout and \
+         placement alone move either by a few nanoseconds from load to load, so a negative \
+         figure is such a difference): the goal of at most 2 ns is {}. With bans in \
          force, a frame from a source not banned \
          pays {:+.1} ns for the trie's lookup; a banned one {:+.1} ns in a dry run and {:+.1} ns \
          dropped (differences of lowest figures against netwatch as loaded; a nanosecond or \

@@ -1228,8 +1228,9 @@ fn filter_has(key: &SourceKey, half: u32) -> bool {
 }
 
 /// Sets `key`'s bits in both halves of [`SLOT_FILTER`], atomically (other CPUs set bits in
-/// the same words).
-#[inline(always)]
+/// the same words). A function of its own, off the paths of known sources and of those with no
+/// slot: inlined twice into the insert, its hash took registers from the whole program.
+#[inline(never)]
 fn filter_add(key: &SourceKey) {
     let (word, word_bits, mask) = filter_place(key);
     for half in 0..2 {
