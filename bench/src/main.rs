@@ -324,18 +324,6 @@ const CHECK_LOADS: usize = 5;
 /// What one timed run of a program gives: its verdict and time.
 type BenchRun = Result<(u32, Duration), netwatch::datapath::DatapathError>;
 
-/// The mean time of one run over `frames`, each frame run alone.
-fn mean_alone<E: std::error::Error + Send + Sync + 'static>(
-    run: impl Fn(&[u8]) -> Result<(u32, Duration), E>,
-    frames: &[Vec<u8>],
-) -> Result<f64> {
-    let mut total = 0.0;
-    for frame in frames {
-        total += ns_of(run(frame)?)?;
-    }
-    Ok(total / frames.len() as f64)
-}
-
 /// Slots of the programs of the no-free-slot row: the default, so that the address map's
 /// miss walks a table of the size a daemon has.
 const FULL_SLOTS: u32 = netwatch_common::DEFAULT_MAX_SOURCES;
@@ -415,11 +403,16 @@ fn new_source_row(noop: &BenchPrograms, full: bool) -> Result<(String, [f64; 7])
     } else {
         (INSERT_TRIALS, Duration::ZERO, Vec::new())
     };
-    let timed = |run: &dyn Fn(&[u8]) -> BenchRun, frames: &[Vec<u8>]| {
+    // The mean time of one run over `frames`, each frame run alone, after the warm-up.
+    let timed = |run: &dyn Fn(&[u8]) -> BenchRun, frames: &[Vec<u8>]| -> Result<f64> {
         for frame in &warm {
             run(frame)?;
         }
-        mean_alone(run, frames)
+        let mut total = 0.0;
+        for frame in frames {
+            total += ns_of(run(frame)?)?;
+        }
+        Ok(total / frames.len() as f64)
     };
     for trial in 0..trials {
         std::thread::sleep(pause);
@@ -519,7 +512,6 @@ fn bans_cost(noop: &BenchPrograms, repeat: u32, trials: usize, report: &mut Stri
     // swings (a few nanoseconds between trials here) cancel out of, over programs loaded
     // afresh several times: where a load puts a program and its maps moves its time by a
     // few nanoseconds, the same from trial to trial of that load.
-    let mut differences = Vec::new();
     for _ in 0..CHECK_LOADS {
         // Both freshly loaded and set alike, so that they differ in the check alone (the cost
         // table's program has counted every row before this one).
@@ -545,10 +537,15 @@ fn bans_cost(noop: &BenchPrograms, repeat: u32, trials: usize, report: &mut Stri
             };
             samples[0].push(with);
             samples[1].push(without);
-            differences.push(with - without);
         }
     }
-    let check = median(differences);
+    let check = median(
+        samples[0]
+            .iter()
+            .zip(&samples[1])
+            .map(|(with, without)| with - without)
+            .collect(),
+    );
     let mut banning = Datapath::load(LoadOptions {
         max_bans: 1_024,
         ..LoadOptions::default()

@@ -641,15 +641,11 @@ mod tests {
                 .filter(|(_, value)| *value != 0)
                 .collect()
         };
-        let (word, mask) = filter_probe(
-            live_key.words(),
-            0x5eed_0ff1_1e00,
-            slots.filter_shape.word_bits,
-        );
-        assert_eq!(set(&slots, 1), vec![(word as usize, mask)]);
+        let live_bits = slots.filter_shape.probe(&live_key);
+        assert_eq!(set(&slots, 1), vec![live_bits]);
         assert!(set(&slots, 0).is_empty());
         assert_eq!(slots.rebuild_filter(), 0);
-        assert_eq!(set(&slots, 0), vec![(word as usize, mask)]);
+        assert_eq!(set(&slots, 0), vec![live_bits]);
     }
 
     /// With every slot of the default 65,536 taken by a /16 of sequential addresses, other
