@@ -38,13 +38,10 @@ fn unsafe_geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The folder of real captures with their ground truth: `$NETWATCH_PCAPS`, else
-/// `../shared/pcaps` beside the repository.
+/// The folder of real captures with their ground truth, kept in the repository
+/// (`tests/pcaps`, with their credit in its README), so that a fresh clone tests itself.
 pub fn pcaps_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("NETWATCH_PCAPS") {
-        return PathBuf::from(dir);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pcaps")
 }
 
 /// The binary under test: `$NETWATCH_BIN` (set by `cargo xtask test`), else the debug build.

@@ -1,4 +1,4 @@
-//! Every real capture in ../shared/pcaps, fed frame by frame through the loaded XDP program:
+//! Every real capture in tests/pcaps, fed frame by frame through the loaded XDP program:
 //! per-source packets and bytes must equal `ground-truth.tsv` exactly.
 
 use std::{
@@ -20,10 +20,7 @@ type Truth = BTreeMap<String, BTreeMap<String, (u64, u64)>>;
 fn ground_truth() -> Truth {
     let path = pcaps_dir().join("ground-truth.tsv");
     let text = fs::read_to_string(&path).unwrap_or_else(|err| {
-        panic!(
-            "{}: {err} (set NETWATCH_PCAPS to the folder of shared captures)",
-            path.display()
-        )
+        panic!("{}: {err}", path.display())
     });
     let mut truth = Truth::new();
     for (i, line) in text.lines().enumerate().skip(1) {
