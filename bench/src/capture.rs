@@ -17,7 +17,7 @@ use aya::{
     programs::loaded_programs,
     sys::{Stats, enable_stats},
 };
-use netwatch_bench::generator::{Method, Sent, Spec, send};
+use netwatch_bench::generator::{Method, Sent, Spec, live_frames, resolve, send};
 use netwatch_tests::{
     ScratchDir,
     netns::VethPair,
@@ -227,9 +227,9 @@ fn tx_dropped(pair: &VethPair) -> Result<u64> {
     stat(pair, false, "tx_dropped")
 }
 
-/// `count` 64-byte IPv4 UDP frames from 1,000 sources, as fast as XDP live frames go (for at
-/// most 8 s), from a thread per CPU.
-fn live_flood(count: u64, cpus: usize) -> Spec {
+/// `count` 64-byte IPv4 UDP frames from 1,000 sources, as fast as `method` goes (for at most
+/// 8 s), from a thread per CPU.
+fn flood(method: Method, count: u64, cpus: usize) -> Spec {
     Spec {
         count,
         duration: Duration::from_secs(8),
@@ -238,9 +238,35 @@ fn live_flood(count: u64, cpus: usize) -> Spec {
         ipv6_percent: 0,
         vlan_tags: 0,
         sources: 1_000,
-        method: Method::LiveFrames,
+        method,
         threads: cpus,
         batch: 64,
+    }
+}
+
+/// The sentence a section gives on how its floods were sent: live frames, or why not.
+fn method_note(flood_method: Method) -> String {
+    match live_frames() {
+        Ok(()) => format!("by XDP live frames (`{flood_method}`)"),
+        Err(why) => format!(
+            "by `{flood_method}`, the generator's default where live frames are refused: {why} \
+             (where live frames run, this section uses them; figures of runs with live frames \
+             are in the history of this file)"
+        ),
+    }
+}
+
+/// A row's name: the method and its batch.
+fn row_name(run: &Run, what: &str) -> String {
+    let method = match run.sent.method {
+        Method::Live => String::from("XDP live frames x64"),
+        Method::Sendto => String::from("sendto"),
+        other => format!("{other} x64"),
+    };
+    if what.is_empty() {
+        method
+    } else {
+        format!("{method}, {what}")
     }
 }
 
@@ -251,23 +277,39 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
     }
     let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
     let cpus = thread::available_parallelism().map_or(1, usize::from);
-    let flood = live_flood(20_000_000, cpus);
-    let mut sendto = flood.clone();
-    sendto.method = Method::Sendto;
-    sendto.count = 1_000_000;
-    let baseline = run(netwatch, "1s", &sendto, false)?;
-    let mut sendmmsg = flood.clone();
-    sendmmsg.method = Method::Sendmmsg;
-    sendmmsg.count = 5_000_000;
-    let batched = run(netwatch, "1s", &sendmmsg, false)?;
-    let alone = run(netwatch, "1s", &flood, false)?;
-    let main = run(netwatch, "1s", &flood, true)?;
-    // A spoofed-source flood: past 65,536 sources the generator gives every frame a source of
-    // its own, so every frame misses the map and takes a slot while there are free ones.
-    let mut spoofed_spec = flood.clone();
+    // The method of the main floods: the generator's default, live frames where the kernel
+    // allows them, else the TX ring.
+    let (main_method, _) = resolve(Method::Auto).map_err(anyhow::Error::msg)?;
+    let main_flood = flood(main_method, 20_000_000, cpus);
+    let mut socket_runs = Vec::new();
+    for (method, count) in [
+        (Method::Sendto, 1_000_000),
+        (Method::Sendmmsg, 5_000_000),
+        (Method::TxRing, 5_000_000),
+    ] {
+        socket_runs.push(run(netwatch, "1s", &flood(method, count, cpus), false)?);
+    }
+    // The known-source flood of the main method: the live frames' own row, or the socket
+    // method's.
+    let alone = if main_method == Method::Live {
+        Some(run(netwatch, "1s", &main_flood, false)?)
+    } else {
+        None
+    };
+    let main = run(netwatch, "1s", &main_flood, true)?;
+    // A spoofed-source flood: 2^24 sources, more than any flood here sends frames, so every
+    // frame comes from a source of its own and misses the map, and takes a slot while there
+    // are free ones.
+    let mut spoofed_spec = main_flood.clone();
     spoofed_spec.sources = 1 << 24;
     let spoofed = run(netwatch, "1s", &spoofed_spec, false)?;
-    for run in [&baseline, &batched, &alone, &main, &spoofed] {
+    let known = alone.as_ref().unwrap_or_else(|| {
+        socket_runs
+            .iter()
+            .find(|run| run.sent.method == main_method)
+            .unwrap_or(&main)
+    });
+    for run in socket_runs.iter().chain(&alone).chain([&main, &spoofed]) {
         ensure!(
             run.counted == run.delivered,
             "netwatch counted {} of {} delivered",
@@ -275,6 +317,10 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
             run.delivered
         );
     }
+    let fastest_socket = socket_runs
+        .iter()
+        .max_by(|a, b| a.sent.rate().total_cmp(&b.sent.rate()))
+        .context("no socket run")?;
 
     writeln!(report, "\n## Capture at rate (veth, driver mode)\n")?;
     writeln!(
@@ -284,14 +330,13 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
          `--interval 1s`, driver mode) watches the receiving end. The generator sends from \
          one thread per CPU ({cpus} here), each pinned to its CPU, and the veth has as many \
          queues, so that every CPU sends and receives (a veth receives on the sending CPU's \
-         queue). It has two ways to send, both measured here: AF_PACKET (`sendto`, one frame \
-         per syscall, or `sendmmsg`, 64 per syscall) and XDP live frames (its own XDP program \
+         queue). Each row names how its frames were sent: AF_PACKET (`sendto`, one frame \
+         per syscall; `sendmmsg`, 64 per syscall; `tx-ring`, a PACKET_TX_RING handed over 64 \
+         frames at a time past the qdisc), or XDP live frames (the generator's own XDP program \
          run by BPF_PROG_TEST_RUN in live-frame mode: the kernel sends each frame out of the \
-         veth by XDP transmit, 64 per batch, without a socket or an skb on the sending side). \
-         Live frames reach {:.1}x the rate of `sendmmsg` here ({:.0} against {:.0} frames per \
-         second){}, and the run that tcpdump (`-s 128 -w /dev/null`) captures at the same \
-         time in the same namespace uses them (with tcpdump taking CPU time of its own, the \
-         generator reaches less there). \
+         veth by XDP transmit, 64 per batch, without a socket or an skb on the sending side), \
+         where the kernel allows them. The run that tcpdump (`-s 128 -w /dev/null`) captures \
+         at the same time in the same namespace, and the spoofed flood, are sent {}. {} \
          \"Delivered\" is the receiving interface's `rx_packets`; frames the veth itself \
          dropped before delivery are the sender's `tx_dropped` (with AF_PACKET the veth refuses \
          a frame when the other end's ring is full, and the generator sends it again: those \
@@ -303,13 +348,22 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
          takes one; once they run out, frames are counted as overflow until the slots of \
          idle sources come back at the next readings (\"counted\" is the total, \
          \"overflow\" the part of it without a slot).\n",
-        alone.sent.rate() / batched.sent.rate().max(1.0),
-        alone.sent.rate(),
-        batched.sent.rate(),
-        if alone.sent.rate() >= batched.sent.rate() {
-            ", so they give the generator's top rate"
-        } else {
-            ""
+        method_note(main_method),
+        match &alone {
+            Some(alone) => format!(
+                "Live frames reach {:.1}x the rate of the fastest socket method here, `{}` \
+                 ({:.0} against {:.0} frames per second).",
+                alone.sent.rate() / fastest_socket.sent.rate().max(1.0),
+                fastest_socket.sent.method,
+                alone.sent.rate(),
+                fastest_socket.sent.rate(),
+            ),
+            None => format!(
+                "The fastest socket method here is `{}`, at {:.0} frames per second: the \
+                 ceiling of every figure of this section on this machine.",
+                fastest_socket.sent.method,
+                fastest_socket.sent.rate(),
+            ),
         },
     )?;
     writeln!(
@@ -317,13 +371,16 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
         "| generator | frames sent | rate | dropped by veth | delivered | counted by netwatch | of which overflow | XDP ns/pkt | netwatch userspace CPU | userspace ns/pkt |"
     )?;
     writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
-    for (name, run) in [
-        ("sendto", &baseline),
-        ("sendmmsg x64", &batched),
-        ("XDP live frames x64", &alone),
-        ("XDP live frames x64, tcpdump capturing too", &main),
-        ("XDP live frames x64, a new source every frame", &spoofed),
-    ] {
+    let mut rows: Vec<(String, &Run)> = socket_runs
+        .iter()
+        .map(|run| (row_name(run, ""), run))
+        .collect();
+    if let Some(alone) = &alone {
+        rows.push((row_name(alone, ""), alone));
+    }
+    rows.push((row_name(&main, "tcpdump capturing too"), &main));
+    rows.push((row_name(&spoofed, "a new source every frame"), &spoofed));
+    for (name, run) in rows {
         let kernel = run
             .kernel
             .map(|(time, count)| format!("{:.1}", time.as_nanos() as f64 / count.max(1) as f64))
@@ -345,14 +402,16 @@ pub fn capture_at_rate(netwatch: &Path, report: &mut String) -> Result<()> {
         run.kernel
             .map(|(time, count)| time.as_nanos() as f64 / count.max(1) as f64)
     };
-    if let (Some(known), Some(new)) = (per_packet(&alone), per_packet(&spoofed)) {
-        let ratio = new / known.max(0.1);
+    if let (Some(known_ns), Some(new)) = (per_packet(known), per_packet(&spoofed)) {
+        let ratio = new / known_ns.max(0.1);
         writeln!(
             report,
-            "\nIn XDP a frame of the spoofed flood costs {new:.1} ns against {known:.1} ns for a \
-             known source's (live frames alone): {ratio:.2}x, and the goal of at most 2x is {}. \
+            "\nIn XDP a frame of the spoofed flood costs {new:.1} ns against {known_ns:.1} ns for a \
+             known source's (the `{}` row of 1,000 sources): {ratio:.2}x, and the goal of at most \
+             2x is {}. \
              Nearly all of it has no slot: once a CPU has found the free-slot queue empty, the \
              filter of addresses with a slot tells such a frame at once (see the cost table).",
+            known.sent.method,
             if ratio <= 2.0 { "met" } else { "missed" },
         )?;
     }
@@ -376,7 +435,8 @@ const LATENCY_TRIALS: usize = 5;
 /// intervals, over a few trials each (the flood starts wherever in the interval it falls).
 pub fn latency(netwatch: &Path, report: &mut String) -> Result<()> {
     let cpus = thread::available_parallelism().map_or(1, usize::from);
-    let flood = live_flood(LATENCY_FRAMES, cpus);
+    let (method, _) = resolve(Method::Auto).map_err(anyhow::Error::msg)?;
+    let flood = flood(method, LATENCY_FRAMES, cpus);
     let mut rows = Vec::new();
     for interval in ["1s", "100ms"] {
         let mut latencies = Vec::new();
@@ -395,19 +455,21 @@ pub fn latency(netwatch: &Path, report: &mut String) -> Result<()> {
     writeln!(report, "\n## Detection latency\n")?;
     writeln!(
         report,
-        "From the flood's first frame (the time its generator's XDP program took on the \
-         kernel's clock as it handled it) to netwatch's `threshold_pps` alert line, read by \
+        "From the flood's first frame to netwatch's `threshold_pps` alert line, read by \
          the benchmark from netwatch's standard output: a global limit of 20,000 pkt/s, and \
-         floods of {LATENCY_FRAMES} 64-byte frames (XDP live frames, as above), \
-         {LATENCY_TRIALS} trials per interval, each with a monitor of its own (`--only \
-         latency`). The kernel checks the interface's rate against the limit as frames come \
+         floods of {LATENCY_FRAMES} 64-byte frames sent {}, {LATENCY_TRIALS} trials per \
+         interval, each with a monitor of its own (`--only latency`). The first frame's time \
+         is, for live frames, the time the generator's XDP program took on the kernel's clock \
+         as it handled it; for a socket, the time just before its first send. The kernel \
+         checks the interface's rate against the limit as frames come \
          (see the cost table: \"early limit on\") and posts an event in the sample ring when \
          the limit's rate has been held for two slots of 20 ms; netwatch starts the alert from it (its \
          `detail` says `early: N packets in M ms`), and the interval's reading confirms it. \
-         \"From the kernel\" counts the trials whose alert came so. Each sending thread's \
-         first call of BPF_PROG_TEST_RUN is long (2^18 frames): the kernel stops the flood \
-         between calls to set the next one up, and a flood that stops within its first 40 ms \
-         rightly starts the kernel's check over.\n"
+         \"From the kernel\" counts the trials whose alert came so. With live frames, each \
+         sending thread's first call of BPF_PROG_TEST_RUN is long (2^18 frames): the kernel \
+         stops the flood between calls to set the next one up, and a flood that stops within \
+         its first 40 ms rightly starts the kernel's check over.\n",
+        method_note(method),
     )?;
     writeln!(
         report,

@@ -34,7 +34,7 @@ pub const PARSE_FLOOR_PROGRAM_NAME: &str = "parse_floor";
 pub const LOOKUP_FLOOR_PROGRAM_NAME: &str = "lookup_floor";
 /// Name of the traffic generator's XDP program, in the no-op's object: run by
 /// BPF_PROG_TEST_RUN in live-frame mode, it gives each frame a source and sends it out of the
-/// interface it is run on (`netwatch-gen --method live-frames`).
+/// interface it is run on (`netwatch-gen --method live`).
 pub const GENERATE_PROGRAM_NAME: &str = "generate";
 /// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
 /// the generator's [`GeneratorState`].

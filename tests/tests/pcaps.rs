@@ -19,9 +19,7 @@ type Truth = BTreeMap<String, BTreeMap<String, (u64, u64)>>;
 
 fn ground_truth() -> Truth {
     let path = pcaps_dir().join("ground-truth.tsv");
-    let text = fs::read_to_string(&path).unwrap_or_else(|err| {
-        panic!("{}: {err}", path.display())
-    });
+    let text = fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     let mut truth = Truth::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let fields: Vec<&str> = line.split('\t').collect();

@@ -7,7 +7,8 @@ use std::time::Duration;
 use aya::{
     Ebpf, TestRunAttrs, TestRunOptions,
     maps::{Array, MapData},
-    programs::{TestRun as _, Xdp, XdpMode},
+    programs::{ProgramError, TestRun as _, Xdp, XdpMode},
+    sys::SyscallError,
 };
 use netwatch_common::{
     GENERATE_PROGRAM_NAME, GENERATOR_HEADER_LEN, GENERATOR_MAP, GeneratorState,
@@ -112,16 +113,8 @@ impl BenchPrograms {
             .program(GENERATE_PROGRAM_NAME)
             .ok_or(DatapathError::Missing(GENERATE_PROGRAM_NAME))?
             .try_into()?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex. The frame arrives on `ifindex`, so XDP_TX sends it out there.
-        let length = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-        let mut context = [0u8; 24];
-        for (field, value) in context
-            .chunks_exact_mut(4)
-            .zip([0, length, 0, ifindex, 0, 0])
-        {
-            field.copy_from_slice(&value.to_ne_bytes());
-        }
+        // The frame arrives on `ifindex`, so XDP_TX sends it out there.
+        let context = xdp_context(frame.len(), ifindex);
         program.test_run(TestRunOptions {
             data_in: Some(frame),
             ctx_in: Some(&context),
@@ -133,12 +126,67 @@ impl BenchPrograms {
         Ok(after.wrapping_sub(state.next))
     }
 
+    /// Whether this kernel sends XDP live frames (BPF_PROG_TEST_RUN with
+    /// `BPF_F_TEST_XDP_LIVE_FRAMES`, Linux 5.18): one live run of the no-op program with one
+    /// frame, arriving on loopback (`lo` is ifindex 1 in every network namespace), which
+    /// passes it to the stack where it is dropped as a protocol nobody speaks. Some kernels'
+    /// security policy (a BPF LSM, say) refuses live frames to root while it allows plain
+    /// test runs: no privilege changes that, so the refusal is an answer, not an error.
+    pub fn probe_live_frames(&self) -> Result<LiveFrames, DatapathError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(NOOP_PROGRAM_NAME)
+            .ok_or(DatapathError::Missing(NOOP_PROGRAM_NAME))?
+            .try_into()?;
+        // A 60-byte frame to and from no one, of the IEEE's local experimental EtherType.
+        let mut frame = [0u8; 60];
+        frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        let context = xdp_context(frame.len(), 1);
+        match program.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&context),
+            repeat: 1,
+            attrs: TestRunAttrs::new().xdp_live_frames(1),
+            ..TestRunOptions::default()
+        }) {
+            Ok(_) => Ok(LiveFrames::Allowed),
+            Err(ProgramError::SyscallError(SyscallError { io_error, .. })) => {
+                Ok(LiveFrames::Refused(io_error))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// When the generator handled its first frame since [`BenchPrograms::start_generator`],
     /// on CLOCK_MONOTONIC in nanoseconds; `None` before it has.
     pub fn generator_first_ns(&mut self) -> Result<Option<u64>, DatapathError> {
         let first = self.generator_state()?.get(&0, 0)?.first_ns;
         Ok((first != 0).then_some(first))
     }
+}
+
+/// A test run's `struct xdp_md` (data, data_end, data_meta, ingress_ifindex,
+/// rx_queue_index, egress_ifindex) for a frame of `length` bytes arriving on `ifindex`.
+fn xdp_context(length: usize, ifindex: u32) -> [u8; 24] {
+    let length = u32::try_from(length).unwrap_or(u32::MAX);
+    let mut context = [0u8; 24];
+    for (field, value) in context
+        .chunks_exact_mut(4)
+        .zip([0, length, 0, ifindex, 0, 0])
+    {
+        field.copy_from_slice(&value.to_ne_bytes());
+    }
+    context
+}
+
+/// What [`BenchPrograms::probe_live_frames`] found.
+#[derive(Debug)]
+pub enum LiveFrames {
+    /// The kernel runs XDP programs on live frames.
+    Allowed,
+    /// The kernel refused the run, with this error (EPERM where a security policy forbids it,
+    /// EINVAL before Linux 5.18).
+    Refused(std::io::Error),
 }
 
 /// The programs of [`BenchPrograms`].

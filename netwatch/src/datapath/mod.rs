@@ -49,7 +49,7 @@ use netwatch_common::{
 
 pub use self::{
     bans::{BanAction, ban_counters},
-    bench::{Baseline, BenchPrograms},
+    bench::{Baseline, BenchPrograms, LiveFrames},
     destinations::DestinationReading,
     error::DatapathError,
     overflow::{OverflowBreakdown, SlotlessPrefix, Target, TargetKind, Traffic, add_traffic},
