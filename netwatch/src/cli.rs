@@ -2,10 +2,12 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    config::{Config, ConfigError, ModeArg, check_iface_name},
     datapath::{AttachMode, SourceMap},
+    duration::parse_duration,
     report::Format,
 };
 
@@ -155,30 +157,6 @@ fn parse_iface(text: &str) -> Result<String, String> {
     check_iface_name(text).map(|()| text.to_owned())
 }
 
-/// An interface name Linux could have: 1 to 15 bytes, no `/`, whitespace or NUL, and not
-/// `all` (which names the sum of the interfaces in every record) or `.`/`..`.
-pub fn check_iface_name(iface: &str) -> Result<(), String> {
-    if iface.is_empty() || iface.len() > 15 {
-        return Err(format!(
-            "{iface:?} is not an interface name (1 to 15 bytes)"
-        ));
-    }
-    if iface
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-        || iface == "."
-        || iface == ".."
-    {
-        return Err(format!("{iface:?} is not an interface name"));
-    }
-    if iface == crate::pipeline::COMBINED {
-        return Err(format!(
-            "{iface:?} names the sum of the interfaces in reports, not an interface"
-        ));
-    }
-    Ok(())
-}
-
 fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
     text.parse()
         .map_err(|_| format!("{text:?} is not one of error, warn, info, debug, trace, off"))
@@ -268,6 +246,55 @@ pub struct PipelineArgs {
     pub output: Option<PathBuf>,
 }
 
+impl PipelineArgs {
+    /// Lets these flags win over `to` (the file's), then validates the result.
+    pub fn apply(&self, to: &mut Config) -> Result<(), ConfigError> {
+        let Self {
+            config,
+            interval,
+            max_sources,
+            source_map,
+            top,
+            format,
+            alerts,
+            show_secrets,
+            metrics_addr,
+            control,
+            output: _,
+        } = self;
+        if *show_secrets {
+            to.inspect.show_secrets = true;
+        }
+        let monitor = &mut to.monitor;
+        if let Some(interval) = interval {
+            monitor.interval = *interval;
+        }
+        if let Some(max_sources) = max_sources {
+            monitor.max_sources = *max_sources;
+        }
+        if let Some(source_map) = source_map {
+            monitor.source_map = *source_map;
+        }
+        if let Some(top) = top {
+            monitor.top = *top;
+        }
+        if let Some(format) = format {
+            monitor.format = *format;
+        }
+        if alerts.is_some() {
+            monitor.alerts.clone_from(alerts);
+        }
+        if let Some(addr) = metrics_addr {
+            monitor.metrics_addr.clone_from(addr);
+        }
+        if let Some(control) = control {
+            monitor.control.clone_from(control);
+        }
+        let source = config.clone().unwrap_or_else(|| PathBuf::from("(flags)"));
+        to.validate(&source)
+    }
+}
+
 /// `netwatch monitor`.
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
@@ -355,18 +382,6 @@ pub enum KnownAction {
     },
 }
 
-/// `--mode` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModeArg {
-    /// Driver mode, falling back to skb mode.
-    Auto,
-    /// Native XDP in the driver only.
-    Driver,
-    /// Generic XDP only.
-    Skb,
-}
-
 impl From<ModeArg> for AttachMode {
     fn from(mode: ModeArg) -> Self {
         match mode {
@@ -377,61 +392,10 @@ impl From<ModeArg> for AttachMode {
     }
 }
 
-/// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 1s or 2m"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
-            ));
-        }
-    };
-    let duration =
-        Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))?;
-    if duration < Duration::from_millis(10) {
-        return Err(format!("{text:?} is too short: at least 10ms"));
-    }
-    if duration > MAX_DURATION {
-        return Err(format!("{text:?} is too long: at most 87600h (ten years)"));
-    }
-    Ok(duration)
-}
-
-/// The longest duration netwatch takes anywhere: ten years. Beyond it a value is a typo (or a
-/// probe), and timers that far away overflow the clocks they are added to.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-    }
-
-    #[test]
-    fn bad_durations_say_why() {
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("1d").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("1ms").unwrap_err().contains("too short"));
-    }
+    use std::path::Path;
 
     #[test]
     fn monitor_arguments_parse() {
@@ -488,5 +452,29 @@ mod tests {
         let err = Cli::try_parse_from(["netwatch", "monitor", "-i", "lo", "--max-sources", "0"])
             .expect_err("accepted an empty map");
         assert!(err.to_string().contains("max-sources"), "{err}");
+    }
+
+    #[test]
+    fn source_map_is_read_from_the_file_and_a_flag_wins() {
+        let mut config = Config::parse(
+            "[monitor]\nsource_map = \"shared\"\n",
+            Path::new("test.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.monitor.source_map, SourceMap::Shared);
+        assert_eq!(Config::default().monitor.source_map, SourceMap::Auto);
+        let flags = PipelineArgs {
+            source_map: Some(SourceMap::PerCpu),
+            ..Default::default()
+        };
+        flags.apply(&mut config).unwrap();
+        assert_eq!(config.monitor.source_map, SourceMap::PerCpu);
+        let err = Config::parse(
+            "[monitor]\nsource_map = \"percpu\"\n",
+            Path::new("test.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("source_map"), "{err}");
     }
 }

@@ -13,6 +13,10 @@ use crate::datapath::{
     DestinationReading, OverflowBreakdown, Snapshot, SourceReading, Spread, Traffic, add_traffic,
 };
 
+/// The name of the combined view of several interfaces in every record. Linux cannot have an
+/// interface called so (`/proc/sys/net/ipv4/conf/all` is taken).
+pub const COMBINED: &str = "all";
+
 /// The traffic of one source during one interval.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceDelta {

@@ -12,7 +12,6 @@ use netwatch_common::SAMPLE_MAX_SNAP_LEN;
 use serde::Deserialize;
 
 use crate::{
-    cli::ModeArg,
     datapath::{Sampling, SourceMap},
     detect::{DetectConfig, cidr::Cidr},
     inspect::InspectConfig,
@@ -83,7 +82,7 @@ pub struct MonitorConfig {
     /// XDP attach mode.
     pub mode: ModeArg,
     /// Time between two readings.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub interval: Duration,
     /// Slots for sources in the kernel.
     pub max_sources: u32,
@@ -141,7 +140,7 @@ pub struct StoreConfig {
     /// Sources kept per interval in the history (the top by bytes).
     pub history_top: usize,
     /// History older than this is pruned.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub retention: Duration,
 }
 
@@ -186,57 +185,46 @@ pub enum ConfigError {
     },
 }
 
+/// `--mode` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeArg {
+    /// Driver mode, falling back to skb mode.
+    Auto,
+    /// Native XDP in the driver only.
+    Driver,
+    /// Generic XDP only.
+    Skb,
+}
+
+/// An interface name Linux could have: 1 to 15 bytes, no `/`, whitespace or NUL, and not
+/// `all` (which names the sum of the interfaces in every record) or `.`/`..`.
+pub fn check_iface_name(iface: &str) -> Result<(), String> {
+    if iface.is_empty() || iface.len() > 15 {
+        return Err(format!(
+            "{iface:?} is not an interface name (1 to 15 bytes)"
+        ));
+    }
+    if iface
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        || iface == "."
+        || iface == ".."
+    {
+        return Err(format!("{iface:?} is not an interface name"));
+    }
+    if iface == crate::collect::COMBINED {
+        return Err(format!(
+            "{iface:?} names the sum of the interfaces in reports, not an interface"
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// The file at `path`, or the defaults when there is none.
     pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
         path.map_or_else(|| Ok(Self::default()), Self::load)
-    }
-
-    /// Lets command-line flags win over the file, then validates the result.
-    pub fn apply_flags(&mut self, flags: &crate::cli::PipelineArgs) -> Result<(), ConfigError> {
-        let crate::cli::PipelineArgs {
-            config,
-            interval,
-            max_sources,
-            source_map,
-            top,
-            format,
-            alerts,
-            show_secrets,
-            metrics_addr,
-            control,
-            output: _,
-        } = flags;
-        if *show_secrets {
-            self.inspect.show_secrets = true;
-        }
-        let monitor = &mut self.monitor;
-        if let Some(interval) = interval {
-            monitor.interval = *interval;
-        }
-        if let Some(max_sources) = max_sources {
-            monitor.max_sources = *max_sources;
-        }
-        if let Some(source_map) = source_map {
-            monitor.source_map = *source_map;
-        }
-        if let Some(top) = top {
-            monitor.top = *top;
-        }
-        if let Some(format) = format {
-            monitor.format = *format;
-        }
-        if alerts.is_some() {
-            monitor.alerts.clone_from(alerts);
-        }
-        if let Some(addr) = metrics_addr {
-            monitor.metrics_addr.clone_from(addr);
-        }
-        if let Some(control) = control {
-            monitor.control.clone_from(control);
-        }
-        let source = config.clone().unwrap_or_else(|| PathBuf::from("(flags)"));
-        self.validate(&source)
     }
 
     /// Reads and validates a file.
@@ -324,8 +312,7 @@ impl Config {
             return Err(invalid("monitor.iface", "is empty"));
         }
         for iface in monitor.iface.iter().chain(&monitor.ifaces) {
-            crate::cli::check_iface_name(iface)
-                .map_err(|reason| invalid("monitor.ifaces", &reason))?;
+            check_iface_name(iface).map_err(|reason| invalid("monitor.ifaces", &reason))?;
         }
         if monitor.control.is_empty()
             || (monitor.control != "off" && !Path::new(&monitor.control).is_absolute())
@@ -490,61 +477,12 @@ fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Serde for durations written as `"500ms"`, `"1s"`, `"2m"`, `"1h"` or a number of seconds.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error as _};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Seconds(f64),
-    }
-
-    /// Deserializes one duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        match Raw::deserialize(deserializer)? {
-            Raw::Text(text) => crate::cli::parse_duration(&text).map_err(D::Error::custom),
-            Raw::Seconds(seconds) => Duration::try_from_secs_f64(seconds)
-                .map_err(|err| D::Error::custom(err.to_string()))
-                .and_then(|duration| {
-                    if duration > crate::cli::MAX_DURATION {
-                        Err(D::Error::custom(format!(
-                            "{seconds} s is too long: at most 87600h (ten years)"
-                        )))
-                    } else {
-                        Ok(duration)
-                    }
-                }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
-    }
-
-    #[test]
-    fn source_map_is_read_from_the_file_and_a_flag_wins() {
-        let mut config = parse("[monitor]\nsource_map = \"shared\"\n").unwrap();
-        assert_eq!(config.monitor.source_map, SourceMap::Shared);
-        assert_eq!(Config::default().monitor.source_map, SourceMap::Auto);
-        let flags = crate::cli::PipelineArgs {
-            source_map: Some(SourceMap::PerCpu),
-            ..Default::default()
-        };
-        config.apply_flags(&flags).unwrap();
-        assert_eq!(config.monitor.source_map, SourceMap::PerCpu);
-        let err = parse("[monitor]\nsource_map = \"percpu\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("source_map"), "{err}");
     }
 
     #[test]

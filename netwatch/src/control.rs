@@ -39,9 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     detect::cidr::Cidr,
-    mitigate::BanOp,
+    mitigate::{Ban, BanEvent, BanRefusal, MitigateMode},
     report::{
-        rfc3339,
+        self, rfc3339,
         sink::{Finding, FindingReport, IntervalReport, Sink},
         store::SinkCounts,
         webhook::WebhookState,
@@ -88,6 +88,87 @@ const MAX_BAN_TTL_S: f64 = 366.0 * 86_400.0;
 /// How long a ban request waits for the daemon's answer.
 const BAN_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a client of the control socket asks of the bans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BanOp {
+    /// Ban a network (a host as /32 or /128) for a time, with a reason.
+    Add {
+        /// The network.
+        net: Cidr,
+        /// How long; `mitigate.manual_ttl` without.
+        ttl: Option<Duration>,
+        /// Why, in the user's words.
+        reason: Option<String>,
+    },
+    /// Lift the ban of exactly this network.
+    Remove {
+        /// The network.
+        net: Cidr,
+    },
+    /// The bans in force.
+    List,
+}
+
+/// What the daemon made of a [`BanOp`], for its answer.
+#[derive(Debug)]
+pub enum BanAnswer {
+    /// The ban or unban done.
+    Event(BanEvent),
+    /// The bans in force, under the mode.
+    List {
+        /// The mode of mitigation.
+        mode: MitigateMode,
+        /// The bans.
+        bans: Vec<Ban>,
+    },
+    /// Refused, and why.
+    Refused(BanRefusal),
+}
+
+impl BanAnswer {
+    /// The answer's line: the ban event as the JSON output writes it, the list, or an error.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Event(event) => {
+                let mut line = Vec::new();
+                let mut answer = report::ban::write_json(&mut line, event)
+                    .ok()
+                    .and_then(|()| serde_json::from_slice::<serde_json::Value>(&line).ok())
+                    .unwrap_or_else(|| serde_json::json!({}));
+                answer["version"] = serde_json::json!(PROTOCOL_VERSION);
+                answer
+            }
+            Self::List { mode, bans } => {
+                let bans: Vec<serde_json::Value> = bans
+                    .iter()
+                    .map(|ban| {
+                        serde_json::json!({
+                            "subject": ban.terms.net.to_string(),
+                            "origin": ban.terms.origin.name(),
+                            "reason": ban.terms.reason,
+                            "alert": ban.terms.alert,
+                            "iface": ban.terms.iface,
+                            "created": rfc3339(std::time::UNIX_EPOCH + ban.terms.created),
+                            "expires": rfc3339(std::time::UNIX_EPOCH + ban.terms.expires),
+                            "ttl_s": ban.terms.expires.saturating_sub(ban.terms.created).as_secs(),
+                            "offence": ban.terms.offence,
+                            "packets": ban.packets,
+                            "bytes": ban.bytes,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "version": PROTOCOL_VERSION,
+                    "type": "bans",
+                    "mode": mode,
+                    "bans": bans,
+                })
+            }
+            Self::Refused(refusal) => error(&refusal.to_string()),
+        }
+    }
+}
+
 /// A ban request handed to the daemon's loop, with where its answer goes.
 #[derive(Debug)]
 pub struct BanCall {
@@ -95,6 +176,13 @@ pub struct BanCall {
     pub op: BanOp,
     /// The answer: a ban event, the list, or an error object.
     pub reply: SyncSender<serde_json::Value>,
+}
+
+impl BanCall {
+    /// Answers the client, if it still waits (it may have given up: nobody to tell).
+    pub fn answer(self, answer: &BanAnswer) {
+        let _ = self.reply.send(answer.to_json());
+    }
 }
 
 /// One attached interface, as `status` lists it.
@@ -395,7 +483,7 @@ impl Sink for ControlSink {
         // Rendered only for someone to read it.
         if self.control.has_subscribers() {
             self.line.clear();
-            crate::report::json::write_interval(
+            report::json::write_interval(
                 &mut self.line,
                 report.context,
                 std::time::UNIX_EPOCH + report.at,
@@ -677,7 +765,7 @@ fn serve(mut stream: UnixStream, control: &Control) {
                 &mut stream,
                 &error(&format!(
                     "unknown request {:?}: status, subscribe, ban_add, ban_remove or ban_list",
-                    crate::report::escape(other)
+                    report::escape(other)
                 )),
             );
         }
@@ -695,7 +783,7 @@ fn ban_op(request: &Request) -> Result<BanOp, String> {
         .ok_or_else(|| format!("{} needs a subject (ADDR or ADDR/LEN)", request.request))?;
     let net = subject
         .parse::<Cidr>()
-        .map_err(|reason| crate::report::escape(&reason).into_owned())?;
+        .map_err(|reason| report::escape(&reason).into_owned())?;
     if request.request == "ban_remove" {
         return Ok(BanOp::Remove { net });
     }

@@ -1,14 +1,30 @@
 //! netwatch: a network monitor whose per-packet work runs in the kernel as an XDP program.
 //!
-//! Stages, each a module, in the only direction data flows:
-//! `datapath` (load, attach, read the maps) -> `collect` (per-interval deltas) -> `detect`
-//! (alerts), and `inspect` (the sampled payloads) -> `report` (the sinks: console, JSON lines,
-//! alerts file, store and webhooks, metrics). `pipeline` runs them once per interval and per
-//! sample; a `session` is a configuration turned into a loaded datapath and its pipeline.
-//! The commands under `cmd` drive a session: `monitor` from a live interface and the wall
-//! clock, `replay` from a capture and its timestamps. A stage never calls back into an
-//! earlier one; `config` flows down into all of them, and `store` keeps what must survive a
-//! restart.
+//! Modules in layers, each importing only from the layers below it (no module reaches up,
+//! serde's `with` paths included):
+//!
+//! 1. The ground floor, which uses nothing of netwatch but each other: `datapath` (load,
+//!    attach, read and write the kernel's maps), `capture` (pcap and pcapng reading),
+//!    `duration` (durations as people write them, for the command line and for serde),
+//!    `time_text` (RFC 3339 instants, short TTLs), `logging`, `privilege`, `private_files`.
+//! 2. The stages, in the only direction data flows: `collect` (per-interval deltas, and the
+//!    combined view of several interfaces) -> `detect` (alerts) -> `mitigate` (the decisions
+//!    on bans, pure), and `inspect` (the sampled payloads); then `store` (what must survive
+//!    a restart) and `report` (the sinks: console, JSON lines, alerts file, store and
+//!    webhooks, metrics). A stage never calls back into an earlier one.
+//! 3. Above the stages: `config` (the TOML file, every stage's section), `pipeline` (the
+//!    stages run once per interval and per sample, to the sinks), `top` (the terminal view),
+//!    `cli` (the command line, and the flags applied to a configuration), `control` (the
+//!    control socket and its protocol, ban requests and answers included).
+//! 4. Daemon wiring: `mitigation` (the mitigator wired to the datapaths, the notify commands
+//!    and the metrics) and `session` (a configuration turned into loaded datapaths and their
+//!    pipeline; it hands the pipeline's alerts to mitigation and the ban events back to the
+//!    sinks).
+//! 5. The commands under `cmd`, which drive a session: `monitor` from a live interface and
+//!    the wall clock, `replay` from a capture and its timestamps, and the clients (`status`,
+//!    `top`, `ban`, `history`, `known`, `check`).
+//!
+//! `config` flows down into every stage as that stage's own section.
 
 pub mod capture;
 pub mod cli;
@@ -18,13 +34,16 @@ pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod detect;
+pub mod duration;
 pub mod inspect;
 pub mod logging;
 pub mod mitigate;
+pub mod mitigation;
 pub mod pipeline;
 pub mod private_files;
 pub mod privilege;
 pub mod report;
 pub mod session;
 pub mod store;
+pub mod time_text;
 pub mod top;

@@ -58,10 +58,6 @@ impl Watch {
     }
 }
 
-/// The name of the combined view of several interfaces in every record. Linux cannot have an
-/// interface called so (`/proc/sys/net/ipv4/conf/all` is taken).
-pub const COMBINED: &str = "all";
-
 /// The per-interval stages of every interface watched, their combined view, and the sinks
 /// they report to.
 pub struct Pipeline {
@@ -253,7 +249,7 @@ impl Pipeline {
     }
 
     /// The combined view of the intervals ticked since the last call: one record named
-    /// [`COMBINED`] and the global rules on the sum. Nothing with a single interface.
+    /// [`COMBINED`](crate::collect::COMBINED) and the global rules on the sum. Nothing with a single interface.
     pub fn combine(&mut self, at: Duration, last: bool) -> io::Result<()> {
         if self.combined.is_none() || self.round.is_empty() {
             return Ok(());

@@ -9,12 +9,15 @@ use std::{
 };
 
 use crate::{
+    collect::COMBINED,
     config::{Config, ConfigError},
+    control::{BanAnswer, BanOp},
     datapath::{Datapath, DatapathError, LoadOptions},
     detect::{Detector, KnownState},
     inspect::Inspector,
-    mitigate::{BanOp, BanRefusal, MitigateMode, Mitigation},
-    pipeline::{COMBINED, Pipeline, Watch},
+    mitigate::{BanEvent, BanRefusal, MitigateMode},
+    mitigation::Mitigation,
+    pipeline::{Pipeline, Watch},
     privilege,
     report::{
         Context,
@@ -237,32 +240,31 @@ impl Session {
                 true,
             )
         });
-        let mut pipeline = Pipeline::new(watches, combined, sinks);
         let ban_room = config.mitigate.mode != MitigateMode::Off;
-        let mitigation = if mitigate {
-            Some(
-                Mitigation::start(
-                    &config,
-                    stored_bans,
-                    ban_history,
-                    metrics,
-                    &mut pipeline,
-                    &mut datapaths,
-                    now(),
-                )
-                .map_err(SessionError::Write)?,
-            )
-        } else {
-            None
-        };
-        Ok(Self {
+        let mut session = Self {
             config,
             datapaths,
-            pipeline,
+            pipeline: Pipeline::new(watches, combined, sinks),
             store_counts,
-            mitigation,
+            mitigation: None,
             ban_room,
-        })
+        };
+        if mitigate {
+            // The pipeline keeps its alerts for mitigation to act on.
+            session.pipeline.keep_alerts();
+            let (mitigation, restored) = Mitigation::start(
+                &session.config,
+                stored_bans,
+                ban_history,
+                metrics,
+                &mut session.datapaths,
+                now(),
+            )
+            .map_err(SessionError::Write)?;
+            session.mitigation = Some(mitigation);
+            session.report_bans(&restored, true)?;
+        }
+        Ok(session)
     }
 
     /// Acts on the alerts reported since the last call (mitigation), and once an interval
@@ -271,22 +273,43 @@ impl Session {
         let Some(mitigation) = &mut self.mitigation else {
             return Ok(());
         };
-        let done = if tick {
-            mitigation.tick(&mut self.pipeline, &mut self.datapaths, now())
-        } else {
-            mitigation.act(&mut self.pipeline, &mut self.datapaths, now())
-        };
-        done.map_err(SessionError::Write)
+        let alerts = self.pipeline.take_alerts();
+        let events = mitigation.act(&alerts, &mut self.datapaths, now());
+        self.report_bans(&events, false)?;
+        if tick && let Some(mitigation) = &mut self.mitigation {
+            let events = mitigation.tick(&mut self.datapaths, now());
+            self.report_bans(&events, true)?;
+        }
+        Ok(())
     }
 
-    /// Answers a control-socket request about the bans.
-    pub fn ban_request(&mut self, op: BanOp) -> serde_json::Value {
-        match &mut self.mitigation {
-            Some(mitigation) => {
-                mitigation.request(op, &mut self.pipeline, &mut self.datapaths, now())
-            }
-            None => crate::mitigate::refused(&BanRefusal::Off),
+    /// Carries out a control-socket request about the bans; a ban or unban is reported to
+    /// the sinks and the notify commands before the answer goes out.
+    pub fn ban_request(&mut self, op: BanOp) -> BanAnswer {
+        let Some(mitigation) = &mut self.mitigation else {
+            return BanAnswer::Refused(BanRefusal::Off);
+        };
+        let answer = mitigation.request(op, &mut self.datapaths, now());
+        if let BanAnswer::Event(event) = &answer
+            && let Err(err) = self.report_bans(std::slice::from_ref(event), false)
+        {
+            log::warn!("reporting a ban asked for on the control socket failed: {err}");
         }
+        answer
+    }
+
+    /// Ban events to every sink (the store keeps each before this goes on), then to the
+    /// notify commands and the metrics (also each `tick`, for the counts).
+    fn report_bans(&mut self, events: &[BanEvent], tick: bool) -> Result<(), SessionError> {
+        self.pipeline
+            .report_bans(events)
+            .map_err(SessionError::Write)?;
+        if let Some(mitigation) = &mut self.mitigation {
+            mitigation
+                .announce(events, tick)
+                .map_err(SessionError::Write)?;
+        }
+        Ok(())
     }
 
     /// Ends the session's mitigation: the notify commands still queued run.
@@ -334,9 +357,8 @@ impl Session {
         }
         config.mitigate.max_bans = old_mitigate.max_bans;
         if let Some(mitigation) = &mut self.mitigation {
-            mitigation
-                .reconfigure(&config, &mut self.pipeline, &mut self.datapaths, now())
-                .map_err(SessionError::Write)?;
+            let events = mitigation.reconfigure(&config, &mut self.datapaths, now());
+            self.report_bans(&events, true)?;
         }
         self.pipeline.reconfigure_detectors(&config.detect);
         self.pipeline.reconfigure_inspectors(&config.inspect);

@@ -53,7 +53,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
         pipeline: flags,
     } = args;
     let mut config = Config::load_or_default(flags.config.as_deref())?;
-    config.apply_flags(&flags)?;
+    flags.apply(&mut config)?;
     if let Some(mode) = mode {
         config.monitor.mode = mode;
     }
@@ -218,9 +218,8 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
                 session.act(false)?;
             }
             Some(call) = ban_calls.recv() => {
-                let answer = session.ban_request(call.op);
-                // The client may have given up waiting: nobody to tell.
-                let _ = call.reply.send(answer);
+                let answer = session.ban_request(call.op.clone());
+                call.answer(&answer);
             }
             _ = sighup.recv() => {
                 if reloading.is_some() {
@@ -388,7 +387,7 @@ fn read_in_background(
         .spawn(move || {
             let read = Config::load_or_default(flags.config.as_deref())
                 .and_then(|mut config| {
-                    config.apply_flags(&flags)?;
+                    flags.apply(&mut config)?;
                     config.webhook.urls.extend(webhooks);
                     Ok(config)
                 })

@@ -62,7 +62,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     } = args;
     let mut config =
         Config::load_or_default(flags.config.as_deref()).map_err(SessionError::from)?;
-    config.apply_flags(&flags).map_err(SessionError::from)?;
+    flags.apply(&mut config).map_err(SessionError::from)?;
     check_privilege()?;
     let reader =
         CaptureReader::open(&file).map_err(|error| ReplayError::Capture { error, frames: 0 })?;

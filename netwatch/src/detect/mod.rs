@@ -147,7 +147,7 @@ pub struct UnknownConfig {
     /// Off switch.
     pub enabled: bool,
     /// How long sources are learned as known after the first start (kept across restarts).
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub learning: Duration,
     /// Packets an unknown source must send before it alerts.
     pub min_packets: u64,

@@ -49,7 +49,7 @@ pub struct InspectConfig {
     /// Most bytes of one HTTP request (head and body) gathered across segments.
     pub follow_bytes: usize,
     /// An HTTP request whose rest has not come within this long is reported as it is.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub follow_timeout: Duration,
 }
 
@@ -109,7 +109,7 @@ pub struct DnsTunnelConfig {
     /// Distinct subdomains of one domain from one source in one interval that alert.
     pub subdomains: usize,
     /// Time before the same source and domain may alert again.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub quiet: Duration,
 }
 

@@ -13,10 +13,7 @@
 //! would drop and drops nothing; with mitigation `off` (the default) no ban exists and the
 //! program does not even look.
 
-mod act;
 pub mod notify;
-
-pub use self::act::{BanOp, Mitigation, refused};
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -88,10 +85,10 @@ pub struct BanRule {
     pub subject: BanSubject,
     /// How long a first ban lasts; each ban of the same network within
     /// `mitigate.forget_after` lasts twice the one before.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub ttl: Duration,
     /// The longest a ban of this rule lasts, however often its network offended.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub max_ttl: Duration,
 }
 
@@ -128,13 +125,13 @@ pub struct MitigateConfig {
     /// Commands run at each ban and unban, the event as one JSON line on standard input.
     pub notify: Vec<PathBuf>,
     /// How long a notify command may run before it is killed.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub notify_timeout: Duration,
     /// How long `netwatch ban add` bans without `--ttl`.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub manual_ttl: Duration,
     /// How long a network's past bans count toward doubling the next one.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub forget_after: Duration,
 }
 
@@ -670,7 +667,7 @@ impl Mitigator {
         if let Some(ban) = self.bans.get(&net) {
             return Err(BanRefusal::Exists {
                 net,
-                until: crate::report::rfc3339(std::time::UNIX_EPOCH + ban.terms.expires),
+                until: crate::time_text::rfc3339(std::time::UNIX_EPOCH + ban.terms.expires),
             });
         }
         let offence = self.prior_offences(net, now) + 1;
@@ -679,7 +676,7 @@ impl Mitigator {
             origin: Origin::Manual,
             reason: reason.unwrap_or_else(|| String::from("banned by hand")),
             alert: None,
-            iface: String::from(crate::pipeline::COMBINED),
+            iface: String::from(crate::collect::COMBINED),
             created: now,
             expires: now + ttl.unwrap_or(self.config.manual_ttl),
             offence,
@@ -934,20 +931,6 @@ fn alert_reason(alert: &Alert) -> String {
 /// The host network of `addr` (/32 or /128).
 pub fn host(addr: IpAddr) -> Cidr {
     Cidr::of(addr, 128)
-}
-
-/// `d` as `45s`, `10m`, `1h30m` or `2d`: whole seconds.
-pub fn ttl_text(d: Duration) -> String {
-    let s = d.as_secs();
-    match (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60) {
-        (0, 0, 0, sec) => format!("{sec}s"),
-        (0, 0, min, 0) => format!("{min}m"),
-        (0, 0, min, sec) => format!("{min}m{sec}s"),
-        (0, h, 0, 0) => format!("{h}h"),
-        (0, h, min, _) => format!("{h}h{min}m"),
-        (days, 0, 0, 0) => format!("{days}d"),
-        (days, h, _, _) => format!("{days}d{h}h"),
-    }
 }
 
 #[cfg(test)]

@@ -492,21 +492,6 @@ fn config_is_validated() {
     assert_eq!(bad.validate().unwrap_err().0, "mitigate.notify");
 }
 
-#[test]
-fn ttl_text_is_short() {
-    for (secs, text) in [
-        (45, "45s"),
-        (600, "10m"),
-        (90, "1m30s"),
-        (3600, "1h"),
-        (5400, "1h30m"),
-        (86_400, "1d"),
-        (90_000, "1d1h"),
-    ] {
-        assert_eq!(ttl_text(Duration::from_secs(secs)), text);
-    }
-}
-
 /// Bans ended and made again faster than their counters cool down: past the kernel's room for
 /// counters (two a ban) a ban is refused, never given a counter the maps do not have.
 #[test]

@@ -9,7 +9,10 @@ use std::{
 use serde::Serialize;
 
 use super::{escape, rfc3339};
-use crate::mitigate::{AlertRef, BanChange, BanEvent, MitigateMode, Origin, ttl_text};
+use crate::{
+    mitigate::{AlertRef, BanChange, BanEvent, MitigateMode, Origin},
+    time_text::ttl_text,
+};
 
 #[derive(Serialize)]
 struct BanRecord<'a> {

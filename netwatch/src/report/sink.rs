@@ -30,7 +30,7 @@ pub struct IntervalReport<'a> {
     pub known: &'a [KnownChange],
     /// What the HTTP streams have dropped or cut so far.
     pub streams: StreamCounts,
-    /// The sum of several interfaces (named [`COMBINED`](crate::pipeline::COMBINED)), whose
+    /// The sum of several interfaces (named [`COMBINED`](crate::collect::COMBINED)), whose
     /// every part was reported on its own: the store and the metrics keep the parts.
     pub combined: bool,
 }

@@ -27,12 +27,12 @@ pub struct WebhookConfig {
     /// the command line, where other users could read it.
     pub token: Option<String>,
     /// Time allowed for one POST.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub timeout: Duration,
     /// Records per POST at most.
     pub batch: usize,
     /// Longest wait between two attempts while a URL fails.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub max_backoff: Duration,
     /// A PEM file of the CA certificates that `https://` URLs must chain to, instead of the
     /// public roots built in: for a SIEM whose certificate comes from an internal CA.

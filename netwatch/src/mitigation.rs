@@ -1,42 +1,19 @@
 //! Mitigation in a running daemon: the [`Mitigator`] wired to the datapaths of every
-//! interface (one ban list each, kept alike), to the pipeline's sinks, to the notify commands
-//! and to the metrics.
+//! interface (one ban list each, kept alike), to the notify commands and to the metrics.
+//! Daemon wiring beside [`session`](crate::session), which hands it the pipeline's alerts and
+//! hands the ban events it returns to the pipeline's sinks first; the decisions are the
+//! `mitigate` stage's, the answers to the control socket's requests the `control` module's.
 
 use std::{io, sync::Arc, time::Duration};
 
-use serde_json::{Value, json};
-
-use super::{
-    BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Mitigator, NeverBan, notify::Notifier,
-};
 use crate::{
     config::Config,
+    control::{BanAnswer, BanOp},
     datapath::{BanAction, Datapath},
-    detect::cidr::Cidr,
-    pipeline::Pipeline,
-    report::{self, metrics::Metrics, rfc3339},
+    detect::{alert::Alert, cidr::Cidr},
+    mitigate::{BanChange, BanEvent, BanTable, BanTerms, Mitigator, NeverBan, notify::Notifier},
+    report::{self, metrics::Metrics},
 };
-
-/// What a client of the control socket asks of the bans.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BanOp {
-    /// Ban a network (a host as /32 or /128) for a time, with a reason.
-    Add {
-        /// The network.
-        net: Cidr,
-        /// How long; `mitigate.manual_ttl` without.
-        ttl: Option<Duration>,
-        /// Why, in the user's words.
-        reason: Option<String>,
-    },
-    /// Lift the ban of exactly this network.
-    Remove {
-        /// The network.
-        net: Cidr,
-    },
-    /// The bans in force.
-    List,
-}
 
 /// The ban lists of every interface's datapath, as one.
 struct Datapaths<'a>(&'a mut [Datapath]);
@@ -116,17 +93,16 @@ fn never(config: &Config) -> NeverBan<'_> {
 
 impl Mitigation {
     /// Starts mitigation for `config`: past bans toward the doubling, the store's bans in
-    /// force applied again (or ended), the notify commands' thread, and the pipeline keeping
-    /// its alerts for [`Mitigation::act`].
+    /// force applied again (or ended), and the notify commands' thread. Returns the events of
+    /// the bans restored or ended, for the sinks and then [`Mitigation::announce`].
     pub fn start(
         config: &Config,
         stored: Vec<BanTerms>,
         history: Vec<(Cidr, Duration, Duration)>,
         metrics: Option<Arc<Metrics>>,
-        pipeline: &mut Pipeline,
         datapaths: &mut [Datapath],
         now: Duration,
-    ) -> io::Result<Self> {
+    ) -> io::Result<(Self, Vec<BanEvent>)> {
         let mut mitigator = Mitigator::new(
             config.mitigate.clone(),
             &never(config),
@@ -138,125 +114,74 @@ impl Mitigation {
             config.mitigate.notify.clone(),
             config.mitigate.notify_timeout,
         )?;
-        pipeline.keep_alerts();
-        let mut mitigation = Self {
-            mitigator,
-            notifier,
-            metrics,
-        };
-        let events = mitigation
-            .mitigator
-            .restore(stored, &mut Datapaths(datapaths), now);
-        mitigation.report(events, pipeline, true)?;
-        Ok(mitigation)
+        let events = mitigator.restore(stored, &mut Datapaths(datapaths), now);
+        Ok((
+            Self {
+                mitigator,
+                notifier,
+                metrics,
+            },
+            events,
+        ))
     }
 
-    /// Acts on the alerts the pipeline reported since the last call.
+    /// Acts on `alerts` (each with its interface): the events of the bans they brought.
     pub fn act(
         &mut self,
-        pipeline: &mut Pipeline,
+        alerts: &[(String, Alert)],
         datapaths: &mut [Datapath],
         now: Duration,
-    ) -> io::Result<()> {
-        let alerts = pipeline.take_alerts();
+    ) -> Vec<BanEvent> {
         let mut table = Datapaths(datapaths);
         let mut events = Vec::new();
-        for (iface, alert) in &alerts {
+        for (iface, alert) in alerts {
             events.extend(self.mitigator.on_alert(iface, alert, &mut table, now));
         }
-        self.report(events, pipeline, false)
+        events
     }
 
-    /// Once an interval, after the pipeline's tick: its alerts acted on, each ban's counts
-    /// read, bans whose time is up ended, and the metrics set.
-    pub fn tick(
-        &mut self,
-        pipeline: &mut Pipeline,
-        datapaths: &mut [Datapath],
-        now: Duration,
-    ) -> io::Result<()> {
-        self.act(pipeline, datapaths, now)?;
-        let events = self.mitigator.tick(&mut Datapaths(datapaths), now);
-        self.report(events, pipeline, true)
+    /// Once an interval: each ban's counts read, and bans whose time is up ended.
+    pub fn tick(&mut self, datapaths: &mut [Datapath], now: Duration) -> Vec<BanEvent> {
+        self.mitigator.tick(&mut Datapaths(datapaths), now)
     }
 
-    /// Answers a control-socket request: the event of a ban or unban, the list, or an error.
-    pub fn request(
-        &mut self,
-        op: BanOp,
-        pipeline: &mut Pipeline,
-        datapaths: &mut [Datapath],
-        now: Duration,
-    ) -> Value {
+    /// Carries out a control-socket request: the event of a ban or unban, the list, or the
+    /// refusal. The caller reports an event to the sinks and then [`Mitigation::announce`]s
+    /// it, before the answer goes out.
+    pub fn request(&mut self, op: BanOp, datapaths: &mut [Datapath], now: Duration) -> BanAnswer {
         let mut table = Datapaths(datapaths);
         let done = match op {
-            BanOp::List => return self.list(),
+            BanOp::List => {
+                return BanAnswer::List {
+                    mode: self.mitigator.mode(),
+                    bans: self.mitigator.bans().cloned().collect(),
+                };
+            }
             BanOp::Add { net, ttl, reason } => {
                 self.mitigator.add(net, ttl, reason, &mut table, now)
             }
             BanOp::Remove { net } => self.mitigator.remove(net, &mut table, now),
         };
         match done {
-            Ok(event) => {
-                let mut line = Vec::new();
-                let answer = report::ban::write_json(&mut line, &event)
-                    .ok()
-                    .and_then(|()| serde_json::from_slice::<Value>(&line).ok());
-                if let Err(err) = self.report(vec![event], pipeline, false) {
-                    log::warn!("reporting a ban asked for on the control socket failed: {err}");
-                }
-                let mut answer = answer.unwrap_or_else(|| json!({}));
-                answer["version"] = json!(crate::control::PROTOCOL_VERSION);
-                answer
-            }
-            Err(refusal) => refused(&refusal),
+            Ok(event) => BanAnswer::Event(event),
+            Err(refusal) => BanAnswer::Refused(refusal),
         }
     }
 
-    fn list(&self) -> Value {
-        let bans: Vec<Value> = self
-            .mitigator
-            .bans()
-            .map(|ban| {
-                json!({
-                    "subject": ban.terms.net.to_string(),
-                    "origin": ban.terms.origin.name(),
-                    "reason": ban.terms.reason,
-                    "alert": ban.terms.alert,
-                    "iface": ban.terms.iface,
-                    "created": rfc3339(std::time::UNIX_EPOCH + ban.terms.created),
-                    "expires": rfc3339(std::time::UNIX_EPOCH + ban.terms.expires),
-                    "ttl_s": ban.terms.expires.saturating_sub(ban.terms.created).as_secs(),
-                    "offence": ban.terms.offence,
-                    "packets": ban.packets,
-                    "bytes": ban.bytes,
-                })
-            })
-            .collect();
-        json!({
-            "version": crate::control::PROTOCOL_VERSION,
-            "type": "bans",
-            "mode": self.mitigator.mode(),
-            "bans": bans,
-        })
-    }
-
-    /// A reload: the new rules, lists and mode; bans it would refuse end. The notify
-    /// commands and `max_bans` stay as they started.
+    /// A reload: the new rules, lists and mode; the events of the bans it ends (those it
+    /// would refuse). The notify commands and `max_bans` stay as they started.
     pub fn reconfigure(
         &mut self,
         config: &Config,
-        pipeline: &mut Pipeline,
         datapaths: &mut [Datapath],
         now: Duration,
-    ) -> io::Result<()> {
-        let events = self.mitigator.reconfigure(
+    ) -> Vec<BanEvent> {
+        self.mitigator.reconfigure(
             config.mitigate.clone(),
             &never(config),
             &mut Datapaths(datapaths),
             now,
-        );
-        self.report(events, pipeline, true)
+        )
     }
 
     /// Runs the notify commands still queued and says what stays in force.
@@ -272,15 +197,10 @@ impl Mitigation {
         }
     }
 
-    /// Every sink gets `events` (the store keeps each before this goes on), then the notify
-    /// commands (bans and unbans), then the metrics (also each `tick`, for the counts).
-    fn report(
-        &mut self,
-        events: Vec<BanEvent>,
-        pipeline: &mut Pipeline,
-        tick: bool,
-    ) -> io::Result<()> {
-        pipeline.report_bans(&events)?;
+    /// After the sinks have `events` (the store keeps each before this is called): the
+    /// notify commands get the bans and unbans, then the metrics are set (also at each
+    /// `tick`, for the counts).
+    pub fn announce(&mut self, events: &[BanEvent], tick: bool) -> io::Result<()> {
         if let Some(notifier) = &self.notifier {
             for event in events.iter().filter(|event| event.is_notified()) {
                 let mut line = Vec::new();
@@ -305,13 +225,4 @@ impl Mitigation {
         }
         Ok(())
     }
-}
-
-/// The answer to a refused request.
-pub fn refused(refusal: &BanRefusal) -> Value {
-    json!({
-        "version": crate::control::PROTOCOL_VERSION,
-        "type": "error",
-        "error": refusal.to_string(),
-    })
 }
