@@ -4,7 +4,10 @@ use std::{net::IpAddr, time::Duration};
 
 use netwatch_common::{GlobalStats, SourceStats};
 
-use super::*;
+use super::{
+    alert::{Alert, AlertKind, AlertState, Severity, Subject},
+    *,
+};
 use crate::{
     collect::{Interval, SourceDelta, Volume},
     datapath::Spread,
