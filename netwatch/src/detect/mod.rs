@@ -43,8 +43,7 @@
 //! - `explain`: the contributors of rate alerts, a victim's senders, the slot-less traffic;
 //! - `unknown`: the learning of known sources, and the unknown-source alerts;
 //! - `state`: the plain data the others share (series, triggers, running events, known
-//!   sources, an interval's outcome), below
-//!   them all;
+//!   sources, an interval's outcome), below them all;
 //! - [`alert`] (the alert record), [`attack`] (what a flood is made of), [`cidr`] (networks)
 //!   and [`ewma`] (a baseline).
 
