@@ -2,6 +2,8 @@
 //! to a ban's index, and per-CPU counters of what each ban matched. Which networks are banned,
 //! for how long and why is decided elsewhere; this module only writes the entries, reads the
 //! counters and sets what a match meets ([`Settings::ban_mode`]).
+//!
+//! [`Settings::ban_mode`]: netwatch_common::Settings::ban_mode
 
 use std::net::IpAddr;
 
@@ -13,7 +15,7 @@ use netwatch_common::{
     BAN_COUNTS_MAP, BAN_MODE_COUNT, BAN_MODE_DROP, BAN_MODE_NONE, BANS_V4_MAP, BANS_V6_MAP, Counter,
 };
 
-use super::{Datapath, DatapathError};
+use super::{error::DatapathError, handle::Datapath};
 
 /// What a frame from a banned network meets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,11 @@ use netwatch_common::{
     LOOKUP_FLOOR_PROGRAM_NAME, NOOP_PROGRAM_NAME, PARSE_FLOOR_PROGRAM_NAME,
 };
 
-use super::{DatapathError, NOOP_OBJECT, check_kernel, load_object, run_frame};
+use super::{
+    error::DatapathError,
+    load::{NOOP_OBJECT, check_kernel, load_object},
+    test_run::run_frame,
+};
 
 /// The benchmarks' own XDP programs, from `netwatch-ebpf/src/bin/noop.rs`: the baselines of
 /// the cost benchmarks (the XDP_PASS no-op, the parse floor, netwatch's parse alone, and the
@@ -54,7 +58,7 @@ impl BenchPrograms {
         Ok(())
     }
 
-    /// As [`Datapath::bench`], for one of the baselines.
+    /// As [`Datapath::bench`](super::Datapath::bench), for one of the baselines.
     pub fn bench(
         &self,
         baseline: Baseline,

@@ -13,6 +13,7 @@ use netwatch_common::{
 use super::{
     overflow::{SlotlessPrefix, Traffic, add_traffic},
     slots::{Mapped, linear_count},
+    sums::{add_source, source_addr},
 };
 
 /// A local host and what it received during one interval, all CPUs added up.
@@ -34,7 +35,7 @@ impl DestinationReading {
     /// Adds what the same host received on another interface: counters added, the largest
     /// count of sources (a lower bound of the whole), the senders merged.
     pub fn absorb(&mut self, other: &DestinationReading) {
-        crate::datapath::add_source(&mut self.stats, &other.stats);
+        add_source(&mut self.stats, &other.stats);
         self.sources = self.sources.max(other.sources);
         for &(prefix, traffic) in &other.senders {
             match self.senders.iter_mut().find(|(into, _)| *into == prefix) {
@@ -106,7 +107,7 @@ impl DestinationWindows {
                 // SAFETY: as above.
                 let bucket = unsafe { self.buckets.at(index).read_volatile() };
                 let parts = hosts.entry(key.words()).or_default();
-                crate::datapath::add_source(&mut parts.stats, &bucket.stats);
+                add_source(&mut parts.stats, &bucket.stats);
                 for (sum, word) in parts.sources.iter_mut().zip(bucket.sources) {
                     *sum |= word;
                 }
@@ -133,7 +134,7 @@ impl DestinationWindows {
                 senders.sort_by(|(a, x), (b, y)| y.packets.cmp(&x.packets).then(a.cmp(b)));
                 senders.truncate(DESTINATION_SENDERS);
                 DestinationReading {
-                    addr: super::source_addr(&netwatch_common::SourceKey::from_u64_words(words)),
+                    addr: source_addr(&netwatch_common::SourceKey::from_u64_words(words)),
                     stats: parts.stats,
                     sources: linear_count(&parts.sources),
                     senders,

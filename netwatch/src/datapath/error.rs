@@ -27,7 +27,7 @@ pub enum DatapathError {
         /// Room for bans.
         max_bans: u32,
     },
-    /// The kernel is older than [`MIN_KERNEL`].
+    /// The kernel is older than [`MIN_KERNEL`](super::MIN_KERNEL).
     #[error(
         "kernel {found} is too old: netwatch attaches XDP through BPF links, which need Linux {needed} or newer"
     )]
@@ -38,6 +38,8 @@ pub enum DatapathError {
         needed: KernelVersion,
     },
     /// `--source-map shared` on a kernel older than [`MIN_KERNEL_SHARED`].
+    ///
+    /// [`MIN_KERNEL_SHARED`]: super::MIN_KERNEL_SHARED
     #[error(
         "kernel {found} is too old for the shared source map, whose atomic ORs need Linux {needed} or newer: use --source-map per-cpu (or auto)"
     )]

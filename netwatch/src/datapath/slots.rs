@@ -22,16 +22,19 @@ use std::{
     io,
     os::fd::{AsRawFd as _, BorrowedFd},
     ptr::NonNull,
-    sync::LazyLock,
+    sync::{
+        LazyLock,
+        atomic::{AtomicU64, Ordering, fence},
+    },
     time::{Duration, Instant},
 };
-
-use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use netwatch_common::{
     HOST_BITMAP_BITS, PORT_BITMAP_BITS, SourceKey, SourceStats, SourceValue, filter_probe,
     filter_word_bits,
 };
+
+use super::sums::add_source;
 
 /// One source as read from its slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -324,7 +327,7 @@ impl Slots {
         for (slot, seen) in self.seen.iter_mut().enumerate() {
             let mut sum = SourceStats::default();
             for region in 0..self.regions {
-                super::add_source(&mut sum, &self.values.stats(region * self.capacity + slot));
+                add_source(&mut sum, &self.values.stats(region * self.capacity + slot));
             }
             if sum.packets != seen.packets {
                 seen.packets = sum.packets;
@@ -515,8 +518,8 @@ fn spread(
         if values.epoch(index, window) == closing {
             marked = true;
             let (region_ports, region_hosts) = values.bitmaps(index, window);
-            super::or_into(&mut ports, &region_ports);
-            super::or_into(&mut hosts, &region_hosts);
+            or_into(&mut ports, &region_ports);
+            or_into(&mut hosts, &region_hosts);
         }
     }
     let zeros = |words: &[u64]| words.iter().map(|word| word.count_zeros()).sum::<u32>() as usize;
@@ -525,6 +528,12 @@ fn spread(
         ports: port_estimates[zeros(&ports)],
         hosts: host_estimates[zeros(&hosts)],
     })
+}
+
+fn or_into(sum: &mut [u64], words: &[u64]) {
+    for (sum, word) in sum.iter_mut().zip(words) {
+        *sum |= word;
+    }
 }
 
 #[cfg(test)]
@@ -757,5 +766,17 @@ mod tests {
         assert_eq!(ports[0], 1420);
         assert_eq!(hosts[0], 621);
         assert_eq!(hosts[128], 0);
+    }
+
+    #[test]
+    fn linear_counting_estimates() {
+        assert_eq!(linear_count(&[0; 4]), 0);
+        // One bit set of 256: -256 ln(255/256) = 1.0
+        assert_eq!(linear_count(&[1, 0, 0, 0]), 1);
+        // Half the bits set: 256 ln 2 = 177.4
+        assert_eq!(linear_count(&[u64::MAX, u64::MAX, 0, 0]), 177);
+        // Saturated: m ln m.
+        assert_eq!(linear_count(&[u64::MAX; 4]), 1420);
+        assert_eq!(linear_count(&[u64::MAX; 2]), 621);
     }
 }
