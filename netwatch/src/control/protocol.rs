@@ -1,0 +1,267 @@
+//! The protocol: the request line, the answers (status, ban events, lists, errors) and
+//! their JSON, and the checks of a ban request. Plain data and functions, below the server,
+//! the shared state and the client.
+
+use std::{
+    collections::VecDeque,
+    io::{self, Write as _},
+    os::unix::net::UnixStream,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    detect::cidr::Cidr,
+    mitigate::{Ban, BanEvent, BanRefusal, MitigateMode},
+    report::{self, rfc3339},
+};
+
+/// The protocol's version: the `version` of every request and answer.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request line.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct Request {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// `status`, `subscribe`, `ban_add`, `ban_remove` or `ban_list`.
+    pub request: String,
+    /// For `ban_add` and `ban_remove`: the network (`ADDR` or `ADDR/LEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// For `ban_add`: how long, in seconds (`mitigate.manual_ttl` without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<f64>,
+    /// For `ban_add`: why, in the user's words (at most [`MAX_REASON`] characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Longest reason of a ban asked for on the socket, in characters.
+pub const MAX_REASON: usize = 200;
+
+/// Longest a ban asked for on the socket may last: a year.
+pub(super) const MAX_BAN_TTL_S: f64 = 366.0 * 86_400.0;
+
+/// How long a ban request waits for the daemon's answer.
+pub(super) const BAN_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a client of the control socket asks of the bans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BanOp {
+    /// Ban a network (a host as /32 or /128) for a time, with a reason.
+    Add {
+        /// The network.
+        net: Cidr,
+        /// How long; `mitigate.manual_ttl` without.
+        ttl: Option<Duration>,
+        /// Why, in the user's words.
+        reason: Option<String>,
+    },
+    /// Lift the ban of exactly this network.
+    Remove {
+        /// The network.
+        net: Cidr,
+    },
+    /// The bans in force.
+    List,
+}
+
+/// What the daemon made of a [`BanOp`], for its answer.
+#[derive(Debug)]
+pub enum BanAnswer {
+    /// The ban or unban done.
+    Event(BanEvent),
+    /// The bans in force, under the mode.
+    List {
+        /// The mode of mitigation.
+        mode: MitigateMode,
+        /// The bans.
+        bans: Vec<Ban>,
+    },
+    /// Refused, and why.
+    Refused(BanRefusal),
+}
+
+impl BanAnswer {
+    /// The answer's line: the ban event as the JSON output writes it, the list, or an error.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Event(event) => {
+                let mut line = Vec::new();
+                let mut answer = report::ban::write_json(&mut line, event)
+                    .ok()
+                    .and_then(|()| serde_json::from_slice::<serde_json::Value>(&line).ok())
+                    .unwrap_or_else(|| serde_json::json!({}));
+                answer["version"] = serde_json::json!(PROTOCOL_VERSION);
+                answer
+            }
+            Self::List { mode, bans } => {
+                let bans: Vec<serde_json::Value> = bans
+                    .iter()
+                    .map(|ban| {
+                        serde_json::json!({
+                            "subject": ban.terms.net.to_string(),
+                            "origin": ban.terms.origin.name(),
+                            "reason": ban.terms.reason,
+                            "alert": ban.terms.alert,
+                            "iface": ban.terms.iface,
+                            "created": rfc3339(std::time::UNIX_EPOCH + ban.terms.created),
+                            "expires": rfc3339(std::time::UNIX_EPOCH + ban.terms.expires),
+                            "ttl_s": ban.terms.expires.saturating_sub(ban.terms.created).as_secs(),
+                            "offence": ban.terms.offence,
+                            "packets": ban.packets,
+                            "bytes": ban.bytes,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "version": PROTOCOL_VERSION,
+                    "type": "bans",
+                    "mode": mode,
+                    "bans": bans,
+                })
+            }
+            Self::Refused(refusal) => error(&refusal.to_string()),
+        }
+    }
+}
+
+/// One attached interface, as `status` lists it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterfaceStatus {
+    /// Its name.
+    pub iface: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// `driver` or `skb`.
+    pub mode: String,
+    /// `per-cpu` or `shared`.
+    pub source_map: String,
+    /// Slots for sources.
+    pub max_sources: u32,
+    /// `attached`, or `gone` while the interface is away (deleted, unplugged).
+    pub state: String,
+}
+
+/// What the daemon counted, as of the last interval.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
+    /// Packets since the start.
+    pub packets: u64,
+    /// Bytes since the start.
+    pub bytes: u64,
+    /// Packets per second in the last interval.
+    pub pps: f64,
+    /// Bits per second in the last interval.
+    pub bps: f64,
+    /// Sources holding a slot.
+    pub sources_tracked: u64,
+    /// Frames counted in no source since the start: non-IP, malformed, without a slot
+    /// (overflow), and IP frames shorter than their header says (truncated).
+    pub non_ip: u64,
+    /// See `non_ip`.
+    pub malformed: u64,
+    /// See `non_ip`.
+    pub overflow: u64,
+    /// See `non_ip`.
+    pub truncated: u64,
+}
+
+/// The store's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// Records waiting in memory for the store (a full disk).
+    pub waiting: u64,
+    /// Records dropped because the writer was behind.
+    pub dropped: u64,
+    /// Records lost to refused writes.
+    pub failed: u64,
+}
+
+/// The webhooks' state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebhookStatus {
+    /// URLs configured.
+    pub urls: usize,
+    /// Records queued for them.
+    pub queued: u64,
+    /// URLs failing right now.
+    pub down: u64,
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// `status`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// netwatch's version.
+    pub netwatch: String,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// Seconds since.
+    pub uptime_s: f64,
+    /// The collection interval.
+    pub interval_ms: u64,
+    /// The interfaces it is attached to.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// What it counted.
+    pub counts: Counts,
+    /// The last alert lines, oldest first, as JSON objects.
+    pub last_alerts: VecDeque<serde_json::Value>,
+    /// The store.
+    pub store: StoreStatus,
+    /// The webhooks.
+    pub webhook: WebhookStatus,
+    /// Subscribers connected now.
+    pub subscribers: usize,
+    /// Subscribers dropped for falling behind, since the start.
+    pub subscribers_dropped: u64,
+}
+
+pub(super) fn error(reason: &str) -> serde_json::Value {
+    serde_json::json!({"version": PROTOCOL_VERSION, "type": "error", "error": reason})
+}
+
+pub(super) fn write_line(stream: &mut UnixStream, value: &impl Serialize) -> io::Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// The ban operation a request asks for, checked.
+pub(super) fn ban_op(request: &Request) -> Result<BanOp, String> {
+    if request.request == "ban_list" {
+        return Ok(BanOp::List);
+    }
+    let subject = request
+        .subject
+        .as_deref()
+        .ok_or_else(|| format!("{} needs a subject (ADDR or ADDR/LEN)", request.request))?;
+    let net = subject
+        .parse::<Cidr>()
+        .map_err(|reason| report::escape(&reason).into_owned())?;
+    if request.request == "ban_remove" {
+        return Ok(BanOp::Remove { net });
+    }
+    let ttl = match request.ttl_s {
+        None => None,
+        Some(seconds) if seconds.is_finite() && (1.0..=MAX_BAN_TTL_S).contains(&seconds) => {
+            Some(Duration::from_secs_f64(seconds))
+        }
+        Some(_) => return Err(String::from("ttl_s must be 1 s to a year")),
+    };
+    let reason = match &request.reason {
+        Some(reason) if reason.chars().count() > MAX_REASON => {
+            return Err(format!("reason is longer than {MAX_REASON} characters"));
+        }
+        reason => reason.clone(),
+    };
+    Ok(BanOp::Add { net, ttl, reason })
+}

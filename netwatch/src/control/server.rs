@@ -1,0 +1,288 @@
+//! The listening socket ([`ControlServer`]): who may bind it, the clients it serves at
+//! once, and one client's request and answer.
+
+use std::{
+    fs,
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    os::unix::{
+        fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
+        net::{UnixListener, UnixStream},
+    },
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{
+    protocol::{PROTOCOL_VERSION, Request, ban_op, error, write_line},
+    shared::{Control, SUBSCRIBER_QUEUE},
+};
+use crate::report::{self};
+
+/// Clients served at once; more are answered with an error and closed.
+pub(super) const MAX_CLIENTS: usize = 64;
+
+/// How long a client has to send its request line.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one write to a subscriber may block before it is given up on.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest request line read.
+pub(super) const MAX_REQUEST: u64 = 4096;
+
+/// The listening socket; removed when dropped.
+pub struct ControlServer {
+    /// The lock on `PATH.lock`, held for the daemon's life.
+    _lock: fs::File,
+    control: Arc<Control>,
+    path: PathBuf,
+    /// The socket file's inode, so that only our own file is removed.
+    inode: u64,
+    stop: Arc<AtomicBool>,
+}
+
+impl ControlServer {
+    /// Binds `path` (mode 0600) and serves `control` on a thread of its own. Refuses a path
+    /// that is a symbolic link, that another user owns, that is not a socket, or on which
+    /// another daemon answers; a socket left by a daemon that died is replaced.
+    pub fn bind(path: &Path, control: Arc<Control>) -> Result<Self, String> {
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .ok_or("has no folder")?;
+        if !dir.exists() {
+            crate::private_files::create_dir_all(dir)
+                .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        }
+        // One daemon at a time past this point: two starting at once would both find the
+        // path free, and the second's rename would take the first's socket.
+        let lock = lock_beside(path)?;
+        match fs::symlink_metadata(path) {
+            Ok(meta) => {
+                if meta.file_type().is_symlink() {
+                    return Err(String::from("is a symbolic link; refused"));
+                }
+                // SAFETY: geteuid has no preconditions.
+                let me = unsafe { libc::geteuid() };
+                if meta.uid() != me {
+                    return Err(format!(
+                        "is owned by uid {}, not by this user (uid {me}); refused",
+                        meta.uid()
+                    ));
+                }
+                if !meta.file_type().is_socket() {
+                    return Err(String::from("exists and is not a socket; refused"));
+                }
+                // A socket nobody answers on was left by a daemon that died: replaced below.
+                if UnixStream::connect(path).is_ok() {
+                    return Err(String::from(
+                        "another netwatch is running on it (stop it, or give this one --control PATH)",
+                    ));
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err.to_string()),
+        }
+        // Bound under a name of its own, made private, then renamed into place: the socket is
+        // never reachable with the umask's mode.
+        let file_name = path
+            .file_name()
+            .ok_or("has no file name")?
+            .to_string_lossy()
+            .into_owned();
+        let staging = dir.join(format!(".{file_name}.{}", std::process::id()));
+        let _ = fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging).map_err(|err| err.to_string())?;
+        let placed = fs::set_permissions(&staging, fs::Permissions::from_mode(0o600))
+            .and_then(|()| fs::rename(&staging, path));
+        if let Err(err) = placed {
+            let _ = fs::remove_file(&staging);
+            return Err(err.to_string());
+        }
+        let inode = fs::symlink_metadata(path)
+            .map(|meta| meta.ino())
+            .map_err(|err| err.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let shared = Arc::clone(&control);
+        thread::Builder::new()
+            .name(String::from("control"))
+            .spawn(move || accept(&listener, &shared, &flag))
+            .map_err(|err| err.to_string())?;
+        Ok(Self {
+            _lock: lock,
+            control,
+            path: path.to_owned(),
+            inode,
+            stop,
+        })
+    }
+
+    /// Where it listens.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        // Subscribers get the records queued for them (the final interval too), a second at
+        // most, and then their connections close.
+        self.control.close();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.control.clients.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accepting thread, which sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        if fs::symlink_metadata(&self.path).is_ok_and(|meta| meta.ino() == self.inode) {
+            let _ = fs::remove_file(&self.path);
+        }
+        // The lock file stays (removing it would race a daemon starting now); the lock goes
+        // with the descriptor.
+    }
+}
+
+/// Takes the lock file `PATH.lock` (mode 0600), or says that another daemon holds it.
+pub(super) fn lock_beside(path: &Path) -> Result<fs::File, String> {
+    use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&name)
+        .map_err(|err| format!("cannot open its lock file: {err}"))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(String::from(
+            "another netwatch is running on it (stop it, or give this one --control PATH)",
+        ));
+    }
+    Ok(file)
+}
+
+pub(super) fn accept(listener: &UnixListener, control: &Arc<Control>, stop: &AtomicBool) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut stream) = stream else {
+            // Out of descriptors, say: a pause rather than a spin.
+            thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        if control.clients.fetch_add(1, Ordering::Relaxed) >= MAX_CLIENTS {
+            control.clients.fetch_sub(1, Ordering::Relaxed);
+            let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
+            let _ = write_line(&mut stream, &error("too many clients"));
+            continue;
+        }
+        let shared = Arc::clone(control);
+        let spawned = thread::Builder::new()
+            .name(String::from("control-client"))
+            .spawn(move || {
+                serve(stream, &shared);
+                shared.clients.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            control.clients.fetch_sub(1, Ordering::Relaxed);
+            log::warn!("control socket: cannot start a thread for a client");
+        }
+    }
+}
+
+/// One client: its request, then the answer.
+pub(super) fn serve(mut stream: UnixStream, control: &Control) {
+    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut line = String::new();
+    let read = match stream.try_clone() {
+        Ok(reader) => BufReader::new(reader.take(MAX_REQUEST)).read_line(&mut line),
+        Err(err) => Err(err),
+    };
+    if read.is_err() || !line.ends_with('\n') {
+        let _ = write_line(&mut stream, &error("no request line within 1 s"));
+        return;
+    }
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(request) => request,
+        Err(err) => {
+            let _ = write_line(&mut stream, &error(&format!("bad request: {err}")));
+            return;
+        }
+    };
+    if request.version != PROTOCOL_VERSION {
+        let _ = write_line(
+            &mut stream,
+            &error(&format!(
+                "protocol version {} is not spoken here; this daemon speaks {PROTOCOL_VERSION}",
+                request.version
+            )),
+        );
+        return;
+    }
+    match request.request.as_str() {
+        "status" => {
+            let _ = write_line(&mut stream, &control.status());
+        }
+        "subscribe" => {
+            let (records, counted) = control.subscribe();
+            let hello = serde_json::json!({
+                "version": PROTOCOL_VERSION,
+                "type": "hello",
+                "pid": std::process::id(),
+                "queue": SUBSCRIBER_QUEUE,
+            });
+            if write_line(&mut stream, &hello).is_err() {
+                return;
+            }
+            // Until the daemon drops this subscriber (it fell behind, or the daemon stops)
+            // or the client goes away.
+            for record in records {
+                if let Err(err) = stream.write_all(&record) {
+                    // A client that reads nothing for the write timeout is as far behind as
+                    // one whose queue is full: dropped, and counted as such. One that went
+                    // away (a closed connection) is not.
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        control.count_dropped(
+                            &counted,
+                            &format!("read nothing for {} s", WRITE_TIMEOUT.as_secs()),
+                        );
+                    }
+                    break;
+                }
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        "ban_add" | "ban_remove" | "ban_list" => {
+            let answer = match ban_op(&request) {
+                Ok(op) => control.ban(op),
+                Err(reason) => error(&reason),
+            };
+            let _ = write_line(&mut stream, &answer);
+        }
+        other => {
+            let _ = write_line(
+                &mut stream,
+                &error(&format!(
+                    "unknown request {:?}: status, subscribe, ban_add, ban_remove or ban_list",
+                    report::escape(other)
+                )),
+            );
+        }
+    }
+}
