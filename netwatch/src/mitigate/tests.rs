@@ -1,10 +1,20 @@
 //! The mitigator's decisions against a table that records what the kernel would be told.
 //! The kernel side itself is tested on real maps (tests/tests/datapath.rs, tests/tests/bans.rs).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
-use super::*;
-use crate::detect::alert::Severity;
+use super::{
+    ban::{AlertRef, BanChange, BanRefusal, BanTable, BanTerms, Origin},
+    config::{BanRule, BanSubject, MitigateConfig, MitigateMode},
+    mitigator::{Mitigator, NeverBan},
+};
+use crate::{
+    datapath::BanAction,
+    detect::{
+        alert::{Alert, AlertKind, AlertState, Severity, Subject},
+        cidr::Cidr,
+    },
+};
 
 /// What the kernel would hold: network -> index, counts per index, and the action.
 #[derive(Default)]

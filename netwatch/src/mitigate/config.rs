@@ -1,0 +1,179 @@
+//! The settings of `[mitigate]`: what bans do ([`MitigateMode`]), which alerts ban what for
+//! how long ([`BanRule`], [`BanSubject`]), the section itself ([`MitigateConfig`]), its
+//! defaults and its validation, and the bounds a ban must keep ([`MAX_BANS`], [`WIDEST_V4`],
+//! [`WIDEST_V6`]).
+//!
+//! Plain data and checks: it decides no ban, holds no ban in force and never touches the
+//! kernel's list (the mitigator does); it imports nothing else of this module.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::{alert::AlertKind, cidr::Cidr};
+
+/// What bans do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MitigateMode {
+    /// No bans at all (the default): netwatch only watches.
+    #[default]
+    Off,
+    /// Bans are decided, kept and reported, and the kernel counts what they would drop, but
+    /// every frame passes.
+    DryRun,
+    /// Frames from banned networks are dropped in XDP, after they are counted.
+    Drop,
+}
+
+impl MitigateMode {
+    /// `off`, `dry-run` or `drop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::DryRun => "dry-run",
+            Self::Drop => "drop",
+        }
+    }
+}
+
+/// What a rule bans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BanSubject {
+    /// The alert's source address (alerts on a source only).
+    Source,
+    /// The alert's prefix: a prefix alert's network, or a source alert's source in the
+    /// aggregate of `detect.prefix_v4` / `detect.prefix_v6`.
+    Prefix,
+}
+
+/// `[[mitigate.rules]]`: which alerts ban what, for how long.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BanRule {
+    /// The alert kinds that ban (at the alert's start, and at its updates while it goes on).
+    pub alerts: Vec<AlertKind>,
+    /// What they ban.
+    pub subject: BanSubject,
+    /// How long a first ban lasts; each ban of the same network within
+    /// `mitigate.forget_after` lasts twice the one before.
+    #[serde(with = "crate::duration")]
+    pub ttl: Duration,
+    /// The longest a ban of this rule lasts, however often its network offended.
+    #[serde(with = "crate::duration")]
+    pub max_ttl: Duration,
+}
+
+impl Default for BanRule {
+    fn default() -> Self {
+        Self {
+            alerts: vec![
+                AlertKind::ThresholdPps,
+                AlertKind::ThresholdBps,
+                AlertKind::SynFlood,
+            ],
+            subject: BanSubject::Source,
+            ttl: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `[mitigate]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MitigateConfig {
+    /// `off` (the default), `dry-run` or `drop`.
+    pub mode: MitigateMode,
+    /// Which alerts ban what. The default: a source over a per-source threshold (packets or
+    /// bits) or sending a SYN flood, for 10 minutes, doubling up to a day.
+    pub rules: Vec<BanRule>,
+    /// Most bans at once; a ban past it is refused and reported. Room in the kernel is made
+    /// at start.
+    pub max_bans: u32,
+    /// Addresses and networks never banned, besides `detect.unknown.allowlist` and
+    /// `networks.local`.
+    pub never: Vec<Cidr>,
+    /// Commands run at each ban and unban, the event as one JSON line on standard input.
+    pub notify: Vec<PathBuf>,
+    /// How long a notify command may run before it is killed.
+    #[serde(with = "crate::duration")]
+    pub notify_timeout: Duration,
+    /// How long `netwatch ban add` bans without `--ttl`.
+    #[serde(with = "crate::duration")]
+    pub manual_ttl: Duration,
+    /// How long a network's past bans count toward doubling the next one.
+    #[serde(with = "crate::duration")]
+    pub forget_after: Duration,
+}
+
+impl Default for MitigateConfig {
+    fn default() -> Self {
+        Self {
+            mode: MitigateMode::Off,
+            rules: vec![BanRule::default()],
+            max_bans: 1024,
+            never: Vec::new(),
+            notify: Vec::new(),
+            notify_timeout: Duration::from_secs(10),
+            manual_ttl: Duration::from_secs(3600),
+            forget_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The most `mitigate.max_bans` may be.
+pub const MAX_BANS: u32 = 65_536;
+/// The widest IPv4 network a ban may take: a /8. A wider one (a typo, `0.0.0.0/0`) would cut
+/// the host off.
+pub const WIDEST_V4: u8 = 8;
+/// The widest IPv6 network a ban may take: a /32, an ISP's allocation.
+pub const WIDEST_V6: u8 = 32;
+
+impl MitigateConfig {
+    /// Checks every value: the field and the reason of the first bad one.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let invalid = |field: &str, reason: &str| Err((field.to_owned(), reason.to_owned()));
+        if !(1..=MAX_BANS).contains(&self.max_bans) {
+            return invalid("mitigate.max_bans", &format!("must be 1 to {MAX_BANS}"));
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let field = |name: &str| format!("mitigate.rules[{i}].{name}");
+            if rule.alerts.is_empty() {
+                return invalid(&field("alerts"), "names no alert kind");
+            }
+            if let Some(kind) = rule
+                .alerts
+                .iter()
+                .find(|kind| matches!(kind, AlertKind::TrackingCapacity | AlertKind::Suppressed))
+            {
+                return invalid(
+                    &field("alerts"),
+                    &format!("{} names no attacker and cannot ban", kind.name()),
+                );
+            }
+            if rule.ttl < Duration::from_secs(1) {
+                return invalid(&field("ttl"), "must be at least 1s");
+            }
+            if rule.max_ttl < rule.ttl {
+                return invalid(&field("max_ttl"), "must be at least ttl");
+            }
+        }
+        if self.manual_ttl < Duration::from_secs(1) {
+            return invalid("mitigate.manual_ttl", "must be at least 1s");
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.notify_timeout) {
+            return invalid("mitigate.notify_timeout", "must be 100ms to 10m");
+        }
+        for command in &self.notify {
+            if !command.is_absolute() {
+                return invalid(
+                    "mitigate.notify",
+                    &format!("{} is not an absolute path", command.display()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
