@@ -103,8 +103,9 @@ fn journald_stderr() -> bool {
     let Some((dev, ino)) = stream.split_once(':') else {
         return false;
     };
-    // SAFETY: fstat on fd 2 into a zeroed stat.
+    // SAFETY: a zeroed stat is a valid value of that plain C struct.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on fd 2 into a valid stat of its own size.
     if unsafe { libc::fstat(std::io::stderr().as_raw_fd(), &mut stat) } != 0 {
         return false;
     }

@@ -2,54 +2,18 @@
 //! socket. The daemon owns the bans (the kernel's list, the store, the reports); without a
 //! daemon there is nothing to ban in, and the command says so in one line.
 
-use std::{
-    io::{self, BufRead as _, Write},
-    path::PathBuf,
-};
+use std::io::{self, Write};
 
 use serde_json::Value;
 
 use crate::{
     cli::{BanAction, BanArgs},
-    config::ConfigError,
-    control::{self, PROTOCOL_VERSION, Request},
+    control::{self, ClientError, PROTOCOL_VERSION, Request},
     report::escape,
 };
 
-/// Why `ban` failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BanError {
-    /// The config file.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// No daemon answers.
-    #[error(
-        "no netwatch daemon answers on {path}: {source}; bans live in a running daemon (netwatch monitor), see --control"
-    )]
-    Connect {
-        /// The socket.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// The daemon refused.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// The daemon answered with something else.
-    #[error("the daemon on {path} answered: {answer}")]
-    Answer {
-        /// The socket.
-        path: PathBuf,
-        /// What it said (escaped).
-        answer: String,
-    },
-    /// Writing the answer.
-    #[error("cannot write: {0}")]
-    Write(#[from] io::Error),
-}
-
 /// Sends the request and prints the answer.
-pub fn run(args: BanArgs, out: &mut impl Write) -> Result<(), BanError> {
+pub fn run(args: BanArgs, out: &mut impl Write) -> Result<(), ClientError> {
     let BanArgs {
         config,
         control,
@@ -91,19 +55,15 @@ pub fn run(args: BanArgs, out: &mut impl Write) -> Result<(), BanError> {
         version: PROTOCOL_VERSION,
         ..request
     };
-    let mut line = String::new();
-    control::send(&path, &request)
-        .and_then(|mut reader| reader.read_line(&mut line))
-        .map_err(|source| BanError::Connect {
-            path: path.clone(),
-            source,
-        })?;
-    let answer: Value = serde_json::from_str(&line).map_err(|_| BanError::Answer {
-        path: path.clone(),
-        answer: escape(line.trim_end()).into_owned(),
-    })?;
+    let line = control::ask(
+        &path,
+        &request,
+        "bans live in a running daemon (netwatch monitor), see --control",
+    )?;
+    let answer: Value =
+        serde_json::from_str(&line).map_err(|_| ClientError::answer(&path, &line))?;
     match answer["type"].as_str() {
-        Some("error") => Err(BanError::Refused(
+        Some("error") => Err(ClientError::Refused(
             escape(answer["error"].as_str().unwrap_or("?")).into_owned(),
         )),
         Some("ban") => {
@@ -132,10 +92,7 @@ pub fn run(args: BanArgs, out: &mut impl Write) -> Result<(), BanError> {
             Ok(())
         }
         Some("bans") => write_list(out, &answer).map_err(Into::into),
-        _ => Err(BanError::Answer {
-            path,
-            answer: escape(line.trim_end()).into_owned(),
-        }),
+        _ => Err(ClientError::answer(&path, &line)),
     }
 }
 

@@ -1,69 +1,35 @@
 //! `netwatch status`: asks the running daemon, through its control socket, what it sees.
 
 use std::{
-    io::{self, BufRead as _, Write},
-    path::{Path, PathBuf},
+    io::{self, Write},
+    path::Path,
 };
 
 use crate::{
     cli::StatusArgs,
-    config::ConfigError,
-    control::{self, Status},
+    control::{self, ClientError, PROTOCOL_VERSION, Request, Status},
     report::escape,
 };
 
-/// Why `status` failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    /// The config file.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// No daemon answers.
-    #[error("no netwatch daemon answers on {path}: {source} (is it running? see --control)")]
-    Connect {
-        /// The socket.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// The daemon answered with something else than a status.
-    #[error("the daemon on {path} answered: {answer}")]
-    Answer {
-        /// The socket.
-        path: PathBuf,
-        /// What it said (escaped).
-        answer: String,
-    },
-    /// Writing the answer.
-    #[error("cannot write: {0}")]
-    Write(#[from] io::Error),
-}
-
 /// Asks and prints, as a summary or (`--json`) the status object itself.
-pub fn run(args: StatusArgs, out: &mut impl Write) -> Result<(), StatusError> {
+pub fn run(args: StatusArgs, out: &mut impl Write) -> Result<(), ClientError> {
     let StatusArgs {
         config,
         control,
         json,
     } = args;
     let path = control::socket_path(control, config.as_deref())?;
-    let connect = |source| StatusError::Connect {
-        path: path.clone(),
-        source,
-    };
-    let mut answer = String::new();
-    control::connect(&path, "status")
-        .and_then(|mut reader| reader.read_line(&mut answer))
-        .map_err(connect)?;
-    let status: Status = match serde_json::from_str(&answer) {
-        Ok(status) => status,
-        Err(_) => {
-            return Err(StatusError::Answer {
-                path,
-                answer: escape(answer.trim_end()).into_owned(),
-            });
-        }
-    };
+    let answer = control::ask(
+        &path,
+        &Request {
+            version: PROTOCOL_VERSION,
+            request: String::from("status"),
+            ..Request::default()
+        },
+        "is it running? see --control",
+    )?;
+    let status: Status =
+        serde_json::from_str(&answer).map_err(|_| ClientError::answer(&path, &answer))?;
     if json {
         writeln!(out, "{}", answer.trim_end())?;
     } else {

@@ -2,20 +2,77 @@
 //! and a request sent to it.
 
 use std::{
-    io::{self, BufReader},
+    io::{self, BufRead as _, BufReader},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use super::protocol::{BAN_ANSWER_TIMEOUT, PROTOCOL_VERSION, Request, write_line};
+use crate::{config::ConfigError, report::escape};
+
+/// Why a client command (`netwatch status`, `netwatch ban`) got no answer it could use.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The config file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No daemon answers.
+    #[error("no netwatch daemon answers on {path}: {source}; {hint}")]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+        /// What to do, for this command.
+        hint: &'static str,
+    },
+    /// The daemon refused the request.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The daemon answered with something else than the request asks for.
+    #[error("the daemon on {path} answered: {answer}")]
+    Answer {
+        /// The socket.
+        path: PathBuf,
+        /// What it said (escaped).
+        answer: String,
+    },
+    /// Writing the answer.
+    #[error("cannot write: {0}")]
+    Write(#[from] io::Error),
+}
+
+impl ClientError {
+    /// The daemon on `path` answered `line`, which is not what was asked for.
+    pub fn answer(path: &Path, line: &str) -> Self {
+        Self::Answer {
+            path: path.to_owned(),
+            answer: escape(line.trim_end()).into_owned(),
+        }
+    }
+}
+
+/// Sends `request` to the daemon at `path` and reads its one-line answer; `hint` says what
+/// to do when no daemon answers.
+pub fn ask(path: &Path, request: &Request, hint: &'static str) -> Result<String, ClientError> {
+    let mut line = String::new();
+    send(path, request)
+        .and_then(|mut reader| reader.read_line(&mut line))
+        .map_err(|source| ClientError::Connect {
+            path: path.to_owned(),
+            source,
+            hint,
+        })?;
+    Ok(line)
+}
 
 /// The daemon's socket for a client command: `--control` when given, else `monitor.control`
 /// of the configuration file (or the default).
 pub fn socket_path(
     control: Option<PathBuf>,
     config: Option<&Path>,
-) -> Result<PathBuf, crate::config::ConfigError> {
+) -> Result<PathBuf, ConfigError> {
     match control {
         Some(path) => Ok(path),
         None => Ok(PathBuf::from(
