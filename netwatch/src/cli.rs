@@ -79,12 +79,12 @@ pub struct CheckArgs {
 /// `netwatch ban`.
 #[derive(Debug, Args)]
 pub struct BanArgs {
-    /// TOML configuration file, for `monitor.control`.
-    #[arg(long, short = 'c')]
+    /// TOML configuration file, for `monitor.control` (before or after the action).
+    #[arg(long, short = 'c', global = true)]
     pub config: Option<PathBuf>,
     /// The daemon's control socket (default: `monitor.control` in the config, else
-    /// /run/netwatch/control.sock).
-    #[arg(long, value_name = "PATH")]
+    /// /run/netwatch/control.sock), before or after the action.
+    #[arg(long, value_name = "PATH", global = true)]
     pub control: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -99,8 +99,8 @@ pub enum BanAction {
     Add {
         /// ADDR or ADDR/LEN (host bits clear), IPv4 or IPv6.
         subject: String,
-        /// How long, e.g. 90s, 10m, 2h (default: mitigate.manual_ttl, 1h).
-        #[arg(long, value_parser = parse_duration)]
+        /// How long, 1s to 8784h, e.g. 90s, 10m, 2h (default: mitigate.manual_ttl, 1h).
+        #[arg(long, value_parser = parse_ban_ttl)]
         ttl: Option<Duration>,
         /// Why, kept with the ban and shown with it.
         #[arg(long)]
@@ -155,6 +155,11 @@ pub struct StatusArgs {
 
 fn parse_iface(text: &str) -> Result<String, String> {
     check_iface_name(text).map(|()| text.to_owned())
+}
+
+/// A ban's TTL: a duration within the bound the daemon takes too.
+fn parse_ban_ttl(text: &str) -> Result<Duration, String> {
+    crate::mitigate::check_ban_ttl(parse_duration(text)?)
 }
 
 fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
@@ -476,5 +481,67 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("source_map"), "{err}");
+    }
+
+    /// `netwatch ban list --control P` as `netwatch ban --control P list`, and -c too.
+    #[test]
+    fn ban_takes_its_socket_and_config_before_or_after_the_action() {
+        for args in [
+            [
+                "netwatch",
+                "ban",
+                "--control",
+                "/run/x.sock",
+                "list",
+                "-c",
+                "/etc/n.toml",
+            ],
+            [
+                "netwatch",
+                "ban",
+                "list",
+                "--control",
+                "/run/x.sock",
+                "-c",
+                "/etc/n.toml",
+            ],
+            [
+                "netwatch",
+                "ban",
+                "-c",
+                "/etc/n.toml",
+                "list",
+                "--control",
+                "/run/x.sock",
+            ],
+        ] {
+            let Cli {
+                command: Command::Ban(ban),
+                ..
+            } = Cli::try_parse_from(args).unwrap_or_else(|err| panic!("{args:?}: {err}"))
+            else {
+                panic!("{args:?}: not ban");
+            };
+            assert_eq!(ban.control, Some(PathBuf::from("/run/x.sock")), "{args:?}");
+            assert_eq!(ban.config, Some(PathBuf::from("/etc/n.toml")), "{args:?}");
+            assert!(matches!(ban.action, BanAction::List { .. }), "{args:?}");
+        }
+    }
+
+    /// One bound for a ban's TTL, with the daemon's message.
+    #[test]
+    fn a_ban_ttl_is_bounded_as_the_daemon_bounds_it() {
+        assert_eq!(parse_ban_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_ban_ttl("8784h"),
+            Ok(Duration::from_secs(366 * 86_400))
+        );
+        let long = parse_ban_ttl("8785h").unwrap_err();
+        assert_eq!(
+            long,
+            crate::mitigate::check_ban_ttl(Duration::from_secs(8785 * 3600)).unwrap_err()
+        );
+        assert!(long.contains("1s to 8784h"), "{long}");
+        assert!(parse_ban_ttl("500ms").unwrap_err().contains("1s to 8784h"));
     }
 }

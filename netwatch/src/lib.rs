@@ -6,7 +6,8 @@
 //! 1. The ground floor, which uses nothing of netwatch but each other: `datapath` (load,
 //!    attach, read and write the kernel's maps), `capture` (pcap and pcapng reading),
 //!    `duration` (durations as people write them, for the command line and for serde),
-//!    `time_text` (RFC 3339 instants, short TTLs), `logging`, `privilege`, `private_files`.
+//!    `time_text` (RFC 3339 instants, short TTLs), `escape` (text safe for a terminal or a
+//!    log), `logging`, `privilege`, `private_files`.
 //! 2. The stages, in the only direction data flows: `collect` (per-interval deltas, and the
 //!    combined view of several interfaces) -> `detect` (alerts) -> `mitigate` (the decisions
 //!    on bans, pure), and `inspect` (the sampled payloads); then `store` (what must survive
@@ -17,7 +18,8 @@
 //!    `cli` (the command line, and the flags applied to a configuration), `control` (the
 //!    control socket and its protocol, ban requests and answers included).
 //! 4. Daemon wiring: `mitigation` (the mitigator wired to the datapaths, the notify commands
-//!    and the metrics) and `session` (a configuration turned into loaded datapaths and their
+//!    and the metrics), `notify` (the notify commands themselves, in process groups of their
+//!    own) and `session` (a configuration turned into loaded datapaths and their
 //!    pipeline; it hands the pipeline's alerts to mitigation and the ban events back to the
 //!    sinks).
 //! 5. The commands under `cmd`, which drive a session: `monitor` from a live interface and
@@ -35,10 +37,12 @@ pub mod control;
 pub mod datapath;
 pub mod detect;
 pub mod duration;
+pub mod escape;
 pub mod inspect;
 pub mod logging;
 pub mod mitigate;
 pub mod mitigation;
+pub mod notify;
 pub mod pipeline;
 pub mod private_files;
 pub mod privilege;

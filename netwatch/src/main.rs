@@ -6,6 +6,7 @@ use clap::Parser as _;
 use netwatch::{
     cli::{Cli, Command},
     cmd::{ban, check, history, known, monitor, replay, status, top},
+    escape::escape_escaped,
     logging,
 };
 
@@ -72,7 +73,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            log::error!("{err}");
+            // Errors quote what they were given (a file's bytes, a daemon's answer): what
+            // was not escaped already is, here.
+            log::error!("{}", escape_escaped(&err.to_string()));
             ExitCode::FAILURE
         }
     }

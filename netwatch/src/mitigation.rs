@@ -11,7 +11,8 @@ use crate::{
     control::{BanAnswer, BanOp},
     datapath::{BanAction, Datapath},
     detect::{alert::Alert, cidr::Cidr},
-    mitigate::{BanChange, BanEvent, BanTable, BanTerms, Mitigator, NeverBan, notify::Notifier},
+    mitigate::{BanChange, BanEvent, BanTable, BanTerms, Mitigator, NeverBan},
+    notify::Notifier,
     report::{self, metrics::Metrics},
 };
 

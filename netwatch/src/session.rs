@@ -135,6 +135,9 @@ pub struct Session {
     pub mitigation: Option<Mitigation>,
     /// The datapaths were loaded with room for bans (mitigation was on at start).
     ban_room: bool,
+    /// The configuration as it started: what the settings a reload cannot change still run
+    /// with, so that a reload is told of a change against them, not against a reload before.
+    started: Config,
 }
 
 impl Session {
@@ -242,6 +245,7 @@ impl Session {
         });
         let ban_room = config.mitigate.mode != MitigateMode::Off;
         let mut session = Self {
+            started: config.clone(),
             config,
             datapaths,
             pipeline: Pipeline::new(watches, combined, sinks),
@@ -327,7 +331,7 @@ impl Session {
         for datapath in &mut self.datapaths {
             configure(datapath, &config)?;
         }
-        let (old_mitigate, new_mitigate) = (&self.config.mitigate, &config.mitigate);
+        let (old_mitigate, new_mitigate) = (&self.started.mitigate, &config.mitigate);
         let mitigate_restart = [
             (
                 // The kernel's room for bans is made at start, only if needed.
@@ -352,6 +356,11 @@ impl Session {
                 log::warn!("SIGHUP: {field} changed; it takes effect at the next start");
             }
         }
+        for command in &new_mitigate.notify {
+            if let Some(problem) = crate::notify::check_command(command) {
+                log::warn!("SIGHUP: {problem}");
+            }
+        }
         if !self.ban_room {
             config.mitigate.mode = MitigateMode::Off;
         }
@@ -363,7 +372,8 @@ impl Session {
         self.pipeline.reconfigure_detectors(&config.detect);
         self.pipeline.reconfigure_inspectors(&config.inspect);
         self.pipeline.set_top(config.monitor.top);
-        let (running, old, new) = (&self.config, &self.config.monitor, &config.monitor);
+        // Against the values that run: those of the start, whatever reloads came between.
+        let (running, old, new) = (&self.started, &self.started.monitor, &config.monitor);
         let restart = [
             ("monitor.iface", old.iface != new.iface),
             ("monitor.ifaces", old.ifaces != new.ifaces),

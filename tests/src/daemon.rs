@@ -28,7 +28,8 @@ pub struct Daemon {
     /// Its stdout, line by line.
     pub stdout: Receiver<String>,
     stderr: Receiver<String>,
-    stderr_seen: Vec<String>,
+    /// Its stderr lines read so far by the waits.
+    pub stderr_seen: Vec<String>,
 }
 
 impl Daemon {

@@ -481,3 +481,170 @@ fn bans_by_hand_survive_a_crash_and_expire_while_stopped() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("no netwatch daemon answers"), "{stderr}");
 }
+
+/// Subjects that slip past the never list or match nothing are refused, each in one line
+/// through `netwatch ban` (issue 30): an IPv4-mapped IPv6 address is the IPv4 address it maps
+/// (so a never-ban network stays never banned, and a ban on it drops the IPv4 source's
+/// frames), special addresses are refused, loose forms are refused, and the flags of the
+/// socket are taken after the action too.
+#[test]
+fn mapped_special_and_loose_ban_subjects_are_refused_or_mapped() {
+    if !privileged("mapped_special_and_loose_ban_subjects_are_refused_or_mapped") {
+        return;
+    }
+    let pair = pair();
+    let dir = ScratchDir::new("nwsubj");
+    let daemon = monitor(
+        &pair,
+        &dir,
+        "[mitigate]\nmode = \"drop\"\nnever = [\"10.203.0.0/16\"]\n",
+    );
+    let refused = |args: &[&str], why: &str| {
+        let output = ban_cli(&pair.monitor, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was taken");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    };
+    // A mapped address of a never-ban network: never banned, as its IPv4 address.
+    refused(&["add", "::ffff:10.203.0.1"], "never banned");
+    // The whole mapped range is 0.0.0.0/0: refused (it overlaps the never list, and is too wide).
+    refused(&["add", "::ffff:0:0/96"], "0.0.0.0/0 is ");
+    for special in [
+        "::",
+        "0.0.0.0",
+        "::1",
+        "127.0.0.1",
+        "ff02::1",
+        "fe80::1",
+        "224.0.0.9",
+    ] {
+        refused(&["add", special], "no attack comes from there");
+    }
+    for loose in [
+        "203.0.113.8 /32",
+        "203.0.113.8/+32",
+        "203.0.113.8/032",
+        "203.0.113.8\t",
+    ] {
+        refused(&["add", loose], "203.0.113.8");
+    }
+    // A mapped address outside the never list is banned as the IPv4 host, and it drops that
+    // source's frames; `list` takes --control after the action.
+    let control = pair.monitor.control_path();
+    let control = control.to_string_lossy();
+    let banned = ok(&ban_cli(
+        &pair.monitor,
+        &["add", "::ffff:10.9.0.7", "--ttl", "60s"],
+    ));
+    assert!(banned.contains("banned 10.9.0.7/32"), "{banned}");
+    let listed = ok(&Command::new(netwatch_bin())
+        .args(["ban", "list", "--control", &control])
+        .output()
+        .unwrap_or_else(|err| panic!("{err}")));
+    assert!(listed.contains("10.9.0.7/32"), "{listed}");
+    let receiver = receive(&pair.monitor, Duration::from_millis(1_500));
+    let ms = Duration::from_millis;
+    assert_eq!(pair.send_paced(udp([10, 9, 0, 7], ms(0), ms(2), 200)), 200);
+    let received = receiver.join().unwrap_or_else(|_| panic!("receiver"));
+    assert!(
+        from(&received, "10.9.0.7").is_empty(),
+        "the mapped ban let frames through"
+    );
+    let records = stop(daemon);
+    assert_eq!(counted(&records).get("10.9.0.7"), Some(&200));
+}
+
+/// A notify script that floods its standard error and leaves a child behind (issue 30): the
+/// daemon's log gets a few escaped lines of it and a count of the rest, each line its own,
+/// and at SIGTERM nothing the script started is left running.
+#[test]
+fn a_flooding_script_is_bounded_and_leaves_nothing_behind() {
+    if !privileged("a_flooding_script_is_bounded_and_leaves_nothing_behind") {
+        return;
+    }
+    let pair = pair();
+    let dir = ScratchDir::new("nwflood");
+    let pids = dir.join("pids");
+    let script = dir.join("flood.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\nsleep 100000 &\necho $! >> {}\n\
+             i=0; while [ $i -lt 20000 ]; do printf 'FLOOD-STDERR-LINE-%07d\\033[2J\\n' $i >&2; i=$((i+1)); done\n\
+             printf 'partial' >&2\n",
+            pids.display()
+        ),
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let mut daemon = monitor(
+        &pair,
+        &dir,
+        &format!(
+            "[mitigate]\nmode = \"dry-run\"\nnotify = [\"{}\"]\n",
+            script.display()
+        ),
+    );
+    ok(&ban_cli(
+        &pair.monitor,
+        &["add", "10.9.0.8", "--ttl", "60s"],
+    ));
+    // The script ran: its child is recorded, its stderr read to the end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        let recorded = fs::read_to_string(&pids).unwrap_or_default();
+        if let Some(pid) = recorded.lines().next() {
+            break pid.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the notify script did not run");
+        thread::sleep(Duration::from_millis(50));
+    };
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        fs::metadata(format!("/proc/{pid}")).is_ok(),
+        "the script's child should run until the daemon stops"
+    );
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}: {stderr:?}");
+    let flood: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("FLOOD-STDERR"))
+        .collect();
+    assert_eq!(flood.len(), 5, "{flood:?}");
+    for line in &flood {
+        assert!(
+            line.contains("notify ") && line.contains(": stderr: FLOOD-STDERR-LINE-"),
+            "{line}"
+        );
+        assert!(
+            line.contains("\\x1b[2J") && !line.contains('\u{1b}'),
+            "{line:?}"
+        );
+    }
+    assert!(
+        stderr.iter().any(|l| l.contains("and 19996 more lines")),
+        "{stderr:?}"
+    );
+    // Nothing glued to the script's partial line.
+    assert!(
+        stderr.iter().all(|l| !l.contains("partialnetwatch")),
+        "{stderr:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let gone = || {
+        fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit(") ")
+                .next()
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
+    };
+    while !gone() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        gone(),
+        "sleep {pid}, started by the notify script, outlived netwatch"
+    );
+}

@@ -260,3 +260,154 @@ fn a_subscriber_that_never_reads_is_dropped_and_delays_nothing() {
         "every interval record"
     );
 }
+
+/// Sends `bytes` on a new connection to the daemon and reads its one-line answer (bounded).
+fn raw_request(path: &std::path::Path, bytes: &[u8]) -> Value {
+    use std::io::{Read as _, Write as _};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(path).unwrap_or_else(|err| panic!("{err}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let line = String::from_utf8_lossy(&answer);
+    serde_json::from_str(line.lines().next().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("{line:?}: {err}"))
+}
+
+/// Hostile local clients (issue 30): 64 clients dripping a byte every 0.3 s without a
+/// newline, each allowed a second from its connection, hold no slot for longer, and
+/// `netwatch status` answers while they drip; a line of 4 KiB or more, or not UTF-8, is told
+/// so; an unknown request's control bytes come back escaped once.
+#[test]
+fn dripping_clients_long_lines_and_bad_bytes_lock_nothing_out() {
+    if !privileged("dripping_clients_long_lines_and_bad_bytes_lock_nothing_out") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let (mut daemon, _) = Daemon::json_monitor(&pair, &[]);
+    let socket = pair.monitor.control_path();
+
+    let drips: Vec<_> = (0..64)
+        .map(|_| {
+            let socket = socket.clone();
+            thread::spawn(move || {
+                use std::io::{Read as _, Write as _};
+                let mut stream = std::os::unix::net::UnixStream::connect(&socket)
+                    .unwrap_or_else(|err| panic!("{err}"));
+                let started = Instant::now();
+                // Drips for 4 s at most, or until the daemon has had enough.
+                while started.elapsed() < Duration::from_secs(4) {
+                    if stream.write_all(b"{").is_err() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(300));
+                }
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(1)))
+                    .unwrap_or_else(|err| panic!("{err}"));
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                answer
+            })
+        })
+        .collect();
+    // While they drip (4 s), status answers: at most a second after they connected.
+    thread::sleep(Duration::from_millis(1_500));
+    let output = run_status(&socket, true);
+    assert!(
+        output.status.success(),
+        "status while 64 clients drip: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for drip in drips {
+        let answer = drip.join().unwrap_or_else(|_| panic!("a drip client"));
+        assert!(
+            answer.contains("no whole request line within 1 s"),
+            "{answer:?}"
+        );
+    }
+
+    let mut long = serde_json::to_vec(&serde_json::json!({
+        "version": control::PROTOCOL_VERSION,
+        "request": "status",
+        "reason": "x".repeat(5_000),
+    }))
+    .unwrap_or_else(|err| panic!("{err}"));
+    long.push(b'\n');
+    let answer = raw_request(&socket, &long);
+    assert_eq!(answer["type"], "error");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("longer than 4096 bytes"),
+        "{answer}"
+    );
+    let answer = raw_request(&socket, b"{\"version\":1,\"request\":\"st\xffatus\"}\n");
+    assert!(
+        answer["error"].as_str().unwrap_or("").contains("not UTF-8"),
+        "{answer}"
+    );
+    let answer = raw_request(&socket, b"{\"version\":1,\"request\":\"\\u001b[2J\"}\n");
+    let error = answer["error"].as_str().unwrap_or("");
+    assert!(error.contains("unknown request \"\\x1b[2J\""), "{error:?}");
+    assert!(
+        !error.contains('\u{1b}') && !error.contains("\\\\"),
+        "{error:?}"
+    );
+
+    let (exit, _, _) = daemon.stop(libc::SIGTERM);
+    assert!(exit.success());
+}
+
+/// At its client limit the daemon says it is busy, and `netwatch status` says so (it said
+/// "no netwatch daemon answers ...: Broken pipe"); a subscriber's stream ends with a line
+/// that tells a daemon stopping from a dropped subscriber.
+#[test]
+fn a_full_daemon_says_it_is_busy_and_a_stopping_one_says_so() {
+    if !privileged("a_full_daemon_says_it_is_busy_and_a_stopping_one_says_so") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let (mut daemon, _) = Daemon::json_monitor(&pair, &[]);
+    let socket = pair.monitor.control_path();
+    let mut subscribers: Vec<_> = (0..64)
+        .map(|_| {
+            let mut reader =
+                control::connect(&socket, "subscribe").unwrap_or_else(|err| panic!("{err}"));
+            let mut hello = String::new();
+            reader
+                .read_line(&mut hello)
+                .unwrap_or_else(|err| panic!("{err}"));
+            assert!(hello.contains("hello"), "{hello}");
+            reader
+        })
+        .collect();
+    let output = run_status(&socket, false);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is busy"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+
+    let last = subscribers.pop().unwrap_or_else(|| panic!("no subscriber"));
+    drop(subscribers);
+    // Room again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !run_status(&socket, true).status.success() {
+        assert!(Instant::now() < deadline, "still busy");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (exit, _, _) = daemon.stop(libc::SIGTERM);
+    assert!(exit.success());
+    last.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let lines: Vec<String> = last.lines().map_while(Result::ok).collect();
+    let end: Value = serde_json::from_str(lines.last().map_or("", String::as_str))
+        .unwrap_or_else(|err| panic!("{lines:?}: {err}"));
+    assert_eq!(end["type"], "stopping", "{lines:?}");
+}

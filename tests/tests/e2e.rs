@@ -558,6 +558,51 @@ fn sighup_reloads_rules_and_refuses_a_bad_file() {
     );
 }
 
+/// A reload is told of a change against what runs, not against a reload before it:
+/// switching a setting that needs a restart (`monitor.interval`, here `monitor.source_map`,
+/// since the tests' daemon takes its interval from a flag) back to the running value says
+/// nothing (it warned that it "takes effect at the next start"); a refused file's NUL and control bytes reach the log
+/// escaped (issue 30).
+#[test]
+fn a_reload_compares_with_what_runs_and_escapes_a_bad_file() {
+    if !privileged("a_reload_compares_with_what_runs_and_escapes_a_bad_file") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let dir = netwatch_tests::ScratchDir::new("nwhup2");
+    let config = dir.join("netwatch.toml");
+    let write = |text: &[u8]| std::fs::write(&config, text).unwrap_or_else(|err| panic!("{err}"));
+    write(b"[monitor]\nsource_map = \"auto\"\n");
+    let (mut daemon, _) = Daemon::json_monitor(&pair, &["--config", &config.to_string_lossy()]);
+    let changed = "monitor.source_map changed";
+    write(b"[monitor]\nsource_map = \"shared\"\n");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_stderr(changed);
+    daemon.wait_stderr("configuration reloaded");
+    let said = daemon.stderr_seen.len();
+    write(b"[monitor]\nsource_map = \"auto\"\n");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_stderr("configuration reloaded");
+    let since: Vec<&String> = daemon.stderr_seen[said..].iter().collect();
+    assert!(
+        since.iter().all(|line| !line.contains(changed)),
+        "back to the running value: {since:?}"
+    );
+    write(b"[monitor]\ninterval = \"1s\x00\x1b[2J\x07\"\n");
+    daemon.signal(libc::SIGHUP);
+    let refused = daemon.wait_stderr("refused");
+    assert!(
+        !refused.contains(['\0', '\u{1b}', '\u{7}']),
+        "raw bytes in the log: {refused:?}"
+    );
+    assert!(
+        refused.contains("\\x1b") || refused.contains("\\u{1b}"),
+        "{refused:?}"
+    );
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+}
+
 /// `config` in a scratch folder of its own, for `--config`.
 fn config_file(prefix: &str, config: &str) -> (netwatch_tests::ScratchDir, String) {
     let dir = netwatch_tests::ScratchDir::new(prefix);

@@ -283,3 +283,48 @@ fn top_with_an_interface_and_no_daemon_watches_it_itself() {
         "top's monitor is gone with it"
     );
 }
+
+/// `top --exit-with-daemon` stays while the daemon is paused (SIGSTOP for longer than a
+/// status takes to fail) and goes on after it resumes, and exits when the daemon stops: a
+/// paused or slow daemon is not a gone one (issue 30).
+#[test]
+fn top_exits_with_the_daemon_not_with_a_pause() {
+    if !privileged("top_exits_with_the_daemon_not_with_a_pause") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let (mut daemon, _) = Daemon::json_monitor_every(&pair, "500ms", &[]);
+    let socket = pair.monitor.control_path();
+    let tmux = Tmux::start(
+        120,
+        30,
+        &format!(
+            "{} top --exit-with-daemon --control {}; echo \"top exited $?\"; sleep 60",
+            netwatch_bin().display(),
+            socket.display()
+        ),
+    );
+    tmux.wait_for("top starts", |screen| screen.contains("netwatch top"));
+    thread::sleep(Duration::from_secs(1));
+    daemon.signal(libc::SIGSTOP);
+    thread::sleep(Duration::from_secs(7));
+    daemon.signal(libc::SIGCONT);
+    // After the pause, top shows what the daemon counts next.
+    pair.send(
+        (0..50)
+            .map(|_| FrameBuilder::ipv4([10, 61, 0, 7]).payload(20).build().bytes)
+            .collect(),
+    );
+    let screen = tmux.wait_for("the source after the pause", |screen| {
+        screen.contains("10.61.0.7") || screen.contains("top exited")
+    });
+    assert!(
+        !screen.contains("top exited"),
+        "top left with a paused daemon: {screen}"
+    );
+    let (status, _, _) = daemon.stop(libc::SIGTERM);
+    assert!(status.success());
+    tmux.wait_for("top exits with the daemon", |screen| {
+        screen.contains("top exited")
+    });
+}

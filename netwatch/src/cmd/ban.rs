@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::{
     cli::{BanAction, BanArgs},
     control::{self, ClientError, PROTOCOL_VERSION, Request},
+    escape::escape_escaped,
     report::escape,
 };
 
@@ -64,7 +65,8 @@ pub fn run(args: BanArgs, out: &mut impl Write) -> Result<(), ClientError> {
         serde_json::from_str(&line).map_err(|_| ClientError::answer(&path, &line))?;
     match answer["type"].as_str() {
         Some("error") => Err(ClientError::Refused(
-            escape(answer["error"].as_str().unwrap_or("?")).into_owned(),
+            // The daemon escaped what it quotes; this only catches what it did not.
+            escape_escaped(answer["error"].as_str().unwrap_or("?")).into_owned(),
         )),
         Some("ban") => {
             let field = |name: &str| escape(answer[name].as_str().unwrap_or("-")).into_owned();

@@ -66,10 +66,9 @@ impl<W: Write> Report<'_, W> {
 /// Checks and prints; fails when anything netwatch needs is missing.
 pub fn run(args: CheckArgs, out: &mut impl Write) -> Result<(), CheckError> {
     let CheckArgs { config, iface } = args;
+    let loaded = Config::load_or_default(config.as_deref())?;
     let ifaces = if iface.is_empty() {
-        Config::load_or_default(config.as_deref())?
-            .monitor
-            .interfaces()
+        loaded.monitor.interfaces()
     } else {
         iface
     };
@@ -87,6 +86,16 @@ pub fn run(args: CheckArgs, out: &mut impl Write) -> Result<(), CheckError> {
     }
     for name in &ifaces {
         interface(&mut report, name)?;
+    }
+    for command in &loaded.mitigate.notify {
+        match crate::notify::check_command(command) {
+            Some(problem) => report.line(Outcome::Fail, "mitigate.notify", &problem)?,
+            None => report.line(
+                Outcome::Ok,
+                "mitigate.notify",
+                &format!("{} can be run", escape(&command.to_string_lossy())),
+            )?,
+        }
     }
     match report.failed {
         0 => Ok(()),

@@ -20,6 +20,7 @@ use crate::{
     config::Config,
     control::{BanCall, Control, ControlServer, ControlSink, InterfaceStatus},
     datapath::{Attachment, Datapath, SampleRing, Snapshot},
+    escape::escape_escaped,
     pipeline::Pipeline,
     report::{
         metrics::{self, Metrics},
@@ -240,8 +241,10 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
                     .and_then(|new| session.apply(new));
                 match applied {
                     Ok(()) => log::info!("SIGHUP: configuration reloaded"),
+                    // A file's bytes may be anything: quoted in the error, escaped here.
                     Err(err) => log::warn!(
-                        "SIGHUP: new configuration refused, the running one stays: {err}"
+                        "SIGHUP: new configuration refused, the running one stays: {}",
+                        escape_escaped(&err.to_string())
                     ),
                 }
             }

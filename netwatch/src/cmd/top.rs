@@ -216,6 +216,10 @@ fn status(path: &Path) -> io::Result<Value> {
 /// What the reading thread says.
 enum Message {
     Record(Value),
+    /// The records ended without the daemon saying it stops: it dropped this subscriber
+    /// (it fell behind, or was paused past the write timeout) and may well go on.
+    Dropped,
+    /// The daemon said it stops.
     Ended,
 }
 
@@ -230,13 +234,23 @@ fn subscribe(path: &Path) -> io::Result<Receiver<Message>> {
         .spawn(move || {
             for line in reader.lines() {
                 let Ok(line) = line else { break };
-                if let Ok(value) = serde_json::from_str::<Value>(&line)
-                    && tx.send(Message::Record(value)).is_err()
-                {
+                let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                // The daemon's last line says why the records end.
+                let message = match value["type"].as_str() {
+                    Some("dropped") => break,
+                    Some("stopping") => {
+                        let _ = tx.send(Message::Ended);
+                        return;
+                    }
+                    _ => Message::Record(value),
+                };
+                if tx.send(message).is_err() {
                     return;
                 }
             }
-            let _ = tx.send(Message::Ended);
+            let _ = tx.send(Message::Dropped);
         })?;
     Ok(rx)
 }
@@ -330,6 +344,17 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
                         model.apply(record);
                         dirty = true;
                     }
+                    Ok(Message::Dropped) => {
+                        // Dropped (a terminal too slow, or the daemon paused), or the daemon
+                        // died without a word: a daemon that still answers goes on, and so
+                        // does top, from the next record.
+                        records = status(&path).ok().and_then(|_| subscribe(&path).ok());
+                        if records.is_none() {
+                            model.gone = true;
+                        }
+                        dirty = true;
+                        break;
+                    }
                     Ok(Message::Ended) | Err(TryRecvError::Disconnected) => {
                         records = None;
                         model.gone = true;
@@ -360,6 +385,9 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
                     }
                     dirty = true;
                 }
+                // A daemon whose subscription is still open is there, only slow to
+                // answer (paused, or busy): gone is what the subscription says.
+                Err(_) if records.is_some() => {}
                 Err(_) => {
                     if !model.gone {
                         model.gone = true;

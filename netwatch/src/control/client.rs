@@ -27,6 +27,14 @@ pub enum ClientError {
         /// What to do, for this command.
         hint: &'static str,
     },
+    /// The daemon serves as many clients as it takes.
+    #[error("the netwatch daemon on {path} is busy: {reason}")]
+    Busy {
+        /// The socket.
+        path: PathBuf,
+        /// What it said (escaped).
+        reason: String,
+    },
     /// The daemon refused the request.
     #[error("refused: {0}")]
     Refused(String),
@@ -54,7 +62,8 @@ impl ClientError {
 }
 
 /// Sends `request` to the daemon at `path` and reads its one-line answer; `hint` says what
-/// to do when no daemon answers.
+/// to do when no daemon answers. A daemon too busy to take the request says so, and that is
+/// [`ClientError::Busy`].
 pub fn ask(path: &Path, request: &Request, hint: &'static str) -> Result<String, ClientError> {
     let mut line = String::new();
     send(path, request)
@@ -64,7 +73,20 @@ pub fn ask(path: &Path, request: &Request, hint: &'static str) -> Result<String,
             source,
             hint,
         })?;
+    if let Some(reason) = busy(&line) {
+        return Err(ClientError::Busy {
+            path: path.to_owned(),
+            reason,
+        });
+    }
     Ok(line)
+}
+
+/// What a `busy` answer says, escaped; `None` for any other line.
+pub fn busy(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    (value["type"] == "busy")
+        .then(|| escape(value["error"].as_str().unwrap_or("busy")).into_owned())
 }
 
 /// The daemon's socket for a client command: `--control` when given, else `monitor.control`
@@ -95,13 +117,22 @@ pub fn connect(path: &Path, request: &str) -> io::Result<BufReader<UnixStream>> 
     )
 }
 
-/// Sends a whole `request` to the daemon at `path`; returns its connection.
+/// Sends a whole `request` to the daemon at `path`; returns its connection. A daemon that
+/// answered and closed before reading the request (one too busy to take it) leaves its
+/// answer to be read all the same.
 pub fn send(path: &Path, request: &Request) -> io::Result<BufReader<UnixStream>> {
     let mut stream = UnixStream::connect(path)?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     // A status comes at once, a ban's answer within the daemon's own bound; a
     // subscription's reader clears this.
     stream.set_read_timeout(Some(BAN_ANSWER_TIMEOUT + Duration::from_secs(1)))?;
-    write_line(&mut stream, request)?;
+    match write_line(&mut stream, request) {
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) => {}
+        other => other?,
+    }
     Ok(BufReader::new(stream))
 }

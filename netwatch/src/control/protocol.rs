@@ -13,12 +13,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     detect::cidr::Cidr,
-    mitigate::{Ban, BanEvent, BanRefusal, MitigateMode},
+    mitigate::{Ban, BanEvent, BanRefusal, MitigateMode, check_ban_ttl},
     report::{self, rfc3339},
 };
 
 /// The protocol's version: the `version` of every request and answer.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Clients served at once (subscribers included); more are answered `busy` and closed.
+pub(super) const MAX_CLIENTS: usize = 64;
+
+/// How long a client has to send its request line.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one write to a subscriber may block before it is given up on.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest request line read.
+pub(super) const MAX_REQUEST: u64 = 4096;
 
 /// A request line.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -40,9 +52,6 @@ pub struct Request {
 
 /// Longest reason of a ban asked for on the socket, in characters.
 pub const MAX_REASON: usize = 200;
-
-/// Longest a ban asked for on the socket may last: a year.
-pub(super) const MAX_BAN_TTL_S: f64 = 366.0 * 86_400.0;
 
 /// How long a ban request waits for the daemon's answer.
 pub(super) const BAN_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -225,6 +234,16 @@ pub struct Status {
     pub subscribers_dropped: u64,
 }
 
+/// The answer of a daemon serving as many clients as it takes: `busy`, which clients tell
+/// apart from every other error (no daemon, a refusal).
+pub(super) fn busy() -> serde_json::Value {
+    serde_json::json!({
+        "version": PROTOCOL_VERSION,
+        "type": "busy",
+        "error": format!("the daemon is busy: it serves {MAX_CLIENTS} clients at once (subscribers, status, bans); try again"),
+    })
+}
+
 pub(super) fn error(reason: &str) -> serde_json::Value {
     serde_json::json!({"version": PROTOCOL_VERSION, "type": "error", "error": reason})
 }
@@ -244,18 +263,17 @@ pub(super) fn ban_op(request: &Request) -> Result<BanOp, String> {
         .subject
         .as_deref()
         .ok_or_else(|| format!("{} needs a subject (ADDR or ADDR/LEN)", request.request))?;
-    let net = subject
-        .parse::<Cidr>()
-        .map_err(|reason| report::escape(&reason).into_owned())?;
+    // Raw in the JSON answer: the client escapes what it prints, once.
+    let net = subject.parse::<Cidr>()?;
     if request.request == "ban_remove" {
         return Ok(BanOp::Remove { net });
     }
     let ttl = match request.ttl_s {
         None => None,
-        Some(seconds) if seconds.is_finite() && (1.0..=MAX_BAN_TTL_S).contains(&seconds) => {
-            Some(Duration::from_secs_f64(seconds))
-        }
-        Some(_) => return Err(String::from("ttl_s must be 1 s to a year")),
+        Some(seconds) => Some(check_ban_ttl(
+            Duration::try_from_secs_f64(seconds)
+                .map_err(|_| format!("ttl_s {seconds} is not a length of time in seconds"))?,
+        )?),
     };
     let reason = match &request.reason {
         Some(reason) if reason.chars().count() > MAX_REASON => {

@@ -3,7 +3,7 @@
 
 use std::{
     fs,
-    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    io::{self, Read as _, Write as _},
     os::unix::{
         fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
         net::{UnixListener, UnixStream},
@@ -18,22 +18,13 @@ use std::{
 };
 
 use super::{
-    protocol::{PROTOCOL_VERSION, Request, ban_op, error, write_line},
+    protocol::{
+        MAX_CLIENTS, MAX_REQUEST, PROTOCOL_VERSION, REQUEST_TIMEOUT, Request, WRITE_TIMEOUT,
+        ban_op, busy, error, write_line,
+    },
     shared::{Control, SUBSCRIBER_QUEUE},
 };
 use crate::report::{self};
-
-/// Clients served at once; more are answered with an error and closed.
-pub(super) const MAX_CLIENTS: usize = 64;
-
-/// How long a client has to send its request line.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How long one write to a subscriber may block before it is given up on.
-pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Longest request line read.
-pub(super) const MAX_REQUEST: u64 = 4096;
 
 /// The listening socket; removed when dropped.
 pub struct ControlServer {
@@ -182,17 +173,18 @@ pub(super) fn accept(listener: &UnixListener, control: &Arc<Control>, stop: &Ato
             thread::sleep(Duration::from_millis(100));
             continue;
         };
+        let connected = Instant::now();
         if control.clients.fetch_add(1, Ordering::Relaxed) >= MAX_CLIENTS {
             control.clients.fetch_sub(1, Ordering::Relaxed);
             let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
-            let _ = write_line(&mut stream, &error("too many clients"));
+            let _ = write_line(&mut stream, &busy());
             continue;
         }
         let shared = Arc::clone(control);
         let spawned = thread::Builder::new()
             .name(String::from("control-client"))
             .spawn(move || {
-                serve(stream, &shared);
+                serve(stream, &shared, connected);
                 shared.clients.fetch_sub(1, Ordering::Relaxed);
             });
         if spawned.is_err() {
@@ -202,19 +194,86 @@ pub(super) fn accept(listener: &UnixListener, control: &Arc<Control>, stop: &Ato
     }
 }
 
-/// One client: its request, then the answer.
-pub(super) fn serve(mut stream: UnixStream, control: &Control) {
-    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut line = String::new();
-    let read = match stream.try_clone() {
-        Ok(reader) => BufReader::new(reader.take(MAX_REQUEST)).read_line(&mut line),
-        Err(err) => Err(err),
-    };
-    if read.is_err() || !line.ends_with('\n') {
-        let _ = write_line(&mut stream, &error("no request line within 1 s"));
-        return;
+/// Why a client's request line was not read.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum LineError {
+    /// Not whole within [`REQUEST_TIMEOUT`] of the connection, whatever trickled in.
+    Late,
+    /// Longer than [`MAX_REQUEST`] bytes.
+    TooLong,
+    /// Not UTF-8.
+    NotText,
+    /// The client closed before its newline, or the read failed.
+    Closed,
+}
+
+impl LineError {
+    fn answer(&self) -> String {
+        match self {
+            Self::Late => format!(
+                "no whole request line within {} s of connecting",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            Self::TooLong => format!("request line longer than {MAX_REQUEST} bytes"),
+            Self::NotText => String::from("the request line is not UTF-8"),
+            Self::Closed => String::from("the connection ended before a whole request line"),
+        }
     }
+}
+
+/// Reads one request line (newline included) from `stream`, which must arrive whole by
+/// `deadline` and within [`MAX_REQUEST`] bytes: the deadline is the connection's, not
+/// restarted by each byte, so that a client dripping bytes holds its slot for a second at
+/// most.
+pub(super) fn read_line(stream: &mut UnixStream, deadline: Instant) -> Result<String, LineError> {
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(LineError::Late);
+        }
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return Err(LineError::Closed);
+        }
+        let read = match stream.read(&mut chunk) {
+            Ok(0) => return Err(LineError::Closed),
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(LineError::Late);
+            }
+            Err(_) => return Err(LineError::Closed),
+        };
+        line.extend_from_slice(&chunk[..read]);
+        if let Some(end) = line.iter().position(|&byte| byte == b'\n') {
+            if end + 1 > MAX_REQUEST as usize {
+                return Err(LineError::TooLong);
+            }
+            line.truncate(end + 1);
+            return String::from_utf8(line).map_err(|_| LineError::NotText);
+        }
+        if line.len() >= MAX_REQUEST as usize {
+            return Err(LineError::TooLong);
+        }
+    }
+}
+
+/// One client: its request, then the answer.
+pub(super) fn serve(mut stream: UnixStream, control: &Control, connected: Instant) {
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let line = match read_line(&mut stream, connected + REQUEST_TIMEOUT) {
+        Ok(line) => line,
+        Err(err) => {
+            let _ = write_line(&mut stream, &error(&err.answer()));
+            return;
+        }
+    };
     let request: Request = match serde_json::from_str(&line) {
         Ok(request) => request,
         Err(err) => {
@@ -249,6 +308,7 @@ pub(super) fn serve(mut stream: UnixStream, control: &Control) {
             }
             // Until the daemon drops this subscriber (it fell behind, or the daemon stops)
             // or the client goes away.
+            let mut gone = false;
             for record in records {
                 if let Err(err) = stream.write_all(&record) {
                     // A client that reads nothing for the write timeout is as far behind as
@@ -263,8 +323,23 @@ pub(super) fn serve(mut stream: UnixStream, control: &Control) {
                             &format!("read nothing for {} s", WRITE_TIMEOUT.as_secs()),
                         );
                     }
+                    gone = true;
                     break;
                 }
+            }
+            // The last line says why the records end: this subscriber was dropped (it may
+            // subscribe again), or the daemon is stopping.
+            if !gone {
+                let last = if counted.load(Ordering::Relaxed) {
+                    serde_json::json!({
+                        "version": PROTOCOL_VERSION,
+                        "type": "dropped",
+                        "reason": format!("this subscriber fell behind (over {SUBSCRIBER_QUEUE} records, or {} s without reading) and was dropped", WRITE_TIMEOUT.as_secs()),
+                    })
+                } else {
+                    serde_json::json!({"version": PROTOCOL_VERSION, "type": "stopping"})
+                };
+                let _ = write_line(&mut stream, &last);
             }
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
@@ -279,10 +354,57 @@ pub(super) fn serve(mut stream: UnixStream, control: &Control) {
             let _ = write_line(
                 &mut stream,
                 &error(&format!(
-                    "unknown request {:?}: status, subscribe, ban_add, ban_remove or ban_list",
+                    "unknown request \"{}\": status, subscribe, ban_add, ban_remove or ban_list",
                     report::escape(other)
                 )),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client dripping a byte at a time, never a newline, is cut at the deadline counted
+    /// from its connection (the timeout restarted with every byte, so it held its slot for
+    /// as long as it dripped).
+    #[test]
+    fn a_dripping_client_is_cut_at_its_deadline() {
+        let (mut daemon_end, mut client) = UnixStream::pair().unwrap();
+        let dripper = thread::spawn(move || {
+            for _ in 0..20 {
+                if client.write_all(b"{").is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_millis(600);
+        assert_eq!(read_line(&mut daemon_end, deadline), Err(LineError::Late));
+        assert!(Instant::now() < deadline + Duration::from_millis(500));
+        drop(daemon_end);
+        dripper.join().unwrap();
+    }
+
+    #[test]
+    fn long_and_binary_lines_are_told_apart() {
+        let far = || Instant::now() + Duration::from_secs(5);
+        let (mut daemon_end, mut client) = UnixStream::pair().unwrap();
+        let mut long = vec![b'x'; MAX_REQUEST as usize];
+        long.push(b'\n');
+        client.write_all(&long).unwrap();
+        assert_eq!(read_line(&mut daemon_end, far()), Err(LineError::TooLong));
+        let (mut daemon_end, mut client) = UnixStream::pair().unwrap();
+        client.write_all(b"{\"request\":\"st\xffatus\"}\n").unwrap();
+        assert_eq!(read_line(&mut daemon_end, far()), Err(LineError::NotText));
+        let (mut daemon_end, mut client) = UnixStream::pair().unwrap();
+        let mut fits = vec![b' '; MAX_REQUEST as usize - 1];
+        fits.push(b'\n');
+        client.write_all(&fits).unwrap();
+        assert_eq!(read_line(&mut daemon_end, far()).map(|l| l.len()), Ok(4096));
+        let (mut daemon_end, client) = UnixStream::pair().unwrap();
+        drop(client);
+        assert_eq!(read_line(&mut daemon_end, far()), Err(LineError::Closed));
     }
 }

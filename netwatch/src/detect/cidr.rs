@@ -61,30 +61,46 @@ impl fmt::Display for Cidr {
 impl FromStr for Cidr {
     type Err = String;
 
-    /// `ADDR/LEN`, or a bare address (a host network). Host bits must be clear, so that a
-    /// typo like `10.0.0.1/8` is caught rather than silently widened.
+    /// `ADDR/LEN`, or a bare address (a host network), strictly: no white space, a length of
+    /// plain decimal digits without a sign or a leading zero. Host bits must be clear, so
+    /// that a typo like `10.0.0.1/8` is caught rather than silently widened. An IPv4-mapped
+    /// IPv6 network (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) is the IPv4 network it maps:
+    /// that is how its packets arrive and are counted, so that is what matches them.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // Escaped here, once: the message goes to logs, terminals and control-socket answers.
+        let shown = crate::escape::escape(text);
         let (addr, len) = match text.split_once('/') {
             Some((addr, len)) => (addr, Some(len)),
             None => (text, None),
         };
         let addr: IpAddr = addr
-            .trim()
             .parse()
-            .map_err(|_| format!("{text:?} is not an IP address or network"))?;
+            .map_err(|_| format!("\"{shown}\" is not an IP address or network"))?;
         let width = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len {
             None => width,
-            Some(len) => len
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|len| *len <= width)
-                .ok_or_else(|| format!("{text:?}: prefix length must be 0 to {width}"))?,
+            Some(len) => {
+                let digits = !len.is_empty()
+                    && len.bytes().all(|b| b.is_ascii_digit())
+                    && (len == "0" || !len.starts_with('0'));
+                digits
+                    .then(|| len.parse::<u8>().ok())
+                    .flatten()
+                    .filter(|len| *len <= width)
+                    .ok_or_else(|| format!("\"{shown}\": prefix length must be 0 to {width}"))?
+            }
         };
         let cidr = Self::of(addr, len);
         if cidr.addr != addr {
-            return Err(format!("{text:?} has host bits set; did you mean {cidr}?"));
+            return Err(format!(
+                "\"{shown}\" has host bits set; did you mean {cidr}?"
+            ));
+        }
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && len >= 96
+        {
+            return Ok(Self::of(IpAddr::V4(v4), len - 96));
         }
         Ok(cidr)
     }
@@ -146,5 +162,46 @@ mod tests {
                 .contains("0 to 32")
         );
         assert!("host.example/24".parse::<Cidr>().is_err());
+    }
+
+    /// No white space, no sign, no leading zero, no empty length: what is not plainly a
+    /// network is refused, not guessed at.
+    #[test]
+    fn loose_forms_are_refused() {
+        for text in [
+            "203.0.113.8 /32",
+            "203.0.113.8/ 32",
+            " 203.0.113.8",
+            "203.0.113.8\t",
+            "203.0.113.8/+32",
+            "203.0.113.8/032",
+            "203.0.113.8/",
+            "203.0.113.8/32/32",
+            "/32",
+        ] {
+            assert!(text.parse::<Cidr>().is_err(), "{text:?} was taken");
+        }
+        assert_eq!(cidr("10.0.0.0/0").prefix_len(), 0);
+        assert_eq!(cidr("0.0.0.0/0").prefix_len(), 0);
+    }
+
+    /// An IPv4-mapped IPv6 network is the IPv4 network it maps, so a never-ban list and the
+    /// kernel's IPv4 tries see it as what it is.
+    #[test]
+    fn ipv4_mapped_networks_are_ipv4() {
+        assert_eq!(cidr("::ffff:10.203.0.1"), cidr("10.203.0.1"));
+        assert_eq!(cidr("::ffff:10.203.0.0/112"), cidr("10.203.0.0/16"));
+        assert_eq!(cidr("::ffff:0:0/96"), cidr("0.0.0.0/0"));
+        // Shorter than the mapped range: an IPv6 network like any other.
+        assert!(cidr("::/64").addr().is_ipv6());
+    }
+
+    /// An outsider's bytes in a refused network are escaped in the message, once.
+    #[test]
+    fn a_refusal_escapes_what_it_quotes_once() {
+        let err = "10.0.0.\u{1b}[2J".parse::<Cidr>().unwrap_err();
+        assert!(!err.contains('\u{1b}'), "{err}");
+        assert!(err.contains("10.0.0.\\x1b[2J"), "{err}");
+        assert!(!err.contains("\\\\"), "{err}");
     }
 }

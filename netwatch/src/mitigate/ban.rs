@@ -238,6 +238,17 @@ pub enum BanRefusal {
         /// The shortest prefix allowed.
         widest: u8,
     },
+    /// An address no traffic worth banning comes from: unspecified, loopback, multicast,
+    /// broadcast or link-local.
+    #[error(
+        "{net} is {what}: no attack comes from there that a ban could stop, and a ban could cut this host off its own network"
+    )]
+    Special {
+        /// The network asked for.
+        net: Cidr,
+        /// Which kind of address it is.
+        what: &'static str,
+    },
     /// The kernel refused the entry.
     #[error("the kernel refused the ban of {net}: {reason}")]
     Kernel {
@@ -246,6 +257,26 @@ pub enum BanRefusal {
         /// What it said.
         reason: String,
     },
+}
+
+/// The kind of special address `net` lies within, if any: unspecified, loopback,
+/// multicast, broadcast or link-local (RFC 1122, RFC 3927, RFC 4291, RFC 5771).
+pub fn special(net: Cidr) -> Option<&'static str> {
+    const SPECIAL: [(&str, &str); 9] = [
+        ("0.0.0.0/8", "unspecified (\"this network\", RFC 1122)"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/4", "multicast"),
+        ("255.255.255.255/32", "the broadcast address"),
+        ("::/128", "the unspecified address"),
+        ("::1/128", "loopback"),
+        ("fe80::/10", "link-local"),
+        ("ff00::/8", "multicast"),
+    ];
+    SPECIAL.iter().find_map(|(range, what)| {
+        let range: Cidr = range.parse().ok()?;
+        (range.contains(net.addr()) && net.prefix_len() >= range.prefix_len()).then_some(*what)
+    })
 }
 
 /// The host network of `addr` (/32 or /128).

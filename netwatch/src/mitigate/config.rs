@@ -12,6 +12,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::{alert::AlertKind, cidr::Cidr};
 
+/// The shortest and the longest a ban by hand may last, the same for `netwatch ban --ttl`
+/// and a control-socket request: a second to a leap year.
+pub const BAN_TTL: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(366 * 86_400);
+
+/// A ban's TTL checked against [`BAN_TTL`], with the one message both ways of asking give.
+pub fn check_ban_ttl(ttl: Duration) -> Result<Duration, String> {
+    if BAN_TTL.contains(&ttl) {
+        Ok(ttl)
+    } else {
+        let asked = if ttl < Duration::from_secs(1) {
+            format!("{ttl:?}")
+        } else {
+            crate::time_text::ttl_text(ttl)
+        };
+        Err(format!(
+            "a ban lasts 1s to 8784h (a leap year); {asked} is out of that"
+        ))
+    }
+}
+
 /// What bans do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -160,8 +181,8 @@ impl MitigateConfig {
                 return invalid(&field("max_ttl"), "must be at least ttl");
             }
         }
-        if self.manual_ttl < Duration::from_secs(1) {
-            return invalid("mitigate.manual_ttl", "must be at least 1s");
+        if let Err(reason) = check_ban_ttl(self.manual_ttl) {
+            return invalid("mitigate.manual_ttl", &reason);
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.notify_timeout) {
             return invalid("mitigate.notify_timeout", "must be 100ms to 10m");

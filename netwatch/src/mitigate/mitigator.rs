@@ -15,7 +15,7 @@ use std::{
 };
 
 use super::{
-    ban::{AlertRef, Ban, BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Origin},
+    ban::{AlertRef, Ban, BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Origin, special},
     config::{BanSubject, MitigateConfig, MitigateMode, WIDEST_V4, WIDEST_V6},
 };
 use crate::{
@@ -308,6 +308,10 @@ impl Mitigator {
         if let Some((never, from)) = self.never_banned(ban.terms.net) {
             let net = ban.terms.net;
             return Err(Box::new((ban, BanRefusal::Never { net, never, from })));
+        }
+        if let Some(what) = special(ban.terms.net) {
+            let net = ban.terms.net;
+            return Err(Box::new((ban, BanRefusal::Special { net, what })));
         }
         let widest = if ban.terms.net.addr().is_ipv4() {
             WIDEST_V4

@@ -6,7 +6,7 @@
 //! allowlist, the local networks, `mitigate.never`) is ever banned, and no more than
 //! `mitigate.max_bans` bans exist at once. Every decision is a [`BanEvent`] that the report
 //! stage writes everywhere an alert goes, and that the notify commands
-//! ([`notify`]) receive.
+//! (`crate::notify`, daemon wiring) receive.
 //!
 //! The kernel side is a [`BanTable`]: this module says which network has which index and
 //! what a match meets, and never touches a map itself. In `dry-run` the kernel counts what it
@@ -21,16 +21,17 @@
 //!   [`BanRefusal`], ...), below the mitigator;
 //! - `mitigator`: the [`Mitigator`], the bans in force and every decision on them, and the
 //!   never-ban list ([`NeverBan`]);
-//! - [`notify`]: the commands told of each ban and unban.
 
 mod ban;
 mod config;
 mod mitigator;
-pub mod notify;
 
 pub use self::{
     ban::{AlertRef, Ban, BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Origin, host},
-    config::{BanRule, BanSubject, MAX_BANS, MitigateConfig, MitigateMode, WIDEST_V4, WIDEST_V6},
+    config::{
+        BAN_TTL, BanRule, BanSubject, MAX_BANS, MitigateConfig, MitigateMode, WIDEST_V4, WIDEST_V6,
+        check_ban_ttl,
+    },
     mitigator::{Mitigator, NeverBan},
 };
 

@@ -224,6 +224,58 @@ fn the_never_ban_list_is_never_banned() {
     assert_eq!(table.action, None);
 }
 
+/// An IPv4-mapped subject is the IPv4 network it maps: refused when the never list holds it
+/// (it slipped past), banned as IPv4 otherwise (a ban of it matched nothing); special
+/// addresses are refused by hand and by a rule alike (issue 30).
+#[test]
+fn mapped_subjects_are_ipv4_and_special_ones_are_refused() {
+    let mut m = mitigator(MitigateMode::Drop, &[net("10.203.0.0/16")], &[]);
+    let mut table = Table::default();
+    assert!(matches!(
+        m.add(net("::ffff:10.203.0.1"), None, None, &mut table, secs(0)),
+        Err(BanRefusal::Never { .. })
+    ));
+    let banned = m
+        .add(net("::ffff:10.9.0.7"), None, None, &mut table, secs(0))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(banned.net, net("10.9.0.7/32"));
+    assert!(
+        table.entries.contains_key(&net("10.9.0.7/32")),
+        "{:?}",
+        table.entries
+    );
+    for special in [
+        "0.0.0.0",
+        "::",
+        "127.0.0.1",
+        "::1",
+        "169.254.1.1",
+        "fe80::1",
+        "224.0.0.9",
+        "ff02::1",
+        "255.255.255.255",
+        "0.0.0.0/8",
+    ] {
+        assert!(
+            matches!(
+                m.add(net(special), None, None, &mut table, secs(0)),
+                Err(BanRefusal::Special { .. })
+            ),
+            "{special}"
+        );
+    }
+    let start = alert(
+        "s1",
+        AlertKind::ThresholdPps,
+        AlertState::Start,
+        source("127.0.0.1"),
+    );
+    let events = m.on_alert("veth0", &start, &mut table, secs(0));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].change, BanChange::Refused, "{events:?}");
+    assert_eq!(table.entries.len(), 1, "{:?}", table.entries);
+}
+
 /// Past `max_bans` a ban is refused and reported; the ones in force stay.
 #[test]
 fn max_bans_refuses_and_reports() {

@@ -19,32 +19,7 @@ pub mod webhook;
 #[cfg(test)]
 mod escape_tests;
 
-/// `text` safe to print on a terminal: control characters (C0, DEL, C1: ESC, BEL, CR, LF,
-/// CSI, ...) and the invisible characters that reorder or hide text (bidirectional overrides
-/// and isolates, zero-width marks) become `\xNN` or `\u{NNNN}`, and a backslash becomes two,
-/// so that nothing a sender puts in a packet can move the cursor, retitle the terminal or
-/// forge a line. Every wire-derived field of every text output goes through it; JSON has its
-/// own escaping.
-pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || c == '\\'
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-    };
-    if !text.chars().any(unsafe_char) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:04x}}}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+pub use crate::escape::escape;
 
 /// What every report line knows besides the interval itself.
 #[derive(Clone, Debug)]

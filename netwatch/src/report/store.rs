@@ -8,7 +8,7 @@ use std::{
     io,
     net::IpAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
         mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
@@ -50,7 +50,14 @@ pub enum Record {
     Ban(BanRecord, SyncSender<()>),
     /// Delete history older than this.
     Prune(Duration),
+    /// Nothing to write: wakes the writer for what [`StoreWriter::send_kept`] left aside.
+    Nudge,
 }
+
+/// Records [`StoreWriter::send_kept`] keeps aside at most for a writer that is behind; past
+/// it one is lost, counted and said (bans are far fewer: it is never reached but by a store
+/// stuck for a long time under a ban storm).
+const KEPT_MAX: usize = 65_536;
 
 /// Records kept in memory at most while the store refuses writes (a full disk, say); past it
 /// the oldest go, counted.
@@ -72,6 +79,9 @@ pub struct SinkCounts {
 /// The handle the pipeline keeps.
 pub struct StoreWriter {
     tx: Option<SyncSender<Record>>,
+    /// Records that may not be dropped, beside the queue so that handing one over never
+    /// waits: the writer takes them before anything else it reads.
+    kept: Arc<Mutex<VecDeque<Record>>>,
     writer: Option<JoinHandle<()>>,
     counts: Arc<SinkCounts>,
 }
@@ -89,26 +99,43 @@ impl StoreWriter {
     pub fn start(mut store: Store, webhooks: Vec<String>) -> io::Result<Self> {
         let (tx, rx) = sync_channel(QUEUE);
         let counts = Arc::new(SinkCounts::default());
-        let shared = Arc::clone(&counts);
+        let kept = Arc::new(Mutex::new(VecDeque::new()));
+        let (shared, aside) = (Arc::clone(&counts), Arc::clone(&kept));
         let writer = thread::Builder::new()
             .name(String::from("store"))
-            .spawn(move || write_all(&mut store, &rx, &webhooks, &shared))?;
+            .spawn(move || write_all(&mut store, &rx, &aside, &webhooks, &shared))?;
         Ok(Self {
             tx: Some(tx),
+            kept,
             writer: Some(writer),
             counts,
         })
     }
 
-    /// Hands a record to the writer, waiting for room in the queue if it must: for the few
-    /// records that may not be dropped (bans).
+    /// Hands a record to the writer without waiting and without dropping it for a full
+    /// queue: for the few records that may not be dropped (bans). It waits aside (at most
+    /// [`KEPT_MAX`]) and the writer takes it before what it reads next.
     pub fn send_kept(&self, record: Record) {
         let Some(tx) = &self.tx else {
             return;
         };
-        if tx.send(record).is_err() {
-            self.counts.failed.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut kept = self
+                .kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if kept.len() >= KEPT_MAX {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "the store is {KEPT_MAX} ban records behind; one was not kept (a restart would not know of it)"
+                );
+                return;
+            }
+            kept.push_back(record);
         }
+        // A writer waiting for records wakes; one that is busy (a full queue) takes the
+        // kept record at its next turn anyway.
+        let _ = tx.try_send(Record::Nudge);
     }
 
     /// Hands a record to the writer without waiting.
@@ -465,7 +492,13 @@ fn list_rows<K>(
     }
 }
 
-fn write_all(store: &mut Store, rx: &Receiver<Record>, webhooks: &[String], counts: &SinkCounts) {
+fn write_all(
+    store: &mut Store,
+    rx: &Receiver<Record>,
+    kept: &Mutex<VecDeque<Record>>,
+    webhooks: &[String],
+    counts: &SinkCounts,
+) {
     let mut waiting: VecDeque<Record> = VecDeque::new();
     let mut outage: Option<(std::time::Instant, u64)> = None;
     loop {
@@ -475,10 +508,16 @@ fn write_all(store: &mut Store, rx: &Receiver<Record>, webhooks: &[String], coun
         } else {
             rx.recv_timeout(Duration::from_secs(1))
         };
+        // What may not be dropped first, then the record read.
+        waiting.extend(
+            kept.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .drain(..),
+        );
         match next {
+            Ok(Record::Nudge) | Err(RecvTimeoutError::Timeout) => {}
             // Oldest first: what waits goes before the new record.
             Ok(record) => waiting.push_back(record),
-            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         while let Some(next) = waiting.front() {
@@ -527,6 +566,11 @@ fn write_all(store: &mut Store, rx: &Receiver<Record>, webhooks: &[String], coun
             .store(waiting.len() as u64, Ordering::Relaxed);
     }
     // Closing: one more try for what waits, then it is counted as lost.
+    waiting.extend(
+        kept.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..),
+    );
     while let Some(next) = waiting.pop_front() {
         if write_one(store, &next, webhooks).is_err() {
             counts
@@ -550,6 +594,7 @@ fn write_one(
         Record::Findings(findings) => store.record_findings(findings, webhooks),
         Record::Ban(record, _) => store.record_ban(record, webhooks),
         Record::Prune(cutoff) => store.prune_history(*cutoff).map(drop),
+        Record::Nudge => Ok(()),
     }
 }
 
@@ -616,5 +661,50 @@ mod tests {
         assert_eq!(rows[0].sources_estimate, Some(90));
         assert_eq!(rows[5].kind, Some("reflected"));
         assert!(slotless_rows(&OverflowBreakdown::default(), 2).is_empty());
+    }
+
+    /// A ban record handed over while the writer is stuck (another process holds the
+    /// database's write lock) and its queue is full: the hand-over returns at once, and the
+    /// record is kept once the store takes writes again (the hand-over blocked until then).
+    #[test]
+    fn a_kept_record_never_waits_for_a_stuck_writer() {
+        let dir = std::env::temp_dir().join(format!("netwatch-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kept.db");
+        let writer = StoreWriter::start(Store::open(&path).unwrap(), Vec::new()).unwrap();
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        // More than the queue holds: the writer is stuck on the first.
+        for _ in 0..QUEUE + 8 {
+            writer.send(Record::Prune(Duration::ZERO));
+        }
+        let writer = Arc::new(writer);
+        let (kept, acknowledged) = sync_channel(1);
+        let handing = {
+            let writer = Arc::clone(&writer);
+            thread::spawn(move || {
+                writer.send_kept(Record::Ban(BanRecord::Note(String::from("{}")), kept));
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !handing.is_finished() && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            handing.is_finished(),
+            "send_kept waited for a writer stuck behind a lock"
+        );
+        assert!(
+            acknowledged.try_recv().is_err(),
+            "kept while the lock is held?"
+        );
+        holder.execute_batch("ROLLBACK").unwrap();
+        drop(holder);
+        acknowledged
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the kept record was written once the lock went");
+        assert_eq!(writer.counts.failed.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -329,7 +329,8 @@ impl Store {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT source, sum(packets), sum(bytes), count(*) FROM interval_sources
+                // One interval is one, however many interfaces saw the source in it.
+                "SELECT source, sum(packets), sum(bytes), count(DISTINCT ts_ms) FROM interval_sources
                  WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY source
                  ORDER BY sum(bytes) DESC, source LIMIT ?3",
             )
@@ -496,6 +497,33 @@ mod tests {
                 .unwrap()
                 .len(),
             3
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// A source seen on two interfaces in the same interval: its packets add up, its
+    /// intervals count once (they counted twice).
+    #[test]
+    fn a_source_on_two_interfaces_is_one_interval() {
+        let (mut store, dir) = store("two-ifaces");
+        for ts_ms in [1_000, 2_000] {
+            for iface in ["eth0", "eth1"] {
+                let row = IntervalRow {
+                    ts_ms,
+                    iface: iface.to_owned(),
+                    ..IntervalRow::default()
+                };
+                let mut seen = source(ts_ms, "192.0.2.9", 4);
+                seen.iface = iface.to_owned();
+                store.record_interval(&row, &[seen]).unwrap();
+            }
+        }
+        let top = store
+            .top_sources(Duration::ZERO, Duration::from_secs(10), 5)
+            .unwrap();
+        assert_eq!(
+            (top[0].source.as_str(), top[0].packets, top[0].intervals),
+            ("192.0.2.9", 16, 2)
         );
         let _ = fs::remove_dir_all(dir);
     }
