@@ -41,8 +41,10 @@ pub struct Notifier {
     pending: Arc<AtomicU64>,
     /// The process groups started, killed at stop if anything of them is left.
     groups: Arc<Groups>,
-    /// Set at stop, past [`DRAIN`]: the events still queued are not run.
+    /// Set at stop, past the drain: the events still queued are not run.
     stopping: Arc<AtomicBool>,
+    /// How long a stop waits for the commands to run what is queued ([`DRAIN`]).
+    drain: Duration,
 }
 
 /// The process groups of the commands run, each led by the command it started.
@@ -141,6 +143,7 @@ impl Notifier {
             pending,
             groups,
             stopping,
+            drain: DRAIN,
         }))
     }
 
@@ -178,15 +181,15 @@ impl Notifier {
         let Some(worker) = self.worker.take() else {
             return;
         };
-        let deadline = Instant::now() + DRAIN;
+        let deadline = Instant::now() + self.drain;
         while !worker.is_finished() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
         }
         if !worker.is_finished() {
             log::warn!(
-                "stopping: {} ban events not handed to the notify commands within {} s",
+                "stopping: {} ban events not handed to the notify commands within {:.0} s",
                 self.pending.load(Ordering::Relaxed),
-                DRAIN.as_secs()
+                self.drain.as_secs_f64()
             );
             self.stopping.store(true, Ordering::Relaxed);
         }
@@ -521,6 +524,48 @@ mod tests {
             thread::sleep(Duration::from_millis(20));
         }
         assert!(!running(&pid), "sleep {pid} outlived the notifier");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A command that hangs past the stop's drain (its timeout far away): killed, group and
+    /// all, when netwatch stops, and the stop does not wait for its timeout.
+    #[test]
+    fn a_hanging_command_is_killed_at_stop() {
+        let dir =
+            std::env::temp_dir().join(format!("netwatch-notify-hang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pids = dir.join("pids");
+        let hang = script(
+            &dir,
+            "hang",
+            &format!("echo $$ >> {}\nexec sleep 100000", pids.display()),
+        );
+        let mut notifier = Notifier::start(vec![hang], Duration::from_secs(600))
+            .unwrap()
+            .unwrap();
+        notifier.drain = Duration::from_millis(300);
+        notifier.send(b"{\"action\":\"ban\",\"subject\":\"10.0.0.3/32\"}\n");
+        notifier.send(b"{\"action\":\"unban\",\"subject\":\"10.0.0.3/32\"}\n");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&pids).map_or(true, |p| p.is_empty())
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let pid = std::fs::read_to_string(&pids).unwrap().trim().to_owned();
+        let stopped = Instant::now();
+        notifier.stop();
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "the stop waited for the command's timeout"
+        );
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while running(&pid) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!running(&pid), "the hanging command {pid} outlived the notifier");
+        // The second event was not run after the stop.
+        assert_eq!(std::fs::read_to_string(&pids).unwrap().lines().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

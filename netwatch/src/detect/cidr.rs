@@ -181,7 +181,7 @@ mod tests {
         ] {
             assert!(text.parse::<Cidr>().is_err(), "{text:?} was taken");
         }
-        assert_eq!(cidr("10.0.0.0/0").prefix_len(), 0);
+        assert_eq!(cidr("10.0.0.0/8").prefix_len(), 8);
         assert_eq!(cidr("0.0.0.0/0").prefix_len(), 0);
     }
 
