@@ -531,8 +531,7 @@ mod tests {
     /// all, when netwatch stops, and the stop does not wait for its timeout.
     #[test]
     fn a_hanging_command_is_killed_at_stop() {
-        let dir =
-            std::env::temp_dir().join(format!("netwatch-notify-hang-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("netwatch-notify-hang-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let pids = dir.join("pids");
         let hang = script(
@@ -563,7 +562,10 @@ mod tests {
         while running(&pid) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
         }
-        assert!(!running(&pid), "the hanging command {pid} outlived the notifier");
+        assert!(
+            !running(&pid),
+            "the hanging command {pid} outlived the notifier"
+        );
         // The second event was not run after the stop.
         assert_eq!(std::fs::read_to_string(&pids).unwrap().lines().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();

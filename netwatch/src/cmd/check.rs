@@ -309,3 +309,58 @@ fn driver_of(name: &str) -> Option<String> {
     let driver = String::from_utf8_lossy(&info.driver[..end]).into_owned();
     (!driver.is_empty()).then(|| escape(&driver).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A notify command that cannot be run fails `netwatch check -c` with one line naming it;
+    /// one that can is an `ok` line (issue 30).
+    #[test]
+    fn a_notify_command_that_cannot_run_fails_the_check() {
+        let dir = std::env::temp_dir().join(format!("netwatch-check-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.sh");
+        fs::write(&good, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&good, fs::Permissions::from_mode(0o755)).unwrap();
+        let plain = dir.join("plain.sh");
+        fs::write(&plain, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&plain, fs::Permissions::from_mode(0o644)).unwrap();
+        let config = dir.join("netwatch.toml");
+        fs::write(
+            &config,
+            format!(
+                "[mitigate]\nmode = \"dry-run\"\nnotify = [\"{}\", \"{}\"]\n",
+                good.display(),
+                plain.display()
+            ),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let result = run(
+            CheckArgs {
+                config: Some(config),
+                iface: Vec::new(),
+            },
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(matches!(result, Err(CheckError::Failed(_))), "{text}");
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("mitigate.notify"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with("ok") && lines[0].contains("good.sh"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("FAIL") && lines[1].contains("not executable"),
+            "{text}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
