@@ -2,7 +2,7 @@
 //! ([`LoadOptions`], [`SourceMap`]) and [`Datapath::load`], which creates the maps, verifies
 //! the programs, has the kernel fill the queue of free slots and maps the arrays into this
 //! process; a verifier's rejection or a missing privilege becomes a readable error. The
-//! benchmarks' programs ([`BenchPrograms`](super::BenchPrograms)) load through the same
+//! benchmarks' programs (`BenchPrograms`, feature `bench`) load through the same
 //! [`load_object`].
 
 use std::{io, os::fd::AsFd as _};
@@ -39,6 +39,8 @@ use super::{
 /// The compiled XDP programs, embedded at build time by `build.rs`.
 static NETWATCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netwatch-xdp"));
+/// The benchmarks' programs, with the feature `bench` only.
+#[cfg(feature = "bench")]
 pub(super) static NOOP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/noop-xdp"));
 

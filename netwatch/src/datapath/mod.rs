@@ -24,13 +24,14 @@
 //! - `slots`, `overflow`, `destinations`: the memory-mapped arrays of the sources, of the
 //!   traffic without a slot and of the local hosts, and how they are read;
 //! - `batch`: `BPF_MAP_DELETE_BATCH`, for the addresses of reclaimed sources;
-//! - `bench`: the benchmarks' own programs ([`BenchPrograms`]);
+//! - `bench`: the benchmarks' own programs (`BenchPrograms`), with the feature `bench` only;
 //! - `error`: [`DatapathError`];
 //! - [`netlink`]: an interface's state and XDP attachment, and its driver's XDP features.
 
 mod attach;
 mod bans;
 mod batch;
+#[cfg(feature = "bench")]
 mod bench;
 mod destinations;
 mod error;
@@ -46,10 +47,11 @@ mod source_map;
 mod sums;
 mod test_run;
 
+#[cfg(feature = "bench")]
+pub use self::bench::{Baseline, BenchPrograms, LiveFrames};
 pub use self::{
     attach::{AttachMode, AttachedMode, Attachment, ReplacedProgram},
     bans::{BanAction, ban_counters},
-    bench::{Baseline, BenchPrograms, LiveFrames},
     destinations::DestinationReading,
     error::DatapathError,
     handle::{Datapath, Reclaim},
