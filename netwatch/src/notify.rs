@@ -47,31 +47,50 @@ pub struct Notifier {
     drain: Duration,
 }
 
-/// The process groups of the commands run, each led by the command it started.
+/// The process groups of the commands run, each led by the command it started; once
+/// [`Groups::kill_all`] has run, no command starts any more.
 #[derive(Debug, Default)]
-struct Groups(Mutex<Vec<i32>>);
+struct Groups(Mutex<GroupList>);
+
+#[derive(Debug, Default)]
+struct GroupList {
+    groups: Vec<i32>,
+    stopped: bool,
+}
 
 impl Groups {
-    /// Keeps `group`, forgetting those with no process left.
-    fn add(&self, group: i32) {
-        let mut groups = self
-            .0
+    fn lock(&self) -> std::sync::MutexGuard<'_, GroupList> {
+        self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        groups.retain(|&group| alive(group));
-        groups.push(group);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Kills every group that still has a process; returns how many.
+    /// Starts `command` in a process group of its own and keeps the group, forgetting those
+    /// with no process left; under the lock, so that a stop cannot fall between the start
+    /// and the keeping. Refused once the groups were killed.
+    fn spawn(&self, command: &mut Command) -> io::Result<std::process::Child> {
+        let mut list = self.lock();
+        if list.stopped {
+            return Err(io::Error::other("netwatch is stopping"));
+        }
+        let child = command.process_group(0).spawn()?;
+        list.groups.retain(|&group| alive(group));
+        if let Ok(group) = i32::try_from(child.id()) {
+            list.groups.push(group);
+        }
+        Ok(child)
+    }
+
+    /// Kills every group that still has a process, and lets no command start after;
+    /// returns how many groups it killed.
     fn kill_all(&self) -> usize {
-        let groups = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        groups
+        let mut list = self.lock();
+        list.stopped = true;
+        list.groups
             .iter()
-            .filter(|&&group| alive(group))
-            // SAFETY: a signal to a process group this process started.
+            .filter(|&&group| alive(group) && ours(group))
+            // SAFETY: a signal to a process group this process started, whose number no
+            // other process has taken (see `ours`).
             .filter(|&&group| unsafe { libc::kill(-group, libc::SIGKILL) } == 0)
             .count()
     }
@@ -81,6 +100,21 @@ impl Groups {
 fn alive(group: i32) -> bool {
     // SAFETY: signal 0 sends nothing.
     unsafe { libc::kill(-group, 0) == 0 }
+}
+
+/// Whether `group` is still the group a command of ours leads or led: its leader is our
+/// child, or gone (its children live on in the group). A process of that number whose
+/// parent is someone else took the number after our leader was reaped: not ours to kill.
+fn ours(group: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{group}/stat")) else {
+        return true;
+    };
+    // Fields after the command name's closing parenthesis: state, then the parent's pid.
+    let parent = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|ppid| ppid.parse::<u32>().ok());
+    parent == Some(std::process::id())
 }
 
 /// Why a notify command cannot be run, checked at start and at reload; `None` when it can.
@@ -152,10 +186,14 @@ impl Notifier {
         let Some(tx) = &self.tx else {
             return;
         };
-        match tx.try_send(Arc::from(line)) {
-            Ok(()) => {
-                self.pending.fetch_add(1, Ordering::Relaxed);
-            }
+        // Counted before the worker can take it, so that its count never goes below zero.
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let sent = tx.try_send(Arc::from(line));
+        if sent.is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
+            Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
@@ -230,6 +268,9 @@ fn work(
         }
         let what = summary(&line);
         for (command, failing) in commands.iter().zip(failing.iter_mut()) {
+            if stopping.load(Ordering::Relaxed) {
+                return;
+            }
             let ran = run(command, &line, timeout, groups);
             match &ran {
                 Ok(Ended::Exited(status)) if status.success() => {
@@ -264,15 +305,12 @@ enum Ended {
 
 fn run(command: &Path, line: &[u8], timeout: Duration, groups: &Groups) -> io::Result<Ended> {
     // A group of its own, so that a timeout kills what it started too.
-    let mut child = Command::new(command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
-    if let Ok(group) = i32::try_from(child.id()) {
-        groups.add(group);
-    }
+    let mut child = groups.spawn(
+        Command::new(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )?;
     if let Some(stderr) = child.stderr.take() {
         let name = escape(&command.to_string_lossy()).into_owned();
         // Read to its end whatever happens, so that the command never blocks on a full pipe;
@@ -304,25 +342,19 @@ fn run(command: &Path, line: &[u8], timeout: Duration, groups: &Groups) -> io::R
     }
 }
 
-/// Logs a command's standard error: its first [`STDERR_LINES`] lines, each cut at
-/// [`STDERR_LINE_BYTES`] bytes and escaped, as `notify COMMAND: stderr: LINE`; then how much
-/// more there was.
+/// Logs a command's standard error as it comes: its first [`STDERR_LINES`] lines, each cut
+/// at [`STDERR_LINE_BYTES`] bytes and escaped, as `notify COMMAND: stderr: LINE`; at its end,
+/// how much more there was.
 fn log_stderr(command: &str, stderr: ChildStderr) {
-    for line in stderr_lines(BufReader::new(stderr)).lines {
+    stderr_lines(BufReader::new(stderr), |line| {
         log::warn!("notify {command}: stderr: {line}");
-    }
+    });
 }
 
-/// What of a standard error reaches the log.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct StderrLines {
-    /// The lines to log, escaped, the last one saying what was left out.
-    lines: Vec<String>,
-}
-
-fn stderr_lines(mut reader: impl io::BufRead) -> StderrLines {
-    let mut lines = Vec::new();
-    let (mut more_lines, mut more_bytes) = (0u64, 0u64);
+/// Hands `log` the lines of a standard error that reach the log, escaped, as they are read,
+/// then, at the end, a line saying what was left out.
+fn stderr_lines(mut reader: impl io::BufRead, mut log: impl FnMut(&str)) {
+    let (mut logged, mut more_lines, mut more_bytes) = (0usize, 0u64, 0u64);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -357,25 +389,25 @@ fn stderr_lines(mut reader: impl io::BufRead) -> StderrLines {
                 }
             }
         }
-        if lines.len() < STDERR_LINES {
+        if logged < STDERR_LINES {
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\n', '\r']);
             let mut shown = escape(text).into_owned();
             if cut > 0 {
                 shown.push_str(&format!(" ... ({cut} more bytes of this line)"));
             }
-            lines.push(shown);
+            log(&shown);
+            logged += 1;
         } else {
             more_lines += 1;
             more_bytes += line.len() as u64 + cut;
         }
     }
     if more_lines > 0 {
-        lines.push(format!(
+        log(&format!(
             "... and {more_lines} more lines ({more_bytes} bytes) not logged"
         ));
     }
-    StderrLines { lines }
 }
 
 /// `ban 10.0.0.2/32`, from an event's JSON line, for the log.
@@ -467,7 +499,8 @@ mod tests {
             input.extend_from_slice(format!("FLOOD-STDERR-LINE-{n:07}\n").as_bytes());
         }
         input.extend_from_slice(b"a last partial line without newline");
-        let lines = stderr_lines(io::Cursor::new(&input)).lines;
+        let mut lines = Vec::new();
+        stderr_lines(io::Cursor::new(&input), |line| lines.push(line.to_owned()));
         assert_eq!(lines.len(), STDERR_LINES + 1, "{lines:?}");
         assert_eq!(lines[0], "first \\x1b[2J line");
         assert!(

@@ -271,6 +271,11 @@ impl Session {
         Ok(session)
     }
 
+    /// The notify commands in use: those of the start (they change at a restart only).
+    pub fn notify_commands(&self) -> &[std::path::PathBuf] {
+        &self.started.mitigate.notify
+    }
+
     /// Acts on the alerts reported since the last call (mitigation), and once an interval
     /// (`tick`) reads the bans' counts and ends those whose time is up.
     pub fn act(&mut self, tick: bool) -> Result<(), SessionError> {
@@ -354,11 +359,6 @@ impl Session {
         for (field, changed) in mitigate_restart {
             if changed {
                 log::warn!("SIGHUP: {field} changed; it takes effect at the next start");
-            }
-        }
-        for command in &new_mitigate.notify {
-            if let Some(problem) = crate::notify::check_command(command) {
-                log::warn!("SIGHUP: {problem}");
             }
         }
         if !self.ban_room {

@@ -363,9 +363,10 @@ fn dripping_clients_long_lines_and_bad_bytes_lock_nothing_out() {
     assert!(exit.success());
 }
 
-/// At its client limit the daemon says it is busy, and `netwatch status` says so (it said
-/// "no netwatch daemon answers ...: Broken pipe"); a subscriber's stream ends with a line
-/// that tells a daemon stopping from a dropped subscriber.
+/// At its limits the daemon says it is busy, and `netwatch status` says so (it said "no
+/// netwatch daemon answers ...: Broken pipe"); subscribers cannot take the room `status` and
+/// `ban` need; a subscriber's stream ends with a line that tells a daemon stopping from a
+/// dropped subscriber.
 #[test]
 fn a_full_daemon_says_it_is_busy_and_a_stopping_one_says_so() {
     if !privileged("a_full_daemon_says_it_is_busy_and_a_stopping_one_says_so") {
@@ -374,16 +375,34 @@ fn a_full_daemon_says_it_is_busy_and_a_stopping_one_says_so() {
     let pair = VethPair::new(true);
     let (mut daemon, _) = Daemon::json_monitor(&pair, &[]);
     let socket = pair.monitor.control_path();
-    let mut subscribers: Vec<_> = (0..64)
+    let subscribe = || {
+        let mut reader =
+            control::connect(&socket, "subscribe").unwrap_or_else(|err| panic!("{err}"));
+        let mut first = String::new();
+        reader
+            .read_line(&mut first)
+            .unwrap_or_else(|err| panic!("{err}"));
+        (reader, first)
+    };
+    // 56 subscribers; the 57th is told the daemon is busy, and status still answers.
+    let mut subscribers: Vec<_> = (0..56)
         .map(|_| {
-            let mut reader =
-                control::connect(&socket, "subscribe").unwrap_or_else(|err| panic!("{err}"));
-            let mut hello = String::new();
+            let (reader, hello) = subscribe();
+            assert!(hello.contains("\"hello\""), "{hello}");
             reader
-                .read_line(&mut hello)
-                .unwrap_or_else(|err| panic!("{err}"));
-            assert!(hello.contains("hello"), "{hello}");
-            reader
+        })
+        .collect();
+    let (_, refused) = subscribe();
+    assert!(
+        refused.contains("\"busy\"") && refused.contains("56 subscribers"),
+        "{refused}"
+    );
+    assert!(run_status(&socket, true).status.success());
+    // The last 8 slots taken by clients that have not sent their line yet (each may hold
+    // its slot for a second): status is told the daemon is busy, in one line.
+    let holders: Vec<_> = (0..8)
+        .map(|_| {
+            std::os::unix::net::UnixStream::connect(&socket).unwrap_or_else(|err| panic!("{err}"))
         })
         .collect();
     let output = run_status(&socket, false);
@@ -392,6 +411,7 @@ fn a_full_daemon_says_it_is_busy_and_a_stopping_one_says_so() {
     assert!(stderr.contains("is busy"), "{stderr}");
     assert!(!stderr.contains("Broken pipe"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    drop(holders);
 
     let last = subscribers.pop().unwrap_or_else(|| panic!("no subscriber"));
     drop(subscribers);

@@ -226,7 +226,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
                 if reloading.is_some() {
                     log::warn!("SIGHUP: the configuration is still being read for the previous one; this one is ignored");
                 } else {
-                    reloading = read_in_background(&flags, &webhooks);
+                    reloading = read_in_background(&flags, &webhooks, session.notify_commands());
                 }
             }
             read = async {
@@ -382,9 +382,10 @@ fn ifindex_of(iface: &str) -> Option<u32> {
 fn read_in_background(
     flags: &PipelineArgs,
     webhooks: &[String],
+    notify: &[std::path::PathBuf],
 ) -> Option<oneshot::Receiver<Result<Config, SessionError>>> {
     let (tx, rx) = oneshot::channel();
-    let (flags, webhooks) = (flags.clone(), webhooks.to_vec());
+    let (flags, webhooks, notify) = (flags.clone(), webhooks.to_vec(), notify.to_vec());
     let started = std::thread::Builder::new()
         .name(String::from("reload"))
         .spawn(move || {
@@ -395,6 +396,20 @@ fn read_in_background(
                     Ok(config)
                 })
                 .map_err(SessionError::from);
+            // The notify commands in use (they change at a restart only) and those the new
+            // file names, looked at here, off the collection: a hung filesystem delays this
+            // thread only.
+            let named = read
+                .as_ref()
+                .map_or(&[][..], |config| &config.mitigate.notify[..]);
+            let mut checked = std::collections::BTreeSet::new();
+            for command in notify.iter().chain(named) {
+                if checked.insert(command.clone())
+                    && let Some(problem) = crate::notify::check_command(command)
+                {
+                    log::warn!("SIGHUP: {problem}");
+                }
+            }
             // The daemon may have stopped meanwhile: nobody to tell.
             let _ = tx.send(read);
         });

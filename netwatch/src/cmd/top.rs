@@ -225,7 +225,14 @@ enum Message {
 
 /// Subscribes; the records arrive on the receiver, then [`Message::Ended`].
 fn subscribe(path: &Path) -> io::Result<Receiver<Message>> {
-    let reader = control::connect(path, "subscribe")?;
+    let mut reader = control::connect(path, "subscribe")?;
+    // The hello, or why not (a daemon at its client limit says it is busy): taken as no
+    // subscription, tried again at the next status rather than at once.
+    let mut hello = String::new();
+    reader.read_line(&mut hello)?;
+    if let Some(busy) = control::busy(&hello) {
+        return Err(io::Error::other(busy));
+    }
     // Records come once an interval, however long that is.
     reader.get_ref().set_read_timeout(None)?;
     let (tx, rx) = mpsc::channel();
@@ -348,8 +355,11 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
                         // Dropped (a terminal too slow, or the daemon paused), or the daemon
                         // died without a word: a daemon that still answers goes on, and so
                         // does top, from the next record.
-                        records = status(&path).ok().and_then(|_| subscribe(&path).ok());
-                        if records.is_none() {
+                        // A daemon that answers but takes no subscriber now (busy) is tried
+                        // again at the next status, not gone.
+                        let answers = status(&path).is_ok();
+                        records = answers.then(|| subscribe(&path).ok()).flatten();
+                        if !answers {
                             model.gone = true;
                         }
                         dirty = true;

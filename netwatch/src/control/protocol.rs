@@ -20,6 +20,9 @@ use crate::{
 /// The protocol's version: the `version` of every request and answer.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Subscribers at once: fewer than the clients, so that `status` and `ban` always find room.
+pub(super) const MAX_SUBSCRIBERS: usize = MAX_CLIENTS - 8;
+
 /// Clients served at once (subscribers included); more are answered `busy` and closed.
 pub(super) const MAX_CLIENTS: usize = 64;
 
@@ -234,14 +237,26 @@ pub struct Status {
     pub subscribers_dropped: u64,
 }
 
-/// The answer of a daemon serving as many clients as it takes: `busy`, which clients tell
-/// apart from every other error (no daemon, a refusal).
-pub(super) fn busy() -> serde_json::Value {
+/// The answer of a daemon serving as many clients (or subscribers) as it takes: `busy`,
+/// which clients tell apart from every other error (no daemon, a refusal).
+pub(super) fn busy(why: &str) -> serde_json::Value {
     serde_json::json!({
         "version": PROTOCOL_VERSION,
         "type": "busy",
-        "error": format!("the daemon is busy: it serves {MAX_CLIENTS} clients at once (subscribers, status, bans); try again"),
+        "error": format!("the daemon is busy: {why}; try again"),
     })
+}
+
+/// Why [`busy`]: at the client limit.
+pub(super) fn too_many_clients() -> String {
+    format!("it serves {MAX_CLIENTS} clients at once (subscribers, status, bans)")
+}
+
+/// Why [`busy`]: at the subscriber limit.
+pub(super) fn too_many_subscribers() -> String {
+    format!(
+        "it has {MAX_SUBSCRIBERS} subscribers, the most it takes (status and ban still have room)"
+    )
 }
 
 pub(super) fn error(reason: &str) -> serde_json::Value {

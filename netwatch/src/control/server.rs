@@ -19,8 +19,8 @@ use std::{
 
 use super::{
     protocol::{
-        MAX_CLIENTS, MAX_REQUEST, PROTOCOL_VERSION, REQUEST_TIMEOUT, Request, WRITE_TIMEOUT,
-        ban_op, busy, error, write_line,
+        MAX_CLIENTS, MAX_REQUEST, MAX_SUBSCRIBERS, PROTOCOL_VERSION, REQUEST_TIMEOUT, Request,
+        WRITE_TIMEOUT, ban_op, busy, error, too_many_clients, too_many_subscribers, write_line,
     },
     shared::{Control, SUBSCRIBER_QUEUE},
 };
@@ -177,7 +177,7 @@ pub(super) fn accept(listener: &UnixListener, control: &Arc<Control>, stop: &Ato
         if control.clients.fetch_add(1, Ordering::Relaxed) >= MAX_CLIENTS {
             control.clients.fetch_sub(1, Ordering::Relaxed);
             let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
-            let _ = write_line(&mut stream, &busy());
+            let _ = write_line(&mut stream, &busy(&too_many_clients()));
             continue;
         }
         let shared = Arc::clone(control);
@@ -296,6 +296,10 @@ pub(super) fn serve(mut stream: UnixStream, control: &Control, connected: Instan
             let _ = write_line(&mut stream, &control.status());
         }
         "subscribe" => {
+            if control.subscribers() >= MAX_SUBSCRIBERS {
+                let _ = write_line(&mut stream, &busy(&too_many_subscribers()));
+                return;
+            }
             let (records, counted) = control.subscribe();
             let hello = serde_json::json!({
                 "version": PROTOCOL_VERSION,

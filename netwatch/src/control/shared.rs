@@ -158,6 +158,11 @@ impl Control {
         status
     }
 
+    /// Subscribers now.
+    pub(super) fn subscribers(&self) -> usize {
+        lock(&self.subscribers).len()
+    }
+
     fn has_subscribers(&self) -> bool {
         !lock(&self.subscribers).is_empty()
     }

@@ -78,10 +78,14 @@ pub struct SinkCounts {
 
 /// The handle the pipeline keeps.
 pub struct StoreWriter {
-    tx: Option<SyncSender<Record>>,
+    /// Each record with its turn, so that the writer keeps the order the records were
+    /// handed over in, kept ones included.
+    tx: Option<SyncSender<(u64, Record)>>,
     /// Records that may not be dropped, beside the queue so that handing one over never
-    /// waits: the writer takes them before anything else it reads.
-    kept: Arc<Mutex<VecDeque<Record>>>,
+    /// waits: the writer takes each in its turn.
+    kept: Arc<Mutex<VecDeque<(u64, Record)>>>,
+    /// The next turn.
+    turn: AtomicU64,
     writer: Option<JoinHandle<()>>,
     counts: Arc<SinkCounts>,
 }
@@ -107,6 +111,7 @@ impl StoreWriter {
         Ok(Self {
             tx: Some(tx),
             kept,
+            turn: AtomicU64::new(0),
             writer: Some(writer),
             counts,
         })
@@ -131,11 +136,12 @@ impl StoreWriter {
                 );
                 return;
             }
-            kept.push_back(record);
+            kept.push_back((self.turn.fetch_add(1, Ordering::Relaxed), record));
         }
         // A writer waiting for records wakes; one that is busy (a full queue) takes the
-        // kept record at its next turn anyway.
-        let _ = tx.try_send(Record::Nudge);
+        // kept record at its turn anyway: at the first record read after it, or when the
+        // queue is empty.
+        let _ = tx.try_send((self.turn.fetch_add(1, Ordering::Relaxed), Record::Nudge));
     }
 
     /// Hands a record to the writer without waiting.
@@ -143,7 +149,7 @@ impl StoreWriter {
         let Some(tx) = &self.tx else {
             return;
         };
-        match tx.try_send(record) {
+        match tx.try_send((self.turn.fetch_add(1, Ordering::Relaxed), record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let dropped = self.counts.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -494,8 +500,8 @@ fn list_rows<K>(
 
 fn write_all(
     store: &mut Store,
-    rx: &Receiver<Record>,
-    kept: &Mutex<VecDeque<Record>>,
+    rx: &Receiver<(u64, Record)>,
+    kept: &Mutex<VecDeque<(u64, Record)>>,
     webhooks: &[String],
     counts: &SinkCounts,
 ) {
@@ -503,21 +509,37 @@ fn write_all(
     let mut outage: Option<(std::time::Instant, u64)> = None;
     loop {
         // While records wait, the store is tried again every second, new records or not.
-        let next = if waiting.is_empty() {
+        // A kept record whose wake-up found the queue full is taken within a second too.
+        let idle = waiting.is_empty()
+            && kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty();
+        let next = if idle {
             rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
         } else {
             rx.recv_timeout(Duration::from_secs(1))
         };
-        // What may not be dropped first, then the record read.
-        waiting.extend(
-            kept.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .drain(..),
-        );
+        // The kept records whose turn came before the record read go first (all of them when
+        // nothing was read: whatever came before them was read already, records being handed
+        // over from one thread); oldest first, what waits goes before the new record.
+        let before = match &next {
+            Ok((turn, _)) => *turn,
+            Err(_) => u64::MAX,
+        };
+        {
+            let mut kept = kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while kept.front().is_some_and(|(turn, _)| *turn < before) {
+                if let Some((_, record)) = kept.pop_front() {
+                    waiting.push_back(record);
+                }
+            }
+        }
         match next {
-            Ok(Record::Nudge) | Err(RecvTimeoutError::Timeout) => {}
-            // Oldest first: what waits goes before the new record.
-            Ok(record) => waiting.push_back(record),
+            Ok((_, Record::Nudge)) | Err(RecvTimeoutError::Timeout) => {}
+            Ok((_, record)) => waiting.push_back(record),
             Err(RecvTimeoutError::Disconnected) => break,
         }
         while let Some(next) = waiting.front() {
@@ -554,8 +576,16 @@ fn write_all(
                 );
                 outage = None;
             } else {
+                // The oldest go, but never a ban record: those are bounded on their own
+                // (KEPT_MAX), and a restart must know every ban.
                 while waiting.len() > RETRY {
-                    waiting.pop_front();
+                    let Some(oldest) = waiting
+                        .iter()
+                        .position(|record| !matches!(record, Record::Ban(..)))
+                    else {
+                        break;
+                    };
+                    waiting.remove(oldest);
                     *lost += 1;
                     counts.failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -569,7 +599,8 @@ fn write_all(
     waiting.extend(
         kept.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .drain(..),
+            .drain(..)
+            .map(|(_, record)| record),
     );
     while let Some(next) = waiting.pop_front() {
         if write_one(store, &next, webhooks).is_err() {
@@ -705,6 +736,57 @@ mod tests {
             .recv_timeout(Duration::from_secs(60))
             .expect("the kept record was written once the lock went");
         assert_eq!(writer.counts.failed.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A ban handed over aside is kept after the alert handed over before it (the webhooks
+    /// get them in that order), however the writer was doing.
+    #[test]
+    fn a_kept_record_keeps_its_turn() {
+        let dir = std::env::temp_dir().join(format!("netwatch-turn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("turn.db");
+        let writer =
+            StoreWriter::start(Store::open(&path).unwrap(), vec![String::from("http://a/")])
+                .unwrap();
+        for round in 0..50 {
+            writer.send(Record::Findings(vec![FindingRow {
+                ts_ms: round,
+                kind_of_record: "alert",
+                kind: String::from("threshold_pps"),
+                subject: String::from("10.0.0.1"),
+                record: format!("{{\"alert\":{round}}}"),
+                attack: None,
+                sources: None,
+                iface: String::from("eth0"),
+            }]));
+            let (kept, acknowledged) = sync_channel(1);
+            writer.send_kept(Record::Ban(
+                BanRecord::Note(format!("{{\"ban\":{round}}}")),
+                kept,
+            ));
+            acknowledged
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the ban was kept");
+        }
+        drop(writer);
+        let store = Store::open(&path).unwrap();
+        let queued: Vec<String> = store
+            .queued("http://a/", 1_000)
+            .unwrap()
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect();
+        let expected: Vec<String> = (0..50)
+            .flat_map(|round| {
+                [
+                    format!("{{\"alert\":{round}}}"),
+                    format!("{{\"ban\":{round}}}"),
+                ]
+            })
+            .collect();
+        assert_eq!(queued, expected);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
