@@ -27,14 +27,6 @@ fn is_ipv6(spec: &Spec, n: u32) -> bool {
     (n % 100) < u32::from(spec.ipv6_percent)
 }
 
-/// The frame of source number `n`.
-pub fn frame(spec: &Spec, n: u32) -> Vec<u8> {
-    let frames = Frames::new(spec);
-    let mut frame = Vec::new();
-    frames.write(n, &mut frame);
-    frame
-}
-
 /// The frame of source 0 of one family: the template the others are written from.
 pub(crate) fn template(spec: &Spec, ipv6: bool) -> Vec<u8> {
     let mut builder = if ipv6 {

@@ -30,13 +30,13 @@ use std::{
 
 use netwatch::datapath::{BenchPrograms, LiveFrames};
 
+pub use crate::{
+    frames::source_of,
+    spec::{Method, Sent, Spec},
+};
 use crate::{
     frames::{Frames, template},
     socket::{PacketSocket, send_batches},
-};
-pub use crate::{
-    frames::{frame, source_of},
-    spec::{Method, Sent, Spec},
 };
 
 /// Whether this kernel sends XDP live frames, asked once per process (one live run of the
@@ -79,10 +79,14 @@ fn errno_name(err: &io::Error) -> &'static str {
 /// passed over; any other method is itself. [`Method::Live`] where the kernel refuses live
 /// frames is an error naming the refusal.
 pub fn resolve(method: Method) -> Result<(Method, Option<String>), String> {
-    match (method, live_frames()) {
-        (Method::Auto, Ok(())) => Ok((Method::Live, None)),
-        (Method::Auto, Err(why)) => Ok((Method::TxRing, Some(why.clone()))),
-        (Method::Live, Err(why)) => Err(why.clone()),
+    // Only these two ask the kernel: a socket method needs no BPF program loaded.
+    match (
+        method,
+        matches!(method, Method::Auto | Method::Live).then(live_frames),
+    ) {
+        (Method::Auto, Some(Ok(()))) => Ok((Method::Live, None)),
+        (Method::Auto, Some(Err(why))) => Ok((Method::TxRing, Some(why.clone()))),
+        (Method::Live, Some(Err(why))) => Err(why.clone()),
         (other, _) => Ok((other, None)),
     }
 }
@@ -176,9 +180,6 @@ fn pin_to(cpu: usize) -> io::Result<()> {
 const LIVE_CALL_TIME: Duration = Duration::from_millis(200);
 
 fn send_live(ifindex: u32, spec: &Spec) -> io::Result<Sent> {
-    if let Err(refusal) = live_frames() {
-        return Err(io::Error::other(refusal.clone()));
-    }
     let mut program = BenchPrograms::load().map_err(io::Error::other)?;
     program
         .start_generator(spec.sources)

@@ -22,7 +22,7 @@ impl PacketSocket {
         }
         let socket = Self(fd);
         if bypass {
-            socket.set_option(libc::PACKET_QDISC_BYPASS, &1i32)?;
+            socket.set_option(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)?;
         }
         // SAFETY: a zeroed sockaddr_ll is valid; the fields that matter are set.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -43,13 +43,13 @@ impl PacketSocket {
         Ok(socket)
     }
 
-    /// `setsockopt(SOL_PACKET, option, value)`.
-    pub(crate) fn set_option<T>(&self, option: i32, value: &T) -> io::Result<()> {
+    /// `setsockopt(level, option, value)`.
+    pub(crate) fn set_option<T>(&self, level: i32, option: i32, value: &T) -> io::Result<()> {
         // SAFETY: `value` is a valid T of that size for the call.
         let rc = unsafe {
             libc::setsockopt(
                 self.0,
-                libc::SOL_PACKET,
+                level,
                 option,
                 (value as *const T).cast(),
                 size_of::<T>() as u32,

@@ -40,6 +40,7 @@ impl Ring {
     /// Sets a TX ring up on `socket` for frames of up to `frame_len` bytes, and maps it.
     fn new(socket: &PacketSocket, frame_len: usize) -> io::Result<Self> {
         socket.set_option(
+            libc::SOL_PACKET,
             libc::PACKET_VERSION,
             &(libc::tpacket_versions::TPACKET_V2 as libc::c_int),
         )?;
@@ -54,24 +55,12 @@ impl Ring {
             tp_frame_size: frame_size as u32,
             tp_frame_nr: (blocks * frames_per_block) as u32,
         };
-        socket.set_option(libc::PACKET_TX_RING, &request)?;
+        socket.set_option(libc::SOL_PACKET, libc::PACKET_TX_RING, &request)?;
         let timeout = libc::timeval {
             tv_sec: SEND_TIMEOUT.as_secs() as libc::time_t,
             tv_usec: 0,
         };
-        // SAFETY: a valid timeval of that size.
-        let set = unsafe {
-            libc::setsockopt(
-                socket.0,
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                (&raw const timeout).cast(),
-                size_of_val(&timeout) as u32,
-            )
-        };
-        if set != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        socket.set_option(libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)?;
         let size = block_size * blocks;
         // SAFETY: maps the ring the kernel set up for this socket, of exactly its size.
         let base = unsafe {

@@ -9,24 +9,7 @@
 /// forge a line. Every wire-derived field of every text output goes through it; JSON has its
 /// own escaping.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || c == '\\'
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-    };
-    if !text.chars().any(unsafe_char) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:04x}}}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    escape_with(text, true)
 }
 
 /// `text` that an earlier step has escaped already (a daemon's answer, say), made safe to
@@ -34,17 +17,23 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 /// [`escape`] does, backslashes are left as they are. What was escaped once stays escaped
 /// once; a raw control character that slipped through is still caught.
 pub fn escape_escaped(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text
-        .contains(|c: char| c != '\\' && escape(c.encode_utf8(&mut [0; 4])).len() > c.len_utf8())
-    {
+    escape_with(text, false)
+}
+
+/// [`escape`], doubling backslashes or not.
+fn escape_with(text: &str, backslashes: bool) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+    let unsafe_char = |c: char| c.is_control() || (backslashes && c == '\\') || hidden(c);
+    if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c == '\\' {
-            out.push(c);
-        } else {
-            out.push_str(&escape(c.encode_utf8(&mut [0; 4])));
+        match c {
+            '\\' if backslashes => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:04x}}}", u32::from(c))),
+            c => out.push(c),
         }
     }
     std::borrow::Cow::Owned(out)
