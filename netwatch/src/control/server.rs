@@ -295,58 +295,7 @@ pub(super) fn serve(mut stream: UnixStream, control: &Control, connected: Instan
         "status" => {
             let _ = write_line(&mut stream, &control.status());
         }
-        "subscribe" => {
-            if control.subscribers() >= MAX_SUBSCRIBERS {
-                let _ = write_line(&mut stream, &busy(&too_many_subscribers()));
-                return;
-            }
-            let (records, counted) = control.subscribe();
-            let hello = serde_json::json!({
-                "version": PROTOCOL_VERSION,
-                "type": "hello",
-                "pid": std::process::id(),
-                "queue": SUBSCRIBER_QUEUE,
-            });
-            if write_line(&mut stream, &hello).is_err() {
-                return;
-            }
-            // Until the daemon drops this subscriber (it fell behind, or the daemon stops)
-            // or the client goes away.
-            let mut gone = false;
-            for record in records {
-                if let Err(err) = stream.write_all(&record) {
-                    // A client that reads nothing for the write timeout is as far behind as
-                    // one whose queue is full: dropped, and counted as such. One that went
-                    // away (a closed connection) is not.
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) {
-                        control.count_dropped(
-                            &counted,
-                            &format!("read nothing for {} s", WRITE_TIMEOUT.as_secs()),
-                        );
-                    }
-                    gone = true;
-                    break;
-                }
-            }
-            // The last line says why the records end: this subscriber was dropped (it may
-            // subscribe again), or the daemon is stopping.
-            if !gone {
-                let last = if counted.load(Ordering::Relaxed) {
-                    serde_json::json!({
-                        "version": PROTOCOL_VERSION,
-                        "type": "dropped",
-                        "reason": format!("this subscriber fell behind (over {SUBSCRIBER_QUEUE} records, or {} s without reading) and was dropped", WRITE_TIMEOUT.as_secs()),
-                    })
-                } else {
-                    serde_json::json!({"version": PROTOCOL_VERSION, "type": "stopping"})
-                };
-                let _ = write_line(&mut stream, &last);
-            }
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
+        "subscribe" => subscription(&mut stream, control),
         "ban_add" | "ban_remove" | "ban_list" => {
             let answer = match ban_op(&request) {
                 Ok(op) => control.ban(op),
@@ -364,6 +313,53 @@ pub(super) fn serve(mut stream: UnixStream, control: &Control, connected: Instan
             );
         }
     }
+}
+
+/// A subscription: the hello, every record until the daemon drops the subscriber (it fell
+/// behind, or the daemon stops) or the client goes away, then a last line saying which.
+fn subscription(stream: &mut UnixStream, control: &Control) {
+    let Some((records, counted)) = control.subscribe(MAX_SUBSCRIBERS) else {
+        let _ = write_line(stream, &busy(&too_many_subscribers()));
+        return;
+    };
+    let hello = serde_json::json!({
+        "version": PROTOCOL_VERSION,
+        "type": "hello",
+        "pid": std::process::id(),
+        "queue": SUBSCRIBER_QUEUE,
+    });
+    if write_line(stream, &hello).is_err() {
+        return;
+    }
+    for record in records {
+        if let Err(err) = stream.write_all(&record) {
+            // A client that reads nothing for the write timeout is as far behind as one
+            // whose queue is full: dropped, and counted as such. One that went away (a
+            // closed connection) is not. Either way there is no one to tell.
+            if matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) {
+                control.count_dropped(
+                    &counted,
+                    &format!("read nothing for {} s", WRITE_TIMEOUT.as_secs()),
+                );
+            }
+            return;
+        }
+    }
+    // Dropped (it may subscribe again), or the daemon is stopping.
+    let last = if counted.load(Ordering::Relaxed) {
+        serde_json::json!({
+            "version": PROTOCOL_VERSION,
+            "type": "dropped",
+            "reason": format!("this subscriber fell behind (over {SUBSCRIBER_QUEUE} records, or {} s without reading) and was dropped", WRITE_TIMEOUT.as_secs()),
+        })
+    } else {
+        serde_json::json!({"version": PROTOCOL_VERSION, "type": "stopping"})
+    };
+    let _ = write_line(stream, &last);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 #[cfg(test)]

@@ -158,11 +158,6 @@ impl Control {
         status
     }
 
-    /// Subscribers now.
-    pub(super) fn subscribers(&self) -> usize {
-        lock(&self.subscribers).len()
-    }
-
     fn has_subscribers(&self) -> bool {
         !lock(&self.subscribers).is_empty()
     }
@@ -199,13 +194,22 @@ impl Control {
         lock(&self.subscribers).clear();
     }
 
-    pub(super) fn subscribe(&self) -> (Receiver<Arc<[u8]>>, Arc<AtomicBool>) {
+    /// A new subscriber's queue and its dropped mark; `None` when `most` subscribe already
+    /// (checked and added under one lock).
+    pub(super) fn subscribe(&self, most: usize) -> Option<Subscription> {
+        let mut subscribers = lock(&self.subscribers);
+        if subscribers.len() >= most {
+            return None;
+        }
         let (tx, rx) = sync_channel(SUBSCRIBER_QUEUE);
         let counted = Arc::new(AtomicBool::new(false));
-        lock(&self.subscribers).push((tx, Arc::clone(&counted)));
-        (rx, counted)
+        subscribers.push((tx, Arc::clone(&counted)));
+        Some((rx, counted))
     }
 }
+
+/// A subscriber's end of its queue, and whether it was counted as dropped.
+pub(super) type Subscription = (Receiver<Arc<[u8]>>, Arc<AtomicBool>);
 
 /// A subscriber's queue, and whether it was counted as dropped.
 pub(super) type Subscriber = (SyncSender<Arc<[u8]>>, Arc<AtomicBool>);
