@@ -4,7 +4,7 @@
 use std::{fmt::Write as _, thread};
 
 use anyhow::{Context as _, Result, ensure};
-use netwatch::datapath::{Datapath, LoadOptions, SourceMap};
+use netwatch_datapath::{Datapath, LoadOptions, SourceMap};
 use netwatch_tests::frames::{FrameBuilder, SYN, Transport};
 
 /// Runs per CPU and trial.

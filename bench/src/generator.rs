@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netwatch::datapath::{BenchPrograms, LiveFrames};
+use netwatch_datapath::{BenchPrograms, LiveFrames};
 
 pub use crate::{
     frames::source_of,

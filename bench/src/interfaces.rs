@@ -12,10 +12,8 @@ use std::{
 
 use anyhow::Result;
 use aya::maps::loaded_maps;
-use netwatch::{
-    collect::{Collector, Interval},
-    datapath::{Datapath, LoadOptions, Snapshot},
-};
+use netwatch::collect::{Collector, Interval};
+use netwatch_datapath::{Datapath, LoadOptions, Snapshot};
 use netwatch_tests::frames::FrameBuilder;
 
 /// Sources that send in every interval, on each interface.

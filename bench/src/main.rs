@@ -17,8 +17,10 @@ use clap::Parser;
 use netwatch::{
     cli::{PipelineArgs, ReplayArgs},
     config::Config,
-    datapath::{BanAction, Baseline, BenchPrograms, Datapath, LoadOptions, Sampling, SourceMap},
     report::Format,
+};
+use netwatch_datapath::{
+    BanAction, Baseline, BenchPrograms, Datapath, LoadOptions, Sampling, SourceMap,
 };
 use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Transport};
 
@@ -322,7 +324,7 @@ const WARM_FRAMES: u32 = 4_096;
 const CHECK_LOADS: usize = 5;
 
 /// What one timed run of a program gives: its verdict and time.
-type BenchRun = Result<(u32, Duration), netwatch::datapath::DatapathError>;
+type BenchRun = Result<(u32, Duration), netwatch_datapath::DatapathError>;
 
 /// Slots of the programs of the no-free-slot row: the default, so that the address map's
 /// miss walks a table of the size a daemon has.

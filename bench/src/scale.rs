@@ -11,11 +11,9 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::loaded_maps;
-use netwatch::{
-    collect::Collector,
-    datapath::{Datapath, LoadOptions, Reclaim, Snapshot, SourceMap},
-};
+use netwatch::collect::Collector;
 use netwatch_common::{SourceKey, SourceValue};
+use netwatch_datapath::{Datapath, LoadOptions, Reclaim, Snapshot, SourceMap};
 use netwatch_tests::frames::FrameBuilder;
 
 const SOURCES: u32 = 1_000_000;
@@ -224,7 +222,7 @@ pub fn scale(report: &mut String) -> Result<()> {
     writeln!(report, "\n## Scale: one million sources\n")?;
     writeln!(
         report,
-        "Sources are counted in slots (`netwatch/src/datapath/slots.rs`): a hash map from \
+        "Sources are counted in slots (`netwatch-datapath/src/slots.rs`): a hash map from \
          address to slot, which packets only read, and the slots' values in a \
          memory-mappable BPF array (`BPF_F_MMAPABLE`), one region per CPU (per-CPU layout, \
          plain adds) or one region for all (shared layout, atomic adds). Userspace maps the \

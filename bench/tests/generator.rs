@@ -10,9 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netwatch::datapath::{AttachMode, Attachment, Datapath, LoadOptions};
 use netwatch_bench::generator::{Method, Spec, live_frames, send};
 use netwatch_common::SourceKey;
+use netwatch_datapath::{AttachMode, Attachment, Datapath, LoadOptions};
 use netwatch_tests::{frames::internet_checksum, netns::VethPair, privileged};
 
 /// Whether live frames can be tested here; where the kernel refuses them, says so in one line.

@@ -2,7 +2,10 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{
+    Args, Parser, Subcommand,
+    builder::{PossibleValuesParser, TypedValueParser as _},
+};
 
 use crate::{
     config::{Config, ConfigError, ModeArg, check_iface_name},
@@ -223,7 +226,7 @@ pub struct PipelineArgs {
     pub max_sources: Option<u32>,
     /// The per-source map: per-cpu (fastest), shared (one value per source whatever the
     /// number of CPUs, atomic adds), or auto (per-cpu while its values fit in 512 MiB).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = PossibleValuesParser::new(SourceMap::NAMES).try_map(|name| name.parse::<SourceMap>()))]
     pub source_map: Option<SourceMap>,
     /// Sources listed per interval.
     #[arg(long)]

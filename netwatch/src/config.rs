@@ -87,6 +87,7 @@ pub struct MonitorConfig {
     /// Slots for sources in the kernel.
     pub max_sources: u32,
     /// Per-CPU or shared values of the sources.
+    #[serde(deserialize_with = "from_name")]
     pub source_map: SourceMap,
     /// Sources listed per interval.
     pub top: usize,
@@ -195,6 +196,16 @@ pub enum ModeArg {
     Driver,
     /// Generic XDP only.
     Skb,
+}
+
+/// A value the datapath names itself (its `FromStr`), read from the file's string.
+fn from_name<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err: std::fmt::Display>,
+{
+    let name: std::borrow::Cow<'de, str> = Deserialize::deserialize(deserializer)?;
+    name.parse().map_err(serde::de::Error::custom)
 }
 
 /// An interface name Linux could have: 1 to 15 bytes, no `/`, whitespace or NUL, and not

@@ -3,8 +3,9 @@
 //! Modules in layers, each importing only from the layers below it (no module reaches up,
 //! serde's `with` paths included):
 //!
-//! 1. The ground floor, which uses nothing of netwatch but each other: `datapath` (load,
-//!    attach, read and write the kernel's maps), `capture` (pcap and pcapng reading),
+//! 1. The ground floor, which uses nothing of netwatch but each other: `datapath` (the crate
+//!    `netwatch-datapath`: load, attach, read and write the kernel's maps; the benchmarks and
+//!    the tests use it directly), `capture` (pcap and pcapng reading),
 //!    `duration` (durations as people write them, for the command line and for serde),
 //!    `time_text` (RFC 3339 instants, short TTLs), `escape` (text safe for a terminal or a
 //!    log), `logging`, `privilege`, `private_files`.
@@ -27,6 +28,10 @@
 //!    `top`, `ban`, `history`, `known`, `check`).
 //!
 //! `config` flows down into every stage as that stage's own section.
+//!
+//! Public are the modules a program outside this crate drives: the binaries (`cli`, `cmd`,
+//! `escape`, `logging`), the benchmarks and the integration tests (`collect`, `config`,
+//! `capture`, `control`, `privilege`, `report`, `store`). The others are the crate's own.
 
 pub mod capture;
 pub mod cli;
@@ -34,20 +39,23 @@ pub mod cmd;
 pub mod collect;
 pub mod config;
 pub mod control;
-pub mod datapath;
-pub mod detect;
-pub mod duration;
+pub(crate) mod detect;
+pub(crate) mod duration;
 pub mod escape;
-pub mod inspect;
+pub(crate) mod inspect;
 pub mod logging;
-pub mod mitigate;
-pub mod mitigation;
-pub mod notify;
-pub mod pipeline;
-pub mod private_files;
+pub(crate) mod mitigate;
+pub(crate) mod mitigation;
+pub(crate) mod notify;
+pub(crate) mod pipeline;
+pub(crate) mod private_files;
 pub mod privilege;
 pub mod report;
-pub mod session;
+pub(crate) mod session;
 pub mod store;
-pub mod time_text;
-pub mod top;
+pub(crate) mod time_text;
+pub(crate) mod top;
+
+/// The crate `netwatch-datapath` (the ground floor's kernel side), under the name every
+/// module of this crate uses for it.
+use netwatch_datapath as datapath;

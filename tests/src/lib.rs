@@ -12,8 +12,8 @@ pub mod user;
 
 use std::{collections::HashMap, path::PathBuf};
 
-use netwatch::datapath::Snapshot;
 use netwatch_common::{GlobalStats, SourceKey, SourceStats};
+use netwatch_datapath::Snapshot;
 
 /// True when privileged tests can run. Elsewhere than CI a test that cannot run says why and
 /// returns early; under `CI=true` it fails, so that nothing is skipped silently.
@@ -195,7 +195,7 @@ pub fn pin_to_cpu(cpu: usize) {
 /// BPF_PROG_TEST_RUN from a thread pinned to that CPU; returns each CPU's verdict and mean time
 /// per run, or what went wrong there.
 pub fn run_on_every_cpu(
-    datapath: &netwatch::datapath::Datapath,
+    datapath: &netwatch_datapath::Datapath,
     frames: &[Vec<u8>],
     runs: u32,
 ) -> Vec<Result<(u32, std::time::Duration), String>> {

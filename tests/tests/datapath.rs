@@ -2,11 +2,9 @@
 //! frame and every prefix of it (14 bytes to whole), the maps must hold exactly what the
 //! frame model predicts, and the counters must add up.
 
-use netwatch::{
-    collect::Collector,
-    datapath::{BanAction, Datapath, LoadOptions, OverflowBreakdown, SourceMap, Traffic},
-};
+use netwatch::collect::Collector;
 use netwatch_common::SourceKey;
+use netwatch_datapath::{BanAction, Datapath, LoadOptions, OverflowBreakdown, SourceMap, Traffic};
 use netwatch_tests::{
     Expected, assert_invariant,
     frames::{ACK, Ext, Frame, FrameBuilder, PSH, SYN, TPID_8021AD, TPID_8021Q, Transport},
@@ -1202,8 +1200,8 @@ fn spread_counts_distinct_ports_and_hosts_per_window() {
     }
 }
 
-fn sampling(rate: u32, burst: u32) -> netwatch::datapath::Sampling {
-    netwatch::datapath::Sampling {
+fn sampling(rate: u32, burst: u32) -> netwatch_datapath::Sampling {
+    netwatch_datapath::Sampling {
         rate,
         burst,
         tcp_ports: vec![21, 23, 25, 80, 110, 143, 587, 8080, 53],
@@ -1296,7 +1294,7 @@ fn selected_frames_are_sampled_whole() {
 
         // With a snap length of 256, the frames longer are cut there, and counted so.
         datapath
-            .set_sampling(&netwatch::datapath::Sampling {
+            .set_sampling(&netwatch_datapath::Sampling {
                 snap_len: 256,
                 ..sampling(1000, 1000)
             })
@@ -1405,7 +1403,7 @@ fn a_flood_of_large_frames_to_a_sampled_port_is_counted_whole() {
         assert_invariant(&snapshot, "large frames");
 
         datapath
-            .set_sampling(&netwatch::datapath::Sampling {
+            .set_sampling(&netwatch_datapath::Sampling {
                 snap_len: 512,
                 ..sampling(1_000_000, 3_000)
             })

@@ -10,10 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netwatch::{
-    collect::source_addr,
-    datapath::{BenchPrograms, Datapath, LoadOptions},
-};
+use netwatch::collect::source_addr;
+use netwatch_datapath::{BenchPrograms, Datapath, LoadOptions};
 use netwatch_tests::{
     Expected,
     daemon::{Daemon, SETTLE, expect_failure},
@@ -281,7 +279,7 @@ fn another_program_is_left_alone_and_reported() {
     let pair = VethPair::new(true);
     let iface = pair.monitor_if.clone();
     let foreign = in_netns(&pair.monitor, move || {
-        let ifindex = netwatch::datapath::netlink::link_info(&iface)
+        let ifindex = netwatch_datapath::netlink::link_info(&iface)
             .unwrap_or_else(|err| panic!("{err}"))
             .ifindex;
         let mut noop = BenchPrograms::load().unwrap_or_else(|err| panic!("{err}"));

@@ -10,10 +10,10 @@ use std::{
 
 use netwatch::{
     collect::{Interval, SourceDelta, Volume},
-    datapath::Spread,
     report::metrics::Metrics,
 };
 use netwatch_common::{GlobalStats, SourceStats};
+use netwatch_datapath::Spread;
 use netwatch_tests::{
     ScratchDir,
     daemon::{Daemon, counts_every_frame, expect_failure},

@@ -7,11 +7,8 @@ use std::{
     net::IpAddr,
 };
 
-use netwatch::{
-    capture::CaptureReader,
-    collect::source_addr,
-    datapath::{Datapath, LoadOptions},
-};
+use netwatch::{capture::CaptureReader, collect::source_addr};
+use netwatch_datapath::{Datapath, LoadOptions};
 use netwatch_tests::{assert_invariant, pcaps_dir, privileged};
 
 /// file -> source ("non-ip" for non-IP frames) -> (packets, bytes)

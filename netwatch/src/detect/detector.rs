@@ -91,6 +91,7 @@ impl Detector {
     }
 
     /// Rate series tracked now (global included).
+    #[cfg(test)]
     pub fn tracked_series(&self) -> usize {
         self.series.len()
     }

@@ -59,10 +59,12 @@ mod rules;
 mod state;
 mod unknown;
 
+#[cfg(test)]
+pub use self::config::UnknownConfig;
 pub use self::{
-    config::{DetectConfig, HeavyConfig, Limits, ScanConfig, SpikeConfig, UnknownConfig},
+    config::DetectConfig,
     detector::Detector,
-    state::{KnownChange, KnownState, Outcome},
+    state::{KnownChange, KnownState},
 };
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ mod inspector;
 pub mod text;
 
 pub use self::{
-    config::{DnsTunnelConfig, InspectConfig, KeywordConfig},
-    event::{Event, EventKind, Findings},
+    config::InspectConfig,
+    event::{Event, EventKind},
     inspector::Inspector,
 };
 

@@ -6,7 +6,7 @@
 //! Plain data: it decides no ban and keeps none in force (the mitigator does), and never
 //! touches a map itself; of this module it imports only the mode, from the settings.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -277,9 +277,4 @@ pub fn special(net: Cidr) -> Option<&'static str> {
         let range: Cidr = range.parse().ok()?;
         (range.contains(net.addr()) && net.prefix_len() >= range.prefix_len()).then_some(*what)
     })
-}
-
-/// The host network of `addr` (/32 or /128).
-pub fn host(addr: IpAddr) -> Cidr {
-    Cidr::of(addr, 128)
 }

@@ -26,12 +26,11 @@ mod ban;
 mod config;
 mod mitigator;
 
+#[cfg(test)]
+pub use self::config::BanSubject;
 pub use self::{
-    ban::{AlertRef, Ban, BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Origin, host},
-    config::{
-        BAN_TTL, BanRule, BanSubject, MAX_BANS, MitigateConfig, MitigateMode, WIDEST_V4, WIDEST_V6,
-        check_ban_ttl,
-    },
+    ban::{AlertRef, Ban, BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Origin},
+    config::{MitigateConfig, MitigateMode, check_ban_ttl},
     mitigator::{Mitigator, NeverBan},
 };
 

@@ -61,7 +61,7 @@ pub use self::{
     settings::Sampling,
     slots::{SourceReading, Spread, linear_count},
     snapshot::Snapshot,
-    source_map::SourceMap,
+    source_map::{SourceMap, UnknownSourceMap},
     sums::{add_globals, add_source, source_addr},
     test_run::REPLAY_MAX_RUN,
 };
