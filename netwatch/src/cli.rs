@@ -8,9 +8,10 @@ use clap::{
 };
 
 use crate::{
-    config::{Config, ConfigError, ModeArg, check_iface_name},
+    config::{Config, ConfigError, IfaceNameError, ModeArg, check_iface_name},
     datapath::{AttachMode, SourceMap},
-    duration::parse_duration,
+    duration::{DurationError, parse_duration},
+    mitigate::{BanTtlError, check_ban_ttl},
     report::Format,
 };
 
@@ -156,18 +157,34 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-fn parse_iface(text: &str) -> Result<String, String> {
+fn parse_iface(text: &str) -> Result<String, IfaceNameError> {
     check_iface_name(text).map(|()| text.to_owned())
 }
 
-/// A ban's TTL: a duration within the bound the daemon takes too.
-fn parse_ban_ttl(text: &str) -> Result<Duration, String> {
-    crate::mitigate::check_ban_ttl(parse_duration(text)?)
+/// Why `--ttl` of `netwatch ban add` was refused: the message of the duration's parser or of
+/// the daemon's bound, as they are.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum BanTtlArgError {
+    /// Not a duration.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    /// A duration out of a ban's bounds.
+    #[error(transparent)]
+    Bounds(#[from] BanTtlError),
 }
 
-fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not one of error, warn, info, debug, trace, off"))
+/// A ban's TTL: a duration within the bound the daemon takes too.
+fn parse_ban_ttl(text: &str) -> Result<Duration, BanTtlArgError> {
+    Ok(check_ban_ttl(parse_duration(text)?)?)
+}
+
+/// A `--log-level` that names no level.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not one of error, warn, info, debug, trace, off")]
+struct LevelError(String);
+
+fn parse_level(text: &str) -> Result<log::LevelFilter, LevelError> {
+    text.parse().map_err(|_| LevelError(text.to_owned()))
 }
 
 /// `netwatch history`.
@@ -542,9 +559,33 @@ mod tests {
         let long = parse_ban_ttl("8785h").unwrap_err();
         assert_eq!(
             long,
-            crate::mitigate::check_ban_ttl(Duration::from_secs(8785 * 3600)).unwrap_err()
+            BanTtlArgError::Bounds(check_ban_ttl(Duration::from_secs(8785 * 3600)).unwrap_err())
         );
-        assert!(long.contains("1s to 8784h"), "{long}");
-        assert!(parse_ban_ttl("500ms").unwrap_err().contains("1s to 8784h"));
+        assert_eq!(
+            long.to_string(),
+            "a ban lasts 1s to 8784h (a leap year); 366d1h is out of that"
+        );
+        assert_eq!(
+            parse_ban_ttl("500ms").unwrap_err().to_string(),
+            "a ban lasts 1s to 8784h (a leap year); 500ms is out of that"
+        );
+        assert_eq!(
+            parse_ban_ttl("1d").unwrap_err().to_string(),
+            "unknown unit \"d\" in \"1d\": use ms, s, m or h"
+        );
+    }
+
+    #[test]
+    fn a_log_level_and_an_interface_are_checked() {
+        assert_eq!(parse_level("warn").ok(), Some(log::LevelFilter::Warn));
+        assert_eq!(
+            parse_level("loud").unwrap_err().to_string(),
+            "\"loud\" is not one of error, warn, info, debug, trace, off"
+        );
+        assert_eq!(parse_iface("eth0").ok().as_deref(), Some("eth0"));
+        assert_eq!(
+            parse_iface("all").unwrap_err().to_string(),
+            "\"all\" names the sum of the interfaces in reports, not an interface"
+        );
     }
 }

@@ -3,12 +3,42 @@
 //! `#[serde(with = "crate::duration")]`) both take. The ground floor: it uses nothing of
 //! netwatch.
 
-use std::time::Duration;
+use std::time::{Duration, TryFromFloatSecsError};
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
+/// Why a text is not a duration netwatch takes. Each message quotes the text (trimmed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// No number where the text starts.
+    #[error("{0:?} is not a duration such as 500ms, 1s or 2m")]
+    NotADuration(String),
+    /// A unit other than `ms`, `s`, `m` (or `min`) and `h`.
+    #[error("unknown unit {unit:?} in {text:?}: use ms, s, m or h")]
+    UnknownUnit {
+        /// The unit given.
+        unit: String,
+        /// The whole text.
+        text: String,
+    },
+    /// A number of seconds no [`Duration`] holds.
+    #[error("{text:?}: {source}")]
+    OutOfRange {
+        /// The whole text.
+        text: String,
+        /// Why.
+        source: TryFromFloatSecsError,
+    },
+    /// Shorter than 10ms.
+    #[error("{0:?} is too short: at least 10ms")]
+    TooShort(String),
+    /// Longer than [`MAX_DURATION`].
+    #[error("{0:?} is too long: at most 87600h (ten years)")]
+    TooLong(String),
+}
+
 /// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -16,25 +46,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 1s or 2m"))?;
+        .map_err(|_| DurationError::NotADuration(text.to_owned()))?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
-            ));
+            return Err(DurationError::UnknownUnit {
+                unit: other.to_owned(),
+                text: text.to_owned(),
+            });
         }
     };
     let duration =
-        Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))?;
+        Duration::try_from_secs_f64(seconds).map_err(|source| DurationError::OutOfRange {
+            text: text.to_owned(),
+            source,
+        })?;
     if duration < Duration::from_millis(10) {
-        return Err(format!("{text:?} is too short: at least 10ms"));
+        return Err(DurationError::TooShort(text.to_owned()));
     }
     if duration > MAX_DURATION {
-        return Err(format!("{text:?} is too long: at most 87600h (ten years)"));
+        return Err(DurationError::TooLong(text.to_owned()));
     }
     Ok(duration)
 }
@@ -84,7 +118,13 @@ mod tests {
     #[test]
     fn bad_durations_say_why() {
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("1d").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("1ms").unwrap_err().contains("too short"));
+        assert_eq!(
+            parse_duration(" 1d ").unwrap_err().to_string(),
+            "unknown unit \"d\" in \"1d\": use ms, s, m or h"
+        );
+        assert_eq!(
+            parse_duration("1ms").unwrap_err().to_string(),
+            "\"1ms\" is too short: at least 10ms"
+        );
     }
 }

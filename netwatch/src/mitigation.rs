@@ -9,7 +9,7 @@ use std::{io, sync::Arc, time::Duration};
 use crate::{
     config::Config,
     control::{BanAnswer, BanOp},
-    datapath::{BanAction, Datapath},
+    datapath::{BanAction, Datapath, DatapathError},
     detect::{alert::Alert, cidr::Cidr},
     mitigate::{BanChange, BanEvent, BanTable, BanTerms, Mitigator, NeverBan},
     notify::Notifier,
@@ -20,20 +20,19 @@ use crate::{
 struct Datapaths<'a>(&'a mut [Datapath]);
 
 impl BanTable for Datapaths<'_> {
-    fn set(&mut self, index: u32, net: Cidr) -> Result<(), String> {
+    fn set(&mut self, index: u32, net: Cidr) -> Result<(), DatapathError> {
         for datapath in self.0.iter_mut() {
-            datapath
-                .set_ban(index, net.addr(), net.prefix_len())
-                .map_err(|err| err.to_string())?;
+            datapath.set_ban(index, net.addr(), net.prefix_len())?;
         }
         Ok(())
     }
 
-    fn clear(&mut self, net: Cidr) -> Result<(), String> {
+    /// Lifts the ban everywhere it can; the error is the last interface's that failed.
+    fn clear(&mut self, net: Cidr) -> Result<(), DatapathError> {
         let mut failed = None;
         for datapath in self.0.iter_mut() {
             if let Err(err) = datapath.clear_ban(net.addr(), net.prefix_len()) {
-                failed = Some(err.to_string());
+                failed = Some(err);
             }
         }
         failed.map_or(Ok(()), Err)
@@ -51,11 +50,9 @@ impl BanTable for Datapaths<'_> {
         })
     }
 
-    fn set_action(&mut self, action: Option<BanAction>) -> Result<(), String> {
+    fn set_action(&mut self, action: Option<BanAction>) -> Result<(), DatapathError> {
         for datapath in self.0.iter_mut() {
-            datapath
-                .set_ban_action(action)
-                .map_err(|err| err.to_string())?;
+            datapath.set_ban_action(action)?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::{
 use crate::{
     collect::COMBINED,
     config::{Config, ConfigError},
-    control::{BanAnswer, BanOp},
+    control::{BanAnswer, BanOp, BindError},
     datapath::{Datapath, DatapathError, LoadOptions},
     detect::{Detector, KnownState},
     inspect::Inspector,
@@ -64,7 +64,8 @@ pub enum SessionError {
         /// The path.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        reason: BindError,
     },
     /// The sample ring buffer could not be watched.
     #[error("cannot read the sample ring buffer: {0}")]

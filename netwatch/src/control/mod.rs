@@ -33,6 +33,6 @@ pub use self::{
         BanAnswer, BanOp, Counts, InterfaceStatus, MAX_REASON, PROTOCOL_VERSION, Request, Status,
         StoreStatus, WebhookStatus,
     },
-    server::ControlServer,
+    server::{BindError, ControlServer},
     shared::{BanCall, Control, ControlSink, SUBSCRIBER_QUEUE},
 };

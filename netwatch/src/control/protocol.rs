@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     detect::cidr::Cidr,
-    mitigate::{Ban, BanEvent, BanRefusal, MitigateMode, check_ban_ttl},
+    mitigate::{Ban, BanEvent, BanRefusal, BanTtlError, MitigateMode, check_ban_ttl},
     report::{self, rfc3339},
 };
 
@@ -269,32 +269,104 @@ pub(super) fn write_line(stream: &mut UnixStream, value: &impl Serialize) -> io:
     stream.write_all(&line)
 }
 
+/// Why a ban request was refused before it reached the mitigator: the `error` of the answer.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub(super) enum BanOpError {
+    /// `ban_add` or `ban_remove` without a subject.
+    #[error("{0} needs a subject (ADDR or ADDR/LEN)")]
+    NoSubject(String),
+    /// A subject that is not a network: what [`Cidr`]'s parser said.
+    #[error("{0}")]
+    Subject(String),
+    /// A `ttl_s` that is no length of time.
+    #[error("ttl_s {0} is not a length of time in seconds")]
+    TtlSeconds(f64),
+    /// A TTL out of a ban's bounds.
+    #[error(transparent)]
+    Ttl(#[from] BanTtlError),
+    /// A reason longer than [`MAX_REASON`] characters.
+    #[error("reason is longer than {max} characters", max = MAX_REASON)]
+    ReasonTooLong,
+}
+
 /// The ban operation a request asks for, checked.
-pub(super) fn ban_op(request: &Request) -> Result<BanOp, String> {
+pub(super) fn ban_op(request: &Request) -> Result<BanOp, BanOpError> {
     if request.request == "ban_list" {
         return Ok(BanOp::List);
     }
     let subject = request
         .subject
         .as_deref()
-        .ok_or_else(|| format!("{} needs a subject (ADDR or ADDR/LEN)", request.request))?;
+        .ok_or_else(|| BanOpError::NoSubject(request.request.clone()))?;
     // Raw in the JSON answer: the client escapes what it prints, once.
-    let net = subject.parse::<Cidr>()?;
+    let net = subject.parse::<Cidr>().map_err(BanOpError::Subject)?;
     if request.request == "ban_remove" {
         return Ok(BanOp::Remove { net });
     }
     let ttl = match request.ttl_s {
         None => None,
         Some(seconds) => Some(check_ban_ttl(
-            Duration::try_from_secs_f64(seconds)
-                .map_err(|_| format!("ttl_s {seconds} is not a length of time in seconds"))?,
+            Duration::try_from_secs_f64(seconds).map_err(|_| BanOpError::TtlSeconds(seconds))?,
         )?),
     };
     let reason = match &request.reason {
         Some(reason) if reason.chars().count() > MAX_REASON => {
-            return Err(format!("reason is longer than {MAX_REASON} characters"));
+            return Err(BanOpError::ReasonTooLong);
         }
         reason => reason.clone(),
     };
     Ok(BanOp::Add { net, ttl, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban_error(
+        request: &str,
+        subject: Option<&str>,
+        ttl_s: Option<f64>,
+        reason: usize,
+    ) -> String {
+        let request = Request {
+            version: PROTOCOL_VERSION,
+            request: request.to_owned(),
+            subject: subject.map(str::to_owned),
+            ttl_s,
+            reason: (reason > 0).then(|| "x".repeat(reason)),
+        };
+        match ban_op(&request) {
+            Ok(op) => panic!("accepted: {op:?}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    /// The answers' `error` texts, as clients and scripts see them.
+    #[test]
+    fn a_bad_ban_request_says_why() {
+        for (error, expected) in [
+            (
+                ban_error("ban_remove", None, None, 0),
+                "ban_remove needs a subject (ADDR or ADDR/LEN)",
+            ),
+            (
+                ban_error("ban_add", Some("10.0.0.1/8"), None, 0),
+                "\"10.0.0.1/8\" has host bits set; did you mean 10.0.0.0/8?",
+            ),
+            (
+                ban_error("ban_add", Some("192.0.2.1"), Some(-1.5), 0),
+                "ttl_s -1.5 is not a length of time in seconds",
+            ),
+            (
+                ban_error("ban_add", Some("192.0.2.1"), Some(0.5), 0),
+                "a ban lasts 1s to 8784h (a leap year); 500ms is out of that",
+            ),
+            (
+                ban_error("ban_add", Some("192.0.2.1"), None, MAX_REASON + 1),
+                "reason is longer than 200 characters",
+            ),
+        ] {
+            assert_eq!(error, expected);
+        }
+    }
 }

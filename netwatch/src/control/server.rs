@@ -26,6 +26,50 @@ use super::{
 };
 use crate::report::{self};
 
+/// Why the control socket could not be set up. Each message follows the socket's path, as in
+/// `control socket PATH: has no folder`.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The path names no folder.
+    #[error("has no folder")]
+    NoFolder,
+    /// Its folder could not be created.
+    #[error("cannot create {}: {source}", .dir.display())]
+    Folder {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The lock file `PATH.lock` could not be opened.
+    #[error("cannot open its lock file: {0}")]
+    LockFile(#[source] io::Error),
+    /// Another daemon holds the lock, or answers on the socket.
+    #[error("another netwatch is running on it (stop it, or give this one --control PATH)")]
+    Running,
+    /// The path is a symbolic link.
+    #[error("is a symbolic link; refused")]
+    Symlink,
+    /// Another user owns the file at the path.
+    #[error("is owned by uid {owner}, not by this user (uid {me}); refused")]
+    Owner {
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
+    /// The file at the path is not a socket.
+    #[error("exists and is not a socket; refused")]
+    NotASocket,
+    /// The path names no file.
+    #[error("has no file name")]
+    NoFileName,
+    /// Looking at the path, binding, making the socket private and renaming it into place, or
+    /// starting the serving thread failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// The listening socket; removed when dropped.
 pub struct ControlServer {
     /// The lock on `PATH.lock`, held for the daemon's life.
@@ -41,14 +85,16 @@ impl ControlServer {
     /// Binds `path` (mode 0600) and serves `control` on a thread of its own. Refuses a path
     /// that is a symbolic link, that another user owns, that is not a socket, or on which
     /// another daemon answers; a socket left by a daemon that died is replaced.
-    pub fn bind(path: &Path, control: Arc<Control>) -> Result<Self, String> {
+    pub fn bind(path: &Path, control: Arc<Control>) -> Result<Self, BindError> {
         let dir = path
             .parent()
             .filter(|dir| !dir.as_os_str().is_empty())
-            .ok_or("has no folder")?;
+            .ok_or(BindError::NoFolder)?;
         if !dir.exists() {
-            crate::private_files::create_dir_all(dir)
-                .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+            crate::private_files::create_dir_all(dir).map_err(|source| BindError::Folder {
+                dir: dir.to_owned(),
+                source,
+            })?;
         }
         // One daemon at a time past this point: two starting at once would both find the
         // path free, and the second's rename would take the first's socket.
@@ -56,55 +102,50 @@ impl ControlServer {
         match fs::symlink_metadata(path) {
             Ok(meta) => {
                 if meta.file_type().is_symlink() {
-                    return Err(String::from("is a symbolic link; refused"));
+                    return Err(BindError::Symlink);
                 }
                 // SAFETY: geteuid has no preconditions.
                 let me = unsafe { libc::geteuid() };
                 if meta.uid() != me {
-                    return Err(format!(
-                        "is owned by uid {}, not by this user (uid {me}); refused",
-                        meta.uid()
-                    ));
+                    return Err(BindError::Owner {
+                        owner: meta.uid(),
+                        me,
+                    });
                 }
                 if !meta.file_type().is_socket() {
-                    return Err(String::from("exists and is not a socket; refused"));
+                    return Err(BindError::NotASocket);
                 }
                 // A socket nobody answers on was left by a daemon that died: replaced below.
                 if UnixStream::connect(path).is_ok() {
-                    return Err(String::from(
-                        "another netwatch is running on it (stop it, or give this one --control PATH)",
-                    ));
+                    return Err(BindError::Running);
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err.to_string()),
+            Err(err) => return Err(BindError::Io(err)),
         }
         // Bound under a name of its own, made private, then renamed into place: the socket is
         // never reachable with the umask's mode.
         let file_name = path
             .file_name()
-            .ok_or("has no file name")?
+            .ok_or(BindError::NoFileName)?
             .to_string_lossy()
             .into_owned();
         let staging = dir.join(format!(".{file_name}.{}", std::process::id()));
         let _ = fs::remove_file(&staging);
-        let listener = UnixListener::bind(&staging).map_err(|err| err.to_string())?;
+        let listener = UnixListener::bind(&staging)?;
         let placed = fs::set_permissions(&staging, fs::Permissions::from_mode(0o600))
             .and_then(|()| fs::rename(&staging, path));
         if let Err(err) = placed {
             let _ = fs::remove_file(&staging);
-            return Err(err.to_string());
+            return Err(BindError::Io(err));
         }
-        let inode = fs::symlink_metadata(path)
-            .map(|meta| meta.ino())
-            .map_err(|err| err.to_string())?;
+        let inode = fs::symlink_metadata(path).map(|meta| meta.ino())?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let shared = Arc::clone(&control);
         thread::Builder::new()
             .name(String::from("control"))
-            .spawn(move || accept(&listener, &shared, &flag))
-            .map_err(|err| err.to_string())?;
+            .spawn(move || accept(&listener, &shared, &flag))?;
         Ok(Self {
             _lock: lock,
             control,
@@ -141,7 +182,7 @@ impl Drop for ControlServer {
 }
 
 /// Takes the lock file `PATH.lock` (mode 0600), or says that another daemon holds it.
-pub(super) fn lock_beside(path: &Path) -> Result<fs::File, String> {
+pub(super) fn lock_beside(path: &Path) -> Result<fs::File, BindError> {
     use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
@@ -153,12 +194,10 @@ pub(super) fn lock_beside(path: &Path) -> Result<fs::File, String> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&name)
-        .map_err(|err| format!("cannot open its lock file: {err}"))?;
+        .map_err(BindError::LockFile)?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(String::from(
-            "another netwatch is running on it (stop it, or give this one --control PATH)",
-        ));
+        return Err(BindError::Running);
     }
     Ok(file)
 }
@@ -299,7 +338,7 @@ pub(super) fn serve(mut stream: UnixStream, control: &Control, connected: Instan
         "ban_add" | "ban_remove" | "ban_list" => {
             let answer = match ban_op(&request) {
                 Ok(op) => control.ban(op),
-                Err(reason) => error(&reason),
+                Err(reason) => error(&reason.to_string()),
             };
             let _ = write_line(&mut stream, &answer);
         }

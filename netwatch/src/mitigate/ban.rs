@@ -12,20 +12,20 @@ use serde::Serialize;
 
 use super::config::MitigateMode;
 use crate::{
-    datapath::BanAction,
+    datapath::{BanAction, DatapathError},
     detect::{alert::AlertKind, cidr::Cidr},
 };
 
 /// The kernel's ban list, for every interface watched.
 pub trait BanTable {
     /// Bans `net` under `index`, its counters from zero.
-    fn set(&mut self, index: u32, net: Cidr) -> Result<(), String>;
+    fn set(&mut self, index: u32, net: Cidr) -> Result<(), DatapathError>;
     /// Lifts the ban of `net`.
-    fn clear(&mut self, net: Cidr) -> Result<(), String>;
+    fn clear(&mut self, net: Cidr) -> Result<(), DatapathError>;
     /// What ban `index` matched so far: packets and bytes.
     fn counts(&mut self, index: u32) -> (u64, u64);
     /// What a match meets; `None`: the kernel does not look.
-    fn set_action(&mut self, action: Option<BanAction>) -> Result<(), String>;
+    fn set_action(&mut self, action: Option<BanAction>) -> Result<(), DatapathError>;
     /// Waits until frames that found an entry cleared just before have been counted.
     fn settle(&mut self) {}
 }

@@ -17,19 +17,30 @@ use crate::detect::{alert::AlertKind, cidr::Cidr};
 pub const BAN_TTL: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(366 * 86_400);
 
-/// A ban's TTL checked against [`BAN_TTL`], with the one message both ways of asking give.
-pub fn check_ban_ttl(ttl: Duration) -> Result<Duration, String> {
+/// A ban's TTL out of [`BAN_TTL`], with the one message both ways of asking give.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a ban lasts 1s to 8784h (a leap year); {} is out of that", asked(.ttl))]
+pub struct BanTtlError {
+    /// The TTL asked for.
+    pub ttl: Duration,
+}
+
+/// A TTL out of [`BAN_TTL`] as its message shows it: under a second as [`Duration`]'s
+/// `Debug` writes it (`500ms`), else in the words of a ban's TTL.
+fn asked(ttl: &Duration) -> String {
+    if *ttl < Duration::from_secs(1) {
+        format!("{ttl:?}")
+    } else {
+        crate::time_text::ttl_text(*ttl)
+    }
+}
+
+/// A ban's TTL checked against [`BAN_TTL`].
+pub fn check_ban_ttl(ttl: Duration) -> Result<Duration, BanTtlError> {
     if BAN_TTL.contains(&ttl) {
         Ok(ttl)
     } else {
-        let asked = if ttl < Duration::from_secs(1) {
-            format!("{ttl:?}")
-        } else {
-            crate::time_text::ttl_text(ttl)
-        };
-        Err(format!(
-            "a ban lasts 1s to 8784h (a leap year); {asked} is out of that"
-        ))
+        Err(BanTtlError { ttl })
     }
 }
 
@@ -182,7 +193,7 @@ impl MitigateConfig {
             }
         }
         if let Err(reason) = check_ban_ttl(self.manual_ttl) {
-            return invalid("mitigate.manual_ttl", &reason);
+            return invalid("mitigate.manual_ttl", &reason.to_string());
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.notify_timeout) {
             return invalid("mitigate.notify_timeout", "must be 100ms to 10m");

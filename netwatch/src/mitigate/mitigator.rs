@@ -342,6 +342,7 @@ impl Mitigator {
             // A half-made entry (one interface of several) must not stay behind.
             let _ = table.clear(ban.terms.net);
             let net = ban.terms.net;
+            let reason = reason.to_string();
             return Err(Box::new((ban, BanRefusal::Kernel { net, reason })));
         }
         if new {

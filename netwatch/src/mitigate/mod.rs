@@ -30,7 +30,7 @@ mod mitigator;
 pub use self::config::BanSubject;
 pub use self::{
     ban::{AlertRef, Ban, BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Origin},
-    config::{MitigateConfig, MitigateMode, check_ban_ttl},
+    config::{BanTtlError, MitigateConfig, MitigateMode, check_ban_ttl},
     mitigator::{Mitigator, NeverBan},
 };
 

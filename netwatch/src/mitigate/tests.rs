@@ -9,7 +9,7 @@ use super::{
     mitigator::{Mitigator, NeverBan},
 };
 use crate::{
-    datapath::BanAction,
+    datapath::{BanAction, DatapathError},
     detect::{
         alert::{Alert, AlertKind, AlertState, Severity, Subject},
         cidr::Cidr,
@@ -26,22 +26,22 @@ struct Table {
 }
 
 impl BanTable for Table {
-    fn set(&mut self, index: u32, net: Cidr) -> Result<(), String> {
+    fn set(&mut self, index: u32, net: Cidr) -> Result<(), DatapathError> {
         if self.refuse {
-            return Err(String::from("no room"));
+            return Err(DatapathError::BanIndex { index, max_bans: 0 });
         }
         self.counts.insert(index, (0, 0));
         self.entries.insert(net, index);
         Ok(())
     }
-    fn clear(&mut self, net: Cidr) -> Result<(), String> {
+    fn clear(&mut self, net: Cidr) -> Result<(), DatapathError> {
         self.entries.remove(&net);
         Ok(())
     }
     fn counts(&mut self, index: u32) -> (u64, u64) {
         self.counts.get(&index).copied().unwrap_or_default()
     }
-    fn set_action(&mut self, action: Option<BanAction>) -> Result<(), String> {
+    fn set_action(&mut self, action: Option<BanAction>) -> Result<(), DatapathError> {
         self.action = action;
         Ok(())
     }
@@ -517,7 +517,12 @@ fn a_kernel_refusal_is_reported() {
     );
     let events = m.on_alert("veth0", &start, &mut table, secs(0));
     assert_eq!(events[0].change, BanChange::Refused);
-    assert!(events[0].why.as_deref().unwrap().contains("no room"));
+    assert_eq!(
+        events[0].why.as_deref(),
+        Some(
+            "the kernel refused the ban of 10.9.0.2/32: ban counter 0 is past those of the 0 bans loaded (mitigate.max_bans)"
+        )
+    );
     assert_eq!(m.bans().count(), 0);
     assert_eq!(table.action, None);
 }

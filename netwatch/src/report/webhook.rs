@@ -59,22 +59,29 @@ impl WebhookConfig {
     /// How to check the SIEM's certificate: against the CA certificates of
     /// [`WebhookConfig::ca_file`] if set, else against the public roots built in. Errs, saying
     /// why, when the file cannot be read or holds no certificate.
-    pub fn tls(&self) -> Result<TlsConfig, String> {
+    pub fn tls(&self) -> Result<TlsConfig, CaFileError> {
         let Some(path) = &self.ca_file else {
             return Ok(TlsConfig::default());
         };
-        let pem =
-            std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|source| CaFileError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let mut certificates = Vec::new();
         for item in parse_pem(&pem) {
             match item {
                 Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
                 Ok(_) => {}
-                Err(err) => return Err(format!("{}: {err}", path.display())),
+                Err(source) => {
+                    return Err(CaFileError::Pem {
+                        path: path.clone(),
+                        source,
+                    });
+                }
             }
         }
         if certificates.is_empty() {
-            return Err(format!("{} holds no PEM certificate", path.display()));
+            return Err(CaFileError::NoCertificate(path.clone()));
         }
         Ok(TlsConfig::builder()
             .root_certs(RootCerts::new_with_certs(&certificates))
@@ -88,6 +95,30 @@ impl WebhookConfig {
             .filter(|token| !token.is_empty())
             .or_else(|| self.token.clone())
     }
+}
+
+/// Why [`WebhookConfig::ca_file`] cannot be used. Each message starts with or names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not PEM.
+    #[error("{}: {source}", .path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        source: ureq::Error,
+    },
+    /// The file holds no certificate (other PEM items, or nothing).
+    #[error("{} holds no PEM certificate", .0.display())]
+    NoCertificate(PathBuf),
 }
 
 /// What delivery stands at, for `netwatch status`.
