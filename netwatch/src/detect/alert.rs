@@ -4,7 +4,10 @@ use std::{fmt, net::IpAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{attack::Attack, cidr::Cidr};
+use super::{
+    attack::{Attack, AttackType},
+    cidr::Cidr,
+};
 use crate::datapath::{SlotlessPrefix, Target};
 
 /// What an alert is about.
@@ -30,7 +33,8 @@ pub enum AlertKind {
     /// DNS queries from a source look like data smuggled in names.
     DnsTunnel,
     /// A source or prefix with no baseline yet (new, or still warming up) sends a large share
-    /// of the interface's traffic: a spike that no learned baseline could catch.
+    /// of the interface's traffic: a spike that no learned baseline could catch. On a local
+    /// host or prefix (a destination), one that receives it: a new victim.
     HeavyHitter,
     /// Alerts over the per-interval cap, left out and counted in this one line.
     Suppressed,
@@ -149,27 +153,37 @@ pub enum Subject {
     Source(IpAddr),
     /// One host of the local networks, for what it receives.
     Destination(IpAddr),
+    /// A prefix of the local networks (`prefix_v4`, `prefix_v6` long), for what its hosts
+    /// receive together: where a flood spread over many hosts (carpet bombing) shows.
+    DestinationPrefix(Cidr),
 }
 
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Global => f.write_str("global"),
-            Self::Prefix(cidr) => write!(f, "{cidr}"),
+            Self::Prefix(cidr) | Self::DestinationPrefix(cidr) => write!(f, "{cidr}"),
             Self::Source(addr) | Self::Destination(addr) => write!(f, "{addr}"),
         }
     }
 }
 
 impl Subject {
-    /// `global`, `prefix`, `source` or `destination`.
+    /// `global`, `prefix`, `source`, `destination` or `destination_prefix`.
     pub fn scope(&self) -> &'static str {
         match self {
             Self::Global => "global",
             Self::Prefix(_) => "prefix",
             Self::Source(_) => "source",
             Self::Destination(_) => "destination",
+            Self::DestinationPrefix(_) => "destination_prefix",
         }
+    }
+
+    /// True for the subjects that receive the traffic (the local networks' hosts and
+    /// prefixes), false for those that send it.
+    pub fn receives(&self) -> bool {
+        matches!(self, Self::Destination(_) | Self::DestinationPrefix(_))
     }
 }
 
@@ -218,6 +232,27 @@ pub struct Alert {
     /// For a global rate alert at start and update: the traffic this interval that had no
     /// source slot, when it is a tenth of the interface's packets or more.
     pub slotless: Option<SlotlessEvidence>,
+    /// Whom the traffic hit: the top local hosts it went to this interval, for a flood alert
+    /// on a sender (the global, prefix or source subject) at start and update, when the
+    /// kernel counts destinations (`[networks] local`).
+    pub victims: Vec<Victim>,
+}
+
+/// A local host a flood went to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Victim {
+    /// The host.
+    pub addr: IpAddr,
+    /// Packets the alert's subject sent it this interval: all it received for the global
+    /// subject; for a source or a prefix, what the host's top senders say came from the
+    /// source's /24 (IPv6 /48), an upper bound.
+    pub packets: u64,
+    /// Packets per second.
+    pub pps: f64,
+    /// Its share of the subject's packets this interval (0 to 1).
+    pub share: f64,
+    /// What the host received, typed (for a reflection, the service's port).
+    pub attack: Option<AttackType>,
 }
 
 /// Traffic without a source slot behind a global alert, from the kernel's breakdown of it:

@@ -67,15 +67,17 @@ impl Default for SpikeConfig {
 
 /// Heavy hitters: sources and prefixes with no baseline yet that send a large share of the
 /// traffic. Spike detection cannot see them (a new series has no baseline to exceed), and
-/// unknown-source detection says "new", not "flooding".
+/// unknown-source detection says "new", not "flooding". The same rule names new victims: local
+/// hosts and prefixes with no baseline yet (quiet before) that receive such a share.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeavyConfig {
     /// Off switch.
     pub enabled: bool,
-    /// Share of the interface's packets (0 to 1) that makes a new series a heavy hitter ...
+    /// Share of the interface's packets (0 to 1) that makes a new series a heavy hitter (or a
+    /// new victim) ...
     pub share: f64,
-    /// ... when it also sends at least this many packets per second.
+    /// ... when it also sends (or receives) at least this many packets per second.
     pub min_pps: f64,
 }
 
@@ -159,9 +161,9 @@ impl Default for ScanConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
-    /// Prefix length of IPv4 aggregates.
+    /// Prefix length of IPv4 aggregates, of senders and of local hosts alike.
     pub prefix_v4: u8,
-    /// Prefix length of IPv6 aggregates.
+    /// Prefix length of IPv6 aggregates, of senders and of local hosts alike.
     pub prefix_v6: u8,
     /// Limits on the whole interface.
     pub global: Limits,
@@ -171,6 +173,9 @@ pub struct DetectConfig {
     pub source: Limits,
     /// Limits on each host of the local networks (`[networks] local`), on what it receives.
     pub destination: Limits,
+    /// Limits on each prefix of the local networks (`prefix_v4`, `prefix_v6` long), on what
+    /// its hosts receive together.
+    pub destination_prefix: Limits,
     /// Spikes.
     pub spike: SpikeConfig,
     /// Unknown sources.
@@ -209,6 +214,7 @@ impl Default for DetectConfig {
             prefix: Limits::default(),
             source: Limits::default(),
             destination: Limits::default(),
+            destination_prefix: Limits::default(),
             spike: SpikeConfig::default(),
             unknown: UnknownConfig::default(),
             scan: ScanConfig::default(),
@@ -243,6 +249,7 @@ impl DetectConfig {
             ("prefix", &self.prefix),
             ("source", &self.source),
             ("destination", &self.destination),
+            ("destination_prefix", &self.destination_prefix),
         ] {
             for (name, value) in [("pps", limits.pps), ("bps", limits.bps)] {
                 if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {

@@ -118,6 +118,10 @@ impl Detector {
             },
         );
         for destination in interval.destinations.iter().filter(|_| !self.global_only) {
+            let prefix = Subject::DestinationPrefix(self.prefix_of(destination.addr));
+            let entry = volumes.entry(prefix).or_default();
+            entry.packets += destination.stats.packets;
+            entry.bytes += destination.stats.bytes;
             volumes.insert(
                 Subject::Destination(destination.addr),
                 Volume {
@@ -147,6 +151,7 @@ impl Detector {
             self.scans(interval, &rate, &mut triggers);
         }
         self.one_heavy_hitter_per_attack(&volumes, &mut triggers);
+        self.one_alert_per_victim_prefix(&volumes, &mut triggers);
         if capacity_short > 0 {
             triggers.insert(
                 (AlertKind::TrackingCapacity, Subject::Global),
@@ -249,6 +254,7 @@ impl Detector {
             attack: None,
             members: None,
             slotless: None,
+            victims: Vec::new(),
         });
         outcome.alerts = kept;
     }

@@ -101,6 +101,7 @@ impl Detector {
             attack: None,
             members: None,
             slotless: None,
+            victims: Vec::new(),
         })
     }
 
@@ -125,6 +126,10 @@ impl Detector {
         }
         for destination in &interval.destinations {
             if let Some(mix) = mixes.get_mut(&Subject::Destination(destination.addr)) {
+                mix.add_source(&destination.stats);
+            }
+            let prefix = Subject::DestinationPrefix(self.prefix_of(destination.addr));
+            if let Some(mix) = mixes.get_mut(&prefix) {
                 mix.add_source(&destination.stats);
             }
         }
@@ -293,6 +298,7 @@ impl Detector {
                 attack,
                 members: event.members.clone(),
                 slotless: None,
+                victims: Vec::new(),
             });
             if state == AlertState::End {
                 self.open.remove(&key);

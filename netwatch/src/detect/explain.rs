@@ -1,20 +1,27 @@
 //! Alerts that explain themselves: the top contributors (sources, and prefixes for the global
-//! subject) of a global or prefix rate alert, a victim's top sender prefixes, and what the
-//! traffic without a slot was when it makes a large share of the interface's.
+//! subject) of a global or prefix rate alert, whom a flood from a sender hit (its victims), a
+//! victim's top sender prefixes, a local prefix's top hosts and senders, and what the traffic
+//! without a slot was when it makes a large share of the interface's.
 //!
-//! Owns the `contributors`, `slotless` and a victim's `detail` of alerts that start or
-//! update; it must not change an alert's kind, state, subject or numbers, nor any detection
+//! Owns the `contributors`, `victims`, `slotless` and a victim's `detail` of alerts that start
+//! or update; it must not change an alert's kind, state, subject or numbers, nor any detection
 //! state (it only reads the baselines). What a flood is made of is [`super::attack`]'s.
 
 use std::{collections::HashMap, net::IpAddr};
 
 use super::{
-    alert::{Alert, AlertKind, AlertState, Contributor, SlotlessEvidence, SlotlessShare, Subject},
+    alert::{
+        Alert, AlertKind, AlertState, Contributor, SlotlessEvidence, SlotlessShare, Subject, Victim,
+    },
+    attack::Attack,
     cidr::Cidr,
     detector::Detector,
     state::Volume,
 };
-use crate::collect::Interval;
+use crate::{
+    collect::{Interval, Mix},
+    datapath::{DestinationReading, SlotlessPrefix, Traffic, add_traffic},
+};
 
 impl Detector {
     /// Names the top contributors of the global and prefix rate alerts that start or update
@@ -31,6 +38,13 @@ impl Detector {
             return;
         }
         for alert in alerts.iter_mut() {
+            let reported = matches!(alert.state, AlertState::Start | AlertState::Update);
+            if reported && alert.kind.is_flood() && !alert.subject.receives() {
+                let whole = volumes
+                    .get(&alert.subject)
+                    .map_or(0, |volume| volume.packets);
+                alert.victims = victims(interval, alert.subject, whole, rate, top);
+            }
             let rate_rule = matches!(
                 alert.kind,
                 AlertKind::ThresholdPps
@@ -47,9 +61,16 @@ impl Detector {
             if alert.subject == Subject::Global {
                 alert.slotless = slotless_evidence(interval, top);
             }
-            if let Subject::Destination(addr) = alert.subject {
-                explain_destination(interval, addr, rate, top, alert);
-                continue;
+            match alert.subject {
+                Subject::Destination(addr) => {
+                    explain_destination(interval, addr, rate, top, alert);
+                    continue;
+                }
+                Subject::DestinationPrefix(cidr) => {
+                    explain_destination_prefix(interval, cidr, rate, top, alert);
+                    continue;
+                }
+                _ => {}
             }
             let whole = volumes.get(&alert.subject).copied().unwrap_or_default();
             // The subject's excess, in the alert's unit: over its baseline, or over the
@@ -160,7 +181,10 @@ fn explain_destination(
     let Some(destination) = interval.destinations.iter().find(|d| d.addr == addr) else {
         return;
     };
-    alert.detail = Some(format!("~{} sources", destination.sources));
+    alert.detail = Some(with_rule_detail(
+        alert.detail.as_deref(),
+        format!("~{} sources", destination.sources),
+    ));
     let whole = destination.stats.packets.max(1) as f64;
     alert.contributors = destination
         .senders
@@ -179,6 +203,140 @@ fn explain_destination(
         .collect();
 }
 
+/// The rule's own words (a new victim's), then what the explanation adds.
+fn with_rule_detail(rule: Option<&str>, explained: String) -> String {
+    match rule {
+        Some(rule) if rule.starts_with("new victim") => format!("{rule}; {explained}"),
+        _ => explained,
+    }
+}
+
+/// A local prefix's alert: how many of its hosts received traffic (in `detail`), and as
+/// contributors its top hosts then the top sender prefixes of them all (upper bounds, as a
+/// host's are).
+fn explain_destination_prefix(
+    interval: &Interval,
+    cidr: Cidr,
+    rate: &impl Fn(u64) -> f64,
+    top: usize,
+    alert: &mut Alert,
+) {
+    let mut hosts: Vec<&DestinationReading> = interval
+        .destinations
+        .iter()
+        .filter(|host| cidr.contains(host.addr) && host.stats.packets > 0)
+        .collect();
+    if hosts.is_empty() {
+        return;
+    }
+    let whole = hosts
+        .iter()
+        .map(|host| host.stats.packets)
+        .sum::<u64>()
+        .max(1) as f64;
+    let mut senders: HashMap<SlotlessPrefix, Traffic> = HashMap::new();
+    for host in &hosts {
+        for (prefix, traffic) in &host.senders {
+            add_traffic(senders.entry(*prefix).or_default(), *traffic);
+        }
+    }
+    let most = hosts.iter().map(|host| host.sources).max().unwrap_or(0);
+    alert.detail = Some(with_rule_detail(
+        alert.detail.as_deref(),
+        format!("{} hosts hit, ~{most} sources to the busiest", hosts.len()),
+    ));
+    hosts.sort_by(|a, b| {
+        b.stats
+            .packets
+            .cmp(&a.stats.packets)
+            .then(a.addr.cmp(&b.addr))
+    });
+    let mut senders: Vec<(SlotlessPrefix, Traffic)> = senders.into_iter().collect();
+    senders.sort_by(|(a, x), (b, y)| y.packets.cmp(&x.packets).then(a.cmp(b)));
+    let contributor = |subject, packets: u64, bytes: u64| Contributor {
+        subject,
+        packets,
+        bytes,
+        pps: rate(packets),
+        bps: rate(bytes) * 8.0,
+        share: (packets as f64 / whole).min(1.0),
+        excess_share: None,
+        new: false,
+    };
+    alert.contributors = hosts
+        .iter()
+        .take(top)
+        .map(|host| {
+            contributor(
+                Subject::Destination(host.addr),
+                host.stats.packets,
+                host.stats.bytes,
+            )
+        })
+        .chain(senders.iter().take(top).map(|(prefix, traffic)| {
+            contributor(
+                Subject::Prefix(Cidr::of(prefix.addr, prefix.len)),
+                traffic.packets,
+                traffic.bytes,
+            )
+        }))
+        .collect();
+}
+
+/// Whom the traffic of a sender subject went to this interval, largest first: every local
+/// host for the global subject; for a source or a prefix, the hosts whose top senders hold
+/// its /24 (IPv6 /48), with what those counted.
+fn victims(
+    interval: &Interval,
+    subject: Subject,
+    whole: u64,
+    rate: &impl Fn(u64) -> f64,
+    top: usize,
+) -> Vec<Victim> {
+    let from = |destination: &DestinationReading| -> u64 {
+        let sent_by = |matches: &dyn Fn(&SlotlessPrefix) -> bool| {
+            destination
+                .senders
+                .iter()
+                .filter(|(prefix, _)| matches(prefix))
+                .map(|(_, traffic)| traffic.packets)
+                .sum::<u64>()
+        };
+        match subject {
+            Subject::Global => destination.stats.packets,
+            Subject::Source(addr) => {
+                sent_by(&|prefix| Cidr::of(prefix.addr, prefix.len).contains(addr))
+            }
+            Subject::Prefix(cidr) => sent_by(&|prefix| {
+                let sender = Cidr::of(prefix.addr, prefix.len);
+                sender.contains(cidr.addr()) || cidr.contains(sender.addr())
+            }),
+            Subject::Destination(_) | Subject::DestinationPrefix(_) => 0,
+        }
+    };
+    let mut hit: Vec<(u64, &DestinationReading)> = interval
+        .destinations
+        .iter()
+        .map(|destination| (from(destination), destination))
+        .filter(|(packets, _)| *packets > 0)
+        .collect();
+    hit.sort_by(|(a, x), (b, y)| b.cmp(a).then(x.addr.cmp(&y.addr)));
+    hit.into_iter()
+        .take(top)
+        .map(|(packets, destination)| {
+            let mut mix = Mix::default();
+            mix.add_source(&destination.stats);
+            Victim {
+                addr: destination.addr,
+                packets,
+                pps: rate(packets),
+                share: (packets as f64 / whole.max(1) as f64).min(1.0),
+                attack: Attack::classify(&mix).map(|attack| attack.kind),
+            }
+        })
+        .collect()
+}
+
 /// Slot-less traffic that makes a tenth of the interface's packets or more in this
 /// interval; the shares of its breakdown from the kernel's window (which may be a few frames
 /// off the interval's overflow count, see [`Interval::slotless`]).
@@ -193,11 +351,7 @@ fn slotless_evidence(interval: &Interval, top: usize) -> Option<SlotlessEvidence
         return None;
     }
     let whole = breakdown.total.packets as f64;
-    fn shares<T: Copy>(
-        list: &[(T, crate::datapath::Traffic)],
-        whole: f64,
-        top: usize,
-    ) -> Vec<SlotlessShare<T>> {
+    fn shares<T: Copy>(list: &[(T, Traffic)], whole: f64, top: usize) -> Vec<SlotlessShare<T>> {
         list.iter()
             .take(top)
             .map(|(what, traffic)| SlotlessShare {

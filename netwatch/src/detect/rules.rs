@@ -25,6 +25,10 @@ use crate::collect::Interval;
 pub(super) const GROUP_MIN: usize = 2;
 /// Addresses an alert for many sources lists.
 const MEMBERS_LISTED: usize = 5;
+/// Hosts of one local prefix that meet the same rule in one interval and are reported as one
+/// alert for the prefix: a carpet bombing hits many; two hosts hit at once are more often two
+/// attacks, each named with its own type.
+const VICTIMS_GROUP_MIN: usize = 3;
 /// A prefix's heavy hitter is left out when one source of it that is a heavy hitter itself
 /// sends this share of the prefix's packets: it is the same attack.
 const ONE_SOURCE_SHARE: f64 = 0.8;
@@ -45,6 +49,7 @@ impl Detector {
                 Subject::Prefix(_) => &self.config.prefix,
                 Subject::Source(_) => &self.config.source,
                 Subject::Destination(_) => &self.config.destination,
+                Subject::DestinationPrefix(_) => &self.config.destination_prefix,
             };
             let pps = rate(volume.packets);
             let bps = rate(volume.bytes) * 8.0;
@@ -123,16 +128,20 @@ impl Detector {
             };
             let heavy_running = open.contains_key(&(AlertKind::HeavyHitter, *subject));
             let watched = heavy.enabled && series.new && series.ewma.samples() < spike.warmup;
-            // A heavy hitter sends: a destination that receives much is a victim, judged by
-            // its thresholds and spikes.
-            let sends = matches!(subject, Subject::Prefix(_) | Subject::Source(_));
-            let heavy_trigger = (sends && (heavy_running || watched) && enough)
-                .then(|| heavy.min_pps.max(heavy.share * global_pps))
-                .filter(|threshold| value >= *threshold)
-                .map(|threshold| Trigger {
-                    detail: Some(format!("new {}: no baseline yet", subject.scope())),
-                    ..Trigger::new(value, threshold, None)
-                });
+            // A sender with no baseline that sends much is a heavy hitter; a local host or
+            // prefix with none that receives much is a new victim, which no spike can name.
+            let heavy_trigger =
+                (subject != &Subject::Global && (heavy_running || watched) && enough)
+                    .then(|| heavy.min_pps.max(heavy.share * global_pps))
+                    .filter(|threshold| value >= *threshold)
+                    .map(|threshold| Trigger {
+                        detail: Some(if subject.receives() {
+                            String::from("new victim: no baseline yet")
+                        } else {
+                            format!("new {}: no baseline yet", subject.scope())
+                        }),
+                        ..Trigger::new(value, threshold, None)
+                    });
             // The baseline learns only from normal traffic: never from an event, nor from
             // the rate of a sliver of an interval.
             let learns = trigger.is_none()
@@ -179,6 +188,68 @@ impl Detector {
         for prefix in covered {
             if !self.open.contains_key(&(AlertKind::HeavyHitter, prefix)) {
                 triggers.remove(&(AlertKind::HeavyHitter, prefix));
+            }
+        }
+    }
+
+    /// Hosts of one local prefix that the same rule names in the same interval are one attack
+    /// on the prefix (carpet bombing): one alert on the prefix, with how many hosts and the
+    /// first few, in place of an alert per host (whose events already running go on). The
+    /// prefix's own rules fire too when each host stays under every per-host rule. A prefix
+    /// whose traffic is nearly all one host's that alerts is that host's attack: only the
+    /// host alerts.
+    pub(super) fn one_alert_per_victim_prefix(
+        &self,
+        volumes: &HashMap<Subject, Volume>,
+        triggers: &mut BTreeMap<(AlertKind, Subject), Trigger>,
+    ) {
+        let mut hosts: BTreeMap<(AlertKind, Cidr), Vec<IpAddr>> = BTreeMap::new();
+        for (kind, subject) in triggers.keys().chain(self.open.keys()) {
+            match subject {
+                Subject::Destination(addr) if triggers.contains_key(&(*kind, *subject)) => {
+                    let hit = hosts.entry((*kind, self.prefix_of(*addr))).or_default();
+                    if !hit.contains(addr) {
+                        hit.push(*addr);
+                    }
+                }
+                Subject::DestinationPrefix(cidr) => {
+                    hosts.entry((*kind, *cidr)).or_default();
+                }
+                _ => {}
+            }
+        }
+        for ((kind, cidr), mut addrs) in hosts {
+            let key = (kind, Subject::DestinationPrefix(cidr));
+            let open = self.open.contains_key(&key);
+            if addrs.len() >= VICTIMS_GROUP_MIN || (open && !addrs.is_empty()) {
+                addrs.sort();
+                let mut folded = Trigger::new(0.0, 0.0, Some(0.0));
+                for addr in &addrs {
+                    let host = (kind, Subject::Destination(*addr));
+                    let Some(trigger) = triggers.get(&host) else {
+                        continue;
+                    };
+                    folded.observed += trigger.observed;
+                    folded.threshold += trigger.threshold;
+                    folded.baseline = folded.baseline.zip(trigger.baseline).map(|(a, b)| a + b);
+                    // A host's own running event goes on to its end; no new one starts.
+                    if !self.open.contains_key(&host) {
+                        triggers.remove(&host);
+                    }
+                }
+                let trigger = triggers.entry(key).or_insert(folded);
+                trigger.members = Some(members(addrs.into_iter()));
+            } else if let [addr] = addrs[..]
+                && !open
+                && triggers.contains_key(&key)
+            {
+                let host = volumes
+                    .get(&Subject::Destination(addr))
+                    .map_or(0, |volume| volume.packets) as f64;
+                let whole = volumes.get(&key.1).map_or(0, |volume| volume.packets) as f64;
+                if host >= ONE_SOURCE_SHARE * whole {
+                    triggers.remove(&key);
+                }
             }
         }
     }

@@ -142,6 +142,7 @@ impl Detector {
                 attack: None,
                 members,
                 slotless: None,
+                victims: Vec::new(),
             });
         }
     }

@@ -355,6 +355,7 @@ impl Inspector {
             attack: None,
             members: None,
             slotless: None,
+            victims: Vec::new(),
         })
     }
 }

@@ -76,6 +76,7 @@ fn alert(id: &str, kind: AlertKind, state: AlertState, subject: Subject) -> Aler
         attack: None,
         members: None,
         slotless: None,
+        victims: Vec::new(),
     }
 }
 

@@ -12,8 +12,9 @@ use super::{escape, rfc3339};
 use crate::detect::{
     alert::{
         Alert, AlertKind, AlertState, Contributor, Members, Severity, SlotlessEvidence, Subject,
+        Victim,
     },
-    attack::Attack,
+    attack::{Attack, AttackType},
 };
 
 #[derive(Serialize)]
@@ -43,7 +44,36 @@ struct AlertRecord<'a> {
     attack: Option<&'a Attack>,
     contributors: Vec<ContributorRecord>,
     sources: Option<SourcesRecord>,
+    hosts: Option<SourcesRecord>,
+    victims: Vec<VictimRecord>,
     slotless: Option<SlotlessRecord>,
+}
+
+/// [`Victim`] in JSON.
+#[derive(Serialize)]
+struct VictimRecord {
+    destination: String,
+    packets: u64,
+    pps: f64,
+    share: f64,
+    attack: Option<&'static str>,
+    port: Option<u16>,
+}
+
+impl VictimRecord {
+    fn of(victim: &Victim) -> Self {
+        Self {
+            destination: victim.addr.to_string(),
+            packets: victim.packets,
+            pps: round(victim.pps),
+            share: round(victim.share),
+            attack: victim.attack.map(AttackType::name),
+            port: match victim.attack {
+                Some(AttackType::Reflection(port)) => Some(port),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// [`SlotlessEvidence`] in JSON.
@@ -129,6 +159,16 @@ struct SourcesRecord {
 
 /// One JSON object on one line.
 pub fn write_json(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Result<()> {
+    let members = alert.members.as_ref().map(|members| SourcesRecord {
+        count: members.count,
+        first: members.first.iter().map(ToString::to_string).collect(),
+    });
+    // A local prefix's alert stands for hosts; a sender's, for sources.
+    let (sources, hosts) = if alert.subject.receives() {
+        (None, members)
+    } else {
+        (members, None)
+    };
     let record = AlertRecord {
         kind_of_record: "alert",
         time: rfc3339(UNIX_EPOCH + alert.at),
@@ -167,10 +207,9 @@ pub fn write_json(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
                 new: contributor.new,
             })
             .collect(),
-        sources: alert.members.as_ref().map(|members| SourcesRecord {
-            count: members.count,
-            first: members.first.iter().map(ToString::to_string).collect(),
-        }),
+        sources,
+        hosts,
+        victims: alert.victims.iter().map(VictimRecord::of).collect(),
         slotless: alert.slotless.as_ref().map(SlotlessRecord::of),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
@@ -191,11 +230,7 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
         Severity::Warning => "warning",
         Severity::Critical => "CRITICAL",
     };
-    let to = if matches!(alert.subject, Subject::Destination(_)) {
-        "to "
-    } else {
-        ""
-    };
+    let to = if alert.subject.receives() { "to " } else { "" };
     write!(
         out,
         "{} ALERT {state} {severity} {} {to}{} on {iface}: ",
@@ -257,8 +292,7 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
                     alert.peak, alert.packets
                 )?;
             }
-            if (alert.kind == AlertKind::HeavyHitter
-                || matches!(alert.subject, Subject::Destination(_)))
+            if (alert.kind == AlertKind::HeavyHitter || alert.subject.receives())
                 && let Some(detail) = &alert.detail
             {
                 write!(out, "; {}", escape(detail))?;
@@ -271,7 +305,12 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
     if alert.kind != AlertKind::UnknownSource
         && let Some(members) = &alert.members
     {
-        write!(out, "; {} sources: {}", members.count, addresses(members))?;
+        let who = if alert.subject.receives() {
+            "hosts"
+        } else {
+            "sources"
+        };
+        write!(out, "; {} {who}: {}", members.count, addresses(members))?;
     }
     if let Some(slotless) = &alert.slotless {
         write_slotless(out, slotless)?;
@@ -292,7 +331,37 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
             write!(out, "{separator}")?;
             write_contributor(out, contributor)?;
         }
+    }
+    if !alert.victims.is_empty() {
+        let lead = if alert.contributors.is_empty() {
+            "  to:"
+        } else {
+            "; to:"
+        };
+        write!(out, "{lead}")?;
+        for (i, victim) in alert.victims.iter().enumerate() {
+            write!(out, "{}", if i == 0 { " " } else { ", " })?;
+            write_victim(out, victim)?;
+        }
+    }
+    if !alert.contributors.is_empty() || !alert.victims.is_empty() {
         writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// `10.1.0.5 4800 pkt/s 96% NTP reflection (UDP from port 123)`: whom, how much of the
+/// subject's traffic, and what the host received.
+fn write_victim(out: &mut impl Write, victim: &Victim) -> io::Result<()> {
+    write!(
+        out,
+        "{} {:.0} pkt/s {:.0}%",
+        victim.addr,
+        victim.pps,
+        victim.share * 100.0
+    )?;
+    if let Some(attack) = victim.attack {
+        write!(out, " {attack}")?;
     }
     Ok(())
 }
@@ -396,6 +465,7 @@ mod tests {
             attack: None,
             members: None,
             slotless: None,
+            victims: Vec::new(),
         }
     }
 
@@ -561,6 +631,72 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["scope"], "destination");
         assert_eq!(value["subject"], "10.0.0.6");
+    }
+
+    #[test]
+    fn a_flood_names_whom_it_hit_on_its_second_line_and_in_json() {
+        let alert = Alert {
+            victims: vec![
+                Victim {
+                    addr: std::net::IpAddr::from([172, 16, 2, 7]),
+                    packets: 5_000,
+                    pps: 5_000.0,
+                    share: 0.98,
+                    attack: Some(AttackType::Reflection(123)),
+                },
+                Victim {
+                    addr: std::net::IpAddr::from([172, 16, 4, 9]),
+                    packets: 60,
+                    pps: 60.0,
+                    share: 0.012,
+                    attack: None,
+                },
+            ],
+            ..alert(AlertState::Start)
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, "eth0", &alert).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let second = text.lines().nth(1).unwrap_or_default();
+        assert_eq!(
+            second,
+            "  to: 172.16.2.7 5000 pkt/s 98% NTP reflection (UDP from port 123), \
+             172.16.4.9 60 pkt/s 1%"
+        );
+        let mut out = Vec::new();
+        write_json(&mut out, "eth0", &alert).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["victims"][0]["destination"], "172.16.2.7");
+        assert_eq!(value["victims"][0]["attack"], "reflection");
+        assert_eq!(value["victims"][0]["port"], 123);
+        assert_eq!(value["victims"][0]["share"], 0.98);
+        assert_eq!(value["victims"][1]["attack"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_local_prefix_alert_counts_hosts_not_sources() {
+        let alert = Alert {
+            subject: Subject::DestinationPrefix("172.16.1.0/24".parse().unwrap()),
+            members: Some(Members {
+                count: 20,
+                first: vec![std::net::IpAddr::from([172, 16, 1, 1])],
+            }),
+            ..alert(AlertState::Start)
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, "eth0", &alert).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(" spike_pps to 172.16.1.0/24 on eth0: "),
+            "{text}"
+        );
+        assert!(text.contains("; 20 hosts: 172.16.1.1"), "{text}");
+        let mut out = Vec::new();
+        write_json(&mut out, "eth0", &alert).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["scope"], "destination_prefix");
+        assert_eq!(value["hosts"]["count"], 20);
+        assert_eq!(value["sources"], serde_json::Value::Null);
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn a_prefix_of_new_sources_is_one_heavy_hitter_and_one_unknown_source_alert() {
 }
 
 #[test]
-fn a_new_busy_destination_is_no_heavy_hitter() {
+fn a_new_busy_destination_is_a_new_victim_not_a_sender() {
     let config = DetectConfig {
         heavy: HeavyConfig {
             enabled: true,
@@ -123,10 +123,18 @@ fn a_new_busy_destination_is_no_heavy_hitter() {
     let alerts = detector
         .observe(&victim(5_000, 2_000), Duration::from_secs(1_010))
         .alerts;
-    assert!(
-        alerts
-            .iter()
-            .all(|alert| alert.subject.scope() != "destination"),
+    let receivers: Vec<(AlertKind, String, Option<String>)> = alerts
+        .iter()
+        .filter(|alert| alert.subject.receives())
+        .map(|alert| (alert.kind, alert.subject.to_string(), alert.detail.clone()))
+        .collect();
+    assert_eq!(
+        receivers,
+        [(
+            AlertKind::HeavyHitter,
+            String::from("192.0.2.5"),
+            Some(String::from("new victim: no baseline yet; ~2000 sources"))
+        )],
         "{alerts:?}"
     );
 }

@@ -4,7 +4,7 @@
 //! interval of sources, the configurations with only the rules under test on, a run over a
 //! series, a quiet link, a victim's interval); the tests are in one file per family:
 //! `spikes` (and the series behind them), `thresholds`, `heavy_hitters`, `unknown` (sources),
-//! `scans` (and SYN floods), `events` (the cap on an interval's lines, the kernel's early
+//! `scans` (and SYN floods), `victims` (whom floods hit), `events` (the cap on an interval's lines, the kernel's early
 //! events) and `explain` (what an alert says of its traffic). A test must not reach into the
 //! detector's state: it drives the detector through its entry points and reads what comes out.
 
@@ -15,6 +15,7 @@ mod scans;
 mod spikes;
 mod thresholds;
 mod unknown;
+mod victims;
 
 use std::{net::IpAddr, time::Duration};
 
