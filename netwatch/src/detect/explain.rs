@@ -39,7 +39,13 @@ impl Detector {
         }
         for alert in alerts.iter_mut() {
             let reported = matches!(alert.state, AlertState::Start | AlertState::Update);
-            if reported && alert.kind.is_flood() && !alert.subject.receives() {
+            // Only while the subject is over its rule: in a quiet interval of a running event
+            // the hosts its traffic reaches are the usual ones.
+            if reported
+                && alert.kind.is_flood()
+                && !alert.subject.receives()
+                && alert.observed > alert.threshold
+            {
                 let whole = volumes
                     .get(&alert.subject)
                     .map_or(0, |volume| volume.packets);
@@ -283,6 +289,10 @@ fn explain_destination_prefix(
         .collect();
 }
 
+/// The least share of a subject's packets that makes a host one of its victims: the hosts
+/// that merely receive their usual traffic meanwhile are left out.
+const VICTIM_MIN_SHARE: f64 = 0.01;
+
 /// Whom the traffic of a sender subject went to this interval, largest first: every local
 /// host for the global subject; for a source or a prefix, the hosts whose top senders hold
 /// its /24 (IPv6 /48), with what those counted.
@@ -318,7 +328,7 @@ fn victims(
         .destinations
         .iter()
         .map(|destination| (from(destination), destination))
-        .filter(|(packets, _)| *packets > 0)
+        .filter(|(packets, _)| *packets as f64 >= VICTIM_MIN_SHARE * whole as f64 && *packets > 0)
         .collect();
     hit.sort_by(|(a, x), (b, y)| b.cmp(a).then(x.addr.cmp(&y.addr)));
     hit.into_iter()
