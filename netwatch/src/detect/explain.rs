@@ -72,10 +72,12 @@ impl Detector {
                     explain_destination(interval, addr, rate, top, alert);
                     continue;
                 }
-                Subject::DestinationPrefix(cidr) => {
+                // In a quiet interval of its event, the prefix's hosts receive as usual.
+                Subject::DestinationPrefix(cidr) if alert.observed > alert.threshold => {
                     explain_destination_prefix(interval, cidr, rate, top, alert);
                     continue;
                 }
+                Subject::DestinationPrefix(_) => continue,
                 _ => {}
             }
             let whole = volumes.get(&alert.subject).copied().unwrap_or_default();
