@@ -192,7 +192,8 @@ impl Detector {
         }
     }
 
-    /// Hosts of one local prefix that the same rule names in the same interval are one attack
+    /// A victim that a limit or a spike names is not also a new victim. Hosts of one local
+    /// prefix that the same rule names in the same interval are one attack
     /// on the prefix (carpet bombing): one alert on the prefix, with how many hosts and the
     /// first few, in place of an alert per host (whose events already running go on). The
     /// prefix's own rules fire too when each host stays under every per-host rule. A prefix
@@ -203,6 +204,25 @@ impl Detector {
         volumes: &HashMap<Subject, Volume>,
         triggers: &mut BTreeMap<(AlertKind, Subject), Trigger>,
     ) {
+        // A victim whose limit or spike already fires is named by that alert: no second one
+        // saying it is new.
+        let named: Vec<Subject> = triggers
+            .keys()
+            .filter(|(kind, subject)| {
+                subject.receives()
+                    && matches!(
+                        kind,
+                        AlertKind::ThresholdPps | AlertKind::ThresholdBps | AlertKind::SpikePps
+                    )
+            })
+            .map(|(_, subject)| *subject)
+            .collect();
+        for subject in named {
+            let key = (AlertKind::HeavyHitter, subject);
+            if !self.open.contains_key(&key) {
+                triggers.remove(&key);
+            }
+        }
         let mut hosts: BTreeMap<(AlertKind, Cidr), Vec<IpAddr>> = BTreeMap::new();
         for (kind, subject) in triggers.keys().chain(self.open.keys()) {
             match subject {

@@ -338,3 +338,36 @@ fn a_source_flood_names_the_hosts_its_prefix_sent_to() {
     assert_eq!(source.victims[0].attack, Some(AttackType::UdpFlood));
     assert_eq!(source.victims[0].share, 1.0);
 }
+
+#[test]
+fn a_new_victim_over_its_limit_is_named_once() {
+    let mut detector = detector(DetectConfig {
+        destination: Limits {
+            pps: Some(1_000.0),
+            bps: None,
+        },
+        ..heavy_config()
+    });
+    let alerts = run_office(&mut detector, 32, |i| {
+        if i < 30 {
+            return Vec::new();
+        }
+        vec![received(
+            "172.16.2.7",
+            5_000,
+            Hit::Reflected(123),
+            "198.51.100.0",
+        )]
+    });
+    let named: Vec<(AlertKind, AlertState)> = alerts
+        .iter()
+        .filter(|a| a.subject.to_string() == "172.16.2.7")
+        .map(|a| (a.kind, a.state))
+        .collect();
+    assert_eq!(
+        named,
+        [(AlertKind::ThresholdPps, AlertState::Start)],
+        "{:#?}",
+        summary(&alerts)
+    );
+}
