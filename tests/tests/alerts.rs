@@ -3,21 +3,14 @@
 //! period where a test says so): each attack named by source, prefix and type, once, and the
 //! benign hosts never; nothing from a handful of packets; nothing from a busy benign link.
 
-use std::{
-    fs,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{fs, net::Ipv4Addr, path::PathBuf, process::Command, time::Duration};
 
 use netwatch_tests::{
     ScratchDir,
     frames::{ACK, FrameBuilder, PSH, SYN, Transport},
     netwatch_bin, pcaps_dir, privileged,
     process::succeed,
-    replay::{BASE, of_type, records, replay, stream},
-    write_pcap,
+    replay::{BASE, alerts_of, of_type, records_of, stream, write_case},
 };
 use serde_json::Value;
 
@@ -33,47 +26,6 @@ fn benign(frames: &mut Vec<(Duration, Vec<u8>)>, seconds: u64) {
             }
         });
     }
-}
-
-/// Writes `frames` (sorted here) as a capture, and `config` beside it; returns their paths.
-fn write_case(
-    dir: &ScratchDir,
-    mut frames: Vec<(Duration, Vec<u8>)>,
-    config: &str,
-) -> (PathBuf, PathBuf) {
-    frames.sort_by_key(|(time, _)| *time);
-    let capture = dir.join("case.pcap");
-    write_pcap(&capture, &frames);
-    let config_path = dir.join("netwatch.toml");
-    fs::write(&config_path, config).unwrap_or_else(|err| panic!("{err}"));
-    (capture, config_path)
-}
-
-/// Replays the case with `--format json` (and `extra`); returns every record.
-fn records_of(capture: &Path, config: &Path, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec![
-        capture.to_str().unwrap_or_default(),
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "--format",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let output = replay(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    records(&output)
-}
-
-/// Replays the case as [`records_of`] does; returns its alerts.
-fn alerts_of(capture: &Path, config: &Path, extra: &[&str]) -> Vec<Value> {
-    of_type(&records_of(capture, config, extra), "alert")
-        .into_iter()
-        .cloned()
-        .collect()
 }
 
 /// (kind, state, subject, second of the capture) of each alert.

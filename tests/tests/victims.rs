@@ -6,7 +6,7 @@
 //! benign traffic to many hosts names nobody. On a live link, a flood against one host among
 //! several that receive as usual names that host in the interval that counted it.
 
-use std::{fs, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{fs, net::Ipv4Addr, time::Duration};
 
 use netwatch_tests::{
     ScratchDir,
@@ -14,8 +14,7 @@ use netwatch_tests::{
     frames::{ACK, FrameBuilder, PSH, SYN, Transport},
     netns::VethPair,
     privileged,
-    replay::{BASE, of_type, records, replay, stream},
-    write_pcap,
+    replay::{BASE, alerts_of, stream, write_case},
 };
 use serde_json::Value;
 
@@ -53,28 +52,9 @@ fn spoofed(i: u64) -> [u8; 4] {
 }
 
 /// Replays `frames` with [`CONFIG`]; returns every alert record.
-fn alerts_of(dir: &ScratchDir, name: &str, mut frames: Vec<(Duration, Vec<u8>)>) -> Vec<Value> {
-    frames.sort_by_key(|(time, _)| *time);
-    let capture = dir.join(&format!("{name}.pcap"));
-    write_pcap(&capture, &frames);
-    let config: PathBuf = dir.join("netwatch.toml");
-    fs::write(&config, CONFIG).unwrap_or_else(|err| panic!("{err}"));
-    let output = replay(&[
-        capture.to_str().unwrap_or_default(),
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "--format",
-        "json",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    of_type(&records(&output), "alert")
-        .into_iter()
-        .cloned()
-        .collect()
+fn office_alerts(dir: &ScratchDir, frames: Vec<(Duration, Vec<u8>)>) -> Vec<Value> {
+    let (capture, config) = write_case(dir, frames, CONFIG);
+    alerts_of(&capture, &config, &[])
 }
 
 /// (kind, state, scope, subject, second of the capture) of each alert.
@@ -121,7 +101,7 @@ fn floods_against_three_quiet_hosts_name_each_with_its_attack() {
             .to_ipv4([172, 16, 9, 9])
             .to_port(443)
     });
-    let alerts = alerts_of(&dir, "three", frames);
+    let alerts = office_alerts(&dir, frames);
     if let Some(keep) = std::env::var_os("NW_KEEP") {
         let _ = fs::copy(dir.join("three.pcap"), keep);
     }
@@ -210,7 +190,7 @@ fn a_carpet_bomb_over_a_slash_24_is_one_alert_on_it() {
     // 300 pkt/s a server: each spikes over its baseline of 10; 60 pkt/s: none does (under
     // the spike's floor of 100 pkt/s), and the /24 still takes six times its usual traffic.
     for (pps, name) in [(300, "spiking"), (60, "under")] {
-        let alerts = alerts_of(&dir, name, carpet_bomb(pps));
+        let alerts = office_alerts(&dir, carpet_bomb(pps));
         let on_hosts: Vec<_> = summary(&alerts)
             .into_iter()
             .filter(|(_, _, scope, _, _)| scope == "destination")
@@ -258,7 +238,7 @@ fn busy_benign_traffic_to_many_hosts_raises_no_alert() {
     for (n, host) in hosts.iter().copied().enumerate() {
         office(&mut frames, &[host], 5 + (n as u64 * 7) % 36, 100);
     }
-    let alerts = alerts_of(&dir, "benign", frames);
+    let alerts = office_alerts(&dir, frames);
     assert!(alerts.is_empty(), "{:#?}", summary(&alerts));
 }
 

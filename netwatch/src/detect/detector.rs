@@ -151,6 +151,7 @@ impl Detector {
             self.scans(interval, &rate, &mut triggers);
         }
         self.one_heavy_hitter_per_attack(&volumes, &mut triggers);
+        self.one_alert_per_victim(&mut triggers);
         self.one_alert_per_victim_prefix(&volumes, &mut triggers);
         if capacity_short > 0 {
             triggers.insert(

@@ -211,11 +211,11 @@ fn explain_destination(
         .collect();
 }
 
-/// The rule's own words (a new victim's), then what the explanation adds.
+/// The rule's own words, if it had any (a new victim's), then what the explanation adds.
 fn with_rule_detail(rule: Option<&str>, explained: String) -> String {
     match rule {
-        Some(rule) if rule.starts_with("new victim") => format!("{rule}; {explained}"),
-        _ => explained,
+        Some(rule) => format!("{rule}; {explained}"),
+        None => explained,
     }
 }
 
@@ -305,25 +305,24 @@ fn victims(
     rate: &impl Fn(u64) -> f64,
     top: usize,
 ) -> Vec<Victim> {
+    // Whether a host's top sender prefix holds the subject's traffic.
+    let sends = |prefix: &SlotlessPrefix| {
+        let sender = Cidr::of(prefix.addr, prefix.len);
+        match subject {
+            Subject::Source(addr) => sender.contains(addr),
+            Subject::Prefix(cidr) => sender.contains(cidr.addr()) || cidr.contains(sender.addr()),
+            Subject::Global | Subject::Destination(_) | Subject::DestinationPrefix(_) => false,
+        }
+    };
     let from = |destination: &DestinationReading| -> u64 {
-        let sent_by = |matches: &dyn Fn(&SlotlessPrefix) -> bool| {
-            destination
-                .senders
-                .iter()
-                .filter(|(prefix, _)| matches(prefix))
-                .map(|(_, traffic)| traffic.packets)
-                .sum::<u64>()
-        };
         match subject {
             Subject::Global => destination.stats.packets,
-            Subject::Source(addr) => {
-                sent_by(&|prefix| Cidr::of(prefix.addr, prefix.len).contains(addr))
-            }
-            Subject::Prefix(cidr) => sent_by(&|prefix| {
-                let sender = Cidr::of(prefix.addr, prefix.len);
-                sender.contains(cidr.addr()) || cidr.contains(sender.addr())
-            }),
-            Subject::Destination(_) | Subject::DestinationPrefix(_) => 0,
+            _ => destination
+                .senders
+                .iter()
+                .filter(|(prefix, _)| sends(prefix))
+                .map(|(_, traffic)| traffic.packets)
+                .sum(),
         }
     };
     let mut hit: Vec<(u64, &DestinationReading)> = interval

@@ -192,20 +192,12 @@ impl Detector {
         }
     }
 
-    /// A victim that a limit or a spike names is not also a new victim. Hosts of one local
-    /// prefix that the same rule names in the same interval are one attack
-    /// on the prefix (carpet bombing): one alert on the prefix, with how many hosts and the
-    /// first few, in place of an alert per host (whose events already running go on). The
-    /// prefix's own rules fire too when each host stays under every per-host rule. A prefix
-    /// whose traffic is nearly all one host's that alerts is that host's attack: only the
-    /// host alerts.
-    pub(super) fn one_alert_per_victim_prefix(
+    /// A victim (a local host or prefix) whose limit or spike already fires is named by that
+    /// alert: not also by a second one saying it is new.
+    pub(super) fn one_alert_per_victim(
         &self,
-        volumes: &HashMap<Subject, Volume>,
         triggers: &mut BTreeMap<(AlertKind, Subject), Trigger>,
     ) {
-        // A victim whose limit or spike already fires is named by that alert: no second one
-        // saying it is new.
         let named: Vec<Subject> = triggers
             .keys()
             .filter(|(kind, subject)| {
@@ -223,25 +215,33 @@ impl Detector {
                 triggers.remove(&key);
             }
         }
+    }
+
+    /// Hosts of one local prefix that the same rule names in the same interval are one attack
+    /// on the prefix (carpet bombing): one alert on the prefix, with how many hosts and the
+    /// first few, in place of an alert per host (whose events already running go on). The
+    /// prefix's own rules fire too when each host stays under every per-host rule. A prefix
+    /// whose traffic is nearly all one host's that alerts is that host's attack: only the
+    /// host alerts.
+    pub(super) fn one_alert_per_victim_prefix(
+        &self,
+        volumes: &HashMap<Subject, Volume>,
+        triggers: &mut BTreeMap<(AlertKind, Subject), Trigger>,
+    ) {
+        // The hosts each rule names, by prefix.
         let mut hosts: BTreeMap<(AlertKind, Cidr), Vec<IpAddr>> = BTreeMap::new();
-        for (kind, subject) in triggers.keys().chain(self.open.keys()) {
-            match subject {
-                Subject::Destination(addr) if triggers.contains_key(&(*kind, *subject)) => {
-                    let hit = hosts.entry((*kind, self.prefix_of(*addr))).or_default();
-                    if !hit.contains(addr) {
-                        hit.push(*addr);
-                    }
-                }
-                Subject::DestinationPrefix(cidr) => {
-                    hosts.entry((*kind, *cidr)).or_default();
-                }
-                _ => {}
+        for (kind, subject) in triggers.keys() {
+            if let Subject::Destination(addr) = subject {
+                hosts
+                    .entry((*kind, self.prefix_of(*addr)))
+                    .or_default()
+                    .push(*addr);
             }
         }
         for ((kind, cidr), mut addrs) in hosts {
             let key = (kind, Subject::DestinationPrefix(cidr));
             let open = self.open.contains_key(&key);
-            if addrs.len() >= VICTIMS_GROUP_MIN || (open && !addrs.is_empty()) {
+            if addrs.len() >= VICTIMS_GROUP_MIN || open {
                 addrs.sort();
                 let mut folded = Trigger::new(0.0, 0.0, Some(0.0));
                 for addr in &addrs {
