@@ -25,9 +25,9 @@ fn main() -> anyhow::Result<()> {
     let ebpf = root.join("netwatch-ebpf");
     // netwatch-ebpf is a build dependency, so a change to its library (or netwatch-common)
     // reruns this script; the binaries are its src/bin and src/main.rs, watched here.
-    println!("cargo:rerun-if-changed={}", ebpf.display());
+    println!("cargo::rerun-if-changed={}", ebpf.display());
     println!(
-        "cargo:rerun-if-changed={}",
+        "cargo::rerun-if-changed={}",
         root.join("netwatch-common").display()
     );
     let out_dir = PathBuf::from(env::var("OUT_DIR").context("OUT_DIR")?);

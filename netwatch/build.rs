@@ -9,8 +9,12 @@ fn main() {
         panic!("netwatch-datapath's build script gave no DEP_NETWATCH_EBPF_BUILD_ID");
     };
     println!("cargo::rustc-env=NETWATCH_EBPF_BUILD_ID={build_id}");
-    let manifest_dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-    let root = Path::new(&manifest_dir).parent().unwrap_or(Path::new("."));
+    let Ok(manifest_dir) = env::var("CARGO_MANIFEST_DIR") else {
+        panic!("cargo gave no CARGO_MANIFEST_DIR");
+    };
+    let Some(root) = Path::new(&manifest_dir).parent() else {
+        panic!("the netwatch crate ({manifest_dir}) has no parent directory");
+    };
     println!("cargo::rustc-env=NETWATCH_GIT_COMMIT={}", git_commit(root));
     for watched in [".git/HEAD", ".git/refs/heads"] {
         if root.join(watched).exists() {

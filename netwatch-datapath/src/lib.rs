@@ -1,7 +1,7 @@
 //! The kernel side seen from userspace: load the XDP program, attach it to an interface
 //! through a BPF link, read its maps, and run it on crafted frames (`BPF_PROG_TEST_RUN`).
 //!
-//! This module knows the maps' layout and nothing about what the numbers mean: collection
+//! This crate knows the maps' layout and nothing about what the numbers mean: collection
 //! and everything after it live in later stages.
 //!
 //! [`Datapath`] is the loaded program and its maps (`handle`); its methods live with their
@@ -61,7 +61,7 @@ pub use self::{
     settings::Sampling,
     slots::{SourceReading, Spread, linear_count},
     snapshot::Snapshot,
-    source_map::{SourceMap, UnknownSourceMap},
+    source_map::SourceMap,
     sums::{add_globals, add_source, source_addr},
     test_run::REPLAY_MAX_RUN,
 };

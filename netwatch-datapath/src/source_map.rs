@@ -1,7 +1,7 @@
 //! [`SourceMap`]: how the sources' values are laid out, a region per CPU or one shared, and
 //! which of the program's entry points counts in each.
 
-use std::{fmt, str::FromStr};
+use std::fmt;
 
 use netwatch_common::{PROGRAM_NAME, SHARED_PROGRAM_NAME, SourceValue};
 
@@ -54,40 +54,13 @@ impl SourceMap {
     }
 }
 
-impl SourceMap {
-    /// Every layout, in the order of [`SourceMap::NAMES`].
-    pub const ALL: [Self; 3] = [Self::Auto, Self::PerCpu, Self::Shared];
-    /// The names the configuration and the command line take, as `Display` writes them.
-    pub const NAMES: [&'static str; 3] = ["auto", "per-cpu", "shared"];
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Auto => Self::NAMES[0],
-            Self::PerCpu => Self::NAMES[1],
-            Self::Shared => Self::NAMES[2],
-        }
-    }
-}
-
 impl fmt::Display for SourceMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A name that is none of [`SourceMap::NAMES`].
-#[derive(Debug, thiserror::Error)]
-#[error("unknown source map {0:?}: expected auto, per-cpu or shared")]
-pub struct UnknownSourceMap(pub String);
-
-impl FromStr for SourceMap {
-    type Err = UnknownSourceMap;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|map| map.name() == text)
-            .ok_or_else(|| UnknownSourceMap(text.to_owned()))
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::PerCpu => "per-cpu",
+            Self::Shared => "shared",
+        })
     }
 }
 
@@ -117,17 +90,5 @@ mod tests {
             SourceMap::PerCpu
         );
         assert_eq!(SourceMap::Shared.resolve(1, 1, true), SourceMap::Shared);
-    }
-
-    #[test]
-    fn a_source_map_reads_back_what_it_writes_and_nothing_else() {
-        for map in SourceMap::ALL {
-            assert_eq!(map.to_string().parse::<SourceMap>().ok(), Some(map));
-        }
-        let error = "percpu".parse::<SourceMap>().err().map(|e| e.to_string());
-        assert_eq!(
-            error.as_deref(),
-            Some("unknown source map \"percpu\": expected auto, per-cpu or shared")
-        );
     }
 }

@@ -2,14 +2,11 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use clap::{
-    Args, Parser, Subcommand,
-    builder::{PossibleValuesParser, TypedValueParser as _},
-};
+use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    config::{Config, ConfigError, IfaceNameError, ModeArg, check_iface_name},
-    datapath::{AttachMode, SourceMap},
+    config::{Config, ConfigError, IfaceNameError, ModeArg, SourceMapArg, check_iface_name},
+    datapath::AttachMode,
     duration::{DurationError, parse_duration},
     mitigate::{BanTtlError, check_ban_ttl},
     report::Format,
@@ -243,8 +240,8 @@ pub struct PipelineArgs {
     pub max_sources: Option<u32>,
     /// The per-source map: per-cpu (fastest), shared (one value per source whatever the
     /// number of CPUs, atomic adds), or auto (per-cpu while its values fit in 512 MiB).
-    #[arg(long, value_parser = PossibleValuesParser::new(SourceMap::NAMES).try_map(|name| name.parse::<SourceMap>()))]
-    pub source_map: Option<SourceMap>,
+    #[arg(long, value_enum)]
+    pub source_map: Option<SourceMapArg>,
     /// Sources listed per interval.
     #[arg(long)]
     pub top: Option<usize>,
@@ -486,14 +483,14 @@ mod tests {
             Path::new("test.toml"),
         )
         .unwrap();
-        assert_eq!(config.monitor.source_map, SourceMap::Shared);
-        assert_eq!(Config::default().monitor.source_map, SourceMap::Auto);
+        assert_eq!(config.monitor.source_map, SourceMapArg::Shared);
+        assert_eq!(Config::default().monitor.source_map, SourceMapArg::Auto);
         let flags = PipelineArgs {
-            source_map: Some(SourceMap::PerCpu),
+            source_map: Some(SourceMapArg::PerCpu),
             ..Default::default()
         };
         flags.apply(&mut config).unwrap();
-        assert_eq!(config.monitor.source_map, SourceMap::PerCpu);
+        assert_eq!(config.monitor.source_map, SourceMapArg::PerCpu);
         let err = Config::parse(
             "[monitor]\nsource_map = \"percpu\"\n",
             Path::new("test.toml"),

@@ -87,8 +87,7 @@ pub struct MonitorConfig {
     /// Slots for sources in the kernel.
     pub max_sources: u32,
     /// Per-CPU or shared values of the sources.
-    #[serde(deserialize_with = "from_name")]
-    pub source_map: SourceMap,
+    pub source_map: SourceMapArg,
     /// Sources listed per interval.
     pub top: usize,
     /// Report format.
@@ -122,7 +121,7 @@ impl Default for MonitorConfig {
             mode: ModeArg::Auto,
             interval: Duration::from_secs(1),
             max_sources: netwatch_common::DEFAULT_MAX_SOURCES,
-            source_map: SourceMap::Auto,
+            source_map: SourceMapArg::Auto,
             top: 10,
             format: Format::Text,
             alerts: None,
@@ -198,14 +197,26 @@ pub enum ModeArg {
     Skb,
 }
 
-/// A value the datapath names itself (its `FromStr`), read from the file's string.
-fn from_name<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: std::str::FromStr<Err: std::fmt::Display>,
-{
-    let name: std::borrow::Cow<'de, str> = Deserialize::deserialize(deserializer)?;
-    name.parse().map_err(serde::de::Error::custom)
+/// `--source-map` values: the datapath's [`SourceMap`], which takes neither clap nor serde.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceMapArg {
+    /// Per-CPU while its values fit in 512 MiB, shared beyond.
+    Auto,
+    /// A region of the values array per possible CPU.
+    PerCpu,
+    /// One region, updated with atomic adds.
+    Shared,
+}
+
+impl From<SourceMapArg> for SourceMap {
+    fn from(map: SourceMapArg) -> Self {
+        match map {
+            SourceMapArg::Auto => Self::Auto,
+            SourceMapArg::PerCpu => Self::PerCpu,
+            SourceMapArg::Shared => Self::Shared,
+        }
+    }
 }
 
 /// Why a name is not one an interface could have. Each message quotes the name.

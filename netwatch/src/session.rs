@@ -217,7 +217,7 @@ impl Session {
         for name in &names {
             let mut datapath = Datapath::load(LoadOptions {
                 max_sources: config.monitor.max_sources,
-                source_map: config.monitor.source_map,
+                source_map: config.monitor.source_map.into(),
                 destinations: !config.networks.local.is_empty(),
                 max_bans: if config.mitigate.mode == MitigateMode::Off {
                     0

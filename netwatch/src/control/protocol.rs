@@ -12,7 +12,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    detect::cidr::Cidr,
+    detect::cidr::{Cidr, CidrError},
     mitigate::{Ban, BanEvent, BanRefusal, BanTtlError, MitigateMode, check_ban_ttl},
     report::{self, rfc3339},
 };
@@ -276,8 +276,8 @@ pub(super) enum BanOpError {
     #[error("{0} needs a subject (ADDR or ADDR/LEN)")]
     NoSubject(String),
     /// A subject that is not a network: what [`Cidr`]'s parser said.
-    #[error("{0}")]
-    Subject(String),
+    #[error(transparent)]
+    Subject(#[from] CidrError),
     /// A `ttl_s` that is no length of time.
     #[error("ttl_s {0} is not a length of time in seconds")]
     TtlSeconds(f64),

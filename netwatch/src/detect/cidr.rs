@@ -58,8 +58,33 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// Why a text is not a network. The text is shown escaped (it may come from a hostile local
+/// client): the message goes to logs, terminals and control-socket answers as it is.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// No IP address before the `/`.
+    #[error("\"{0}\" is not an IP address or network")]
+    NotAnAddress(String),
+    /// A prefix length that is not plain decimal digits within the family's width.
+    #[error("\"{shown}\": prefix length must be 0 to {width}")]
+    Length {
+        /// The text, escaped.
+        shown: String,
+        /// 32 or 128.
+        width: u8,
+    },
+    /// Bits set past the prefix length.
+    #[error("\"{shown}\" has host bits set; did you mean {meant}?")]
+    HostBits {
+        /// The text, escaped.
+        shown: String,
+        /// The network that holds the address.
+        meant: Cidr,
+    },
+}
+
 impl FromStr for Cidr {
-    type Err = String;
+    type Err = CidrError;
 
     /// `ADDR/LEN`, or a bare address (a host network), strictly: no white space, a length of
     /// plain decimal digits without a sign or a leading zero. Host bits must be clear, so
@@ -75,7 +100,7 @@ impl FromStr for Cidr {
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("\"{shown}\" is not an IP address or network"))?;
+            .map_err(|_| CidrError::NotAnAddress(shown.to_string()))?;
         let width = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len {
             None => width,
@@ -87,14 +112,18 @@ impl FromStr for Cidr {
                     .then(|| len.parse::<u8>().ok())
                     .flatten()
                     .filter(|len| *len <= width)
-                    .ok_or_else(|| format!("\"{shown}\": prefix length must be 0 to {width}"))?
+                    .ok_or_else(|| CidrError::Length {
+                        shown: shown.to_string(),
+                        width,
+                    })?
             }
         };
         let cidr = Self::of(addr, len);
         if cidr.addr != addr {
-            return Err(format!(
-                "\"{shown}\" has host bits set; did you mean {cidr}?"
-            ));
+            return Err(CidrError::HostBits {
+                shown: shown.into_owned(),
+                meant: cidr,
+            });
         }
         if let IpAddr::V6(v6) = addr
             && let Some(v4) = v6.to_ipv4_mapped()
@@ -153,12 +182,14 @@ mod tests {
             "10.0.0.1/8"
                 .parse::<Cidr>()
                 .unwrap_err()
+                .to_string()
                 .contains("10.0.0.0/8")
         );
         assert!(
             "10.0.0.0/33"
                 .parse::<Cidr>()
                 .unwrap_err()
+                .to_string()
                 .contains("0 to 32")
         );
         assert!("host.example/24".parse::<Cidr>().is_err());
@@ -199,7 +230,7 @@ mod tests {
     /// An outsider's bytes in a refused network are escaped in the message, once.
     #[test]
     fn a_refusal_escapes_what_it_quotes_once() {
-        let err = "10.0.0.\u{1b}[2J".parse::<Cidr>().unwrap_err();
+        let err = "10.0.0.\u{1b}[2J".parse::<Cidr>().unwrap_err().to_string();
         assert!(!err.contains('\u{1b}'), "{err}");
         assert!(err.contains("10.0.0.\\x1b[2J"), "{err}");
         assert!(!err.contains("\\\\"), "{err}");
