@@ -472,7 +472,20 @@ pub struct Settings {
     /// no ban exists: the ban maps are not looked at), [`BAN_MODE_COUNT`] (dry run: counted
     /// per ban and passed) or [`BAN_MODE_DROP`] (counted per ban and dropped).
     pub ban_mode: u32,
+    /// While no local network is set ([`Settings::local_networks`] 0): count about one frame
+    /// in this many (a power of two, at most [`MAX_DESTINATION_SAMPLE`]) in the destination
+    /// windows, whatever its destination, so that userspace can name the heavy receivers of
+    /// a flood with no network configured. The gaps are random (see
+    /// [`CpuState::destination_skip`]), so no periodic pattern of the traffic is followed.
+    /// 0 turns it off; 1 counts every frame.
+    pub destination_sample: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
+
+/// The sparsest [`Settings::destination_sample`]: the skip's two halves are drawn from
+/// separate bits of one 32-bit number.
+pub const MAX_DESTINATION_SAMPLE: u32 = 4096;
 
 /// [`Settings::ban_mode`]: no ban exists, or mitigation is off. One comparison per frame.
 pub const BAN_MODE_NONE: u32 = 0;
@@ -560,6 +573,14 @@ pub struct DestinationBucket {
     /// takes the place of the smallest and starts from its count, so a count is an upper bound,
     /// exceeding the truth by at most the count it took over.
     pub senders: [PrefixCount; DESTINATION_SENDERS],
+    /// The destination port of its TCP and UDP first fragments that holds the most of them,
+    /// by the majority vote of Boyer and Moore (1981): a frame to this port adds a vote, a
+    /// frame to another takes one away, and a port whose votes are gone gives its place to
+    /// the next frame's. A port with more than half the frames ends here, and whatever ends
+    /// here had at least [`DestinationBucket::port_votes`] of them.
+    pub port: u32,
+    /// The votes of [`DestinationBucket::port`]: a lower bound of its frames.
+    pub port_votes: u32,
 }
 
 /// Packets and bytes.
@@ -825,6 +846,14 @@ pub struct CpuState {
     /// Frames this CPU counted toward the early limit and has not added to the shared
     /// [`EarlyCount`] yet.
     pub early_pending: u32,
+    /// Frames this CPU lets go by before it counts the next one per destination, while
+    /// destinations are sampled ([`Settings::destination_sample`] `N`): drawn at each counted
+    /// frame as the sum of two uniform numbers below `N`, `N - 1` on average, so one frame
+    /// in `N` is counted.
+    pub destination_skip: u32,
+    /// The state of this CPU's random numbers for [`CpuState::destination_skip`] (a Weyl
+    /// sequence, mixed).
+    pub destination_random: u32,
     /// Always zero.
     pub _pad: u32,
     /// This CPU's cache of the slots of recent sources, direct-mapped by a hash of the address.
@@ -843,6 +872,8 @@ impl Default for CpuState {
             free_empty_at: 0,
             windows: 0,
             early_pending: 0,
+            destination_skip: 0,
+            destination_random: 0,
             _pad: 0,
             source_cache: [0; SOURCE_CACHE_ENTRIES as usize],
         }

@@ -1,8 +1,9 @@
-//! The local hosts' traffic, as the kernel counts it when local networks are set: per CPU,
-//! in windows that alternate with the overflow windows (see [`super::overflow`]), read,
-//! added up by host and cleared at each reading. A window holds the hosts that received
-//! something during one interval, so no slot is ever taken back: a host that found no bucket
-//! of its window is counted in that window's `other`.
+//! The local hosts' traffic, as the kernel counts it when local networks are set (or a
+//! sample of every destination's when none is, see [`DestinationCount`]): per CPU, in
+//! windows that alternate with the overflow windows (see [`super::overflow`]), read, added
+//! up by host and cleared at each reading. A window holds the hosts that received something
+//! during one interval, so no slot is ever taken back: a host that found no bucket of its
+//! window is counted in that window's `other`.
 
 use std::{collections::HashMap, net::IpAddr, os::fd::BorrowedFd};
 
@@ -16,7 +17,31 @@ use super::{
     sums::{add_source, source_addr},
 };
 
-/// A local host and what it received during one interval, all CPUs added up.
+/// How the kernel counted the destinations of a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DestinationCount {
+    /// Not at all: no local network, no sampling (or no room for destinations).
+    #[default]
+    Off,
+    /// Every frame to a host of the local networks, exactly.
+    Local,
+    /// One frame in this many to any destination, at random gaps (see
+    /// [`netwatch_common::Settings::destination_sample`]); the readings' counters are scaled
+    /// back up by it, so they are estimates, and their distinct sources lower bounds.
+    Sampled(u32),
+}
+
+impl DestinationCount {
+    /// What a counted frame stands for.
+    pub fn scale(self) -> u64 {
+        match self {
+            Self::Off | Self::Local => 1,
+            Self::Sampled(one_in) => u64::from(one_in.max(1)),
+        }
+    }
+}
+
+/// A host and what it received during one interval, all CPUs added up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DestinationReading {
     /// The host.
@@ -29,6 +54,10 @@ pub struct DestinationReading {
     /// Its top senders by IPv4 /24 and IPv6 /48, most packets first. Counts are upper bounds
     /// (Space-Saving, see [`netwatch_common::DestinationBucket::senders`]).
     pub senders: Vec<(SlotlessPrefix, Traffic)>,
+    /// The destination port that holds a quarter or more of its TCP and UDP frames, by the
+    /// kernel's majority vote (see [`netwatch_common::DestinationBucket::port`]); `None`
+    /// when no port does (a flood over random ports, or traffic without ports).
+    pub port: Option<u16>,
 }
 
 impl DestinationReading {
@@ -46,6 +75,7 @@ impl DestinationReading {
         self.senders
             .sort_by(|(a, x), (b, y)| y.packets.cmp(&x.packets).then(a.cmp(b)));
         self.senders.truncate(DESTINATION_SENDERS);
+        self.port = self.port.or(other.port);
     }
 }
 
@@ -61,6 +91,8 @@ struct Parts {
     stats: SourceStats,
     sources: [u64; 4],
     senders: HashMap<SlotlessPrefix, Traffic>,
+    /// Votes per port, added over the CPUs (each a lower bound of the port's frames there).
+    ports: HashMap<u32, u64>,
 }
 
 /// The destination windows of every CPU, mapped into this process.
@@ -68,6 +100,8 @@ pub(super) struct DestinationWindows {
     buckets: Mapped<DestinationBucket>,
     other: Mapped<Counter>,
     cpus: usize,
+    /// How each window (by the parity of its number) was counted when it opened.
+    counting: [DestinationCount; 2],
 }
 
 impl DestinationWindows {
@@ -81,12 +115,24 @@ impl DestinationWindows {
             buckets: Mapped::new(buckets, 2 * cpus * DESTINATION_BUCKETS)?,
             other: Mapped::new(other, 2 * cpus)?,
             cpus,
+            counting: [DestinationCount::Off; 2],
         })
     }
 
-    /// Reads and clears window `which & 1` of every CPU: the hosts, most packets first, and
-    /// the traffic that found no bucket.
-    pub(super) fn take(&mut self, which: u32) -> (Vec<DestinationReading>, Traffic) {
+    /// Notes how the kernel counts window `which & 1`, which opens now.
+    pub(super) fn open(&mut self, which: u32, counting: DestinationCount) {
+        self.counting[(which & 1) as usize] = counting;
+    }
+
+    /// Reads and clears window `which & 1` of every CPU: how it was counted, the hosts, most
+    /// packets first, and the traffic that found no bucket (counters scaled up when
+    /// sampled).
+    pub(super) fn take(
+        &mut self,
+        which: u32,
+    ) -> (DestinationCount, Vec<DestinationReading>, Traffic) {
+        let counting = self.counting[(which & 1) as usize];
+        let scale = counting.scale();
         let mut hosts: HashMap<[u64; 3], Parts> = HashMap::new();
         let mut other = Traffic::default();
         for cpu in 0..self.cpus {
@@ -111,6 +157,9 @@ impl DestinationWindows {
                 for (sum, word) in parts.sources.iter_mut().zip(bucket.sources) {
                     *sum |= word;
                 }
+                if bucket.port_votes > 0 {
+                    *parts.ports.entry(bucket.port).or_default() += u64::from(bucket.port_votes);
+                }
                 for sender in bucket.senders.iter().take(DESTINATION_SENDERS) {
                     if sender.traffic.packets == 0 {
                         continue;
@@ -130,7 +179,21 @@ impl DestinationWindows {
                     + stats.udp_packets
                     + stats.icmp_packets
                     + stats.other_packets;
-                let mut senders: Vec<_> = parts.senders.into_iter().collect();
+                // Votes are a lower bound of a port's frames: a port with a quarter of the
+                // frames that carry one is the host's.
+                let with_ports = stats.tcp_packets + stats.udp_packets;
+                let port = parts
+                    .ports
+                    .iter()
+                    .max_by(|(a, x), (b, y)| x.cmp(y).then(b.cmp(a)))
+                    .filter(|(_, votes)| 4 * **votes >= with_ports && **votes > 0)
+                    .and_then(|(port, _)| u16::try_from(*port).ok());
+                scale_stats(&mut parts.stats, scale);
+                let mut senders: Vec<_> = parts
+                    .senders
+                    .into_iter()
+                    .map(|(prefix, traffic)| (prefix, scale_traffic(traffic, scale)))
+                    .collect();
                 senders.sort_by(|(a, x), (b, y)| y.packets.cmp(&x.packets).then(a.cmp(b)));
                 senders.truncate(DESTINATION_SENDERS);
                 DestinationReading {
@@ -138,6 +201,7 @@ impl DestinationWindows {
                     stats: parts.stats,
                     sources: linear_count(&parts.sources),
                     senders,
+                    port,
                 }
             })
             .collect();
@@ -148,6 +212,44 @@ impl DestinationWindows {
                 .then(b.stats.bytes.cmp(&a.stats.bytes))
                 .then(a.addr.cmp(&b.addr))
         });
-        (readings, other)
+        (counting, readings, scale_traffic(other, scale))
+    }
+}
+
+/// A sampled window's counters as estimates of the whole: every count times `scale`.
+fn scale_stats(stats: &mut SourceStats, scale: u64) {
+    let SourceStats {
+        packets,
+        bytes,
+        tcp_packets,
+        udp_packets,
+        icmp_packets,
+        other_packets,
+        tcp_syn_packets,
+        fragment_packets,
+        reflected_packets,
+        reflected_port: _,
+        _pad,
+    } = stats;
+    for count in [
+        packets,
+        bytes,
+        tcp_packets,
+        udp_packets,
+        icmp_packets,
+        other_packets,
+        tcp_syn_packets,
+        fragment_packets,
+        reflected_packets,
+    ] {
+        *count = count.saturating_mul(scale);
+    }
+}
+
+/// As [`scale_stats`], for a packet and byte count.
+fn scale_traffic(traffic: Traffic, scale: u64) -> Traffic {
+    Traffic {
+        packets: traffic.packets.saturating_mul(scale),
+        bytes: traffic.bytes.saturating_mul(scale),
     }
 }

@@ -137,6 +137,16 @@ pub enum DatapathError {
     /// Mapping the source slot arrays into memory failed.
     #[error("cannot map the source slot arrays into memory: {0}")]
     MapSlots(#[source] io::Error),
+    /// A destination sampling that is not a power of two or is too sparse.
+    #[error(
+        "destinations sampled one frame in {given}: it must be 0 (off) or a power of two up to {most}"
+    )]
+    DestinationSample {
+        /// What was given.
+        given: u32,
+        /// The sparsest.
+        most: u32,
+    },
     /// More local networks than the kernel side holds.
     #[error("{given} local networks; at most {most} can be set")]
     TooManyLocalNetworks {

@@ -52,7 +52,7 @@ pub use self::bench::{Baseline, BenchPrograms, LiveFrames};
 pub use self::{
     attach::{AttachMode, AttachedMode, Attachment, ReplacedProgram},
     bans::{BanAction, ban_counters},
-    destinations::DestinationReading,
+    destinations::{DestinationCount, DestinationReading},
     error::DatapathError,
     handle::{Datapath, Reclaim},
     load::{LoadOptions, MIN_KERNEL, MIN_KERNEL_SHARED},

@@ -62,7 +62,7 @@ pub struct LoadOptions {
     /// Per-CPU or shared values of the sources.
     pub source_map: SourceMap,
     /// Room to count the hosts of local networks (see [`Datapath::set_local_networks`]):
-    /// about 0.9 MiB of kernel memory per possible CPU. Without it, the maps have one
+    /// about 1 MiB of kernel memory per possible CPU. Without it, the maps have one
     /// element.
     pub destinations: bool,
     /// Room for bans (see [`Datapath::set_ban`]): 32 bytes of counters per ban and possible

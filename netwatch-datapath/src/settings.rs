@@ -8,11 +8,12 @@ use std::{net::IpAddr, time::Duration};
 
 use aya::maps::{Array, MapData};
 use netwatch_common::{
-    LOCAL_NETWORKS_MAP, LocalNetworks, MAX_LOCAL_NETWORKS, REFLECTION_PORTS_MAP,
-    SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SETTINGS_MAP, Settings,
+    LOCAL_NETWORKS_MAP, LocalNetworks, MAX_DESTINATION_SAMPLE, MAX_LOCAL_NETWORKS,
+    REFLECTION_PORTS_MAP, SAMPLE_MAX_SNAP_LEN, SAMPLE_PORT_WORDS, SAMPLE_PORTS_MAP, SETTINGS_MAP,
+    Settings,
 };
 
-use super::{error::DatapathError, handle::Datapath};
+use super::{destinations::DestinationCount, error::DatapathError, handle::Datapath};
 
 /// Which packets the program copies to the sample ring buffer, and how many per second.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -158,7 +159,58 @@ impl Datapath {
         array.set(0, table, 0)?;
         self.settings.local_v4 = v4 as u32;
         self.settings.local_networks = networks.len() as u32;
-        self.write_settings()
+        self.write_settings()?;
+        self.note_destination_count();
+        Ok(())
+    }
+
+    /// Notes the way destinations are counted now as that of the open window too: its frames
+    /// before the change (none, at a start) are counted the old way, a few at most after a
+    /// reload.
+    fn note_destination_count(&mut self) {
+        let counting = self.destination_count();
+        let open = self.settings.overflow_window;
+        if let Some(windows) = &mut self.destinations {
+            windows.open(open, counting);
+        }
+    }
+
+    /// Sets how sparsely every destination is counted while no local network is set: one
+    /// frame in `one_in` (a power of two up to [`MAX_DESTINATION_SAMPLE`]), at random gaps;
+    /// 0 turns it off (one more comparison per frame, after the local networks'). Needs a
+    /// datapath loaded with [`LoadOptions::destinations`]. The snapshots scale the counts
+    /// back up and say so ([`DestinationCount::Sampled`]).
+    ///
+    /// [`LoadOptions::destinations`]: super::LoadOptions::destinations
+    pub fn set_destination_sample(&mut self, one_in: u32) -> Result<(), DatapathError> {
+        if one_in != 0 && (!one_in.is_power_of_two() || one_in > MAX_DESTINATION_SAMPLE) {
+            return Err(DatapathError::DestinationSample {
+                given: one_in,
+                most: MAX_DESTINATION_SAMPLE,
+            });
+        }
+        if one_in != 0 && self.destinations.is_none() {
+            return Err(DatapathError::Missing(
+                "room for destinations (loaded without)",
+            ));
+        }
+        self.settings.destination_sample = one_in;
+        self.write_settings()?;
+        self.note_destination_count();
+        Ok(())
+    }
+
+    /// How the destination window open now is counted.
+    pub fn destination_count(&self) -> DestinationCount {
+        if self.destinations.is_none() {
+            DestinationCount::Off
+        } else if self.settings.local_networks != 0 {
+            DestinationCount::Local
+        } else if self.settings.destination_sample != 0 {
+            DestinationCount::Sampled(self.settings.destination_sample)
+        } else {
+            DestinationCount::Off
+        }
     }
 
     pub(super) fn write_settings(&mut self) -> Result<(), DatapathError> {

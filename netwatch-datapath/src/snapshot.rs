@@ -17,7 +17,7 @@ use netwatch_common::{
 
 use super::{
     batch,
-    destinations::DestinationReading,
+    destinations::{DestinationCount, DestinationReading},
     error::DatapathError,
     handle::Datapath,
     handle::{QueueJobs, Reclaim},
@@ -44,9 +44,12 @@ pub struct Snapshot {
     /// destination. Its window changes just before the globals are read: a frame without a
     /// slot counted in between is in these globals and in the next snapshot's breakdown.
     pub overflow: OverflowBreakdown,
-    /// The hosts of the local networks that received something since the previous snapshot,
-    /// most packets first (in windows as [`Snapshot::overflow`]); none without local
-    /// networks.
+    /// How [`Snapshot::destinations`] were counted: the local networks' hosts exactly, a
+    /// sample of every destination, or not at all.
+    pub destination_count: DestinationCount,
+    /// The hosts of the local networks (or, sampled, any hosts) that received something
+    /// since the previous snapshot, most packets first (in windows as
+    /// [`Snapshot::overflow`]); none when destinations are not counted.
     pub destinations: Vec<DestinationReading>,
     /// Frames to a local host that found no bucket of their CPU's window.
     pub destination_other: Traffic,
@@ -87,6 +90,7 @@ impl Datapath {
             released: Vec::new(),
             overflow_reflected_port: 0,
             overflow: OverflowBreakdown::default(),
+            destination_count: DestinationCount::Off,
             destinations: Vec::new(),
             destination_other: Traffic::default(),
         };
@@ -102,6 +106,10 @@ impl Datapath {
         let closing = self.epoch;
         let closing_overflow = self.settings.overflow_window;
         self.settings.overflow_window = closing_overflow.wrapping_add(1);
+        let counting = self.destination_count();
+        if let Some(windows) = &mut self.destinations {
+            windows.open(self.settings.overflow_window, counting);
+        }
         if closing != 0 {
             // Epoch 0 marks windows never written (and sketches off); skip it on wrapping.
             self.set_epoch(closing.wrapping_add(1).max(1))?;
@@ -127,9 +135,13 @@ impl Datapath {
             }
         }
         snapshot.overflow = self.windows.take(closing_overflow);
-        (snapshot.destinations, snapshot.destination_other) = match &mut self.destinations {
+        (
+            snapshot.destination_count,
+            snapshot.destinations,
+            snapshot.destination_other,
+        ) = match &mut self.destinations {
             Some(windows) => windows.take(closing_overflow),
-            None => (Vec::new(), Traffic::default()),
+            None => (DestinationCount::Off, Vec::new(), Traffic::default()),
         };
         snapshot.released = self.reclaim()?;
         Ok(())

@@ -19,6 +19,21 @@ impl Datapath {
             .map_err(DatapathError::from)
     }
 
+    /// The instructions the kernel's verifier processed to accept the counting program and
+    /// its sampler's tail (Linux 5.16 and later; `None` before): the verifier's load, whose
+    /// budget is a million per program.
+    pub fn verified_instructions(&self) -> Result<[Option<u32>; 2], DatapathError> {
+        let sampler: &Xdp = self
+            .ebpf
+            .program(netwatch_common::SAMPLER_PROGRAM_NAME)
+            .ok_or(DatapathError::Missing("sampler program"))?
+            .try_into()?;
+        Ok([
+            self.program()?.info()?.verified_instruction_count(),
+            sampler.info()?.verified_instruction_count(),
+        ])
+    }
+
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` and returns its verdict.
     ///
     /// The maps are updated as for a received frame, which is how captures are replayed and

@@ -1,5 +1,6 @@
 //! Destinations in the local networks (the victim view): per-host buckets, their senders,
-//! and the traffic to local hosts without a bucket.
+//! and the traffic to local hosts without a bucket. With no local network set, the same
+//! buckets hold a sample of every destination (one frame in [`Settings::destination_sample`]).
 
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array, programs::XdpContext};
 use netwatch_common::{
@@ -34,8 +35,9 @@ pub(crate) static mut LOCAL_NETWORKS: LocalNetworks = LocalNetworks {
     v6: [[0; 4]; MAX_LOCAL_NETWORKS],
 };
 
-/// Counts a frame to a host of a local network in that host's bucket of this CPU's open
-/// destination window: its traffic as a source's, its distinct sources and its top senders.
+/// Counts a frame to a host of a local network (to any host, while destinations are sampled)
+/// in that host's bucket of this CPU's open destination window: its traffic as a source's,
+/// its distinct sources, its top senders and its main destination port.
 #[inline(always)]
 pub(crate) fn count_destination(
     ctx: &XdpContext,
@@ -66,9 +68,12 @@ pub(crate) fn count_destination(
             ]),
         )
     };
-    let mut local = false;
+    // Sampled (no local network): every destination is counted.
+    let mut local = settings.local_networks == 0;
     let networks = &raw const LOCAL_NETWORKS;
-    if ipv4 {
+    if local {
+        // Nothing to compare.
+    } else if ipv4 {
         for index in 0..MAX_LOCAL_NETWORKS {
             if index as u32 >= settings.local_v4 {
                 break;
@@ -122,6 +127,8 @@ pub(crate) fn count_destination(
             bucket.stats = SourceStats::default();
             bucket.sources = [0; DESTINATION_SOURCE_BITS / 64];
             bucket.senders = [PrefixCount::default(); DESTINATION_SENDERS];
+            bucket.port = 0;
+            bucket.port_votes = 0;
             bucket.key = SourceKey::from_u64_words([a, b, c]);
         } else if !(x == a && y == b && z == c) {
             continue;
@@ -139,6 +146,9 @@ pub(crate) fn count_destination(
             (u64::from(FAMILY_IPV6) << 56) | (high >> 16)
         };
         count_sender(&mut bucket.senders, sender, contribution.len);
+        if let Some(port) = contribution.dst_port {
+            vote_port(bucket, u32::from(port));
+        }
         return;
     }
     if let Some(other) = DESTINATION_OTHER.get_ptr_mut(window) {
@@ -167,4 +177,42 @@ pub(crate) fn count_sender(senders: &mut [PrefixCount; DESTINATION_SENDERS], key
         sender.key = key;
         add_counter(&mut sender.traffic, len);
     }
+}
+
+/// The majority vote of a host's destination ports (see [`DestinationBucket::port`]).
+#[inline(always)]
+fn vote_port(bucket: &mut DestinationBucket, port: u32) {
+    if bucket.port == port {
+        bucket.port_votes += 1;
+    } else if bucket.port_votes == 0 {
+        bucket.port = port;
+        bucket.port_votes = 1;
+    } else {
+        bucket.port_votes -= 1;
+    }
+}
+
+/// Whether this frame is one of those counted per destination while they are sampled: one
+/// in [`Settings::destination_sample`] (`N`, a power of two), after a random skip of
+/// `N - 1` frames on average, so that no periodic pattern of the traffic (a flood's frame
+/// between two others, say) decides what is seen. The skip is a countdown per CPU: a
+/// comparison and a subtraction per frame, the draw only for the frames counted.
+#[inline(always)]
+pub(crate) fn sample_destination(skip: &mut u32, random: &mut u32, settings: &Settings) -> bool {
+    if *skip != 0 {
+        *skip -= 1;
+        return false;
+    }
+    // A Weyl sequence, mixed (the finalizer of MurmurHash3's 32-bit hash).
+    *random = random.wrapping_add(0x9e37_79b9);
+    let mut x = *random;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x85eb_ca6b);
+    x ^= x >> 13;
+    x = x.wrapping_mul(0xc2b2_ae35);
+    x ^= x >> 16;
+    // Two uniform numbers below N from separate bits (N ≤ 4096): their sum averages N - 1.
+    let mask = settings.destination_sample.wrapping_sub(1) & 0xfff;
+    *skip = (x & mask) + ((x >> 20) & mask);
+    true
 }

@@ -38,7 +38,7 @@ use netwatch_common::{
 use crate::{
     bans::count_ban,
     counters::{PerCpu, Shared, SourceTable, reflection_port},
-    destinations::count_destination,
+    destinations::{count_destination, sample_destination},
     early::early_check,
     frame::{Contribution, frame_len},
     maps::{CPU_STATE, settings},
@@ -171,6 +171,8 @@ fn account<T: SourceTable, const BANS: bool>(
         free_empty_at,
         windows,
         early_pending,
+        destination_skip,
+        destination_random,
         _pad,
         source_cache,
     } = unsafe { &mut *state };
@@ -220,7 +222,16 @@ fn account<T: SourceTable, const BANS: bool>(
                 dst_fold: parsed.dst_fold,
                 dst_port: ports.map(|(_, dst)| dst),
             };
-            if settings.local_networks != 0 {
+            // The local networks' hosts, exactly; with none set, a sample of every
+            // destination. Unset, both: two comparisons of settings already read.
+            let counted = if settings.local_networks != 0 {
+                true
+            } else if settings.destination_sample != 0 {
+                sample_destination(destination_skip, destination_random, &settings)
+            } else {
+                false
+            };
+            if counted {
                 count_destination(
                     ctx,
                     &parsed,

@@ -30,6 +30,8 @@ pub(crate) static mut SETTINGS: Settings = Settings {
     local_v4: 0,
     filter_half: 0,
     ban_mode: BAN_MODE_NONE,
+    destination_sample: 0,
+    _pad: 0,
 };
 
 /// The current [`SETTINGS`].

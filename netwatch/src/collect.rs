@@ -10,7 +10,8 @@ use netwatch_common::{GlobalStats, SourceKey, SourceStats};
 
 pub use crate::datapath::source_addr;
 use crate::datapath::{
-    DestinationReading, OverflowBreakdown, Snapshot, SourceReading, Spread, Traffic, add_traffic,
+    DestinationCount, DestinationReading, OverflowBreakdown, Snapshot, SourceReading, Spread,
+    Traffic, add_traffic,
 };
 
 /// The name of the combined view of several interfaces in every record. Linux cannot have an
@@ -68,8 +69,11 @@ pub struct Interval {
     /// [`Snapshot::overflow`]: its window is the interval, give or take the frames counted
     /// while it changed).
     pub slotless: OverflowBreakdown,
-    /// The hosts of the local networks that received something, most packets first (see
-    /// [`Snapshot::destinations`]); empty without local networks.
+    /// How [`Interval::destinations`] were counted: exactly for the local networks, as a
+    /// sample of every destination (estimates), or not at all.
+    pub destination_count: DestinationCount,
+    /// The hosts of the local networks (sampled: any hosts) that received something, most
+    /// packets first (see [`Snapshot::destinations`]); empty when not counted.
     pub destinations: Vec<DestinationReading>,
     /// Frames to a local host that found no room to be counted per host.
     pub destination_other: Traffic,
@@ -156,6 +160,10 @@ impl Interval {
             }
             sum.slotless.absorb(&part.slotless);
             add_traffic(&mut sum.destination_other, part.destination_other);
+            // The interfaces share one configuration: they count destinations alike.
+            if sum.destination_count == DestinationCount::Off {
+                sum.destination_count = part.destination_count;
+            }
             for destination in &part.destinations {
                 match sum
                     .destinations
@@ -269,6 +277,7 @@ impl Collector {
             released,
             overflow_reflected_port,
             overflow,
+            destination_count,
             destinations,
             destination_other,
         } = snapshot;
@@ -363,6 +372,7 @@ impl Collector {
                 0
             },
             slotless: overflow.clone(),
+            destination_count: *destination_count,
             destinations: destinations.clone(),
             destination_other: *destination_other,
         }
@@ -495,6 +505,7 @@ mod tests {
             released: Vec::new(),
             overflow_reflected_port: 0,
             overflow: Default::default(),
+            destination_count: Default::default(),
             destinations: Vec::new(),
             destination_other: Default::default(),
         }

@@ -421,6 +421,7 @@ mod tests {
             released: Vec::new(),
             overflow_reflected_port: 0,
             overflow: Default::default(),
+            destination_count: Default::default(),
             destinations: Vec::new(),
             destination_other: Default::default(),
         };

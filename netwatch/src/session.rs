@@ -218,7 +218,7 @@ impl Session {
             let mut datapath = Datapath::load(LoadOptions {
                 max_sources: config.monitor.max_sources,
                 source_map: config.monitor.source_map.into(),
-                destinations: !config.networks.local.is_empty(),
+                destinations: config.networks.counts_destinations(),
                 max_bans: if config.mitigate.mode == MitigateMode::Off {
                     0
                 } else {
@@ -389,8 +389,8 @@ impl Session {
             ("webhook", running.webhook != config.webhook),
             (
                 // The kernel's room for destinations is made at load, only if needed.
-                "networks.local (none at start)",
-                running.networks.local.is_empty() && !config.networks.local.is_empty(),
+                "networks (no destination counted at start)",
+                !running.networks.counts_destinations() && config.networks.counts_destinations(),
             ),
         ];
         for (field, changed) in restart {
@@ -417,6 +417,7 @@ fn configure(datapath: &mut Datapath, config: &Config) -> Result<(), DatapathErr
     datapath.set_reflection_ports(&config.detect.reflection_ports)?;
     if datapath.counts_destinations() {
         datapath.set_local_networks(&config.networks.local_networks())?;
+        datapath.set_destination_sample(config.networks.sample_destinations)?;
     }
     Ok(())
 }

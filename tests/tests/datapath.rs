@@ -4,7 +4,9 @@
 
 use netwatch::collect::Collector;
 use netwatch_common::SourceKey;
-use netwatch_datapath::{BanAction, Datapath, LoadOptions, OverflowBreakdown, SourceMap, Traffic};
+use netwatch_datapath::{
+    BanAction, Datapath, DestinationCount, LoadOptions, OverflowBreakdown, SourceMap, Traffic,
+};
 use netwatch_tests::{
     Expected, assert_invariant,
     frames::{ACK, Ext, Frame, FrameBuilder, PSH, SYN, TPID_8021AD, TPID_8021Q, Transport},
@@ -660,6 +662,8 @@ fn hosts_of_local_networks_are_counted_per_destination() {
             (20, 20, 123)
         );
         assert_eq!(reflected.senders[0].0.to_string(), "198.51.100.0/24");
+        assert_eq!(reflected.port, Some(40_000), "every frame to one port");
+        assert_eq!(snapshot.destination_count, DestinationCount::Local);
         assert_eq!(snapshot.destinations[2].stats.icmp_packets, 3);
         assert_eq!(
             snapshot.destinations[2].senders[0].0.to_string(),
@@ -715,6 +719,130 @@ fn hosts_of_local_networks_are_counted_per_destination() {
         .collect();
     let err = datapath.set_local_networks(&many).unwrap_err();
     assert!(err.to_string().contains("at most 16"), "{err}");
+}
+
+/// With no local network, destinations are counted from a sample: one frame in 1 is every
+/// frame to any host, exactly; one in 8 gives estimates of the heavy receivers whatever the
+/// frames' order, with the port that most of a host's frames go to; local networks, once
+/// set, take over exactly; and a sampling that is not a power of two is refused.
+#[test]
+fn with_no_local_network_destinations_are_sampled() {
+    if !privileged("with_no_local_network_destinations_are_sampled") {
+        return;
+    }
+    for source_map in SOURCE_MAPS {
+        let mut datapath = Datapath::load(LoadOptions {
+            source_map,
+            destinations: true,
+            ..LoadOptions::default()
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+        datapath
+            .set_destination_sample(1)
+            .unwrap_or_else(|err| panic!("{err}"));
+        for i in 0..30u8 {
+            let to = if i < 20 {
+                [192, 0, 2, 5]
+            } else {
+                [203, 0, 113, 9]
+            };
+            let frame = FrameBuilder::ipv4([11, 0, 0, i + 1])
+                .to_ipv4(to)
+                .transport(Transport::Tcp(SYN))
+                .to_port(443);
+            run(&datapath, &frame.build().bytes, "one in 1");
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(snapshot.destination_count, DestinationCount::Sampled(1));
+        let hosts: Vec<(String, u64, u64, Option<u16>)> = snapshot
+            .destinations
+            .iter()
+            .map(|d| {
+                (
+                    d.addr.to_string(),
+                    d.stats.packets,
+                    d.stats.tcp_syn_packets,
+                    d.port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("192.0.2.5".to_owned(), 20, 20, Some(443)),
+                ("203.0.113.9".to_owned(), 10, 10, Some(443)),
+            ],
+            "{source_map}"
+        );
+
+        // One in 8: four frames of five to a host's port 80, the fifth to another host on
+        // ever new ports. A fixed one-in-8 step would see both hosts in their true shares
+        // too; what it must not do is follow the pattern, and the totals must hold.
+        datapath
+            .set_destination_sample(8)
+            .unwrap_or_else(|err| panic!("{err}"));
+        for i in 0..10_000u32 {
+            let frame = if i % 5 == 4 {
+                FrameBuilder::ipv4([12, 0, (i >> 8) as u8, i as u8])
+                    .to_ipv4([192, 0, 2, 6])
+                    .to_port(10_000 + (i % 20_000) as u16)
+            } else {
+                FrameBuilder::ipv4([13, 0, (i >> 8) as u8, i as u8])
+                    .to_ipv4([192, 0, 2, 5])
+                    .transport(Transport::Tcp(SYN))
+                    .to_port(80)
+            };
+            run(&datapath, &frame.build().bytes, "one in 8");
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(snapshot.destination_count, DestinationCount::Sampled(8));
+        let of = |addr: &str| {
+            snapshot
+                .destinations
+                .iter()
+                .find(|d| d.addr.to_string() == addr)
+                .unwrap_or_else(|| panic!("{addr} not seen: {:?}", snapshot.destinations))
+        };
+        let (syn, udp) = (of("192.0.2.5"), of("192.0.2.6"));
+        // About 1,000 and 250 frames counted, times 8: within four standard deviations.
+        assert!(
+            (6_800..=9_200).contains(&syn.stats.packets),
+            "{source_map}: {}",
+            syn.stats.packets
+        );
+        assert!(
+            (1_400..=2_600).contains(&udp.stats.packets),
+            "{source_map}: {}",
+            udp.stats.packets
+        );
+        assert_eq!(syn.stats.packets, syn.stats.tcp_syn_packets);
+        assert_eq!(syn.stats.packets % 8, 0, "counted frames times 8");
+        assert_eq!((syn.port, udp.port), (Some(80), None), "{source_map}");
+
+        // Local networks take over: exact, and only their hosts.
+        datapath
+            .set_local_networks(&[("192.0.2.0".parse().unwrap(), 24)])
+            .unwrap_or_else(|err| panic!("{err}"));
+        for to in [[192, 0, 2, 5], [203, 0, 113, 9], [192, 0, 2, 5]] {
+            let frame = FrameBuilder::ipv4([11, 0, 0, 1]).to_ipv4(to);
+            run(&datapath, &frame.build().bytes, "local");
+        }
+        let snapshot = datapath.snapshot().unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(snapshot.destination_count, DestinationCount::Local);
+        let hosts: Vec<String> = snapshot
+            .destinations
+            .iter()
+            .map(|d| format!("{}={}", d.addr, d.stats.packets))
+            .collect();
+        assert_eq!(hosts, ["192.0.2.5=2"], "{source_map}");
+        for wrong in [3, 6, 8192] {
+            let err = datapath.set_destination_sample(wrong).unwrap_err();
+            assert!(err.to_string().contains("power of two"), "{err}");
+        }
+    }
+    let mut datapath = load(SourceMap::PerCpu);
+    let err = datapath.set_destination_sample(16).unwrap_err();
+    assert!(err.to_string().contains("destinations"), "{err}");
 }
 
 /// Bans in the kernel: with no ban, the tries are not looked at; a banned host or network is

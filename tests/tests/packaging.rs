@@ -109,6 +109,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
             unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
             slotless: Default::default(),
+            destination_count: Default::default(),
             destinations: Vec::new(),
             destination_other: Default::default(),
         },

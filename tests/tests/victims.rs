@@ -226,6 +226,52 @@ fn a_carpet_bomb_over_a_slash_24_is_one_alert_on_it() {
     }
 }
 
+/// With the default configuration (no `[networks]` at all), the kernel's sample of every
+/// destination still names whom a flood hits: the interface's alert lists the victim with its
+/// port and attack, marked as an estimate, and no host raises an alert of its own.
+#[test]
+fn with_no_local_network_a_flood_still_names_its_victim() {
+    if !privileged("with_no_local_network_a_flood_still_names_its_victim") {
+        return;
+    }
+    let dir = ScratchDir::new("nwsampled");
+    let mut frames = Vec::new();
+    office(&mut frames, &twenty_hosts(), 20, 120);
+    stream(&mut frames, 80..90, 5_000, |i| {
+        FrameBuilder::ipv4(spoofed(i))
+            .transport(Transport::Tcp(SYN))
+            .to_ipv4([172, 16, 9, 9])
+            .to_port(443)
+    });
+    let (capture, config) = write_case(&dir, frames, "");
+    let alerts = alerts_of(&capture, &config, &[]);
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["scope"] != "destination" && a["scope"] != "destination_prefix"),
+        "{:#?}",
+        summary(&alerts)
+    );
+    let global = alerts
+        .iter()
+        .find(|a| a["scope"] == "global" && a["state"] == "start")
+        .unwrap_or_else(|| panic!("no global alert: {:#?}", summary(&alerts)));
+    let victim = &global["victims"][0];
+    assert_eq!(
+        (
+            victim["destination"].as_str(),
+            victim["attack"].as_str(),
+            victim["port"].as_u64(),
+            victim["sampled"].as_u64(),
+        ),
+        (Some("172.16.9.9"), Some("syn_flood"), Some(443), Some(16)),
+        "{global:#}"
+    );
+    // About 5,000 of the interval's frames, estimated from about 300 counted.
+    let share = victim["share"].as_f64().unwrap_or_default();
+    assert!((0.8..=1.0).contains(&share), "{global:#}");
+}
+
 #[test]
 fn busy_benign_traffic_to_many_hosts_raises_no_alert() {
     if !privileged("busy_benign_traffic_to_many_hosts_raises_no_alert") {

@@ -129,6 +129,28 @@ fn a_webhook_ca_file_must_hold_a_certificate() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Destinations are sampled by default, one frame in 16; a power of two up to 4096, or 0
+/// (off), is taken, anything else refused by name.
+#[test]
+fn destination_sampling_is_a_power_of_two_or_off() {
+    assert_eq!(parse("").unwrap().networks.sample_destinations, 16);
+    assert!(parse("").unwrap().networks.counts_destinations());
+    for good in [0, 1, 2, 64, 4096] {
+        let config = parse(&format!("[networks]\nsample_destinations = {good}\n")).unwrap();
+        assert_eq!(config.networks.sample_destinations, good);
+        assert_eq!(config.networks.counts_destinations(), good != 0);
+    }
+    for bad in [3, 24, 8192] {
+        let err = parse(&format!("[networks]\nsample_destinations = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("networks.sample_destinations") && err.contains("power of two"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn local_networks_are_read_and_bounded() {
     let config = parse(

@@ -238,7 +238,8 @@ pub struct Alert {
     pub victims: Vec<Victim>,
 }
 
-/// A local host a flood went to.
+/// A host a flood went to: a local host, or, with no local network set, any destination the
+/// kernel's sample saw.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Victim {
     /// The host.
@@ -253,6 +254,12 @@ pub struct Victim {
     pub share: f64,
     /// What the host received, typed (for a reflection, the service's port).
     pub attack: Option<AttackType>,
+    /// The destination port that holds a quarter or more of its TCP and UDP frames (see
+    /// [`crate::datapath::DestinationReading::port`]).
+    pub port: Option<u16>,
+    /// Counted from a sample of one frame in this many (no local network set): `packets`,
+    /// `pps` and `share` are estimates. `None`: counted exactly.
+    pub sampled: Option<u32>,
 }
 
 /// Traffic without a source slot behind a global alert, from the kernel's breakdown of it:

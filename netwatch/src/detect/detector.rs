@@ -20,7 +20,7 @@ use super::{
     ewma::alpha_for_window,
     state::{KnownChange, KnownState, Open, Outcome, Series, Trigger, Volume},
 };
-use crate::collect::Interval;
+use crate::{collect::Interval, datapath::DestinationCount};
 
 /// Detection state across intervals.
 pub struct Detector {
@@ -117,7 +117,10 @@ impl Detector {
                 bytes: interval.delta.total_bytes,
             },
         );
-        for destination in interval.destinations.iter().filter(|_| !self.global_only) {
+        // Destinations are subjects of their own only when they are the local networks'
+        // hosts, counted exactly; a sample of every destination only names victims.
+        let subjects = !self.global_only && interval.destination_count == DestinationCount::Local;
+        for destination in interval.destinations.iter().filter(|_| subjects) {
             let prefix = Subject::DestinationPrefix(self.prefix_of(destination.addr));
             let entry = volumes.entry(prefix).or_default();
             entry.packets += destination.stats.packets;

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     collect::{Interval, Mix},
-    datapath::{DestinationReading, SlotlessPrefix, Traffic, add_traffic},
+    datapath::{DestinationCount, DestinationReading, SlotlessPrefix, Traffic, add_traffic},
 };
 
 impl Detector {
@@ -296,7 +296,7 @@ fn explain_destination_prefix(
 const VICTIM_MIN_SHARE: f64 = 0.01;
 
 /// Whom the traffic of a sender subject went to this interval, largest first: every local
-/// host for the global subject; for a source or a prefix, the hosts whose top senders hold
+/// host (sampled: every host) for the global subject; for a source or a prefix, the hosts whose top senders hold
 /// its /24 (IPv6 /48), with what those counted.
 fn victims(
     interval: &Interval,
@@ -343,6 +343,11 @@ fn victims(
                 pps: rate(packets),
                 share: (packets as f64 / whole.max(1) as f64).min(1.0),
                 attack: Attack::classify(&mix).map(|attack| attack.kind),
+                port: destination.port,
+                sampled: match interval.destination_count {
+                    DestinationCount::Sampled(one_in) => Some(one_in),
+                    DestinationCount::Off | DestinationCount::Local => None,
+                },
             }
         })
         .collect()

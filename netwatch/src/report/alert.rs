@@ -58,6 +58,7 @@ struct VictimRecord {
     share: f64,
     attack: Option<&'static str>,
     port: Option<u16>,
+    sampled: Option<u32>,
 }
 
 impl VictimRecord {
@@ -68,11 +69,18 @@ impl VictimRecord {
             pps: round(victim.pps),
             share: round(victim.share),
             attack: victim.attack.map(AttackType::name),
-            port: match victim.attack {
-                Some(AttackType::Reflection(port)) => Some(port),
-                _ => None,
-            },
+            port: victim_port(victim),
+            sampled: victim.sampled,
         }
+    }
+}
+
+/// The port a flood on a victim is about: a reflection's service (its source port), else
+/// the host's main destination port.
+pub(super) fn victim_port(victim: &Victim) -> Option<u16> {
+    match victim.attack {
+        Some(AttackType::Reflection(port)) => Some(port),
+        _ => victim.port,
     }
 }
 
@@ -350,13 +358,18 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
     Ok(())
 }
 
-/// `10.1.0.5 4800 pkt/s 96% NTP reflection (UDP from port 123)`: whom, how much of the
-/// subject's traffic, and what the host received.
+/// `10.1.0.5 4800 pkt/s 96% NTP reflection (UDP from port 123)` or `10.1.0.6:443 ~9000
+/// pkt/s 97% SYN flood`: whom (and the port hit, unless a reflection's service says it), how
+/// much of the subject's traffic (`~`: estimated from a sample), and what the host received.
 fn write_victim(out: &mut impl Write, victim: &Victim) -> io::Result<()> {
+    match (victim.port, victim.attack) {
+        (_, Some(AttackType::Reflection(_))) | (None, _) => write!(out, "{}", victim.addr)?,
+        (Some(port), _) => write!(out, "{}", std::net::SocketAddr::new(victim.addr, port))?,
+    }
     write!(
         out,
-        "{} {:.0} pkt/s {:.0}%",
-        victim.addr,
+        " {}{:.0} pkt/s {:.0}%",
+        if victim.sampled.is_some() { "~" } else { "" },
         victim.pps,
         victim.share * 100.0
     )?;
@@ -643,6 +656,8 @@ mod tests {
                     pps: 5_000.0,
                     share: 0.98,
                     attack: Some(AttackType::Reflection(123)),
+                    port: Some(40_000),
+                    sampled: None,
                 },
                 Victim {
                     addr: std::net::IpAddr::from([172, 16, 4, 9]),
@@ -650,6 +665,17 @@ mod tests {
                     pps: 60.0,
                     share: 0.012,
                     attack: None,
+                    port: None,
+                    sampled: None,
+                },
+                Victim {
+                    addr: std::net::IpAddr::from([172, 16, 4, 10]),
+                    packets: 48,
+                    pps: 48.0,
+                    share: 0.011,
+                    attack: Some(AttackType::SynFlood),
+                    port: Some(443),
+                    sampled: Some(16),
                 },
             ],
             ..alert(AlertState::Start)
@@ -661,7 +687,7 @@ mod tests {
         assert_eq!(
             second,
             "  to: 172.16.2.7 5000 pkt/s 98% NTP reflection (UDP from port 123), \
-             172.16.4.9 60 pkt/s 1%"
+             172.16.4.9 60 pkt/s 1%, 172.16.4.10:443 ~48 pkt/s 1% SYN flood"
         );
         let mut out = Vec::new();
         write_json(&mut out, "eth0", &alert).unwrap();
@@ -670,7 +696,11 @@ mod tests {
         assert_eq!(value["victims"][0]["attack"], "reflection");
         assert_eq!(value["victims"][0]["port"], 123);
         assert_eq!(value["victims"][0]["share"], 0.98);
+        assert_eq!(value["victims"][0]["sampled"], serde_json::Value::Null);
         assert_eq!(value["victims"][1]["attack"], serde_json::Value::Null);
+        assert_eq!(value["victims"][1]["port"], serde_json::Value::Null);
+        assert_eq!(value["victims"][2]["port"], 443);
+        assert_eq!(value["victims"][2]["sampled"], 16);
     }
 
     #[test]

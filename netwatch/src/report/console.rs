@@ -6,7 +6,7 @@ use std::{
 };
 
 use super::{Context, rfc3339};
-use crate::collect::Interval;
+use crate::{collect::Interval, datapath::DestinationCount};
 
 /// A summary line, the blind spots, and the top sources as a table.
 pub fn write_interval(
@@ -115,7 +115,8 @@ fn write_slotless(out: &mut impl Write, interval: &Interval) -> io::Result<()> {
     writeln!(out)
 }
 
-/// The top hosts of the local networks by packets received, as a table.
+/// The top hosts of the local networks (or, sampled, of any destination) by packets
+/// received, as a table.
 fn write_destinations(
     out: &mut impl Write,
     context: &Context,
@@ -123,6 +124,12 @@ fn write_destinations(
 ) -> io::Result<()> {
     if interval.destinations.is_empty() {
         return Ok(());
+    }
+    if let DestinationCount::Sampled(one_in) = interval.destination_count {
+        writeln!(
+            out,
+            "  destinations estimated from 1 frame in {one_in} (no [networks] local set):"
+        )?;
     }
     writeln!(
         out,
@@ -153,7 +160,11 @@ fn write_destinations(
     }
     let hidden = interval.destinations.len().saturating_sub(context.top);
     if hidden > 0 {
-        writeln!(out, "  ... and {hidden} more local hosts")?;
+        let which = match interval.destination_count {
+            DestinationCount::Sampled(_) => "destinations",
+            DestinationCount::Off | DestinationCount::Local => "local hosts",
+        };
+        writeln!(out, "  ... and {hidden} more {which}")?;
     }
     Ok(())
 }
@@ -224,6 +235,7 @@ mod tests {
             unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
             slotless: Default::default(),
+            destination_count: Default::default(),
             destinations: Vec::new(),
             destination_other: Default::default(),
         };
@@ -267,6 +279,7 @@ mod tests {
                     bytes: 540,
                 },
             )],
+            port: None,
         };
         let interval = Interval {
             elapsed: Duration::from_secs(1),

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{Context, rfc3339};
 use crate::{
     collect::Interval,
-    datapath::{OverflowBreakdown, SlotlessPrefix, Traffic},
+    datapath::{DestinationCount, OverflowBreakdown, SlotlessPrefix, Traffic},
 };
 
 #[derive(Serialize)]
@@ -37,7 +37,12 @@ struct IntervalRecord<'a> {
     top: Vec<SourceRecord>,
     /// Traffic without a source slot by prefix and destination; null when there was none.
     slotless: Option<SlotlessRecord>,
-    /// The top hosts of the local networks by packets received.
+    /// How the destinations were counted: `local` (exactly), `sampled` or `off`.
+    destinations_counted: &'static str,
+    /// While sampled: one frame in this many was counted, and the destinations' numbers are
+    /// estimates.
+    destinations_sampled: Option<u32>,
+    /// The top hosts of the local networks (sampled: any hosts) by packets received.
     destinations: Vec<DestinationRecord>,
     /// Frames to local hosts that could not be counted per host.
     destinations_other_packets: u64,
@@ -50,6 +55,7 @@ struct DestinationRecord {
     bytes: u64,
     pps: f64,
     bps: f64,
+    port: Option<u16>,
     tcp: u64,
     udp: u64,
     icmp: u64,
@@ -337,6 +343,15 @@ pub fn write_interval(
             })
             .collect(),
         slotless: SlotlessRecord::of(&interval.slotless, context.top),
+        destinations_counted: match interval.destination_count {
+            DestinationCount::Off => "off",
+            DestinationCount::Local => "local",
+            DestinationCount::Sampled(_) => "sampled",
+        },
+        destinations_sampled: match interval.destination_count {
+            DestinationCount::Sampled(one_in) => Some(one_in),
+            DestinationCount::Off | DestinationCount::Local => None,
+        },
         destinations: interval
             .destinations
             .iter()
@@ -349,6 +364,7 @@ pub fn write_interval(
                     bytes: stats.bytes,
                     pps: interval.rate(stats.packets),
                     bps: interval.rate(stats.bytes) * 8.0,
+                    port: destination.port,
                     tcp: stats.tcp_packets,
                     udp: stats.udp_packets,
                     icmp: stats.icmp_packets,
@@ -422,6 +438,7 @@ mod tests {
             unattributed_before: Volume::default(),
             overflow_reflected_port: 0,
             slotless: Default::default(),
+            destination_count: Default::default(),
             destinations: Vec::new(),
             destination_other: Default::default(),
         };
@@ -449,6 +466,8 @@ mod tests {
         assert_eq!(value["slotless"], serde_json::Value::Null);
         assert_eq!(value["destinations"], serde_json::json!([]));
         assert_eq!(value["destinations_other_packets"], 0);
+        assert_eq!(value["destinations_counted"], "off");
+        assert_eq!(value["destinations_sampled"], serde_json::Value::Null);
     }
 
     #[test]
@@ -475,9 +494,11 @@ mod tests {
                     bytes: 4000,
                 },
             )],
+            port: Some(40_000),
         };
         let interval = Interval {
             elapsed: Duration::from_secs(1),
+            destination_count: DestinationCount::Sampled(16),
             destinations: vec![host(5, 6000), host(7, 30)],
             destination_other: Traffic {
                 packets: 2,
@@ -500,6 +521,9 @@ mod tests {
         assert_eq!(destinations.len(), 1);
         assert_eq!(destinations[0]["destination"], "10.0.0.5");
         assert_eq!(destinations[0]["pps"], 6000.0);
+        assert_eq!(destinations[0]["port"], 40_000);
+        assert_eq!(value["destinations_counted"], "sampled");
+        assert_eq!(value["destinations_sampled"], 16);
         assert_eq!(destinations[0]["reflected_port"], 123);
         assert_eq!(destinations[0]["sources_estimate"], 300);
         assert_eq!(destinations[0]["senders"][0]["prefix"], "100.64.1.0/24");

@@ -186,7 +186,8 @@ pub struct Model {
     pub sort: Column,
     /// Prefixes instead of sources.
     pub prefixes: bool,
-    /// The hosts of the local networks (what they receive) instead of the sources.
+    /// The hosts of the local networks (or, sampled, any destinations: what they receive)
+    /// instead of the sources.
     pub destinations: bool,
     /// The filter in force: a CIDR, or a part of an address.
     pub filter: Option<String>,

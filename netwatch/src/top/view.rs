@@ -239,11 +239,18 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], pa
         ])
     });
     let what = if model.destinations {
-        "destinations (hosts of [networks] local)"
+        let sampled = model
+            .interface()
+            .and_then(|(_, interface)| interface.last.as_ref())
+            .and_then(|last| last["destinations_sampled"].as_u64());
+        match sampled {
+            Some(one_in) => format!("destinations (estimated from 1 frame in {one_in})"),
+            None => String::from("destinations (hosts of [networks] local)"),
+        }
     } else if model.prefixes {
-        "prefixes"
+        String::from("prefixes")
     } else {
-        "sources"
+        String::from("sources")
     };
     let title = match &model.filter {
         Some(filter) => format!(" top {what}, filter {} ", escape(filter)),

@@ -103,6 +103,7 @@ fn interval(sources: &[Traffic]) -> Interval {
         unattributed_before: Volume::default(),
         overflow_reflected_port: 0,
         slotless: Default::default(),
+        destination_count: crate::datapath::DestinationCount::Local,
         destinations: Vec::new(),
         destination_other: Default::default(),
     }
@@ -262,6 +263,7 @@ fn victim(packets: u64, sources: u32) -> Interval {
                 bytes: packets * 54,
             },
         )],
+        port: Some(443),
     }];
     interval
 }

@@ -57,6 +57,7 @@ fn received(addr: &str, packets: u64, hit: Hit, from: &str) -> DestinationReadin
                 bytes: packets * 100,
             },
         )],
+        port: None,
     }
 }
 
@@ -369,5 +370,53 @@ fn a_new_victim_over_its_limit_is_named_once() {
         [(AlertKind::ThresholdPps, AlertState::Start)],
         "{:#?}",
         summary(&alerts)
+    );
+}
+
+/// With no local network, the kernel's sample of every destination names a flood's victims
+/// (their numbers marked as estimates), but no destination is a subject of its own: a
+/// sampled host never raises an alert, new victim or otherwise.
+#[test]
+fn sampled_destinations_name_victims_and_raise_no_alert_of_their_own() {
+    let mut detector = detector(heavy_config());
+    let alerts: Vec<Alert> = (0..40)
+        .flat_map(|i| {
+            let hits = if i < 30 {
+                Vec::new()
+            } else {
+                vec![received("172.16.4.9", 3_000, Hit::Syn, "192.0.2.0")]
+            };
+            let mut interval = office(i, hits);
+            interval.destination_count = crate::datapath::DestinationCount::Sampled(16);
+            for host in &mut interval.destinations {
+                host.port = Some(443);
+            }
+            let at = Duration::from_secs(1_000 + i as u64 + 1);
+            detector.observe(&interval, at).alerts
+        })
+        .collect();
+    assert!(
+        alerts.iter().all(|a| !a.subject.receives()),
+        "{:#?}",
+        summary(&alerts)
+    );
+    let global = alerts
+        .iter()
+        .find(|a| a.subject == Subject::Global && a.state == AlertState::Start)
+        .expect("the link spikes");
+    let victim = &global.victims[0];
+    assert_eq!(
+        (
+            victim.addr.to_string(),
+            victim.attack,
+            victim.port,
+            victim.sampled
+        ),
+        (
+            String::from("172.16.4.9"),
+            Some(AttackType::SynFlood),
+            Some(443),
+            Some(16)
+        )
     );
 }

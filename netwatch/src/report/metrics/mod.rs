@@ -3,7 +3,8 @@
 //! on collection and collection never waits on a scrape.
 //!
 //! Cardinality is bounded: per-source series exist only for the current top N sources and
-//! are replaced every interval.
+//! are replaced every interval; victims' series only for the top N victims of the open flood
+//! alerts, removed when those end.
 //!
 //! This module holds [`Metrics`], its update methods and the report output that feeds it
 //! ([`MetricsSink`]); `register` creates and registers every metric ([`Metrics::new`]), and
@@ -31,7 +32,8 @@ use super::{
 };
 use crate::{
     collect::Interval,
-    detect::alert::{AlertKind, AlertState},
+    detect::alert::{Alert, AlertKind, AlertState},
+    report::alert::victim_port,
 };
 
 /// Every metric netwatch exports.
@@ -61,6 +63,7 @@ pub struct Metrics {
     slotless_prefix_pps: GaugeVec,
     destination_pps: GaugeVec,
     destination_bps: GaugeVec,
+    victim_pps: GaugeVec,
     bans_active: IntGauge,
     ban_events: IntCounterVec,
     ban_packets: IntGaugeVec,
@@ -75,7 +78,18 @@ pub struct Metrics {
     shown: Mutex<std::collections::HashMap<String, Vec<String>>>,
     /// Likewise the slot-less destinations (destination, kind, port) and prefixes.
     shown_slotless: Mutex<std::collections::HashMap<String, ShownSlotless>>,
+    /// Per interface, the victims of each open alert (by its id) and the victims' label
+    /// values in the series now.
+    victims: Mutex<std::collections::HashMap<String, OpenVictims>>,
     top: usize,
+}
+
+/// The victims of the open alerts of one interface, and what the series show of them.
+#[derive(Default)]
+struct OpenVictims {
+    /// By alert id: each victim's labels (destination, attack, port) and packet rate.
+    alerts: std::collections::HashMap<String, Vec<([String; 3], f64)>>,
+    shown: Vec<[String; 3]>,
 }
 
 /// The label values of the slot-less series of one interface now.
@@ -282,6 +296,65 @@ impl Metrics {
         self.alerts.with_label_values(&[iface, kind, state]).inc();
     }
 
+    /// Folds an alert's victims into the victims' series: a start or an update that names
+    /// victims replaces what the alert named before, its end removes them; the series then
+    /// show the top N victims of the interface's open alerts (a victim of several, at its
+    /// highest rate).
+    pub fn victims(&self, iface: &str, alert: &Alert) {
+        let ended = alert.state == AlertState::End;
+        if !ended && alert.victims.is_empty() {
+            return;
+        }
+        let mut open = self
+            .victims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = open.entry(iface.to_owned()).or_default();
+        if ended {
+            if open.alerts.remove(&alert.id).is_none() {
+                return;
+            }
+        } else {
+            let named = alert
+                .victims
+                .iter()
+                .map(|victim| {
+                    let labels = [
+                        victim.addr.to_string(),
+                        victim
+                            .attack
+                            .map_or(String::new(), |attack| attack.name().to_owned()),
+                        victim_port(victim).map_or(String::new(), |port| port.to_string()),
+                    ];
+                    (labels, victim.pps)
+                })
+                .collect();
+            open.alerts.insert(alert.id.clone(), named);
+        }
+        for labels in open.shown.drain(..) {
+            let _ = self
+                .victim_pps
+                .remove_label_values(&[iface, &labels[0], &labels[1], &labels[2]]);
+        }
+        let mut highest: std::collections::HashMap<&[String; 3], f64> =
+            std::collections::HashMap::new();
+        for (labels, pps) in open.alerts.values().flatten() {
+            let rate = highest.entry(labels).or_default();
+            *rate = rate.max(*pps);
+        }
+        let mut top: Vec<(&[String; 3], f64)> = highest.into_iter().collect();
+        top.sort_by(|(a, x), (b, y)| y.total_cmp(x).then(a.cmp(b)));
+        top.truncate(self.top);
+        let mut shown = Vec::with_capacity(top.len());
+        for (labels, pps) in top {
+            self.victim_pps
+                .with_label_values(&[iface, &labels[0], &labels[1], &labels[2]])
+                .set(pps);
+            shown.push(labels.clone());
+        }
+        open.shown = shown;
+    }
+
     /// Records what the HTTP streams of `iface` dropped, cut or timed out so far.
     pub fn set_streams(&self, iface: &str, counts: crate::inspect::http::StreamCounts) {
         for (outcome, count) in [
@@ -397,6 +470,7 @@ impl Sink for MetricsSink {
             Finding::Alert(alert) => {
                 self.metrics
                     .alert(report.iface, alert.kind.name(), alert.state.name());
+                self.metrics.victims(report.iface, alert);
                 if alert.kind == AlertKind::Suppressed {
                     self.metrics.suppressed(report.iface, alert.observed as u64);
                 }

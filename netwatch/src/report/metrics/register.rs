@@ -318,8 +318,21 @@ impl Metrics {
                     &["iface", "destination"],
                 )?,
             )?,
+            victim_pps: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "netwatch_victim_packets_per_second",
+                        "Packet rate of the open flood alerts' traffic to each of their \
+                         victims, the top N of the interface (an estimate when destinations \
+                         are sampled)",
+                    ),
+                    &["iface", "destination", "attack", "port"],
+                )?,
+            )?,
             registry,
             shown: Mutex::new(std::collections::HashMap::new()),
+            victims: Mutex::new(std::collections::HashMap::new()),
             shown_slotless: Mutex::new(std::collections::HashMap::new()),
             top,
         };

@@ -84,6 +84,7 @@ fn interval() -> Interval {
         unattributed_before: Volume::default(),
         overflow_reflected_port: 0,
         slotless: Default::default(),
+        destination_count: Default::default(),
         destinations: Vec::new(),
         destination_other: Default::default(),
     }
@@ -181,6 +182,7 @@ fn counters_accumulate_per_interface_and_per_source_series_are_bounded() {
                 },
                 sources: 290,
                 senders: Vec::new(),
+                port: None,
             }],
             ..interval()
         },
@@ -220,4 +222,90 @@ fn counters_accumulate_per_interface_and_per_source_series_are_bounded() {
         text.contains("netwatch_source_packets_per_second{iface=\"eth1\""),
         "{text}"
     );
+}
+
+/// The victims of open flood alerts have series of their own: the top N of the interface,
+/// a victim of two alerts once (at its highest rate), gone when their alerts end.
+#[test]
+fn victims_of_open_alerts_are_shown_to_the_top_and_go_with_their_alerts() {
+    use crate::detect::{
+        alert::{Alert, AlertKind, AlertState, Severity, Subject, Victim},
+        attack::AttackType,
+    };
+    let victim = |last: u8, pps: f64, attack, port| Victim {
+        addr: std::net::IpAddr::from([172, 16, 0, last]),
+        packets: pps as u64,
+        pps,
+        share: 0.5,
+        attack,
+        port,
+        sampled: None,
+    };
+    let alert = |id: &str, state, victims| Alert {
+        id: id.to_owned(),
+        kind: AlertKind::SpikePps,
+        state,
+        severity: Severity::Warning,
+        subject: Subject::Global,
+        observed: 5000.0,
+        baseline: Some(200.0),
+        threshold: 800.0,
+        at: Duration::from_secs(1_795_314_610),
+        interval: Duration::from_secs(1),
+        started: Duration::from_secs(1_795_314_600),
+        peak: 5000.0,
+        packets: 5000,
+        bytes: 500_000,
+        detail: None,
+        contributors: Vec::new(),
+        attack: None,
+        members: None,
+        slotless: None,
+        victims,
+    };
+    let metrics = Metrics::new(2).unwrap();
+    let series = |metrics: &Metrics| -> Vec<String> {
+        metrics
+            .render()
+            .lines()
+            .filter(|line| line.starts_with("netwatch_victim_packets_per_second{"))
+            .map(str::to_owned)
+            .collect()
+    };
+    metrics.victims(
+        "eth0",
+        &alert(
+            "r-1",
+            AlertState::Start,
+            vec![
+                victim(7, 4000.0, Some(AttackType::Reflection(123)), Some(40_000)),
+                victim(8, 900.0, Some(AttackType::SynFlood), Some(443)),
+                victim(9, 100.0, None, None),
+            ],
+        ),
+    );
+    metrics.victims(
+        "eth0",
+        &alert(
+            "r-2",
+            AlertState::Start,
+            vec![victim(8, 1500.0, Some(AttackType::SynFlood), Some(443))],
+        ),
+    );
+    assert_eq!(
+        series(&metrics),
+        [
+            "netwatch_victim_packets_per_second{attack=\"reflection\",destination=\"172.16.0.7\",iface=\"eth0\",port=\"123\"} 4000",
+            "netwatch_victim_packets_per_second{attack=\"syn_flood\",destination=\"172.16.0.8\",iface=\"eth0\",port=\"443\"} 1500",
+        ]
+    );
+    metrics.victims("eth0", &alert("r-1", AlertState::End, Vec::new()));
+    assert_eq!(
+        series(&metrics),
+        [
+            "netwatch_victim_packets_per_second{attack=\"syn_flood\",destination=\"172.16.0.8\",iface=\"eth0\",port=\"443\"} 1500"
+        ]
+    );
+    metrics.victims("eth0", &alert("r-2", AlertState::End, Vec::new()));
+    assert!(series(&metrics).is_empty());
 }
