@@ -584,9 +584,9 @@ fn bans_cost(noop: &BenchPrograms, repeat: u32, trials: usize, report: &mut Stri
         "\n### Bans\n\n\
          The same frame, timed as above, each program freshly loaded (the first two \
          {CHECK_LOADS} times each): netwatch as loaded (no \
-         ban: the program does not look \
-         at the ban list, one comparison of a setting already read); the same program built \
-         without the ban check; with a thousand IPv4 hosts banned, none the frame's source \
+         ban and no rule: the program looks at neither list, a comparison of a setting \
+         already read for each); the same program built without the mitigation checks (bans \
+         and signature rules); with a thousand IPv4 hosts banned, none the frame's source \
          (a lookup in the longest-prefix-match trie that finds nothing); with the frame's \
          /24 banned in a dry run (the lookup, the ban's per-CPU counters, and the frame \
          passed); and banned for a drop (the same, and `XDP_DROP`: the kernel then frees the \
@@ -594,12 +594,13 @@ fn bans_cost(noop: &BenchPrograms, repeat: u32, trials: usize, report: &mut Stri
     )?;
     writeln!(
         report,
-        "| netwatch as loaded ns/pkt | without the ban check ns/pkt | 1,000 bans, source not banned ns/pkt | source banned, dry run ns/pkt | source banned, dropped ns/pkt | no-op ns/pkt |\n|---:|---:|---:|---:|---:|---:|\n\
+        "| netwatch as loaded ns/pkt | without the mitigation checks ns/pkt | 1,000 bans, source not banned ns/pkt | source banned, dry run ns/pkt | source banned, dropped ns/pkt | no-op ns/pkt |\n|---:|---:|---:|---:|---:|---:|\n\
          | {plain:.1} | {unchecked:.1} | {others:.1} | {dry:.1} | {drop:.1} | {baseline:.1} |"
     )?;
     writeln!(
         report,
-        "\nWith no ban the check costs {check:+.1} ns per frame against the program without it \
+        "\nWith no ban and no rule the checks cost {check:+.1} ns per frame against the program \
+         without them \
          (the median of the two programs' difference within a trial, each timed back to back, \
          over {trials} trials of each of {CHECK_LOADS} fresh loads of both; the kernel reports \
          whole nanoseconds per run, and the two are programs of their own, whose layout and \
@@ -613,6 +614,94 @@ fn bans_cost(noop: &BenchPrograms, repeat: u32, trials: usize, report: &mut Stri
         others - plain,
         dry - plain,
         drop - plain,
+    )?;
+    Ok(())
+}
+
+/// What signature rules cost a known source's frame: 64 rules for other networks (the trie's
+/// lookup misses), eight for the frame's host that do not match it (each checked), one that
+/// drops it, and one that rate-limits it (over its rate: dropped, after a clock read).
+fn rules_cost(
+    datapath: &mut Datapath,
+    noop: &BenchPrograms,
+    repeat: u32,
+    trials: usize,
+    report: &mut String,
+) -> Result<()> {
+    use netwatch_datapath::{RuleAction, RuleProtocol, SignatureRule};
+    let frame = known_frame_to_a_host();
+    let host = (std::net::IpAddr::from([192, 0, 2, 10]), 32);
+    let rule = |destination, dst_port, action| SignatureRule {
+        destination: Some(destination),
+        protocol: Some(RuleProtocol::Udp),
+        src_port: None,
+        dst_port,
+        syn: false,
+        fragment: false,
+        length: None,
+        action,
+    };
+    let clear = |datapath: &mut Datapath| -> Result<()> {
+        for index in 0..netwatch_common::MAX_RULES as u32 {
+            datapath.clear_rule(index)?;
+        }
+        Ok(())
+    };
+    let mut samples: [Vec<f64>; 6] = Default::default();
+    for _ in 0..trials {
+        samples[0].push(ns_of(datapath.bench(&frame, repeat)?)?);
+        for i in 0..netwatch_common::MAX_RULES as u8 {
+            let other = (std::net::IpAddr::from([198, 18, i, 0]), 24);
+            datapath.set_rule(u32::from(i), rule(other, None, RuleAction::Drop))?;
+        }
+        samples[1].push(ns_of(datapath.bench(&frame, repeat)?)?);
+        clear(datapath)?;
+        for i in 0..netwatch_common::RULES_PER_DESTINATION as u16 {
+            datapath.set_rule(u32::from(i), rule(host, Some(1_000 + i), RuleAction::Drop))?;
+        }
+        samples[2].push(ns_of(datapath.bench(&frame, repeat)?)?);
+        clear(datapath)?;
+        datapath.set_rule(0, rule(host, None, RuleAction::Drop))?;
+        samples[3].push(ns_of_dropped(datapath.bench(&frame, repeat)?)?);
+        datapath.set_rule(0, rule(host, None, RuleAction::RateLimit { pps: 1_000 }))?;
+        samples[4].push(ns_of_dropped(datapath.bench(&frame, repeat)?)?);
+        clear(datapath)?;
+        samples[5].push(ns_of(noop.bench(Baseline::Noop, &frame, repeat)?)?);
+    }
+    let [plain, others, unmatched, drop, limited, baseline] = samples.map(lowest);
+    writeln!(
+        report,
+        "\n### Signature rules\n\n\
+         The same frame (UDP to 192.0.2.10), timed as above: netwatch as loaded (no rule: one \
+         comparison while the frame is counted, one more after); with {} rules, all for \
+         other networks (the frame's signature staged in its CPU's memory, and a lookup in \
+         the longest-prefix-match trie of rule destinations that finds nothing); with {} \
+         rules for the frame's host, none matching it (the lookup finds them, and each is \
+         read and compared); with one that drops it (the lookup, the rule, its per-CPU \
+         counters, and `XDP_DROP`); and with one that rate-limits it to 1,000 pkt/s, which \
+         the repeated runs are always over (the same, a clock read, and an atomic add to the \
+         rule's window, shared by every CPU).\n",
+        netwatch_common::MAX_RULES,
+        netwatch_common::RULES_PER_DESTINATION,
+    )?;
+    writeln!(
+        report,
+        "| netwatch as loaded ns/pkt | {} rules, other networks ns/pkt | {} rules for the host, none matching ns/pkt | matched, dropped ns/pkt | matched, rate-limited ns/pkt | no-op ns/pkt |\n|---:|---:|---:|---:|---:|---:|\n\
+         | {plain:.1} | {others:.1} | {unmatched:.1} | {drop:.1} | {limited:.1} | {baseline:.1} |",
+        netwatch_common::MAX_RULES,
+        netwatch_common::RULES_PER_DESTINATION,
+    )?;
+    writeln!(
+        report,
+        "\nAgainst netwatch as loaded, rules for other networks change a frame's cost by \
+         {:+.1} ns, rules for its host that do not match it by {:+.1} ns, a rule that drops it \
+         by {:+.1} ns and one that rate-limits it by {:+.1} ns (differences of lowest figures; \
+         a nanosecond or two either way is noise). With no rule, the checks' cost is the \
+         table of bans' first figure, against the program without them.",
+        others - plain,
+        unmatched - plain,
+        drop - plain,
+        limited - plain,
     )?;
     Ok(())
 }
@@ -710,12 +799,14 @@ fn options_cost(
             |count| format!("{count}"),
         )
     };
-    let [program, sampler] = datapath.verified_instructions()?;
+    let [program, rules, sampler] = datapath.verified_instructions()?;
     writeln!(
         report,
         "\nThe verifier's load: it processed {} instructions to accept the counting program \
-         (per-CPU map) and {} for its sampler, of its budget of 1,000,000 a program.",
+         (per-CPU map), {} for the rules' check and {} for the sampler (each a program of its \
+         own, tail-called), of its budget of 1,000,000 a program.",
         count(program),
+        count(rules),
         count(sampler),
     )?;
     Ok(())
@@ -947,6 +1038,7 @@ fn cost_table(
         )?;
     }
     options_cost(datapath, noop, repeat, trials, report)?;
+    rules_cost(datapath, noop, repeat, trials, report)?;
     bans_cost(noop, repeat, trials, report)
 }
 

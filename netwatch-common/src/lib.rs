@@ -26,6 +26,12 @@ pub const STAGED_SLOTS_MAP: &str = "STAGED_SLOTS";
 pub const SAMPLER_PROGRAM_NAME: &str = "netwatch_sampler";
 /// Name of the program array whose slot 0 holds the sampler.
 pub const SAMPLER_MAP: &str = "SAMPLER";
+/// Name of the program that checks a frame against the signature rules, tail-called while
+/// rules exist: verified on its own, so that the rules' loop does not weigh on the counting
+/// program's verification.
+pub const RULES_PROGRAM_NAME: &str = "netwatch_rules";
+/// Name of the program array the main program tail-calls the rules' check through.
+pub const RULE_CHECK_MAP: &str = "RULE_CHECK";
 /// Name of the no-op XDP program used as the cost baseline in benchmarks.
 pub const NOOP_PROGRAM_NAME: &str = "noop";
 /// Name of a baseline of the benchmarks, in the no-op's object: netwatch's parse alone.
@@ -479,8 +485,9 @@ pub struct Settings {
     /// [`CpuState::destination_skip`]), so no periodic pattern of the traffic is followed.
     /// 0 turns it off; 1 counts every frame.
     pub destination_sample: u32,
-    /// Always zero.
-    pub _pad: u32,
+    /// Signature rules in force ([`RULES_MAP`]); 0 (the default) and the rule tries are not
+    /// looked at: one comparison per frame.
+    pub rules: u32,
 }
 
 /// The sparsest [`Settings::destination_sample`]: the skip's two halves are drawn from
@@ -503,6 +510,150 @@ pub const BANS_V6_MAP: &str = "BANS_V6";
 /// Per-CPU [`Counter`]s of the frames each ban matched, by the ban's index. Userspace zeroes
 /// an index before it hands it to a new ban.
 pub const BAN_COUNTS_MAP: &str = "BAN_COUNTS";
+
+/// Name of the LPM trie of IPv4 rule destinations: network to [`RuleSet`].
+pub const RULES_V4_MAP: &str = "RULES_V4";
+/// Name of the LPM trie of IPv6 rule destinations.
+pub const RULES_V6_MAP: &str = "RULES_V6";
+/// Name of the array of [`Rule`]s, by index.
+pub const RULES_MAP: &str = "RULES";
+/// Name of the per-CPU array of [`RuleCounts`], by rule index.
+pub const RULE_COUNTS_MAP: &str = "RULE_COUNTS";
+/// Name of the array of [`RuleBucket`]s, by rule index.
+pub const RULE_BUCKETS_MAP: &str = "RULE_BUCKETS";
+/// Most signature rules at once.
+pub const MAX_RULES: usize = 64;
+/// Most rules that may apply to one destination ([`RuleSet::rules`]): the kernel checks
+/// these alone, so that the verifier walks a short loop.
+pub const RULES_PER_DESTINATION: usize = 8;
+/// Name of the LPM trie of IPv4 sources no rule applies to.
+pub const RULE_EXEMPT_V4_MAP: &str = "RULE_EXEMPT_V4";
+/// Name of the LPM trie of IPv6 sources no rule applies to.
+pub const RULE_EXEMPT_V6_MAP: &str = "RULE_EXEMPT_V6";
+/// Most networks of each family whose traffic no rule applies to.
+pub const MAX_RULE_EXEMPTIONS: u32 = 256;
+/// An empty place of [`RuleSet::rules`].
+pub const RULE_NONE: u8 = u8::MAX;
+
+/// [`Rule::matches`]: the rule exists (a slot without it never matches).
+pub const RULE_MATCH_IN_USE: u32 = 1;
+/// [`Rule::matches`]: the protocol class must be [`Rule::protocol`].
+pub const RULE_MATCH_PROTOCOL: u32 = 1 << 1;
+/// [`Rule::matches`]: the transport source port must be [`Rule::src_port`] (TCP and UDP
+/// first fragments only).
+pub const RULE_MATCH_SRC_PORT: u32 = 1 << 2;
+/// [`Rule::matches`]: the transport destination port must be [`Rule::dst_port`].
+pub const RULE_MATCH_DST_PORT: u32 = 1 << 3;
+/// [`Rule::matches`]: a TCP segment with SYN set and ACK clear.
+pub const RULE_MATCH_SYN: u32 = 1 << 4;
+/// [`Rule::matches`]: an IP fragment, first or later.
+pub const RULE_MATCH_FRAGMENT: u32 = 1 << 5;
+/// [`Rule::matches`]: the IP packet's length within [`Rule::min_len`]..=[`Rule::max_len`].
+pub const RULE_MATCH_LENGTH: u32 = 1 << 6;
+
+/// [`Rule::protocol`]: TCP.
+pub const RULE_PROTOCOL_TCP: u8 = 6;
+/// [`Rule::protocol`]: UDP.
+pub const RULE_PROTOCOL_UDP: u8 = 17;
+/// [`Rule::protocol`]: ICMP, or ICMPv6 for IPv6.
+pub const RULE_PROTOCOL_ICMP: u8 = 1;
+/// [`Rule::protocol`]: any other protocol (the program does not keep its number).
+pub const RULE_PROTOCOL_OTHER: u8 = 255;
+
+/// [`Rule::action`]: count what matches, pass it (a dry run).
+pub const RULE_ACTION_COUNT: u8 = 0;
+/// [`Rule::action`]: count what matches and drop it.
+pub const RULE_ACTION_DROP: u8 = 1;
+/// [`Rule::action`]: count what matches, pass [`Rule::allowance`] frames a window, drop the
+/// rest.
+pub const RULE_ACTION_RATE_LIMIT: u8 = 2;
+
+/// The rules that may apply to the destinations of one network of a rule trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleSet {
+    /// Their indexes, lowest first, then [`RULE_NONE`].
+    pub rules: [u8; RULES_PER_DESTINATION],
+}
+
+/// A signature rule: the fields a frame must match (its destination is the tries'), and the
+/// action.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// The fields that must match: `RULE_MATCH_*` bits, [`RULE_MATCH_IN_USE`] always.
+    pub matches: u32,
+    /// A `RULE_PROTOCOL_*` class.
+    pub protocol: u8,
+    /// A `RULE_ACTION_*`.
+    pub action: u8,
+    /// The transport source port (a reflected service's).
+    pub src_port: u16,
+    /// The transport destination port.
+    pub dst_port: u16,
+    /// The shortest IP packet length that matches.
+    pub min_len: u16,
+    /// The longest.
+    pub max_len: u16,
+    /// Always zero.
+    pub _pad: u16,
+    /// The frames a rate-limited rule passes per window, all CPUs together.
+    pub allowance: u32,
+    /// A rate-limit window's nanoseconds (not 0 for a rate-limited rule).
+    pub window_ns: u32,
+}
+
+/// What the rules look at in a frame that the counting already knows ([`CpuState::rule_job`]);
+/// the rules' check reads the rest (the destination, the ports) from the frame itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleJob {
+    /// The source address's bytes in memory order, as two words (IPv4: the low half of the
+    /// first).
+    pub src: [u64; 2],
+    /// The frame's length.
+    pub len: u64,
+    /// Where the IP header starts.
+    pub l3_offset: u32,
+    /// Where the TCP or UDP header starts, when [`RuleJob::has_ports`].
+    pub l4_offset: u32,
+    /// The family, [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    /// The parse's protocol class, as the program numbers it.
+    pub class: u8,
+    /// 1 for a TCP SYN without ACK.
+    pub syn: u8,
+    /// 1 for an IP fragment.
+    pub fragment: u8,
+    /// 1 for a TCP or UDP first fragment, whose ports are at [`RuleJob::l4_offset`].
+    pub has_ports: u8,
+    /// 1 once the frame being counted staged this; the check clears it.
+    pub staged: u8,
+    /// 1 when the frame is to be sampled after the check.
+    pub sample: u8,
+    /// Always zero.
+    pub _pad: u8,
+}
+
+/// What one rule matched, and of that what it dropped, on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounts {
+    /// Frames that matched the rule (every one it decided).
+    pub matched: Counter,
+    /// Of them, those dropped; the rest passed.
+    pub dropped: Counter,
+}
+
+/// A rate-limited rule's current window, shared by every CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleBucket {
+    /// The window: the clock's nanoseconds divided by [`Rule::window_ns`].
+    pub window: u64,
+    /// Frames of the window counted so far (passed while within the allowance).
+    pub passed: u64,
+}
 
 /// The frames of the current early slot, all CPUs together, in [`EARLY_MAP`].
 #[repr(C)]
@@ -857,6 +1008,9 @@ pub struct CpuState {
     /// Always zero.
     pub _pad: u32,
     /// This CPU's cache of the slots of recent sources, direct-mapped by a hash of the address.
+    /// What the signature rules look at in the frame being counted, while rules exist: staged
+    /// by the counting program, checked by the rules' own (tail-called) program.
+    pub rule_job: RuleJob,
     /// A line holds a slot only: the program trusts it for a source only while the slot's key
     /// in [`SLOT_KEYS_MAP`] is that source, so lines never need clearing when a slot changes
     /// hands, and a line never written (slot 0) is as good as any other guess.
@@ -875,6 +1029,7 @@ impl Default for CpuState {
             destination_skip: 0,
             destination_random: 0,
             _pad: 0,
+            rule_job: RuleJob::default(),
             source_cache: [0; SOURCE_CACHE_ENTRIES as usize],
         }
     }
@@ -907,6 +1062,15 @@ mod user {
     unsafe impl aya::Pod for super::LocalNetworks {}
     // SAFETY: as above; a key, counters and arrays of 8-aligned plain data.
     unsafe impl aya::Pod for super::DestinationBucket {}
+    // SAFETY: as above; eight bytes.
+    unsafe impl aya::Pod for super::RuleSet {}
+    // SAFETY: as above; a u32, two u8, five u16 and two u32 in that order, 24 bytes without
+    // implicit padding.
+    unsafe impl aya::Pod for super::Rule {}
+    // SAFETY: as above; two counters of two u64.
+    unsafe impl aya::Pod for super::RuleCounts {}
+    // SAFETY: as above; two u64.
+    unsafe impl aya::Pod for super::RuleBucket {}
     // SAFETY: as above; two u64.
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: as above; six u64.

@@ -129,7 +129,7 @@ impl Datapath {
     }
 
     /// The map `name` as `M`; `what` names it in the error when it is missing.
-    fn typed_map_mut<'a, M>(
+    pub(super) fn typed_map_mut<'a, M>(
         &'a mut self,
         name: &str,
         what: &'static str,

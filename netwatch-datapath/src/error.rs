@@ -137,6 +137,40 @@ pub enum DatapathError {
     /// Mapping the source slot arrays into memory failed.
     #[error("cannot map the source slot arrays into memory: {0}")]
     MapSlots(#[source] io::Error),
+    /// A signature rule's index past the kernel's room.
+    #[error("rule {index}: the kernel holds rules 0 to {}", most - 1)]
+    RuleIndex {
+        /// The index given.
+        index: u32,
+        /// How many rules the kernel holds.
+        most: usize,
+    },
+    /// More sources exempt from the rules than the kernel holds.
+    #[error("{given} networks exempt from the rules; at most {most} of each family")]
+    RuleExemptions {
+        /// How many of one family were given.
+        given: usize,
+        /// The most.
+        most: u32,
+    },
+    /// More rules that apply to one destination than the kernel checks.
+    #[error("more than {most} rules would apply to {addr}/{len}; remove one first")]
+    RulesPerDestination {
+        /// The network.
+        addr: std::net::IpAddr,
+        /// Its prefix length.
+        len: u8,
+        /// The most.
+        most: usize,
+    },
+    /// A signature rule's destination that is not a network.
+    #[error("rule destination {addr}/{len}: not a network (host bits set, or too long a prefix)")]
+    RuleDestination {
+        /// The address given.
+        addr: std::net::IpAddr,
+        /// Its prefix length.
+        len: u8,
+    },
     /// A destination sampling that is not a power of two or is too sparse.
     #[error(
         "destinations sampled one frame in {given}: it must be 0 (off) or a power of two up to {most}"

@@ -14,6 +14,7 @@ use netwatch_common::{QueueJob, Settings};
 use super::{
     destinations::DestinationWindows,
     overflow::Windows,
+    rules::RuleTable,
     samples::{SampleRing, SampledFrame},
     slots::Slots,
     source_map::SourceMap,
@@ -49,6 +50,8 @@ pub struct Datapath {
     pub(super) max_bans: u32,
     /// The program loaded: per-CPU or shared map, or the benchmarks' one without bans.
     pub(super) program: &'static str,
+    /// The signature rules set, and the networks of their tries.
+    pub(super) rules: RuleTable,
 }
 
 impl fmt::Debug for Datapath {

@@ -39,6 +39,7 @@ mod handle;
 mod load;
 pub mod netlink;
 mod overflow;
+mod rules;
 mod samples;
 mod settings;
 mod slots;
@@ -57,6 +58,7 @@ pub use self::{
     handle::{Datapath, Reclaim},
     load::{LoadOptions, MIN_KERNEL, MIN_KERNEL_SHARED},
     overflow::{OverflowBreakdown, SlotlessPrefix, Target, TargetKind, Traffic, add_traffic},
+    rules::{RuleAction, RuleProtocol, RuleTraffic, SignatureRule, rate_window},
     samples::{SampleRing, SampledFrame},
     settings::Sampling,
     slots::{SourceReading, Spread, linear_count},

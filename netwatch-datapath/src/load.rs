@@ -17,10 +17,10 @@ use aya_log::EbpfLogger;
 use netwatch_common::{
     BAN_COUNTS_MAP, BANS_V4_MAP, BANS_V6_MAP, CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS,
     DESTINATION_OTHER_MAP, DESTINATIONS_MAP, FILTER_SEED_GLOBAL, FILTER_WORD_BITS_GLOBAL,
-    FREE_SLOTS_MAP, NO_BANS_PROGRAM_NAME, OVERFLOW_WINDOWS_MAP, QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME,
-    QueueJob, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SLOT_CAPACITY_GLOBAL,
-    SLOT_FILTER_MAP, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP,
-    Settings,
+    FREE_SLOTS_MAP, MAX_RULES, NO_BANS_PROGRAM_NAME, OVERFLOW_WINDOWS_MAP, QUEUE_JOB_MAP,
+    QUEUE_PROGRAM_NAME, QueueJob, RULE_CHECK_MAP, RULES_PROGRAM_NAME, RULES_V4_MAP, RULES_V6_MAP,
+    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP,
+    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Settings,
 };
 
 use super::{
@@ -30,6 +30,7 @@ use super::{
     handle::Datapath,
     handle::{QueueJobs, Reclaim},
     overflow::Windows,
+    rules::RuleTable,
     samples::SampleRing,
     slots::{FilterShape, Slots},
     snapshot::queue_slots,
@@ -143,6 +144,9 @@ impl Datapath {
             loader.map_max_entries(BANS_V4_MAP, max_bans.max(1));
             loader.map_max_entries(BANS_V6_MAP, max_bans.max(1));
             loader.map_max_entries(BAN_COUNTS_MAP, ban_counters(max_bans).max(1));
+            // A network per rule, and /0 for the rules of any destination.
+            loader.map_max_entries(RULES_V4_MAP, MAX_RULES as u32 + 1);
+            loader.map_max_entries(RULES_V6_MAP, MAX_RULES as u32 + 1);
             loader.map_max_entries(SLOT_FILTER_MAP, 2 * filter.words() as u32);
             loader.override_global(SLOT_CAPACITY_GLOBAL, &max_sources, true);
             loader.override_global(FILTER_SEED_GLOBAL, &filter.seed, true);
@@ -153,7 +157,7 @@ impl Datapath {
         let mut diagnostics = EbpfLogger::init(&mut ebpf)
             .inspect_err(|err| log::debug!("the kernel side's diagnostics are not read: {err}"))
             .ok();
-        install_sampler(&mut ebpf)?;
+        install_tails(&mut ebpf)?;
         set_regions(&mut ebpf, cpus, if regions == 1 { 0 } else { max_sources })?;
         let ring = ebpf
             .take_map(SAMPLES_MAP)
@@ -227,6 +231,7 @@ impl Datapath {
             cpus,
             max_bans,
             program,
+            rules: RuleTable::default(),
         };
         datapath.set_epoch(1)?;
         Ok(datapath)
@@ -301,23 +306,42 @@ pub(super) fn load_object<'a>(
     Ok(ebpf)
 }
 
-/// Loads the sampler program and puts it in slot 0 of the program array the main program
-/// tail-calls.
-fn install_sampler(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+/// Loads the sampler program and the rules' check, each in slot 0 of the program array the
+/// main program tail-calls it through.
+fn install_tails(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    install_tail(
+        ebpf,
+        SAMPLER_PROGRAM_NAME,
+        SAMPLER_MAP,
+        "sampler program array",
+    )?;
+    install_tail(
+        ebpf,
+        RULES_PROGRAM_NAME,
+        RULE_CHECK_MAP,
+        "rules' program array",
+    )
+}
+
+/// Loads `program` and puts it in slot 0 of the program array `map` (`what`, for errors).
+fn install_tail(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    map: &str,
+    what: &'static str,
+) -> Result<(), DatapathError> {
     let sampler: &mut Xdp = ebpf
-        .program_mut(SAMPLER_PROGRAM_NAME)
-        .ok_or(DatapathError::Missing("sampler program"))?
+        .program_mut(program)
+        .ok_or(DatapathError::Missing(program))?
         .try_into()?;
-    verify(sampler, SAMPLER_PROGRAM_NAME)?;
+    verify(sampler, program)?;
     let fd = sampler.fd()?.try_clone().map_err(|err| {
         DatapathError::Program(ProgramError::SyscallError(aya::sys::SyscallError {
             call: "dup",
             io_error: err,
         }))
     })?;
-    let map = ebpf
-        .map_mut(SAMPLER_MAP)
-        .ok_or(DatapathError::Missing("sampler program array"))?;
+    let map = ebpf.map_mut(map).ok_or(DatapathError::Missing(what))?;
     let mut slots: ProgramArray<&mut MapData> = ProgramArray::try_from(map)?;
     slots.set(0, &fd, 0)?;
     Ok(())

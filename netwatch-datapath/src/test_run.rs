@@ -19,18 +19,22 @@ impl Datapath {
             .map_err(DatapathError::from)
     }
 
-    /// The instructions the kernel's verifier processed to accept the counting program and
-    /// its sampler's tail (Linux 5.16 and later; `None` before): the verifier's load, whose
-    /// budget is a million per program.
-    pub fn verified_instructions(&self) -> Result<[Option<u32>; 2], DatapathError> {
-        let sampler: &Xdp = self
-            .ebpf
-            .program(netwatch_common::SAMPLER_PROGRAM_NAME)
-            .ok_or(DatapathError::Missing("sampler program"))?
-            .try_into()?;
+    /// The instructions the kernel's verifier processed to accept the counting program, its
+    /// rules' check and its sampler (Linux 5.16 and later; `None` before): the verifier's
+    /// load, whose budget is a million per program.
+    pub fn verified_instructions(&self) -> Result<[Option<u32>; 3], DatapathError> {
+        let tail = |name: &'static str| -> Result<Option<u32>, DatapathError> {
+            let program: &Xdp = self
+                .ebpf
+                .program(name)
+                .ok_or(DatapathError::Missing(name))?
+                .try_into()?;
+            Ok(program.info()?.verified_instruction_count())
+        };
         Ok([
             self.program()?.info()?.verified_instruction_count(),
-            sampler.info()?.verified_instruction_count(),
+            tail(netwatch_common::RULES_PROGRAM_NAME)?,
+            tail(netwatch_common::SAMPLER_PROGRAM_NAME)?,
         ])
     }
 

@@ -4,8 +4,9 @@
 //! over extension headers) and the TCP flags; then count the frame once in the global counters
 //! and once for its source address, or in exactly one blind-spot counter (non-IP, malformed,
 //! overflow). The program only reads the frame and returns `XDP_PASS`, except for a frame from
-//! a source the opt-in ban list holds while userspace has set [`BAN_MODE_DROP`]: that one is
-//! counted as every frame, counted for its ban, and dropped. It must not log or loop without
+//! a source the opt-in ban list holds while userspace has set [`BAN_MODE_DROP`], and a frame
+//! a signature rule drops or rate-limits: that one is counted as every frame, counted for its
+//! ban or rule, and dropped. It must not log or loop without
 //! bound: it runs for every packet of a busy link.
 #![no_std]
 #![no_main]
@@ -22,6 +23,7 @@ mod frame;
 mod maps;
 mod overflow;
 mod parse;
+mod rules;
 mod sampling;
 mod sketches;
 mod slots;
@@ -44,6 +46,7 @@ use crate::{
     maps::{CPU_STATE, settings},
     overflow::{break_down, count_overflow},
     parse::{Class, Verdict, is_connection_attempt, parse, transport_ports},
+    rules::{RULE_CHECK, check_rules, rules_in_force},
     sampling::{JOB_TCP, JOB_UDP, SAMPLE_JOBS, SAMPLER, SampleJob, port_selected, sample},
     slots::{FREE_SLOTS, Lookup, QUEUE_JOB, STAGED_SLOTS},
 };
@@ -61,29 +64,36 @@ pub fn netwatch_shared(ctx: XdpContext) -> u32 {
     run::<Shared, true>(&ctx)
 }
 
-/// [`netwatch`] built without the ban check, never attached: the benchmarks time it beside
-/// [`netwatch`] to measure what the check costs while no ban exists.
+/// [`netwatch`] built without the mitigation checks (bans and signature rules), never
+/// attached: the benchmarks time it beside [`netwatch`] to measure what the checks cost while
+/// no ban and no rule exists.
 #[xdp]
 pub fn netwatch_nobans(ctx: XdpContext) -> u32 {
     run::<PerCpu, false>(&ctx)
 }
 
 #[inline(always)]
-fn run<T: SourceTable, const BANS: bool>(ctx: &XdpContext) -> u32 {
-    // Written only for a frame with a source while bans exist: nothing to do per frame
-    // otherwise but the comparison below.
+fn run<T: SourceTable, const CHECKS: bool>(ctx: &XdpContext) -> u32 {
+    // Written only for a frame with a source while bans (rules) exist: nothing to do per
+    // frame otherwise but the comparisons below.
     let mut banned = MaybeUninit::<Banned>::uninit();
     let mut mode = BAN_MODE_NONE;
-    let sample = account::<T, BANS>(ctx, &mut banned, &mut mode);
+    let sample = account::<T, CHECKS>(ctx, &mut banned, &mut mode);
     // Counted above as every frame, so the monitor still sees a banned source's attack and
     // the blind-spot identity holds; only then is the frame dropped. Here, after every path
-    // of the count has joined, the verifier walks the check once rather than on each.
-    if BANS && mode != BAN_MODE_NONE {
+    // of the count has joined, the verifier walks the checks once rather than on each.
+    if CHECKS && mode != BAN_MODE_NONE {
         // SAFETY: `account` writes `banned` whenever it sets a mode.
         let banned = unsafe { banned.assume_init_ref() };
         if count_ban(&banned.key, banned.len) && mode == BAN_MODE_DROP {
             return xdp_action::XDP_DROP;
         }
+    }
+    if CHECKS && rules_in_force() {
+        // SAFETY: a tail call with this program's own context. The check runs as a program
+        // of its own, and samples the frame after it; if its slot is empty, this returns and
+        // the frame goes on unchecked.
+        unsafe { RULE_CHECK.tail_call(ctx, 0) };
     }
     if sample {
         // SAFETY: a tail call with this program's own context. On success it does not
@@ -138,6 +148,26 @@ pub fn queue_free_slots(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The tail of [`netwatch`] while signature rules exist: checks the frame against them, then
+/// samples it if [`netwatch`] would have. Drops what a rule drops.
+#[xdp]
+pub fn netwatch_rules(ctx: XdpContext) -> u32 {
+    let Some(state) = CPU_STATE.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, as in `account`.
+    let job = unsafe { &mut (*state).rule_job };
+    let sample = job.sample != 0;
+    if check_rules(&ctx, job) {
+        return xdp_action::XDP_DROP;
+    }
+    if sample {
+        // SAFETY: as in `run`.
+        unsafe { SAMPLER.tail_call(&ctx, 0) };
+    }
+    xdp_action::XDP_PASS
+}
+
 /// The tail of [`netwatch`] for frames that may be sampled. Always passes the frame.
 #[xdp]
 pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
@@ -151,9 +181,10 @@ pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
 
 /// Counts the frame; true when it is a candidate for sampling (its job is written). While
 /// bans exist, a frame with a source leaves what the ban check needs in `banned` and what a
-/// match meets in `mode` ([`Settings::ban_mode`]).
+/// match meets in `mode` ([`Settings::ban_mode`]); while rules exist, an IP frame leaves
+/// what they look at in this CPU's [`RULE_JOB`](crate::rules::RULE_JOB).
 #[inline(always)]
-fn account<T: SourceTable, const BANS: bool>(
+fn account<T: SourceTable, const CHECKS: bool>(
     ctx: &XdpContext,
     banned: &mut MaybeUninit<Banned>,
     mode: &mut u32,
@@ -174,6 +205,7 @@ fn account<T: SourceTable, const BANS: bool>(
         destination_skip,
         destination_random,
         _pad,
+        rule_job,
         source_cache,
     } = unsafe { &mut *state };
     globals.total_packets += 1;
@@ -222,6 +254,25 @@ fn account<T: SourceTable, const BANS: bool>(
                 dst_fold: parsed.dst_fold,
                 dst_port: ports.map(|(_, dst)| dst),
             };
+            // What the rules look at, handed over to their check (a program of its own) in
+            // this CPU's state, here, where the values are at hand: staged later, they would
+            // stay alive through the counting below, and the verifier would walk it once for
+            // each of their combinations.
+            if CHECKS && settings.rules != 0 {
+                let [high, low, _] = parsed.key.words();
+                rule_job.src = [high, low];
+                rule_job.len = len;
+                rule_job.l3_offset = parsed.l3_offset as u32;
+                rule_job.l4_offset = parsed.l4_offset as u32;
+                // Copied as they are: a comparison or a match compiles to branches here.
+                rule_job.family = parsed.key.family;
+                rule_job.class = parsed.class as u8;
+                rule_job.syn = u8::from(contribution.syn);
+                rule_job.fragment = u8::from(parsed.fragment);
+                rule_job.has_ports = u8::from(carries_ports);
+                rule_job.sample = 0;
+                rule_job.staged = 1;
+            }
             // The local networks' hosts, exactly; with none set, a sample of every
             // destination. Unset, both: two comparisons of settings already read.
             let counted = if settings.local_networks != 0 {
@@ -260,13 +311,14 @@ fn account<T: SourceTable, const BANS: bool>(
                     *windows + (settings.overflow_window & 1),
                 );
             }
-            if BANS && settings.ban_mode != BAN_MODE_NONE {
+            if CHECKS && settings.ban_mode != BAN_MODE_NONE {
                 banned.write(Banned {
                     key: parsed.key,
                     len,
                 });
                 *mode = settings.ban_mode;
             }
+
             if let Some((src, dst)) = ports
                 && settings.sample_rate != 0
             {
@@ -290,6 +342,8 @@ fn account<T: SourceTable, const BANS: bool>(
                             reason,
                         };
                     }
+                    // For the rules' check, which samples the frame when it passes.
+                    rule_job.sample = 1;
                     return true;
                 }
             }

@@ -31,7 +31,7 @@ pub(crate) static mut SETTINGS: Settings = Settings {
     filter_half: 0,
     ban_mode: BAN_MODE_NONE,
     destination_sample: 0,
-    _pad: 0,
+    rules: 0,
 };
 
 /// The current [`SETTINGS`].

@@ -63,6 +63,7 @@ pub(crate) struct Parsed {
 
 /// Protocol class of a frame, as counted per source.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Class {
     /// TCP with its header in this frame (a first or only fragment).
     TcpFirst,

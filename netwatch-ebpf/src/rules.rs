@@ -1,0 +1,256 @@
+//! Signature rules (opt-in mitigation): what a frame is (its destination, protocol, ports,
+//! SYN, fragment and length) against the rules userspace set, each rule's exact counters, and
+//! its action: count only (a dry run), drop, or pass up to a rate. Looked at only while a
+//! rule exists.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, LpmTrie, PerCpuArray, ProgramArray, lpm_trie::Key},
+    programs::XdpContext,
+};
+use netwatch_common::{
+    FAMILY_IPV4, MAX_RULE_EXEMPTIONS, MAX_RULES, RULE_ACTION_DROP, RULE_ACTION_RATE_LIMIT,
+    RULE_MATCH_DST_PORT, RULE_MATCH_FRAGMENT, RULE_MATCH_IN_USE, RULE_MATCH_LENGTH,
+    RULE_MATCH_PROTOCOL, RULE_MATCH_SRC_PORT, RULE_MATCH_SYN, RULE_NONE, RULE_PROTOCOL_ICMP,
+    RULE_PROTOCOL_OTHER, RULE_PROTOCOL_TCP, RULE_PROTOCOL_UDP, Rule, RuleBucket, RuleCounts,
+    RuleJob, RuleSet,
+};
+
+use crate::{
+    bans::AlignedKey,
+    counters::{add, add_counter},
+    parse::{Class, bytes, transport_ports},
+};
+
+/// Rule destinations, IPv4: a network (network byte order) to the set of rules whose
+/// destination holds it, the rules of every shorter network that holds it included, so that
+/// the longest match alone gives every rule that can apply. Written by userspace only.
+#[map]
+pub(crate) static RULES_V4: LpmTrie<[u8; 4], RuleSet> = LpmTrie::with_max_entries(1, 0);
+
+/// Rule destinations, IPv6, as [`RULES_V4`].
+#[map]
+pub(crate) static RULES_V6: LpmTrie<[u8; 16], RuleSet> = LpmTrie::with_max_entries(1, 0);
+
+/// Sources no rule applies to (a victim's own NTP or DNS servers, say), IPv4: looked up once
+/// a rule matched a frame, which then passes uncounted by the rules.
+#[map]
+pub(crate) static RULE_EXEMPT_V4: LpmTrie<[u8; 4], u8> =
+    LpmTrie::with_max_entries(MAX_RULE_EXEMPTIONS, 0);
+
+/// Sources no rule applies to, IPv6, as [`RULE_EXEMPT_V4`].
+#[map]
+pub(crate) static RULE_EXEMPT_V6: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(MAX_RULE_EXEMPTIONS, 0);
+
+/// The rules by index, [`MAX_RULES`] of them; a rule whose `matches` lacks
+/// [`RULE_MATCH_IN_USE`] never matches.
+#[map]
+pub(crate) static RULES: Array<Rule> = Array::with_max_entries(MAX_RULES as u32, 0);
+
+/// What each rule matched and dropped, per CPU, by index: exact, as every other counter.
+#[map]
+pub(crate) static RULE_COUNTS: PerCpuArray<RuleCounts> =
+    PerCpuArray::with_max_entries(MAX_RULES as u32, 0);
+
+/// Each rate-limited rule's window, shared by every CPU.
+#[map]
+pub(crate) static RULE_BUCKETS: Array<RuleBucket> = Array::with_max_entries(MAX_RULES as u32, 0);
+
+/// What the rules compare, read from a staged frame.
+struct Signature {
+    protocol: u8,
+    syn: bool,
+    fragment: bool,
+    ports: Option<(u16, u16)>,
+    ip_len: u32,
+}
+
+/// The rules' check, tail-called by the main program while rules exist: slot 0 holds
+/// [`netwatch_rules`](crate::netwatch_rules).
+#[map]
+pub(crate) static RULE_CHECK: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The `RULE_PROTOCOL_*` of a parse's class, by its number.
+#[inline(always)]
+fn protocol_of(class: u8) -> u8 {
+    if class == Class::TcpFirst as u8 || class == Class::TcpLater as u8 {
+        RULE_PROTOCOL_TCP
+    } else if class == Class::Udp as u8 {
+        RULE_PROTOCOL_UDP
+    } else if class == Class::Icmp as u8 {
+        RULE_PROTOCOL_ICMP
+    } else {
+        RULE_PROTOCOL_OTHER
+    }
+}
+
+/// Whether any rule exists: [`Settings::rules`](netwatch_common::Settings::rules), read
+/// alone.
+#[inline(always)]
+pub(crate) fn rules_in_force() -> bool {
+    // SAFETY: a u32 of global data the program never writes; userspace rewrites it whole.
+    unsafe { (&raw const crate::maps::SETTINGS.rules).read_volatile() != 0 }
+}
+
+/// Checks the staged frame (if this run staged one) against the rules that can apply to its
+/// destination, in the order of their index; the first that matches counts it and decides.
+/// True: drop it.
+#[inline(always)]
+pub(crate) fn check_rules(ctx: &XdpContext, job: &mut RuleJob) -> bool {
+    if job.staged == 0 {
+        return false;
+    }
+    job.staged = 0;
+    let staged = *job;
+    // Bounded for the verifier: the parse puts the IP header within the first 64 bytes
+    // (Ethernet and at most two VLAN tags) and the transport header within the first 512.
+    let l3 = (staged.l3_offset & 0x3f) as usize;
+    let set = if staged.family == FAMILY_IPV4 {
+        let Some(&[a, b, c, d]) = bytes::<4>(ctx, l3 + 16) else {
+            return false;
+        };
+        let lookup = AlignedKey {
+            _pad: 0,
+            key: Key::new(32, [a, b, c, d]),
+        };
+        RULES_V4.get(&lookup.key)
+    } else {
+        let Some(dst) = bytes::<16>(ctx, l3 + 24) else {
+            return false;
+        };
+        let lookup = AlignedKey {
+            _pad: 0,
+            key: Key::new(128, *dst),
+        };
+        RULES_V6.get(&lookup.key)
+    };
+    let Some(set) = set else {
+        return false;
+    };
+    let signature = Signature {
+        protocol: protocol_of(staged.class),
+        syn: staged.syn != 0,
+        fragment: staged.fragment != 0,
+        ports: if staged.has_ports != 0 {
+            transport_ports(ctx, (staged.l4_offset & 0x1ff) as usize)
+        } else {
+            None
+        },
+        ip_len: (staged.len as u32).saturating_sub(staged.l3_offset),
+    };
+    let rules = set.rules;
+    for index in rules {
+        if index == RULE_NONE {
+            break;
+        }
+        let index = u32::from(index);
+        let Some(rule) = RULES.get(index) else {
+            break;
+        };
+        if !matches(rule, &signature) {
+            continue;
+        }
+        if exempt(staged.src, staged.family == FAMILY_IPV4) {
+            return false;
+        }
+        let Some(counts) = RULE_COUNTS.get_ptr_mut(index) else {
+            return false;
+        };
+        // SAFETY: this CPU's counters of a per-CPU array.
+        let counts = unsafe { &mut *counts };
+        add_counter(&mut counts.matched, staged.len);
+        let drop = match rule.action {
+            RULE_ACTION_DROP => true,
+            RULE_ACTION_RATE_LIMIT => over_rate(rule, index),
+            _ => false,
+        };
+        if drop {
+            add_counter(&mut counts.dropped, staged.len);
+        }
+        return drop;
+    }
+    false
+}
+
+/// Whether the source address of these words is one no rule applies to.
+#[inline(always)]
+fn exempt([high, low]: [u64; 2], ipv4: bool) -> bool {
+    if ipv4 {
+        let lookup = AlignedKey {
+            _pad: 0,
+            key: Key::new(32, (high as u32).to_ne_bytes()),
+        };
+        RULE_EXEMPT_V4.get(&lookup.key).is_some()
+    } else {
+        let [a, b, c, d, e, f, g, h] = high.to_ne_bytes();
+        let [i, j, k, l, m, n, o, p] = low.to_ne_bytes();
+        let lookup = AlignedKey {
+            _pad: 0,
+            key: Key::new(128, [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p]),
+        };
+        RULE_EXEMPT_V6.get(&lookup.key).is_some()
+    }
+}
+
+/// Whether a frame matches every field `rule` names.
+#[inline(always)]
+fn matches(rule: &Rule, signature: &Signature) -> bool {
+    let fields = rule.matches;
+    if fields & RULE_MATCH_IN_USE == 0 {
+        return false;
+    }
+    if fields & RULE_MATCH_PROTOCOL != 0 && rule.protocol != signature.protocol {
+        return false;
+    }
+    if fields & (RULE_MATCH_SRC_PORT | RULE_MATCH_DST_PORT) != 0 {
+        let Some((src, dst)) = signature.ports else {
+            return false;
+        };
+        if fields & RULE_MATCH_SRC_PORT != 0 && rule.src_port != src {
+            return false;
+        }
+        if fields & RULE_MATCH_DST_PORT != 0 && rule.dst_port != dst {
+            return false;
+        }
+    }
+    if fields & RULE_MATCH_SYN != 0 && !signature.syn {
+        return false;
+    }
+    if fields & RULE_MATCH_FRAGMENT != 0 && !signature.fragment {
+        return false;
+    }
+    if fields & RULE_MATCH_LENGTH != 0
+        && (signature.ip_len < u32::from(rule.min_len)
+            || signature.ip_len > u32::from(rule.max_len))
+    {
+        return false;
+    }
+    true
+}
+
+/// Whether a frame of a rate-limited rule is over its rate: each window of `rule.window_ns`
+/// passes `rule.allowance` frames, all CPUs together. The count
+/// is an atomic add; a new window's reset is two plain stores, which two CPUs may race at
+/// its start (a window then passes a few frames more or fewer). Every frame is counted by
+/// what was decided for it, so the counters stay exact whatever the race.
+#[inline(always)]
+fn over_rate(rule: &Rule, index: u32) -> bool {
+    let Some(bucket) = RULE_BUCKETS.get_ptr_mut(index) else {
+        return false;
+    };
+    // SAFETY: an element of a shared array: the window with plain loads and stores (a race
+    // costs the precision above, nothing else), the count with an atomic add.
+    unsafe {
+        let Some(window) = bpf_ktime_get_ns().checked_div(u64::from(rule.window_ns)) else {
+            return false;
+        };
+        if (&raw const (*bucket).window).read_volatile() != window {
+            (&raw mut (*bucket).window).write_volatile(window);
+            (&raw mut (*bucket).passed).write_volatile(0);
+        }
+        add(&raw mut (*bucket).passed, 1);
+        (&raw const (*bucket).passed).read_volatile() > u64::from(rule.allowance)
+    }
+}
