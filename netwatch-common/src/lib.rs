@@ -30,6 +30,8 @@ pub const SAMPLER_MAP: &str = "SAMPLER";
 /// rules exist: verified on its own, so that the rules' loop does not weigh on the counting
 /// program's verification.
 pub const RULES_PROGRAM_NAME: &str = "netwatch_rules";
+/// Name of [`RULES_PROGRAM_NAME`]'s twin for frames to be sampled after the check.
+pub const RULES_SAMPLED_PROGRAM_NAME: &str = "netwatch_rules_sampled";
 /// Name of the program array the main program tail-calls the rules' check through.
 pub const RULE_CHECK_MAP: &str = "RULE_CHECK";
 /// Name of the no-op XDP program used as the cost baseline in benchmarks.
@@ -603,38 +605,6 @@ pub struct Rule {
     pub window_ns: u32,
 }
 
-/// What the rules look at in a frame that the counting already knows ([`CpuState::rule_job`]);
-/// the rules' check reads the rest (the destination, the ports) from the frame itself.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RuleJob {
-    /// The source address's bytes in memory order, as two words (IPv4: the low half of the
-    /// first).
-    pub src: [u64; 2],
-    /// The frame's length.
-    pub len: u64,
-    /// Where the IP header starts.
-    pub l3_offset: u32,
-    /// Where the TCP or UDP header starts, when [`RuleJob::has_ports`].
-    pub l4_offset: u32,
-    /// The family, [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
-    pub family: u8,
-    /// The parse's protocol class, as the program numbers it.
-    pub class: u8,
-    /// 1 for a TCP SYN without ACK.
-    pub syn: u8,
-    /// 1 for an IP fragment.
-    pub fragment: u8,
-    /// 1 for a TCP or UDP first fragment, whose ports are at [`RuleJob::l4_offset`].
-    pub has_ports: u8,
-    /// 1 once the frame being counted staged this; the check clears it.
-    pub staged: u8,
-    /// 1 when the frame is to be sampled after the check.
-    pub sample: u8,
-    /// Always zero.
-    pub _pad: u8,
-}
-
 /// What one rule matched, and of that what it dropped, on one CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -732,6 +702,13 @@ pub struct DestinationBucket {
     pub port: u32,
     /// The votes of [`DestinationBucket::port`]: a lower bound of its frames.
     pub port_votes: u32,
+    /// The amplification service (source port) that holds the most of its reflected
+    /// frames, by the same vote: several services may answer one host (its own DNS
+    /// resolver's answers during an NTP reflection), and the one that floods it is the one
+    /// a rule must name, not the last one heard.
+    pub service: u32,
+    /// The votes of [`DestinationBucket::service`].
+    pub service_votes: u32,
 }
 
 /// Packets and bytes.
@@ -1008,9 +985,6 @@ pub struct CpuState {
     /// Always zero.
     pub _pad: u32,
     /// This CPU's cache of the slots of recent sources, direct-mapped by a hash of the address.
-    /// What the signature rules look at in the frame being counted, while rules exist: staged
-    /// by the counting program, checked by the rules' own (tail-called) program.
-    pub rule_job: RuleJob,
     /// A line holds a slot only: the program trusts it for a source only while the slot's key
     /// in [`SLOT_KEYS_MAP`] is that source, so lines never need clearing when a slot changes
     /// hands, and a line never written (slot 0) is as good as any other guess.
@@ -1029,7 +1003,6 @@ impl Default for CpuState {
             destination_skip: 0,
             destination_random: 0,
             _pad: 0,
-            rule_job: RuleJob::default(),
             source_cache: [0; SOURCE_CACHE_ENTRIES as usize],
         }
     }

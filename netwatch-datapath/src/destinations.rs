@@ -93,6 +93,8 @@ struct Parts {
     senders: HashMap<SlotlessPrefix, Traffic>,
     /// Votes per port, added over the CPUs (each a lower bound of the port's frames there).
     ports: HashMap<u32, u64>,
+    /// Votes per amplification service, likewise.
+    services: HashMap<u32, u64>,
 }
 
 /// The destination windows of every CPU, mapped into this process.
@@ -160,6 +162,10 @@ impl DestinationWindows {
                 if bucket.port_votes > 0 {
                     *parts.ports.entry(bucket.port).or_default() += u64::from(bucket.port_votes);
                 }
+                if bucket.service_votes > 0 {
+                    *parts.services.entry(bucket.service).or_default() +=
+                        u64::from(bucket.service_votes);
+                }
                 for sender in bucket.senders.iter().take(DESTINATION_SENDERS) {
                     if sender.traffic.packets == 0 {
                         continue;
@@ -188,6 +194,14 @@ impl DestinationWindows {
                     .max_by(|(a, x), (b, y)| x.cmp(y).then(b.cmp(a)))
                     .filter(|(_, votes)| 4 * **votes >= with_ports && **votes > 0)
                     .and_then(|(port, _)| u16::try_from(*port).ok());
+                // The service that won the votes, rather than whichever answered last.
+                if let Some((&service, _)) = parts
+                    .services
+                    .iter()
+                    .max_by(|(a, x), (b, y)| x.cmp(y).then(b.cmp(a)))
+                {
+                    stats.reflected_port = service;
+                }
                 scale_stats(&mut parts.stats, scale);
                 let mut senders: Vec<_> = parts
                     .senders

@@ -138,7 +138,7 @@ pub enum DatapathError {
     #[error("cannot map the source slot arrays into memory: {0}")]
     MapSlots(#[source] io::Error),
     /// A signature rule's index past the kernel's room.
-    #[error("rule {index}: the kernel holds rules 0 to {}", most - 1)]
+    #[error("rule {index}: the kernel holds rules 0 to {}", most.saturating_sub(1))]
     RuleIndex {
         /// The index given.
         index: u32,

@@ -18,9 +18,10 @@ use netwatch_common::{
     BAN_COUNTS_MAP, BANS_V4_MAP, BANS_V6_MAP, CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS,
     DESTINATION_OTHER_MAP, DESTINATIONS_MAP, FILTER_SEED_GLOBAL, FILTER_WORD_BITS_GLOBAL,
     FREE_SLOTS_MAP, MAX_RULES, NO_BANS_PROGRAM_NAME, OVERFLOW_WINDOWS_MAP, QUEUE_JOB_MAP,
-    QUEUE_PROGRAM_NAME, QueueJob, RULE_CHECK_MAP, RULES_PROGRAM_NAME, RULES_V4_MAP, RULES_V6_MAP,
-    SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP,
-    SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Settings,
+    QUEUE_PROGRAM_NAME, QueueJob, RULE_CHECK_MAP, RULES_PROGRAM_NAME, RULES_SAMPLED_PROGRAM_NAME,
+    RULES_V4_MAP, RULES_V6_MAP, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP,
+    SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP,
+    STAGED_SLOTS_MAP, Settings,
 };
 
 use super::{
@@ -306,28 +307,41 @@ pub(super) fn load_object<'a>(
     Ok(ebpf)
 }
 
-/// Loads the sampler program and the rules' check, each in slot 0 of the program array the
-/// main program tail-calls it through.
+/// Loads the sampler program and the rules' check (both of them), each in its slot of the
+/// program array the main program tail-calls it through.
 fn install_tails(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
-    install_tail(
-        ebpf,
-        SAMPLER_PROGRAM_NAME,
-        SAMPLER_MAP,
-        "sampler program array",
-    )?;
-    install_tail(
-        ebpf,
-        RULES_PROGRAM_NAME,
-        RULE_CHECK_MAP,
-        "rules' program array",
-    )
+    for (program, map, slot, what) in [
+        (
+            SAMPLER_PROGRAM_NAME,
+            SAMPLER_MAP,
+            0,
+            "sampler program array",
+        ),
+        (
+            RULES_PROGRAM_NAME,
+            RULE_CHECK_MAP,
+            0,
+            "rules' program array",
+        ),
+        (
+            RULES_SAMPLED_PROGRAM_NAME,
+            RULE_CHECK_MAP,
+            1,
+            "rules' program array",
+        ),
+    ] {
+        install_tail(ebpf, program, map, slot, what)?;
+    }
+    Ok(())
 }
 
-/// Loads `program` and puts it in slot 0 of the program array `map` (`what`, for errors).
+/// Loads `program` and puts it in slot `slot` of the program array `map` (`what`, for
+/// errors).
 fn install_tail(
     ebpf: &mut Ebpf,
     program: &'static str,
     map: &str,
+    slot: u32,
     what: &'static str,
 ) -> Result<(), DatapathError> {
     let sampler: &mut Xdp = ebpf
@@ -343,7 +357,7 @@ fn install_tail(
     })?;
     let map = ebpf.map_mut(map).ok_or(DatapathError::Missing(what))?;
     let mut slots: ProgramArray<&mut MapData> = ProgramArray::try_from(map)?;
-    slots.set(0, &fd, 0)?;
+    slots.set(slot, &fd, 0)?;
     Ok(())
 }
 

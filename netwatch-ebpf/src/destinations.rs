@@ -129,6 +129,8 @@ pub(crate) fn count_destination(
             bucket.senders = [PrefixCount::default(); DESTINATION_SENDERS];
             bucket.port = 0;
             bucket.port_votes = 0;
+            bucket.service = 0;
+            bucket.service_votes = 0;
             bucket.key = SourceKey::from_u64_words([a, b, c]);
         } else if !(x == a && y == b && z == c) {
             continue;
@@ -147,7 +149,11 @@ pub(crate) fn count_destination(
         };
         count_sender(&mut bucket.senders, sender, contribution.len);
         if let Some(port) = contribution.dst_port {
-            vote_port(bucket, u32::from(port));
+            vote(&mut bucket.port, &mut bucket.port_votes, u32::from(port));
+        }
+        if contribution.reflected_port != 0 {
+            let service = u32::from(contribution.reflected_port);
+            vote(&mut bucket.service, &mut bucket.service_votes, service);
         }
         return;
     }
@@ -179,16 +185,18 @@ pub(crate) fn count_sender(senders: &mut [PrefixCount; DESTINATION_SENDERS], key
     }
 }
 
-/// The majority vote of a host's destination ports (see [`DestinationBucket::port`]).
+/// A majority vote (see [`DestinationBucket::port`]): `value` for the candidate `chosen`.
+/// The same value adds a vote; another takes one away, or the candidate's place when it has
+/// none.
 #[inline(always)]
-fn vote_port(bucket: &mut DestinationBucket, port: u32) {
-    if bucket.port == port {
-        bucket.port_votes += 1;
-    } else if bucket.port_votes == 0 {
-        bucket.port = port;
-        bucket.port_votes = 1;
+fn vote(chosen: &mut u32, votes: &mut u32, value: u32) {
+    if *chosen == value {
+        *votes += 1;
+    } else if *votes == 0 {
+        *chosen = value;
+        *votes = 1;
     } else {
-        bucket.port_votes -= 1;
+        *votes -= 1;
     }
 }
 

@@ -90,10 +90,11 @@ fn run<T: SourceTable, const CHECKS: bool>(ctx: &XdpContext) -> u32 {
         }
     }
     if CHECKS && rules_in_force() {
-        // SAFETY: a tail call with this program's own context. The check runs as a program
-        // of its own, and samples the frame after it; if its slot is empty, this returns and
-        // the frame goes on unchecked.
-        unsafe { RULE_CHECK.tail_call(ctx, 0) };
+        // SAFETY: a tail call with this program's own context. The check is a program of its
+        // own (slot 1: one that samples the frame after it), which parses the frame again:
+        // the counting hands it nothing, so that the verifier's walk of the counting does
+        // not grow. If the slot is empty this returns, and the frame goes on unchecked.
+        unsafe { RULE_CHECK.tail_call(ctx, u32::from(sample)) };
     }
     if sample {
         // SAFETY: a tail call with this program's own context. On success it does not
@@ -148,23 +149,24 @@ pub fn queue_free_slots(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// The tail of [`netwatch`] while signature rules exist: checks the frame against them, then
-/// samples it if [`netwatch`] would have. Drops what a rule drops.
+/// The tail of [`netwatch`] while signature rules exist, for a frame not to be sampled:
+/// checks it against them. Drops what a rule drops.
 #[xdp]
 pub fn netwatch_rules(ctx: XdpContext) -> u32 {
-    let Some(state) = CPU_STATE.get_ptr_mut(0) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: this CPU's slot of a per-CPU array, as in `account`.
-    let job = unsafe { &mut (*state).rule_job };
-    let sample = job.sample != 0;
-    if check_rules(&ctx, job) {
+    if check_rules(&ctx) {
         return xdp_action::XDP_DROP;
     }
-    if sample {
-        // SAFETY: as in `run`.
-        unsafe { SAMPLER.tail_call(&ctx, 0) };
+    xdp_action::XDP_PASS
+}
+
+/// [`netwatch_rules`] for a frame to be sampled: samples it if no rule drops it.
+#[xdp]
+pub fn netwatch_rules_sampled(ctx: XdpContext) -> u32 {
+    if check_rules(&ctx) {
+        return xdp_action::XDP_DROP;
     }
+    // SAFETY: as in `run`.
+    unsafe { SAMPLER.tail_call(&ctx, 0) };
     xdp_action::XDP_PASS
 }
 
@@ -205,7 +207,6 @@ fn account<T: SourceTable, const CHECKS: bool>(
         destination_skip,
         destination_random,
         _pad,
-        rule_job,
         source_cache,
     } = unsafe { &mut *state };
     globals.total_packets += 1;
@@ -254,25 +255,6 @@ fn account<T: SourceTable, const CHECKS: bool>(
                 dst_fold: parsed.dst_fold,
                 dst_port: ports.map(|(_, dst)| dst),
             };
-            // What the rules look at, handed over to their check (a program of its own) in
-            // this CPU's state, here, where the values are at hand: staged later, they would
-            // stay alive through the counting below, and the verifier would walk it once for
-            // each of their combinations.
-            if CHECKS && settings.rules != 0 {
-                let [high, low, _] = parsed.key.words();
-                rule_job.src = [high, low];
-                rule_job.len = len;
-                rule_job.l3_offset = parsed.l3_offset as u32;
-                rule_job.l4_offset = parsed.l4_offset as u32;
-                // Copied as they are: a comparison or a match compiles to branches here.
-                rule_job.family = parsed.key.family;
-                rule_job.class = parsed.class as u8;
-                rule_job.syn = u8::from(contribution.syn);
-                rule_job.fragment = u8::from(parsed.fragment);
-                rule_job.has_ports = u8::from(carries_ports);
-                rule_job.sample = 0;
-                rule_job.staged = 1;
-            }
             // The local networks' hosts, exactly; with none set, a sample of every
             // destination. Unset, both: two comparisons of settings already read.
             let counted = if settings.local_networks != 0 {
@@ -342,8 +324,6 @@ fn account<T: SourceTable, const CHECKS: bool>(
                             reason,
                         };
                     }
-                    // For the rules' check, which samples the frame when it passes.
-                    rule_job.sample = 1;
                     return true;
                 }
             }

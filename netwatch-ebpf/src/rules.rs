@@ -14,13 +14,14 @@ use netwatch_common::{
     RULE_MATCH_DST_PORT, RULE_MATCH_FRAGMENT, RULE_MATCH_IN_USE, RULE_MATCH_LENGTH,
     RULE_MATCH_PROTOCOL, RULE_MATCH_SRC_PORT, RULE_MATCH_SYN, RULE_NONE, RULE_PROTOCOL_ICMP,
     RULE_PROTOCOL_OTHER, RULE_PROTOCOL_TCP, RULE_PROTOCOL_UDP, Rule, RuleBucket, RuleCounts,
-    RuleJob, RuleSet,
+    RuleSet,
 };
 
 use crate::{
     bans::AlignedKey,
     counters::{add, add_counter},
-    parse::{Class, bytes, transport_ports},
+    frame::frame_len,
+    parse::{Class, Verdict, bytes, is_connection_attempt, parse, transport_ports},
 };
 
 /// Rule destinations, IPv4: a network (network byte order) to the set of rules whose
@@ -58,7 +59,7 @@ pub(crate) static RULE_COUNTS: PerCpuArray<RuleCounts> =
 #[map]
 pub(crate) static RULE_BUCKETS: Array<RuleBucket> = Array::with_max_entries(MAX_RULES as u32, 0);
 
-/// What the rules compare, read from a staged frame.
+/// What the rules compare in a frame.
 struct Signature {
     protocol: u8,
     syn: bool,
@@ -68,21 +69,19 @@ struct Signature {
 }
 
 /// The rules' check, tail-called by the main program while rules exist: slot 0 holds
-/// [`netwatch_rules`](crate::netwatch_rules).
+/// [`netwatch_rules`](crate::netwatch_rules), slot 1
+/// [`netwatch_rules_sampled`](crate::netwatch_rules_sampled).
 #[map]
-pub(crate) static RULE_CHECK: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub(crate) static RULE_CHECK: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
-/// The `RULE_PROTOCOL_*` of a parse's class, by its number.
+/// The `RULE_PROTOCOL_*` of a parse's class.
 #[inline(always)]
-fn protocol_of(class: u8) -> u8 {
-    if class == Class::TcpFirst as u8 || class == Class::TcpLater as u8 {
-        RULE_PROTOCOL_TCP
-    } else if class == Class::Udp as u8 {
-        RULE_PROTOCOL_UDP
-    } else if class == Class::Icmp as u8 {
-        RULE_PROTOCOL_ICMP
-    } else {
-        RULE_PROTOCOL_OTHER
+fn protocol_of(class: Class) -> u8 {
+    match class {
+        Class::TcpFirst | Class::TcpLater => RULE_PROTOCOL_TCP,
+        Class::Udp => RULE_PROTOCOL_UDP,
+        Class::Icmp => RULE_PROTOCOL_ICMP,
+        Class::Other => RULE_PROTOCOL_OTHER,
     }
 }
 
@@ -94,20 +93,18 @@ pub(crate) fn rules_in_force() -> bool {
     unsafe { (&raw const crate::maps::SETTINGS.rules).read_volatile() != 0 }
 }
 
-/// Checks the staged frame (if this run staged one) against the rules that can apply to its
-/// destination, in the order of their index; the first that matches counts it and decides.
-/// True: drop it.
+/// Checks the frame against the rules that can apply to its destination, in the order of
+/// their index; the first that matches counts it and decides. True: drop it. It parses the
+/// frame itself (the counting program hands it nothing).
 #[inline(always)]
-pub(crate) fn check_rules(ctx: &XdpContext, job: &mut RuleJob) -> bool {
-    if job.staged == 0 {
+pub(crate) fn check_rules(ctx: &XdpContext) -> bool {
+    let Verdict::Source(parsed) = parse(ctx) else {
         return false;
-    }
-    job.staged = 0;
-    let staged = *job;
-    // Bounded for the verifier: the parse puts the IP header within the first 64 bytes
-    // (Ethernet and at most two VLAN tags) and the transport header within the first 512.
-    let l3 = (staged.l3_offset & 0x3f) as usize;
-    let set = if staged.family == FAMILY_IPV4 {
+    };
+    let len = frame_len(ctx);
+    let l3 = parsed.l3_offset;
+    let ipv4 = parsed.key.family == FAMILY_IPV4;
+    let set = if ipv4 {
         let Some(&[a, b, c, d]) = bytes::<4>(ctx, l3 + 16) else {
             return false;
         };
@@ -129,16 +126,18 @@ pub(crate) fn check_rules(ctx: &XdpContext, job: &mut RuleJob) -> bool {
     let Some(set) = set else {
         return false;
     };
+    let carries_ports =
+        parsed.first_fragment && matches!(parsed.class, Class::TcpFirst | Class::Udp);
     let signature = Signature {
-        protocol: protocol_of(staged.class),
-        syn: staged.syn != 0,
-        fragment: staged.fragment != 0,
-        ports: if staged.has_ports != 0 {
-            transport_ports(ctx, (staged.l4_offset & 0x1ff) as usize)
+        protocol: protocol_of(parsed.class),
+        syn: parsed.class == Class::TcpFirst && is_connection_attempt(ctx, parsed.l4_offset),
+        fragment: parsed.fragment,
+        ports: if carries_ports {
+            transport_ports(ctx, parsed.l4_offset)
         } else {
             None
         },
-        ip_len: (staged.len as u32).saturating_sub(staged.l3_offset),
+        ip_len: (len as u32).saturating_sub(l3 as u32),
     };
     let rules = set.rules;
     for index in rules {
@@ -152,7 +151,8 @@ pub(crate) fn check_rules(ctx: &XdpContext, job: &mut RuleJob) -> bool {
         if !matches(rule, &signature) {
             continue;
         }
-        if exempt(staged.src, staged.family == FAMILY_IPV4) {
+        let [high, low, _] = parsed.key.words();
+        if exempt([high, low], ipv4) {
             return false;
         }
         let Some(counts) = RULE_COUNTS.get_ptr_mut(index) else {
@@ -160,14 +160,14 @@ pub(crate) fn check_rules(ctx: &XdpContext, job: &mut RuleJob) -> bool {
         };
         // SAFETY: this CPU's counters of a per-CPU array.
         let counts = unsafe { &mut *counts };
-        add_counter(&mut counts.matched, staged.len);
+        add_counter(&mut counts.matched, len);
         let drop = match rule.action {
             RULE_ACTION_DROP => true,
             RULE_ACTION_RATE_LIMIT => over_rate(rule, index),
             _ => false,
         };
         if drop {
-            add_counter(&mut counts.dropped, staged.len);
+            add_counter(&mut counts.dropped, len);
         }
         return drop;
     }

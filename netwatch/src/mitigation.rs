@@ -9,9 +9,12 @@ use std::{io, sync::Arc, time::Duration};
 use crate::{
     config::Config,
     control::{BanAnswer, BanOp},
-    datapath::{BanAction, Datapath, DatapathError},
+    datapath::{BanAction, Datapath, DatapathError, RuleTraffic, SignatureRule, Traffic},
     detect::{alert::Alert, cidr::Cidr},
-    mitigate::{BanChange, BanEvent, BanTable, BanTerms, Mitigator, NeverBan},
+    mitigate::{
+        BanChange, BanEvent, BanTable, BanTerms, Mitigator, NeverBan, RuleEvent, RuleKeeper,
+        RuleTable,
+    },
     notify::Notifier,
     report::{self, metrics::Metrics},
 };
@@ -64,12 +67,65 @@ impl BanTable for Datapaths<'_> {
     }
 }
 
+impl RuleTable for Datapaths<'_> {
+    fn set(&mut self, index: u32, rule: SignatureRule) -> Result<(), DatapathError> {
+        for datapath in self.0.iter_mut() {
+            datapath.set_rule(index, rule)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the rule everywhere it can; the error is the last interface's that failed.
+    fn clear(&mut self, index: u32) -> Result<(), DatapathError> {
+        let mut failed = None;
+        for datapath in self.0.iter_mut() {
+            if let Err(err) = datapath.clear_rule(index) {
+                failed = Some(err);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn counts(&mut self, index: u32) -> RuleTraffic {
+        self.0.iter().fold(RuleTraffic::default(), |sum, datapath| {
+            match datapath.rule_counts(index) {
+                Ok(counts) => RuleTraffic {
+                    matched: Traffic {
+                        packets: sum.matched.packets + counts.matched.packets,
+                        bytes: sum.matched.bytes + counts.matched.bytes,
+                    },
+                    dropped: Traffic {
+                        packets: sum.dropped.packets + counts.dropped.packets,
+                        bytes: sum.dropped.bytes + counts.dropped.bytes,
+                    },
+                },
+                Err(err) => {
+                    log::warn!("reading the counters of rule {index} failed: {err}");
+                    sum
+                }
+            }
+        })
+    }
+
+    fn exempt(&mut self, sources: &[Cidr]) -> Result<(), DatapathError> {
+        let networks: Vec<_> = sources
+            .iter()
+            .map(|cidr| (cidr.addr(), cidr.prefix_len()))
+            .collect();
+        for datapath in self.0.iter_mut() {
+            datapath.set_rule_exemptions(&networks)?;
+        }
+        Ok(())
+    }
+}
+
 /// How long [`Datapaths::settle`] waits: a thousand times what a frame's program takes.
 const SETTLE: Duration = Duration::from_millis(5);
 
 /// Mitigation of one daemon.
 pub struct Mitigation {
     mitigator: Mitigator,
+    rules: RuleKeeper,
     notifier: Option<Notifier>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -116,6 +172,7 @@ impl Mitigation {
         Ok((
             Self {
                 mitigator,
+                rules: RuleKeeper::new(config.mitigate.clone()),
                 notifier,
                 metrics,
             },
@@ -123,24 +180,36 @@ impl Mitigation {
         ))
     }
 
-    /// Acts on `alerts` (each with its interface): the events of the bans they brought.
+    /// Acts on `alerts` (each with its interface): the events of the bans and of the
+    /// signature rules they brought.
     pub fn act(
         &mut self,
         alerts: &[(String, Alert)],
         datapaths: &mut [Datapath],
         now: Duration,
-    ) -> Vec<BanEvent> {
+    ) -> (Vec<BanEvent>, Vec<RuleEvent>) {
         let mut table = Datapaths(datapaths);
-        let mut events = Vec::new();
+        let mut bans = Vec::new();
+        let mut rules = Vec::new();
         for (iface, alert) in alerts {
-            events.extend(self.mitigator.on_alert(iface, alert, &mut table, now));
+            bans.extend(self.mitigator.on_alert(iface, alert, &mut table, now));
+            rules.extend(self.rules.on_alert(iface, alert, &mut table, now));
         }
-        events
+        (bans, rules)
     }
 
-    /// Once an interval: each ban's counts read, and bans whose time is up ended.
-    pub fn tick(&mut self, datapaths: &mut [Datapath], now: Duration) -> Vec<BanEvent> {
-        self.mitigator.tick(&mut Datapaths(datapaths), now)
+    /// Once an interval: each ban's and rule's counts read, and those whose time is up
+    /// ended.
+    pub fn tick(
+        &mut self,
+        datapaths: &mut [Datapath],
+        now: Duration,
+    ) -> (Vec<BanEvent>, Vec<RuleEvent>) {
+        let mut table = Datapaths(datapaths);
+        (
+            self.mitigator.tick(&mut table, now),
+            self.rules.tick(&mut table, now),
+        )
     }
 
     /// Carries out a control-socket request: the event of a ban or unban, the list, or the
@@ -174,12 +243,43 @@ impl Mitigation {
         datapaths: &mut [Datapath],
         now: Duration,
     ) -> Vec<BanEvent> {
+        self.rules
+            .reconfigure(config.mitigate.clone(), &mut Datapaths(datapaths));
         self.mitigator.reconfigure(
             config.mitigate.clone(),
             &never(config),
             &mut Datapaths(datapaths),
             now,
         )
+    }
+
+    /// After the sinks have rule `events`: the notify commands get the rules set, extended
+    /// and removed, then the metrics are set (also at each `tick`, for the counts).
+    pub fn announce_rules(&mut self, events: &[RuleEvent], tick: bool) -> io::Result<()> {
+        if let Some(notifier) = &self.notifier {
+            for event in events.iter().filter(|event| event.is_notified()) {
+                let mut line = Vec::new();
+                report::rule::write_json(&mut line, event)?;
+                notifier.send(&line);
+            }
+        }
+        if let Some(metrics) = &self.metrics
+            && (tick || !events.is_empty())
+        {
+            let rules: Vec<(String, u64, u64)> = self
+                .rules
+                .rules()
+                .map(|rule| {
+                    (
+                        rule.signature.to_string(),
+                        rule.traffic.matched.packets,
+                        rule.traffic.dropped.packets,
+                    )
+                })
+                .collect();
+            metrics.set_rules(&rules);
+        }
+        Ok(())
     }
 
     /// Runs the notify commands still queued and says what stays in force.

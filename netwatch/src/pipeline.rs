@@ -13,7 +13,7 @@ use crate::{
         alert::{Alert, AlertKind},
     },
     inspect::{Event, InspectConfig, Inspector, http::StreamCounts},
-    mitigate::BanEvent,
+    mitigate::{BanEvent, RuleEvent},
     report::{
         self, Context,
         sink::{Finding, FindingReport, IntervalReport, Sink},
@@ -113,6 +113,20 @@ impl Pipeline {
             report::ban::write_json(&mut self.json, event)?;
             let iface = event.iface.clone();
             self.report(&iface, Finding::Ban(event))?;
+        }
+        self.flush()
+    }
+
+    /// Reports signature rule events to every sink, in order.
+    pub fn report_rules(&mut self, events: &[RuleEvent]) -> io::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        for event in events {
+            self.json.clear();
+            report::rule::write_json(&mut self.json, event)?;
+            let iface = event.rule.iface.clone();
+            self.report(&iface, Finding::Rule(event))?;
         }
         self.flush()
     }

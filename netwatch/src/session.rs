@@ -15,7 +15,7 @@ use crate::{
     datapath::{Datapath, DatapathError, LoadOptions},
     detect::{Detector, KnownState},
     inspect::Inspector,
-    mitigate::{BanEvent, BanRefusal, MitigateMode},
+    mitigate::{BanEvent, BanRefusal, MitigateMode, RuleEvent},
     mitigation::Mitigation,
     pipeline::{Pipeline, Watch},
     privilege,
@@ -284,11 +284,26 @@ impl Session {
             return Ok(());
         };
         let alerts = self.pipeline.take_alerts();
-        let events = mitigation.act(&alerts, &mut self.datapaths, now());
-        self.report_bans(&events, false)?;
+        let (bans, rules) = mitigation.act(&alerts, &mut self.datapaths, now());
+        self.report_bans(&bans, false)?;
+        self.report_rules(&rules, false)?;
         if tick && let Some(mitigation) = &mut self.mitigation {
-            let events = mitigation.tick(&mut self.datapaths, now());
-            self.report_bans(&events, true)?;
+            let (bans, rules) = mitigation.tick(&mut self.datapaths, now());
+            self.report_bans(&bans, true)?;
+            self.report_rules(&rules, true)?;
+        }
+        Ok(())
+    }
+
+    /// Signature rule events to every sink, then to the notify commands and the metrics.
+    fn report_rules(&mut self, events: &[RuleEvent], tick: bool) -> Result<(), SessionError> {
+        self.pipeline
+            .report_rules(events)
+            .map_err(SessionError::Write)?;
+        if let Some(mitigation) = &mut self.mitigation {
+            mitigation
+                .announce_rules(events, tick)
+                .map_err(SessionError::Write)?;
         }
         Ok(())
     }

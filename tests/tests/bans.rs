@@ -648,3 +648,168 @@ fn a_flooding_script_is_bounded_and_leaves_nothing_behind() {
         "sleep {pid}, started by the notify script, outlived netwatch"
     );
 }
+
+/// A signature rule against a reflection (issue 32): an NTP-reflection flood from 2,000
+/// addresses against the monitored host, which also gets DNS answers and other UDP. The
+/// alert sets a rule (UDP from port 123 to the victim) within an interval; from then until
+/// its time is up, none of the reflected frames reach the receiver and all of the normal ones
+/// do; the rule's counters drop exactly what the receiver missed; after it ends a late
+/// answer passes again; the notify command gets the rule's add and remove, as JSON a
+/// Flowspec script can read.
+#[test]
+fn a_reflection_flood_is_dropped_by_its_signature_until_the_rule_ends() {
+    if !privileged("a_reflection_flood_is_dropped_by_its_signature_until_the_rule_ends") {
+        return;
+    }
+    let pair = pair();
+    let dir = ScratchDir::new("nwsig");
+    let out = dir.join("notified");
+    let script = notify_script(&dir, &out);
+    let config = format!(
+        "[networks]\nlocal = [\"192.0.2.254/32\"]\n\n[detect.destination]\npps = 1000.0\n\n[mitigate]\nmode = \"drop\"\nnotify = [\"{script}\"]\nrules = []\n\n\
+         [[mitigate.signatures]]\nattacks = [\"reflection\"]\nttl = \"3s\"\nmax_ttl = \"3s\"\n"
+    );
+    let daemon = monitor(&pair, &dir, &config);
+    let receiver = receive(&pair.monitor, Duration::from_millis(7_000));
+    let ms = Duration::from_millis;
+    let reflector = |i: u32| -> [u8; 4] { std::net::Ipv4Addr::from(0x6440_0001 + i * 7).octets() };
+    let answer = |src: [u8; 4], port: u16| {
+        FrameBuilder::ipv4(src)
+            .from_port(port)
+            .to_port(PORT)
+            .payload(200)
+            .build()
+            .bytes
+    };
+    let mut frames = Vec::new();
+    // The flood: 6,000 answers of 2,000 reflectors over 2 s.
+    for i in 0..6_000u32 {
+        frames.push((
+            Duration::from_micros(u64::from(i) * 333),
+            answer(reflector(i % 2_000), 123),
+        ));
+    }
+    // Normal traffic throughout: DNS answers and other UDP, 20 ms apart.
+    for i in 0..300u32 {
+        frames.push((ms(20) * i, answer([198, 51, 100, 53], 53)));
+        frames.push((ms(20) * i + ms(7), answer([198, 51, 100, 80], 5_000)));
+    }
+    // Late answers, long after the rule's time.
+    for i in 0..10u32 {
+        frames.push((ms(6_000) + ms(20) * i, answer([100, 64, 255, 7], 123)));
+    }
+    frames.sort_by_key(|(at, _)| *at);
+    let sent = frames.len();
+    assert_eq!(pair.send_paced(frames), sent);
+    let received = receiver.join().unwrap_or_else(|_| panic!("receiver"));
+    let records = stop(daemon);
+
+    let rules: Vec<&Value> = records.iter().filter(|r| r["type"] == "rule").collect();
+    let changes: Vec<(&str, &str)> = rules
+        .iter()
+        .filter(|r| r["change"] != "extend")
+        .map(|r| {
+            (
+                r["change"].as_str().unwrap_or("?"),
+                r["signature"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("add", "udp from port 123 to 192.0.2.254/32"),
+            ("remove", "udp from port 123 to 192.0.2.254/32"),
+        ],
+        "{rules:#?}"
+    );
+    let add = rules[0];
+    let remove = rules
+        .iter()
+        .rfind(|r| r["change"] == "remove")
+        .copied()
+        .unwrap_or(add);
+    assert_eq!(
+        (
+            add["destination"].as_str(),
+            add["protocol"].as_str(),
+            add["source_port"].as_u64(),
+            add["action"].as_str(),
+            add["mode"].as_str(),
+            add["attack"].as_str(),
+        ),
+        (
+            Some("192.0.2.254/32"),
+            Some("udp"),
+            Some(123),
+            Some("drop"),
+            Some("drop"),
+            Some("reflection")
+        )
+    );
+    let add_ms = add["unix_ms"].as_u64().unwrap_or(0);
+    let remove_ms = remove["unix_ms"].as_u64().unwrap_or(0);
+    let flood_start = records
+        .iter()
+        .filter(|r| r["type"] == "alert" && r["state"] == "start")
+        .filter_map(|r| r["unix_ms"].as_u64())
+        .min()
+        .unwrap_or(0);
+    assert!(
+        add_ms <= flood_start + 2 * INTERVAL_MS,
+        "the rule came {} ms after the first alert",
+        add_ms.saturating_sub(flood_start)
+    );
+
+    // Independently of netwatch: no reflected answer reached the receiver from one interval
+    // after the rule until its end; every normal frame did; the late answers did.
+    let reflected: Vec<u64> = received
+        .iter()
+        .filter(|(_, from)| {
+            matches!(from, IpAddr::V4(v4) if v4.octets()[0] == 100 && v4.octets()[1] == 64)
+        })
+        .map(|(at, _)| *at)
+        .collect();
+    let leaked: Vec<u64> = reflected
+        .iter()
+        .filter(|at| **at > add_ms + INTERVAL_MS + 50 && **at < remove_ms)
+        .map(|at| at - add_ms)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "reflected frames passed the rule: {leaked:?} ms after it"
+    );
+    assert_eq!(from(&received, "198.51.100.53").len(), 300, "DNS answers");
+    assert_eq!(from(&received, "198.51.100.80").len(), 300, "other UDP");
+    let late = reflected.iter().filter(|at| **at > remove_ms).count();
+    assert_eq!(late, 10, "the late answers pass once the rule is gone");
+    // The rule dropped exactly the flood frames the receiver missed.
+    let flood_received = reflected.len() - late;
+    assert_eq!(
+        remove["dropped_packets"].as_u64(),
+        Some(6_000 - flood_received as u64),
+        "{remove}"
+    );
+    assert_eq!(remove["matched_packets"], remove["dropped_packets"]);
+
+    // The notify command got the add and the remove, as the same JSON.
+    let lines: Vec<Value> = fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}")))
+        .collect();
+    let notified: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| l["type"] == "rule" && l["change"] != "extend")
+        .map(|l| {
+            (
+                l["change"].as_str().unwrap_or("?"),
+                l["destination"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        notified,
+        [("add", "192.0.2.254/32"), ("remove", "192.0.2.254/32")]
+    );
+}

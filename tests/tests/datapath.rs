@@ -600,7 +600,7 @@ fn hosts_of_local_networks_are_counted_per_destination() {
         })
         .unwrap_or_else(|err| panic!("{err}"));
         datapath
-            .set_reflection_ports(&[123])
+            .set_reflection_ports(&[123, 53])
             .unwrap_or_else(|err| panic!("{err}"));
         datapath
             .set_local_networks(&[
@@ -625,6 +625,17 @@ fn hosts_of_local_networks_are_counted_per_destination() {
                     .payload(400),
             );
         }
+        // Two DNS answers last: the host's service is the one that holds its reflected
+        // frames (NTP), not the last one heard.
+        for i in 0..2u8 {
+            frames.push(
+                FrameBuilder::ipv4([198, 51, 100, 200 + i])
+                    .to_ipv4([192, 0, 2, 6])
+                    .from_port(53)
+                    .to_port(40_000)
+                    .payload(100),
+            );
+        }
         for i in 0..5u8 {
             frames.push(FrameBuilder::ipv4([10, 9, 0, i + 1]).to_ipv4([203, 0, 113, 1]));
         }
@@ -642,7 +653,7 @@ fn hosts_of_local_networks_are_counted_per_destination() {
             .collect();
         assert_eq!(
             hosts,
-            ["192.0.2.5=50", "192.0.2.6=20", "2001:db8::fe=3"],
+            ["192.0.2.5=50", "192.0.2.6=22", "2001:db8::fe=3"],
             "{source_map}"
         );
         let syn = &snapshot.destinations[0];
@@ -659,7 +670,7 @@ fn hosts_of_local_networks_are_counted_per_destination() {
                 reflected.stats.reflected_packets,
                 reflected.stats.reflected_port
             ),
-            (20, 20, 123)
+            (22, 22, 123)
         );
         assert_eq!(reflected.senders[0].0.to_string(), "198.51.100.0/24");
         assert_eq!(reflected.port, Some(40_000), "every frame to one port");

@@ -194,6 +194,19 @@ fn explain_destination(
         format!("~{} sources", destination.sources),
     ));
     let whole = destination.stats.packets.max(1) as f64;
+    // The host is its own alert's victim: what it received, typed, and its main port (what a
+    // signature rule against the attack needs).
+    let mut mix = Mix::default();
+    mix.add_source(&destination.stats);
+    alert.victims = vec![Victim {
+        addr,
+        packets: destination.stats.packets,
+        pps: rate(destination.stats.packets),
+        share: 1.0,
+        attack: Attack::classify(&mix).map(|attack| attack.kind),
+        port: destination.port,
+        sampled: None,
+    }];
     alert.contributors = destination
         .senders
         .iter()

@@ -4,12 +4,14 @@
 //! [`WIDEST_V6`]).
 //!
 //! Plain data and checks: it decides no ban, holds no ban in force and never touches the
-//! kernel's list (the mitigator does); it imports nothing else of this module.
+//! kernel's list (the mitigator does); of this module it imports only the attack types a
+//! signature rule names.
 
 use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+use super::signature::SignatureAttack;
 use crate::detect::{alert::AlertKind, cidr::Cidr};
 
 /// The shortest and the longest a ban by hand may last, the same for `netwatch ban --ttl`
@@ -112,6 +114,59 @@ impl Default for BanRule {
     }
 }
 
+/// What a signature rule does to the frames it matches (dry-run mode counts them only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureAction {
+    /// Drops them.
+    #[default]
+    Drop,
+    /// Passes `pps` of them a second, drops the rest: for floods real clients take part in
+    /// (SYNs).
+    RateLimit,
+}
+
+/// `[[mitigate.signatures]]`: which attacks on a victim become a signature rule in XDP (see
+/// [`super::signature`]), what it does and for how long.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignatureRuleConfig {
+    /// The attack types it answers.
+    pub attacks: Vec<SignatureAttack>,
+    /// What the rule does.
+    pub action: SignatureAction,
+    /// The rate a `rate-limit` rule passes, in packets a second.
+    pub pps: u32,
+    /// How long a first rule lasts; each rule of the same signature within
+    /// `mitigate.forget_after` lasts twice the one before.
+    #[serde(with = "crate::duration")]
+    pub ttl: Duration,
+    /// The longest a rule lasts, however often its signature came back.
+    #[serde(with = "crate::duration")]
+    pub max_ttl: Duration,
+    /// Ask the upstream routers to blackhole the victim too (RTBH, RFC 7999): the notify
+    /// commands get `"rtbh": true`. It drops all the victim's traffic upstream, which saves
+    /// the link and completes the attack for the victim: never by default.
+    pub rtbh: bool,
+}
+
+impl Default for SignatureRuleConfig {
+    fn default() -> Self {
+        Self {
+            attacks: vec![
+                SignatureAttack::Reflection,
+                SignatureAttack::IpFragments,
+                SignatureAttack::UdpFlood,
+            ],
+            action: SignatureAction::Drop,
+            pps: 1_000,
+            ttl: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(24 * 3600),
+            rtbh: false,
+        }
+    }
+}
+
 /// `[mitigate]`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -138,6 +193,13 @@ pub struct MitigateConfig {
     /// How long a network's past bans count toward doubling the next one.
     #[serde(with = "crate::duration")]
     pub forget_after: Duration,
+    /// Which attacks on a victim become signature rules. None by default.
+    pub signatures: Vec<SignatureRuleConfig>,
+    /// Destinations no signature rule is ever set for.
+    pub never_destinations: Vec<Cidr>,
+    /// Sources whose frames no signature rule drops or counts (a victim's own NTP or DNS
+    /// servers, say), at most [`netwatch_common::MAX_RULE_EXEMPTIONS`] of each family.
+    pub exempt_sources: Vec<Cidr>,
 }
 
 impl Default for MitigateConfig {
@@ -151,6 +213,9 @@ impl Default for MitigateConfig {
             notify_timeout: Duration::from_secs(10),
             manual_ttl: Duration::from_secs(3600),
             forget_after: Duration::from_secs(24 * 3600),
+            signatures: Vec::new(),
+            never_destinations: Vec::new(),
+            exempt_sources: Vec::new(),
         }
     }
 }
@@ -190,6 +255,37 @@ impl MitigateConfig {
             }
             if rule.max_ttl < rule.ttl {
                 return invalid(&field("max_ttl"), "must be at least ttl");
+            }
+        }
+        for (i, rule) in self.signatures.iter().enumerate() {
+            let field = |name: &str| format!("mitigate.signatures[{i}].{name}");
+            if rule.attacks.is_empty() {
+                return invalid(&field("attacks"), "names no attack type");
+            }
+            if rule.action == SignatureAction::RateLimit && rule.pps == 0 {
+                return invalid(&field("pps"), "must be at least 1 for rate-limit");
+            }
+            if rule.ttl < Duration::from_secs(1) {
+                return invalid(&field("ttl"), "must be at least 1s");
+            }
+            if rule.max_ttl < rule.ttl {
+                return invalid(&field("max_ttl"), "must be at least ttl");
+            }
+        }
+        for family in [true, false] {
+            let count = self
+                .exempt_sources
+                .iter()
+                .filter(|cidr| cidr.addr().is_ipv4() == family)
+                .count();
+            if count > netwatch_common::MAX_RULE_EXEMPTIONS as usize {
+                return invalid(
+                    "mitigate.exempt_sources",
+                    &format!(
+                        "at most {} networks of each family",
+                        netwatch_common::MAX_RULE_EXEMPTIONS
+                    ),
+                );
             }
         }
         if let Err(reason) = check_ban_ttl(self.manual_ttl) {

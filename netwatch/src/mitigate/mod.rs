@@ -21,10 +21,15 @@
 //!   [`BanRefusal`], ...), below the mitigator;
 //! - `mitigator`: the [`Mitigator`], the bans in force and every decision on them, and the
 //!   never-ban list ([`NeverBan`]);
+//! - `signature`: what an attack's frames have in common that a rule in XDP matches
+//!   ([`Signature`]), from an alert's victim and type;
+//! - `rules`: the [`RuleKeeper`], the signature rules in force and every decision on them;
 
 mod ban;
 mod config;
 mod mitigator;
+mod rules;
+mod signature;
 
 #[cfg(test)]
 pub use self::config::BanSubject;
@@ -32,6 +37,12 @@ pub use self::{
     ban::{AlertRef, Ban, BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Origin},
     config::{BanTtlError, MitigateConfig, MitigateMode, check_ban_ttl},
     mitigator::{Mitigator, NeverBan},
+    rules::{RuleChange, RuleEvent, RuleKeeper, RuleTable},
+};
+#[cfg(test)]
+pub use self::{
+    rules::RuleInForce,
+    signature::{Signature, SignatureAttack},
 };
 
 #[cfg(test)]

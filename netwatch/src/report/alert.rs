@@ -340,7 +340,9 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
             write_contributor(out, contributor)?;
         }
     }
-    if !alert.victims.is_empty() {
+    // A victim's own alert names it as its subject already.
+    let victims = !alert.victims.is_empty() && !alert.subject.receives();
+    if victims {
         let lead = if alert.contributors.is_empty() {
             "  to:"
         } else {
@@ -352,7 +354,7 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
             write_victim(out, victim)?;
         }
     }
-    if !alert.contributors.is_empty() || !alert.victims.is_empty() {
+    if !alert.contributors.is_empty() || victims {
         writeln!(out)?;
     }
     Ok(())

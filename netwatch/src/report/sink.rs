@@ -12,8 +12,12 @@ use std::{
 
 use super::{Context, Format};
 use crate::{
-    collect::Interval, detect::KnownChange, detect::alert::Alert, inspect::Event,
-    inspect::http::StreamCounts, mitigate::BanEvent,
+    collect::Interval,
+    detect::KnownChange,
+    detect::alert::Alert,
+    inspect::Event,
+    inspect::http::StreamCounts,
+    mitigate::{BanEvent, RuleEvent},
 };
 
 /// One interval, as every sink sees it.
@@ -44,6 +48,8 @@ pub enum Finding<'a> {
     Event(&'a Event),
     /// A ban, an unban, a refused ban or a ban restored at start.
     Ban(&'a BanEvent),
+    /// A signature rule set, extended, removed or refused.
+    Rule(&'a RuleEvent),
 }
 
 /// An alert or an event, as every sink sees it.
@@ -63,6 +69,7 @@ impl FindingReport<'_> {
             Finding::Alert(alert) => alert.at,
             Finding::Event(event) => event.at,
             Finding::Ban(event) => event.at,
+            Finding::Rule(event) => event.at,
         }
     }
 }
@@ -129,6 +136,7 @@ impl Sink for Reports {
                 super::event::write_line(&mut self.out, report.iface, event)
             }
             (Format::Text, Finding::Ban(event)) => super::ban::write_line(&mut self.out, event),
+            (Format::Text, Finding::Rule(event)) => super::rule::write_line(&mut self.out, event),
         }
     }
 

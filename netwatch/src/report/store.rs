@@ -271,6 +271,15 @@ impl Sink for StoreSink {
                 None,
                 None,
             ),
+            // Kept with the findings (in history and on to the webhooks); the rules in force
+            // are not restored at a start yet.
+            Finding::Rule(event) => (
+                "rule",
+                event.change.name(),
+                event.rule.signature.to_string(),
+                Some(event.rule.attack.name().to_owned()),
+                None,
+            ),
             Finding::Ban(event) => {
                 // Bans have a table of their own, from start to end; the findings before it
                 // are written first, so the webhooks get everything in order. A ban is never

@@ -64,6 +64,9 @@ pub struct Metrics {
     destination_pps: GaugeVec,
     destination_bps: GaugeVec,
     victim_pps: GaugeVec,
+    rule_events: IntCounterVec,
+    rules_active: IntGauge,
+    rule_packets: IntGaugeVec,
     bans_active: IntGauge,
     ban_events: IntCounterVec,
     ban_packets: IntGaugeVec,
@@ -374,6 +377,26 @@ impl Metrics {
             .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
 
+    /// Counts a signature rule's event by what happened.
+    pub fn rule_event(&self, change: &str) {
+        self.rule_events.with_label_values(&[change]).inc();
+    }
+
+    /// Sets the rules in force: how many, and each one's matched and dropped packets (the
+    /// series of a rule go when it ends).
+    pub fn set_rules(&self, rules: &[(String, u64, u64)]) {
+        self.rules_active
+            .set(i64::try_from(rules.len()).unwrap_or(i64::MAX));
+        self.rule_packets.reset();
+        for (signature, matched, dropped) in rules {
+            for (outcome, count) in [("matched", matched), ("dropped", dropped)] {
+                self.rule_packets
+                    .with_label_values(&[signature, outcome])
+                    .set(i64::try_from(*count).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
     /// Counts alert lines left out over the cap.
     pub fn suppressed(&self, iface: &str, count: u64) {
         self.suppressed.with_label_values(&[iface]).inc_by(count);
@@ -477,6 +500,7 @@ impl Sink for MetricsSink {
             }
             Finding::Event(event) => self.metrics.event(report.iface, event.kind.name()),
             Finding::Ban(event) => self.metrics.ban_event(event.change.name()),
+            Finding::Rule(event) => self.metrics.rule_event(event.change.name()),
         }
         Ok(())
     }

@@ -330,6 +330,34 @@ impl Metrics {
                     &["iface", "destination", "attack", "port"],
                 )?,
             )?,
+            rule_events: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_rule_events_total",
+                        "Signature rule events, by what happened (add, extend, remove, refuse)",
+                    ),
+                    &["change"],
+                )?,
+            )?,
+            rules_active: register(
+                r,
+                IntGauge::new(
+                    "netwatch_rules_active",
+                    "Signature rules in force in the kernel",
+                )?,
+            )?,
+            rule_packets: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_rule_packets",
+                        "Packets each signature rule in force matched and dropped since it was \
+                         set (at most 64 rules)",
+                    ),
+                    &["signature", "outcome"],
+                )?,
+            )?,
             registry,
             shown: Mutex::new(std::collections::HashMap::new()),
             victims: Mutex::new(std::collections::HashMap::new()),
