@@ -812,4 +812,36 @@ fn a_reflection_flood_is_dropped_by_its_signature_until_the_rule_ends() {
         notified,
         [("add", "192.0.2.254/32"), ("remove", "192.0.2.254/32")]
     );
+    // The shipped ExaBGP notify command turns those very lines into Flowspec commands (its
+    // BGP session with BIRD is tests/tests/bgp.rs).
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging/exabgp/netwatch-exabgp");
+    let commands: Vec<String> = lines
+        .iter()
+        .flat_map(|line| {
+            let mut child = Command::new("python3")
+                .arg(&script)
+                .env("NETWATCH_EXABGP_FIFO", "-")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|err| panic!("netwatch-exabgp: {err}"));
+            if let Some(mut stdin) = child.stdin.take() {
+                use std::io::Write as _;
+                writeln!(stdin, "{line}").unwrap_or_else(|err| panic!("{err}"));
+            }
+            let output = child
+                .wait_with_output()
+                .unwrap_or_else(|err| panic!("{err}"));
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let flow = "flow route { match { destination 192.0.2.254/32; protocol udp; source-port =123; } then { discard; } }";
+    assert_eq!(
+        commands,
+        [format!("announce {flow}"), format!("withdraw {flow}")]
+    );
 }

@@ -356,6 +356,12 @@ fn the_debian_package_installs_runs_and_purges() {
     ] {
         assert_eq!(mode(file), 0o644, "{file}");
     }
+    for script in [
+        "/usr/share/netwatch/exabgp/netwatch-exabgp",
+        "/usr/share/netwatch/exabgp/netwatch-exabgp-process",
+    ] {
+        assert_eq!(mode(script), 0o755, "{script}");
+    }
     let conffiles = dpkg(&["--status", "netwatch"]);
     assert!(
         conffiles.contains("Conffiles:\n /etc/netwatch/netwatch.toml"),

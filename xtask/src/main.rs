@@ -38,6 +38,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
     // The systemd unit (tests/tests/packaging.rs).
     ("systemd-analyze", "systemd"),
+    // Signature rules announced upstream: BGP Flowspec and RTBH (tests/tests/bgp.rs).
+    ("exabgp", "exabgp"),
+    ("bird", "bird2"),
+    ("birdc", "bird2"),
     // Certificates for the HTTPS SIEM of the webhook tests.
     ("openssl", "openssl"),
     // Capturing the same stream as netwatch in the capture benchmark.

@@ -178,6 +178,14 @@ pub fn build(root: &Path, profile: &str, out: &Path) -> Result<PathBuf> {
         &read(&root.join("packaging/grafana-dashboard.json"))?,
         0o644,
     )?;
+    // Signature rules announced upstream through ExaBGP (see the README's mitigation).
+    for script in ["netwatch-exabgp", "netwatch-exabgp-process"] {
+        put(
+            &format!("usr/share/netwatch/exabgp/{script}"),
+            &read(&root.join("packaging/exabgp").join(script))?,
+            0o755,
+        )?;
+    }
     put(
         "usr/share/doc/netwatch/copyright",
         b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: netwatch\n\nFiles: *\nCopyright: the netwatch developers\nLicense: MIT or Apache-2.0\n",

@@ -330,3 +330,47 @@ fn a_token_is_never_sent_over_plain_http_unless_allowed() {
             .is_ok()
     );
 }
+
+/// `[[mitigate.signatures]]` and their lists are read and checked: an empty attack list, a
+/// rate-limit without a rate and a TTL under a second are refused by name.
+#[test]
+fn signature_rules_are_read_and_checked() {
+    let config = parse(
+        "[mitigate]\nmode = \"dry-run\"\nexempt_sources = [\"198.51.100.53/32\"]\n\
+         never_destinations = [\"192.0.2.0/28\"]\n\n\
+         [[mitigate.signatures]]\nattacks = [\"reflection\", \"ip_fragments\"]\nttl = \"5m\"\n\n\
+         [[mitigate.signatures]]\nattacks = [\"syn_flood\"]\naction = \"rate-limit\"\npps = 500\nrtbh = true\n",
+    )
+    .unwrap();
+    let signatures = &config.mitigate.signatures;
+    assert_eq!(signatures.len(), 2);
+    assert_eq!(signatures[0].ttl, Duration::from_secs(300));
+    assert_eq!(
+        format!(
+            "{:?} {} {}",
+            signatures[1].action, signatures[1].pps, signatures[1].rtbh
+        ),
+        "RateLimit 500 true"
+    );
+    assert_eq!(config.mitigate.exempt_sources.len(), 1);
+    for (bad, field) in [
+        ("attacks = []", "mitigate.signatures[0].attacks"),
+        (
+            "attacks = [\"syn_flood\"]\naction = \"rate-limit\"\npps = 0",
+            "mitigate.signatures[0].pps",
+        ),
+        (
+            "attacks = [\"syn_flood\"]\nttl = \"500ms\"",
+            "mitigate.signatures[0].ttl",
+        ),
+    ] {
+        let err = parse(&format!("[[mitigate.signatures]]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{bad}: {err}");
+    }
+    let err = parse("[[mitigate.signatures]]\nattacks = [\"tcp_flood\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tcp_flood"), "{err}");
+}
