@@ -673,9 +673,10 @@ fn rules_cost(
         report,
         "\n### Signature rules\n\n\
          The same frame (UDP to 192.0.2.10), timed as above: netwatch as loaded (no rule: one \
-         comparison while the frame is counted, one more after); with {} rules, all for \
-         other networks (the frame's signature staged in its CPU's memory, and a lookup in \
-         the longest-prefix-match trie of rule destinations that finds nothing); with {} \
+         comparison of a setting, after the frame is counted); with {} rules, all for \
+         other networks (a tail call into the rules' program, which parses the frame again, \
+         and a lookup in the longest-prefix-match trie of rule destinations that finds \
+         nothing); with {} \
          rules for the frame's host, none matching it (the lookup finds them, and each is \
          read and compared); with one that drops it (the lookup, the rule, its per-CPU \
          counters, and `XDP_DROP`); and with one that rate-limits it to 1,000 pkt/s, which \
