@@ -54,9 +54,11 @@ pub struct DestinationReading {
     /// Its top senders by IPv4 /24 and IPv6 /48, most packets first. Counts are upper bounds
     /// (Space-Saving, see [`netwatch_common::DestinationBucket::senders`]).
     pub senders: Vec<(SlotlessPrefix, Traffic)>,
-    /// The destination port that holds a quarter or more of its TCP and UDP frames, by the
-    /// kernel's majority vote (see [`netwatch_common::DestinationBucket::port`]); `None`
-    /// when no port does (a flood over random ports, or traffic without ports).
+    /// The destination port that won the kernel's majority vote (see
+    /// [`netwatch_common::DestinationBucket::port`]) with votes, a lower bound of its
+    /// frames, of a quarter of the host's TCP and UDP frames or more: a port with well over
+    /// half of them is named; `None` when no port is (a flood over random ports, a mix of a
+    /// few, traffic without ports).
     pub port: Option<u16>,
 }
 

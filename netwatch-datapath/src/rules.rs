@@ -106,9 +106,11 @@ pub struct RuleTraffic {
 impl RuleTraffic {
     /// The passed: matched less dropped.
     pub fn passed(&self) -> Traffic {
+        // Saturating: the counters are read CPU by CPU while the kernel adds to them, matched
+        // before dropped, so a reading may hold a drop whose match it missed.
         Traffic {
-            packets: self.matched.packets - self.dropped.packets,
-            bytes: self.matched.bytes - self.dropped.bytes,
+            packets: self.matched.packets.saturating_sub(self.dropped.packets),
+            bytes: self.matched.bytes.saturating_sub(self.dropped.bytes),
         }
     }
 }
@@ -318,22 +320,6 @@ impl Datapath {
                 return Err(DatapathError::RuleDestination { addr, len });
             }
         }
-        for &(addr, len) in networks {
-            match addr {
-                IpAddr::V4(v4) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 4], u8>>(
-                        RULE_EXEMPT_V4_MAP,
-                        "IPv4 rule exemption map",
-                    )?
-                    .insert(&Key::new(u32::from(len), v4.octets()), 1, 0)?,
-                IpAddr::V6(v6) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 16], u8>>(
-                        RULE_EXEMPT_V6_MAP,
-                        "IPv6 rule exemption map",
-                    )?
-                    .insert(&Key::new(u32::from(len), v6.octets()), 1, 0)?,
-            }
-        }
         let gone: Vec<(IpAddr, u8)> = self
             .rules
             .exempt
@@ -359,6 +345,23 @@ impl Datapath {
             match removed {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(err) => return Err(err.into()),
+            }
+        }
+        // The new ones after the gone ones: the tries never hold more than the larger list.
+        for &(addr, len) in networks {
+            match addr {
+                IpAddr::V4(v4) => self
+                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 4], u8>>(
+                        RULE_EXEMPT_V4_MAP,
+                        "IPv4 rule exemption map",
+                    )?
+                    .insert(&Key::new(u32::from(len), v4.octets()), 1, 0)?,
+                IpAddr::V6(v6) => self
+                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 16], u8>>(
+                        RULE_EXEMPT_V6_MAP,
+                        "IPv6 rule exemption map",
+                    )?
+                    .insert(&Key::new(u32::from(len), v6.octets()), 1, 0)?,
             }
         }
         self.rules.exempt = networks.to_vec();

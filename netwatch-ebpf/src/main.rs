@@ -183,8 +183,8 @@ pub fn netwatch_sampler(ctx: XdpContext) -> u32 {
 
 /// Counts the frame; true when it is a candidate for sampling (its job is written). While
 /// bans exist, a frame with a source leaves what the ban check needs in `banned` and what a
-/// match meets in `mode` ([`Settings::ban_mode`]); while rules exist, an IP frame leaves
-/// what they look at in this CPU's [`RULE_JOB`](crate::rules::RULE_JOB).
+/// match meets in `mode` ([`Settings::ban_mode`]). (The rules' check, tail-called after,
+/// parses the frame itself.)
 #[inline(always)]
 fn account<T: SourceTable, const CHECKS: bool>(
     ctx: &XdpContext,

@@ -137,7 +137,7 @@ pub(crate) fn check_rules(ctx: &XdpContext) -> bool {
         } else {
             None
         },
-        ip_len: (len as u32).saturating_sub(l3 as u32),
+        ip_len: ip_len(ctx, l3, ipv4),
     };
     let rules = set.rules;
     for index in rules {
@@ -194,6 +194,21 @@ fn exempt([high, low]: [u64; 2], ipv4: bool) -> bool {
     }
 }
 
+/// The IP packet's length as its header says (IPv4 total length; IPv6 payload length and
+/// the fixed header), not the frame's: Ethernet pads short frames.
+#[inline(always)]
+fn ip_len(ctx: &XdpContext, l3: usize, ipv4: bool) -> u32 {
+    if ipv4 {
+        bytes::<4>(ctx, l3).map_or(0, |header| {
+            u32::from(u16::from_be_bytes([header[2], header[3]]))
+        })
+    } else {
+        bytes::<6>(ctx, l3).map_or(0, |header| {
+            40 + u32::from(u16::from_be_bytes([header[4], header[5]]))
+        })
+    }
+}
+
 /// Whether a frame matches every field `rule` names.
 #[inline(always)]
 fn matches(rule: &Rule, signature: &Signature) -> bool {
@@ -246,7 +261,8 @@ fn over_rate(rule: &Rule, index: u32) -> bool {
         let Some(window) = bpf_ktime_get_ns().checked_div(u64::from(rule.window_ns)) else {
             return false;
         };
-        if (&raw const (*bucket).window).read_volatile() != window {
+        // Only forward: a CPU still on the window before must not reset the new one.
+        if (&raw const (*bucket).window).read_volatile() < window {
             (&raw mut (*bucket).window).write_volatile(window);
             (&raw mut (*bucket).passed).write_volatile(0);
         }

@@ -462,6 +462,22 @@ impl Config {
         self.mitigate
             .validate()
             .map_err(|(field, reason)| invalid(&field, &reason))?;
+        // A rule is kept by its attack's updates: one that ends before the next update
+        // would lapse in the middle of the attack.
+        let updates = monitor
+            .interval
+            .saturating_mul(self.detect.update_every.max(1));
+        for (i, rule) in self.mitigate.signatures.iter().enumerate() {
+            if rule.ttl <= updates {
+                return Err(invalid(
+                    &format!("mitigate.signatures[{i}].ttl"),
+                    &format!(
+                        "must be longer than an attack's updates are apart ({}: monitor.interval times detect.update_every), or the rule lapses mid-attack",
+                        crate::time_text::ttl_text(updates)
+                    ),
+                ));
+            }
+        }
         self.detect
             .validate()
             .map_err(|(field, reason)| invalid(&field, &reason))

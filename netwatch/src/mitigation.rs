@@ -242,15 +242,24 @@ impl Mitigation {
         config: &Config,
         datapaths: &mut [Datapath],
         now: Duration,
-    ) -> Vec<BanEvent> {
-        self.rules
-            .reconfigure(config.mitigate.clone(), &mut Datapaths(datapaths));
-        self.mitigator.reconfigure(
+    ) -> (Vec<BanEvent>, Vec<RuleEvent>) {
+        let rules = self
+            .rules
+            .reconfigure(config.mitigate.clone(), &mut Datapaths(datapaths), now);
+        let bans = self.mitigator.reconfigure(
             config.mitigate.clone(),
             &never(config),
             &mut Datapaths(datapaths),
             now,
-        )
+        );
+        (bans, rules)
+    }
+
+    /// At a stop: every rule ends (rules are not kept across a restart), and their events
+    /// go to the sinks and the notify commands, which withdraw what they announced.
+    pub fn end_rules(&mut self, datapaths: &mut [Datapath], now: Duration) -> Vec<RuleEvent> {
+        self.rules
+            .end_all("netwatch stopped", &mut Datapaths(datapaths), now)
     }
 
     /// After the sinks have rule `events`: the notify commands get the rules set, extended

@@ -337,8 +337,15 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session's mitigation: the notify commands still queued run.
+    /// Ends the session's mitigation: the rules in force end (reported, and told to the
+    /// notify commands), then the notify commands still queued run.
     pub fn finish_mitigation(&mut self) {
+        if let Some(mitigation) = &mut self.mitigation {
+            let events = mitigation.end_rules(&mut self.datapaths, now());
+            if let Err(err) = self.report_rules(&events, false) {
+                log::warn!("reporting the rules ended at the stop failed: {err}");
+            }
+        }
         if let Some(mitigation) = self.mitigation.take() {
             mitigation.finish();
         }
@@ -382,8 +389,9 @@ impl Session {
         }
         config.mitigate.max_bans = old_mitigate.max_bans;
         if let Some(mitigation) = &mut self.mitigation {
-            let events = mitigation.reconfigure(&config, &mut self.datapaths, now());
-            self.report_bans(&events, true)?;
+            let (bans, rules) = mitigation.reconfigure(&config, &mut self.datapaths, now());
+            self.report_bans(&bans, true)?;
+            self.report_rules(&rules, true)?;
         }
         self.pipeline.reconfigure_detectors(&config.detect);
         self.pipeline.reconfigure_inspectors(&config.inspect);

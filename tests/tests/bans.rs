@@ -666,7 +666,7 @@ fn a_reflection_flood_is_dropped_by_its_signature_until_the_rule_ends() {
     let out = dir.join("notified");
     let script = notify_script(&dir, &out);
     let config = format!(
-        "[networks]\nlocal = [\"192.0.2.254/32\"]\n\n[detect.destination]\npps = 1000.0\n\n[mitigate]\nmode = \"drop\"\nnotify = [\"{script}\"]\nrules = []\n\n\
+        "[monitor]\ninterval = \"{INTERVAL_MS}ms\"\n\n[networks]\nlocal = [\"192.0.2.254/32\"]\n\n[detect.destination]\npps = 1000.0\n\n[mitigate]\nmode = \"drop\"\nnotify = [\"{script}\"]\nrules = []\n\n\
          [[mitigate.signatures]]\nattacks = [\"reflection\"]\nttl = \"3s\"\nmax_ttl = \"3s\"\n"
     );
     let daemon = monitor(&pair, &dir, &config);

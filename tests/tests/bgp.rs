@@ -266,7 +266,7 @@ fn rules_become_flowspec_and_blackhole_routes_in_bird_while_they_live() {
         &peers,
         "the reflection route's withdrawal",
         &flows,
-        |text| !text.contains("192.0.2.5/32"),
+        |text| text.contains("192.0.2.6/32") && !text.contains("192.0.2.5/32"),
     );
     assert!(table.contains("192.0.2.6/32"), "{table}");
     assert!(
@@ -277,7 +277,7 @@ fn rules_become_flowspec_and_blackhole_routes_in_bird_while_they_live() {
         &peers,
         "the blackhole's withdrawal",
         &["show", "route", "192.0.2.5/32"],
-        |text| !text.contains("192.0.2.5/32"),
+        |text| text.contains("Network not found"),
     );
     let mut removed = syn.clone();
     removed["change"] = "remove".into();
@@ -285,4 +285,7 @@ fn rules_become_flowspec_and_blackhole_routes_in_bird_while_they_live() {
     wait_for(&peers, "no route left", &flows, |text| {
         !text.contains("flow4 {")
     });
+    // Gone because withdrawn, not because the session or BIRD went away.
+    let protocols = birdc(&peers, &["show", "protocols"]);
+    assert!(protocols.contains("Established"), "{protocols}");
 }

@@ -190,6 +190,15 @@ fn each_field_alone_and_combined_drops_exactly_what_it_names() {
             vec!["ntp", "ntp to .6", "vlan ntp", "v6 ntp"],
         ),
         (
+            // The IP header's length, not the frame's (Ethernet pads a SYN's 54 bytes).
+            "40-byte packets",
+            SignatureRule {
+                length: Some((40, 40)),
+                ..any()
+            },
+            vec!["syn", "ack"],
+        ),
+        (
             "icmp",
             SignatureRule {
                 protocol: Some(RuleProtocol::Icmp),

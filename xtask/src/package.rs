@@ -200,6 +200,7 @@ pub fn build(root: &Path, profile: &str, out: &Path) -> Result<PathBuf> {
          Maintainer: netwatch developers <netwatch@localhost>\n\
          Installed-Size: {installed_kib}\n\
          Depends: {}\n\
+         Suggests: python3, exabgp\n\
          Section: net\n\
          Priority: optional\n\
          Homepage: https://github.com/netwatch/netwatch\n\

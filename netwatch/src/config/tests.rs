@@ -374,3 +374,20 @@ fn signature_rules_are_read_and_checked() {
         .to_string();
     assert!(err.contains("tcp_flood"), "{err}");
 }
+
+/// A signature rule must outlast the gap between its attack's updates.
+#[test]
+fn a_signature_rule_outlasts_its_attacks_updates() {
+    let err = parse("[[mitigate.signatures]]\nattacks = [\"reflection\"]\nttl = \"10s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mitigate.signatures[0].ttl") && err.contains("10s"),
+        "{err}"
+    );
+    parse("[[mitigate.signatures]]\nattacks = [\"reflection\"]\nttl = \"11s\"\n").unwrap();
+    parse(
+        "[monitor]\ninterval = \"200ms\"\n\n[[mitigate.signatures]]\nattacks = [\"reflection\"]\nttl = \"3s\"\n",
+    )
+    .unwrap();
+}

@@ -254,7 +254,7 @@ pub struct Victim {
     pub share: f64,
     /// What the host received, typed (for a reflection, the service's port).
     pub attack: Option<AttackType>,
-    /// The destination port that holds a quarter or more of its TCP and UDP frames (see
+    /// The host's main destination port, when the kernel's vote names one (see
     /// [`crate::datapath::DestinationReading::port`]).
     pub port: Option<u16>,
     /// Counted from a sample of one frame in this many (no local network set): `packets`,

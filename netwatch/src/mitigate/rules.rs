@@ -57,6 +57,9 @@ pub struct RuleInForce {
     pub attack: SignatureAttack,
     /// What it does (in `drop` mode; `dry-run` only counts).
     pub action: RuleAction,
+    /// The mode it was set in: `drop`, or `dry-run` (the kernel counts only). Its events
+    /// carry this one, so that a script withdraws what it announced whatever the mode now.
+    pub mode: MitigateMode,
     /// Ask for a blackhole of the victim upstream too.
     pub rtbh: bool,
     /// Who asked for it.
@@ -196,6 +199,7 @@ impl RuleKeeper {
                     SignatureAction::Drop => RuleAction::Drop,
                     SignatureAction::RateLimit => RuleAction::RateLimit { pps: terms.pps },
                 },
+                mode: self.config.mode,
                 rtbh: terms.rtbh,
                 origin: Origin::Alert,
                 alert: Some(AlertRef {
@@ -208,7 +212,7 @@ impl RuleKeeper {
                 offence,
                 traffic: RuleTraffic::default(),
             };
-            match self.admit(rule, table) {
+            match self.admit(rule, table, true) {
                 Ok(event) => events.push(event),
                 Err(event) => {
                     // Said once per alert event: its updates would say it again.
@@ -248,7 +252,7 @@ impl RuleKeeper {
                 events.push(RuleEvent {
                     at: now,
                     change: RuleChange::Remove,
-                    mode: self.config.mode,
+                    mode: rule.mode,
                     rule,
                     why: Some(String::from("its time is up")),
                 });
@@ -257,12 +261,103 @@ impl RuleKeeper {
         events
     }
 
-    /// A reload: the new settings; the rules in force keep their terms (they end in their
-    /// time), and the kernel gets the new exemptions.
-    pub fn reconfigure(&mut self, config: MitigateConfig, table: &mut dyn RuleTable) {
+    /// Ends every rule now (netwatch stops: the rules are not kept across a restart, and the
+    /// notify commands withdraw what they announced).
+    pub fn end_all(
+        &mut self,
+        why: &str,
+        table: &mut dyn RuleTable,
+        now: Duration,
+    ) -> Vec<RuleEvent> {
+        let all: Vec<Signature> = self.rules.keys().copied().collect();
+        all.into_iter()
+            .filter_map(|signature| self.end(&signature, why, table, now))
+            .collect()
+    }
+
+    /// Ends the rule of `signature`: out of the kernel, and its event.
+    fn end(
+        &mut self,
+        signature: &Signature,
+        why: &str,
+        table: &mut dyn RuleTable,
+        now: Duration,
+    ) -> Option<RuleEvent> {
+        let mut rule = self.rules.remove(signature)?;
+        rule.traffic = table.counts(rule.index);
+        if let Err(err) = table.clear(rule.index) {
+            log::warn!(
+                "removing the rule {} from the kernel failed: {err}",
+                rule.signature
+            );
+        }
+        Some(RuleEvent {
+            at: now,
+            change: RuleChange::Remove,
+            mode: rule.mode,
+            rule,
+            why: Some(why.to_owned()),
+        })
+    }
+
+    /// A reload: the new settings. With mitigation off every rule ends, and so does a rule
+    /// whose victim is now on `never_destinations`; a rule set in another mode than the new
+    /// one is set again in it (its removal in the old mode, then its addition in the new,
+    /// so that the notify commands withdraw or announce it); the kernel gets the new
+    /// exemptions. The others keep their terms and end in their time.
+    pub fn reconfigure(
+        &mut self,
+        config: MitigateConfig,
+        table: &mut dyn RuleTable,
+        now: Duration,
+    ) -> Vec<RuleEvent> {
         self.config = config;
         self.exempt = None;
+        let mut events = Vec::new();
+        if self.config.mode == MitigateMode::Off {
+            return self.end_all("mitigation is off", table, now);
+        }
         self.sync_exemptions(table);
+        let never: Vec<Signature> = self
+            .rules
+            .keys()
+            .filter(|signature| {
+                self.config.never_destinations.iter().any(|never| {
+                    never.contains(signature.destination.addr())
+                        || signature.destination.contains(never.addr())
+                })
+            })
+            .copied()
+            .collect();
+        for signature in never {
+            events.extend(self.end(
+                &signature,
+                "its destination is on mitigate.never_destinations now",
+                table,
+                now,
+            ));
+        }
+        let other_mode: Vec<Signature> = self
+            .rules
+            .values()
+            .filter(|rule| rule.mode != self.config.mode)
+            .map(|rule| rule.signature)
+            .collect();
+        for signature in other_mode {
+            let Some(ended) = self.end(&signature, "the mode changed", table, now) else {
+                continue;
+            };
+            let mut rule = ended.rule.clone();
+            events.push(ended);
+            rule.mode = self.config.mode;
+            rule.traffic = RuleTraffic::default();
+            rule.created = now;
+            match self.admit(rule, table, false) {
+                Ok(event) => events.push(event),
+                Err(event) => events.push(*event),
+            }
+        }
+        events
     }
 
     /// Tells the kernel the exempt sources, when they changed.
@@ -276,11 +371,13 @@ impl RuleKeeper {
         }
     }
 
-    /// Sets `rule` in the kernel under a free index, or says why not.
+    /// Sets `rule` in the kernel under a free index, or says why not; a `new` one counts
+    /// toward its signature's doubling (a rule set again in a new mode does not).
     fn admit(
         &mut self,
         mut rule: RuleInForce,
         table: &mut dyn RuleTable,
+        new: bool,
     ) -> Result<RuleEvent, Box<RuleEvent>> {
         let mode = self.config.mode;
         let refuse = |rule: RuleInForce, why: String| {
@@ -316,14 +413,16 @@ impl RuleKeeper {
             return Err(refuse(rule, why));
         };
         rule.index = index;
-        let action = match mode {
+        let action = match rule.mode {
             MitigateMode::Drop => rule.action,
             MitigateMode::DryRun | MitigateMode::Off => RuleAction::Count,
         };
         if let Err(err) = table.set(index, rule.signature.rule(action)) {
             return Err(refuse(rule, format!("the kernel refused it: {err}")));
         }
-        self.offence(rule.signature, rule.created);
+        if new {
+            self.offence(rule.signature, rule.created);
+        }
         let signature = rule.signature;
         let at = rule.created;
         self.rules.insert(signature, rule);
@@ -337,11 +436,12 @@ impl RuleKeeper {
         at: Duration,
         why: Option<String>,
     ) -> RuleEvent {
+        let rule = self.rules[signature].clone();
         RuleEvent {
             at,
             change,
-            mode: self.config.mode,
-            rule: self.rules[signature].clone(),
+            mode: rule.mode,
+            rule,
             why,
         }
     }
@@ -661,5 +761,76 @@ mod tests {
             events[0].why.as_deref(),
             Some("the kernel holds 64 rules, all in force")
         );
+    }
+
+    /// A reload into dry-run takes each rule back in the mode it was set in (so a script
+    /// withdraws what it announced) and sets it again counting only; one into `off`, or a
+    /// victim newly on `never_destinations`, ends it; a stop ends every rule.
+    #[test]
+    fn a_reload_carries_the_rules_into_the_new_mode_or_ends_them() {
+        let mut keeper = RuleKeeper::new(config(MitigateMode::Drop));
+        let mut kernel = Kernel::default();
+        keeper.on_alert(
+            "eth0",
+            &ntp_alert("a-1", AlertState::Start, "192.0.2.5"),
+            &mut kernel,
+            secs(1_000),
+        );
+        assert_eq!(kernel.rules.len(), 2);
+        let events = keeper.reconfigure(config(MitigateMode::DryRun), &mut kernel, secs(1_100));
+        let said: Vec<(RuleChange, MitigateMode)> =
+            events.iter().map(|e| (e.change, e.mode)).collect();
+        assert_eq!(
+            said,
+            [
+                (RuleChange::Remove, MitigateMode::Drop),
+                (RuleChange::Add, MitigateMode::DryRun),
+                (RuleChange::Remove, MitigateMode::Drop),
+                (RuleChange::Add, MitigateMode::DryRun),
+            ]
+        );
+        assert!(
+            kernel
+                .rules
+                .values()
+                .all(|rule| rule.action == RuleAction::Count)
+        );
+        // Still the first offence, and the same end.
+        assert!(
+            keeper
+                .rules()
+                .all(|rule| rule.offence == 1 && rule.expires == secs(1_600))
+        );
+        let events = keeper.reconfigure(
+            MitigateConfig {
+                never_destinations: vec!["192.0.2.9/32".parse().unwrap()],
+                ..config(MitigateMode::DryRun)
+            },
+            &mut kernel,
+            secs(1_200),
+        );
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].rule.signature.destination.to_string(),
+            "192.0.2.9/32"
+        );
+        assert_eq!(kernel.rules.len(), 1);
+        let events = keeper.reconfigure(config(MitigateMode::Off), &mut kernel, secs(1_300));
+        assert_eq!(events.len(), 1);
+        assert!(kernel.rules.is_empty());
+        // A stop ends what is left.
+        let mut keeper = RuleKeeper::new(config(MitigateMode::Drop));
+        keeper.on_alert(
+            "eth0",
+            &ntp_alert("a-1", AlertState::Start, "192.0.2.5"),
+            &mut kernel,
+            secs(1_000),
+        );
+        let events = keeper.end_all("netwatch stopped", &mut kernel, secs(1_010));
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(
+            |e| e.change == RuleChange::Remove && e.why.as_deref() == Some("netwatch stopped")
+        ));
+        assert!(kernel.rules.is_empty() && keeper.rules().count() == 0);
     }
 }

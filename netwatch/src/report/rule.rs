@@ -179,6 +179,7 @@ mod tests {
                 },
                 attack: SignatureAttack::Reflection,
                 action,
+                mode: MitigateMode::Drop,
                 rtbh: false,
                 origin: Origin::Alert,
                 alert: Some(AlertRef {
