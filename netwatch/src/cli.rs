@@ -60,6 +60,9 @@ pub enum Command {
     /// Ban, unban and list bans of the running daemon, through its control socket (needs
     /// `[mitigate] mode` "dry-run" or "drop" in the daemon's configuration).
     Ban(BanArgs),
+    /// List and remove the signature rules of the running daemon (`[[mitigate.signatures]]`),
+    /// through its control socket.
+    Mitigate(MitigateArgs),
     /// Say, without loading or attaching anything, whether this machine can run netwatch:
     /// kernel, BTF, privileges, bpffs, and each interface's driver and native XDP. Exits 1
     /// when something it needs is missing.
@@ -90,6 +93,37 @@ pub struct BanArgs {
     /// What to do.
     #[command(subcommand)]
     pub action: BanAction,
+}
+
+/// `netwatch mitigate`.
+#[derive(Debug, Args)]
+pub struct MitigateArgs {
+    /// TOML configuration file, for `monitor.control` (before or after the action).
+    #[arg(long, short = 'c', global = true)]
+    pub config: Option<PathBuf>,
+    /// The daemon's control socket (default: `monitor.control` in the config, else
+    /// /run/netwatch/control.sock), before or after the action.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub control: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: MitigateAction,
+}
+
+/// `netwatch mitigate` actions.
+#[derive(Debug, Subcommand)]
+pub enum MitigateAction {
+    /// The signature rules in force, with what each matched and dropped so far.
+    List {
+        /// The daemon's answer, one JSON line (the protocol's, see the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a signature rule now (the notify commands withdraw it upstream).
+    Remove {
+        /// Its index, as `netwatch mitigate list` shows it.
+        index: u32,
+    },
 }
 
 /// `netwatch ban` actions.

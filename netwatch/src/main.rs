@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use netwatch::{
     cli::{Cli, Command},
-    cmd::{ban, check, history, known, monitor, replay, status, top},
+    cmd::{ban, check, history, known, mitigate, monitor, replay, status, top},
     escape::escape_escaped,
     logging,
 };
@@ -68,6 +68,9 @@ fn main() -> ExitCode {
         }
         Command::Top(args) => top::run(args).map_err(Into::into),
         Command::Ban(args) => ban::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Mitigate(args) => {
+            mitigate::run(args, &mut std::io::stdout().lock()).map_err(Into::into)
+        }
         Command::Check(args) => check::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
     };
     match result {

@@ -212,9 +212,9 @@ impl Mitigation {
         )
     }
 
-    /// Carries out a control-socket request: the event of a ban or unban, the list, or the
-    /// refusal. The caller reports an event to the sinks and then [`Mitigation::announce`]s
-    /// it, before the answer goes out.
+    /// Carries out a control-socket request: the event of a ban or unban, or of a rule
+    /// removed by hand, a list, or the refusal. The caller reports an event to the sinks and
+    /// then announces it, before the answer goes out.
     pub fn request(&mut self, op: BanOp, datapaths: &mut [Datapath], now: Duration) -> BanAnswer {
         let mut table = Datapaths(datapaths);
         let done = match op {
@@ -228,6 +228,20 @@ impl Mitigation {
                 self.mitigator.add(net, ttl, reason, &mut table, now)
             }
             BanOp::Remove { net } => self.mitigator.remove(net, &mut table, now),
+            BanOp::RuleList => {
+                return BanAnswer::Rules {
+                    mode: self.mitigator.mode(),
+                    rules: self.rules.rules().cloned().collect(),
+                };
+            }
+            BanOp::RuleRemove { index } => {
+                return match self.rules.remove(index, &mut table, now) {
+                    Some(event) => BanAnswer::Rule(event),
+                    None => BanAnswer::RuleRefused(format!(
+                        "no rule {index} in force (netwatch mitigate list)"
+                    )),
+                };
+            }
         };
         match done {
             Ok(event) => BanAnswer::Event(event),

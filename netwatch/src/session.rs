@@ -320,6 +320,11 @@ impl Session {
         {
             log::warn!("reporting a ban asked for on the control socket failed: {err}");
         }
+        if let BanAnswer::Rule(event) = &answer
+            && let Err(err) = self.report_rules(std::slice::from_ref(event), false)
+        {
+            log::warn!("reporting a rule removed on the control socket failed: {err}");
+        }
         answer
     }
 

@@ -966,3 +966,94 @@ fn a_syn_flood_is_rate_limited_and_a_real_client_still_connects() {
         "{rate:.0} TCP segments a second reached the host under a limit of {LIMIT} (flood: 2000)"
     );
 }
+
+/// `netwatch mitigate ...` against the daemon's socket.
+fn mitigate_cli(netns: &Netns, args: &[&str]) -> Output {
+    let control = netns.control_path();
+    let mut command = Command::new(netwatch_bin());
+    command
+        .arg("mitigate")
+        .arg("--control")
+        .arg(&control)
+        .args(args);
+    command
+        .output()
+        .unwrap_or_else(|err| panic!("netwatch mitigate: {err}"))
+}
+
+/// A signature rule set by an attack is listed by `netwatch mitigate list` with its counts,
+/// and `netwatch mitigate remove` ends it at once: reported with why, gone from the list;
+/// an index no rule has is refused in one line.
+#[test]
+fn rules_are_listed_and_removed_by_hand() {
+    if !privileged("rules_are_listed_and_removed_by_hand") {
+        return;
+    }
+    let pair = pair();
+    let dir = ScratchDir::new("nwmit");
+    let config = format!(
+        "[monitor]\ninterval = \"{INTERVAL_MS}ms\"\n\n[networks]\nlocal = [\"192.0.2.254/32\"]\n\n\
+         [detect.destination]\npps = 1000.0\n\n[mitigate]\nmode = \"drop\"\nrules = []\n\n\
+         [[mitigate.signatures]]\nattacks = [\"reflection\"]\nttl = \"60s\"\n"
+    );
+    let daemon = monitor(&pair, &dir, &config);
+    let frames: Vec<(Duration, Vec<u8>)> = (0..2_000u32)
+        .map(|i| {
+            let frame = FrameBuilder::ipv4(std::net::Ipv4Addr::from(0x6440_0001 + i).octets())
+                .from_port(11211)
+                .to_port(PORT)
+                .payload(300)
+                .build()
+                .bytes;
+            (Duration::from_micros(u64::from(i) * 500), frame)
+        })
+        .collect();
+    assert_eq!(pair.send_paced(frames), 2_000);
+    let end = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed: Value =
+            serde_json::from_str(&ok(&mitigate_cli(&pair.monitor, &["list", "--json"])))
+                .unwrap_or_else(|err| panic!("{err}"));
+        if listed["rules"]
+            .as_array()
+            .is_some_and(|rules| !rules.is_empty())
+        {
+            break listed;
+        }
+        assert!(Instant::now() < end, "no rule listed: {listed}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    let rule = &listed["rules"][0];
+    assert_eq!(rule["signature"], "udp from port 11211 to 192.0.2.254/32");
+    assert_eq!(listed["mode"], "drop");
+    let index = rule["index"].as_u64().unwrap_or(99).to_string();
+    let table = ok(&mitigate_cli(&pair.monitor, &["list"]));
+    assert!(
+        table.contains("udp from port 11211 to 192.0.2.254/32")
+            && table.contains("1 rules in force"),
+        "{table}"
+    );
+    let removed = ok(&mitigate_cli(&pair.monitor, &["remove", &index]));
+    assert!(
+        removed.starts_with(&format!(
+            "removed rule {index} (udp from port 11211 to 192.0.2.254/32)"
+        )),
+        "{removed}"
+    );
+    let empty = ok(&mitigate_cli(&pair.monitor, &["list"]));
+    assert_eq!(empty.trim(), "no signature rules in force (mode drop)");
+    let again = mitigate_cli(&pair.monitor, &["remove", &index]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains(&format!("no rule {index} in force")),
+        "{stderr}"
+    );
+    let records = stop(daemon);
+    let removes: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "rule" && r["change"] == "remove")
+        .collect();
+    assert_eq!(removes.len(), 1, "{removes:?}");
+    assert_eq!(removes[0]["why"], "removed by hand");
+}

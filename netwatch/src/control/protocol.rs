@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     detect::cidr::{Cidr, CidrError},
-    mitigate::{Ban, BanEvent, BanRefusal, BanTtlError, MitigateMode, check_ban_ttl},
+    mitigate::{
+        Ban, BanEvent, BanRefusal, BanTtlError, MitigateMode, RuleEvent, RuleInForce, check_ban_ttl,
+    },
     report::{self, rfc3339},
 };
 
@@ -40,7 +42,8 @@ pub(super) const MAX_REQUEST: u64 = 4096;
 pub struct Request {
     /// [`PROTOCOL_VERSION`].
     pub version: u32,
-    /// `status`, `subscribe`, `ban_add`, `ban_remove` or `ban_list`.
+    /// `status`, `subscribe`, `ban_add`, `ban_remove`, `ban_list`, `rule_list` or
+    /// `rule_remove`.
     pub request: String,
     /// For `ban_add` and `ban_remove`: the network (`ADDR` or `ADDR/LEN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +54,9 @@ pub struct Request {
     /// For `ban_add`: why, in the user's words (at most [`MAX_REASON`] characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `rule_remove`: the rule's index (`netwatch mitigate list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
 }
 
 /// Longest reason of a ban asked for on the socket, in characters.
@@ -78,6 +84,13 @@ pub enum BanOp {
     },
     /// The bans in force.
     List,
+    /// The signature rules in force.
+    RuleList,
+    /// End the signature rule of this index now.
+    RuleRemove {
+        /// Its index.
+        index: u32,
+    },
 }
 
 /// What the daemon made of a [`BanOp`], for its answer.
@@ -94,6 +107,17 @@ pub enum BanAnswer {
     },
     /// Refused, and why.
     Refused(BanRefusal),
+    /// The signature rules in force, under the mode.
+    Rules {
+        /// The mode of mitigation.
+        mode: MitigateMode,
+        /// The rules.
+        rules: Vec<RuleInForce>,
+    },
+    /// A signature rule ended by hand.
+    Rule(RuleEvent),
+    /// A rule request refused, and why.
+    RuleRefused(String),
 }
 
 impl BanAnswer {
@@ -136,6 +160,22 @@ impl BanAnswer {
                 })
             }
             Self::Refused(refusal) => error(&refusal.to_string()),
+            Self::Rules { mode, rules } => serde_json::json!({
+                "version": PROTOCOL_VERSION,
+                "type": "rules",
+                "mode": mode,
+                "rules": rules.iter().map(report::rule::rule_value).collect::<Vec<_>>(),
+            }),
+            Self::Rule(event) => {
+                let mut line = Vec::new();
+                let mut answer = report::rule::write_json(&mut line, event)
+                    .ok()
+                    .and_then(|()| serde_json::from_slice::<serde_json::Value>(&line).ok())
+                    .unwrap_or_else(|| serde_json::json!({}));
+                answer["version"] = serde_json::json!(PROTOCOL_VERSION);
+                answer
+            }
+            Self::RuleRefused(why) => error(why),
         }
     }
 }
@@ -287,12 +327,23 @@ pub(super) enum BanOpError {
     /// A reason longer than [`MAX_REASON`] characters.
     #[error("reason is longer than {max} characters", max = MAX_REASON)]
     ReasonTooLong,
+    /// `rule_remove` without an index.
+    #[error("rule_remove needs an index (netwatch mitigate list)")]
+    NoIndex,
 }
 
 /// The ban operation a request asks for, checked.
 pub(super) fn ban_op(request: &Request) -> Result<BanOp, BanOpError> {
-    if request.request == "ban_list" {
-        return Ok(BanOp::List);
+    match request.request.as_str() {
+        "ban_list" => return Ok(BanOp::List),
+        "rule_list" => return Ok(BanOp::RuleList),
+        "rule_remove" => {
+            return request
+                .index
+                .map(|index| BanOp::RuleRemove { index })
+                .ok_or(BanOpError::NoIndex);
+        }
+        _ => {}
     }
     let subject = request
         .subject
@@ -334,6 +385,7 @@ mod tests {
             subject: subject.map(str::to_owned),
             ttl_s,
             reason: (reason > 0).then(|| "x".repeat(reason)),
+            index: None,
         };
         match ban_op(&request) {
             Ok(op) => panic!("accepted: {op:?}"),
@@ -364,6 +416,10 @@ mod tests {
             (
                 ban_error("ban_add", Some("192.0.2.1"), None, MAX_REASON + 1),
                 "reason is longer than 200 characters",
+            ),
+            (
+                ban_error("rule_remove", None, None, 0),
+                "rule_remove needs an index (netwatch mitigate list)",
             ),
         ] {
             assert_eq!(error, expected);

@@ -33,16 +33,13 @@ mod signature;
 
 #[cfg(test)]
 pub use self::config::BanSubject;
+#[cfg(test)]
+pub use self::signature::{Signature, SignatureAttack};
 pub use self::{
     ban::{AlertRef, Ban, BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Origin},
     config::{BanTtlError, MitigateConfig, MitigateMode, check_ban_ttl},
     mitigator::{Mitigator, NeverBan},
-    rules::{RuleChange, RuleEvent, RuleKeeper, RuleTable},
-};
-#[cfg(test)]
-pub use self::{
-    rules::RuleInForce,
-    signature::{Signature, SignatureAttack},
+    rules::{RuleChange, RuleEvent, RuleInForce, RuleKeeper, RuleTable},
 };
 
 #[cfg(test)]

@@ -261,6 +261,21 @@ impl RuleKeeper {
         events
     }
 
+    /// Ends the rule of `index` now, by hand; `None` when no rule has it.
+    pub fn remove(
+        &mut self,
+        index: u32,
+        table: &mut dyn RuleTable,
+        now: Duration,
+    ) -> Option<RuleEvent> {
+        let signature = self
+            .rules
+            .values()
+            .find(|rule| rule.index == index)
+            .map(|rule| rule.signature)?;
+        self.end(&signature, "removed by hand", table, now)
+    }
+
     /// Ends every rule now (netwatch stops: the rules are not kept across a restart, and the
     /// notify commands withdraw what they announced).
     pub fn end_all(

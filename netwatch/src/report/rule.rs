@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::{escape, rfc3339};
 use crate::{
     datapath::RuleAction,
-    mitigate::{AlertRef, MitigateMode, Origin, RuleChange, RuleEvent},
+    mitigate::{AlertRef, MitigateMode, Origin, RuleChange, RuleEvent, RuleInForce},
     time_text::ttl_text,
 };
 
@@ -24,7 +24,17 @@ struct RuleRecord<'a> {
     change: RuleChange,
     time: String,
     unix_ms: u128,
+    #[serde(flatten)]
+    rule: RuleFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<&'a str>,
+}
+
+/// A rule as its events and `netwatch mitigate list` show it.
+#[derive(Serialize)]
+struct RuleFields<'a> {
     iface: &'a str,
+    /// The mode the rule was set in.
     mode: MitigateMode,
     index: u32,
     signature: String,
@@ -49,51 +59,61 @@ struct RuleRecord<'a> {
     matched_bytes: u64,
     dropped_packets: u64,
     dropped_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    why: Option<&'a str>,
+}
+
+impl<'a> RuleFields<'a> {
+    fn of(rule: &'a RuleInForce) -> Self {
+        let signature = &rule.signature;
+        let (action, rate_pps) = match rule.action {
+            RuleAction::Drop | RuleAction::Count => ("drop", None),
+            RuleAction::RateLimit { pps } => ("rate-limit", Some(pps)),
+        };
+        Self {
+            iface: &rule.iface,
+            mode: rule.mode,
+            index: rule.index,
+            signature: signature.to_string(),
+            destination: signature.destination.to_string(),
+            protocol: signature.protocol.map(|protocol| protocol.to_string()),
+            source_port: signature.src_port,
+            destination_port: signature.dst_port,
+            tcp_syn: signature.syn,
+            fragments: signature.fragment,
+            action,
+            rate_pps,
+            rtbh: rule.rtbh,
+            attack: rule.attack.name(),
+            origin: rule.origin,
+            alert: rule.alert.as_ref(),
+            offence: rule.offence,
+            created: rfc3339(UNIX_EPOCH + rule.created),
+            expires: rfc3339(UNIX_EPOCH + rule.expires),
+            ttl_s: rule.expires.saturating_sub(rule.created).as_secs(),
+            matched_packets: rule.traffic.matched.packets,
+            matched_bytes: rule.traffic.matched.bytes,
+            dropped_packets: rule.traffic.dropped.packets,
+            dropped_bytes: rule.traffic.dropped.bytes,
+        }
+    }
 }
 
 /// One JSON object on one line.
 pub fn write_json(out: &mut impl Write, event: &RuleEvent) -> io::Result<()> {
-    let rule = &event.rule;
-    let signature = &rule.signature;
-    let (action, rate_pps) = match rule.action {
-        RuleAction::Drop | RuleAction::Count => ("drop", None),
-        RuleAction::RateLimit { pps } => ("rate-limit", Some(pps)),
-    };
     let record = RuleRecord {
         kind_of_record: "rule",
         change: event.change,
         time: rfc3339(UNIX_EPOCH + event.at),
         unix_ms: event.at.as_millis(),
-        iface: &rule.iface,
-        mode: event.mode,
-        index: rule.index,
-        signature: signature.to_string(),
-        destination: signature.destination.to_string(),
-        protocol: signature.protocol.map(|protocol| protocol.to_string()),
-        source_port: signature.src_port,
-        destination_port: signature.dst_port,
-        tcp_syn: signature.syn,
-        fragments: signature.fragment,
-        action,
-        rate_pps,
-        rtbh: rule.rtbh,
-        attack: rule.attack.name(),
-        origin: rule.origin,
-        alert: rule.alert.as_ref(),
-        offence: rule.offence,
-        created: rfc3339(UNIX_EPOCH + rule.created),
-        expires: rfc3339(UNIX_EPOCH + rule.expires),
-        ttl_s: rule.expires.saturating_sub(rule.created).as_secs(),
-        matched_packets: rule.traffic.matched.packets,
-        matched_bytes: rule.traffic.matched.bytes,
-        dropped_packets: rule.traffic.dropped.packets,
-        dropped_bytes: rule.traffic.dropped.bytes,
+        rule: RuleFields::of(&event.rule),
         why: event.why.as_deref(),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")
+}
+
+/// A rule in force as JSON, for `netwatch mitigate list`: the fields of its events.
+pub fn rule_value(rule: &RuleInForce) -> serde_json::Value {
+    serde_json::to_value(RuleFields::of(rule)).unwrap_or_default()
 }
 
 /// One line for people, e.g. `... RULE drop udp from port 123 to 192.0.2.5/32 for 10m
@@ -159,7 +179,7 @@ mod tests {
     use crate::{
         datapath::{RuleProtocol, RuleTraffic, Traffic},
         detect::alert::AlertKind,
-        mitigate::{RuleInForce, Signature, SignatureAttack},
+        mitigate::{Signature, SignatureAttack},
     };
 
     fn event(change: RuleChange, action: RuleAction) -> RuleEvent {

@@ -1,0 +1,106 @@
+//! `netwatch mitigate`: lists and removes the signature rules of the running daemon, through
+//! its control socket. The daemon owns the rules (the kernel's table, the reports, the notify
+//! commands); without a daemon there are none, and the command says so in one line.
+
+use std::io::{self, Write};
+
+use serde_json::Value;
+
+use crate::{
+    cli::{MitigateAction, MitigateArgs},
+    control::{self, ClientError, PROTOCOL_VERSION, Request},
+    escape::escape_escaped,
+    report::escape,
+};
+
+/// Sends the request and prints the answer.
+pub fn run(args: MitigateArgs, out: &mut impl Write) -> Result<(), ClientError> {
+    let MitigateArgs {
+        config,
+        control,
+        action,
+    } = args;
+    let path = control::socket_path(control, config.as_deref())?;
+    let (request, json) = match action {
+        MitigateAction::List { json } => (
+            Request {
+                request: String::from("rule_list"),
+                ..Request::default()
+            },
+            json,
+        ),
+        MitigateAction::Remove { index } => (
+            Request {
+                request: String::from("rule_remove"),
+                index: Some(index),
+                ..Request::default()
+            },
+            false,
+        ),
+    };
+    let request = Request {
+        version: PROTOCOL_VERSION,
+        ..request
+    };
+    let line = control::ask(
+        &path,
+        &request,
+        "rules live in a running daemon (netwatch monitor), see --control",
+    )?;
+    let answer: Value =
+        serde_json::from_str(&line).map_err(|_| ClientError::answer(&path, &line))?;
+    match answer["type"].as_str() {
+        Some("error") => Err(ClientError::Refused(
+            // The daemon escaped what it quotes; this only catches what it did not.
+            escape_escaped(answer["error"].as_str().unwrap_or("?")).into_owned(),
+        )),
+        Some("rule") => {
+            writeln!(
+                out,
+                "removed rule {} ({}): {} packets matched, {} dropped",
+                answer["index"].as_u64().unwrap_or(0),
+                escape(answer["signature"].as_str().unwrap_or("-")),
+                answer["matched_packets"].as_u64().unwrap_or(0),
+                answer["dropped_packets"].as_u64().unwrap_or(0)
+            )?;
+            Ok(())
+        }
+        Some("rules") if json => {
+            writeln!(out, "{}", line.trim_end())?;
+            Ok(())
+        }
+        Some("rules") => write_list(out, &answer).map_err(Into::into),
+        _ => Err(ClientError::answer(&path, &line)),
+    }
+}
+
+fn write_list(out: &mut impl Write, answer: &Value) -> io::Result<()> {
+    let rules = answer["rules"].as_array().cloned().unwrap_or_default();
+    let mode = answer["mode"].as_str().unwrap_or("?");
+    if rules.is_empty() {
+        return writeln!(out, "no signature rules in force (mode {})", escape(mode));
+    }
+    writeln!(
+        out,
+        "{:>5}  {:<10} {:<24} {:>12} {:>12}  SIGNATURE",
+        "INDEX", "ACTION", "EXPIRES", "MATCHED", "DROPPED"
+    )?;
+    for rule in &rules {
+        let field = |name: &str| escape(rule[name].as_str().unwrap_or("-")).into_owned();
+        let action = match rule["rate_pps"].as_u64() {
+            Some(pps) => format!("{pps} pkt/s"),
+            None => field("action"),
+        };
+        writeln!(
+            out,
+            "{:>5}  {:<10} {:<24} {:>12} {:>12}  {}",
+            rule["index"].as_u64().unwrap_or(0),
+            action,
+            field("expires"),
+            rule["matched_packets"].as_u64().unwrap_or(0),
+            rule["dropped_packets"].as_u64().unwrap_or(0),
+            field("signature"),
+        )?;
+    }
+    writeln!(out, "{} rules in force, mode {}", rules.len(), escape(mode))
+}
