@@ -60,8 +60,8 @@ pub enum Command {
     /// Ban, unban and list bans of the running daemon, through its control socket (needs
     /// `[mitigate] mode` "dry-run" or "drop" in the daemon's configuration).
     Ban(BanArgs),
-    /// List and remove the signature rules of the running daemon (`[[mitigate.signatures]]`),
-    /// through its control socket.
+    /// List, add and remove the signature rules of the running daemon (those of
+    /// `[[mitigate.signatures]]`, and by hand), through its control socket.
     Mitigate(MitigateArgs),
     /// Say, without loading or attaching anything, whether this machine can run netwatch:
     /// kernel, BTF, privileges, bpffs, and each interface's driver and native XDP. Exits 1
@@ -118,6 +118,39 @@ pub enum MitigateAction {
         /// The daemon's answer, one JSON line (the protocol's, see the README).
         #[arg(long)]
         json: bool,
+    },
+    /// Set a signature rule by hand: its frames are dropped (or rate-limited) in XDP, only
+    /// counted in dry-run mode, until the TTL ends; told to the notify commands as any rule.
+    Add {
+        /// The destination: ADDR or ADDR/LEN (host bits clear), IPv4 or IPv6.
+        #[arg(long)]
+        destination: String,
+        /// tcp, udp, icmp or other.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// The transport source port (a reflected service's: 123 for NTP, 11211 for
+        /// memcached).
+        #[arg(long)]
+        source_port: Option<u16>,
+        /// The transport destination port.
+        #[arg(long)]
+        destination_port: Option<u16>,
+        /// TCP SYNs without ACK only.
+        #[arg(long)]
+        syn: bool,
+        /// IP fragments only.
+        #[arg(long)]
+        fragments: bool,
+        /// Pass this many packets a second and drop the rest, rather than drop them all.
+        #[arg(long, value_name = "PPS")]
+        rate_limit: Option<u32>,
+        /// How long, 1s to 8784h, e.g. 90s, 10m, 2h (default: mitigate.manual_ttl, 1h).
+        #[arg(long, value_parser = parse_ban_ttl)]
+        ttl: Option<Duration>,
+        /// Ask the routers upstream to blackhole the destination too (RTBH): it takes the
+        /// destination offline.
+        #[arg(long)]
+        rtbh: bool,
     },
     /// End a signature rule now (the notify commands withdraw it upstream).
     Remove {

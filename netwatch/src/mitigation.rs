@@ -234,6 +234,20 @@ impl Mitigation {
                     rules: self.rules.rules().cloned().collect(),
                 };
             }
+            BanOp::RuleAdd {
+                signature,
+                action,
+                rtbh,
+                ttl,
+            } => {
+                return match self
+                    .rules
+                    .add(signature, action, rtbh, ttl, &mut table, now)
+                {
+                    Ok(event) => BanAnswer::Rule(event),
+                    Err(why) => BanAnswer::RuleRefused(why),
+                };
+            }
             BanOp::RuleRemove { index } => {
                 return match self.rules.remove(index, &mut table, now) {
                     Some(event) => BanAnswer::Rule(event),

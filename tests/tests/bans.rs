@@ -983,7 +983,8 @@ fn mitigate_cli(netns: &Netns, args: &[&str]) -> Output {
 
 /// A signature rule set by an attack is listed by `netwatch mitigate list` with its counts,
 /// and `netwatch mitigate remove` ends it at once: reported with why, gone from the list;
-/// an index no rule has is refused in one line.
+/// an index no rule has is refused in one line. `netwatch mitigate add` sets one by hand,
+/// which drops what it matches; the same signature twice is refused; a stop ends it.
 #[test]
 fn rules_are_listed_and_removed_by_hand() {
     if !privileged("rules_are_listed_and_removed_by_hand") {
@@ -1049,11 +1050,85 @@ fn rules_are_listed_and_removed_by_hand() {
         stderr.contains(&format!("no rule {index} in force")),
         "{stderr}"
     );
+
+    // By hand: chargen answers (UDP from port 19) to the host, dropped from then on.
+    let added = ok(&mitigate_cli(
+        &pair.monitor,
+        &[
+            "add",
+            "--destination",
+            "192.0.2.254",
+            "--protocol",
+            "udp",
+            "--source-port",
+            "19",
+            "--ttl",
+            "30s",
+        ],
+    ));
+    assert!(
+        added.starts_with("added rule ")
+            && added.contains(": udp from port 19 to 192.0.2.254/32 until ")
+            && added.trim_end().ends_with("(drop)"),
+        "{added}"
+    );
+    let chargen: Vec<(Duration, Vec<u8>)> = (0..10u32)
+        .map(|i| {
+            let frame = FrameBuilder::ipv4([198, 51, 100, 19])
+                .from_port(19)
+                .to_port(PORT)
+                .payload(100)
+                .build()
+                .bytes;
+            (Duration::from_millis(u64::from(i) * 10), frame)
+        })
+        .collect();
+    assert_eq!(pair.send_paced(chargen), 10);
+    let end = Instant::now() + Duration::from_secs(5);
+    let manual = loop {
+        let listed: Value =
+            serde_json::from_str(&ok(&mitigate_cli(&pair.monitor, &["list", "--json"])))
+                .unwrap_or_else(|err| panic!("{err}"));
+        let rule = listed["rules"][0].clone();
+        if rule["dropped_packets"] == 10 {
+            break rule;
+        }
+        assert!(
+            Instant::now() < end,
+            "the rule by hand dropped no chargen: {listed}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(manual["origin"], "manual");
+    assert_eq!(manual["attack"], Value::Null);
+    assert_eq!(manual["ttl_s"], 30);
+    let twice = mitigate_cli(
+        &pair.monitor,
+        &[
+            "add",
+            "--destination",
+            "192.0.2.254",
+            "--protocol",
+            "udp",
+            "--source-port",
+            "19",
+        ],
+    );
+    assert!(!twice.status.success());
+    let stderr = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        stderr.contains("a rule of this signature is in force already"),
+        "{stderr}"
+    );
     let records = stop(daemon);
     let removes: Vec<&Value> = records
         .iter()
         .filter(|r| r["type"] == "rule" && r["change"] == "remove")
         .collect();
-    assert_eq!(removes.len(), 1, "{removes:?}");
-    assert_eq!(removes[0]["why"], "removed by hand");
+    // The one removed by hand, and at the stop the one added by hand.
+    let whys: Vec<&str> = removes
+        .iter()
+        .map(|r| r["why"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(whys, ["removed by hand", "netwatch stopped"], "{removes:?}");
 }

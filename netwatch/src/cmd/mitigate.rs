@@ -1,5 +1,5 @@
-//! `netwatch mitigate`: lists and removes the signature rules of the running daemon, through
-//! its control socket. The daemon owns the rules (the kernel's table, the reports, the notify
+//! `netwatch mitigate`: lists, adds and removes the signature rules of the running daemon,
+//! through its control socket. The daemon owns the rules (the kernel's table, the reports, the notify
 //! commands); without a daemon there are none, and the command says so in one line.
 
 use std::io::{self, Write};
@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     cli::{MitigateAction, MitigateArgs},
-    control::{self, ClientError, PROTOCOL_VERSION, Request},
+    control::{self, ClientError, PROTOCOL_VERSION, Request, RuleSpec},
     escape::escape_escaped,
     report::escape,
 };
@@ -28,6 +28,34 @@ pub fn run(args: MitigateArgs, out: &mut impl Write) -> Result<(), ClientError> 
                 ..Request::default()
             },
             json,
+        ),
+        MitigateAction::Add {
+            destination,
+            protocol,
+            source_port,
+            destination_port,
+            syn,
+            fragments,
+            rate_limit,
+            ttl,
+            rtbh,
+        } => (
+            Request {
+                request: String::from("rule_add"),
+                ttl_s: ttl.map(|ttl| ttl.as_secs_f64()),
+                rule: Some(RuleSpec {
+                    destination,
+                    protocol,
+                    source_port,
+                    destination_port,
+                    tcp_syn: syn,
+                    fragments,
+                    rate_pps: rate_limit,
+                    rtbh,
+                }),
+                ..Request::default()
+            },
+            false,
         ),
         MitigateAction::Remove { index } => (
             Request {
@@ -54,6 +82,17 @@ pub fn run(args: MitigateArgs, out: &mut impl Write) -> Result<(), ClientError> 
             // The daemon escaped what it quotes; this only catches what it did not.
             escape_escaped(answer["error"].as_str().unwrap_or("?")).into_owned(),
         )),
+        Some("rule") if answer["change"] == "add" => {
+            writeln!(
+                out,
+                "added rule {}: {} until {} ({})",
+                answer["index"].as_u64().unwrap_or(0),
+                escape(answer["signature"].as_str().unwrap_or("-")),
+                escape(answer["expires"].as_str().unwrap_or("-")),
+                escape(answer["mode"].as_str().unwrap_or("-"))
+            )?;
+            Ok(())
+        }
         Some("rule") => {
             writeln!(
                 out,

@@ -12,9 +12,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    datapath::{RuleAction, RuleProtocol},
     detect::cidr::{Cidr, CidrError},
     mitigate::{
-        Ban, BanEvent, BanRefusal, BanTtlError, MitigateMode, RuleEvent, RuleInForce, check_ban_ttl,
+        Ban, BanEvent, BanRefusal, BanTtlError, MitigateMode, RuleEvent, RuleInForce, Signature,
+        check_ban_ttl,
     },
     report::{self, rfc3339},
 };
@@ -57,6 +59,38 @@ pub struct Request {
     /// For `rule_remove`: the rule's index (`netwatch mitigate list`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
+    /// For `rule_add`: the rule (with `ttl_s`, else `mitigate.manual_ttl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleSpec>,
+}
+
+/// A signature rule asked for on the socket, as `netwatch mitigate add` sends it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// The destination network: `ADDR` or `ADDR/LEN`.
+    pub destination: String,
+    /// `tcp`, `udp`, `icmp` or `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The transport source port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_port: Option<u16>,
+    /// The transport destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_port: Option<u16>,
+    /// TCP SYN without ACK only.
+    #[serde(default)]
+    pub tcp_syn: bool,
+    /// IP fragments only.
+    #[serde(default)]
+    pub fragments: bool,
+    /// Rate-limit to this many packets a second; drop without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_pps: Option<u32>,
+    /// Ask the upstream routers to blackhole the destination too.
+    #[serde(default)]
+    pub rtbh: bool,
 }
 
 /// Longest reason of a ban asked for on the socket, in characters.
@@ -90,6 +124,17 @@ pub enum BanOp {
     RuleRemove {
         /// Its index.
         index: u32,
+    },
+    /// Set a signature rule by hand.
+    RuleAdd {
+        /// What it matches.
+        signature: Signature,
+        /// What it does.
+        action: RuleAction,
+        /// Blackhole the destination upstream too.
+        rtbh: bool,
+        /// How long; `mitigate.manual_ttl` without.
+        ttl: Option<Duration>,
     },
 }
 
@@ -330,6 +375,15 @@ pub(super) enum BanOpError {
     /// `rule_remove` without an index.
     #[error("rule_remove needs an index (netwatch mitigate list)")]
     NoIndex,
+    /// `rule_add` without a rule.
+    #[error("rule_add needs a rule (at least its destination)")]
+    NoRule,
+    /// A rule's protocol that is none of the four.
+    #[error("protocol {0:?}: tcp, udp, icmp or other")]
+    Protocol(String),
+    /// A rule whose fields contradict each other.
+    #[error("{0}")]
+    Rule(&'static str),
 }
 
 /// The ban operation a request asks for, checked.
@@ -343,6 +397,7 @@ pub(super) fn ban_op(request: &Request) -> Result<BanOp, BanOpError> {
                 .map(|index| BanOp::RuleRemove { index })
                 .ok_or(BanOpError::NoIndex);
         }
+        "rule_add" => return rule_add(request),
         _ => {}
     }
     let subject = request
@@ -369,6 +424,57 @@ pub(super) fn ban_op(request: &Request) -> Result<BanOp, BanOpError> {
     Ok(BanOp::Add { net, ttl, reason })
 }
 
+/// A `rule_add` request, checked: the destination a network, the protocol one of the four,
+/// ports only with TCP or UDP (or no protocol), SYN only with TCP, a rate of 1 or more, a
+/// TTL within a ban's bounds.
+fn rule_add(request: &Request) -> Result<BanOp, BanOpError> {
+    let spec = request.rule.as_ref().ok_or(BanOpError::NoRule)?;
+    let destination = spec.destination.parse::<Cidr>()?;
+    let protocol = match spec.protocol.as_deref() {
+        None => None,
+        Some("tcp") => Some(RuleProtocol::Tcp),
+        Some("udp") => Some(RuleProtocol::Udp),
+        Some("icmp") => Some(RuleProtocol::Icmp),
+        Some("other") => Some(RuleProtocol::Other),
+        Some(other) => return Err(BanOpError::Protocol(other.to_owned())),
+    };
+    let ports = spec.source_port.is_some() || spec.destination_port.is_some();
+    if ports && matches!(protocol, Some(RuleProtocol::Icmp | RuleProtocol::Other)) {
+        return Err(BanOpError::Rule("ports need tcp or udp"));
+    }
+    if spec.tcp_syn && protocol.is_some_and(|protocol| protocol != RuleProtocol::Tcp) {
+        return Err(BanOpError::Rule("a SYN is tcp"));
+    }
+    let action = match spec.rate_pps {
+        None => RuleAction::Drop,
+        Some(0) => return Err(BanOpError::Rule("rate_pps must be at least 1")),
+        Some(pps) => RuleAction::RateLimit { pps },
+    };
+    let ttl = match request.ttl_s {
+        None => None,
+        Some(seconds) => Some(check_ban_ttl(
+            Duration::try_from_secs_f64(seconds).map_err(|_| BanOpError::TtlSeconds(seconds))?,
+        )?),
+    };
+    Ok(BanOp::RuleAdd {
+        signature: Signature {
+            destination,
+            protocol: if spec.tcp_syn {
+                Some(RuleProtocol::Tcp)
+            } else {
+                protocol
+            },
+            src_port: spec.source_port,
+            dst_port: spec.destination_port,
+            syn: spec.tcp_syn,
+            fragment: spec.fragments,
+        },
+        action,
+        rtbh: spec.rtbh,
+        ttl,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +492,7 @@ mod tests {
             ttl_s,
             reason: (reason > 0).then(|| "x".repeat(reason)),
             index: None,
+            rule: None,
         };
         match ban_op(&request) {
             Ok(op) => panic!("accepted: {op:?}"),
@@ -421,8 +528,59 @@ mod tests {
                 ban_error("rule_remove", None, None, 0),
                 "rule_remove needs an index (netwatch mitigate list)",
             ),
+            (
+                ban_error("rule_add", None, None, 0),
+                "rule_add needs a rule (at least its destination)",
+            ),
         ] {
             assert_eq!(error, expected);
         }
+        let rule_error = |spec: RuleSpec| match ban_op(&Request {
+            version: PROTOCOL_VERSION,
+            request: String::from("rule_add"),
+            rule: Some(spec),
+            ..Request::default()
+        }) {
+            Ok(op) => panic!("accepted: {op:?}"),
+            Err(err) => err.to_string(),
+        };
+        let spec = |destination: &str| RuleSpec {
+            destination: destination.to_owned(),
+            ..RuleSpec::default()
+        };
+        assert_eq!(
+            rule_error(spec("192.0.2.5/24")),
+            "\"192.0.2.5/24\" has host bits set; did you mean 192.0.2.0/24?"
+        );
+        assert_eq!(
+            rule_error(RuleSpec {
+                protocol: Some(String::from("sctp")),
+                ..spec("192.0.2.5")
+            }),
+            "protocol \"sctp\": tcp, udp, icmp or other"
+        );
+        assert_eq!(
+            rule_error(RuleSpec {
+                protocol: Some(String::from("icmp")),
+                source_port: Some(123),
+                ..spec("192.0.2.5")
+            }),
+            "ports need tcp or udp"
+        );
+        assert_eq!(
+            rule_error(RuleSpec {
+                protocol: Some(String::from("udp")),
+                tcp_syn: true,
+                ..spec("192.0.2.5")
+            }),
+            "a SYN is tcp"
+        );
+        assert_eq!(
+            rule_error(RuleSpec {
+                rate_pps: Some(0),
+                ..spec("192.0.2.5")
+            }),
+            "rate_pps must be at least 1"
+        );
     }
 }

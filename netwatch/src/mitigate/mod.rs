@@ -33,13 +33,12 @@ mod signature;
 
 #[cfg(test)]
 pub use self::config::BanSubject;
-#[cfg(test)]
-pub use self::signature::{Signature, SignatureAttack};
 pub use self::{
     ban::{AlertRef, Ban, BanChange, BanEvent, BanRefusal, BanTable, BanTerms, Origin},
     config::{BanTtlError, MitigateConfig, MitigateMode, check_ban_ttl},
     mitigator::{Mitigator, NeverBan},
     rules::{RuleChange, RuleEvent, RuleInForce, RuleKeeper, RuleTable},
+    signature::{Signature, SignatureAttack},
 };
 
 #[cfg(test)]

@@ -53,8 +53,8 @@ pub struct RuleInForce {
     pub index: u32,
     /// What it matches.
     pub signature: Signature,
-    /// The attack it answers.
-    pub attack: SignatureAttack,
+    /// The attack it answers; `None` for a rule added by hand.
+    pub attack: Option<SignatureAttack>,
     /// What it does (in `drop` mode; `dry-run` only counts).
     pub action: RuleAction,
     /// The mode it was set in: `drop`, or `dry-run` (the kernel counts only). Its events
@@ -194,7 +194,7 @@ impl RuleKeeper {
             let rule = RuleInForce {
                 index: 0,
                 signature,
-                attack,
+                attack: Some(attack),
                 action: match terms.action {
                     SignatureAction::Drop => RuleAction::Drop,
                     SignatureAction::RateLimit => RuleAction::RateLimit { pps: terms.pps },
@@ -259,6 +259,46 @@ impl RuleKeeper {
             }
         }
         events
+    }
+
+    /// Sets a rule by hand: `signature` with `action` for `ttl` (`mitigate.manual_ttl`
+    /// without), or why not.
+    pub fn add(
+        &mut self,
+        signature: Signature,
+        action: RuleAction,
+        rtbh: bool,
+        ttl: Option<Duration>,
+        table: &mut dyn RuleTable,
+        now: Duration,
+    ) -> Result<RuleEvent, String> {
+        if self.config.mode == MitigateMode::Off {
+            return Err(String::from("mitigation is off (mitigate.mode)"));
+        }
+        if let Some(rule) = self.rules.get(&signature) {
+            return Err(format!(
+                "a rule of this signature is in force already (index {})",
+                rule.index
+            ));
+        }
+        self.sync_exemptions(table);
+        let rule = RuleInForce {
+            index: 0,
+            signature,
+            attack: None,
+            action,
+            mode: self.config.mode,
+            rtbh,
+            origin: Origin::Manual,
+            alert: None,
+            iface: String::from("all"),
+            created: now,
+            expires: now + ttl.unwrap_or(self.config.manual_ttl),
+            offence: 1,
+            traffic: RuleTraffic::default(),
+        };
+        self.admit(rule, table, false)
+            .map_err(|refused| refused.why.unwrap_or_else(|| String::from("refused")))
     }
 
     /// Ends the rule of `index` now, by hand; `None` when no rule has it.

@@ -13,7 +13,9 @@ use serde::Serialize;
 use super::{escape, rfc3339};
 use crate::{
     datapath::RuleAction,
-    mitigate::{AlertRef, MitigateMode, Origin, RuleChange, RuleEvent, RuleInForce},
+    mitigate::{
+        AlertRef, MitigateMode, Origin, RuleChange, RuleEvent, RuleInForce, SignatureAttack,
+    },
     time_text::ttl_text,
 };
 
@@ -48,7 +50,8 @@ struct RuleFields<'a> {
     action: &'static str,
     rate_pps: Option<u32>,
     rtbh: bool,
-    attack: &'static str,
+    /// The attack type it answers; `null` for a rule added by hand.
+    attack: Option<&'static str>,
     origin: Origin,
     alert: Option<&'a AlertRef>,
     offence: u32,
@@ -82,7 +85,7 @@ impl<'a> RuleFields<'a> {
             action,
             rate_pps,
             rtbh: rule.rtbh,
-            attack: rule.attack.name(),
+            attack: rule.attack.map(SignatureAttack::name),
             origin: rule.origin,
             alert: rule.alert.as_ref(),
             offence: rule.offence,
@@ -135,7 +138,7 @@ pub fn write_line(out: &mut impl Write, event: &RuleEvent) -> io::Result<()> {
     } else {
         ""
     };
-    let attack = rule.attack.name();
+    let attack = rule.attack.map_or("by hand", SignatureAttack::name);
     match event.change {
         RuleChange::Add => writeln!(
             out,
@@ -179,7 +182,7 @@ mod tests {
     use crate::{
         datapath::{RuleProtocol, RuleTraffic, Traffic},
         detect::alert::AlertKind,
-        mitigate::{Signature, SignatureAttack},
+        mitigate::Signature,
     };
 
     fn event(change: RuleChange, action: RuleAction) -> RuleEvent {
@@ -197,7 +200,7 @@ mod tests {
                     syn: false,
                     fragment: false,
                 },
-                attack: SignatureAttack::Reflection,
+                attack: Some(SignatureAttack::Reflection),
                 action,
                 mode: MitigateMode::Drop,
                 rtbh: false,

@@ -277,7 +277,7 @@ impl Sink for StoreSink {
                 "rule",
                 event.change.name(),
                 event.rule.signature.to_string(),
-                Some(event.rule.attack.name().to_owned()),
+                event.rule.attack.map(|attack| attack.name().to_owned()),
                 None,
             ),
             Finding::Ban(event) => {
