@@ -201,6 +201,9 @@ pub struct Model {
     pub details: bool,
     /// The daemon stopped (the stream ended).
     pub gone: bool,
+    /// The signature rules in force, by index: the last `add` or `extend` record of each,
+    /// until its `remove`.
+    pub rules: BTreeMap<u64, Value>,
 }
 
 impl Default for Model {
@@ -222,6 +225,7 @@ impl Default for Model {
             selected: 0,
             details: false,
             gone: false,
+            rules: BTreeMap::new(),
         }
     }
 }
@@ -308,6 +312,23 @@ impl Model {
                 push_bounded(&mut self.alerts, record, KEPT);
             }
             Some("event") => push_bounded(&mut self.events, record, KEPT),
+            // Rules in force by index, and each change among the alerts, where the attack
+            // that set it is.
+            Some("rule") => {
+                let index = record["index"].as_u64().unwrap_or(u64::MAX);
+                match record["change"].as_str() {
+                    Some("add" | "extend") => {
+                        self.rules.insert(index, record.clone());
+                    }
+                    Some("remove") => {
+                        self.rules.remove(&index);
+                    }
+                    _ => {}
+                }
+                if record["change"] != "extend" {
+                    push_bounded(&mut self.alerts, record, KEPT);
+                }
+            }
             _ => {}
         }
     }

@@ -287,6 +287,27 @@ fn draw_alerts(frame: &mut Frame<'_>, area: Rect, model: &Model, palette: Palett
         .rev()
         .take(room)
         .map(|alert| {
+            if alert["type"] == "rule" {
+                // `RULE add drop: udp from port 123 to 192.0.2.5/32`: what mitigation did.
+                let action = match alert["rate_pps"].as_u64() {
+                    Some(pps) => format!("rate-limit {pps} pkt/s"),
+                    None => text(&alert["action"]),
+                };
+                let mode = if alert["mode"] == "drop" {
+                    String::new()
+                } else {
+                    format!(" ({})", text(&alert["mode"]))
+                };
+                return Line::from(vec![
+                    Span::raw(format!("{} ", clock(alert))),
+                    Span::styled("RULE ", palette.fg(Color::Magenta)),
+                    Span::raw(format!(
+                        "{} {action}{mode}: {}",
+                        text(&alert["change"]),
+                        text(&alert["signature"])
+                    )),
+                ]);
+            }
             let style = match alert["severity"].as_str() {
                 Some("critical") => palette.alarm(),
                 Some("warning") => palette.fg(Color::Yellow),
@@ -321,8 +342,12 @@ fn draw_alerts(frame: &mut Frame<'_>, area: Rect, model: &Model, palette: Palett
             ])
         })
         .collect();
+    let title = match model.rules.len() {
+        0 => String::from(" alerts "),
+        rules => format!(" alerts | {rules} rules in force "),
+    };
     frame.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(" alerts ")),
+        Paragraph::new(lines).block(Block::bordered().title(title)),
         area,
     );
 }
@@ -501,5 +526,47 @@ mod tests {
             assert!(screen.contains("malformed 3"));
             assert!(screen.contains("spike_pps"));
         }
+    }
+
+    /// A signature rule's add is a line among the alerts, and the pane says how many rules
+    /// are in force; its removal takes it out of the count, its line stays.
+    #[test]
+    fn rules_in_force_are_counted_and_their_changes_listed() {
+        let mut model = Model::default();
+        let rule = |change: &str, index: u64, signature: &str| {
+            serde_json::json!({
+                "type": "rule", "change": change, "index": index, "mode": "drop",
+                "action": "drop", "rate_pps": null, "signature": signature,
+                "time": "2026-12-03T08:00:01.000Z",
+            })
+        };
+        model.apply(rule("add", 0, "udp from port 123 to 192.0.2.5/32"));
+        model.apply(rule("add", 1, "tcp syn to 192.0.2.6/32 port 443"));
+        model.apply(rule("extend", 1, "tcp syn to 192.0.2.6/32 port 443"));
+        let screen = |model: &Model| {
+            let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
+            terminal
+                .draw(|frame| draw(frame, model, Palette { plain: true }))
+                .unwrap();
+            let buffer = terminal.backend().buffer().clone();
+            buffer
+                .content()
+                .iter()
+                .map(|cell| cell.symbol())
+                .collect::<String>()
+        };
+        let shown = screen(&model);
+        assert!(shown.contains("alerts | 2 rules in force"), "{shown}");
+        assert!(
+            shown.contains("RULE add drop: udp from port 123 to 192.0.2.5/32"),
+            "{shown}"
+        );
+        model.apply(rule("remove", 0, "udp from port 123 to 192.0.2.5/32"));
+        let shown = screen(&model);
+        assert!(shown.contains("alerts | 1 rules in force"), "{shown}");
+        assert!(
+            shown.contains("RULE remove drop: udp from port 123 to 192.0.2.5/32"),
+            "{shown}"
+        );
     }
 }
