@@ -39,6 +39,7 @@ mod handle;
 mod load;
 pub mod netlink;
 mod overflow;
+mod rule_maps;
 mod rules;
 mod samples;
 mod settings;

@@ -1,27 +1,21 @@
-//! Signature rules in the kernel: what a frame must be (destination network, protocol, ports,
-//! SYN, fragment, length) to be counted, dropped or rate-limited, and each rule's exact
-//! counters. The rules are kept here as set, by index; the destination tries are rebuilt from
-//! them at each change so that the longest match of a frame's destination gives every rule
-//! that may apply ([`netwatch_common::RuleSet`]), at most
-//! [`RULES_PER_DESTINATION`] of them. Which rules exist, for how long and why is
-//! decided elsewhere.
+//! Signature rules as userspace holds them: what a frame must be (destination network,
+//! protocol, ports, SYN, fragment, length) to be counted, dropped or rate-limited, its
+//! kernel form, the rules set by index, and the networks of the destination tries, each with
+//! every rule that may apply to it ([`netwatch_common::RuleSet`], at most
+//! [`netwatch_common::RULES_PER_DESTINATION`]). Plain data and pure functions: the maps are
+//! written in [`super::rule_maps`]; which rules exist, for how long and why is decided
+//! elsewhere.
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
-use aya::maps::{
-    Array, MapData, PerCpuArray, PerCpuValues,
-    lpm_trie::{Key, LpmTrie},
-};
 use netwatch_common::{
-    MAX_RULE_EXEMPTIONS, MAX_RULES, RULE_ACTION_COUNT, RULE_ACTION_DROP, RULE_ACTION_RATE_LIMIT,
-    RULE_BUCKETS_MAP, RULE_COUNTS_MAP, RULE_EXEMPT_V4_MAP, RULE_EXEMPT_V6_MAP, RULE_MATCH_DST_PORT,
+    RULE_ACTION_COUNT, RULE_ACTION_DROP, RULE_ACTION_RATE_LIMIT, RULE_MATCH_DST_PORT,
     RULE_MATCH_FRAGMENT, RULE_MATCH_IN_USE, RULE_MATCH_LENGTH, RULE_MATCH_PROTOCOL,
-    RULE_MATCH_SRC_PORT, RULE_MATCH_SYN, RULE_NONE, RULE_PROTOCOL_ICMP, RULE_PROTOCOL_OTHER,
-    RULE_PROTOCOL_TCP, RULE_PROTOCOL_UDP, RULES_MAP, RULES_PER_DESTINATION, RULES_V4_MAP,
-    RULES_V6_MAP, Rule, RuleBucket, RuleCounts, RuleSet,
+    RULE_MATCH_SRC_PORT, RULE_MATCH_SYN, RULE_PROTOCOL_ICMP, RULE_PROTOCOL_OTHER,
+    RULE_PROTOCOL_TCP, RULE_PROTOCOL_UDP, Rule,
 };
 
-use super::{error::DatapathError, handle::Datapath, overflow::Traffic};
+use super::overflow::Traffic;
 
 /// The protocol a rule matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,9 +112,9 @@ impl RuleTraffic {
 /// The rules set, by index, and the destination networks written in the tries.
 #[derive(Debug, Default)]
 pub(super) struct RuleTable {
-    rules: BTreeMap<u32, SignatureRule>,
-    written: BTreeMap<(IpAddr, u8), Vec<u32>>,
-    exempt: Vec<(IpAddr, u8)>,
+    pub(super) rules: BTreeMap<u32, SignatureRule>,
+    pub(super) written: BTreeMap<(IpAddr, u8), Vec<u32>>,
+    pub(super) exempt: Vec<(IpAddr, u8)>,
 }
 
 /// The rate-limit window of `pps`: its nanoseconds, and the frames it passes. The time of 64
@@ -135,7 +129,7 @@ pub fn rate_window(pps: u32) -> (u32, u32) {
 
 impl SignatureRule {
     /// The kernel's form of the rule's fields and action.
-    fn kernel(&self) -> Rule {
+    pub(super) fn kernel(&self) -> Rule {
         let mut rule = Rule {
             matches: RULE_MATCH_IN_USE,
             max_len: u16::MAX,
@@ -186,7 +180,7 @@ impl SignatureRule {
 }
 
 /// Whether `addr` has no bit set past its first `len`.
-fn is_network(addr: IpAddr, len: u8) -> bool {
+pub(super) fn is_network(addr: IpAddr, len: u8) -> bool {
     let (bits, width) = match addr {
         IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
         IpAddr::V6(v6) => (u128::from(v6), 128),
@@ -212,7 +206,7 @@ fn same_prefix(a: IpAddr, b: IpAddr, bits: u8) -> bool {
 
 /// The networks a set of rules needs in the tries, each with every rule that holds it, lowest
 /// index first.
-fn networks(rules: &BTreeMap<u32, SignatureRule>) -> BTreeMap<(IpAddr, u8), Vec<u32>> {
+pub(super) fn networks(rules: &BTreeMap<u32, SignatureRule>) -> BTreeMap<(IpAddr, u8), Vec<u32>> {
     let mut networks: Vec<(IpAddr, u8)> = Vec::new();
     for rule in rules.values() {
         match rule.destination {
@@ -234,230 +228,6 @@ fn networks(rules: &BTreeMap<u32, SignatureRule>) -> BTreeMap<(IpAddr, u8), Vec<
             ((addr, len), set)
         })
         .collect()
-}
-
-impl Datapath {
-    /// Sets rule `index` (below [`MAX_RULES`]; a lower index is checked first): its counters
-    /// start from zero, then frames that match it meet its action. Replaces a rule of the
-    /// same index.
-    pub fn set_rule(&mut self, index: u32, rule: SignatureRule) -> Result<(), DatapathError> {
-        if index as usize >= MAX_RULES {
-            return Err(DatapathError::RuleIndex {
-                index,
-                most: MAX_RULES,
-            });
-        }
-        if let Some((addr, len)) = rule.destination {
-            let width = if addr.is_ipv4() { 32 } else { 128 };
-            if len > width || !is_network(addr, len) {
-                return Err(DatapathError::RuleDestination { addr, len });
-            }
-        }
-        // The rule and its zeroed counters first: no frame finds it in the tries before.
-        self.clear_rule(index)?;
-        let zero = PerCpuValues::try_from(vec![RuleCounts::default(); self.cpus])
-            .map_err(DatapathError::Cpus)?;
-        self.typed_map_mut::<PerCpuArray<&mut MapData, RuleCounts>>(
-            RULE_COUNTS_MAP,
-            "rule counters map",
-        )?
-        .set(index, zero, 0)?;
-        self.typed_map_mut::<Array<&mut MapData, RuleBucket>>(
-            RULE_BUCKETS_MAP,
-            "rule buckets map",
-        )?
-        .set(index, RuleBucket::default(), 0)?;
-        self.typed_map_mut::<Array<&mut MapData, Rule>>(RULES_MAP, "rules map")?
-            .set(index, rule.kernel(), 0)?;
-        self.rules.rules.insert(index, rule);
-        if let Some(((addr, len), _)) = networks(&self.rules.rules)
-            .into_iter()
-            .find(|(_, set)| set.len() > RULES_PER_DESTINATION)
-        {
-            self.rules.rules.remove(&index);
-            self.typed_map_mut::<Array<&mut MapData, Rule>>(RULES_MAP, "rules map")?
-                .set(index, Rule::default(), 0)?;
-            return Err(DatapathError::RulesPerDestination {
-                addr,
-                len,
-                most: RULES_PER_DESTINATION,
-            });
-        }
-        self.write_rule_tries()
-    }
-
-    /// Removes rule `index`; nothing if there is none.
-    pub fn clear_rule(&mut self, index: u32) -> Result<(), DatapathError> {
-        if self.rules.rules.remove(&index).is_none() {
-            return Ok(());
-        }
-        // Out of the tries first, then the rule: a frame that still found it in a set
-        // finds a rule that never matches.
-        self.write_rule_tries()?;
-        self.typed_map_mut::<Array<&mut MapData, Rule>>(RULES_MAP, "rules map")?
-            .set(index, Rule::default(), 0)?;
-        Ok(())
-    }
-
-    /// Sets the sources no rule applies to (a victim's own NTP or DNS servers, say): a frame
-    /// from one of them that a rule matches passes, and no rule counts it. At most
-    /// [`MAX_RULE_EXEMPTIONS`] networks of each family; replaces the list.
-    pub fn set_rule_exemptions(&mut self, networks: &[(IpAddr, u8)]) -> Result<(), DatapathError> {
-        for family in [true, false] {
-            let count = networks
-                .iter()
-                .filter(|(addr, _)| addr.is_ipv4() == family)
-                .count();
-            if count > MAX_RULE_EXEMPTIONS as usize {
-                return Err(DatapathError::RuleExemptions {
-                    given: count,
-                    most: MAX_RULE_EXEMPTIONS,
-                });
-            }
-        }
-        for &(addr, len) in networks {
-            if !is_network(addr, len) || len > if addr.is_ipv4() { 32 } else { 128 } {
-                return Err(DatapathError::RuleDestination { addr, len });
-            }
-        }
-        let gone: Vec<(IpAddr, u8)> = self
-            .rules
-            .exempt
-            .iter()
-            .filter(|network| !networks.contains(network))
-            .copied()
-            .collect();
-        for (addr, len) in gone {
-            let removed = match addr {
-                IpAddr::V4(v4) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 4], u8>>(
-                        RULE_EXEMPT_V4_MAP,
-                        "IPv4 rule exemption map",
-                    )?
-                    .remove(&Key::new(u32::from(len), v4.octets())),
-                IpAddr::V6(v6) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 16], u8>>(
-                        RULE_EXEMPT_V6_MAP,
-                        "IPv6 rule exemption map",
-                    )?
-                    .remove(&Key::new(u32::from(len), v6.octets())),
-            };
-            match removed {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
-        // The new ones after the gone ones: the tries never hold more than the larger list.
-        for &(addr, len) in networks {
-            match addr {
-                IpAddr::V4(v4) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 4], u8>>(
-                        RULE_EXEMPT_V4_MAP,
-                        "IPv4 rule exemption map",
-                    )?
-                    .insert(&Key::new(u32::from(len), v4.octets()), 1, 0)?,
-                IpAddr::V6(v6) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 16], u8>>(
-                        RULE_EXEMPT_V6_MAP,
-                        "IPv6 rule exemption map",
-                    )?
-                    .insert(&Key::new(u32::from(len), v6.octets()), 1, 0)?,
-            }
-        }
-        self.rules.exempt = networks.to_vec();
-        Ok(())
-    }
-
-    /// The rules set, by index.
-    pub fn rules(&self) -> impl Iterator<Item = (u32, &SignatureRule)> {
-        self.rules.rules.iter().map(|(index, rule)| (*index, rule))
-    }
-
-    /// What rule `index` matched and dropped since it was set, all CPUs together.
-    pub fn rule_counts(&self, index: u32) -> Result<RuleTraffic, DatapathError> {
-        let map = self
-            .ebpf
-            .map(RULE_COUNTS_MAP)
-            .ok_or(DatapathError::Missing("rule counters map"))?;
-        let counts: PerCpuArray<&MapData, RuleCounts> = PerCpuArray::try_from(map)?;
-        let values = counts.get(&index, 0)?;
-        Ok(values.iter().fold(RuleTraffic::default(), |sum, cpu| {
-            let add = |a: Traffic, b: netwatch_common::Counter| Traffic {
-                packets: a.packets + b.packets,
-                bytes: a.bytes + b.bytes,
-            };
-            RuleTraffic {
-                matched: add(sum.matched, cpu.matched),
-                dropped: add(sum.dropped, cpu.dropped),
-            }
-        }))
-    }
-
-    /// Writes the tries for the rules set (new and changed networks, then the gone ones),
-    /// and how many rules exist into the settings: 0 skips the check (one comparison per
-    /// frame).
-    fn write_rule_tries(&mut self) -> Result<(), DatapathError> {
-        let wanted = networks(&self.rules.rules);
-        for (&(addr, len), rules) in &wanted {
-            if self.rules.written.get(&(addr, len)) == Some(rules) {
-                continue;
-            }
-            let mut set = RuleSet {
-                rules: [RULE_NONE; RULES_PER_DESTINATION],
-            };
-            for (place, index) in set.rules.iter_mut().zip(rules) {
-                *place = *index as u8;
-            }
-            match addr {
-                IpAddr::V4(v4) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 4], RuleSet>>(
-                        RULES_V4_MAP,
-                        "IPv4 rule map",
-                    )?
-                    .insert(&Key::new(u32::from(len), v4.octets()), set, 0)?,
-                IpAddr::V6(v6) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 16], RuleSet>>(
-                        RULES_V6_MAP,
-                        "IPv6 rule map",
-                    )?
-                    .insert(&Key::new(u32::from(len), v6.octets()), set, 0)?,
-            }
-        }
-        let gone: Vec<(IpAddr, u8)> = self
-            .rules
-            .written
-            .keys()
-            .filter(|network| !wanted.contains_key(network))
-            .copied()
-            .collect();
-        for (addr, len) in gone {
-            let removed = match addr {
-                IpAddr::V4(v4) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 4], RuleSet>>(
-                        RULES_V4_MAP,
-                        "IPv4 rule map",
-                    )?
-                    .remove(&Key::new(u32::from(len), v4.octets())),
-                IpAddr::V6(v6) => self
-                    .typed_map_mut::<LpmTrie<&mut MapData, [u8; 16], RuleSet>>(
-                        RULES_V6_MAP,
-                        "IPv6 rule map",
-                    )?
-                    .remove(&Key::new(u32::from(len), v6.octets())),
-            };
-            match removed {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
-        self.rules.written = wanted;
-        let count = self.rules.rules.len() as u32;
-        if self.settings.rules != count {
-            self.settings.rules = count;
-            self.write_settings()?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
