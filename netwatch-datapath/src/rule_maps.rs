@@ -17,7 +17,6 @@ use netwatch_common::{
 use super::{
     error::DatapathError,
     handle::Datapath,
-    overflow::Traffic,
     rules::{RuleTraffic, SignatureRule, is_network, networks},
 };
 
@@ -166,16 +165,11 @@ impl Datapath {
             .ok_or(DatapathError::Missing("rule counters map"))?;
         let counts: PerCpuArray<&MapData, RuleCounts> = PerCpuArray::try_from(map)?;
         let values = counts.get(&index, 0)?;
-        Ok(values.iter().fold(RuleTraffic::default(), |sum, cpu| {
-            let add = |a: Traffic, b: netwatch_common::Counter| Traffic {
-                packets: a.packets + b.packets,
-                bytes: a.bytes + b.bytes,
-            };
-            RuleTraffic {
-                matched: add(sum.matched, cpu.matched),
-                dropped: add(sum.dropped, cpu.dropped),
-            }
-        }))
+        let mut sum = RuleTraffic::default();
+        for cpu in values.iter() {
+            sum.add(cpu.matched, cpu.dropped);
+        }
+        Ok(sum)
     }
 
     /// Writes the tries for the rules set (new and changed networks, then the gone ones),

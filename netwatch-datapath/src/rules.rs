@@ -15,7 +15,7 @@ use netwatch_common::{
     RULE_PROTOCOL_TCP, RULE_PROTOCOL_UDP, Rule,
 };
 
-use super::overflow::Traffic;
+use super::overflow::{Traffic, add_traffic};
 
 /// The protocol a rule matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +98,12 @@ pub struct RuleTraffic {
 }
 
 impl RuleTraffic {
+    /// Adds what `other` counted (another CPU's, or another interface's).
+    pub fn add(&mut self, matched: Traffic, dropped: Traffic) {
+        add_traffic(&mut self.matched, matched);
+        add_traffic(&mut self.dropped, dropped);
+    }
+
     /// The passed: matched less dropped.
     pub fn passed(&self) -> Traffic {
         // Saturating: the counters are read CPU by CPU while the kernel adds to them, matched

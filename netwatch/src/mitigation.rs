@@ -9,7 +9,7 @@ use std::{io, sync::Arc, time::Duration};
 use crate::{
     config::Config,
     control::{BanAnswer, BanOp},
-    datapath::{BanAction, Datapath, DatapathError, RuleTraffic, SignatureRule, Traffic},
+    datapath::{BanAction, Datapath, DatapathError, RuleTraffic, SignatureRule},
     detect::{alert::Alert, cidr::Cidr},
     mitigate::{
         BanChange, BanEvent, BanTable, BanTerms, Mitigator, NeverBan, RuleEvent, RuleKeeper,
@@ -87,24 +87,14 @@ impl RuleTable for Datapaths<'_> {
     }
 
     fn counts(&mut self, index: u32) -> RuleTraffic {
-        self.0.iter().fold(RuleTraffic::default(), |sum, datapath| {
+        let mut sum = RuleTraffic::default();
+        for datapath in self.0.iter() {
             match datapath.rule_counts(index) {
-                Ok(counts) => RuleTraffic {
-                    matched: Traffic {
-                        packets: sum.matched.packets + counts.matched.packets,
-                        bytes: sum.matched.bytes + counts.matched.bytes,
-                    },
-                    dropped: Traffic {
-                        packets: sum.dropped.packets + counts.dropped.packets,
-                        bytes: sum.dropped.bytes + counts.dropped.bytes,
-                    },
-                },
-                Err(err) => {
-                    log::warn!("reading the counters of rule {index} failed: {err}");
-                    sum
-                }
+                Ok(counts) => sum.add(counts.matched, counts.dropped),
+                Err(err) => log::warn!("reading the counters of rule {index} failed: {err}"),
             }
-        })
+        }
+        sum
     }
 
     fn exempt(&mut self, sources: &[Cidr]) -> Result<(), DatapathError> {

@@ -172,12 +172,18 @@ fn counted(records: &[Value]) -> BTreeMap<String, u64> {
 
 /// `netwatch ban ...` against the daemon's socket.
 fn ban_cli(netns: &Netns, args: &[&str]) -> Output {
-    let control = netns.control_path();
-    let mut command = Command::new(netwatch_bin());
-    command.arg("ban").arg("--control").arg(&control).args(args);
-    command
+    client_cli(netns, "ban", args)
+}
+
+/// `netwatch COMMAND --control SOCKET ARGS...` against the daemon of `netns`.
+fn client_cli(netns: &Netns, command: &str, args: &[&str]) -> Output {
+    Command::new(netwatch_bin())
+        .arg(command)
+        .arg("--control")
+        .arg(netns.control_path())
+        .args(args)
         .output()
-        .unwrap_or_else(|err| panic!("netwatch ban: {err}"))
+        .unwrap_or_else(|err| panic!("netwatch {command}: {err}"))
 }
 
 fn ok(output: &Output) -> String {
@@ -969,16 +975,7 @@ fn a_syn_flood_is_rate_limited_and_a_real_client_still_connects() {
 
 /// `netwatch mitigate ...` against the daemon's socket.
 fn mitigate_cli(netns: &Netns, args: &[&str]) -> Output {
-    let control = netns.control_path();
-    let mut command = Command::new(netwatch_bin());
-    command
-        .arg("mitigate")
-        .arg("--control")
-        .arg(&control)
-        .args(args);
-    command
-        .output()
-        .unwrap_or_else(|err| panic!("netwatch mitigate: {err}"))
+    client_cli(netns, "mitigate", args)
 }
 
 /// A signature rule set by an attack is listed by `netwatch mitigate list` with its counts,

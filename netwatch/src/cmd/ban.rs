@@ -9,7 +9,6 @@ use serde_json::Value;
 use crate::{
     cli::{BanAction, BanArgs},
     control::{self, ClientError, PROTOCOL_VERSION, Request},
-    escape::escape_escaped,
     report::escape,
 };
 
@@ -56,18 +55,12 @@ pub fn run(args: BanArgs, out: &mut impl Write) -> Result<(), ClientError> {
         version: PROTOCOL_VERSION,
         ..request
     };
-    let line = control::ask(
+    let (line, answer) = control::ask_answer(
         &path,
         &request,
         "bans live in a running daemon (netwatch monitor), see --control",
     )?;
-    let answer: Value =
-        serde_json::from_str(&line).map_err(|_| ClientError::answer(&path, &line))?;
     match answer["type"].as_str() {
-        Some("error") => Err(ClientError::Refused(
-            // The daemon escaped what it quotes; this only catches what it did not.
-            escape_escaped(answer["error"].as_str().unwrap_or("?")).into_owned(),
-        )),
         Some("ban") => {
             let field = |name: &str| escape(answer[name].as_str().unwrap_or("-")).into_owned();
             if answer["action"] == "unban" {

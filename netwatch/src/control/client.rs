@@ -82,6 +82,25 @@ pub fn ask(path: &Path, request: &Request, hint: &'static str) -> Result<String,
     Ok(line)
 }
 
+/// [`ask`], and the answer parsed: the line and its JSON, or the daemon's `error` (escaped
+/// where it was not) as a refusal, or a line that is no JSON as an error of its own.
+pub fn ask_answer(
+    path: &Path,
+    request: &Request,
+    hint: &'static str,
+) -> Result<(String, serde_json::Value), ClientError> {
+    let line = ask(path, request, hint)?;
+    let answer: serde_json::Value =
+        serde_json::from_str(&line).map_err(|_| ClientError::answer(path, &line))?;
+    if answer["type"] == "error" {
+        return Err(ClientError::Refused(
+            // The daemon escaped what it quotes; this only catches what it did not.
+            crate::escape::escape_escaped(answer["error"].as_str().unwrap_or("?")).into_owned(),
+        ));
+    }
+    Ok((line, answer))
+}
+
 /// What a `busy` answer says, escaped; `None` for any other line.
 pub fn busy(line: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;

@@ -28,7 +28,7 @@ mod server;
 mod shared;
 
 pub use self::{
-    client::{ClientError, ask, busy, connect, send, socket_path},
+    client::{ClientError, ask, ask_answer, busy, connect, send, socket_path},
     protocol::{
         BanAnswer, BanOp, Counts, InterfaceStatus, MAX_REASON, PROTOCOL_VERSION, Request, RuleSpec,
         Status, StoreStatus, WebhookStatus,
