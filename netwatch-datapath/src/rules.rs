@@ -52,6 +52,21 @@ impl fmt::Display for RuleProtocol {
     }
 }
 
+impl std::str::FromStr for RuleProtocol {
+    type Err = ();
+
+    /// A protocol by the name [`fmt::Display`] gives it: `tcp`, `udp`, `icmp` or `other`.
+    fn from_str(name: &str) -> Result<Self, ()> {
+        match name {
+            "tcp" => Ok(Self::Tcp),
+            "udp" => Ok(Self::Udp),
+            "icmp" => Ok(Self::Icmp),
+            "other" => Ok(Self::Other),
+            _ => Err(()),
+        }
+    }
+}
+
 /// What a rule does to the frames it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RuleAction {

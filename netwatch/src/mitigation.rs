@@ -12,11 +12,12 @@ use crate::{
     datapath::{BanAction, Datapath, DatapathError, RuleTraffic, SignatureRule},
     detect::{alert::Alert, cidr::Cidr},
     mitigate::{
-        BanChange, BanEvent, BanTable, BanTerms, Mitigator, NeverBan, RuleEvent, RuleKeeper,
-        RuleTable,
+        BanChange, BanEvent, BanTable, BanTerms, Mitigator, NeverBan, RuleEvent, RuleInForce,
+        RuleKeeper, RuleTable, Signature,
     },
     notify::Notifier,
     report::{self, metrics::Metrics},
+    store::{Store, StoreError},
 };
 
 /// The ban lists of every interface's datapath, as one.
@@ -112,10 +113,39 @@ impl RuleTable for Datapaths<'_> {
 /// How long [`Datapaths::settle`] waits: a thousand times what a frame's program takes.
 const SETTLE: Duration = Duration::from_millis(5);
 
+/// What the store kept of mitigation: the bans and rules in force at the last stop, and the
+/// past ones toward the doubling of repeat offenders' TTLs. Empty without a store.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// The bans in force.
+    pub bans: Vec<BanTerms>,
+    /// Past bans within `forget_after`: network, start, end.
+    pub ban_history: Vec<(Cidr, Duration, Duration)>,
+    /// The rules in force.
+    pub rules: Vec<RuleInForce>,
+    /// Past rules within `forget_after`: signature, start.
+    pub rule_history: Vec<(Signature, Duration)>,
+}
+
+impl Kept {
+    /// Reads what `store` kept, before the writer takes it.
+    pub fn read(store: &mut Store, config: &Config, now: Duration) -> Result<Self, StoreError> {
+        let since = now.saturating_sub(config.mitigate.forget_after);
+        Ok(Self {
+            bans: store.open_bans()?,
+            ban_history: store.ban_history(since)?,
+            rules: store.open_rules()?,
+            rule_history: store.rule_history(since)?,
+        })
+    }
+}
+
 /// Mitigation of one daemon.
 pub struct Mitigation {
     mitigator: Mitigator,
     rules: RuleKeeper,
+    /// Whether a store keeps the rules in force across a stop (else they end at the stop).
+    keeps_rules: bool,
     notifier: Option<Notifier>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -136,37 +166,45 @@ fn never(config: &Config) -> NeverBan<'_> {
 }
 
 impl Mitigation {
-    /// Starts mitigation for `config`: past bans toward the doubling, the store's bans in
-    /// force applied again (or ended), and the notify commands' thread. Returns the events of
-    /// the bans restored or ended, for the sinks and then [`Mitigation::announce`].
+    /// Starts mitigation for `config`: past bans and rules toward the doubling, the store's
+    /// bans and rules in force applied again (or ended), and the notify commands' thread.
+    /// `kept` is `None` without a store: the rules then end at the stop. Returns the events
+    /// of the bans and rules restored or ended, for the sinks and then
+    /// [`Mitigation::announce`] and [`Mitigation::announce_rules`].
     pub fn start(
         config: &Config,
-        stored: Vec<BanTerms>,
-        history: Vec<(Cidr, Duration, Duration)>,
+        kept: Option<Kept>,
         metrics: Option<Arc<Metrics>>,
         datapaths: &mut [Datapath],
         now: Duration,
-    ) -> io::Result<(Self, Vec<BanEvent>)> {
+    ) -> io::Result<(Self, Vec<BanEvent>, Vec<RuleEvent>)> {
+        let keeps_rules = kept.is_some();
+        let kept = kept.unwrap_or_default();
         let mut mitigator = Mitigator::new(
             config.mitigate.clone(),
             &never(config),
             config.detect.prefix_v4,
             config.detect.prefix_v6,
         );
-        mitigator.remember(history);
+        mitigator.remember(kept.ban_history);
+        let mut rules = RuleKeeper::new(config.mitigate.clone());
+        rules.remember(kept.rule_history);
         let notifier = Notifier::start(
             config.mitigate.notify.clone(),
             config.mitigate.notify_timeout,
         )?;
-        let events = mitigator.restore(stored, &mut Datapaths(datapaths), now);
+        let bans = mitigator.restore(kept.bans, &mut Datapaths(datapaths), now);
+        let restored = rules.restore(kept.rules, &mut Datapaths(datapaths), now);
         Ok((
             Self {
                 mitigator,
-                rules: RuleKeeper::new(config.mitigate.clone()),
+                rules,
+                keeps_rules,
                 notifier,
                 metrics,
             },
-            events,
+            bans,
+            restored,
         ))
     }
 
@@ -273,11 +311,19 @@ impl Mitigation {
         (bans, rules)
     }
 
-    /// At a stop: every rule ends (rules are not kept across a restart), and their events
-    /// go to the sinks and the notify commands, which withdraw what they announced.
+    /// At a stop: with a store the rules in force stay in it (and upstream), to be set again
+    /// at the next start, as bans are; without one every rule ends, and their events go to
+    /// the sinks and the notify commands, which withdraw what they announced (nothing would
+    /// withdraw it later).
     pub fn end_rules(&mut self, datapaths: &mut [Datapath], now: Duration) -> Vec<RuleEvent> {
-        self.rules
-            .end_all("netwatch stopped", &mut Datapaths(datapaths), now)
+        if self.keeps_rules {
+            return Vec::new();
+        }
+        self.rules.end_all(
+            "netwatch stopped (no store keeps its rules)",
+            &mut Datapaths(datapaths),
+            now,
+        )
     }
 
     /// After the sinks have rule `events`: the notify commands get the rules set, extended
@@ -315,6 +361,12 @@ impl Mitigation {
         if in_force > 0 {
             log::info!(
                 "{in_force} bans in force stay in the store and are applied again at the next start (or ended then, if their time is up); nothing is dropped meanwhile"
+            );
+        }
+        let rules = self.rules.rules().count();
+        if rules > 0 {
+            log::info!(
+                "{rules} signature rules in force stay in the store and upstream (what the notify commands announced), and are set again at the next start (or ended and withdrawn then, if their time is up); netwatch mitigate remove ends one before a stop"
             );
         }
         if let Some(notifier) = self.notifier {

@@ -16,7 +16,7 @@ use crate::{
     detect::{Detector, KnownState},
     inspect::Inspector,
     mitigate::{BanEvent, BanRefusal, MitigateMode, RuleEvent},
-    mitigation::Mitigation,
+    mitigation::{Kept, Mitigation},
     pipeline::{Pipeline, Watch},
     privilege,
     report::{
@@ -162,17 +162,15 @@ impl Session {
             sinks.push(Box::new(FindingsFile::new(create(path, true)?)));
         }
         let mut store_counts = None;
-        let (mut stored_bans, mut ban_history) = (Vec::new(), Vec::new());
+        let mut kept = None;
         let known = match store {
             Some(db) => {
                 let mut store = Store::open(db)?;
                 let known = store.known_state()?;
                 if mitigate {
-                    // Read before the writer takes the store: the bans in force, and the
-                    // bans of late toward the doubling of repeat offenders' TTLs.
-                    stored_bans = store.open_bans()?;
-                    ban_history =
-                        store.ban_history(now().saturating_sub(config.mitigate.forget_after))?;
+                    // Read before the writer takes the store: the bans and rules in force,
+                    // and those of late toward the doubling of repeat offenders' TTLs.
+                    kept = Some(Kept::read(&mut store, &config, now())?);
                 }
                 let writer =
                     StoreWriter::start(store, config.webhook.urls.clone()).map_err(|source| {
@@ -257,17 +255,17 @@ impl Session {
         if mitigate {
             // The pipeline keeps its alerts for mitigation to act on.
             session.pipeline.keep_alerts();
-            let (mitigation, restored) = Mitigation::start(
+            let (mitigation, bans, rules) = Mitigation::start(
                 &session.config,
-                stored_bans,
-                ban_history,
+                kept,
                 metrics,
                 &mut session.datapaths,
                 now(),
             )
             .map_err(SessionError::Write)?;
             session.mitigation = Some(mitigation);
-            session.report_bans(&restored, true)?;
+            session.report_bans(&bans, true)?;
+            session.report_rules(&rules, true)?;
         }
         Ok(session)
     }
@@ -342,8 +340,9 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session's mitigation: the rules in force end (reported, and told to the
-    /// notify commands), then the notify commands still queued run.
+    /// Ends the session's mitigation: without a store the rules in force end (reported, and
+    /// told to the notify commands; with one they stay, as bans do), then the notify
+    /// commands still queued run.
     pub fn finish_mitigation(&mut self) {
         if let Some(mitigation) = &mut self.mitigation {
             let events = mitigation.end_rules(&mut self.datapaths, now());

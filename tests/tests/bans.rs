@@ -978,23 +978,79 @@ fn mitigate_cli(netns: &Netns, args: &[&str]) -> Output {
     client_cli(netns, "mitigate", args)
 }
 
+/// The (change, signature) of each rule event the notify command got.
+fn notified_rules(out: &Path) -> Vec<(String, String)> {
+    fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}"));
+            (
+                event["change"].as_str().unwrap_or("?").to_owned(),
+                event["signature"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Chargen answers (UDP from port 19) from one server to the monitored host, 10 ms apart.
+fn chargen(count: u32) -> Vec<(Duration, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let frame = FrameBuilder::ipv4([198, 51, 100, 19])
+                .from_port(19)
+                .to_port(PORT)
+                .payload(100)
+                .build()
+                .bytes;
+            (Duration::from_millis(u64::from(i) * 10), frame)
+        })
+        .collect()
+}
+
+/// The first rule `netwatch mitigate list --json` shows once it has dropped `dropped`
+/// packets, within 5 s.
+fn rule_that_dropped(pair: &VethPair, dropped: u64) -> Value {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed: Value =
+            serde_json::from_str(&ok(&mitigate_cli(&pair.monitor, &["list", "--json"])))
+                .unwrap_or_else(|err| panic!("{err}"));
+        let rule = listed["rules"][0].clone();
+        if rule["dropped_packets"] == dropped {
+            return rule;
+        }
+        assert!(
+            Instant::now() < end,
+            "no rule dropped {dropped} packets: {listed}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A signature rule set by an attack is listed by `netwatch mitigate list` with its counts,
 /// and `netwatch mitigate remove` ends it at once: reported with why, gone from the list;
 /// an index no rule has is refused in one line. `netwatch mitigate add` sets one by hand,
-/// which drops what it matches; the same signature twice is refused; a stop ends it.
+/// which drops what it matches; the same signature twice is refused. Rules outlive a stop
+/// and a `kill -9` in the store, as bans do: at each start the one in force is set again
+/// (and drops again), the one whose time ran out meanwhile ends; the notify command hears
+/// each change once, nothing at a stop, and a restore at each start.
 #[test]
-fn rules_are_listed_and_removed_by_hand() {
-    if !privileged("rules_are_listed_and_removed_by_hand") {
+fn rules_are_listed_removed_by_hand_and_kept_across_restarts() {
+    if !privileged("rules_are_listed_removed_by_hand_and_kept_across_restarts") {
         return;
     }
     let pair = pair();
     let dir = ScratchDir::new("nwmit");
+    let out = dir.join("notified");
+    let script = notify_script(&dir, &out);
     let config = format!(
         "[monitor]\ninterval = \"{INTERVAL_MS}ms\"\n\n[networks]\nlocal = [\"192.0.2.254/32\"]\n\n\
-         [detect.destination]\npps = 1000.0\n\n[mitigate]\nmode = \"drop\"\nrules = []\n\n\
+         [detect.destination]\npps = 1000.0\n\n[mitigate]\nmode = \"drop\"\nrules = []\n\
+         notify = [\"{script}\"]\n\n\
          [[mitigate.signatures]]\nattacks = [\"reflection\"]\nttl = \"60s\"\n"
     );
-    let daemon = monitor(&pair, &dir, &config);
+    let mut daemon = monitor(&pair, &dir, &config);
     let frames: Vec<(Duration, Vec<u8>)> = (0..2_000u32)
         .map(|i| {
             let frame = FrameBuilder::ipv4(std::net::Ipv4Addr::from(0x6440_0001 + i).octets())
@@ -1069,33 +1125,8 @@ fn rules_are_listed_and_removed_by_hand() {
             && added.trim_end().ends_with("(drop)"),
         "{added}"
     );
-    let chargen: Vec<(Duration, Vec<u8>)> = (0..10u32)
-        .map(|i| {
-            let frame = FrameBuilder::ipv4([198, 51, 100, 19])
-                .from_port(19)
-                .to_port(PORT)
-                .payload(100)
-                .build()
-                .bytes;
-            (Duration::from_millis(u64::from(i) * 10), frame)
-        })
-        .collect();
-    assert_eq!(pair.send_paced(chargen), 10);
-    let end = Instant::now() + Duration::from_secs(5);
-    let manual = loop {
-        let listed: Value =
-            serde_json::from_str(&ok(&mitigate_cli(&pair.monitor, &["list", "--json"])))
-                .unwrap_or_else(|err| panic!("{err}"));
-        let rule = listed["rules"][0].clone();
-        if rule["dropped_packets"] == 10 {
-            break rule;
-        }
-        assert!(
-            Instant::now() < end,
-            "the rule by hand dropped no chargen: {listed}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    };
+    assert_eq!(pair.send_paced(chargen(10)), 10);
+    let manual = rule_that_dropped(&pair, 10);
     assert_eq!(manual["origin"], "manual");
     assert_eq!(manual["attack"], Value::Null);
     assert_eq!(manual["ttl_s"], 30);
@@ -1117,15 +1148,87 @@ fn rules_are_listed_and_removed_by_hand() {
         stderr.contains("a rule of this signature is in force already"),
         "{stderr}"
     );
+    // A second by hand (QOTD answers) for 2 s only: it ends while netwatch is stopped.
+    ok(&mitigate_cli(
+        &pair.monitor,
+        &[
+            "add",
+            "--destination",
+            "192.0.2.254",
+            "--protocol",
+            "udp",
+            "--source-port",
+            "17",
+            "--ttl",
+            "2s",
+        ],
+    ));
+    let rules = |records: &[Value]| -> Vec<(String, String, String)> {
+        records
+            .iter()
+            .filter(|r| r["type"] == "rule")
+            .map(|r| {
+                let text = |key: &str| r[key].as_str().unwrap_or("").to_owned();
+                (text("change"), text("signature"), text("why"))
+            })
+            .collect()
+    };
+    let event = |change: &str, signature: &str, why: &str| {
+        (change.to_owned(), signature.to_owned(), why.to_owned())
+    };
+    let (chargen_rule, qotd_rule) = (
+        "udp from port 19 to 192.0.2.254/32",
+        "udp from port 17 to 192.0.2.254/32",
+    );
+    let reflection = "udp from port 11211 to 192.0.2.254/32";
     let records = stop(daemon);
-    let removes: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["type"] == "rule" && r["change"] == "remove")
-        .collect();
-    // The one removed by hand, and at the stop the one added by hand.
-    let whys: Vec<&str> = removes
-        .iter()
-        .map(|r| r["why"].as_str().unwrap_or("?"))
-        .collect();
-    assert_eq!(whys, ["removed by hand", "netwatch stopped"], "{removes:?}");
+    // Nothing ends at the stop: the store keeps the rules.
+    assert_eq!(
+        rules(&records),
+        [
+            event("add", reflection, ""),
+            event("remove", reflection, "removed by hand"),
+            event("add", chargen_rule, ""),
+            event("add", qotd_rule, ""),
+        ]
+    );
+    thread::sleep(Duration::from_millis(2_500));
+
+    // The restart: the chargen rule is set again and drops again; the QOTD one's time ran
+    // out.
+    daemon = monitor(&pair, &dir, &config);
+    assert_eq!(pair.send_paced(chargen(10)), 10);
+    let restored = rule_that_dropped(&pair, 10);
+    assert_eq!(restored["signature"], chargen_rule);
+    assert_eq!(restored["ttl_s"], 30, "{restored}");
+    assert_eq!(restored["origin"], "manual");
+    // A crash: the next start sets it again all the same.
+    daemon.signal(libc::SIGKILL);
+    let _ = daemon.wait_exit();
+    daemon = monitor(&pair, &dir, &config);
+    assert_eq!(pair.send_paced(chargen(10)), 10);
+    assert_eq!(rule_that_dropped(&pair, 10)["signature"], chargen_rule);
+    let records = stop(daemon);
+    assert_eq!(
+        rules(&records),
+        [event("restore", chargen_rule, "")],
+        "the last start"
+    );
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, s)| ((*a).to_owned(), (*s).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        notified_rules(&out),
+        pairs(&[
+            ("add", reflection),
+            ("remove", reflection),
+            ("add", chargen_rule),
+            ("add", qotd_rule),
+            ("restore", chargen_rule),
+            ("remove", qotd_rule),
+            ("restore", chargen_rule),
+        ])
+    );
 }

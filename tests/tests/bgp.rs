@@ -258,6 +258,21 @@ fn rules_become_flowspec_and_blackhole_routes_in_bird_while_they_live() {
         ),
     );
 
+    // A rule restored at netwatch's start (kept in its store) is announced again: ExaBGP may
+    // have restarted meanwhile.
+    let restored = rule(
+        "restore",
+        "drop",
+        serde_json::json!({"destination": "192.0.2.8/32", "fragments": true, "attack": "ip_fragments"}),
+    );
+    notify(&peers, &restored);
+    wait_for(&peers, "the restored rule's route", &flows, |text| {
+        text.contains("flow4 { dst 192.0.2.8/32;")
+    });
+    let mut removed = restored.clone();
+    removed["change"] = "remove".into();
+    notify(&peers, &removed);
+
     // The rules end: their routes go, the others stay until theirs do.
     let mut removed = ntp.clone();
     removed["change"] = "remove".into();
@@ -266,7 +281,11 @@ fn rules_become_flowspec_and_blackhole_routes_in_bird_while_they_live() {
         &peers,
         "the reflection route's withdrawal",
         &flows,
-        |text| text.contains("192.0.2.6/32") && !text.contains("192.0.2.5/32"),
+        |text| {
+            text.contains("192.0.2.6/32")
+                && !text.contains("192.0.2.5/32")
+                && !text.contains("192.0.2.8/32")
+        },
     );
     assert!(table.contains("192.0.2.6/32"), "{table}");
     assert!(

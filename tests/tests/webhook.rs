@@ -444,6 +444,72 @@ fn queued_findings_survive_a_restart_of_netwatch() {
     );
 }
 
+/// Signature rule changes are findings for the SIEM as alerts are: a rule added and removed
+/// by hand over the control socket reaches it, in order, once each, after the alerts
+/// reported before it.
+#[test]
+fn rule_changes_reach_the_siem_with_the_alerts() {
+    if !privileged("rule_changes_reach_the_siem_with_the_alerts") {
+        return;
+    }
+    let pair = VethPair::new(true);
+    let dir = ScratchDir::new("nwsiem4");
+    let config = dir.join("netwatch.toml");
+    std::fs::write(
+        &config,
+        format!("{CONFIG}[mitigate]\nmode = \"drop\"\nrules = []\n"),
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let siem = Siem::start(&pair.monitor, None);
+    let (netwatch, stdout, stderr) = start_netwatch(&pair, &config, "http");
+    wait_line(&stderr, "attached to");
+    let mut findings: Vec<Value> = Vec::new();
+    pair.send(burst(4));
+    collect_findings(&stdout, &mut findings, 3);
+    let mitigate = |args: &[&str]| {
+        succeed(
+            std::process::Command::new(netwatch_bin())
+                .arg("mitigate")
+                .arg("--control")
+                .arg(pair.monitor.control_path())
+                .args(args),
+        )
+    };
+    mitigate(&[
+        "add",
+        "--destination",
+        "192.0.2.5",
+        "--protocol",
+        "udp",
+        "--source-port",
+        "389",
+        "--ttl",
+        "1h",
+    ]);
+    mitigate(&["remove", "0"]);
+    // The two rule records among the output, after the alerts and events.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut rules = 0;
+    while rules < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = stdout
+            .recv_timeout(left)
+            .unwrap_or_else(|err| panic!("only {rules} rule records: {err}"));
+        let record: Value = serde_json::from_str(&line).unwrap_or_default();
+        if record["type"] == "rule" {
+            rules += 1;
+            findings.push(record);
+        }
+    }
+    let changes: Vec<&str> = findings
+        .iter()
+        .filter_map(|f| f["change"].as_str())
+        .collect();
+    assert_eq!(changes, ["add", "remove"]);
+    siem.expect(&findings, "the alerts, events and rule changes, in order");
+    terminate(netwatch);
+}
+
 /// A certificate authority made with the openssl command for one test: `NAME.pem` and
 /// `NAME.key` in `dir`.
 fn certificate_authority(dir: &ScratchDir, name: &str) -> std::path::PathBuf {

@@ -432,11 +432,10 @@ fn rule_add(request: &Request) -> Result<BanOp, BanOpError> {
     let destination = spec.destination.parse::<Cidr>()?;
     let protocol = match spec.protocol.as_deref() {
         None => None,
-        Some("tcp") => Some(RuleProtocol::Tcp),
-        Some("udp") => Some(RuleProtocol::Udp),
-        Some("icmp") => Some(RuleProtocol::Icmp),
-        Some("other") => Some(RuleProtocol::Other),
-        Some(other) => return Err(BanOpError::Protocol(other.to_owned())),
+        Some(name) => Some(
+            name.parse::<RuleProtocol>()
+                .map_err(|()| BanOpError::Protocol(name.to_owned()))?,
+        ),
     };
     let ports = spec.source_port.is_some() || spec.destination_port.is_some();
     if ports && matches!(protocol, Some(RuleProtocol::Icmp | RuleProtocol::Other)) {

@@ -90,16 +90,20 @@ pub enum RuleChange {
     Remove,
     /// Not set, and why.
     Refuse,
+    /// Set again at a start, from the store: still in force, and announced again (the
+    /// routers may have lost it meanwhile).
+    Restore,
 }
 
 impl RuleChange {
-    /// `add`, `extend`, `remove` or `refuse`.
+    /// `add`, `extend`, `remove`, `refuse` or `restore`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Add => "add",
             Self::Extend => "extend",
             Self::Remove => "remove",
             Self::Refuse => "refuse",
+            Self::Restore => "restore",
         }
     }
 }
@@ -120,8 +124,8 @@ pub struct RuleEvent {
 }
 
 impl RuleEvent {
-    /// Whether the notify commands get it: a rule set, extended or removed (a refusal is for
-    /// the operator only).
+    /// Whether the notify commands get it: a rule set, extended, removed or restored (a
+    /// refusal is for the operator only).
     pub fn is_notified(&self) -> bool {
         self.change != RuleChange::Refuse
     }
@@ -316,8 +320,8 @@ impl RuleKeeper {
         self.end(&signature, "removed by hand", table, now)
     }
 
-    /// Ends every rule now (netwatch stops: the rules are not kept across a restart, and the
-    /// notify commands withdraw what they announced).
+    /// Ends every rule now (netwatch stops with no store to keep them in, so that the notify
+    /// commands withdraw what they announced: nothing would withdraw it later).
     pub fn end_all(
         &mut self,
         why: &str,
@@ -392,12 +396,21 @@ impl RuleKeeper {
                 now,
             ));
         }
+        events.extend(self.carry_into_mode(table, now));
+        events
+    }
+
+    /// Sets every rule set in another mode than the configuration's again in it: its
+    /// removal in the old mode, then its addition in the new, so that the notify commands
+    /// withdraw or announce it.
+    fn carry_into_mode(&mut self, table: &mut dyn RuleTable, now: Duration) -> Vec<RuleEvent> {
         let other_mode: Vec<Signature> = self
             .rules
             .values()
             .filter(|rule| rule.mode != self.config.mode)
             .map(|rule| rule.signature)
             .collect();
+        let mut events = Vec::new();
         for signature in other_mode {
             let Some(ended) = self.end(&signature, "the mode changed", table, now) else {
                 continue;
@@ -412,6 +425,68 @@ impl RuleKeeper {
                 Err(event) => events.push(*event),
             }
         }
+        events
+    }
+
+    /// Past rules (their signature and start, oldest first) toward the doubling of a
+    /// signature's TTL, as the store kept them.
+    pub fn remember(&mut self, past: impl IntoIterator<Item = (Signature, Duration)>) {
+        for (signature, created) in past {
+            self.offence(signature, created);
+        }
+    }
+
+    /// Applies the rules the store kept in force at the last stop (or crash): those still
+    /// in time are set again (a `restore`, which the notify commands announce again, since
+    /// the routers may have lost them meanwhile), in the configuration's mode; those whose
+    /// time ran out while netwatch was stopped, or that the configuration refuses now, end
+    /// (a `remove`, withdrawn upstream). The kernel's counters start from zero.
+    pub fn restore(
+        &mut self,
+        stored: Vec<RuleInForce>,
+        table: &mut dyn RuleTable,
+        now: Duration,
+    ) -> Vec<RuleEvent> {
+        let ended = |rule: RuleInForce, why: String| RuleEvent {
+            at: now,
+            change: RuleChange::Remove,
+            mode: rule.mode,
+            rule,
+            why: Some(why),
+        };
+        if self.config.mode == MitigateMode::Off {
+            return stored
+                .into_iter()
+                .map(|rule| ended(rule, String::from("mitigation is off")))
+                .collect();
+        }
+        self.sync_exemptions(table);
+        let mut events = Vec::new();
+        for mut rule in stored {
+            if rule.expires <= now {
+                events.push(ended(
+                    rule,
+                    String::from("its time ran out while netwatch was stopped"),
+                ));
+                continue;
+            }
+            if self.rules.contains_key(&rule.signature) {
+                continue;
+            }
+            rule.traffic = RuleTraffic::default();
+            match self.admit(rule, table, false) {
+                Ok(mut event) => {
+                    event.change = RuleChange::Restore;
+                    event.at = now;
+                    events.push(event);
+                }
+                Err(refused) => {
+                    let why = refused.why.unwrap_or_default();
+                    events.push(ended(refused.rule, format!("not set again: {why}")));
+                }
+            }
+        }
+        events.extend(self.carry_into_mode(table, now));
         events
     }
 
@@ -887,5 +962,144 @@ mod tests {
             |e| e.change == RuleChange::Remove && e.why.as_deref() == Some("netwatch stopped")
         ));
         assert!(kernel.rules.is_empty() && keeper.rules().count() == 0);
+    }
+
+    /// The rules a store kept come back at a start: those in time set again in the kernel (a
+    /// `restore`, with their end and offence), whatever index they had; one whose time ran
+    /// out while netwatch was stopped, or whose victim is now on `never_destinations`, ends
+    /// (a `remove`, in the mode it was announced in); one kept in dry-run goes into the
+    /// configuration's mode; with mitigation off all end. Past rules count toward the
+    /// doubling.
+    #[test]
+    fn a_start_sets_the_kept_rules_again_and_ends_the_expired() {
+        let mut first = RuleKeeper::new(config(MitigateMode::Drop));
+        let mut kernel = Kernel::default();
+        first.on_alert(
+            "eth0",
+            &ntp_alert("a-1", AlertState::Start, "192.0.2.5"),
+            &mut kernel,
+            secs(1_000),
+        );
+        let mut kept: Vec<RuleInForce> = first.rules().cloned().collect();
+        assert_eq!(kept.len(), 2);
+        // The SYN rule would have ended at 1,100 s; the NTP one at 1,600 s.
+        kept[1].expires = secs(1_100);
+        assert_eq!(
+            kept[1].signature.to_string(),
+            "tcp syn to 192.0.2.9/32 port 443"
+        );
+        // A third to a host now never given a rule; a fourth kept in dry-run.
+        let mut never = kept[0].clone();
+        never.signature.destination = "192.0.2.66/32".parse().unwrap();
+        let mut dry = kept[0].clone();
+        dry.signature.destination = "192.0.2.97/32".parse().unwrap();
+        dry.mode = MitigateMode::DryRun;
+        kept.extend([never, dry]);
+        for rule in &mut kept {
+            rule.index = 40;
+        }
+        let restart = |mode| {
+            RuleKeeper::new(MitigateConfig {
+                never_destinations: vec!["192.0.2.64/28".parse().unwrap()],
+                ..config(mode)
+            })
+        };
+        let mut kernel = Kernel::default();
+        let mut keeper = restart(MitigateMode::Drop);
+        let events = keeper.restore(kept.clone(), &mut kernel, secs(1_200));
+        let said: Vec<(RuleChange, String, MitigateMode, Option<&str>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.change,
+                    e.rule.signature.destination.to_string(),
+                    e.mode,
+                    e.why.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    RuleChange::Restore,
+                    String::from("192.0.2.5/32"),
+                    MitigateMode::Drop,
+                    None
+                ),
+                (
+                    RuleChange::Remove,
+                    String::from("192.0.2.9/32"),
+                    MitigateMode::Drop,
+                    Some("its time ran out while netwatch was stopped")
+                ),
+                (
+                    RuleChange::Remove,
+                    String::from("192.0.2.66/32"),
+                    MitigateMode::Drop,
+                    Some(
+                        "not set again: 192.0.2.66/32 is on mitigate.never_destinations (192.0.2.64/28)"
+                    )
+                ),
+                (
+                    RuleChange::Restore,
+                    String::from("192.0.2.97/32"),
+                    MitigateMode::DryRun,
+                    None
+                ),
+                (
+                    RuleChange::Remove,
+                    String::from("192.0.2.97/32"),
+                    MitigateMode::DryRun,
+                    Some("the mode changed")
+                ),
+                (
+                    RuleChange::Add,
+                    String::from("192.0.2.97/32"),
+                    MitigateMode::Drop,
+                    None
+                ),
+            ]
+        );
+        // In the kernel from index 0, dropping; the NTP rule ends when it would have.
+        assert_eq!(kernel.rules.len(), 2);
+        assert!(
+            kernel
+                .rules
+                .values()
+                .all(|rule| rule.action == RuleAction::Drop)
+        );
+        let ntp = keeper.rules().find(|rule| rule.index == 0).unwrap();
+        assert_eq!(
+            (ntp.signature.to_string().as_str(), ntp.expires, ntp.offence),
+            ("udp from port 123 to 192.0.2.5/32", secs(1_600), 1)
+        );
+        assert_eq!(keeper.tick(&mut kernel, secs(1_600)).len(), 2);
+        // With mitigation off, every kept rule ends and nothing is set.
+        let mut kernel = Kernel::default();
+        let events = restart(MitigateMode::Off).restore(kept, &mut kernel, secs(1_200));
+        assert_eq!(events.len(), 4);
+        assert!(events.iter().all(
+            |e| e.change == RuleChange::Remove && e.why.as_deref() == Some("mitigation is off")
+        ));
+        assert!(kernel.rules.is_empty());
+        // Remembered past rules double the next one's time.
+        let mut keeper = restart(MitigateMode::Drop);
+        let ntp: Signature = first
+            .rules()
+            .find(|rule| rule.index == 0)
+            .unwrap()
+            .signature;
+        keeper.remember([(ntp, secs(1_000))]);
+        let events = keeper.on_alert(
+            "eth0",
+            &ntp_alert("a-2", AlertState::Start, "192.0.2.5"),
+            &mut kernel,
+            secs(3_000),
+        );
+        assert_eq!(
+            (events[0].rule.offence, events[0].rule.expires),
+            (2, secs(4_200))
+        );
     }
 }

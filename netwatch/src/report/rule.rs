@@ -147,6 +147,13 @@ pub fn write_line(out: &mut impl Write, event: &RuleEvent) -> io::Result<()> {
             event.mode.name(),
             rule.offence
         ),
+        RuleChange::Restore => writeln!(
+            out,
+            "{at} RULE RESTORED {what}{rtbh}: {signature} until {} ({}, offence {}): {attack}{cause}, kept across the restart",
+            rfc3339(UNIX_EPOCH + rule.expires),
+            event.mode.name(),
+            rule.offence
+        ),
         RuleChange::Extend => writeln!(
             out,
             "{at} RULE {signature} extended until {}: {attack} goes on{cause}",
@@ -263,6 +270,7 @@ mod tests {
         let mut out = Vec::new();
         write_line(&mut out, &event(RuleChange::Add, RuleAction::Drop)).unwrap();
         write_line(&mut out, &event(RuleChange::Remove, RuleAction::Drop)).unwrap();
+        write_line(&mut out, &event(RuleChange::Restore, RuleAction::Drop)).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -272,6 +280,13 @@ mod tests {
         assert_eq!(
             lines[1],
             "2026-11-22T02:30:01.000Z RULE REMOVED udp from port 123 to 192.0.2.5/32 after 0s: ended; 10 packets matched, 10 dropped"
+        );
+        assert!(
+            lines[2].starts_with(
+                "2026-11-22T02:30:01.000Z RULE RESTORED drop: udp from port 123 to 192.0.2.5/32 until 2026-11-22T02:40:01"
+            ) && lines[2].ends_with(", kept across the restart"),
+            "{}",
+            lines[2]
         );
     }
 }

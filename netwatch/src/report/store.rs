@@ -21,8 +21,10 @@ use crate::{
     collect::Interval,
     datapath::{OverflowBreakdown, SlotlessPrefix, Target, Traffic, add_traffic},
     detect::KnownChange,
-    mitigate::{BanChange, BanEvent},
-    store::{BanRecord, BanRow, FindingRow, IntervalRow, SlotlessRow, SourceRow, Store},
+    mitigate::{BanChange, BanEvent, RuleChange, RuleEvent},
+    store::{
+        BanRecord, BanRow, FindingRow, IntervalRow, RuleRecord, SlotlessRow, SourceRow, Store,
+    },
 };
 
 /// Intervals between two updates of the known sources' `last_seen`.
@@ -32,7 +34,7 @@ const PRUNE_EVERY: u64 = 3_600;
 
 /// Records waiting for the writer at most; past that the pipeline counts them as dropped.
 const QUEUE: usize = 4_096;
-/// How long a ban event waits to be kept before the daemon goes on (and says so).
+/// How long a ban or rule event waits to be kept before the daemon goes on (and says so).
 const BAN_KEPT_WAIT: Duration = Duration::from_secs(2);
 
 /// What the writer thread is asked to keep.
@@ -48,6 +50,9 @@ pub enum Record {
     Findings(Vec<FindingRow>),
     /// A ban event (also queued for the webhooks), and who waits for it to be kept.
     Ban(BanRecord, SyncSender<()>),
+    /// A signature rule event: its change to the rules table and its finding (also queued
+    /// for the webhooks), and who waits for it to be kept.
+    Rule(RuleRecord, FindingRow, SyncSender<()>),
     /// Delete history older than this.
     Prune(Duration),
     /// Nothing to write: wakes the writer for what [`StoreWriter::send_kept`] left aside.
@@ -98,6 +103,17 @@ impl std::fmt::Debug for StoreWriter {
     }
 }
 
+impl Record {
+    /// Whoever waits for this record to be kept, if it is one of those (bans and rules: a
+    /// restart must know every one).
+    fn kept(&self) -> Option<&SyncSender<()>> {
+        match self {
+            Self::Ban(_, kept) | Self::Rule(_, _, kept) => Some(kept),
+            _ => None,
+        }
+    }
+}
+
 impl StoreWriter {
     /// Starts the writer, which owns `store`; findings are also queued for `webhooks`.
     pub fn start(mut store: Store, webhooks: Vec<String>) -> io::Result<Self> {
@@ -118,7 +134,7 @@ impl StoreWriter {
     }
 
     /// Hands a record to the writer without waiting and without dropping it for a full
-    /// queue: for the few records that may not be dropped (bans). It waits aside (at most
+    /// queue: for the few records that may not be dropped (bans and rules). It waits aside (at most
     /// [`KEPT_MAX`]) and the writer takes it before what it reads next.
     pub fn send_kept(&self, record: Record) {
         let Some(tx) = &self.tx else {
@@ -132,7 +148,7 @@ impl StoreWriter {
             if kept.len() >= KEPT_MAX {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
                 log::error!(
-                    "the store is {KEPT_MAX} ban records behind; one was not kept (a restart would not know of it)"
+                    "the store is {KEPT_MAX} ban and rule records behind; one was not kept (a restart would not know of it)"
                 );
                 return;
             }
@@ -224,6 +240,33 @@ impl StoreSink {
     }
 }
 
+impl StoreSink {
+    /// Hands over a ban or rule record and waits (at most [`BAN_KEPT_WAIT`]) until it is
+    /// kept. The findings before it are written first, so the webhooks get everything in
+    /// order. It is never dropped for a full queue, and is kept before anyone else hears of
+    /// it: after a crash, the store's bans and rules are the ones to apply again.
+    fn keep(
+        &mut self,
+        record: impl FnOnce(SyncSender<()>) -> Record,
+        what: &str,
+    ) -> io::Result<()> {
+        self.flush()?;
+        let (kept, acknowledged) = sync_channel(1);
+        self.writer.send_kept(record(kept));
+        match acknowledged.recv_timeout(BAN_KEPT_WAIT) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) => log::warn!(
+                "the store has not kept the {what} within {} s (a slow or full disk): it waits in memory until the store takes writes again",
+                BAN_KEPT_WAIT.as_secs()
+            ),
+            Err(RecvTimeoutError::Disconnected) => {
+                log::error!("the store lost the {what}: a restart would not know of it");
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Sink for StoreSink {
     fn interval(&mut self, report: &IntervalReport<'_>) -> io::Result<()> {
         if report.combined {
@@ -271,39 +314,31 @@ impl Sink for StoreSink {
                 None,
                 None,
             ),
-            // Kept with the findings (in history and on to the webhooks); the rules in force
-            // are not restored at a start yet.
-            Finding::Rule(event) => (
-                "rule",
-                event.change.name(),
-                event.rule.signature.to_string(),
-                event.rule.attack.map(|attack| attack.name().to_owned()),
-                None,
-            ),
+            Finding::Rule(event) => {
+                // A rule has a row of its own from start to end, beside its finding (history
+                // and the webhooks), kept as a ban is.
+                let finding = FindingRow {
+                    ts_ms: i64::try_from(report.at().as_millis()).unwrap_or(i64::MAX),
+                    kind_of_record: "rule",
+                    kind: event.change.name().to_owned(),
+                    subject: event.rule.signature.to_string(),
+                    record: String::from_utf8_lossy(report.json).trim_end().to_owned(),
+                    attack: event.rule.attack.map(|attack| attack.name().to_owned()),
+                    sources: None,
+                    iface: report.iface.to_owned(),
+                };
+                let what = format!("rule {} of {}", event.change.name(), event.rule.signature);
+                return self.keep(
+                    |kept| Record::Rule(rule_record(event), finding, kept),
+                    &what,
+                );
+            }
             Finding::Ban(event) => {
-                // Bans have a table of their own, from start to end; the findings before it
-                // are written first, so the webhooks get everything in order. A ban is never
-                // dropped for a full queue, and is kept before anyone else hears of it: after
-                // a crash, the store's bans are the ones to apply again.
-                self.flush()?;
-                let (kept, acknowledged) = sync_channel(1);
-                self.writer
-                    .send_kept(Record::Ban(ban_record(event, report.json), kept));
-                match acknowledged.recv_timeout(BAN_KEPT_WAIT) {
-                    Ok(()) => {}
-                    Err(RecvTimeoutError::Timeout) => log::warn!(
-                        "the store has not kept the {} of {} within {} s (a slow or full disk): it waits in memory until the store takes writes again",
-                        event.change.name(),
-                        event.net,
-                        BAN_KEPT_WAIT.as_secs()
-                    ),
-                    Err(RecvTimeoutError::Disconnected) => log::error!(
-                        "the store lost the {} of {}: a restart would not know of it",
-                        event.change.name(),
-                        event.net
-                    ),
-                }
-                return Ok(());
+                let what = format!("{} of {}", event.change.name(), event.net);
+                return self.keep(
+                    |kept| Record::Ban(ban_record(event, report.json), kept),
+                    &what,
+                );
             }
         };
         self.findings.push(FindingRow {
@@ -369,6 +404,25 @@ fn ban_record(event: &BanEvent, json: &[u8]) -> BanRecord {
             json,
         },
         BanChange::Refused | BanChange::Restore => BanRecord::Note(json),
+    }
+}
+
+/// What a rule event changes in the rules table.
+fn rule_record(event: &RuleEvent) -> RuleRecord {
+    let rule = &event.rule;
+    match event.change {
+        RuleChange::Add => RuleRecord::Start(Box::new(rule.clone())),
+        RuleChange::Extend => RuleRecord::Extend {
+            signature: rule.signature.to_string(),
+            expires: rule.expires,
+        },
+        RuleChange::Remove => RuleRecord::End {
+            signature: rule.signature.to_string(),
+            ended: event.at,
+            why: event.why.clone().unwrap_or_default(),
+            traffic: rule.traffic,
+        },
+        RuleChange::Refuse | RuleChange::Restore => RuleRecord::Note,
     }
 }
 
@@ -560,7 +614,7 @@ fn write_all(
             });
             match written {
                 Ok(()) => {
-                    if let Some(Record::Ban(_, kept)) = waiting.pop_front() {
+                    if let Some(kept) = waiting.pop_front().as_ref().and_then(Record::kept) {
                         // Whoever waited may have given up: nothing to tell then.
                         let _ = kept.send(());
                     }
@@ -585,12 +639,10 @@ fn write_all(
                 );
                 outage = None;
             } else {
-                // The oldest go, but never a ban record: those are bounded on their own
-                // (KEPT_MAX), and a restart must know every ban.
+                // The oldest go, but never a ban or rule record: those are bounded on their
+                // own (KEPT_MAX), and a restart must know every one.
                 while waiting.len() > RETRY {
-                    let Some(oldest) = waiting
-                        .iter()
-                        .position(|record| !matches!(record, Record::Ban(..)))
+                    let Some(oldest) = waiting.iter().position(|record| record.kept().is_none())
                     else {
                         break;
                     };
@@ -633,6 +685,7 @@ fn write_one(
         Record::Interval(row, sources) => store.record_interval(row, sources),
         Record::Findings(findings) => store.record_findings(findings, webhooks),
         Record::Ban(record, _) => store.record_ban(record, webhooks),
+        Record::Rule(record, finding, _) => store.record_rule(record, finding, webhooks),
         Record::Prune(cutoff) => store.prune_history(*cutoff).map(drop),
         Record::Nudge => Ok(()),
     }

@@ -104,7 +104,7 @@ pub struct SourceRow {
 pub struct FindingRow {
     /// Unix milliseconds.
     pub ts_ms: i64,
-    /// `alert` or `event`.
+    /// `alert`, `event` or `rule`.
     pub kind_of_record: &'static str,
     /// Alert kind or event name.
     pub kind: String,
@@ -226,21 +226,7 @@ impl Store {
         }
         self.in_transaction(|tx| {
             for finding in findings {
-                tx.execute(
-                    "INSERT INTO findings (ts_ms, type, kind, subject, record, attack, sources, iface)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        finding.ts_ms,
-                        finding.kind_of_record,
-                        finding.kind,
-                        finding.subject,
-                        finding.record,
-                        finding.attack,
-                        finding.sources.map(to_i64),
-                        finding.iface,
-                    ],
-                )?;
-                super::queue::enqueue(tx, webhooks, &finding.record)?;
+                insert_finding(tx, finding, webhooks)?;
             }
             Ok(())
         })
@@ -261,14 +247,16 @@ impl Store {
                 .execute(&format!("DELETE FROM {table} WHERE ts_ms < ?1"), [cutoff])
                 .map_err(|err| self.sqlite(err))?;
         }
-        // Bans in force stay, however old: they are applied again at start.
-        removed += self
-            .conn
-            .execute(
-                "DELETE FROM bans WHERE ended_ms IS NOT NULL AND ended_ms < ?1",
-                [cutoff],
-            )
-            .map_err(|err| self.sqlite(err))?;
+        // Bans and rules in force stay, however old: they are applied again at start.
+        for table in ["bans", "rules"] {
+            removed += self
+                .conn
+                .execute(
+                    &format!("DELETE FROM {table} WHERE ended_ms IS NOT NULL AND ended_ms < ?1"),
+                    [cutoff],
+                )
+                .map_err(|err| self.sqlite(err))?;
+        }
         Ok(removed)
     }
 
@@ -351,6 +339,30 @@ impl Store {
         rows.collect::<Result<_, _>>()
             .map_err(|err| self.sqlite(err))
     }
+}
+
+/// Keeps one alert, event or rule change and queues it for every webhook URL, within the
+/// caller's transaction.
+pub(super) fn insert_finding(
+    tx: &rusqlite::Transaction<'_>,
+    finding: &FindingRow,
+    webhooks: &[String],
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO findings (ts_ms, type, kind, subject, record, attack, sources, iface)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            finding.ts_ms,
+            finding.kind_of_record,
+            finding.kind,
+            finding.subject,
+            finding.record,
+            finding.attack,
+            finding.sources.map(to_i64),
+            finding.iface,
+        ],
+    )?;
+    super::queue::enqueue(tx, webhooks, &finding.record)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The SQLite store: what must survive a restart. One file, one connection, split by concern:
 //! [`known`] (the known sources and the learning state), [`history`] (intervals, their top
-//! sources, alerts and events) and [`queue`] (records waiting for the webhooks).
+//! sources, alerts and events), [`bans`] and [`rules`] (mitigation, from start to end, the
+//! ones in force set again at start) and [`queue`] (records waiting for the webhooks).
 //!
 //! WAL mode, so that `netwatch known` can read while the daemon writes. The schema is
 //! versioned with `PRAGMA user_version` and migrated forward at open; a file written by a newer
@@ -17,12 +18,14 @@ pub use self::{
     bans::{BanRecord, BanRow},
     history::{FindingRow, IntervalRow, SlotlessRow, SourceRow, SourceTotal},
     known::{KnownSource, Origin},
+    rules::RuleRecord,
 };
 
 mod bans;
 mod history;
 mod known;
 mod queue;
+mod rules;
 
 /// Each entry migrates from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -134,6 +137,54 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX bans_open ON bans (subject) WHERE ended_ms IS NULL;
      CREATE INDEX bans_created ON bans (created_ms);",
+    // 7: signature rules, each from its start to its end, as bans: the ones without an end
+    // are in force, and are set again at start. Their events are findings too: the table is
+    // made again to let them in (SQLite cannot change a CHECK in place).
+    "CREATE TABLE findings_7 (
+         ts_ms   INTEGER NOT NULL,
+         type    TEXT NOT NULL CHECK (type IN ('alert', 'event', 'rule')),
+         kind    TEXT NOT NULL,
+         subject TEXT NOT NULL,
+         record  TEXT NOT NULL,
+         attack  TEXT,
+         sources INTEGER,
+         iface   TEXT
+     );
+     INSERT INTO findings_7 (ts_ms, type, kind, subject, record, attack, sources, iface)
+         SELECT ts_ms, type, kind, subject, record, attack, sources, iface FROM findings;
+     DROP TABLE findings;
+     ALTER TABLE findings_7 RENAME TO findings;
+     CREATE INDEX findings_ts ON findings (ts_ms);
+     CREATE INDEX findings_attack ON findings (attack, ts_ms) WHERE attack IS NOT NULL;
+     CREATE TABLE rules (
+         signature        TEXT NOT NULL,
+         destination      TEXT NOT NULL,
+         protocol         TEXT CHECK (protocol IN ('tcp', 'udp', 'icmp', 'other')),
+         source_port      INTEGER,
+         destination_port INTEGER,
+         tcp_syn          INTEGER NOT NULL,
+         fragments        INTEGER NOT NULL,
+         action           TEXT NOT NULL CHECK (action IN ('drop', 'rate-limit')),
+         rate_pps         INTEGER,
+         rtbh             INTEGER NOT NULL,
+         attack           TEXT,
+         mode             TEXT NOT NULL,
+         origin           TEXT NOT NULL CHECK (origin IN ('alert', 'manual')),
+         alert_id         TEXT,
+         alert_kind       TEXT,
+         iface            TEXT NOT NULL,
+         offence          INTEGER NOT NULL,
+         created_ms       INTEGER NOT NULL,
+         expires_ms       INTEGER NOT NULL,
+         ended_ms         INTEGER,
+         ended_why        TEXT,
+         matched_packets  INTEGER NOT NULL DEFAULT 0,
+         matched_bytes    INTEGER NOT NULL DEFAULT 0,
+         dropped_packets  INTEGER NOT NULL DEFAULT 0,
+         dropped_bytes    INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX rules_open ON rules (signature) WHERE ended_ms IS NULL;
+     CREATE INDEX rules_created ON rules (created_ms);",
 ];
 
 const LEARNING_STARTED: &str = "learning_started_ms";

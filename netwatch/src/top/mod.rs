@@ -317,7 +317,7 @@ impl Model {
             Some("rule") => {
                 let index = record["index"].as_u64().unwrap_or(u64::MAX);
                 match record["change"].as_str() {
-                    Some("add" | "extend") => {
+                    Some("add" | "extend" | "restore") => {
                         self.rules.insert(index, record.clone());
                     }
                     Some("remove") => {
