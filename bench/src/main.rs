@@ -800,15 +800,18 @@ fn options_cost(
             |count| format!("{count}"),
         )
     };
-    let [program, rules, sampler] = datapath.verified_instructions()?;
+    let [program, rules, sampler, capture, keep] = datapath.verified_instructions()?;
     writeln!(
         report,
         "\nThe verifier's load: it processed {} instructions to accept the counting program \
-         (per-CPU map), {} for the rules' check and {} for the sampler (each a program of its \
-         own, tail-called), of its budget of 1,000,000 a program.",
+         (per-CPU map), {} for the rules' check, {} for the sampler and {} and {} for the \
+         capture's two programs (each a program of its own, tail-called), of its budget of \
+         1,000,000 a program.",
         count(program),
         count(rules),
         count(sampler),
+        count(capture),
+        count(keep),
     )?;
     Ok(())
 }

@@ -34,6 +34,19 @@ pub const RULES_PROGRAM_NAME: &str = "netwatch_rules";
 pub const RULES_SAMPLED_PROGRAM_NAME: &str = "netwatch_rules_sampled";
 /// Name of the program array the main program tail-calls the rules' check through.
 pub const RULE_CHECK_MAP: &str = "RULE_CHECK";
+/// Name of the program that samples the frames of the events being captured, tail-called
+/// while a capture exists; it then does what the main program would have (the ban check, the
+/// rules' and the sampler's tail calls).
+pub const CAPTURE_PROGRAM_NAME: &str = "netwatch_capture";
+/// Name of [`CAPTURE_PROGRAM_NAME`]'s twin for frames to be sampled for inspection after.
+pub const CAPTURE_SAMPLED_PROGRAM_NAME: &str = "netwatch_capture_sampled";
+/// Name of the program array the main program tail-calls the capture through.
+pub const CAPTURE_CHECK_MAP: &str = "CAPTURE_CHECK";
+/// Name of the second capture program, tail-called by the first for a frame some capture
+/// may keep: it decides for each capture and copies the frame.
+pub const CAPTURE_KEEP_PROGRAM_NAME: &str = "netwatch_capture_keep";
+/// Name of the program array the first capture program tail-calls the second through.
+pub const CAPTURE_KEEP_MAP: &str = "CAPTURE_KEEP";
 /// Name of the no-op XDP program used as the cost baseline in benchmarks.
 pub const NOOP_PROGRAM_NAME: &str = "noop";
 /// Name of a baseline of the benchmarks, in the no-op's object: netwatch's parse alone.
@@ -570,6 +583,108 @@ pub const RULE_ACTION_DROP: u8 = 1;
 /// rest.
 pub const RULE_ACTION_RATE_LIMIT: u8 = 2;
 
+/// Name of the global-data section (a one-entry array map, as [`SETTINGS_MAP`]) that holds
+/// the [`CaptureGlobals`]: apart from the settings, so that whoever runs the captures can
+/// write it without the rest of the datapath.
+pub const CAPTURE_GLOBALS_MAP: &str = ".data.captures";
+/// Name of the LPM trie of IPv4 capture sources: a network to the [`CaptureSet`] of the
+/// captures whose source network holds it.
+pub const CAPTURE_SOURCES_V4_MAP: &str = "CAPTURE_SOURCES_V4";
+/// Name of the LPM trie of IPv6 capture sources.
+pub const CAPTURE_SOURCES_V6_MAP: &str = "CAPTURE_SOURCES_V6";
+/// Name of the LPM trie of IPv4 capture destinations, as [`CAPTURE_SOURCES_V4_MAP`].
+pub const CAPTURE_DESTINATIONS_V4_MAP: &str = "CAPTURE_DESTINATIONS_V4";
+/// Name of the LPM trie of IPv6 capture destinations.
+pub const CAPTURE_DESTINATIONS_V6_MAP: &str = "CAPTURE_DESTINATIONS_V6";
+/// Name of the array of [`CaptureSlot`]s, by capture index.
+pub const CAPTURE_SLOTS_MAP: &str = "CAPTURE_SLOTS";
+/// Name of the per-CPU array of [`CaptureCounts`], by capture index.
+pub const CAPTURE_COUNTS_MAP: &str = "CAPTURE_COUNTS";
+/// Name of the ring buffer of [`CaptureRecord`]s.
+pub const CAPTURE_RING_MAP: &str = "CAPTURE_RING";
+/// Most captures at once: the bits of a [`CaptureSet`].
+pub const MAX_CAPTURES: usize = 32;
+/// The capture ring's size: its own, so that captures never take the room of the samples
+/// inspection needs.
+pub const DEFAULT_CAPTURE_RING_BYTES: u32 = 4 << 20;
+/// Most bytes of a frame a capture copies ([`CaptureGlobals::snap_len`]).
+pub const CAPTURE_MAX_SNAP_LEN: usize = SAMPLE_MAX_SNAP_LEN;
+/// [`CaptureGlobals::active`]: some capture has a source network.
+pub const CAPTURE_BY_SOURCE: u32 = 1;
+/// [`CaptureGlobals::active`]: some capture has a destination network.
+pub const CAPTURE_BY_DESTINATION: u32 = 2;
+
+/// What the capture check needs, written by userspace as a whole.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureGlobals {
+    /// [`CAPTURE_BY_SOURCE`] and [`CAPTURE_BY_DESTINATION`] bits; 0 (the default, and
+    /// whenever no capture exists): the tries are not looked at, one comparison per frame.
+    pub active: u32,
+    /// Most bytes of a frame copied, 1 to [`CAPTURE_MAX_SNAP_LEN`].
+    pub snap_len: u32,
+}
+
+/// The captures (bits by index) whose network holds a network of a capture trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureSet {
+    /// Bit `i`: capture `i`.
+    pub captures: u32,
+}
+
+/// One capture: which of the frames its network gives it keeps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureSlot {
+    /// What else a frame must be (protocol, ports, SYN, fragment: a [`Rule`]'s match, its
+    /// action unused); `matches` 0: the capture is not in use.
+    pub filter: Rule,
+    /// One frame in `every_mask + 1` (a power of two) is kept on each CPU...
+    pub every_mask: u32,
+    /// ...after each CPU's first `first` frames, all kept.
+    pub first: u32,
+}
+
+/// What one capture saw on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureCounts {
+    /// Frames of its subject (its network and filter).
+    pub seen: u64,
+    /// Of them, those copied to the ring.
+    pub taken: u64,
+    /// Of them, those the ring had no room for.
+    pub lost: u64,
+}
+
+/// What precedes a captured frame in [`CAPTURE_RING_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureHeader {
+    /// `bpf_ktime_get_ns` when the frame was seen (monotonic, since boot).
+    pub time_ns: u64,
+    /// The captures that keep it (bits by index).
+    pub captures: u32,
+    /// Interface the frame came in on (0 in BPF_PROG_TEST_RUN).
+    pub ifindex: u32,
+    /// Bytes of the frame in [`CaptureRecord::data`].
+    pub captured_len: u32,
+    /// The frame's length.
+    pub original_len: u32,
+}
+
+/// A captured frame as the capture program builds it (per-CPU scratch); a ring record is its
+/// first `size_of::<CaptureHeader>() + captured_len` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureRecord {
+    /// About the frame.
+    pub header: CaptureHeader,
+    /// Its first [`CaptureHeader::captured_len`] bytes.
+    pub data: [u8; CAPTURE_MAX_SNAP_LEN],
+}
+
 /// The rules that may apply to the destinations of one network of a rule trie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1048,4 +1163,12 @@ mod user {
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: as above; six u64.
     unsafe impl aya::Pod for super::EarlyCount {}
+    // SAFETY: as above; two u32.
+    unsafe impl aya::Pod for super::CaptureGlobals {}
+    // SAFETY: as above; one u32.
+    unsafe impl aya::Pod for super::CaptureSet {}
+    // SAFETY: as above; a rule (24 bytes) and two u32.
+    unsafe impl aya::Pod for super::CaptureSlot {}
+    // SAFETY: as above; three u64.
+    unsafe impl aya::Pod for super::CaptureCounts {}
 }

@@ -138,6 +138,14 @@ pub enum DatapathError {
     #[error("cannot map the source slot arrays into memory: {0}")]
     MapSlots(#[source] io::Error),
     /// A signature rule's index past the kernel's room.
+    /// A capture's index past the kernel's room.
+    #[error("capture {index} is past the kernel's {most} captures")]
+    CaptureIndex {
+        /// The index asked for.
+        index: u32,
+        /// Room for captures.
+        most: usize,
+    },
     #[error("rule {index}: the kernel holds rules 0 to {}", most.saturating_sub(1))]
     RuleIndex {
         /// The index given.

@@ -21,6 +21,8 @@
 //! - `test_run`: running the program on frames with `BPF_PROG_TEST_RUN` (tests, replay,
 //!   timing);
 //! - `bans`: the ban list in the kernel ([`BanAction`]);
+//! - `captures`: the captures of events in the kernel ([`CaptureMaps`], taken out of the
+//!   datapath by whoever runs them);
 //! - `slots`, `overflow`, `destinations`: the memory-mapped arrays of the sources, of the
 //!   traffic without a slot and of the local hosts, and how they are read;
 //! - `batch`: `BPF_MAP_DELETE_BATCH`, for the addresses of reclaimed sources;
@@ -33,6 +35,7 @@ mod bans;
 mod batch;
 #[cfg(feature = "bench")]
 mod bench;
+mod captures;
 mod destinations;
 mod error;
 mod handle;
@@ -54,6 +57,7 @@ pub use self::bench::{Baseline, BenchPrograms, LiveFrames};
 pub use self::{
     attach::{AttachMode, AttachedMode, Attachment, ReplacedProgram},
     bans::{BanAction, ban_counters},
+    captures::{CaptureCounters, CaptureMaps, CaptureSide, CaptureSpec, CapturedFrame},
     destinations::{DestinationCount, DestinationReading},
     error::DatapathError,
     handle::{Datapath, Reclaim},

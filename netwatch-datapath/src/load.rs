@@ -15,13 +15,14 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use netwatch_common::{
-    BAN_COUNTS_MAP, BANS_V4_MAP, BANS_V6_MAP, CPU_STATE_MAP, CpuState, DESTINATION_BUCKETS,
-    DESTINATION_OTHER_MAP, DESTINATIONS_MAP, FILTER_SEED_GLOBAL, FILTER_WORD_BITS_GLOBAL,
-    FREE_SLOTS_MAP, MAX_RULES, NO_BANS_PROGRAM_NAME, OVERFLOW_WINDOWS_MAP, QUEUE_JOB_MAP,
-    QUEUE_PROGRAM_NAME, QueueJob, RULE_CHECK_MAP, RULES_PROGRAM_NAME, RULES_SAMPLED_PROGRAM_NAME,
-    RULES_V4_MAP, RULES_V6_MAP, SAMPLER_MAP, SAMPLER_PROGRAM_NAME, SAMPLES_MAP,
-    SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP, SOURCE_VALUES_MAP,
-    STAGED_SLOTS_MAP, Settings,
+    BAN_COUNTS_MAP, BANS_V4_MAP, BANS_V6_MAP, CAPTURE_CHECK_MAP, CAPTURE_KEEP_MAP,
+    CAPTURE_KEEP_PROGRAM_NAME, CAPTURE_PROGRAM_NAME, CAPTURE_SAMPLED_PROGRAM_NAME, CPU_STATE_MAP,
+    CpuState, DESTINATION_BUCKETS, DESTINATION_OTHER_MAP, DESTINATIONS_MAP, FILTER_SEED_GLOBAL,
+    FILTER_WORD_BITS_GLOBAL, FREE_SLOTS_MAP, MAX_RULES, NO_BANS_PROGRAM_NAME, OVERFLOW_WINDOWS_MAP,
+    QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob, RULE_CHECK_MAP, RULES_PROGRAM_NAME,
+    RULES_SAMPLED_PROGRAM_NAME, RULES_V4_MAP, RULES_V6_MAP, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
+    SAMPLES_MAP, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
+    SOURCE_VALUES_MAP, STAGED_SLOTS_MAP, Settings,
 };
 
 use super::{
@@ -307,8 +308,8 @@ pub(super) fn load_object<'a>(
     Ok(ebpf)
 }
 
-/// Loads the sampler program and the rules' check (both of them), each in its slot of the
-/// program array the main program tail-calls it through.
+/// Loads the sampler program, the rules' check and the capture (both of each), each in its
+/// slot of the program array the main program (or another tail) tail-calls it through.
 fn install_tails(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
     for (program, map, slot, what) in [
         (
@@ -328,6 +329,24 @@ fn install_tails(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
             RULE_CHECK_MAP,
             1,
             "rules' program array",
+        ),
+        (
+            CAPTURE_PROGRAM_NAME,
+            CAPTURE_CHECK_MAP,
+            0,
+            "captures' program array",
+        ),
+        (
+            CAPTURE_SAMPLED_PROGRAM_NAME,
+            CAPTURE_CHECK_MAP,
+            1,
+            "captures' program array",
+        ),
+        (
+            CAPTURE_KEEP_PROGRAM_NAME,
+            CAPTURE_KEEP_MAP,
+            0,
+            "captures' second program array",
         ),
     ] {
         install_tail(ebpf, program, map, slot, what)?;

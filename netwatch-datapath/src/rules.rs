@@ -211,7 +211,7 @@ pub(super) fn is_network(addr: IpAddr, len: u8) -> bool {
 }
 
 /// Whether `a` and `b` agree in their first `bits` bits (false across families).
-fn same_prefix(a: IpAddr, b: IpAddr, bits: u8) -> bool {
+pub(super) fn same_prefix(a: IpAddr, b: IpAddr, bits: u8) -> bool {
     let (a, b, width) = match (a, b) {
         (IpAddr::V4(a), IpAddr::V4(b)) => (
             u128::from(u32::from(a)) << 96,

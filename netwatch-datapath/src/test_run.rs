@@ -20,9 +20,9 @@ impl Datapath {
     }
 
     /// The instructions the kernel's verifier processed to accept the counting program, its
-    /// rules' check and its sampler (Linux 5.16 and later; `None` before): the verifier's
-    /// load, whose budget is a million per program.
-    pub fn verified_instructions(&self) -> Result<[Option<u32>; 3], DatapathError> {
+    /// rules' check, its sampler and its capture's two programs (Linux 5.16 and later; `None`
+    /// before): the verifier's load, whose budget is a million per program.
+    pub fn verified_instructions(&self) -> Result<[Option<u32>; 5], DatapathError> {
         let tail = |name: &'static str| -> Result<Option<u32>, DatapathError> {
             let program: &Xdp = self
                 .ebpf
@@ -35,6 +35,8 @@ impl Datapath {
             self.program()?.info()?.verified_instruction_count(),
             tail(netwatch_common::RULES_PROGRAM_NAME)?,
             tail(netwatch_common::SAMPLER_PROGRAM_NAME)?,
+            tail(netwatch_common::CAPTURE_PROGRAM_NAME)?,
+            tail(netwatch_common::CAPTURE_KEEP_PROGRAM_NAME)?,
         ])
     }
 

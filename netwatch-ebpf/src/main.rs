@@ -16,6 +16,7 @@
 #![allow(internal_features)]
 
 mod bans;
+mod capture;
 mod counters;
 mod destinations;
 mod early;
@@ -39,6 +40,7 @@ use netwatch_common::{
 
 use crate::{
     bans::count_ban,
+    capture::{CAPTURE_CHECK, CAPTURE_KEEP, captures_in_force, find, keep},
     counters::{PerCpu, Shared, SourceTable, reflection_port},
     destinations::{count_destination, sample_destination},
     early::early_check,
@@ -79,6 +81,13 @@ fn run<T: SourceTable, const CHECKS: bool>(ctx: &XdpContext) -> u32 {
     let mut banned = MaybeUninit::<Banned>::uninit();
     let mut mode = BAN_MODE_NONE;
     let sample = account::<T, CHECKS>(ctx, &mut banned, &mut mode);
+    if CHECKS && captures_in_force() {
+        // SAFETY: a tail call with this program's own context, as the rules' below. The
+        // capture program (slot 1: one that samples the frame after) parses the frame again,
+        // captures it, then does what follows here: the ban check, the rules, the sampler.
+        // If the slot is empty this returns, and the frame goes on uncaptured.
+        unsafe { CAPTURE_CHECK.tail_call(ctx, u32::from(sample)) };
+    }
     // Counted above as every frame, so the monitor still sees a banned source's attack and
     // the blind-spot identity holds; only then is the frame dropped. Here, after every path
     // of the count has joined, the verifier walks the checks once rather than on each.
@@ -167,6 +176,71 @@ pub fn netwatch_rules_sampled(ctx: XdpContext) -> u32 {
     }
     // SAFETY: as in `run`.
     unsafe { SAMPLER.tail_call(&ctx, 0) };
+    xdp_action::XDP_PASS
+}
+
+/// The tail of [`netwatch`] while captures exist, for a frame not to be sampled: captures it
+/// for the events whose subject it is, then checks bans and rules as [`netwatch`] would.
+#[xdp]
+pub fn netwatch_capture(ctx: XdpContext) -> u32 {
+    capture_then::<false>(&ctx)
+}
+
+/// [`netwatch_capture`] for a frame to be sampled after.
+#[xdp]
+pub fn netwatch_capture_sampled(ctx: XdpContext) -> u32 {
+    capture_then::<true>(&ctx)
+}
+
+#[inline(always)]
+fn capture_then<const SAMPLED: bool>(ctx: &XdpContext) -> u32 {
+    if let Verdict::Source(parsed) = parse(ctx) {
+        let len = frame_len(ctx);
+        if find(ctx, &parsed, len, SAMPLED) {
+            // SAFETY: as in `run`. If the slot is empty this returns, and the frame goes on
+            // uncaptured.
+            unsafe { CAPTURE_KEEP.tail_call(ctx, 0) };
+        }
+        if banned(&parsed.key, len) {
+            return xdp_action::XDP_DROP;
+        }
+    }
+    after_checks(ctx, SAMPLED)
+}
+
+/// The second capture program: keeps the frame of this CPU's capture job for the captures
+/// that take it, then checks bans and rules as [`netwatch`] would.
+#[xdp]
+pub fn netwatch_capture_keep(ctx: XdpContext) -> u32 {
+    let Some(job) = keep(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    if banned(&job.key, job.len) {
+        return xdp_action::XDP_DROP;
+    }
+    after_checks(&ctx, job.sampled != 0)
+}
+
+/// The ban check of a frame from `key`, as [`netwatch`] makes it: counted for its ban if it
+/// has one; true when it is to be dropped.
+#[inline(always)]
+fn banned(key: &SourceKey, len: u64) -> bool {
+    // SAFETY: a u32 of global data the program never writes; userspace rewrites it whole.
+    let mode = unsafe { (&raw const maps::SETTINGS.ban_mode).read_volatile() };
+    mode != BAN_MODE_NONE && count_ban(key, len) && mode == BAN_MODE_DROP
+}
+
+/// What [`netwatch`] does after its ban check: the rules' check, then the sampler.
+#[inline(always)]
+fn after_checks(ctx: &XdpContext, sampled: bool) -> u32 {
+    if rules_in_force() {
+        // SAFETY: as in `run`.
+        unsafe { RULE_CHECK.tail_call(ctx, u32::from(sampled)) };
+    }
+    if sampled {
+        // SAFETY: as in `run`.
+        unsafe { SAMPLER.tail_call(ctx, 0) };
+    }
     xdp_action::XDP_PASS
 }
 

@@ -21,7 +21,7 @@ use crate::{
     bans::AlignedKey,
     counters::{add, add_counter},
     frame::frame_len,
-    parse::{Class, Verdict, bytes, is_connection_attempt, parse, transport_ports},
+    parse::{Class, Parsed, Verdict, bytes, is_connection_attempt, parse},
 };
 
 /// Rule destinations, IPv4: a network (network byte order) to the set of rules whose
@@ -59,13 +59,16 @@ pub(crate) static RULE_COUNTS: PerCpuArray<RuleCounts> =
 #[map]
 pub(crate) static RULE_BUCKETS: Array<RuleBucket> = Array::with_max_entries(MAX_RULES as u32, 0);
 
-/// What the rules compare in a frame.
-struct Signature {
-    protocol: u8,
-    syn: bool,
-    fragment: bool,
-    ports: Option<(u16, u16)>,
-    ip_len: u32,
+/// What the rules (and the captures' filters) compare in a frame.
+pub(crate) struct Signature {
+    pub(crate) protocol: u8,
+    pub(crate) syn: bool,
+    pub(crate) fragment: bool,
+    /// Whether the ports are known (a TCP or UDP first fragment with its header).
+    pub(crate) has_ports: bool,
+    pub(crate) src_port: u16,
+    pub(crate) dst_port: u16,
+    pub(crate) ip_len: u32,
 }
 
 /// The rules' check, tail-called by the main program while rules exist: slot 0 holds
@@ -126,19 +129,7 @@ pub(crate) fn check_rules(ctx: &XdpContext) -> bool {
     let Some(set) = set else {
         return false;
     };
-    let carries_ports =
-        parsed.first_fragment && matches!(parsed.class, Class::TcpFirst | Class::Udp);
-    let signature = Signature {
-        protocol: protocol_of(parsed.class),
-        syn: parsed.class == Class::TcpFirst && is_connection_attempt(ctx, parsed.l4_offset),
-        fragment: parsed.fragment,
-        ports: if carries_ports {
-            transport_ports(ctx, parsed.l4_offset)
-        } else {
-            None
-        },
-        ip_len: ip_len(ctx, l3, ipv4),
-    };
+    let signature = signature_of(ctx, &parsed, ipv4);
     let rules = set.rules;
     for index in rules {
         if index == RULE_NONE {
@@ -172,6 +163,43 @@ pub(crate) fn check_rules(ctx: &XdpContext) -> bool {
         return drop;
     }
     false
+}
+
+/// What a rule compares in the frame `parsed` describes.
+#[inline(always)]
+pub(crate) fn signature_of(ctx: &XdpContext, parsed: &Parsed, ipv4: bool) -> Signature {
+    let carries_ports =
+        parsed.first_fragment && matches!(parsed.class, Class::TcpFirst | Class::Udp);
+    // Plain values, never an Option: LLVM may compute a `None`'s unset ports from whatever a
+    // register holds (a pointer, say), which the verifier refuses even when unused.
+    let (has_ports, src_port, dst_port) = if carries_ports {
+        transport_ports_or_zero(ctx, parsed.l4_offset)
+    } else {
+        (false, 0, 0)
+    };
+    Signature {
+        protocol: protocol_of(parsed.class),
+        syn: parsed.class == Class::TcpFirst && is_connection_attempt(ctx, parsed.l4_offset),
+        fragment: parsed.fragment,
+        has_ports,
+        src_port,
+        dst_port,
+        ip_len: ip_len(ctx, parsed.l3_offset, ipv4),
+    }
+}
+
+/// [`transport_ports`](crate::parse::transport_ports) as plain values: whether they are there, then the source and
+/// destination ports (0 when they are not).
+#[inline(always)]
+fn transport_ports_or_zero(ctx: &XdpContext, l4_offset: usize) -> (bool, u16, u16) {
+    match bytes::<4>(ctx, l4_offset) {
+        Some(ports) => (
+            true,
+            u16::from_be_bytes([ports[0], ports[1]]),
+            u16::from_be_bytes([ports[2], ports[3]]),
+        ),
+        None => (false, 0, 0),
+    }
 }
 
 /// Whether the source address of these words is one no rule applies to.
@@ -211,7 +239,7 @@ fn ip_len(ctx: &XdpContext, l3: usize, ipv4: bool) -> u32 {
 
 /// Whether a frame matches every field `rule` names.
 #[inline(always)]
-fn matches(rule: &Rule, signature: &Signature) -> bool {
+pub(crate) fn matches(rule: &Rule, signature: &Signature) -> bool {
     let fields = rule.matches;
     if fields & RULE_MATCH_IN_USE == 0 {
         return false;
@@ -220,13 +248,13 @@ fn matches(rule: &Rule, signature: &Signature) -> bool {
         return false;
     }
     if fields & (RULE_MATCH_SRC_PORT | RULE_MATCH_DST_PORT) != 0 {
-        let Some((src, dst)) = signature.ports else {
-            return false;
-        };
-        if fields & RULE_MATCH_SRC_PORT != 0 && rule.src_port != src {
+        if !signature.has_ports {
             return false;
         }
-        if fields & RULE_MATCH_DST_PORT != 0 && rule.dst_port != dst {
+        if fields & RULE_MATCH_SRC_PORT != 0 && rule.src_port != signature.src_port {
+            return false;
+        }
+        if fields & RULE_MATCH_DST_PORT != 0 && rule.dst_port != signature.dst_port {
             return false;
         }
     }
