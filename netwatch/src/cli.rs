@@ -63,6 +63,9 @@ pub enum Command {
     /// List, add and remove the signature rules of the running daemon (those of
     /// `[[mitigate.signatures]]`, and by hand), through its control socket.
     Mitigate(MitigateArgs),
+    /// Capture the frames of a source, a prefix or a destination now, for a time, into a
+    /// pcapng file of the running daemon's captures' folder, through its control socket.
+    Capture(CaptureArgs),
     /// Say, without loading or attaching anything, whether this machine can run netwatch:
     /// kernel, BTF, privileges, bpffs, and each interface's driver and native XDP. Exits 1
     /// when something it needs is missing.
@@ -108,6 +111,31 @@ pub struct MitigateArgs {
     /// What to do.
     #[command(subcommand)]
     pub action: MitigateAction,
+}
+
+/// `netwatch capture`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true)))]
+pub struct CaptureArgs {
+    /// TOML configuration file, for `monitor.control`.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// The daemon's control socket (default: `monitor.control` in the config, else
+    /// /run/netwatch/control.sock).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// The frames from this address.
+    #[arg(long, group = "subject")]
+    pub source: Option<IpAddr>,
+    /// The frames from this network, ADDR/LEN.
+    #[arg(long, group = "subject", value_name = "ADDR/LEN")]
+    pub prefix: Option<String>,
+    /// The frames to this address or network (ADDR or ADDR/LEN).
+    #[arg(long, group = "subject")]
+    pub destination: Option<String>,
+    /// How long, 1s to 1h.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
 }
 
 /// `netwatch mitigate` actions.
@@ -333,6 +361,11 @@ pub struct PipelineArgs {
     /// Write reports to this file instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// The folder of the events' packet captures (`capture.dir`; monitor default:
+    /// `captures/` beside the store; a replay writes captures only when this or the config
+    /// names a folder).
+    #[arg(long, value_name = "DIR")]
+    pub capture_dir: Option<PathBuf>,
 }
 
 impl PipelineArgs {
@@ -350,7 +383,11 @@ impl PipelineArgs {
             metrics_addr,
             control,
             output: _,
+            capture_dir,
         } = self;
+        if let Some(dir) = capture_dir {
+            to.capture.dir.clone_from(dir);
+        }
         if *show_secrets {
             to.inspect.show_secrets = true;
         }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::{
     datapath::{Sampling, SourceMap},
     detect::{DetectConfig, cidr::Cidr},
+    evidence::CaptureConfig,
     inspect::InspectConfig,
     mitigate::MitigateConfig,
     report::{Format, webhook::WebhookConfig},
@@ -49,6 +50,8 @@ pub struct Config {
     pub networks: NetworksConfig,
     /// Bans, opt-in.
     pub mitigate: MitigateConfig,
+    /// Packet captures of events.
+    pub capture: CaptureConfig,
 }
 
 /// `[networks]`.
@@ -460,6 +463,9 @@ impl Config {
             ));
         }
         self.mitigate
+            .validate()
+            .map_err(|(field, reason)| invalid(&field, &reason))?;
+        self.capture
             .validate()
             .map_err(|(field, reason)| invalid(&field, &reason))?;
         // A rule is kept by its attack's updates: one that ends before the next update

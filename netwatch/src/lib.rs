@@ -11,7 +11,8 @@
 //!    log), `logging`, `privilege`, `private_files`.
 //! 2. The stages, in the only direction data flows: `collect` (per-interval deltas, and the
 //!    combined view of several interfaces) -> `detect` (alerts) -> `mitigate` (the decisions
-//!    on bans, pure), and `inspect` (the sampled payloads); then `store` (what must survive
+//!    on bans and rules, pure) and `evidence` (the decisions on captures, pure), and
+//!    `inspect` (the sampled payloads); then `store` (what must survive
 //!    a restart) and `report` (the sinks: console, JSON lines, alerts file, store and
 //!    webhooks, metrics). A stage never calls back into an earlier one.
 //! 3. Above the stages: `config` (the TOML file, every stage's section), `pipeline` (the
@@ -19,7 +20,8 @@
 //!    `cli` (the command line, and the flags applied to a configuration), `control` (the
 //!    control socket and its protocol, ban requests and answers included).
 //! 4. Daemon wiring: `mitigation` (the mitigator wired to the datapaths, the notify commands
-//!    and the metrics), `notify` (the notify commands themselves, in process groups of their
+//!    and the metrics), `capturing` (the captures' decisions carried out on the kernels'
+//!    capture maps and the pcapng files, each alert linked to its capture), `notify` (the notify commands themselves, in process groups of their
 //!    own) and `session` (a configuration turned into loaded datapaths and their
 //!    pipeline; it hands the pipeline's alerts to mitigation and the ban events back to the
 //!    sinks).
@@ -34,6 +36,7 @@
 //! `capture`, `control`, `privilege`, `report`, `store`). The others are the crate's own.
 
 pub mod capture;
+pub(crate) mod capturing;
 pub mod cli;
 pub mod cmd;
 pub mod collect;
@@ -42,6 +45,7 @@ pub mod control;
 pub(crate) mod detect;
 pub(crate) mod duration;
 pub mod escape;
+pub(crate) mod evidence;
 pub(crate) mod inspect;
 pub mod logging;
 pub(crate) mod mitigate;

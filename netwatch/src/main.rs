@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use netwatch::{
     cli::{Cli, Command},
-    cmd::{ban, check, history, known, mitigate, monitor, replay, status, top},
+    cmd::{ban, capture, check, history, known, mitigate, monitor, replay, status, top},
     escape::escape_escaped,
     logging,
 };
@@ -70,6 +70,9 @@ fn main() -> ExitCode {
         Command::Ban(args) => ban::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Mitigate(args) => {
             mitigate::run(args, &mut std::io::stdout().lock()).map_err(Into::into)
+        }
+        Command::Capture(args) => {
+            capture::run(args, &mut std::io::stdout().lock()).map_err(Into::into)
         }
         Command::Check(args) => check::run(args, &mut std::io::stdout().lock()).map_err(Into::into),
     };

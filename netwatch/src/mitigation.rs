@@ -276,6 +276,10 @@ impl Mitigation {
                     Err(why) => BanAnswer::RuleRefused(why),
                 };
             }
+            // The session's, never here.
+            BanOp::Capture { .. } => {
+                return BanAnswer::RuleRefused(String::from("captures are not mitigation's"));
+            }
             BanOp::RuleRemove { index } => {
                 return match self.rules.remove(index, &mut table, now) {
                     Some(event) => BanAnswer::Rule(event),

@@ -37,6 +37,16 @@ pub struct Tally {
     pub bans: BTreeMap<&'static str, u64>,
 }
 
+/// What each alert meets on its way to the sinks: the evidence of its event (a packet
+/// capture, set up in the daemon's wiring), linked to it.
+pub trait Evidence {
+    /// Starts, follows or ends the capture of `alert`'s event, and links it
+    /// ([`Alert::capture`]).
+    fn alert(&mut self, iface: &str, alert: &mut Alert);
+    /// Once a round of intervals, at `at` (the collection clock).
+    fn tick(&mut self, at: Duration);
+}
+
 /// What one interface (or capture) goes through: collection, detection and inspection,
 /// with the name its records carry.
 pub struct Watch {
@@ -74,6 +84,8 @@ pub struct Pipeline {
     /// Alerts reported since they were last taken, with their interface, when someone acts
     /// on them (mitigation); `None`: not kept.
     alerts: Option<Vec<(String, Alert)>>,
+    /// The evidence each alert is linked to, when captures run.
+    evidence: Option<Box<dyn Evidence + Send>>,
 }
 
 impl Pipeline {
@@ -88,7 +100,13 @@ impl Pipeline {
             tally: Tally::default(),
             json: Vec::new(),
             alerts: None,
+            evidence: None,
         }
+    }
+
+    /// Links every alert from now on to its evidence.
+    pub fn set_evidence(&mut self, evidence: Box<dyn Evidence + Send>) {
+        self.evidence = Some(evidence);
     }
 
     /// Keeps every alert reported from now on until [`Pipeline::take_alerts`].
@@ -211,20 +229,20 @@ impl Pipeline {
         if let Some(early) = frame.early() {
             // Not a frame: the kernel saw the rate go over the early limit.
             let elapsed = Duration::from_nanos(early.elapsed_ns);
-            let Some(alert) = watch.detector.early(early.packets, elapsed, at) else {
+            let Some(mut alert) = watch.detector.early(early.packets, elapsed, at) else {
                 return Ok(());
             };
             let iface = watch.context.iface.clone();
-            self.report_alert(&iface, &alert)?;
+            self.report_alert(&iface, &mut alert)?;
             return self.flush();
         }
         self.tally.samples += 1;
-        let findings = watch.inspector.inspect(&frame.data, at);
+        let mut findings = watch.inspector.inspect(&frame.data, at);
         let iface = watch.context.iface.clone();
         for event in &findings.events {
             self.report_event(&iface, event)?;
         }
-        for alert in &findings.alerts {
+        for alert in &mut findings.alerts {
             self.report_alert(&iface, alert)?;
         }
         self.flush()
@@ -313,8 +331,14 @@ impl Pipeline {
         for event in &expired {
             self.report_event(&iface, event)?;
         }
-        for alert in &outcome.alerts {
+        for alert in &mut outcome.alerts {
             self.report_alert(&iface, alert)?;
+        }
+        // Once a round: after the first interface's interval (the only one, mostly).
+        if index == Some(0)
+            && let Some(evidence) = &mut self.evidence
+        {
+            evidence.tick(at);
         }
         self.flush()?;
         // An interface's interval; the sum of several is no interval of its own.
@@ -331,7 +355,10 @@ impl Pipeline {
         self.report(iface, Finding::Event(event))
     }
 
-    fn report_alert(&mut self, iface: &str, alert: &Alert) -> io::Result<()> {
+    fn report_alert(&mut self, iface: &str, alert: &mut Alert) -> io::Result<()> {
+        if let Some(evidence) = &mut self.evidence {
+            evidence.alert(iface, alert);
+        }
         *self.tally.alerts.entry(alert.kind).or_default() += 1;
         if let Some(alerts) = &mut self.alerts {
             alerts.push((iface.to_owned(), alert.clone()));

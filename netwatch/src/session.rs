@@ -3,17 +3,19 @@
 
 use std::{
     io::{self, BufWriter, Write},
-    path::Path,
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use crate::{
+    capturing::{Captures, SharedCaptures},
     collect::COMBINED,
     config::{Config, ConfigError},
     control::{BanAnswer, BanOp, BindError},
     datapath::{Datapath, DatapathError, LoadOptions},
     detect::{Detector, KnownState},
+    evidence::CaptureSubject,
     inspect::Inspector,
     mitigate::{BanEvent, BanRefusal, MitigateMode, RuleEvent},
     mitigation::{Kept, Mitigation},
@@ -120,6 +122,11 @@ pub struct Setup<'a> {
     pub metrics: Option<Arc<Metrics>>,
     /// Act on alerts as `[mitigate]` says (a live monitor; a replay only reports).
     pub mitigate: bool,
+    /// Where the events' packet captures go; `None`: no capture at all.
+    pub captures: Option<PathBuf>,
+    /// Live from interfaces (the captures are written by a thread of their own), or a replay
+    /// (written as the frames run, see [`Session::pump_captures`]).
+    pub live: bool,
 }
 
 /// A configuration, loaded.
@@ -134,6 +141,8 @@ pub struct Session {
     pub store_counts: Option<Arc<SinkCounts>>,
     /// Bans, for a session that mitigates.
     pub mitigation: Option<Mitigation>,
+    /// The events' packet captures, when they are taken.
+    pub captures: Option<Arc<Mutex<Captures>>>,
     /// The datapaths were loaded with room for bans (mitigation was on at start).
     ban_room: bool,
     /// The configuration as it started: what the settings a reload cannot change still run
@@ -151,6 +160,8 @@ impl Session {
             store,
             metrics,
             mitigate,
+            captures,
+            live,
         } = setup;
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         let reports = match output {
@@ -243,13 +254,40 @@ impl Session {
             )
         });
         let ban_room = config.mitigate.mode != MitigateMode::Off;
+        let mut pipeline = Pipeline::new(watches, combined, sinks);
+        let captures = captures.and_then(|dir| {
+            let kernels: Vec<_> = datapaths
+                .iter_mut()
+                .filter_map(Datapath::take_captures)
+                .collect();
+            match Captures::start(
+                config.capture.clone(),
+                &dir,
+                kernels,
+                &names,
+                live,
+                metrics.clone(),
+            ) {
+                Ok(captures) => {
+                    let captures = Arc::new(Mutex::new(captures));
+                    pipeline.set_evidence(Box::new(SharedCaptures(Arc::clone(&captures))));
+                    Some(captures)
+                }
+                Err(err) => {
+                    // Monitoring goes on without them.
+                    log::warn!("no packet captures: cannot use {}: {err}", dir.display());
+                    None
+                }
+            }
+        });
         let mut session = Self {
             started: config.clone(),
             config,
             datapaths,
-            pipeline: Pipeline::new(watches, combined, sinks),
+            pipeline,
             store_counts,
             mitigation: None,
+            captures,
             ban_room,
         };
         if mitigate {
@@ -271,7 +309,7 @@ impl Session {
     }
 
     /// The notify commands in use: those of the start (they change at a restart only).
-    pub fn notify_commands(&self) -> &[std::path::PathBuf] {
+    pub fn notify_commands(&self) -> &[PathBuf] {
         &self.started.mitigate.notify
     }
 
@@ -309,6 +347,12 @@ impl Session {
     /// Carries out a control-socket request about the bans; a ban or unban is reported to
     /// the sinks and the notify commands before the answer goes out.
     pub fn ban_request(&mut self, op: BanOp) -> BanAnswer {
+        if let BanOp::Capture { subject, duration } = op {
+            return match self.capture_request(subject, duration) {
+                Ok((file, until)) => BanAnswer::Capture { file, until },
+                Err(why) => BanAnswer::RuleRefused(why),
+            };
+        }
         let Some(mitigation) = &mut self.mitigation else {
             return BanAnswer::Refused(BanRefusal::Off);
         };
@@ -338,6 +382,34 @@ impl Session {
                 .map_err(SessionError::Write)?;
         }
         Ok(())
+    }
+
+    /// A capture by hand of `subject` for `duration`: its file and its end, or why not.
+    pub fn capture_request(
+        &mut self,
+        subject: CaptureSubject,
+        duration: Duration,
+    ) -> Result<(PathBuf, Duration), String> {
+        let Some(captures) = &self.captures else {
+            return Err(String::from(
+                "captures are off: their folder could not be used (the log at the start says why)",
+            ));
+        };
+        let mut captures = captures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (file, until) = captures.request(subject, duration, now())?;
+        Ok((captures.dir().join(file), until))
+    }
+
+    /// Ends every capture: each file closed with what it holds.
+    pub fn finish_captures(&mut self) {
+        if let Some(captures) = self.captures.take() {
+            captures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .finish();
+        }
     }
 
     /// Ends the session's mitigation: without a store the rules in force end (reported, and
@@ -413,6 +485,7 @@ impl Session {
             ("monitor.alerts", old.alerts != new.alerts),
             ("monitor.control", old.control != new.control),
             ("store.path", running.store.path != config.store.path),
+            ("capture", running.capture != config.capture),
             ("webhook", running.webhook != config.webhook),
             (
                 // The kernel's room for destinations is made at load, only if needed.
@@ -431,7 +504,7 @@ impl Session {
 }
 
 /// Now, since the Unix epoch.
-fn now() -> std::time::Duration {
+fn now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     cli::{HistoryArgs, HistoryQuery},
-    cmd::store::{StoreCommandError, open_store},
+    cmd::store::{StoreCommandError, open_store_and_captures},
     report::{escape, rfc3339},
 };
 
@@ -22,7 +22,7 @@ pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), StoreCommandEr
         json,
         query,
     } = args;
-    let store = open_store(config.as_deref(), db.as_deref())?;
+    let (store, captures) = open_store_and_captures(config.as_deref(), db.as_deref())?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -67,7 +67,7 @@ pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), StoreCommandEr
                     // escaped like wire data.
                     let field =
                         |name: &str| escape(value[name].as_str().unwrap_or("?")).into_owned();
-                    writeln!(
+                    write!(
                         out,
                         "{} {} {} {} {} {} {} (threshold {})",
                         field("time"),
@@ -79,6 +79,16 @@ pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), StoreCommandEr
                         escape(value["unit"].as_str().unwrap_or("")),
                         value["threshold"],
                     )?;
+                    // The event's capture, where the daemon keeps them.
+                    if let Some(file) = value["capture"]["file"].as_str() {
+                        write!(
+                            out,
+                            "; capture {} ({} frames)",
+                            escape(&captures.join(file).display().to_string()),
+                            value["capture"]["frames"].as_u64().unwrap_or(0)
+                        )?;
+                    }
+                    writeln!(out)?;
                 }
             }
             if !json {

@@ -4,6 +4,7 @@
 //! store query; the stages themselves live beside this folder.
 
 pub mod ban;
+pub mod capture;
 pub mod check;
 pub mod history;
 pub mod known;

@@ -77,6 +77,11 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
     config.webhook.urls.extend(webhooks.iter().cloned());
     config.validate(flags.config.as_deref().unwrap_or(Path::new("(flags)")))?;
     let db = db.unwrap_or_else(|| config.store.path.clone());
+    let capture_dir = if config.capture.dir.as_os_str().is_empty() {
+        crate::capturing::default_dir(&db)
+    } else {
+        config.capture.dir.clone()
+    };
     // Bound before anything is loaded: a second daemon on the same socket stops here, with
     // one line, and leaves the first alone.
     let control = Control::new(config.monitor.interval);
@@ -106,6 +111,8 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
             store: Some(&db),
             metrics: Some(Arc::clone(&metrics)),
             mitigate: true,
+            captures: Some(capture_dir),
+            live: true,
         },
     )?;
     let deliverer = start_webhooks(&db, &session.config)?;
@@ -266,6 +273,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
         }
     }
     session.finish_mitigation();
+    session.finish_captures();
     session.pipeline.finish();
     if let Some(deliverer) = deliverer {
         deliverer.stop();

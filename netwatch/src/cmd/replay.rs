@@ -71,9 +71,11 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         |name| name.to_string_lossy().into_owned(),
     );
     let interval = config.monitor.interval;
+    let captures = (!config.capture.dir.as_os_str().is_empty()).then(|| config.capture.dir.clone());
     let Session {
         mut datapaths,
         mut pipeline,
+        captures,
         ..
     } = Session::start(
         config,
@@ -83,6 +85,8 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
             store: db.as_deref(),
             metrics: None,
             mitigate: false,
+            captures,
+            live: false,
         },
     )?;
     let Some(mut datapath) = datapaths.pop() else {
@@ -132,7 +136,11 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
                 if frame.data.len() < ETH_HLEN {
                     summary.runts += 1;
                 }
-                // Samples are inspected at once, on the capture's clock.
+                // What the captures kept of it is written at once, as are the samples
+                // inspected, on the capture's clock.
+                if let Some(captures) = &captures {
+                    lock(captures).pump(frame.timestamp);
+                }
                 let mut samples = Vec::new();
                 datapath.drain_samples(|sample| samples.push(sample));
                 for sample in &samples {
@@ -166,6 +174,9 @@ pub fn run(args: ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         pipeline
             .tick(0, &snapshot, start + elapsed, elapsed, true)
             .map_err(SessionError::Write)?;
+    }
+    if let Some(captures) = &captures {
+        lock(captures).finish();
     }
     summary.tally = pipeline.tally();
     pipeline.finish();
@@ -217,4 +228,10 @@ fn close_intervals(
         empty += 1;
     }
     Ok(end)
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -24,6 +24,21 @@ pub enum StoreCommandError {
 
 /// The store at `db`, else at the configuration's `store.path`.
 pub fn open_store(config: Option<&Path>, db: Option<&Path>) -> Result<Store, StoreCommandError> {
+    open_store_and_captures(config, db).map(|(store, _)| store)
+}
+
+/// The store as [`open_store`] opens it, and the daemon's captures' folder (`capture.dir`,
+/// else `captures/` beside the store).
+pub fn open_store_and_captures(
+    config: Option<&Path>,
+    db: Option<&Path>,
+) -> Result<(Store, std::path::PathBuf), StoreCommandError> {
     let config = Config::load_or_default(config)?;
-    Ok(Store::open(db.unwrap_or(&config.store.path))?)
+    let db = db.unwrap_or(&config.store.path);
+    let captures = if config.capture.dir.as_os_str().is_empty() {
+        crate::capturing::default_dir(db)
+    } else {
+        config.capture.dir.clone()
+    };
+    Ok((Store::open(db)?, captures))
 }

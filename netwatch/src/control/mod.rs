@@ -30,8 +30,8 @@ mod shared;
 pub use self::{
     client::{ClientError, ask, ask_answer, busy, connect, send, socket_path},
     protocol::{
-        BanAnswer, BanOp, Counts, InterfaceStatus, MAX_REASON, PROTOCOL_VERSION, Request, RuleSpec,
-        Status, StoreStatus, WebhookStatus,
+        BanAnswer, BanOp, CaptureRequest, Counts, InterfaceStatus, MAX_REASON, PROTOCOL_VERSION,
+        Request, RuleSpec, Status, StoreStatus, WebhookStatus,
     },
     server::{BindError, ControlServer},
     shared::{BanCall, Control, ControlSink, SUBSCRIBER_QUEUE},

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     datapath::{RuleAction, RuleProtocol},
     detect::cidr::{Cidr, CidrError},
+    evidence::CaptureSubject,
     mitigate::{
         Ban, BanEvent, BanRefusal, BanTtlError, MitigateMode, RuleEvent, RuleInForce, Signature,
         check_ban_ttl,
@@ -62,7 +63,30 @@ pub struct Request {
     /// For `rule_add`: the rule (with `ttl_s`, else `mitigate.manual_ttl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<RuleSpec>,
+    /// For `capture`: whose frames, for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureRequest>,
 }
+
+/// A capture asked for on the socket, as `netwatch capture` sends it: a source (a host or a
+/// prefix) or a destination, for a time.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    /// Frames from this network: `ADDR` or `ADDR/LEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Frames to this network: `ADDR` or `ADDR/LEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// How long, in seconds ([`CAPTURE_DURATION`]; 10 s without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+}
+
+/// The shortest and the longest capture by hand.
+pub const CAPTURE_DURATION: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3_600);
 
 /// A signature rule asked for on the socket, as `netwatch mitigate add` sends it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -136,6 +160,13 @@ pub enum BanOp {
         /// How long; `mitigate.manual_ttl` without.
         ttl: Option<Duration>,
     },
+    /// Capture a subject's frames for a time.
+    Capture {
+        /// Whose.
+        subject: CaptureSubject,
+        /// How long.
+        duration: Duration,
+    },
 }
 
 /// What the daemon made of a [`BanOp`], for its answer.
@@ -163,6 +194,13 @@ pub enum BanAnswer {
     Rule(RuleEvent),
     /// A rule request refused, and why.
     RuleRefused(String),
+    /// A capture begun: its file and its end.
+    Capture {
+        /// The pcapng file.
+        file: std::path::PathBuf,
+        /// When it ends, since the Unix epoch.
+        until: Duration,
+    },
 }
 
 impl BanAnswer {
@@ -221,6 +259,12 @@ impl BanAnswer {
                 answer
             }
             Self::RuleRefused(why) => error(why),
+            Self::Capture { file, until } => serde_json::json!({
+                "version": PROTOCOL_VERSION,
+                "type": "capture",
+                "file": file.display().to_string(),
+                "until": rfc3339(std::time::UNIX_EPOCH + *until),
+            }),
         }
     }
 }
@@ -384,6 +428,12 @@ pub(super) enum BanOpError {
     /// A rule whose fields contradict each other.
     #[error("{0}")]
     Rule(&'static str),
+    /// `capture` without a source or a destination, or with both.
+    #[error("capture needs a source or a destination (one of them)")]
+    NoCapture,
+    /// A capture's duration out of bounds.
+    #[error("duration_s {0} is not 1 to 3600 seconds")]
+    CaptureDuration(f64),
 }
 
 /// The ban operation a request asks for, checked.
@@ -398,6 +448,7 @@ pub(super) fn ban_op(request: &Request) -> Result<BanOp, BanOpError> {
                 .ok_or(BanOpError::NoIndex);
         }
         "rule_add" => return rule_add(request),
+        "capture" => return capture(request),
         _ => {}
     }
     let subject = request
@@ -422,6 +473,27 @@ pub(super) fn ban_op(request: &Request) -> Result<BanOp, BanOpError> {
         reason => reason.clone(),
     };
     Ok(BanOp::Add { net, ttl, reason })
+}
+
+/// A `capture` request, checked: a source or a destination (one of them), a network, a
+/// duration within [`CAPTURE_DURATION`].
+fn capture(request: &Request) -> Result<BanOp, BanOpError> {
+    let spec = request.capture.as_ref().ok_or(BanOpError::NoCapture)?;
+    let subject = match (&spec.source, &spec.destination) {
+        (Some(source), None) => CaptureSubject::Source(source.parse::<Cidr>()?),
+        (None, Some(destination)) => {
+            CaptureSubject::Destination(destination.parse::<Cidr>()?, None)
+        }
+        _ => return Err(BanOpError::NoCapture),
+    };
+    let duration = match spec.duration_s {
+        None => Duration::from_secs(10),
+        Some(seconds) => Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|duration| CAPTURE_DURATION.contains(duration))
+            .ok_or(BanOpError::CaptureDuration(seconds))?,
+    };
+    Ok(BanOp::Capture { subject, duration })
 }
 
 /// A `rule_add` request, checked: the destination a network, the protocol one of the four,
@@ -492,6 +564,7 @@ mod tests {
             reason: (reason > 0).then(|| "x".repeat(reason)),
             index: None,
             rule: None,
+            capture: None,
         };
         match ban_op(&request) {
             Ok(op) => panic!("accepted: {op:?}"),
@@ -581,5 +654,41 @@ mod tests {
             }),
             "rate_pps must be at least 1"
         );
+    }
+
+    /// A capture request names one side, a network, a duration within bounds; each mistake
+    /// is one line.
+    #[test]
+    fn capture_requests_are_checked() {
+        let capture = |source: Option<&str>, destination: Option<&str>, duration_s| {
+            ban_op(&Request {
+                version: PROTOCOL_VERSION,
+                request: String::from("capture"),
+                capture: Some(CaptureRequest {
+                    source: source.map(str::to_owned),
+                    destination: destination.map(str::to_owned),
+                    duration_s,
+                }),
+                ..Request::default()
+            })
+            .map_err(|err| err.to_string())
+        };
+        match capture(Some("198.51.100.0/24"), None, None) {
+            Ok(BanOp::Capture { subject, duration }) => {
+                assert_eq!(subject.to_string(), "from 198.51.100.0/24");
+                assert_eq!(duration, Duration::from_secs(10));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (source, destination, duration, error) in [
+            (None, None, None, "needs a source or a destination"),
+            (Some("1.2.3.4"), Some("5.6.7.8"), None, "one of them"),
+            (Some("1.2.3.4/8"), None, None, "1.2.3.4/8"),
+            (None, Some("192.0.2.5"), Some(0.5), "duration_s 0.5"),
+            (None, Some("192.0.2.5"), Some(7200.0), "duration_s 7200"),
+        ] {
+            let got = capture(source, destination, duration).unwrap_err();
+            assert!(got.contains(error), "{got}");
+        }
     }
 }

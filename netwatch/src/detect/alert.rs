@@ -236,6 +236,22 @@ pub struct Alert {
     /// on a sender (the global, prefix or source subject) at start and update, when the
     /// kernel counts destinations (`[networks] local`).
     pub victims: Vec<Victim>,
+    /// The packet capture of the event, when it has one: set on the way to the sinks.
+    pub capture: Option<CaptureLink>,
+}
+
+/// The packet capture of an alert's event (its evidence): the pcapng file, in the captures'
+/// folder, and what it holds so far; at the event's end, all of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureLink {
+    /// The file's name.
+    pub file: String,
+    /// Frames in it.
+    pub frames: u64,
+    /// One frame of the subject in this many was kept (after the first few), lately.
+    pub every: u32,
+    /// Why it stopped before the event's end (its budget, the disk), if it did.
+    pub cut: Option<String>,
 }
 
 /// A host a flood went to: a local host, or, with no local network set, any destination the

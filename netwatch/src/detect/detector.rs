@@ -259,6 +259,7 @@ impl Detector {
             members: None,
             slotless: None,
             victims: Vec::new(),
+            capture: None,
         });
         outcome.alerts = kept;
     }

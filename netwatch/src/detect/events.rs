@@ -102,6 +102,7 @@ impl Detector {
             members: None,
             slotless: None,
             victims: Vec::new(),
+            capture: None,
         })
     }
 
@@ -299,6 +300,7 @@ impl Detector {
                 members: event.members.clone(),
                 slotless: None,
                 victims: Vec::new(),
+                capture: None,
             });
             if state == AlertState::End {
                 self.open.remove(&key);

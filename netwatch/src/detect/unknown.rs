@@ -143,6 +143,7 @@ impl Detector {
                 members,
                 slotless: None,
                 victims: Vec::new(),
+                capture: None,
             });
         }
     }

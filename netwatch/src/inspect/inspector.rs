@@ -356,6 +356,7 @@ impl Inspector {
             members: None,
             slotless: None,
             victims: Vec::new(),
+            capture: None,
         })
     }
 }

@@ -66,6 +66,10 @@ pub struct AlertRef {
     pub id: String,
     /// Its kind.
     pub kind: AlertKind,
+    /// Its event's packet capture (a file in the captures' folder), when it has one; not
+    /// kept across a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<String>,
 }
 
 /// What a ban is: the network, who asked for it and why, when it began and ends. The

@@ -220,6 +220,7 @@ impl Mitigator {
             alert: Some(AlertRef {
                 id: alert.id.clone(),
                 kind: alert.kind,
+                capture: alert.capture.as_ref().map(|capture| capture.file.clone()),
             }),
             iface: iface.to_owned(),
             created: now,

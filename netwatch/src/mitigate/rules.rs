@@ -209,6 +209,7 @@ impl RuleKeeper {
                 alert: Some(AlertRef {
                     id: alert.id.clone(),
                     kind: alert.kind,
+                    capture: alert.capture.as_ref().map(|capture| capture.file.clone()),
                 }),
                 iface: iface.to_owned(),
                 created: now,
@@ -701,6 +702,7 @@ mod tests {
                 hit(victim, AttackType::Reflection(123), Some(40_000)),
                 hit("192.0.2.9", AttackType::SynFlood, Some(443)),
             ],
+            capture: None,
         }
     }
 

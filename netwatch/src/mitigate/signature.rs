@@ -278,6 +278,7 @@ mod tests {
             members: None,
             slotless: None,
             victims,
+            capture: None,
         }
     }
 

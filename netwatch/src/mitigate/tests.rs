@@ -77,6 +77,7 @@ fn alert(id: &str, kind: AlertKind, state: AlertState, subject: Subject) -> Aler
         members: None,
         slotless: None,
         victims: Vec::new(),
+        capture: None,
     }
 }
 
@@ -128,7 +129,8 @@ fn a_threshold_alert_bans_its_source_until_the_ttl() {
         ban.alert,
         Some(AlertRef {
             id: String::from("a1"),
-            kind: AlertKind::ThresholdPps
+            kind: AlertKind::ThresholdPps,
+            capture: None,
         })
     );
     assert_eq!(ban.reason, "threshold_pps 10.9.0.2 5000 pkt/s over 1000");

@@ -47,6 +47,17 @@ struct AlertRecord<'a> {
     hosts: Option<SourcesRecord>,
     victims: Vec<VictimRecord>,
     slotless: Option<SlotlessRecord>,
+    capture: Option<CaptureRecord<'a>>,
+}
+
+/// [`CaptureLink`] in JSON: the pcapng file (a name in the captures' folder) and what it
+/// holds so far.
+#[derive(Serialize)]
+struct CaptureRecord<'a> {
+    file: &'a str,
+    frames: u64,
+    sampling: u32,
+    cut: Option<&'a str>,
 }
 
 /// [`Victim`] in JSON.
@@ -219,6 +230,12 @@ pub fn write_json(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
         hosts,
         victims: alert.victims.iter().map(VictimRecord::of).collect(),
         slotless: alert.slotless.as_ref().map(SlotlessRecord::of),
+        capture: alert.capture.as_ref().map(|capture| CaptureRecord {
+            file: &capture.file,
+            frames: capture.frames,
+            sampling: capture.every,
+            cut: capture.cut.as_deref(),
+        }),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")
@@ -322,6 +339,18 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
     }
     if let Some(slotless) = &alert.slotless {
         write_slotless(out, slotless)?;
+    }
+    if let Some(capture) = &alert.capture {
+        write!(
+            out,
+            "; capture {} ({} frames",
+            escape(&capture.file),
+            capture.frames
+        )?;
+        if let Some(cut) = &capture.cut {
+            write!(out, ", cut: {}", escape(cut))?;
+        }
+        write!(out, ")")?;
     }
     writeln!(out, " [{}]", alert.id)?;
     if !alert.contributors.is_empty() {
@@ -481,6 +510,7 @@ mod tests {
             members: None,
             slotless: None,
             victims: Vec::new(),
+            capture: None,
         }
     }
 

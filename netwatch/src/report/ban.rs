@@ -138,6 +138,7 @@ mod tests {
             alert: Some(AlertRef {
                 id: String::from("r-1"),
                 kind: AlertKind::ThresholdPps,
+                capture: None,
             }),
             iface: String::from("eth0"),
             created: Some(Duration::from_secs(1_795_314_601)),

@@ -12,6 +12,7 @@ pub mod console;
 pub mod event;
 pub mod json;
 pub mod metrics;
+pub mod pcapng;
 pub mod rule;
 pub mod sink;
 pub mod store;

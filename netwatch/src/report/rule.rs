@@ -215,6 +215,7 @@ mod tests {
                 alert: Some(AlertRef {
                     id: String::from("r-1\u{1b}[2J"),
                     kind: AlertKind::SpikePps,
+                    capture: None,
                 }),
                 iface: String::from("eth0"),
                 created: Duration::from_secs(1_795_314_601),

@@ -173,7 +173,11 @@ impl Store {
                 net,
                 origin: Origin::from_name(&origin),
                 reason,
-                alert: alert.map(|(id, kind)| AlertRef { id, kind }),
+                alert: alert.map(|(id, kind)| AlertRef {
+                    id,
+                    kind,
+                    capture: None,
+                }),
                 iface,
                 created: Duration::from_millis(u64::try_from(created).unwrap_or(0)),
                 expires: Duration::from_millis(u64::try_from(expires).unwrap_or(0)),
@@ -291,7 +295,8 @@ mod tests {
             open[0].alert,
             Some(AlertRef {
                 id: String::from("r-1"),
-                kind: AlertKind::ThresholdPps
+                kind: AlertKind::ThresholdPps,
+                capture: None,
             })
         );
         assert_eq!(store.ban_in_force("10.9.0.3/32").unwrap(), None);

@@ -182,7 +182,11 @@ impl Store {
                         let alert = alert_id
                             .clone()
                             .zip(alert_kind.as_deref().and_then(by_name::<AlertKind>))
-                            .map(|(id, kind)| AlertRef { id, kind });
+                            .map(|(id, kind)| AlertRef {
+                                id,
+                                kind,
+                                capture: None,
+                            });
                         Ok(RuleInForce {
                             index: 0,
                             signature: Signature {
@@ -319,6 +323,7 @@ mod tests {
             alert: Some(AlertRef {
                 id: String::from("a-1"),
                 kind: AlertKind::SpikePps,
+                capture: None,
             }),
             iface: String::from("eth0"),
             created: Duration::from_secs(created),

@@ -67,6 +67,11 @@ pub struct Metrics {
     rule_events: IntCounterVec,
     rules_active: IntGauge,
     rule_packets: IntGaugeVec,
+    captures_active: IntGauge,
+    capture_frames: IntCounterVec,
+    capture_events: IntCounterVec,
+    /// What the capture totals were when last shown (the counters grow by the difference).
+    shown_captures: Mutex<CaptureTotals>,
     bans_active: IntGauge,
     ban_events: IntCounterVec,
     ban_packets: IntGaugeVec,
@@ -85,6 +90,23 @@ pub struct Metrics {
     /// values in the series now.
     victims: Mutex<std::collections::HashMap<String, OpenVictims>>,
     top: usize,
+}
+
+/// What the captures did since the start, as the metrics count it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureTotals {
+    /// Frames written to the files.
+    pub written: u64,
+    /// Frames the kernel's capture ring had no room for.
+    pub lost: u64,
+    /// Frames a capture no longer took (its budget, the folder's, the disk).
+    pub refused: u64,
+    /// Captures cut before their end.
+    pub cut: u64,
+    /// Files removed for the folder's budget.
+    pub removed: u64,
+    /// Writes the disk refused.
+    pub failures: u64,
 }
 
 /// The victims of the open alerts of one interface, and what the series show of them.
@@ -395,6 +417,49 @@ impl Metrics {
                     .set(i64::try_from(*count).unwrap_or(i64::MAX));
             }
         }
+    }
+
+    /// Sets the captures in progress and adds what the captures did since the last call to
+    /// the totals (`totals` are since the start).
+    pub fn set_captures(&self, active: usize, totals: CaptureTotals) {
+        self.captures_active
+            .set(i64::try_from(active).unwrap_or(i64::MAX));
+        let mut shown = self
+            .shown_captures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (vec, label, now, before) in [
+            (
+                &self.capture_frames,
+                "written",
+                totals.written,
+                shown.written,
+            ),
+            (&self.capture_frames, "lost", totals.lost, shown.lost),
+            (
+                &self.capture_frames,
+                "refused",
+                totals.refused,
+                shown.refused,
+            ),
+            (&self.capture_events, "cut", totals.cut, shown.cut),
+            (
+                &self.capture_events,
+                "removed",
+                totals.removed,
+                shown.removed,
+            ),
+            (
+                &self.capture_events,
+                "write_failed",
+                totals.failures,
+                shown.failures,
+            ),
+        ] {
+            vec.with_label_values(&[label])
+                .inc_by(now.saturating_sub(before));
+        }
+        *shown = totals;
     }
 
     /// Counts alert lines left out over the cap.

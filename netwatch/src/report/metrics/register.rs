@@ -358,6 +358,34 @@ impl Metrics {
                     &["signature", "outcome"],
                 )?,
             )?,
+            captures_active: register(
+                r,
+                IntGauge::new(
+                    "netwatch_captures_active",
+                    "Packet captures of events in progress",
+                )?,
+            )?,
+            capture_frames: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_capture_frames_total",
+                        "Frames of the events' captures: written to their files, lost for                          room in the kernel's capture ring, refused by a budget or the disk",
+                    ),
+                    &["outcome"],
+                )?,
+            )?,
+            capture_events: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_capture_events_total",
+                        "Captures cut before their end, files removed for the folder's budget,                          writes the disk refused",
+                    ),
+                    &["event"],
+                )?,
+            )?,
+            shown_captures: Mutex::new(super::CaptureTotals::default()),
             registry,
             shown: Mutex::new(std::collections::HashMap::new()),
             victims: Mutex::new(std::collections::HashMap::new()),

@@ -1,0 +1,413 @@
+//! The [`CaptureKeeper`]: which events are being captured, under which kernel index, and
+//! every decision on them. An alert of `capture.kinds` at its start gets a capture of its
+//! subject ([`CaptureKeeper::on_alert`]), named by its event id; each interval the sampling
+//! follows the subject's rate so that about `frames_per_second` are kept
+//! ([`CaptureKeeper::tick`]); the capture stops at the event's end, at its frame or byte
+//! budget, or when the disk refuses it. `netwatch capture` asks for one by hand, for a time
+//! ([`CaptureKeeper::request`]).
+//!
+//! It must not touch a map or a file (it returns [`CaptureChange`]s for the caller to carry
+//! out), nor read a clock.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
+
+use super::{
+    config::CaptureConfig,
+    subject::{CaptureSubject, subject_of},
+};
+use crate::detect::alert::{Alert, AlertState, CaptureLink};
+
+/// Most captures at once: the kernel's room.
+pub const MAX_CAPTURES: u32 = netwatch_common::MAX_CAPTURES as u32;
+
+/// Events remembered as refused a capture (said once each).
+const REFUSED_MEMORY: usize = 4_096;
+
+/// Most frames one in N may skip: N is at most this.
+const MAX_EVERY: u32 = 1 << 20;
+
+/// A capture in progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capture {
+    /// Its kernel index.
+    pub index: u32,
+    /// The event it is the evidence of: the alert's id, or the request's.
+    pub event: String,
+    /// What it is of: the alert's kind, or `request`.
+    pub what: String,
+    /// Whose frames.
+    pub subject: CaptureSubject,
+    /// The file's name (in the captures' folder).
+    pub file: String,
+    /// One frame in this many is kept, after the first.
+    pub every: u32,
+    /// When it began, since the Unix epoch.
+    pub started: Duration,
+    /// A request's end; an alert's capture ends with its event.
+    pub until: Option<Duration>,
+    /// What the kernel saw of its subject at the last tick, and when.
+    last_seen: (u64, Duration),
+    /// Frames and bytes written so far, as the writer says.
+    pub frames: u64,
+    /// Why it stopped before its end, if it did.
+    pub cut: Option<String>,
+}
+
+/// What the caller carries out: to the kernel and to the capture files.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CaptureChange {
+    /// Set capture `index` in the kernel and open its file.
+    Start(Box<Capture>),
+    /// Keep one frame in `every` of capture `index` from now on.
+    Every {
+        /// The index.
+        index: u32,
+        /// The new N.
+        every: u32,
+    },
+    /// Take capture `index` out of the kernel, write what is left, close its file.
+    Stop {
+        /// The index.
+        index: u32,
+        /// Why (an event's end, a budget, a request's time).
+        why: String,
+    },
+}
+
+/// What the writer says of a capture's file: frames written, and why it stopped writing if
+/// it did (its budget, the disk).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Frames in the file.
+    pub frames: u64,
+    /// Bytes of the file.
+    pub bytes: u64,
+    /// Why it stopped taking frames.
+    pub cut: Option<String>,
+}
+
+/// Decides captures and keeps those in progress.
+#[derive(Debug)]
+pub struct CaptureKeeper {
+    config: CaptureConfig,
+    captures: BTreeMap<u32, Capture>,
+    /// Indexes freed at the last tick: reused only after the next, when the frames of their
+    /// old capture have left the ring.
+    cooling: Vec<u32>,
+    /// Ended captures by event, for the links of the event's last lines.
+    ended: BTreeMap<String, CaptureLink>,
+    refused: HashSet<String>,
+    /// Requests so far, for their ids.
+    requests: u64,
+}
+
+impl CaptureKeeper {
+    /// A keeper for `config`.
+    pub fn new(config: CaptureConfig) -> Self {
+        Self {
+            config,
+            captures: BTreeMap::new(),
+            cooling: Vec::new(),
+            ended: BTreeMap::new(),
+            refused: HashSet::new(),
+            requests: 0,
+        }
+    }
+
+    /// The captures in progress, by index.
+    pub fn captures(&self) -> impl Iterator<Item = &Capture> {
+        self.captures.values()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CaptureConfig {
+        &self.config
+    }
+
+    /// What an alert calls for: a capture at its event's start, its end at the event's end.
+    /// A refusal (no subject, no room) is logged once per event.
+    pub fn on_alert(&mut self, alert: &Alert, now: Duration) -> Vec<CaptureChange> {
+        let index = self.index_of(&alert.id);
+        match (alert.state, index) {
+            (AlertState::Start | AlertState::Update, None) => {
+                if !self.config.enabled
+                    || !self.config.kinds.contains(&alert.kind)
+                    || self.ended.contains_key(&alert.id)
+                {
+                    return Vec::new();
+                }
+                let Some(subject) = subject_of(alert) else {
+                    self.refuse(&alert.id, "it names no source, prefix or victim");
+                    return Vec::new();
+                };
+                let pps = alert.packets as f64
+                    / alert
+                        .at
+                        .saturating_sub(alert.started)
+                        .max(alert.interval)
+                        .as_secs_f64()
+                        .max(1e-3);
+                self.start(
+                    alert.id.clone(),
+                    alert.kind.name().to_owned(),
+                    subject,
+                    pps,
+                    None,
+                    now,
+                )
+                .map(|change| vec![change])
+                .unwrap_or_else(|why| {
+                    self.refuse(&alert.id, &why);
+                    Vec::new()
+                })
+            }
+            (AlertState::End, Some(index)) => vec![CaptureChange::Stop {
+                index,
+                why: String::from("the event ended"),
+            }],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A capture by hand of `subject` for `duration`: its start, and its id (the name of
+    /// its file), or why not.
+    pub fn request(
+        &mut self,
+        subject: CaptureSubject,
+        duration: Duration,
+        now: Duration,
+    ) -> Result<CaptureChange, String> {
+        self.requests += 1;
+        let event = format!("capture-{}-{}", now.as_millis(), self.requests);
+        // Its rate is unknown yet: every frame until the first tick says.
+        self.start(
+            event,
+            String::from("request"),
+            subject,
+            0.0,
+            Some(now + duration),
+            now,
+        )
+    }
+
+    fn start(
+        &mut self,
+        event: String,
+        what: String,
+        subject: CaptureSubject,
+        pps: f64,
+        until: Option<Duration>,
+        now: Duration,
+    ) -> Result<CaptureChange, String> {
+        let Some(index) = (0..MAX_CAPTURES)
+            .find(|index| !self.captures.contains_key(index) && !self.cooling.contains(index))
+        else {
+            return Err(format!("all {MAX_CAPTURES} captures are in use"));
+        };
+        let capture = Capture {
+            index,
+            file: format!("{}.pcapng", file_stem(&event)),
+            event,
+            what,
+            subject,
+            every: self.every(pps),
+            started: now,
+            until,
+            last_seen: (0, now),
+            frames: 0,
+            cut: None,
+        };
+        self.captures.insert(index, capture.clone());
+        Ok(CaptureChange::Start(Box::new(capture)))
+    }
+
+    /// Once an interval, with what the kernel saw of each capture's subject (`seen`, by
+    /// index) and what the writer wrote: the sampling follows each subject's rate; a
+    /// capture the writer cut, or a request whose time is up, stops.
+    pub fn tick(
+        &mut self,
+        seen: &BTreeMap<u32, u64>,
+        written: &BTreeMap<u32, Written>,
+        now: Duration,
+    ) -> Vec<CaptureChange> {
+        self.cooling.clear();
+        let mut changes = Vec::new();
+        let fps = f64::from(self.config.frames_per_second);
+        for capture in self.captures.values_mut() {
+            if let Some(written) = written.get(&capture.index) {
+                capture.frames = written.frames;
+                capture.cut.clone_from(&written.cut);
+            }
+            if let Some(why) = &capture.cut {
+                changes.push(CaptureChange::Stop {
+                    index: capture.index,
+                    why: why.clone(),
+                });
+                continue;
+            }
+            if capture.until.is_some_and(|until| until <= now) {
+                changes.push(CaptureChange::Stop {
+                    index: capture.index,
+                    why: String::from("its time is up"),
+                });
+                continue;
+            }
+            let Some(&count) = seen.get(&capture.index) else {
+                continue;
+            };
+            let (before, at) = capture.last_seen;
+            let elapsed = now.saturating_sub(at).as_secs_f64();
+            capture.last_seen = (count, now);
+            if elapsed <= 0.0 {
+                continue;
+            }
+            let rate = count.saturating_sub(before) as f64 / elapsed;
+            let every = every_for(rate, fps);
+            if every != capture.every {
+                capture.every = every;
+                changes.push(CaptureChange::Every {
+                    index: capture.index,
+                    every,
+                });
+            }
+        }
+        changes
+    }
+
+    /// After a [`CaptureChange::Stop`] is carried out: the capture ends, with what its file
+    /// holds; its index cools down for a tick.
+    pub fn stopped(&mut self, index: u32, written: &Written, why: &str) -> Option<Capture> {
+        let mut capture = self.captures.remove(&index)?;
+        capture.frames = written.frames;
+        capture.cut.clone_from(&written.cut);
+        if capture.cut.is_none() && why != "the event ended" {
+            capture.cut = Some(why.to_owned());
+        }
+        self.cooling.push(index);
+        if self.ended.len() >= REFUSED_MEMORY
+            && let Some(oldest) = self.ended.keys().next().cloned()
+        {
+            self.ended.remove(&oldest);
+        }
+        self.ended.insert(capture.event.clone(), link(&capture));
+        Some(capture)
+    }
+
+    /// After a [`CaptureChange::Start`] the writer or the kernel refused: the capture is
+    /// dropped at once, its index free again.
+    pub fn failed(&mut self, index: u32, why: &str) {
+        if let Some(capture) = self.captures.remove(&index) {
+            self.refuse(&capture.event, why);
+        }
+    }
+
+    /// The link an alert of event `id` carries now: its capture's file and frames, in
+    /// progress or ended; `None` when it has none.
+    pub fn link(&self, id: &str) -> Option<CaptureLink> {
+        self.captures
+            .values()
+            .find(|capture| capture.event == id)
+            .map(link)
+            .or_else(|| self.ended.get(id).cloned())
+    }
+
+    /// Updates what the writer wrote of capture `index`.
+    pub fn written(&mut self, index: u32, written: &Written) {
+        if let Some(capture) = self.captures.get_mut(&index) {
+            capture.frames = written.frames;
+            capture.cut.clone_from(&written.cut);
+        }
+    }
+
+    fn index_of(&self, event: &str) -> Option<u32> {
+        self.captures
+            .values()
+            .find(|capture| capture.event == event)
+            .map(|capture| capture.index)
+    }
+
+    /// One in how many for a subject of `pps`.
+    fn every(&self, pps: f64) -> u32 {
+        every_for(pps, f64::from(self.config.frames_per_second))
+    }
+
+    fn refuse(&mut self, event: &str, why: &str) {
+        if self.refused.len() >= REFUSED_MEMORY {
+            self.refused.clear();
+        }
+        if self.refused.insert(event.to_owned()) {
+            log::warn!(
+                "no capture of event {}: {why}",
+                crate::escape::escape(event)
+            );
+        }
+    }
+}
+
+/// One in how many keeps about `fps` frames a second of a subject of `pps`: the power of two
+/// at or above their ratio, 1 at least.
+pub fn every_for(pps: f64, fps: f64) -> u32 {
+    if !pps.is_finite() || pps <= fps {
+        return 1;
+    }
+    let ratio = (pps / fps).ceil().min(f64::from(MAX_EVERY)) as u32;
+    ratio.next_power_of_two().min(MAX_EVERY)
+}
+
+fn link(capture: &Capture) -> CaptureLink {
+    CaptureLink {
+        file: capture.file.clone(),
+        frames: capture.frames,
+        every: capture.every,
+        cut: capture.cut.clone(),
+    }
+}
+
+/// An event id as a file name: its letters, digits, `-` and `_`; anything else becomes `_`
+/// (an id comes from netwatch, but a file name is no place to trust it).
+fn file_stem(event: &str) -> String {
+    let stem: String = event
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if stem.is_empty() {
+        String::from("capture")
+    } else {
+        stem
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sampling keeps about `frames_per_second`: one in a power of two at or above the
+    /// ratio, 1 below it, capped.
+    #[test]
+    fn one_in_n_keeps_about_the_frames_asked() {
+        assert_eq!(every_for(50.0, 100.0), 1);
+        assert_eq!(every_for(100.0, 100.0), 1);
+        assert_eq!(every_for(101.0, 100.0), 2);
+        assert_eq!(every_for(10_000.0, 100.0), 128);
+        assert_eq!(every_for(1e12, 100.0), MAX_EVERY);
+        assert_eq!(every_for(f64::NAN, 100.0), 1);
+    }
+
+    /// A file name is made of an id's safe characters only.
+    #[test]
+    fn ids_become_safe_file_names() {
+        assert_eq!(file_stem("r1a2-17"), "r1a2-17");
+        assert_eq!(file_stem("../../etc/passwd"), "______etc_passwd");
+        assert_eq!(file_stem(""), "capture");
+    }
+}
