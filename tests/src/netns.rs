@@ -50,9 +50,21 @@ impl Netns {
         std::env::temp_dir().join(format!("netwatch-test-{}.sock", self.name))
     }
 
-    /// A SQLite store path for a netwatch run in this namespace, removed with it.
+    /// A SQLite store path for a netwatch run in this namespace, in a folder of its own
+    /// (netwatch makes it) where the daemon's captures go too (`captures/` beside the store),
+    /// removed with the namespace.
     pub fn db_path(&self) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("netwatch-test-{}.db", self.name))
+        self.state_dir().join("netwatch.db")
+    }
+
+    /// The folder of [`Netns::db_path`].
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("netwatch-test-{}", self.name))
+    }
+
+    /// Where a daemon of this namespace writes its captures by default.
+    pub fn capture_dir(&self) -> std::path::PathBuf {
+        self.state_dir().join("captures")
     }
 
     /// Runs a command inside the namespace, panicking if it fails.
@@ -107,12 +119,7 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
         let _ = std::fs::remove_file(self.control_path());
-        let db = self.db_path();
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = db.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+        let _ = std::fs::remove_dir_all(self.state_dir());
     }
 }
 

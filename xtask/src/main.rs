@@ -48,6 +48,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     // A real terminal for `netwatch top` (tests/tests/top.rs).
     ("tmux", "tmux"),
+    // The events' pcapng captures read back by Wireshark's reader (tests/tests/evidence.rs).
+    ("tshark", "tshark"),
+    ("capinfos", "wireshark-common"),
 ];
 const NIGHTLY: &str = "nightly";
 

@@ -45,8 +45,8 @@ pub(super) const MAX_REQUEST: u64 = 4096;
 pub struct Request {
     /// [`PROTOCOL_VERSION`].
     pub version: u32,
-    /// `status`, `subscribe`, `ban_add`, `ban_remove`, `ban_list`, `rule_list` or
-    /// `rule_remove`.
+    /// `status`, `subscribe`, `ban_add`, `ban_remove`, `ban_list`, `rule_list`, `rule_add`,
+    /// `rule_remove` or `capture`.
     pub request: String,
     /// For `ban_add` and `ban_remove`: the network (`ADDR` or `ADDR/LEN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

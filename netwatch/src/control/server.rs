@@ -335,7 +335,8 @@ pub(super) fn serve(mut stream: UnixStream, control: &Control, connected: Instan
             let _ = write_line(&mut stream, &control.status());
         }
         "subscribe" => subscription(&mut stream, control),
-        "ban_add" | "ban_remove" | "ban_list" | "rule_list" | "rule_add" | "rule_remove" => {
+        "ban_add" | "ban_remove" | "ban_list" | "rule_list" | "rule_add" | "rule_remove"
+        | "capture" => {
             let answer = match ban_op(&request) {
                 Ok(op) => control.ban(op),
                 Err(reason) => error(&reason.to_string()),
@@ -346,7 +347,7 @@ pub(super) fn serve(mut stream: UnixStream, control: &Control, connected: Instan
             let _ = write_line(
                 &mut stream,
                 &error(&format!(
-                    "unknown request \"{}\": status, subscribe, ban_add, ban_remove, ban_list, rule_list, rule_add or rule_remove",
+                    "unknown request \"{}\": status, subscribe, ban_add, ban_remove, ban_list, rule_list, rule_add, rule_remove or capture",
                     report::escape(other)
                 )),
             );
