@@ -123,6 +123,48 @@ pub(crate) fn captures_in_force() -> bool {
     unsafe { (&raw const CAPTURE_GLOBALS.active).read_volatile() != 0 }
 }
 
+/// Whether a frame from `key` to `dst` (its destination address for IPv4, folded for IPv6)
+/// may be some capture's, as the main program tells from what it parsed: its source is in a
+/// capture's network, or its IPv4 destination is; an IPv6 destination is left to the
+/// capture program, which has the whole address. A frame that may not goes on without the
+/// capture program's tail call and second parse.
+#[inline(always)]
+pub(crate) fn may_capture(key: &SourceKey, dst: u32) -> bool {
+    // SAFETY: a u32 of global data the program never writes; userspace rewrites it whole.
+    let active = unsafe { (&raw const CAPTURE_GLOBALS.active).read_volatile() };
+    let ipv4 = key.family == FAMILY_IPV4;
+    if active & CAPTURE_BY_SOURCE != 0 {
+        let found = if ipv4 {
+            let [a, b, c, d, ..] = key.addr;
+            let lookup = AlignedKey {
+                _pad: 0,
+                key: Key::new(32, [a, b, c, d]),
+            };
+            CAPTURE_SOURCES_V4.get(&lookup.key).is_some()
+        } else {
+            let lookup = AlignedKey {
+                _pad: 0,
+                key: Key::new(128, key.addr),
+            };
+            CAPTURE_SOURCES_V6.get(&lookup.key).is_some()
+        };
+        if found {
+            return true;
+        }
+    }
+    if active & CAPTURE_BY_DESTINATION != 0 {
+        if !ipv4 {
+            return true;
+        }
+        let lookup = AlignedKey {
+            _pad: 0,
+            key: Key::new(32, dst.to_be_bytes()),
+        };
+        return CAPTURE_DESTINATIONS_V4.get(&lookup.key).is_some();
+    }
+    false
+}
+
 /// The captures the frame's addresses are in; when there are some, what they compare is
 /// written into this CPU's [`CaptureJob`] (false when there is none, or no job).
 #[inline(always)]
@@ -180,11 +222,15 @@ pub(crate) fn keep(ctx: &XdpContext) -> Option<CaptureJob> {
     // below stay inside them.
     unsafe {
         (*scratch).header.captures = 0;
-        for index in 0..MAX_CAPTURES as u32 {
-            let set = (&raw const (*job).set).read_volatile();
-            if (set >> index) & 1 == 0 {
-                continue;
+        // One turn per capture of the set, lowest index first (most often there is one):
+        // the set's bits are taken off one by one, in the job's memory.
+        for _ in 0..MAX_CAPTURES {
+            let rest = (&raw const (*job).set).read_volatile();
+            if rest == 0 {
+                break;
             }
+            (&raw mut (*job).set).write_volatile(rest & (rest - 1));
+            let index = lowest_bit(rest);
             let Some(slot) = CAPTURE_SLOTS.get(index) else {
                 break;
             };
@@ -218,6 +264,19 @@ pub(crate) fn keep(ctx: &XdpContext) -> Option<CaptureJob> {
         }
         Some(*job)
     }
+}
+
+/// The index of the lowest bit set in `bits` (not 0): a de Bruijn sequence's table, the BPF
+/// instruction set having no count of trailing zeros.
+#[inline(always)]
+fn lowest_bit(bits: u32) -> u32 {
+    const TABLE: [u8; 32] = [
+        0, 1, 28, 2, 29, 14, 24, 3, 30, 22, 20, 15, 25, 17, 4, 8, 31, 27, 13, 23, 21, 19, 16, 7,
+        26, 12, 18, 6, 11, 5, 10, 9,
+    ];
+    let isolated = bits & bits.wrapping_neg();
+    let slot = (isolated.wrapping_mul(0x077C_B531) >> 27) as usize & 31;
+    TABLE.get(slot).copied().map_or(0, u32::from)
 }
 
 /// Whether the frame of `job` matches every field `filter` names ([`matches`], its fields

@@ -40,7 +40,7 @@ use netwatch_common::{
 
 use crate::{
     bans::count_ban,
-    capture::{CAPTURE_CHECK, CAPTURE_KEEP, captures_in_force, find, keep},
+    capture::{CAPTURE_CHECK, CAPTURE_KEEP, captures_in_force, find, keep, may_capture},
     counters::{PerCpu, Shared, SourceTable, reflection_port},
     destinations::{count_destination, sample_destination},
     early::early_check,
@@ -81,13 +81,18 @@ fn run<T: SourceTable, const CHECKS: bool>(ctx: &XdpContext) -> u32 {
     let mut banned = MaybeUninit::<Banned>::uninit();
     let mut mode = BAN_MODE_NONE;
     let sample = account::<T, CHECKS>(ctx, &mut banned, &mut mode);
-    if CHECKS && captures_in_force() {
-        // SAFETY: a tail call with this program's own context, as the rules' below. The
-        // capture program (slot 1: one that samples the frame after) parses the frame again,
-        // captures it, then does what follows here: the ban check, the rules, the sampler.
-        // If the slot is empty this returns, and the frame goes on uncaptured.
-        unsafe { CAPTURE_CHECK.tail_call(ctx, u32::from(sample)) };
+    if CHECKS && mode & STAGED != 0 && captures_in_force() {
+        // SAFETY: `account` writes `banned` whenever it sets STAGED.
+        let staged = unsafe { banned.assume_init_ref() };
+        if may_capture(&staged.key, staged.dst) {
+            // SAFETY: a tail call with this program's own context, as the rules' below. The
+            // capture program (slot 1: one that samples the frame after) parses the frame
+            // again, captures it, then does what follows here: the ban check, the rules, the
+            // sampler. If the slot is empty this returns, and the frame goes on uncaptured.
+            unsafe { CAPTURE_CHECK.tail_call(ctx, u32::from(sample)) };
+        }
     }
+    let mode = mode & !STAGED;
     // Counted above as every frame, so the monitor still sees a banned source's attack and
     // the blind-spot identity holds; only then is the frame dropped. Here, after every path
     // of the count has joined, the verifier walks the checks once rather than on each.
@@ -113,11 +118,17 @@ fn run<T: SourceTable, const CHECKS: bool>(ctx: &XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// What the ban check needs of a frame with a source: its address and its length.
+/// What the ban check (and the capture's first look) needs of a frame with a source: its
+/// address, its length, its destination (the address, for IPv4).
 struct Banned {
     key: SourceKey,
     len: u64,
+    dst: u32,
 }
+
+/// Set in `account`'s mode beside the ban mode: [`Banned`] is written (bans or captures
+/// exist).
+const STAGED: u32 = 1 << 8;
 
 /// Queues one slot of the [`QueueJob`] into [`FREE_SLOTS`] and advances the job. Userspace
 /// runs it with BPF_PROG_TEST_RUN, as many times as the job has slots (it is never attached):
@@ -367,12 +378,13 @@ fn account<T: SourceTable, const CHECKS: bool>(
                     *windows + (settings.overflow_window & 1),
                 );
             }
-            if CHECKS && settings.ban_mode != BAN_MODE_NONE {
+            if CHECKS && (settings.ban_mode != BAN_MODE_NONE || captures_in_force()) {
                 banned.write(Banned {
                     key: parsed.key,
                     len,
+                    dst: parsed.dst_fold,
                 });
-                *mode = settings.ban_mode;
+                *mode = settings.ban_mode | STAGED;
             }
 
             if let Some((src, dst)) = ports
