@@ -391,3 +391,29 @@ fn a_signature_rule_outlasts_its_attacks_updates() {
     )
     .unwrap();
 }
+
+/// `[capture]` is read and checked: each bad value names its field.
+#[test]
+fn capture_settings_are_checked() {
+    let config = parse(
+        "[capture]\ndir = \"/srv/captures\"\nkinds = [\"syn_flood\"]\nframes_per_second = 10\n",
+    )
+    .unwrap();
+    assert_eq!(config.capture.dir, Path::new("/srv/captures"));
+    assert_eq!(config.capture.frames_per_second, 10);
+    assert!(config.capture.enabled);
+    for (bad, field) in [
+        ("frames_per_second = 0", "capture.frames_per_second"),
+        ("max_frames = 0", "capture.max_frames"),
+        ("max_bytes = 100", "capture.max_bytes"),
+        ("snap_len = 10", "capture.snap_len"),
+        ("snap_len = 100000", "capture.snap_len"),
+        ("budget_bytes = 4096", "capture.budget_bytes"),
+        ("kinds = [\"suppressed\"]", "capture.kinds"),
+    ] {
+        let err = parse(&format!("[capture]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{bad}: {err}");
+    }
+}

@@ -410,4 +410,195 @@ mod tests {
         assert_eq!(file_stem("../../etc/passwd"), "______etc_passwd");
         assert_eq!(file_stem(""), "capture");
     }
+
+    use crate::detect::{
+        alert::{AlertKind, Severity, Subject, Victim},
+        attack::AttackType,
+    };
+
+    fn alert(id: &str, state: AlertState, subject: Subject) -> Alert {
+        Alert {
+            id: id.to_owned(),
+            kind: AlertKind::ThresholdPps,
+            state,
+            severity: Severity::Warning,
+            subject,
+            observed: 6400.0,
+            baseline: None,
+            threshold: 1000.0,
+            at: Duration::from_secs(1_001),
+            interval: Duration::from_secs(1),
+            started: Duration::from_secs(1_000),
+            peak: 6400.0,
+            packets: 6_400,
+            bytes: 640_000,
+            detail: None,
+            contributors: Vec::new(),
+            attack: None,
+            members: None,
+            slotless: None,
+            victims: Vec::new(),
+            capture: None,
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// An event's start starts its capture of its subject, one in N for its rate; its lines
+    /// link it with the frames written so far; the sampling follows the kernel's count of the
+    /// subject; its end stops it, and the end's link holds the file's count; the index cools
+    /// down for a tick.
+    #[test]
+    fn an_event_is_captured_from_its_start_to_its_end() {
+        let mut keeper = CaptureKeeper::new(CaptureConfig::default());
+        let source = Subject::Source("198.51.100.7".parse().unwrap());
+        let changes = keeper.on_alert(&alert("a-1", AlertState::Start, source), secs(1_001));
+        let [CaptureChange::Start(capture)] = changes.as_slice() else {
+            panic!("{changes:?}");
+        };
+        assert_eq!(capture.index, 0);
+        assert_eq!(capture.file, "a-1.pcapng");
+        assert_eq!(capture.subject.to_string(), "from 198.51.100.7/32");
+        // 6,400 pkt/s for about 100 a second: one in 64.
+        assert_eq!(capture.every, 64);
+        assert_eq!(keeper.link("a-1").map(|link| link.frames), Some(0));
+        let written = |frames| Written {
+            frames,
+            bytes: frames * 100,
+            cut: None,
+        };
+        keeper.written(0, &written(40));
+        // The update changes nothing but the link.
+        assert!(
+            keeper
+                .on_alert(&alert("a-1", AlertState::Update, source), secs(1_005))
+                .is_empty()
+        );
+        assert_eq!(keeper.link("a-1").map(|link| link.frames), Some(40));
+        // The kernel saw 25,600 frames in 2 s: 12,800 a second, one in 128.
+        let changes = keeper.tick(
+            &BTreeMap::from([(0, 25_600)]),
+            &BTreeMap::from([(0, written(60))]),
+            secs(1_003),
+        );
+        assert_eq!(
+            changes,
+            [CaptureChange::Every {
+                index: 0,
+                every: 128
+            }]
+        );
+        let changes = keeper.on_alert(&alert("a-1", AlertState::End, source), secs(1_010));
+        assert_eq!(
+            changes,
+            [CaptureChange::Stop {
+                index: 0,
+                why: String::from("the event ended")
+            }]
+        );
+        let ended = keeper.stopped(0, &written(99), "the event ended").unwrap();
+        assert_eq!((ended.frames, ended.cut), (99, None));
+        assert_eq!(keeper.link("a-1").map(|link| link.frames), Some(99));
+        assert_eq!(keeper.captures().count(), 0);
+        // Index 0 cools down: the next event gets 1, until a tick has passed.
+        let other = Subject::Source("198.51.100.8".parse().unwrap());
+        let changes = keeper.on_alert(&alert("a-2", AlertState::Start, other), secs(1_011));
+        assert!(matches!(changes.as_slice(), [CaptureChange::Start(c)] if c.index == 1));
+    }
+
+    /// A global alert's capture is of its main victim, narrowed to its attack's signature; one
+    /// with no victim and no contributor gets none (said); a kind not listed, or captures
+    /// off, none either; past the kernel's room, none; a capture the writer cut stops at the
+    /// next tick, and a request ends at its time.
+    #[test]
+    fn subjects_refusals_cuts_and_requests() {
+        let mut keeper = CaptureKeeper::new(CaptureConfig::default());
+        let mut global = alert("g-1", AlertState::Start, Subject::Global);
+        global.kind = AlertKind::SpikePps;
+        global.victims = vec![Victim {
+            addr: "192.0.2.5".parse().unwrap(),
+            packets: 5_000,
+            pps: 5_000.0,
+            share: 0.9,
+            attack: Some(AttackType::Reflection(123)),
+            port: Some(40_000),
+            sampled: None,
+        }];
+        let changes = keeper.on_alert(&global, secs(1_001));
+        let [CaptureChange::Start(capture)] = changes.as_slice() else {
+            panic!("{changes:?}");
+        };
+        assert_eq!(
+            capture.subject.to_string(),
+            "udp from port 123 to 192.0.2.5/32"
+        );
+        let bare = alert("g-2", AlertState::Start, Subject::Global);
+        assert!(keeper.on_alert(&bare, secs(1_001)).is_empty());
+        let mut scan = alert(
+            "s-1",
+            AlertState::Start,
+            Subject::Source("10.0.0.9".parse().unwrap()),
+        );
+        scan.kind = AlertKind::DnsTunnel;
+        assert!(keeper.on_alert(&scan, secs(1_001)).is_empty());
+        let mut off = CaptureKeeper::new(CaptureConfig {
+            enabled: false,
+            ..CaptureConfig::default()
+        });
+        assert!(
+            off.on_alert(&alert("o-1", AlertState::Start, Subject::Global), secs(1))
+                .is_empty()
+        );
+        // The kernel's room: 31 more fill it, the next is refused.
+        for i in 0..31u8 {
+            let subject = Subject::Source(std::net::IpAddr::from([10, 1, 0, i]));
+            let changes = keeper.on_alert(
+                &alert(&format!("f-{i}"), AlertState::Start, subject),
+                secs(1_002),
+            );
+            assert_eq!(changes.len(), 1, "{i}");
+        }
+        let full = Subject::Source("10.2.0.1".parse().unwrap());
+        assert!(
+            keeper
+                .on_alert(&alert("f-x", AlertState::Start, full), secs(1_002))
+                .is_empty()
+        );
+        // Cut by the writer: stopped at the tick; a request: at its time.
+        let cut = Written {
+            frames: 10_000,
+            bytes: 1,
+            cut: Some(String::from(
+                "its 10000 frames are written (capture.max_frames)",
+            )),
+        };
+        let changes = keeper.tick(&BTreeMap::new(), &BTreeMap::from([(0, cut)]), secs(1_003));
+        assert!(
+            matches!(changes.as_slice(), [CaptureChange::Stop { index: 0, why }] if why.contains("max_frames"))
+        );
+        keeper.stopped(0, &Written::default(), "cut");
+        keeper.tick(&BTreeMap::new(), &BTreeMap::new(), secs(1_004));
+        let request = keeper
+            .request(
+                CaptureSubject::Source("10.3.0.0/16".parse().unwrap()),
+                secs(10),
+                secs(1_005),
+            )
+            .unwrap();
+        let CaptureChange::Start(request) = request else {
+            panic!("{request:?}");
+        };
+        assert_eq!((request.every, request.until), (1, Some(secs(1_015))));
+        assert!(
+            keeper
+                .tick(&BTreeMap::new(), &BTreeMap::new(), secs(1_014))
+                .is_empty()
+        );
+        let changes = keeper.tick(&BTreeMap::new(), &BTreeMap::new(), secs(1_015));
+        assert!(
+            matches!(changes.as_slice(), [CaptureChange::Stop { why, .. }] if why == "its time is up")
+        );
+    }
 }
