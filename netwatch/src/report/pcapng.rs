@@ -236,12 +236,18 @@ impl CaptureFiles {
                         env!("CARGO_PKG_VERSION")
                     ))),
                     SectionHeaderOption::Comment(Cow::Owned(format!(
-                        "netwatch event {}: {} {}; sampled 1 in {} after the first {} frames of \
-                         each CPU, as the subject's rate says (a packet's comment marks a \
-                         change); snap length {}",
+                        "netwatch event {}: {} {} on {}; sampled 1 in {} after the first {} \
+                         frames of each CPU, as the subject's rate says (a packet's comment \
+                         marks a change); snap length {}",
                         header.event,
                         header.what,
                         header.subject,
+                        header
+                            .interfaces
+                            .iter()
+                            .map(|(_, name)| name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         header.every,
                         header.first,
                         header.snap_len
