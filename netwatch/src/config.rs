@@ -17,7 +17,7 @@ use crate::{
     evidence::CaptureConfig,
     inspect::InspectConfig,
     mitigate::MitigateConfig,
-    report::{Format, webhook::WebhookConfig},
+    report::{Format, kafka::KafkaConfig, webhook::WebhookConfig},
 };
 
 /// The shortest `inspect.snap_len`: an Ethernet header, two VLAN tags, IPv6 with a few
@@ -52,6 +52,16 @@ pub struct Config {
     pub mitigate: MitigateConfig,
     /// Packet captures of events.
     pub capture: CaptureConfig,
+    /// Export to the fleet's engines.
+    pub export: ExportConfig,
+}
+
+/// `[export]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// `[export.kafka]`.
+    pub kafka: KafkaConfig,
 }
 
 /// `[networks]`.
@@ -466,6 +476,10 @@ impl Config {
             .validate()
             .map_err(|(field, reason)| invalid(&field, &reason))?;
         self.capture
+            .validate()
+            .map_err(|(field, reason)| invalid(&field, &reason))?;
+        self.export
+            .kafka
             .validate()
             .map_err(|(field, reason)| invalid(&field, &reason))?;
         // A rule is kept by its attack's updates: one that ends before the next update

@@ -183,19 +183,23 @@ impl Session {
                     // and those of late toward the doubling of repeat offenders' TTLs.
                     kept = Some(Kept::read(&mut store, &config, now())?);
                 }
+                // Every finding is queued for each webhook URL and for the Kafka export.
+                let mut queues = config.webhook.urls.clone();
+                if config.export.kafka.enabled() {
+                    queues.push(String::from(crate::report::kafka::QUEUE));
+                }
                 let writer =
-                    StoreWriter::start(store, config.webhook.urls.clone()).map_err(|source| {
-                        SessionError::Output {
-                            path: db.display().to_string(),
-                            source,
-                        }
+                    StoreWriter::start(store, queues).map_err(|source| SessionError::Output {
+                        path: db.display().to_string(),
+                        source,
                     })?;
                 store_counts = Some(writer.shared_counts());
-                sinks.push(Box::new(StoreSink::new(
-                    writer,
-                    config.store.history_top,
-                    config.store.retention,
-                )));
+                let mut sink =
+                    StoreSink::new(writer, config.store.history_top, config.store.retention);
+                if config.export.kafka.enabled() && config.export.kafka.intervals {
+                    sink = sink.exporting_intervals();
+                }
+                sinks.push(Box::new(sink));
                 known
             }
             None => KnownState::default(),

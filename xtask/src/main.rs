@@ -51,7 +51,20 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     // The events' pcapng captures read back by Wireshark's reader (tests/tests/evidence.rs).
     ("tshark", "tshark"),
     ("capinfos", "wireshark-common"),
+    // librdkafka, built from source for netwatch's Kafka export: cmake, and the headers of
+    // the OpenSSL and libcurl it links (no command of their own: the package tells).
+    ("cmake", "cmake"),
+    ("libssl-dev", "libssl-dev"),
+    ("libcurl4-openssl-dev", "libcurl4-openssl-dev"),
+    ("zlib1g-dev", "zlib1g-dev"),
+    // The fleet tests: a real Kafka consumer, and relays into the broker's namespace
+    // (tests/tests/fleet.rs).
+    ("kcat", "kcat"),
+    ("socat", "socat"),
 ];
+/// Python packages of the tests, from PyPI: ClickHouse's engine in process, which runs the
+/// schema of packaging/clickhouse/ (tests/tests/fleet.rs).
+const PIP_PACKAGES: &[(&str, &str)] = &[("chdb", "chdb==4.4.0")];
 const NIGHTLY: &str = "nightly";
 
 #[derive(Parser)]
@@ -287,6 +300,16 @@ fn setup() -> Result<()> {
     }
     if !apt.is_empty() {
         apt_install(&apt)?;
+    }
+    for (module, requirement) in PIP_PACKAGES {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if !present {
+            say(&format!("pip install {requirement}"));
+            run(as_root("python3").args(["-m", "pip", "install", "-q", requirement]))?;
+        }
     }
     if !linker_ok {
         say(&format!(

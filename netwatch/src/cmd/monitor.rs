@@ -116,6 +116,18 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
         },
     )?;
     let deliverer = start_webhooks(&db, &session.config)?;
+    let exporter = if session.config.export.kafka.enabled() {
+        Some(
+            crate::report::kafka::Exporter::start(
+                db.clone(),
+                session.config.export.kafka.clone(),
+                Some(Arc::clone(&metrics)),
+            )
+            .map_err(SessionError::Write)?,
+        )
+    } else {
+        None
+    };
     session
         .pipeline
         .add_sink(Box::new(ControlSink::new(Arc::clone(&control))));
@@ -277,6 +289,11 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
     session.pipeline.finish();
     if let Some(deliverer) = deliverer {
         deliverer.stop();
+    }
+    // After the store's writer has kept everything: what is queued goes out, a few seconds
+    // at most; the rest waits for the next start.
+    if let Some(exporter) = exporter {
+        exporter.stop();
     }
     log::info!("{stopped_by}: detached from {}", detached.join(", "));
     Ok(())

@@ -11,6 +11,7 @@ pub mod ban;
 pub mod console;
 pub mod event;
 pub mod json;
+pub mod kafka;
 pub mod metrics;
 pub mod pcapng;
 pub mod rule;

@@ -55,6 +55,8 @@ pub enum Record {
     Rule(RuleRecord, FindingRow, SyncSender<()>),
     /// Delete history older than this.
     Prune(Duration),
+    /// A record (a JSON line) for one exporter's queue alone: `(queue, line)`.
+    Export(&'static str, String),
     /// Nothing to write: wakes the writer for what [`StoreWriter::send_kept`] left aside.
     Nudge,
 }
@@ -223,6 +225,10 @@ pub struct StoreSink {
     since_touch: u32,
     intervals: u64,
     findings: Vec<FindingRow>,
+    /// Each interval's JSON line is also queued for the Kafka export.
+    export_intervals: bool,
+    /// The line being made, reused.
+    line: Vec<u8>,
 }
 
 impl StoreSink {
@@ -236,7 +242,16 @@ impl StoreSink {
             since_touch: 0,
             intervals: 0,
             findings: Vec::new(),
+            export_intervals: false,
+            line: Vec::new(),
         }
+    }
+
+    /// Also queues each interface's interval, as `--format json` writes it, for the Kafka
+    /// export.
+    pub fn exporting_intervals(mut self) -> Self {
+        self.export_intervals = true;
+        self
     }
 }
 
@@ -287,6 +302,18 @@ impl Sink for StoreSink {
         }
         let (row, sources) = history_rows(&report.context.iface, interval, at, self.top);
         self.writer.send(Record::Interval(row, sources));
+        if self.export_intervals {
+            self.line.clear();
+            super::json::write_interval(
+                &mut self.line,
+                report.context,
+                std::time::UNIX_EPOCH + at,
+                interval,
+                report.last,
+            )?;
+            let line = String::from_utf8_lossy(&self.line).trim_end().to_owned();
+            self.writer.send(Record::Export(super::kafka::QUEUE, line));
+        }
         if self.intervals.is_multiple_of(PRUNE_EVERY) {
             self.writer
                 .send(Record::Prune(at.saturating_sub(self.retention)));
@@ -687,6 +714,7 @@ fn write_one(
         Record::Ban(record, _) => store.record_ban(record, webhooks),
         Record::Rule(record, finding, _) => store.record_rule(record, finding, webhooks),
         Record::Prune(cutoff) => store.prune_history(*cutoff).map(drop),
+        Record::Export(queue, line) => store.enqueue_one(queue, line),
         Record::Nudge => Ok(()),
     }
 }

@@ -292,7 +292,7 @@ fn deliver(
                         log::warn!("webhook queue: {err}");
                     }
                     if let Some(outage) = outages[index].take() {
-                        let queued = store.queue_len().unwrap_or(0);
+                        let queued = queued_for(&store, &config.urls);
                         log::info!(
                             "webhook {url} is back after {:.0}s down and {} failed attempts; delivering the {queued} records queued meanwhile",
                             outage.since.elapsed().as_secs_f64(),
@@ -303,7 +303,7 @@ fn deliver(
                     sent_any = true;
                 }
                 Err(reason) => {
-                    let queued = store.queue_len().unwrap_or(0);
+                    let queued = queued_for(&store, &config.urls);
                     backoff[index] = (backoff[index] * 2)
                         .max(Duration::from_millis(500))
                         .min(config.max_backoff);
@@ -328,7 +328,7 @@ fn deliver(
             counted = Some(std::time::Instant::now());
             state
                 .queued
-                .store(store.queue_len().unwrap_or(0), Ordering::Relaxed);
+                .store(queued_for(&store, &config.urls), Ordering::Relaxed);
         }
         state.down.store(
             outages.iter().filter(|outage| outage.is_some()).count() as u64,
@@ -344,6 +344,13 @@ fn deliver(
             sleep_unless_stopped(wait, stop);
         }
     }
+}
+
+/// Records waiting for these URLs (the queue also holds the exporters').
+fn queued_for(store: &Store, urls: &[String]) -> u64 {
+    urls.iter()
+        .map(|url| store.queue_len_of(url).unwrap_or(0))
+        .sum()
 }
 
 fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {

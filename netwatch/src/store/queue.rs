@@ -78,6 +78,34 @@ impl Store {
             .map_err(|err| self.sqlite(err))
     }
 
+    /// Records waiting for `url` (a webhook, or an exporter's queue).
+    pub fn queue_len_of(&self, url: &str) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM webhook_queue WHERE url = ?1",
+                [url],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|count| count.max(0) as u64)
+            .map_err(|err| self.sqlite(err))
+    }
+
+    /// Forgets the `count` oldest records queued for `url` (a bound reached): how many.
+    pub fn drop_oldest(&self, url: &str, count: u64) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM webhook_queue WHERE id IN
+                     (SELECT id FROM webhook_queue WHERE url = ?1 ORDER BY id LIMIT ?2)",
+                params![url, to_i64(count)],
+            )
+            .map_err(|err| self.sqlite(err))
+    }
+
+    /// Queues `record` for `url` alone (an exporter's, such as an interval for Kafka).
+    pub fn enqueue_one(&mut self, url: &str, record: &str) -> Result<(), StoreError> {
+        self.in_transaction(|tx| enqueue(tx, &[url.to_owned()], record))
+    }
+
     /// Records still waiting for a webhook.
     pub fn queue_len(&self) -> Result<u64, StoreError> {
         self.conn

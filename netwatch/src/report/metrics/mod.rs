@@ -67,6 +67,12 @@ pub struct Metrics {
     rule_events: IntCounterVec,
     rules_active: IntGauge,
     rule_packets: IntGaugeVec,
+    export_waiting: IntGaugeVec,
+    export_sent: IntCounterVec,
+    export_dropped: IntCounterVec,
+    export_up: IntGaugeVec,
+    /// What each exporter's totals were when last shown: sent, dropped.
+    shown_export: Mutex<std::collections::HashMap<String, (u64, u64)>>,
     captures_active: IntGauge,
     capture_frames: IntCounterVec,
     capture_events: IntCounterVec,
@@ -417,6 +423,28 @@ impl Metrics {
                     .set(i64::try_from(*count).unwrap_or(i64::MAX));
             }
         }
+    }
+
+    /// Sets what exporter `name` stands at: records waiting, whether its destination takes
+    /// them, and adds what it sent and dropped since the last call (`sent` and `dropped` are
+    /// since the start).
+    pub fn set_export(&self, name: &str, waiting: u64, sent: u64, dropped: u64, up: bool) {
+        self.export_waiting
+            .with_label_values(&[name])
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.export_up.with_label_values(&[name]).set(i64::from(up));
+        let mut shown = self
+            .shown_export
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = shown.entry(name.to_owned()).or_default();
+        self.export_sent
+            .with_label_values(&[name])
+            .inc_by(sent.saturating_sub(before.0));
+        self.export_dropped
+            .with_label_values(&[name])
+            .inc_by(dropped.saturating_sub(before.1));
+        *before = (sent, dropped);
     }
 
     /// Sets the captures in progress and adds what the captures did since the last call to

@@ -358,6 +358,47 @@ impl Metrics {
                     &["signature", "outcome"],
                 )?,
             )?,
+            export_waiting: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_export_waiting_records",
+                        "Records waiting in the store's queue for an exporter (kafka)",
+                    ),
+                    &["exporter"],
+                )?,
+            )?,
+            export_sent: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_export_sent_records_total",
+                        "Records an exporter's destination acknowledged",
+                    ),
+                    &["exporter"],
+                )?,
+            )?,
+            export_dropped: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_export_dropped_records_total",
+                        "Records dropped, the oldest, for the bound of an exporter's queue",
+                    ),
+                    &["exporter"],
+                )?,
+            )?,
+            export_up: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "netwatch_export_up",
+                        "1 while an exporter's destination takes records, 0 while it refuses",
+                    ),
+                    &["exporter"],
+                )?,
+            )?,
+            shown_export: Mutex::new(std::collections::HashMap::new()),
             captures_active: register(
                 r,
                 IntGauge::new(
