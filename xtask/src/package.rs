@@ -186,6 +186,14 @@ pub fn build(root: &Path, profile: &str, out: &Path) -> Result<PathBuf> {
             0o755,
         )?;
     }
+    // The fleet's ClickHouse schema and queries (see the README's Fleets).
+    for file in ["schema.sql", "queries.sql"] {
+        put(
+            &format!("usr/share/netwatch/clickhouse/{file}"),
+            &read(&root.join("packaging/clickhouse").join(file))?,
+            0o644,
+        )?;
+    }
     put(
         "usr/share/doc/netwatch/copyright",
         b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: netwatch\n\nFiles: *\nCopyright: the netwatch developers\nLicense: MIT or Apache-2.0\n",
@@ -245,9 +253,11 @@ fn depends(binary: &Path) -> String {
             Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
         })
         .max();
+    // librdkafka (the Kafka export) is linked in; the libraries it links are the system's.
+    let kafka = "libssl3, libcurl4, zlib1g";
     match newest {
-        Some((major, minor)) => format!("libc6 (>= {major}.{minor}), libgcc-s1"),
-        None => String::from("libc6, libgcc-s1"),
+        Some((major, minor)) => format!("libc6 (>= {major}.{minor}), libgcc-s1, {kafka}"),
+        None => format!("libc6, libgcc-s1, {kafka}"),
     }
 }
 
