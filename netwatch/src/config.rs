@@ -16,6 +16,7 @@ use crate::{
     detect::{DetectConfig, cidr::Cidr},
     evidence::CaptureConfig,
     inspect::InspectConfig,
+    intel::IntelConfig,
     mitigate::MitigateConfig,
     report::{Format, kafka::KafkaConfig, webhook::WebhookConfig},
 };
@@ -54,6 +55,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// Export to the fleet's engines.
     pub export: ExportConfig,
+    /// Threat-intelligence feeds.
+    pub intel: IntelConfig,
 }
 
 /// `[export]`.
@@ -482,6 +485,9 @@ impl Config {
             .kafka
             .validate()
             .map_err(|(field, reason)| invalid(&field, &reason))?;
+        if self.intel.repeat_after < Duration::from_secs(1) {
+            return Err(invalid("intel.repeat_after", "must be at least 1s"));
+        }
         // A rule is kept by its attack's updates: one that ends before the next update
         // would lapse in the middle of the attack.
         let updates = monitor

@@ -47,6 +47,7 @@ pub(crate) mod duration;
 pub mod escape;
 pub(crate) mod evidence;
 pub(crate) mod inspect;
+pub(crate) mod intel;
 pub mod logging;
 pub(crate) mod mitigate;
 pub(crate) mod mitigation;

@@ -13,6 +13,7 @@ use crate::{
         alert::{Alert, AlertKind},
     },
     inspect::{Event, InspectConfig, Inspector, http::StreamCounts},
+    intel::{Feed, IntelWatch},
     mitigate::{BanEvent, RuleEvent},
     report::{
         self, Context,
@@ -86,6 +87,8 @@ pub struct Pipeline {
     alerts: Option<Vec<(String, Alert)>>,
     /// The evidence each alert is linked to, when captures run.
     evidence: Option<Box<dyn Evidence + Send>>,
+    /// What the indicator feeds say of the traffic, when feeds are loaded.
+    intel: Option<IntelWatch>,
 }
 
 impl Pipeline {
@@ -101,6 +104,16 @@ impl Pipeline {
             json: Vec::new(),
             alerts: None,
             evidence: None,
+            intel: None,
+        }
+    }
+
+    /// Matches the traffic against `feed` from now on (a new one replaces the old, what was
+    /// said staying said); alert ids start with `run`.
+    pub fn set_intel(&mut self, feed: Feed, repeat_after: Duration, run: &str) {
+        match &mut self.intel {
+            Some(intel) => intel.set_feed(feed, repeat_after),
+            None => self.intel = Some(IntelWatch::new(feed, repeat_after, run.to_owned())),
         }
     }
 
@@ -239,6 +252,11 @@ impl Pipeline {
         self.tally.samples += 1;
         let mut findings = watch.inspector.inspect(&frame.data, at);
         let iface = watch.context.iface.clone();
+        if let Some(intel) = &mut self.intel {
+            for event in &findings.events {
+                findings.alerts.extend(intel.event(event, at));
+            }
+        }
         for event in &findings.events {
             self.report_event(&iface, event)?;
         }
@@ -308,6 +326,13 @@ impl Pipeline {
         };
         let elapsed = interval.elapsed;
         let mut outcome = watch.detector.observe(interval, at);
+        // Each interface's sources against the feeds' addresses (the sum of several would
+        // say the same again).
+        if index.is_some()
+            && let Some(intel) = &mut self.intel
+        {
+            outcome.alerts.extend(intel.interval(interval, at));
+        }
         outcome
             .alerts
             .extend(watch.inspector.end_interval(at, elapsed));

@@ -17,6 +17,7 @@ use crate::{
     detect::{Detector, KnownState},
     evidence::CaptureSubject,
     inspect::Inspector,
+    intel::{Feed, parse},
     mitigate::{BanEvent, BanRefusal, MitigateMode, RuleEvent},
     mitigation::{Kept, Mitigation},
     pipeline::{Pipeline, Watch},
@@ -143,6 +144,10 @@ pub struct Session {
     pub mitigation: Option<Mitigation>,
     /// The events' packet captures, when they are taken.
     pub captures: Option<Arc<Mutex<Captures>>>,
+    /// The indicator feeds as last read, and a reading under way.
+    intel: IntelFiles,
+    /// The run's prefix of alert ids.
+    run: String,
     /// The datapaths were loaded with room for bans (mitigation was on at start).
     ban_room: bool,
     /// The configuration as it started: what the settings a reload cannot change still run
@@ -284,6 +289,7 @@ impl Session {
                 }
             }
         });
+        let intel_run = run.clone();
         let mut session = Self {
             started: config.clone(),
             config,
@@ -293,7 +299,10 @@ impl Session {
             mitigation: None,
             captures,
             ban_room,
+            intel: IntelFiles::default(),
+            run: intel_run,
         };
+        session.load_intel();
         if mitigate {
             // The pipeline keeps its alerts for mitigation to act on.
             session.pipeline.keep_alerts();
@@ -317,9 +326,64 @@ impl Session {
         &self.started.mitigate.notify
     }
 
+    /// Reads the indicator feeds now (at the start; `replay` has no other time) and hands
+    /// them to the pipeline. A file that cannot be read is said and left out; its malformed
+    /// lines are counted and named by number.
+    fn load_intel(&mut self) {
+        if self.config.intel.files.is_empty() {
+            return;
+        }
+        let (feed, stamps) = read_feeds(&self.config.intel.files);
+        self.intel.stamps = stamps;
+        self.pipeline
+            .set_intel(feed, self.config.intel.repeat_after, &self.run);
+    }
+
+    /// Once an interval: a feed file that changed (or a reload that names other files) is
+    /// read again on a thread of its own, and taken when it is read: a large feed never
+    /// holds an interval.
+    pub fn follow_intel(&mut self) {
+        if let Some(reading) = &self.intel.reading {
+            match reading.try_recv() {
+                Ok((feed, stamps)) => {
+                    self.intel.stamps = stamps;
+                    self.intel.reading = None;
+                    self.pipeline
+                        .set_intel(feed, self.config.intel.repeat_after, &self.run);
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.intel.reading = None,
+            }
+        }
+        let files = &self.config.intel.files;
+        let changed = files.len() != self.intel.stamps.len()
+            || files
+                .iter()
+                .zip(&self.intel.stamps)
+                .any(|(file, (path, stamp))| file != path || modified(file) != *stamp);
+        if !changed || (files.is_empty() && self.intel.stamps.is_empty()) {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let files = files.clone();
+        let started = std::thread::Builder::new()
+            .name(String::from("intel"))
+            .spawn(move || {
+                log::info!("intel: a feed changed; reading them again");
+                let _ = tx.send(read_feeds(&files));
+            });
+        match started {
+            Ok(_) => self.intel.reading = Some(rx),
+            Err(err) => log::warn!("intel: cannot start reading the feeds: {err}"),
+        }
+    }
+
     /// Acts on the alerts reported since the last call (mitigation), and once an interval
     /// (`tick`) reads the bans' counts and ends those whose time is up.
     pub fn act(&mut self, tick: bool) -> Result<(), SessionError> {
+        if tick {
+            self.follow_intel();
+        }
         let Some(mitigation) = &mut self.mitigation else {
             return Ok(());
         };
@@ -502,6 +566,10 @@ impl Session {
                 log::warn!("SIGHUP: {field} changed; it takes effect at the next start");
             }
         }
+        if self.config.intel != config.intel {
+            // Read again at the next tick, with the new settings.
+            self.intel.stamps.clear();
+        }
         self.config = config;
         Ok(())
     }
@@ -533,4 +601,71 @@ fn create(path: &Path, append: bool) -> Result<Box<dyn Write>, SessionError> {
         source,
     })?;
     Ok(Box::new(BufWriter::new(file)))
+}
+
+/// The indicator feeds as last read: each file and its modification time; a reading under
+/// way.
+#[derive(Debug, Default)]
+struct IntelFiles {
+    stamps: Stamps,
+    reading: Option<std::sync::mpsc::Receiver<(Feed, Stamps)>>,
+}
+
+/// Each feed file and its modification time when it was read.
+type Stamps = Vec<(PathBuf, Option<SystemTime>)>;
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path)
+        .and_then(|meta| meta.modified())
+        .ok()
+}
+
+/// Reads every feed: the indicators of all, and each file's modification time. Each file's
+/// load is said in a line: its indicators, its malformed lines (the first few by number),
+/// those of types not matched; a file that cannot be read is said and left out.
+fn read_feeds(files: &[PathBuf]) -> (Feed, Stamps) {
+    let mut indicators = Vec::new();
+    let mut stamps = Vec::new();
+    for file in files {
+        let stamp = modified(file);
+        stamps.push((file.clone(), stamp));
+        let text = match std::fs::read(file) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(err) => {
+                log::warn!("intel: cannot read {}: {err}; left out", file.display());
+                continue;
+            }
+        };
+        let (found, report) = parse(&text);
+        let malformed = if report.malformed == 0 {
+            String::new()
+        } else {
+            let lines: Vec<String> = report.malformed_lines.iter().map(u64::to_string).collect();
+            format!(
+                "; {} malformed lines left out (line {}{})",
+                report.malformed,
+                lines.join(", "),
+                if report.malformed > lines.len() as u64 {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )
+        };
+        let unsupported = if report.unsupported == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {} of types not matched (Intel::EMAIL, ...)",
+                report.unsupported
+            )
+        };
+        log::info!(
+            "intel: {}: {} indicators{malformed}{unsupported}",
+            file.display(),
+            report.loaded
+        );
+        indicators.extend(found);
+    }
+    (Feed::new(indicators), stamps)
 }

@@ -38,11 +38,14 @@ pub enum AlertKind {
     HeavyHitter,
     /// Alerts over the per-interval cap, left out and counted in this one line.
     Suppressed,
+    /// Traffic of an indicator of a threat-intelligence feed (`[intel]`): an address, a
+    /// domain, a URL or a user agent listed.
+    Intel,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::ThresholdPps,
         Self::ThresholdBps,
         Self::SpikePps,
@@ -54,6 +57,7 @@ impl AlertKind {
         Self::DnsTunnel,
         Self::HeavyHitter,
         Self::Suppressed,
+        Self::Intel,
     ];
 
     /// The name used in JSON and on the console.
@@ -70,6 +74,7 @@ impl AlertKind {
             Self::DnsTunnel => "dns_tunnel",
             Self::HeavyHitter => "heavy_hitter",
             Self::Suppressed => "suppressed",
+            Self::Intel => "intel",
         }
     }
 
@@ -85,6 +90,7 @@ impl AlertKind {
             Self::TrackingCapacity => "series",
             Self::DnsTunnel => "score",
             Self::Suppressed => "alerts",
+            Self::Intel => "matches",
         }
     }
 
@@ -238,6 +244,30 @@ pub struct Alert {
     pub victims: Vec<Victim>,
     /// The packet capture of the event, when it has one: set on the way to the sinks.
     pub capture: Option<CaptureLink>,
+    /// For an `intel` alert: what matched.
+    pub intel: Option<IntelMatch>,
+}
+
+/// What an `intel` alert matched: the indicator, where it was seen, what its feed says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntelMatch {
+    /// The indicator, as the feed lists it (an address as a network).
+    pub indicator: String,
+    /// Its type, as Zeek writes it: `Intel::ADDR`, `Intel::DOMAIN`...
+    pub indicator_type: &'static str,
+    /// Where: `source`, `dns_name`, `http_host`, `url` or `user_agent`.
+    pub seen: &'static str,
+    /// What was seen there (the name, the URL, the user agent, the address).
+    pub value: String,
+    /// The feed's `meta.source`.
+    pub feed: String,
+    /// Its `meta.desc`.
+    pub desc: String,
+    /// The local host involved: the client of a DNS query or an HTTP request; `None` for an
+    /// address seen as a source (the frames' destinations are not kept per source).
+    pub host: Option<IpAddr>,
+    /// Matches of this host and indicator since the last alert of them (this one included).
+    pub matches: u64,
 }
 
 /// The packet capture of an alert's event (its evidence): the pcapng file, in the captures'

@@ -260,6 +260,7 @@ impl Detector {
             slotless: None,
             victims: Vec::new(),
             capture: None,
+            intel: None,
         });
         outcome.alerts = kept;
     }

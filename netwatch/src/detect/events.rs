@@ -103,6 +103,7 @@ impl Detector {
             slotless: None,
             victims: Vec::new(),
             capture: None,
+            intel: None,
         })
     }
 
@@ -301,6 +302,7 @@ impl Detector {
                 slotless: None,
                 victims: Vec::new(),
                 capture: None,
+                intel: None,
             });
             if state == AlertState::End {
                 self.open.remove(&key);

@@ -144,6 +144,7 @@ impl Detector {
                 slotless: None,
                 victims: Vec::new(),
                 capture: None,
+                intel: None,
             });
         }
     }

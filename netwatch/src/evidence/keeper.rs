@@ -439,6 +439,7 @@ mod tests {
             slotless: None,
             victims: Vec::new(),
             capture: None,
+            intel: None,
         }
     }
 

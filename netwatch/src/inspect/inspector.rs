@@ -357,6 +357,7 @@ impl Inspector {
             slotless: None,
             victims: Vec::new(),
             capture: None,
+            intel: None,
         })
     }
 }

@@ -703,6 +703,7 @@ mod tests {
                 hit("192.0.2.9", AttackType::SynFlood, Some(443)),
             ],
             capture: None,
+            intel: None,
         }
     }
 

@@ -279,6 +279,7 @@ mod tests {
             slotless: None,
             victims,
             capture: None,
+            intel: None,
         }
     }
 

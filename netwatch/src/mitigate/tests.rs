@@ -78,6 +78,7 @@ fn alert(id: &str, kind: AlertKind, state: AlertState, subject: Subject) -> Aler
         slotless: None,
         victims: Vec::new(),
         capture: None,
+        intel: None,
     }
 }
 

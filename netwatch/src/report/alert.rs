@@ -48,6 +48,20 @@ struct AlertRecord<'a> {
     victims: Vec<VictimRecord>,
     slotless: Option<SlotlessRecord>,
     capture: Option<CaptureRecord<'a>>,
+    intel: Option<IntelRecord<'a>>,
+}
+
+/// [`IntelMatch`](crate::detect::alert::IntelMatch) in JSON.
+#[derive(Serialize)]
+struct IntelRecord<'a> {
+    indicator: &'a str,
+    indicator_type: &'static str,
+    seen: &'static str,
+    value: &'a str,
+    feed: &'a str,
+    desc: &'a str,
+    host: Option<String>,
+    matches: u64,
 }
 
 /// [`CaptureLink`] in JSON: the pcapng file (a name in the captures' folder) and what it
@@ -236,6 +250,16 @@ pub fn write_json(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
             sampling: capture.every,
             cut: capture.cut.as_deref(),
         }),
+        intel: alert.intel.as_ref().map(|intel| IntelRecord {
+            indicator: &intel.indicator,
+            indicator_type: intel.indicator_type,
+            seen: intel.seen,
+            value: &intel.value,
+            feed: &intel.feed,
+            desc: &intel.desc,
+            host: intel.host.map(|host| host.to_string()),
+            matches: intel.matches,
+        }),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")
@@ -285,6 +309,11 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
                 alert.packets, alert.threshold
             )?,
         },
+        (AlertKind::Intel, _) => write!(
+            out,
+            "threat intelligence: {}",
+            escape(alert.detail.as_deref().unwrap_or("?"))
+        )?,
         (AlertKind::Suppressed, _) => write!(
             out,
             "{:.0} more alerts this interval over the cap of {:.0}, not shown: {}",
@@ -511,6 +540,7 @@ mod tests {
             slotless: None,
             victims: Vec::new(),
             capture: None,
+            intel: None,
         }
     }
 

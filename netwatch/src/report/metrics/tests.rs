@@ -263,6 +263,7 @@ fn victims_of_open_alerts_are_shown_to_the_top_and_go_with_their_alerts() {
         slotless: None,
         victims,
         capture: None,
+        intel: None,
     };
     let metrics = Metrics::new(2).unwrap();
     let series = |metrics: &Metrics| -> Vec<String> {

@@ -1,0 +1,202 @@
+//! Threat intelligence: a Zeek-format feed matched against replays of captures written here,
+//! through the real binary and the real XDP program: a DNS query for a subdomain of a listed
+//! domain, an HTTP request to a listed URL with a listed user agent, and frames from a listed
+//! network with no payload at all each alert once, with the feed's metadata and the host
+//! involved; a host beaconing alerts once; unlisted traffic raises nothing; a malformed feed
+//! line is said by number and the rest of the feed works.
+
+use std::{fs, time::Duration};
+
+use netwatch_tests::{
+    ScratchDir,
+    frames::{ACK, FrameBuilder, PSH, Transport},
+    privileged,
+    replay::{BASE, of_type, records, replay, write_case},
+};
+use serde_json::Value;
+
+/// A DNS query for `name`.
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        query.push(u8::try_from(label.len()).unwrap_or(0));
+        query.extend(label.bytes());
+    }
+    query.push(0);
+    query.extend([0, 1, 0, 1]);
+    query
+}
+
+const FEED: &str = "#separator \\x09\n\
+    #fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\n\
+    evil.example\tIntel::DOMAIN\tabuse.ch\tloader domain\n\
+    dl.bad.example/payload.bin\tIntel::URL\turlhaus\tpayload\n\
+    Mozilla/4.0 (EvilBot)\tIntel::SOFTWARE\tcustom\tbot user agent\n\
+    203.0.113.0/24\tIntel::SUBNET\tfeodo\tC2 range\n\
+    this line is broken\n\
+    bad@evil.example\tIntel::EMAIL\tcustom\tphisher\n";
+
+#[test]
+fn listed_names_urls_agents_and_networks_alert_once_each() {
+    if !privileged("listed_names_urls_agents_and_networks_alert_once_each") {
+        return;
+    }
+    let dir = ScratchDir::new("nwintel");
+    let at = |ms: u64| Duration::from_millis(BASE * 1_000 + ms);
+    let mut frames = Vec::new();
+    // A host beaconing: a query for a subdomain of a listed domain every second.
+    for second in 0..10 {
+        frames.push((
+            at(second * 1_000),
+            FrameBuilder::ipv4([10, 0, 0, 5])
+                .to_ipv4([10, 0, 0, 1])
+                .from_port(5_353)
+                .to_port(53)
+                .raw_payload(&dns_query("x.evil.example"))
+                .build()
+                .bytes,
+        ));
+    }
+    // A request to a listed URL with a listed user agent.
+    frames.push((
+        at(2_500),
+        FrameBuilder::ipv4([10, 0, 0, 6])
+            .to_ipv4([10, 0, 0, 80])
+            .transport(Transport::Tcp(PSH | ACK))
+            .from_port(40_000)
+            .to_port(80)
+            .raw_payload(
+                b"GET /payload.bin HTTP/1.1\r\nHost: dl.bad.example\r\nUser-Agent: Mozilla/4.0 (EvilBot)\r\n\r\n",
+            )
+            .build()
+            .bytes,
+    ));
+    // Frames from a listed network, no payload at all, on no sampled port.
+    for i in 0..5 {
+        frames.push((
+            at(3_000 + i * 10),
+            FrameBuilder::ipv4([203, 0, 113, 9])
+                .to_ipv4([10, 0, 0, 7])
+                .to_port(9_999)
+                .payload(0)
+                .build()
+                .bytes,
+        ));
+    }
+    // Unlisted: a query, a request, a source.
+    frames.push((
+        at(4_000),
+        FrameBuilder::ipv4([10, 0, 0, 8])
+            .to_ipv4([10, 0, 0, 1])
+            .from_port(5_353)
+            .to_port(53)
+            .raw_payload(&dns_query("notevil.example"))
+            .build()
+            .bytes,
+    ));
+    frames.push((
+        at(4_500),
+        FrameBuilder::ipv4([10, 0, 0, 9])
+            .to_ipv4([10, 0, 0, 80])
+            .transport(Transport::Tcp(PSH | ACK))
+            .from_port(40_001)
+            .to_port(80)
+            .raw_payload(
+                b"GET /index.html HTTP/1.1\r\nHost: good.example\r\nUser-Agent: curl/8\r\n\r\n",
+            )
+            .build()
+            .bytes,
+    ));
+    let feed = dir.join("feed.intel");
+    fs::write(&feed, FEED).unwrap_or_else(|err| panic!("{err}"));
+    let (capture, config) = write_case(
+        &dir,
+        frames,
+        &format!(
+            "[intel]\nfiles = [\"{}\"]\n\n[detect.spike]\nenabled = false\n\n[detect.unknown]\nenabled = false\n",
+            feed.display()
+        ),
+    );
+    let output = replay(&[
+        capture.to_str().unwrap_or_default(),
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--format",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // The load said, the malformed line by number, the email indicator as not matched.
+    assert!(
+        stderr.contains("4 indicators; 1 malformed lines left out (line 7)")
+            && stderr.contains("1 of types not matched"),
+        "{stderr}"
+    );
+    let records = records(&output);
+    let intel: Vec<&Value> = of_type(&records, "alert")
+        .into_iter()
+        .filter(|a| a["kind"] == "intel")
+        .collect();
+    let seen: Vec<(String, String, String, String, String)> = intel
+        .iter()
+        .map(|a| {
+            let text = |key: &str| a["intel"][key].as_str().unwrap_or("-").to_owned();
+            (
+                text("seen"),
+                text("indicator"),
+                text("feed"),
+                text("desc"),
+                text("host"),
+            )
+        })
+        .collect();
+    let row = |seen: &str, indicator: &str, feed: &str, desc: &str, host: &str| {
+        (
+            seen.to_owned(),
+            indicator.to_owned(),
+            feed.to_owned(),
+            desc.to_owned(),
+            host.to_owned(),
+        )
+    };
+    let mut expected = vec![
+        row(
+            "dns_name",
+            "evil.example",
+            "abuse.ch",
+            "loader domain",
+            "10.0.0.5",
+        ),
+        row(
+            "url",
+            "dl.bad.example/payload.bin",
+            "urlhaus",
+            "payload",
+            "10.0.0.6",
+        ),
+        row(
+            "user_agent",
+            "Mozilla/4.0 (EvilBot)",
+            "custom",
+            "bot user agent",
+            "10.0.0.6",
+        ),
+        row("source", "203.0.113.0/24", "feodo", "C2 range", "-"),
+    ];
+    let mut got = seen.clone();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "one alert each, and nothing unlisted");
+    let dns = intel
+        .iter()
+        .find(|a| a["intel"]["seen"] == "dns_name")
+        .unwrap_or_else(|| panic!("no dns"));
+    assert_eq!(dns["intel"]["value"], "x.evil.example");
+    assert_eq!(dns["intel"]["indicator_type"], "Intel::DOMAIN");
+    assert_eq!(dns["subject"], "10.0.0.5");
+    let source = intel
+        .iter()
+        .find(|a| a["intel"]["seen"] == "source")
+        .unwrap_or_else(|| panic!("no source"));
+    assert_eq!(source["subject"], "203.0.113.9");
+}
