@@ -341,22 +341,8 @@ fn export(
     state: &KafkaState,
     metrics: Option<&Metrics>,
 ) {
-    let mut said = false;
-    let store = loop {
-        match Store::open(db) {
-            Ok(store) => break store,
-            Err(err) => {
-                if !said {
-                    log::error!(
-                        "kafka export cannot open the queue: {err}; tried again every 5 s, nothing queued is lost"
-                    );
-                    said = true;
-                }
-                if wait(Duration::from_secs(5), stop) {
-                    return;
-                }
-            }
-        }
+    let Some(store) = super::webhook::open_queue(db, "the kafka export", stop) else {
+        return;
     };
     let mut outage: Option<Outage> = None;
     let mut backoff = Duration::ZERO;

@@ -210,25 +210,8 @@ fn deliver(
     stop: &AtomicBool,
     state: &WebhookState,
 ) {
-    // The store may be held by the writer alone for a while (opened on a full disk): tried
-    // again every few seconds, said once.
-    let mut said = false;
-    let store = loop {
-        match Store::open(db) {
-            Ok(store) => break store,
-            Err(err) => {
-                if !said {
-                    log::error!(
-                        "webhook delivery cannot open the queue: {err}; tried again every 5 s, nothing queued is lost"
-                    );
-                    said = true;
-                }
-                sleep_unless_stopped(Duration::from_secs(5), stop);
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-            }
-        }
+    let Some(store) = open_queue(db, "webhook delivery", stop) else {
+        return;
     };
     let token = config.effective_token();
     let mut backoff: Vec<Duration> = vec![Duration::ZERO; config.urls.len()];
@@ -342,6 +325,30 @@ fn deliver(
                 .min()
                 .unwrap_or(IDLE);
             sleep_unless_stopped(wait, stop);
+        }
+    }
+}
+
+/// The store at `db`, for `who` to read its queue: the store may be held by the writer alone
+/// for a while (opened on a full disk), so it is tried again every few seconds, said once;
+/// `None` when stopped meanwhile.
+pub(super) fn open_queue(db: &std::path::Path, who: &str, stop: &AtomicBool) -> Option<Store> {
+    let mut said = false;
+    loop {
+        match Store::open(db) {
+            Ok(store) => return Some(store),
+            Err(err) => {
+                if !said {
+                    log::error!(
+                        "{who} cannot open the queue: {err}; tried again every 5 s, nothing queued is lost"
+                    );
+                    said = true;
+                }
+                sleep_unless_stopped(Duration::from_secs(5), stop);
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+            }
         }
     }
 }
