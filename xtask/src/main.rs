@@ -146,7 +146,7 @@ fn main_result() -> Result<()> {
     }
     let root = workspace_root()?;
     match command {
-        Task::Setup => setup(),
+        Task::Setup => setup().and_then(|()| setup_python()),
         Task::BuildEbpf => {
             setup()?;
             build_ebpf(&root)
@@ -169,6 +169,7 @@ fn main_result() -> Result<()> {
         }
         Task::Test { args } => {
             setup()?;
+            setup_python()?;
             test(&root, &args)
         }
         Task::Bench => {
@@ -301,6 +302,26 @@ fn setup() -> Result<()> {
     if !apt.is_empty() {
         apt_install(&apt)?;
     }
+    if !linker_ok {
+        say(&format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes)"
+        ));
+        run(Command::new("cargo").env("LLVM_PREFIX", LLVM_PREFIX).args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// The tests' Python packages (`setup` and `test` only: `run` needs none).
+fn setup_python() -> Result<()> {
     for (module, requirement) in PIP_PACKAGES {
         let present = Command::new("python3")
             .args(["-c", &format!("import {module}")])
@@ -319,21 +340,6 @@ fn setup() -> Result<()> {
                 ));
             }
         }
-    }
-    if !linker_ok {
-        say(&format!(
-            "building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes)"
-        ));
-        run(Command::new("cargo").env("LLVM_PREFIX", LLVM_PREFIX).args([
-            "install",
-            "bpf-linker",
-            "--locked",
-            "--version",
-            BPF_LINKER_VERSION,
-            "--no-default-features",
-            "--features",
-            "llvm-22",
-        ]))?;
     }
     Ok(())
 }

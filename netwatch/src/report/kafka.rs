@@ -35,8 +35,8 @@ use serde_json::Value;
 use super::metrics::Metrics;
 use crate::store::Store;
 
-/// The queue's name for the Kafka export, beside the webhooks' URLs.
-pub const QUEUE: &str = "kafka";
+/// The queue's name for the Kafka export (the store's).
+pub const QUEUE: &str = crate::store::KAFKA_QUEUE;
 
 /// The schema version in every topic's name.
 pub const SCHEMA: &str = "v1";

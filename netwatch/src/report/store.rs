@@ -312,7 +312,8 @@ impl Sink for StoreSink {
                 report.last,
             )?;
             let line = String::from_utf8_lossy(&self.line).trim_end().to_owned();
-            self.writer.send(Record::Export(super::kafka::QUEUE, line));
+            self.writer
+                .send(Record::Export(crate::store::KAFKA_QUEUE, line));
         }
         if self.intervals.is_multiple_of(PRUNE_EVERY) {
             self.writer

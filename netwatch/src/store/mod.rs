@@ -18,6 +18,7 @@ pub use self::{
     bans::{BanRecord, BanRow},
     history::{FindingRow, IntervalRow, SlotlessRow, SourceRow, SourceTotal},
     known::{KnownSource, Origin},
+    queue::KAFKA_QUEUE,
     rules::RuleRecord,
 };
 

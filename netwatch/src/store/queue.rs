@@ -4,6 +4,9 @@ use rusqlite::{OptionalExtension as _, params};
 
 use super::{Store, StoreError, to_i64};
 
+/// The queue's name for the Kafka export, beside the webhooks' URLs.
+pub const KAFKA_QUEUE: &str = "kafka";
+
 /// Queues `record` (a JSON line) for every webhook URL, in the caller's transaction: a record
 /// is kept and queued everywhere, or not at all.
 pub(super) fn enqueue(
