@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::{
     datapath::{Sampling, SourceMap},
     detect::{DetectConfig, cidr::Cidr},
+    enrich::EnrichConfig,
     evidence::CaptureConfig,
     inspect::InspectConfig,
     intel::IntelConfig,
@@ -57,6 +58,8 @@ pub struct Config {
     pub export: ExportConfig,
     /// Threat-intelligence feeds.
     pub intel: IntelConfig,
+    /// AS and country databases.
+    pub enrich: EnrichConfig,
 }
 
 /// `[export]`.

@@ -44,6 +44,7 @@ pub mod config;
 pub mod control;
 pub(crate) mod detect;
 pub(crate) mod duration;
+pub(crate) mod enrich;
 pub mod escape;
 pub(crate) mod evidence;
 pub(crate) mod inspect;

@@ -89,6 +89,8 @@ pub struct Pipeline {
     evidence: Option<Box<dyn Evidence + Send>>,
     /// What the indicator feeds say of the traffic, when feeds are loaded.
     intel: Option<IntelWatch>,
+    /// The AS and country of the addresses alerts name, when databases are configured.
+    enrich: Option<crate::enrich::Enricher>,
 }
 
 impl Pipeline {
@@ -105,7 +107,13 @@ impl Pipeline {
             alerts: None,
             evidence: None,
             intel: None,
+            enrich: None,
         }
+    }
+
+    /// Puts the AS and country of the addresses each alert names into it from now on.
+    pub fn set_enricher(&mut self, enricher: crate::enrich::Enricher) {
+        self.enrich = Some(enricher);
     }
 
     /// Matches the traffic against `feed` from now on (a new one replaces the old, what was
@@ -383,6 +391,9 @@ impl Pipeline {
     fn report_alert(&mut self, iface: &str, alert: &mut Alert) -> io::Result<()> {
         if let Some(evidence) = &mut self.evidence {
             evidence.alert(iface, alert);
+        }
+        if let Some(enrich) = &mut self.enrich {
+            enrich.annotate(alert);
         }
         *self.tally.alerts.entry(alert.kind).or_default() += 1;
         if let Some(alerts) = &mut self.alerts {

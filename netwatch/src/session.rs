@@ -303,6 +303,9 @@ impl Session {
             run: intel_run,
         };
         session.load_intel();
+        if let Some(enricher) = crate::enrich::Enricher::open(&session.config.enrich) {
+            session.pipeline.set_enricher(enricher);
+        }
         if mitigate {
             // The pipeline keeps its alerts for mitigation to act on.
             session.pipeline.keep_alerts();

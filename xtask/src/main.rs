@@ -63,8 +63,12 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("socat", "socat"),
 ];
 /// Python packages of the tests, from PyPI: ClickHouse's engine in process, which runs the
-/// schema of packaging/clickhouse/ (tests/tests/fleet.rs).
-const PIP_PACKAGES: &[(&str, &str)] = &[("chdb", "chdb==4.4.0")];
+/// schema of packaging/clickhouse/ (tests/tests/fleet.rs); a writer of MaxMind-format
+/// databases (tests/tests/enrich.rs).
+const PIP_PACKAGES: &[(&str, &str)] = &[
+    ("chdb", "chdb==4.4.0"),
+    ("mmdb_writer", "mmdb-writer==0.2.7"),
+];
 const NIGHTLY: &str = "nightly";
 
 #[derive(Parser)]

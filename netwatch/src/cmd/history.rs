@@ -79,6 +79,18 @@ pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), StoreCommandEr
                         escape(value["unit"].as_str().unwrap_or("")),
                         value["threshold"],
                     )?;
+                    // The subject's AS and country, when the daemon had the databases.
+                    let place = &value["context"][value["subject"].as_str().unwrap_or("")];
+                    if let Some(asn) = place["asn"].as_u64() {
+                        write!(
+                            out,
+                            "; AS{asn} {}",
+                            escape(place["as_org"].as_str().unwrap_or("?"))
+                        )?;
+                    }
+                    if let Some(country) = place["country"].as_str() {
+                        write!(out, " {}", escape(country))?;
+                    }
                     // The event's capture, where the daemon keeps them.
                     if let Some(file) = value["capture"]["file"].as_str() {
                         write!(

@@ -246,6 +246,32 @@ pub struct Alert {
     pub capture: Option<CaptureLink>,
     /// For an `intel` alert: what matched.
     pub intel: Option<IntelMatch>,
+    /// What the AS and country databases (`[enrich]`) say of the addresses it names.
+    pub context: std::collections::BTreeMap<IpAddr, Place>,
+    /// Its contributors' share of the packets by AS, largest first (with an AS database).
+    pub by_as: Vec<AsShare>,
+}
+
+/// An address's autonomous system and country, as far as the databases know.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Place {
+    /// Its AS number.
+    pub asn: Option<u32>,
+    /// Its AS's organisation.
+    pub as_org: Option<String>,
+    /// Its country's ISO code.
+    pub country: Option<String>,
+}
+
+/// The contributors of one AS, together.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AsShare {
+    /// The AS number.
+    pub asn: u32,
+    /// Its organisation.
+    pub as_org: Option<String>,
+    /// Their share of the subject's packets (0 to 1).
+    pub share: f64,
 }
 
 /// What an `intel` alert matched: the indicator, where it was seen, what its feed says.

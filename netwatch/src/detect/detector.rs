@@ -261,6 +261,8 @@ impl Detector {
             victims: Vec::new(),
             capture: None,
             intel: None,
+            context: Default::default(),
+            by_as: Vec::new(),
         });
         outcome.alerts = kept;
     }

@@ -104,6 +104,8 @@ impl Detector {
             victims: Vec::new(),
             capture: None,
             intel: None,
+            context: Default::default(),
+            by_as: Vec::new(),
         })
     }
 
@@ -303,6 +305,8 @@ impl Detector {
                 victims: Vec::new(),
                 capture: None,
                 intel: None,
+                context: Default::default(),
+                by_as: Vec::new(),
             });
             if state == AlertState::End {
                 self.open.remove(&key);

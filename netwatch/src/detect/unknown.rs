@@ -145,6 +145,8 @@ impl Detector {
                 victims: Vec::new(),
                 capture: None,
                 intel: None,
+                context: Default::default(),
+                by_as: Vec::new(),
             });
         }
     }

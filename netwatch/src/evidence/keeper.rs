@@ -440,6 +440,8 @@ mod tests {
             victims: Vec::new(),
             capture: None,
             intel: None,
+            context: Default::default(),
+            by_as: Vec::new(),
         }
     }
 

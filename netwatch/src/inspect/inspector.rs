@@ -358,6 +358,8 @@ impl Inspector {
             victims: Vec::new(),
             capture: None,
             intel: None,
+            context: Default::default(),
+            by_as: Vec::new(),
         })
     }
 }

@@ -194,6 +194,8 @@ impl IntelWatch {
                 host,
                 matches,
             }),
+            context: Default::default(),
+            by_as: Vec::new(),
         })
     }
 }

@@ -704,6 +704,8 @@ mod tests {
             ],
             capture: None,
             intel: None,
+            context: Default::default(),
+            by_as: Vec::new(),
         }
     }
 

@@ -280,6 +280,8 @@ mod tests {
             victims,
             capture: None,
             intel: None,
+            context: Default::default(),
+            by_as: Vec::new(),
         }
     }
 

@@ -79,6 +79,8 @@ fn alert(id: &str, kind: AlertKind, state: AlertState, subject: Subject) -> Aler
         victims: Vec::new(),
         capture: None,
         intel: None,
+        context: Default::default(),
+        by_as: Vec::new(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! the README.
 
 use std::{
+    collections::BTreeMap,
     io::{self, Write},
     time::{Duration, UNIX_EPOCH},
 };
@@ -49,6 +50,26 @@ struct AlertRecord<'a> {
     slotless: Option<SlotlessRecord>,
     capture: Option<CaptureRecord<'a>>,
     intel: Option<IntelRecord<'a>>,
+    /// What the AS and country databases say of the addresses named, by address.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    context: BTreeMap<String, PlaceRecord<'a>>,
+    /// The contributors by AS, largest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    by_as: Vec<AsShareRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct PlaceRecord<'a> {
+    asn: Option<u32>,
+    as_org: Option<&'a str>,
+    country: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AsShareRecord<'a> {
+    asn: u32,
+    as_org: Option<&'a str>,
+    share: f64,
 }
 
 /// [`IntelMatch`](crate::detect::alert::IntelMatch) in JSON.
@@ -260,6 +281,29 @@ pub fn write_json(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
             host: intel.host.map(|host| host.to_string()),
             matches: intel.matches,
         }),
+        context: alert
+            .context
+            .iter()
+            .map(|(addr, place)| {
+                (
+                    addr.to_string(),
+                    PlaceRecord {
+                        asn: place.asn,
+                        as_org: place.as_org.as_deref(),
+                        country: place.country.as_deref(),
+                    },
+                )
+            })
+            .collect(),
+        by_as: alert
+            .by_as
+            .iter()
+            .map(|share| AsShareRecord {
+                asn: share.asn,
+                as_org: share.as_org.as_deref(),
+                share: round(share.share),
+            })
+            .collect(),
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")
@@ -368,6 +412,15 @@ pub fn write_line(out: &mut impl Write, iface: &str, alert: &Alert) -> io::Resul
     }
     if let Some(slotless) = &alert.slotless {
         write_slotless(out, slotless)?;
+    }
+    if let Some(top) = alert.by_as.first() {
+        write!(
+            out,
+            "; from AS{} ({}) {:.0}%",
+            top.asn,
+            escape(top.as_org.as_deref().unwrap_or("?")),
+            top.share * 100.0
+        )?;
     }
     if let Some(capture) = &alert.capture {
         write!(
@@ -541,6 +594,8 @@ mod tests {
             victims: Vec::new(),
             capture: None,
             intel: None,
+            context: Default::default(),
+            by_as: Vec::new(),
         }
     }
 

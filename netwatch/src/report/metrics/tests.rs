@@ -264,6 +264,8 @@ fn victims_of_open_alerts_are_shown_to_the_top_and_go_with_their_alerts() {
         victims,
         capture: None,
         intel: None,
+        context: Default::default(),
+        by_as: Vec::new(),
     };
     let metrics = Metrics::new(2).unwrap();
     let series = |metrics: &Metrics| -> Vec<String> {
