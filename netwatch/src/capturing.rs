@@ -100,15 +100,6 @@ impl std::fmt::Debug for Captures {
     }
 }
 
-/// Where the captures go when `[capture] dir` is empty: `captures/` beside the store.
-pub fn default_dir(store: &Path) -> PathBuf {
-    store
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("captures")
-}
-
 impl Captures {
     /// Captures for `config` into `dir`, on `kernels` (one per interface, `names`), written
     /// by a thread of their own when `live`.
@@ -363,8 +354,8 @@ impl Captures {
 pub struct SharedCaptures(pub Arc<Mutex<Captures>>);
 
 impl Evidence for SharedCaptures {
-    fn alert(&mut self, iface: &str, alert: &mut Alert) {
-        lock(&self.0).alert(iface, alert);
+    fn alert(&mut self, alert: &mut Alert) {
+        lock(&self.0).alert(alert);
     }
 
     fn tick(&mut self, at: Duration) {
@@ -374,7 +365,7 @@ impl Evidence for SharedCaptures {
 
 impl Captures {
     /// Starts, follows or ends the capture of `alert`'s event, and links it.
-    fn alert(&mut self, _iface: &str, alert: &mut Alert) {
+    fn alert(&mut self, alert: &mut Alert) {
         if self.finished {
             return;
         }

@@ -43,7 +43,7 @@ pub struct Tally {
 pub trait Evidence {
     /// Starts, follows or ends the capture of `alert`'s event, and links it
     /// ([`Alert::capture`]).
-    fn alert(&mut self, iface: &str, alert: &mut Alert);
+    fn alert(&mut self, alert: &mut Alert);
     /// Once a round of intervals, at `at` (the collection clock).
     fn tick(&mut self, at: Duration);
 }
@@ -390,7 +390,7 @@ impl Pipeline {
 
     fn report_alert(&mut self, iface: &str, alert: &mut Alert) -> io::Result<()> {
         if let Some(evidence) = &mut self.evidence {
-            evidence.alert(iface, alert);
+            evidence.alert(alert);
         }
         if let Some(enrich) = &mut self.enrich {
             enrich.annotate(alert);

@@ -126,7 +126,7 @@ pub struct Setup<'a> {
     /// Where the events' packet captures go; `None`: no capture at all.
     pub captures: Option<PathBuf>,
     /// Live from interfaces (the captures are written by a thread of their own), or a replay
-    /// (written as the frames run, see [`Session::pump_captures`]).
+    /// (written as the frames run: the replay pumps them after each frame).
     pub live: bool,
 }
 
@@ -359,14 +359,16 @@ impl Session {
             }
         }
         let files = &self.config.intel.files;
-        let changed = files.len() != self.intel.stamps.len()
+        let changed = self.intel.stale
+            || files.len() != self.intel.stamps.len()
             || files
                 .iter()
                 .zip(&self.intel.stamps)
                 .any(|(file, (path, stamp))| file != path || modified(file) != *stamp);
-        if !changed || (files.is_empty() && self.intel.stamps.is_empty()) {
+        if !changed {
             return;
         }
+        self.intel.stale = false;
         let (tx, rx) = std::sync::mpsc::channel();
         let files = files.clone();
         let started = std::thread::Builder::new()
@@ -384,9 +386,6 @@ impl Session {
     /// Acts on the alerts reported since the last call (mitigation), and once an interval
     /// (`tick`) reads the bans' counts and ends those whose time is up.
     pub fn act(&mut self, tick: bool) -> Result<(), SessionError> {
-        if tick {
-            self.follow_intel();
-        }
         let Some(mitigation) = &mut self.mitigation else {
             return Ok(());
         };
@@ -570,8 +569,8 @@ impl Session {
             }
         }
         if self.config.intel != config.intel {
-            // Read again at the next tick, with the new settings.
-            self.intel.stamps.clear();
+            // Read again at the next tick, with the new settings (no file at all included).
+            self.intel.stale = true;
         }
         self.config = config;
         Ok(())
@@ -611,6 +610,8 @@ fn create(path: &Path, append: bool) -> Result<Box<dyn Write>, SessionError> {
 #[derive(Debug, Default)]
 struct IntelFiles {
     stamps: Stamps,
+    /// The settings changed (a reload): read again whatever the files say.
+    stale: bool,
     reading: Option<std::sync::mpsc::Receiver<(Feed, Stamps)>>,
 }
 

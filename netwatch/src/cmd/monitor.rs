@@ -77,11 +77,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
     config.webhook.urls.extend(webhooks.iter().cloned());
     config.validate(flags.config.as_deref().unwrap_or(Path::new("(flags)")))?;
     let db = db.unwrap_or_else(|| config.store.path.clone());
-    let capture_dir = if config.capture.dir.as_os_str().is_empty() {
-        crate::capturing::default_dir(&db)
-    } else {
-        config.capture.dir.clone()
-    };
+    let capture_dir = config.capture.dir_beside(&db);
     // Bound before anything is loaded: a second daemon on the same socket stops here, with
     // one line, and leaves the first alone.
     let control = Control::new(config.monitor.interval);
@@ -232,6 +228,7 @@ pub async fn run(args: MonitorArgs) -> Result<(), SessionError> {
                 follow_interfaces(&mut session, &mut links, &control, &metrics, mode, force);
                 tick(&mut session, &mut links, &metrics, false)?;
                 session.act(true)?;
+                session.follow_intel();
             }
             index = samples_ready(&mut links, &mut next_ring) => {
                 drain(index, links[index].ring.get_mut(), &mut session.pipeline)?;

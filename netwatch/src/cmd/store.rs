@@ -35,10 +35,6 @@ pub fn open_store_and_captures(
 ) -> Result<(Store, std::path::PathBuf), StoreCommandError> {
     let config = Config::load_or_default(config)?;
     let db = db.unwrap_or(&config.store.path);
-    let captures = if config.capture.dir.as_os_str().is_empty() {
-        crate::capturing::default_dir(db)
-    } else {
-        config.capture.dir.clone()
-    };
+    let captures = config.capture.dir_beside(db);
     Ok((Store::open(db)?, captures))
 }

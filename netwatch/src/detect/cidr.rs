@@ -14,6 +14,11 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The host `addr` alone: a /32 or a /128.
+    pub fn host(addr: IpAddr) -> Self {
+        Self::of(addr, if addr.is_ipv4() { 32 } else { 128 })
+    }
+
     /// The network of `len` bits that holds `addr`; `len` is capped at the family's width.
     pub fn of(addr: IpAddr, len: u8) -> Self {
         match addr {

@@ -62,6 +62,19 @@ impl Default for CaptureConfig {
 }
 
 impl CaptureConfig {
+    /// The captures' folder of a daemon whose store is `store`: `dir`, else `captures/`
+    /// beside the store.
+    pub fn dir_beside(&self, store: &std::path::Path) -> PathBuf {
+        if !self.dir.as_os_str().is_empty() {
+            return self.dir.clone();
+        }
+        store
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join("captures")
+    }
+
     /// Checks the values; the field and why not.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let invalid = |field: &str, reason: String| Err((format!("capture.{field}"), reason));

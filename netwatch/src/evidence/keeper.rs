@@ -26,6 +26,9 @@ pub const MAX_CAPTURES: u32 = netwatch_common::MAX_CAPTURES as u32;
 /// Events remembered as refused a capture (said once each).
 const REFUSED_MEMORY: usize = 4_096;
 
+/// Why a capture stops at its event's end: the one stop that is no cut.
+const EVENT_ENDED: &str = "the event ended";
+
 /// Most frames one in N may skip: N is at most this.
 const MAX_EVERY: u32 = 1 << 20;
 
@@ -44,8 +47,6 @@ pub struct Capture {
     pub file: String,
     /// One frame in this many is kept, after the first.
     pub every: u32,
-    /// When it began, since the Unix epoch.
-    pub started: Duration,
     /// A request's end; an alert's capture ends with its event.
     pub until: Option<Duration>,
     /// What the kernel saw of its subject at the last tick, and when.
@@ -166,7 +167,7 @@ impl CaptureKeeper {
             }
             (AlertState::End, Some(index)) => vec![CaptureChange::Stop {
                 index,
-                why: String::from("the event ended"),
+                why: String::from(EVENT_ENDED),
             }],
             _ => Vec::new(),
         }
@@ -214,7 +215,6 @@ impl CaptureKeeper {
             what,
             subject,
             every: self.every(pps),
-            started: now,
             until,
             last_seen: (0, now),
             frames: 0,
@@ -283,7 +283,7 @@ impl CaptureKeeper {
         let mut capture = self.captures.remove(&index)?;
         capture.frames = written.frames;
         capture.cut.clone_from(&written.cut);
-        if capture.cut.is_none() && why != "the event ended" {
+        if capture.cut.is_none() && why != EVENT_ENDED {
             capture.cut = Some(why.to_owned());
         }
         self.cooling.push(index);

@@ -3,7 +3,7 @@
 //! 192.0.2.5"); for the interface as a whole, its main victim, else its top contributor.
 //! Plain data and pure functions.
 
-use std::{fmt, net::IpAddr};
+use std::fmt;
 
 use crate::{
     datapath::{CaptureSide, RuleAction, SignatureRule},
@@ -51,10 +51,6 @@ impl fmt::Display for CaptureSubject {
     }
 }
 
-fn host(addr: IpAddr) -> Cidr {
-    Cidr::of(addr, if addr.is_ipv4() { 32 } else { 128 })
-}
-
 /// The subject of an alert's capture; `None` when it has none (a global alert with no
 /// victim and no contributor).
 pub fn subject_of(alert: &Alert) -> Option<CaptureSubject> {
@@ -66,16 +62,16 @@ pub fn subject_of(alert: &Alert) -> Option<CaptureSubject> {
             .and_then(|attack| Signature::of(attack.kind, net, port))
     };
     match alert.subject {
-        Subject::Source(addr) => Some(CaptureSubject::Source(host(addr))),
+        Subject::Source(addr) => Some(CaptureSubject::Source(Cidr::host(addr))),
         Subject::Prefix(net) => Some(CaptureSubject::Source(net)),
         Subject::Destination(addr) => Some(CaptureSubject::Destination(
-            host(addr),
-            signature(host(addr)),
+            Cidr::host(addr),
+            signature(Cidr::host(addr)),
         )),
         Subject::DestinationPrefix(net) => Some(CaptureSubject::Destination(net, signature(net))),
         Subject::Global => {
             if let Some(victim) = alert.victims.first() {
-                let net = host(victim.addr);
+                let net = Cidr::host(victim.addr);
                 let signature = victim
                     .attack
                     .and_then(|attack| Signature::of(attack, net, victim.port));
@@ -85,7 +81,7 @@ pub fn subject_of(alert: &Alert) -> Option<CaptureSubject> {
                 .contributors
                 .first()
                 .and_then(|contributor| match contributor.subject {
-                    Subject::Source(addr) => Some(CaptureSubject::Source(host(addr))),
+                    Subject::Source(addr) => Some(CaptureSubject::Source(Cidr::host(addr))),
                     Subject::Prefix(net) => Some(CaptureSubject::Source(net)),
                     _ => None,
                 })

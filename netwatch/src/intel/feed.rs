@@ -139,9 +139,10 @@ pub fn parse(text: &str) -> (Vec<Indicator>, LoadReport) {
         let value = match kind {
             IndicatorType::Addr | IndicatorType::Subnet => {
                 let parsed = if kind == IndicatorType::Addr {
-                    value.parse::<IpAddr>().ok().map(|addr| {
-                        Cidr::of(addr, if addr.is_ipv4() { 32 } else { 128 }).to_string()
-                    })
+                    value
+                        .parse::<IpAddr>()
+                        .ok()
+                        .map(|addr| Cidr::host(addr).to_string())
                 } else {
                     value.parse::<Cidr>().ok().map(|net| net.to_string())
                 };

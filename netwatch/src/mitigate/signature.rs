@@ -11,7 +11,7 @@
 //!
 //! Plain data and pure functions: no rule in force here, no kernel map.
 
-use std::{fmt, net::IpAddr};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -188,7 +188,7 @@ pub fn signatures_of(alert: &Alert) -> Vec<(Signature, SignatureAttack)> {
     if !alert.kind.is_flood() || !matches!(alert.state, AlertState::Start | AlertState::Update) {
         return Vec::new();
     }
-    let host = |addr: IpAddr| Cidr::of(addr, if addr.is_ipv4() { 32 } else { 128 });
+    let host = Cidr::host;
     let mut found = Vec::new();
     let mut add = |attack: AttackType, destination: Cidr, port: Option<u16>| {
         if let (Some(signature), Some(kind)) = (

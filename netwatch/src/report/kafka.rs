@@ -19,7 +19,6 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
@@ -32,7 +31,10 @@ use rdkafka::{
 };
 use serde_json::Value;
 
-use super::metrics::Metrics;
+use super::{
+    metrics::Metrics,
+    queue_reader::{Worker, open_queue, wait},
+};
 use crate::store::Store;
 
 /// The queue's name for the Kafka export (the store's).
@@ -175,7 +177,7 @@ impl KafkaConfig {
     }
 }
 
-/// What the export stands at, for the metrics and `netwatch status`.
+/// What the export stands at, for the metrics.
 #[derive(Debug, Default)]
 pub struct KafkaState {
     /// Records waiting in the store.
@@ -227,9 +229,7 @@ impl ProducerContext for Context {
 
 /// The export thread.
 pub struct Exporter {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    state: Arc<KafkaState>,
+    worker: Worker,
 }
 
 /// How long a stop waits for the records queued to go out.
@@ -279,55 +279,28 @@ impl Exporter {
         let producer: BaseProducer<Context> = client
             .create_with_context(context)
             .map_err(|err| std::io::Error::other(format!("export.kafka: {err}")))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let state = Arc::new(KafkaState::default());
-        let (flag, shared) = (Arc::clone(&stop), Arc::clone(&state));
-        let thread = thread::Builder::new()
-            .name(String::from("kafka"))
-            .spawn(move || {
-                export(
-                    &db,
-                    &config,
-                    &sensor,
-                    &producer,
-                    &flag,
-                    &shared,
-                    metrics.as_deref(),
-                );
-            })?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-            state,
-        })
-    }
-
-    /// Where the export stands.
-    pub fn state(&self) -> Arc<KafkaState> {
-        Arc::clone(&self.state)
+        let worker = Worker::spawn("kafka", move |stop| {
+            export(
+                &db,
+                &config,
+                &sensor,
+                &producer,
+                stop,
+                &KafkaState::default(),
+                metrics.as_deref(),
+            );
+        })?;
+        Ok(Self { worker })
     }
 
     /// Stops once what is queued went out, or after a few seconds; what is left stays
     /// queued for the next start.
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn stop(self) {
+        self.worker.stop();
     }
 }
 
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        self.halt();
-    }
-}
-
-/// Brokers that refuse: since when, and the reason first seen.
+/// Brokers that refuse: since when.
 struct Outage {
     since: Instant,
 }
@@ -341,7 +314,7 @@ fn export(
     state: &KafkaState,
     metrics: Option<&Metrics>,
 ) {
-    let Some(store) = super::webhook::open_queue(db, "the kafka export", stop) else {
+    let Some(store) = open_queue(db, "the kafka export", stop) else {
         return;
     };
     let mut outage: Option<Outage> = None;
@@ -562,17 +535,6 @@ fn bound(store: &Store, config: &KafkaConfig, state: &KafkaState) {
     state
         .queued
         .store(queued.min(config.queue_max), Ordering::Relaxed);
-}
-
-/// Sleeps `total` unless stopped meanwhile; true when stopped.
-fn wait(total: Duration, stop: &AtomicBool) -> bool {
-    let mut left = total;
-    while !left.is_zero() && !stop.load(Ordering::Relaxed) {
-        let step = left.min(Duration::from_millis(100));
-        thread::sleep(step);
-        left -= step;
-    }
-    stop.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod json;
 pub mod kafka;
 pub mod metrics;
 pub mod pcapng;
+mod queue_reader;
 pub mod rule;
 pub mod sink;
 pub mod store;

@@ -213,11 +213,6 @@ impl CaptureFiles {
         Ok(files)
     }
 
-    /// The folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Opens the file `name` of capture `index` and writes its header; why not, if the disk
     /// or the budget refuses it.
     pub fn open(&mut self, index: u32, name: &str, header: &FileHeader) -> Result<(), String> {

@@ -9,12 +9,12 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    thread::{self, JoinHandle},
     time::Duration,
 };
 
 use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
 
+use super::queue_reader::{Worker, open_queue};
 use crate::store::Store;
 
 /// Webhook settings.
@@ -134,8 +134,7 @@ pub struct WebhookState {
 
 /// The delivery thread.
 pub struct Deliverer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker,
     state: Arc<WebhookState>,
 }
 
@@ -152,21 +151,15 @@ impl Deliverer {
             .tls_config(tls)
             .build()
             .into();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
         let state = Arc::new(WebhookState {
             urls: config.urls.len(),
             ..WebhookState::default()
         });
         let shared = Arc::clone(&state);
-        let thread = thread::Builder::new()
-            .name(String::from("webhook"))
-            .spawn(move || deliver(&db, &config, &agent, &flag, &shared))?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-            state,
-        })
+        let worker = Worker::spawn("webhook", move |stop| {
+            deliver(&db, &config, &agent, stop, &shared);
+        })?;
+        Ok(Self { worker, state })
     }
 
     /// Where delivery stands.
@@ -175,21 +168,8 @@ impl Deliverer {
     }
 
     /// Stops after the POST in flight; what is left stays queued for the next start.
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Deliverer {
-    fn drop(&mut self) {
-        self.halt();
+    pub fn stop(self) {
+        self.worker.stop();
     }
 }
 
@@ -324,31 +304,7 @@ fn deliver(
                 .filter(|wait| !wait.is_zero())
                 .min()
                 .unwrap_or(IDLE);
-            sleep_unless_stopped(wait, stop);
-        }
-    }
-}
-
-/// The store at `db`, for `who` to read its queue: the store may be held by the writer alone
-/// for a while (opened on a full disk), so it is tried again every few seconds, said once;
-/// `None` when stopped meanwhile.
-pub(super) fn open_queue(db: &std::path::Path, who: &str, stop: &AtomicBool) -> Option<Store> {
-    let mut said = false;
-    loop {
-        match Store::open(db) {
-            Ok(store) => return Some(store),
-            Err(err) => {
-                if !said {
-                    log::error!(
-                        "{who} cannot open the queue: {err}; tried again every 5 s, nothing queued is lost"
-                    );
-                    said = true;
-                }
-                sleep_unless_stopped(Duration::from_secs(5), stop);
-                if stop.load(Ordering::Relaxed) {
-                    return None;
-                }
-            }
+            super::queue_reader::wait(wait, stop);
         }
     }
 }
@@ -358,13 +314,4 @@ fn queued_for(store: &Store, urls: &[String]) -> u64 {
     urls.iter()
         .map(|url| store.queue_len_of(url).unwrap_or(0))
         .sum()
-}
-
-fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
-    let mut left = total;
-    while !left.is_zero() && !stop.load(Ordering::Relaxed) {
-        let step = left.min(Duration::from_millis(100));
-        thread::sleep(step);
-        left -= step;
-    }
 }

@@ -166,9 +166,7 @@ impl Store {
                     .map_err(|err| self.sqlite(err))?;
                 continue;
             };
-            let alert = alert_id.zip(alert_kind.and_then(|kind| {
-                serde_json::from_value::<AlertKind>(serde_json::Value::String(kind)).ok()
-            }));
+            let alert = alert_id.zip(alert_kind.as_deref().and_then(super::by_name::<AlertKind>));
             bans.push(BanTerms {
                 net,
                 origin: Origin::from_name(&origin),

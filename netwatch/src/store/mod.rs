@@ -370,6 +370,11 @@ impl Store {
     }
 }
 
+/// A name as serde writes it (an alert kind, a mode), read back from a row.
+fn by_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{FindingRow, Store, StoreError, millis, to_i64};
+use super::{FindingRow, Store, StoreError, by_name, millis, to_i64};
 use crate::{
     datapath::{RuleAction, RuleProtocol, RuleTraffic},
     detect::{alert::AlertKind, cidr::Cidr},
@@ -39,11 +39,6 @@ pub enum RuleRecord {
     },
     /// Nothing changes in the table (a refusal, a restore): the finding only.
     Note,
-}
-
-/// A name as serde writes it, read back.
-fn by_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
-    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 
 impl Store {
