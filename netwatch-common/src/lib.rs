@@ -685,6 +685,90 @@ pub struct CaptureRecord {
     pub data: [u8; CAPTURE_MAX_SNAP_LEN],
 }
 
+/// Name of the program tail-called for a frame whose source or destination an indicator
+/// trie lists: it records the match, then does what the main program does after.
+pub const INTEL_PROGRAM_NAME: &str = "netwatch_intel";
+/// Name of [`INTEL_PROGRAM_NAME`]'s twin for frames to be sampled for inspection after.
+pub const INTEL_SAMPLED_PROGRAM_NAME: &str = "netwatch_intel_sampled";
+/// Name of the program array holding [`INTEL_PROGRAM_NAME`] (slot 0) and
+/// [`INTEL_SAMPLED_PROGRAM_NAME`] (slot 1).
+pub const INTEL_CHECK_MAP: &str = "INTEL_CHECK";
+/// Name of the global-data section (a one-entry array map) of the [`IntelGlobals`].
+pub const INTEL_GLOBALS_MAP: &str = ".data.intel";
+/// Name of the LPM trie of the IPv4 networks the indicator feeds list: a network to its
+/// prefix length.
+pub const INTEL_V4_MAP: &str = "INTEL_NETS_V4";
+/// Name of the LPM trie of the IPv6 networks the indicator feeds list.
+pub const INTEL_V6_MAP: &str = "INTEL_NETS_V6";
+/// Names of the two hash maps of [`IntelHitKey`] to [`IntelHitCount`]: the frames of listed
+/// networks, in the window of [`Settings::overflow_window`]'s low bit, as the overflow's.
+pub const INTEL_HITS_MAPS: [&str; 2] = ["INTEL_HITS_0", "INTEL_HITS_1"];
+/// Name of the per-CPU array of [`IntelCounts`].
+pub const INTEL_COUNTS_MAP: &str = "INTEL_COUNTS";
+/// Most networks of each family in the indicator tries (they take memory only as filled).
+pub const INTEL_MAX_NETWORKS: u32 = 1 << 21;
+/// Most (listed network, local host, side) matches of one window.
+pub const INTEL_MAX_HITS: u32 = 16_384;
+/// [`IntelGlobals::active`]: the IPv4 trie holds a network.
+pub const INTEL_V4: u32 = 1;
+/// [`IntelGlobals::active`]: the IPv6 trie holds a network.
+pub const INTEL_V6: u32 = 2;
+/// [`IntelHitKey::side`]: the listed network holds the frame's source.
+pub const INTEL_SIDE_SOURCE: u8 = 1;
+/// [`IntelHitKey::side`]: the listed network holds the frame's destination.
+pub const INTEL_SIDE_DESTINATION: u8 = 2;
+
+/// What the indicator check needs, written by userspace as a whole.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IntelGlobals {
+    /// [`INTEL_V4`] and [`INTEL_V6`] bits; 0 (the default, and whenever no feed lists an
+    /// address): the tries are not looked at, one comparison per frame.
+    pub active: u32,
+}
+
+/// The frames of one listed network with one peer: which network (the address masked to
+/// the listed prefix), on which side of the frames, and the other address of the frames
+/// (the local host, for a listed source).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IntelHitKey {
+    /// The listed network's address, in network byte order (IPv4 in the first four bytes).
+    pub network: [u8; 16],
+    /// The frames' other address.
+    pub peer: [u8; 16],
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    /// The listed network's prefix length.
+    pub prefix_len: u8,
+    /// [`INTEL_SIDE_SOURCE`] or [`INTEL_SIDE_DESTINATION`].
+    pub side: u8,
+    /// Always zero: the kernel compares keys as raw bytes.
+    pub _pad: [u8; 5],
+}
+
+/// What one [`IntelHitKey`] saw in a window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IntelHitCount {
+    /// Frames.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The listed address of the first frame (an address of the network).
+    pub example: [u8; 16],
+}
+
+/// The indicator check's counters of one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IntelCounts {
+    /// Frames a listed network holds (one for each side it holds).
+    pub listed: Counter,
+    /// Of them, those whose match found no room in its window's map: counted here only.
+    pub unrecorded: Counter,
+}
+
 /// The rules that may apply to the destinations of one network of a rule trie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1171,4 +1255,12 @@ mod user {
     unsafe impl aya::Pod for super::CaptureSlot {}
     // SAFETY: as above; three u64.
     unsafe impl aya::Pod for super::CaptureCounts {}
+    // SAFETY: as above; one u32.
+    unsafe impl aya::Pod for super::IntelGlobals {}
+    // SAFETY: as above; 40 bytes, the last five explicit padding.
+    unsafe impl aya::Pod for super::IntelHitKey {}
+    // SAFETY: as above; two u64 and 16 bytes.
+    unsafe impl aya::Pod for super::IntelHitCount {}
+    // SAFETY: as above; two counters of two u64.
+    unsafe impl aya::Pod for super::IntelCounts {}
 }

@@ -23,6 +23,8 @@
 //! - `bans`: the ban list in the kernel ([`BanAction`]);
 //! - `captures`: the captures of events in the kernel ([`CaptureMaps`], taken out of the
 //!   datapath by whoever runs them);
+//! - `intel`: the networks the indicator feeds list ([`IntelTries`], taken out by whoever
+//!   loads the feeds) and the frames they held ([`IntelReading`], in each snapshot);
 //! - `slots`, `overflow`, `destinations`: the memory-mapped arrays of the sources, of the
 //!   traffic without a slot and of the local hosts, and how they are read;
 //! - `batch`: `BPF_MAP_DELETE_BATCH`, for the addresses of reclaimed sources;
@@ -39,6 +41,7 @@ mod captures;
 mod destinations;
 mod error;
 mod handle;
+mod intel;
 mod load;
 pub mod netlink;
 mod overflow;
@@ -61,6 +64,7 @@ pub use self::{
     destinations::{DestinationCount, DestinationReading},
     error::DatapathError,
     handle::{Datapath, Reclaim},
+    intel::{IntelHit, IntelReading, IntelSide, IntelSync, IntelTries},
     load::{LoadOptions, MIN_KERNEL, MIN_KERNEL_SHARED},
     overflow::{OverflowBreakdown, SlotlessPrefix, Target, TargetKind, Traffic, add_traffic},
     rules::{RuleAction, RuleProtocol, RuleTraffic, SignatureRule, rate_window},

@@ -18,7 +18,8 @@ use netwatch_common::{
     BAN_COUNTS_MAP, BANS_V4_MAP, BANS_V6_MAP, CAPTURE_CHECK_MAP, CAPTURE_KEEP_MAP,
     CAPTURE_KEEP_PROGRAM_NAME, CAPTURE_PROGRAM_NAME, CAPTURE_SAMPLED_PROGRAM_NAME, CPU_STATE_MAP,
     CpuState, DESTINATION_BUCKETS, DESTINATION_OTHER_MAP, DESTINATIONS_MAP, FILTER_SEED_GLOBAL,
-    FILTER_WORD_BITS_GLOBAL, FREE_SLOTS_MAP, MAX_RULES, NO_BANS_PROGRAM_NAME, OVERFLOW_WINDOWS_MAP,
+    FILTER_WORD_BITS_GLOBAL, FREE_SLOTS_MAP, INTEL_CHECK_MAP, INTEL_PROGRAM_NAME,
+    INTEL_SAMPLED_PROGRAM_NAME, MAX_RULES, NO_BANS_PROGRAM_NAME, OVERFLOW_WINDOWS_MAP,
     QUEUE_JOB_MAP, QUEUE_PROGRAM_NAME, QueueJob, RULE_CHECK_MAP, RULES_PROGRAM_NAME,
     RULES_SAMPLED_PROGRAM_NAME, RULES_V4_MAP, RULES_V6_MAP, SAMPLER_MAP, SAMPLER_PROGRAM_NAME,
     SAMPLES_MAP, SLOT_CAPACITY_GLOBAL, SLOT_FILTER_MAP, SLOT_KEYS_MAP, SOURCE_SLOTS_MAP,
@@ -308,7 +309,8 @@ pub(super) fn load_object<'a>(
     Ok(ebpf)
 }
 
-/// Loads the sampler program, the rules' check and the capture (both of each), each in its
+/// Loads the sampler program, the rules' check, the capture and the indicators' check (both
+/// of each), each in its
 /// slot of the program array the main program (or another tail) tail-calls it through.
 fn install_tails(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
     for (program, map, slot, what) in [
@@ -347,6 +349,18 @@ fn install_tails(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
             CAPTURE_KEEP_MAP,
             0,
             "captures' second program array",
+        ),
+        (
+            INTEL_PROGRAM_NAME,
+            INTEL_CHECK_MAP,
+            0,
+            "indicators' program array",
+        ),
+        (
+            INTEL_SAMPLED_PROGRAM_NAME,
+            INTEL_CHECK_MAP,
+            1,
+            "indicators' program array",
         ),
     ] {
         install_tail(ebpf, program, map, slot, what)?;

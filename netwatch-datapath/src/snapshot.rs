@@ -21,6 +21,7 @@ use super::{
     error::DatapathError,
     handle::Datapath,
     handle::{QueueJobs, Reclaim},
+    intel::IntelReading,
     overflow::{OverflowBreakdown, Traffic},
     slots::{SourceReading, Spread},
     sums::add_globals,
@@ -53,6 +54,9 @@ pub struct Snapshot {
     pub destinations: Vec<DestinationReading>,
     /// Frames to a local host that found no bucket of their CPU's window.
     pub destination_other: Traffic,
+    /// The frames of listed networks since the previous snapshot (in windows as
+    /// [`Snapshot::overflow`], emptied exactly), and the indicator check's counters.
+    pub intel: IntelReading,
 }
 
 impl Snapshot {
@@ -93,6 +97,7 @@ impl Datapath {
             destination_count: DestinationCount::Off,
             destinations: Vec::new(),
             destination_other: Traffic::default(),
+            intel: IntelReading::default(),
         };
         self.snapshot_into(&mut snapshot)?;
         Ok(snapshot)
@@ -143,11 +148,13 @@ impl Datapath {
             Some(windows) => windows.take(closing_overflow),
             None => (DestinationCount::Off, Vec::new(), Traffic::default()),
         };
+        snapshot.intel = self.read_intel(closing_overflow)?;
         snapshot.released = self.reclaim()?;
         Ok(())
     }
 
-    /// Empties the breakdowns of traffic without a slot and of local hosts, both windows, as
+    /// Empties the breakdowns of traffic without a slot and of local hosts and the indicator
+    /// matches, both windows, as
     /// readings do, without a reading's reclaim: for benchmarks whose trials should each start
     /// from empty tables. The global counters go on: the next snapshot's breakdown then holds
     /// less than its overflow count.
@@ -160,6 +167,7 @@ impl Datapath {
             if let Some(windows) = &mut self.destinations {
                 windows.take(closing);
             }
+            self.read_intel(closing)?;
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ mod counters;
 mod destinations;
 mod early;
 mod frame;
+mod intel;
 mod maps;
 mod overflow;
 mod parse;
@@ -45,6 +46,7 @@ use crate::{
     destinations::{count_destination, sample_destination},
     early::early_check,
     frame::{Contribution, frame_len},
+    intel::{INTEL_CHECK, intel_active, may_be_listed, record},
     maps::{CPU_STATE, settings},
     overflow::{break_down, count_overflow},
     parse::{Class, Verdict, is_connection_attempt, parse, transport_ports},
@@ -81,6 +83,18 @@ fn run<T: SourceTable, const CHECKS: bool>(ctx: &XdpContext) -> u32 {
     let mut banned = MaybeUninit::<Banned>::uninit();
     let mut mode = BAN_MODE_NONE;
     let sample = account::<T, CHECKS>(ctx, &mut banned, &mut mode);
+    if CHECKS && mode & STAGED != 0 {
+        // SAFETY: `account` writes `banned` whenever it sets STAGED.
+        let staged = unsafe { banned.assume_init_ref() };
+        let intel = intel_active();
+        if intel != 0 && may_be_listed(ctx, &staged.key, staged.dst, staged.l3 as usize, intel) {
+            // SAFETY: as the rules' tail call below. The indicator program (slot 1: one that
+            // samples the frame after) parses the frame again, records the match, then does
+            // what follows here: the capture, the ban check, the rules, the sampler. If the
+            // slot is empty this returns, and the frame goes on unrecorded.
+            unsafe { INTEL_CHECK.tail_call(ctx, u32::from(sample)) };
+        }
+    }
     if CHECKS && mode & STAGED != 0 && captures_in_force() {
         // SAFETY: `account` writes `banned` whenever it sets STAGED.
         let staged = unsafe { banned.assume_init_ref() };
@@ -118,16 +132,18 @@ fn run<T: SourceTable, const CHECKS: bool>(ctx: &XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// What the ban check (and the capture's first look) needs of a frame with a source: its
-/// address, its length, its destination (the address, for IPv4).
+/// What the ban check (and the first looks of the captures and the indicators) needs of a
+/// frame with a source: its address, its length, its destination (the address, for IPv4),
+/// where its IP header starts.
 struct Banned {
     key: SourceKey,
     len: u64,
     dst: u32,
+    l3: u32,
 }
 
-/// Set in `account`'s mode beside the ban mode: [`Banned`] is written (bans or captures
-/// exist).
+/// Set in `account`'s mode beside the ban mode: [`Banned`] is written (bans, captures or
+/// listed networks exist).
 const STAGED: u32 = 1 << 8;
 
 /// Queues one slot of the [`QueueJob`] into [`FREE_SLOTS`] and advances the job. Userspace
@@ -211,6 +227,35 @@ fn capture_then<const SAMPLED: bool>(ctx: &XdpContext) -> u32 {
             // SAFETY: as in `run`. If the slot is empty this returns, and the frame goes on
             // uncaptured.
             unsafe { CAPTURE_KEEP.tail_call(ctx, 0) };
+        }
+        if banned(&parsed.key, len) {
+            return xdp_action::XDP_DROP;
+        }
+    }
+    after_checks(ctx, SAMPLED)
+}
+
+/// The tail of [`netwatch`] for a frame a listed network holds, not to be sampled: records
+/// the match, then captures it and checks bans and rules as [`netwatch`] would.
+#[xdp]
+pub fn netwatch_intel(ctx: XdpContext) -> u32 {
+    intel_then::<false>(&ctx)
+}
+
+/// [`netwatch_intel`] for a frame to be sampled after.
+#[xdp]
+pub fn netwatch_intel_sampled(ctx: XdpContext) -> u32 {
+    intel_then::<true>(&ctx)
+}
+
+#[inline(always)]
+fn intel_then<const SAMPLED: bool>(ctx: &XdpContext) -> u32 {
+    if let Verdict::Source(parsed) = parse(ctx) {
+        let len = frame_len(ctx);
+        record(ctx, &parsed, len);
+        if captures_in_force() && may_capture(&parsed.key, parsed.dst_fold) {
+            // SAFETY: as in `run`.
+            unsafe { CAPTURE_CHECK.tail_call(ctx, u32::from(SAMPLED)) };
         }
         if banned(&parsed.key, len) {
             return xdp_action::XDP_DROP;
@@ -378,11 +423,16 @@ fn account<T: SourceTable, const CHECKS: bool>(
                     *windows + (settings.overflow_window & 1),
                 );
             }
-            if CHECKS && (settings.ban_mode != BAN_MODE_NONE || captures_in_force()) {
+            if CHECKS
+                && (settings.ban_mode != BAN_MODE_NONE
+                    || captures_in_force()
+                    || intel_active() != 0)
+            {
                 banned.write(Banned {
                     key: parsed.key,
                     len,
                     dst: parsed.dst_fold,
+                    l3: parsed.l3_offset as u32,
                 });
                 *mode = settings.ban_mode | STAGED;
             }

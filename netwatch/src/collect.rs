@@ -10,8 +10,8 @@ use netwatch_common::{GlobalStats, SourceKey, SourceStats};
 
 pub use crate::datapath::source_addr;
 use crate::datapath::{
-    DestinationCount, DestinationReading, OverflowBreakdown, Snapshot, SourceReading, Spread,
-    Traffic, add_traffic,
+    DestinationCount, DestinationReading, IntelReading, OverflowBreakdown, Snapshot, SourceReading,
+    Spread, Traffic, add_traffic,
 };
 
 /// The name of the combined view of several interfaces in every record. Linux cannot have an
@@ -77,6 +77,9 @@ pub struct Interval {
     pub destinations: Vec<DestinationReading>,
     /// Frames to a local host that found no room to be counted per host.
     pub destination_other: Traffic,
+    /// The frames from or to listed networks, per network, side and peer (see
+    /// [`Snapshot::intel`]); its `listed` and `unrecorded` counters are the interval's.
+    pub intel: IntelReading,
 }
 
 /// What traffic is made of: the protocol counts (every frame in exactly one of tcp, udp,
@@ -160,6 +163,9 @@ impl Interval {
             }
             sum.slotless.absorb(&part.slotless);
             add_traffic(&mut sum.destination_other, part.destination_other);
+            // The counters add up; the matches are each interface's (alerts come from them).
+            add_traffic(&mut sum.intel.listed, part.intel.listed);
+            add_traffic(&mut sum.intel.unrecorded, part.intel.unrecorded);
             // The interfaces share one configuration: they count destinations alike.
             if sum.destination_count == DestinationCount::Off {
                 sum.destination_count = part.destination_count;
@@ -260,6 +266,8 @@ pub struct Collector {
     /// The list of a past interval, given back by [`Collector::recycle`]: a million deltas
     /// written into memory already touched rather than into fresh pages each interval.
     spare: Vec<SourceDelta>,
+    /// The indicator check's counters at the last reading.
+    last_intel: (Traffic, Traffic),
 }
 
 impl Collector {
@@ -280,8 +288,19 @@ impl Collector {
             destination_count,
             destinations,
             destination_other,
+            intel,
         } = snapshot;
         let globals = *globals;
+        let since = |now: Traffic, then: Traffic| Traffic {
+            packets: now.packets.saturating_sub(then.packets),
+            bytes: now.bytes.saturating_sub(then.bytes),
+        };
+        let intel = IntelReading {
+            hits: intel.hits.clone(),
+            listed: since(intel.listed, self.last_intel.0),
+            unrecorded: since(intel.unrecorded, self.last_intel.1),
+        };
+        self.last_intel = (snapshot.intel.listed, snapshot.intel.unrecorded);
         let mut deltas = std::mem::take(&mut self.spare);
         deltas.clear();
         let mut evicted_now = 0u64;
@@ -375,6 +394,7 @@ impl Collector {
             destination_count: *destination_count,
             destinations: destinations.clone(),
             destination_other: *destination_other,
+            intel,
         }
     }
 }
@@ -508,6 +528,7 @@ mod tests {
             destination_count: Default::default(),
             destinations: Vec::new(),
             destination_other: Default::default(),
+            intel: Default::default(),
         }
     }
 

@@ -334,12 +334,23 @@ impl Pipeline {
         };
         let elapsed = interval.elapsed;
         let mut outcome = watch.detector.observe(interval, at);
-        // Each interface's sources against the feeds' addresses (the sum of several would
-        // say the same again).
+        // Each interface's matches in the kernel (the sum of several would say the same
+        // again).
         if index.is_some()
             && let Some(intel) = &mut self.intel
         {
             outcome.alerts.extend(intel.interval(interval, at));
+        }
+        let unrecorded = interval.intel.unrecorded;
+        if index.is_some() && unrecorded.packets > 0 {
+            log::warn!(
+                "intel on {}: {} frames ({} bytes) of listed networks found the kernel's table \
+                 of matches full ({} per interval): counted, not attributed to a host",
+                watch.context.iface,
+                unrecorded.packets,
+                unrecorded.bytes,
+                netwatch_common::INTEL_MAX_HITS
+            );
         }
         outcome
             .alerts
@@ -501,6 +512,7 @@ mod tests {
             destination_count: Default::default(),
             destinations: Vec::new(),
             destination_other: Default::default(),
+            intel: Default::default(),
         };
         pipeline
             .tick(

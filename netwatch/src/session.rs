@@ -13,7 +13,7 @@ use crate::{
     collect::COMBINED,
     config::{Config, ConfigError},
     control::{BanAnswer, BanOp, BindError},
-    datapath::{Datapath, DatapathError, LoadOptions},
+    datapath::{Datapath, DatapathError, IntelTries, LoadOptions},
     detect::{Detector, KnownState},
     evidence::CaptureSubject,
     inspect::Inspector,
@@ -290,6 +290,10 @@ impl Session {
             }
         });
         let intel_run = run.clone();
+        let tries = datapaths
+            .iter_mut()
+            .filter_map(Datapath::take_intel)
+            .collect();
         let mut session = Self {
             started: config.clone(),
             config,
@@ -299,7 +303,10 @@ impl Session {
             mitigation: None,
             captures,
             ban_room,
-            intel: IntelFiles::default(),
+            intel: IntelFiles {
+                tries,
+                ..IntelFiles::default()
+            },
             run: intel_run,
         };
         session.load_intel();
@@ -337,6 +344,7 @@ impl Session {
             return;
         }
         let (feed, stamps) = read_feeds(&self.config.intel.files);
+        sync_tries(&feed, &mut self.intel.tries);
         self.intel.stamps = stamps;
         self.pipeline
             .set_intel(feed, self.config.intel.repeat_after, &self.run);
@@ -348,8 +356,9 @@ impl Session {
     pub fn follow_intel(&mut self) {
         if let Some(reading) = &self.intel.reading {
             match reading.try_recv() {
-                Ok((feed, stamps)) => {
+                Ok((feed, stamps, tries)) => {
                     self.intel.stamps = stamps;
+                    self.intel.tries = tries;
                     self.intel.reading = None;
                     self.pipeline
                         .set_intel(feed, self.config.intel.repeat_after, &self.run);
@@ -371,14 +380,24 @@ impl Session {
         self.intel.stale = false;
         let (tx, rx) = std::sync::mpsc::channel();
         let files = files.clone();
+        let (give, back) = std::sync::mpsc::channel::<Vec<IntelTries>>();
         let started = std::thread::Builder::new()
             .name(String::from("intel"))
             .spawn(move || {
+                let Ok(mut tries) = back.recv() else {
+                    return;
+                };
                 log::info!("intel: a feed changed; reading them again");
-                let _ = tx.send(read_feeds(&files));
+                let (feed, stamps) = read_feeds(&files);
+                sync_tries(&feed, &mut tries);
+                let _ = tx.send((feed, stamps, tries));
             });
         match started {
-            Ok(_) => self.intel.reading = Some(rx),
+            Ok(_) => {
+                // The tries go with the reading, and come back with it.
+                let _ = give.send(std::mem::take(&mut self.intel.tries));
+                self.intel.reading = Some(rx);
+            }
             Err(err) => log::warn!("intel: cannot start reading the feeds: {err}"),
         }
     }
@@ -612,7 +631,10 @@ struct IntelFiles {
     stamps: Stamps,
     /// The settings changed (a reload): read again whatever the files say.
     stale: bool,
-    reading: Option<std::sync::mpsc::Receiver<(Feed, Stamps)>>,
+    /// The kernel's tries of listed networks, one per datapath (with the reading while one
+    /// is under way).
+    tries: Vec<IntelTries>,
+    reading: Option<std::sync::mpsc::Receiver<(Feed, Stamps, Vec<IntelTries>)>>,
 }
 
 /// Each feed file and its modification time when it was read.
@@ -622,6 +644,41 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path)
         .and_then(|meta| meta.modified())
         .ok()
+}
+
+/// Makes each datapath's tries hold the feed's networks, and says what changed.
+fn sync_tries(feed: &Feed, tries: &mut [IntelTries]) {
+    if tries.is_empty() {
+        return;
+    }
+    let networks = feed.networks();
+    for trie in tries {
+        match trie.set(&networks) {
+            Ok(sync) => {
+                if sync.added + sync.removed > 0 {
+                    log::info!(
+                        "intel: {} networks matched in the kernel ({} added, {} removed, in {} ms)",
+                        sync.held,
+                        sync.added,
+                        sync.removed,
+                        sync.took.as_millis()
+                    );
+                }
+                if sync.refused > 0 {
+                    log::warn!(
+                        "intel: the kernel had no room for {} listed networks (at most {} per \
+                         family): traffic from or to them is not matched",
+                        sync.refused,
+                        netwatch_common::INTEL_MAX_NETWORKS
+                    );
+                }
+            }
+            Err(err) => log::warn!(
+                "intel: cannot write the listed networks into the kernel: {err}; \
+                 they are written again at the next change"
+            ),
+        }
+    }
 }
 
 /// Reads every feed: the indicators of all, and each file's modification time. Each file's

@@ -33,6 +33,9 @@ const FEED: &str = "#separator \\x09\n\
     dl.bad.example/payload.bin\tIntel::URL\turlhaus\tpayload\n\
     Mozilla/4.0 (EvilBot)\tIntel::SOFTWARE\tcustom\tbot user agent\n\
     203.0.113.0/24\tIntel::SUBNET\tfeodo\tC2 range\n\
+    198.51.100.77\tIntel::ADDR\tfeodo\tC2 server\n\
+    2001:db8:bad::/48\tIntel::SUBNET\tspamhaus\tv6 range\n\
+    2001:db8::fe\tIntel::ADDR\tfeodo\tv6 C2\n\
     this line is broken\n\
     bad@evil.example\tIntel::EMAIL\tcustom\tphisher\n";
 
@@ -83,6 +86,29 @@ fn listed_names_urls_agents_and_networks_alert_once_each() {
                 .bytes,
         ));
     }
+    // A local host sending to a listed address, no payload (the listed side: destination).
+    for i in 0..3 {
+        frames.push((
+            at(3_100 + i * 10),
+            FrameBuilder::ipv4([10, 0, 0, 11])
+                .to_ipv4([198, 51, 100, 77])
+                .to_port(4_444)
+                .transport(Transport::Tcp(ACK))
+                .build()
+                .bytes,
+        ));
+    }
+    // IPv6: from a listed /48, and to a listed address.
+    let mut v6 = [
+        0x20, 0x01, 0x0d, 0xb8, 0x0b, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+    ];
+    frames.push((
+        at(3_200),
+        FrameBuilder::ipv6(v6).to_host(7).payload(0).build().bytes,
+    ));
+    v6[4] = 0;
+    v6[5] = 0x42;
+    frames.push((at(3_300), FrameBuilder::ipv6(v6).payload(0).build().bytes));
     // Unlisted: a query, a request, a source.
     frames.push((
         at(4_000),
@@ -128,7 +154,7 @@ fn listed_names_urls_agents_and_networks_alert_once_each() {
     assert!(output.status.success(), "{stderr}");
     // The load said, the malformed line by number, the email indicator as not matched.
     assert!(
-        stderr.contains("4 indicators; 1 malformed lines left out (line 7)")
+        stderr.contains("7 indicators; 1 malformed lines left out (line 10)")
             && stderr.contains("1 of types not matched"),
         "{stderr}"
     );
@@ -181,7 +207,28 @@ fn listed_names_urls_agents_and_networks_alert_once_each() {
             "bot user agent",
             "10.0.0.6",
         ),
-        row("source", "203.0.113.0/24", "feodo", "C2 range", "-"),
+        row("source", "203.0.113.0/24", "feodo", "C2 range", "10.0.0.7"),
+        row(
+            "destination",
+            "198.51.100.77/32",
+            "feodo",
+            "C2 server",
+            "10.0.0.11",
+        ),
+        row(
+            "source",
+            "2001:db8:bad::/48",
+            "spamhaus",
+            "v6 range",
+            "2001:db8::7",
+        ),
+        row(
+            "destination",
+            "2001:db8::fe/128",
+            "feodo",
+            "v6 C2",
+            "2001:db8:42::1",
+        ),
     ];
     let mut got = seen.clone();
     got.sort();
@@ -196,7 +243,12 @@ fn listed_names_urls_agents_and_networks_alert_once_each() {
     assert_eq!(dns["subject"], "10.0.0.5");
     let source = intel
         .iter()
-        .find(|a| a["intel"]["seen"] == "source")
+        .find(|a| a["intel"]["seen"] == "source" && a["intel"]["feed"] == "feodo")
         .unwrap_or_else(|| panic!("no source"));
-    assert_eq!(source["subject"], "203.0.113.9");
+    // The local host is the subject; the listed address seen, the value; the frames counted
+    // in the kernel, though none carried a byte of payload.
+    assert_eq!(source["subject"], "10.0.0.7");
+    assert_eq!(source["intel"]["value"], "203.0.113.9");
+    assert_eq!(source["intel"]["matches"], 5);
+    assert_eq!(source["packets"], 5);
 }

@@ -112,6 +112,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
             destination_count: Default::default(),
             destinations: Vec::new(),
             destination_other: Default::default(),
+            intel: Default::default(),
         },
     );
     let exported = metrics.render();

@@ -7,8 +7,9 @@
 //! Plain data and pure functions: the files are read by the caller.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use crate::detect::cidr::Cidr;
@@ -59,10 +60,11 @@ pub struct Indicator {
     pub value: String,
     /// Its type.
     pub kind: IndicatorType,
-    /// `meta.source`.
-    pub source: String,
-    /// `meta.desc` (empty when the feed has none).
-    pub desc: String,
+    /// `meta.source`: shared by every indicator of the same words (a feed repeats them on
+    /// each line; a million copies of them were half the memory of a large feed).
+    pub source: Arc<str>,
+    /// `meta.desc` (empty when the feed has none), shared as `source`.
+    pub desc: Arc<str>,
 }
 
 /// What a load read of one file.
@@ -86,6 +88,15 @@ pub fn parse(text: &str) -> (Vec<Indicator>, LoadReport) {
     let mut report = LoadReport::default();
     let mut indicators = Vec::new();
     let mut columns: Option<HashMap<String, usize>> = None;
+    let mut words: HashSet<Arc<str>> = HashSet::new();
+    let mut intern = |text: &str| -> Arc<str> {
+        if let Some(shared) = words.get(text) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(text);
+        words.insert(Arc::clone(&shared));
+        shared
+    };
     for (number, line) in text.lines().enumerate() {
         let number = number as u64 + 1;
         let line = line.trim_end_matches('\r');
@@ -159,8 +170,8 @@ pub fn parse(text: &str) -> (Vec<Indicator>, LoadReport) {
         indicators.push(Indicator {
             value,
             kind,
-            source: cell("meta.source").unwrap_or("").to_owned(),
-            desc: cell("meta.desc").unwrap_or("").to_owned(),
+            source: intern(cell("meta.source").unwrap_or("")),
+            desc: intern(cell("meta.desc").unwrap_or("")),
         });
         report.loaded += 1;
     }
@@ -235,6 +246,29 @@ impl Feed {
     /// Whether address indicators are loaded.
     pub fn has_networks(&self) -> bool {
         !self.networks.is_empty()
+    }
+
+    /// Every listed network (address and prefix length), sorted: what the kernel's tries
+    /// hold.
+    pub fn networks(&self) -> Vec<(IpAddr, u8)> {
+        let mut networks: Vec<(IpAddr, u8)> = self
+            .networks
+            .iter()
+            .flat_map(|((_, len), nets)| nets.keys().map(move |addr| (*addr, *len)))
+            .collect();
+        networks.sort_unstable();
+        networks
+    }
+
+    /// The indicator of the listed network `addr`/`len` itself (a match the kernel
+    /// reports), else of the longest listed network that holds `addr` (a feed read again
+    /// since).
+    pub fn network(&self, addr: IpAddr, len: u8) -> Option<&Indicator> {
+        self.networks
+            .get(&(addr.is_ipv4(), len))
+            .and_then(|nets| nets.get(&addr))
+            .map(|index| &self.indicators[*index])
+            .or_else(|| self.address(addr))
     }
 
     /// The indicator of the longest listed network that holds `addr`.
@@ -322,13 +356,13 @@ mod tests {
         );
         assert_eq!(feed.address("198.51.100.8".parse().unwrap()), None);
         assert_eq!(
-            feed.domain("cdn.Evil.Example.").map(|i| i.desc.as_str()),
+            feed.domain("cdn.Evil.Example.").map(|i| &*i.desc),
             Some("loader domain")
         );
         assert_eq!(feed.domain("notevil.example"), None);
         assert_eq!(
             feed.url("dl.bad.example", "/payload.bin")
-                .map(|i| i.source.as_str()),
+                .map(|i| &*i.source),
             Some("urlhaus")
         );
         assert_eq!(feed.url("dl.bad.example", "/other"), None);

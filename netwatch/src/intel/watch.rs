@@ -11,11 +11,12 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 use super::feed::{Feed, Indicator};
 use crate::{
     collect::Interval,
+    datapath::{IntelHit, IntelSide},
     detect::alert::{Alert, AlertKind, AlertState, IntelMatch, Severity, Subject},
     inspect::{Event, EventKind},
 };
 
-/// (Local host or source, indicator) pairs remembered at most; past it the oldest are
+/// (Local host, indicator) pairs remembered at most; past it the oldest are
 /// forgotten (an alert again for them is the cost).
 const REMEMBERED: usize = 65_536;
 
@@ -25,7 +26,7 @@ pub struct IntelWatch {
     feed: Feed,
     repeat_after: Duration,
     /// Per (host, indicator): when it was last said, and the matches since.
-    said: HashMap<(Option<IpAddr>, IpAddr, String), (Duration, u64)>,
+    said: HashMap<(IpAddr, String), (Duration, u64)>,
     run: String,
     next_id: u64,
 }
@@ -97,29 +98,46 @@ impl IntelWatch {
         found
             .into_iter()
             .filter_map(|(indicator, seen, value)| {
-                self.matched(Some(host), host, &indicator, seen, value, at)
+                self.matched(host, &indicator, seen, value, at, 1)
             })
             .collect()
     }
 
-    /// The alerts an interval's sources call for.
+    /// The alerts an interval's matches in the kernel call for: each listed network's frames
+    /// with a peer (the local host), whatever they carry.
     pub fn interval(&mut self, interval: &Interval, at: Duration) -> Vec<Alert> {
         if !self.feed.has_networks() {
             return Vec::new();
         }
-        let listed: Vec<(IpAddr, Indicator)> = interval
-            .sources
+        let found: Vec<(IntelHit, Indicator)> = interval
+            .intel
+            .hits
             .iter()
-            .filter_map(|source| {
+            .filter_map(|hit| {
+                let (addr, len) = hit.network;
                 self.feed
-                    .address(source.addr)
-                    .map(|indicator| (source.addr, indicator.clone()))
+                    .network(addr, len)
+                    .map(|indicator| (*hit, indicator.clone()))
             })
             .collect();
-        listed
+        found
             .into_iter()
-            .filter_map(|(addr, indicator)| {
-                self.matched(None, addr, &indicator, "source", addr.to_string(), at)
+            .filter_map(|(hit, indicator)| {
+                let seen = match hit.side {
+                    IntelSide::Source => "source",
+                    IntelSide::Destination => "destination",
+                };
+                let mut alert = self.matched(
+                    hit.peer,
+                    &indicator,
+                    seen,
+                    hit.example.to_string(),
+                    at,
+                    hit.traffic.packets,
+                )?;
+                alert.packets = hit.traffic.packets;
+                alert.bytes = hit.traffic.bytes;
+                Some(alert)
             })
             .collect()
     }
@@ -127,12 +145,12 @@ impl IntelWatch {
     /// One match: an alert unless the same was said within `repeat_after`.
     fn matched(
         &mut self,
-        host: Option<IpAddr>,
-        subject: IpAddr,
+        host: IpAddr,
         indicator: &Indicator,
         seen: &'static str,
         value: String,
         at: Duration,
+        matches: u64,
     ) -> Option<Alert> {
         if self.said.len() >= REMEMBERED {
             let repeat = self.repeat_after;
@@ -142,9 +160,9 @@ impl IntelWatch {
                 self.said.clear();
             }
         }
-        let key = (host, subject, indicator.value.clone());
+        let key = (host, indicator.value.clone());
         let entry = self.said.entry(key).or_insert((Duration::ZERO, 0));
-        entry.1 += 1;
+        entry.1 += matches;
         if entry.0 != Duration::ZERO && at.saturating_sub(entry.0) < self.repeat_after {
             return None;
         }
@@ -156,7 +174,7 @@ impl IntelWatch {
             kind: AlertKind::Intel,
             state: AlertState::Instant,
             severity: Severity::Critical,
-            subject: Subject::Source(subject),
+            subject: Subject::Source(host),
             observed: matches as f64,
             baseline: None,
             threshold: 1.0,
@@ -189,9 +207,9 @@ impl IntelWatch {
                 indicator_type: indicator.kind.name(),
                 seen,
                 value,
-                feed: indicator.source.clone(),
-                desc: indicator.desc.clone(),
-                host,
+                feed: indicator.source.to_string(),
+                desc: indicator.desc.to_string(),
+                host: Some(host),
                 matches,
             }),
             context: Default::default(),

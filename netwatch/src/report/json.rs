@@ -441,6 +441,7 @@ mod tests {
             destination_count: Default::default(),
             destinations: Vec::new(),
             destination_other: Default::default(),
+            intel: Default::default(),
         };
         let context = Context {
             iface: String::from("veth1"),

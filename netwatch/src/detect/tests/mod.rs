@@ -106,6 +106,7 @@ fn interval(sources: &[Traffic]) -> Interval {
         destination_count: crate::datapath::DestinationCount::Local,
         destinations: Vec::new(),
         destination_other: Default::default(),
+        intel: Default::default(),
     }
 }
 

@@ -59,6 +59,7 @@ pub struct Metrics {
     source_bps: GaugeVec,
     slotless_sources: IntGaugeVec,
     slotless_prefixes: IntGaugeVec,
+    intel_packets: IntCounterVec,
     slotless_target_pps: GaugeVec,
     slotless_prefix_pps: GaugeVec,
     destination_pps: GaugeVec,
@@ -158,6 +159,9 @@ impl Metrics {
         for outcome in ["sampled", "capped", "ring_full", "truncated"] {
             self.samples.with_label_values(&[iface, outcome]);
         }
+        for outcome in ["listed", "unrecorded"] {
+            self.intel_packets.with_label_values(&[iface, outcome]);
+        }
         for outcome in ["dropped", "cut", "timed_out"] {
             self.streams.with_label_values(&[iface, outcome]);
         }
@@ -229,6 +233,14 @@ impl Metrics {
             ("truncated", delta.sample_truncated_packets),
         ] {
             self.samples
+                .with_label_values(&[iface, outcome])
+                .inc_by(count);
+        }
+        for (outcome, count) in [
+            ("listed", interval.intel.listed.packets),
+            ("unrecorded", interval.intel.unrecorded.packets),
+        ] {
+            self.intel_packets
                 .with_label_values(&[iface, outcome])
                 .inc_by(count);
         }

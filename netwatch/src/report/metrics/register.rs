@@ -272,6 +272,18 @@ impl Metrics {
                     &["iface"],
                 )?,
             )?,
+            intel_packets: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "netwatch_intel_packets_total",
+                        "Frames from or to a network an indicator feed lists, matched in the \
+                         kernel (listed: once per side a listed network holds; unrecorded: \
+                         of them, those the kernel's table of matches had no room for)",
+                    ),
+                    &["iface", "outcome"],
+                )?,
+            )?,
             slotless_target_pps: register(
                 r,
                 GaugeVec::new(

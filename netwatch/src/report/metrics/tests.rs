@@ -87,6 +87,7 @@ fn interval() -> Interval {
         destination_count: Default::default(),
         destinations: Vec::new(),
         destination_other: Default::default(),
+        intel: Default::default(),
     }
 }
 
