@@ -3,13 +3,16 @@
 //! domain, an HTTP request to a listed URL with a listed user agent, and frames from a listed
 //! network with no payload at all each alert once, with the feed's metadata and the host
 //! involved; a host beaconing alerts once; unlisted traffic raises nothing; a malformed feed
-//! line is said by number and the rest of the feed works.
+//! line is said by number and the rest of the feed works. Live on a veth pair, frames from a
+//! listed subnet with no payload are matched by the kernel, and a replaced feed is taken.
 
-use std::{fs, time::Duration};
+use std::{fs, thread, time::Duration};
 
 use netwatch_tests::{
     ScratchDir,
+    daemon::Daemon,
     frames::{ACK, FrameBuilder, PSH, Transport},
+    netns::VethPair,
     privileged,
     replay::{BASE, of_type, records, replay, write_case},
 };
@@ -251,4 +254,168 @@ fn listed_names_urls_agents_and_networks_alert_once_each() {
     assert_eq!(source["intel"]["value"], "203.0.113.9");
     assert_eq!(source["intel"]["matches"], 5);
     assert_eq!(source["packets"], 5);
+}
+
+/// Live on a veth pair: frames from a listed subnet with no payload at all, on no sampled
+/// port, are matched by the kernel's trie and alert with the local host they went to; the
+/// feed replaced on disk is taken without a restart: the network it no longer lists is no
+/// longer matched, the one it lists now is.
+#[test]
+fn a_listed_subnet_is_matched_live_and_a_replaced_feed_is_taken() {
+    if !privileged("a_listed_subnet_is_matched_live_and_a_replaced_feed_is_taken") {
+        return;
+    }
+    let dir = ScratchDir::new("nwlive");
+    let feed = dir.join("live.intel");
+    let write_feed = |network: &str| {
+        let fresh = dir.join("live.intel.new");
+        fs::write(
+            &fresh,
+            format!(
+                "#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\n\
+                 {network}\tIntel::SUBNET\tfeodo\tC2 range\n"
+            ),
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        fs::rename(&fresh, &feed).unwrap_or_else(|err| panic!("{err}"));
+    };
+    write_feed("10.66.0.0/16");
+    let config = dir.join("netwatch.toml");
+    fs::write(
+        &config,
+        format!(
+            "[intel]\nfiles = [\"{}\"]\n\n[detect.spike]\nenabled = false\n\n[detect.unknown]\nenabled = false\n",
+            feed.display()
+        ),
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let pair = VethPair::new(true);
+    let (mut daemon, _) =
+        Daemon::json_monitor(&pair, &["--config", config.to_str().unwrap_or_default()]);
+    let bare = |src: [u8; 4], count: usize| -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|_| {
+                FrameBuilder::ipv4(src)
+                    .to_ipv4([10, 0, 1, 1])
+                    .to_port(9_999)
+                    .transport(Transport::Tcp(ACK))
+                    .build()
+                    .bytes
+            })
+            .collect()
+    };
+    let intel_from = |value: &'static str| {
+        move |r: &Value| {
+            r["type"] == "alert" && r["kind"] == "intel" && r["intel"]["value"] == value
+        }
+    };
+    assert_eq!(pair.send(bare([10, 66, 3, 4], 200)), 200);
+    let seen = daemon.records_until(intel_from("10.66.3.4"));
+    let alert = seen
+        .last()
+        .unwrap_or_else(|| panic!("no intel alert"))
+        .clone();
+    assert_eq!(alert["subject"], "10.0.1.1", "{alert}");
+    assert_eq!(alert["intel"]["host"], "10.0.1.1");
+    assert_eq!(alert["intel"]["seen"], "source");
+    assert_eq!(alert["intel"]["indicator"], "10.66.0.0/16");
+    assert_eq!(alert["intel"]["indicator_type"], "Intel::SUBNET");
+    let packets = alert["packets"].as_u64().unwrap_or(0);
+    assert!((1..=200).contains(&packets), "{alert}");
+    assert_eq!(alert["intel"]["matches"].as_u64(), Some(packets));
+
+    // The feed replaced: one network out, another in, taken at the next interval.
+    write_feed("10.77.0.0/16");
+    daemon.wait_stderr("1 networks matched in the kernel (1 added, 1 removed");
+    assert_eq!(pair.send(bare([10, 66, 3, 5], 50)), 50);
+    thread::sleep(Duration::from_millis(600));
+    assert_eq!(pair.send(bare([10, 77, 1, 1], 50)), 50);
+    let seen = daemon.records_until(intel_from("10.77.1.1"));
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r["kind"] == "intel" && r["intel"]["value"] == "10.66.3.5"),
+        "a network no longer listed still matched"
+    );
+    let (status, _, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+}
+
+/// A listed network's frames to more local hosts in one interval than the kernel's table of
+/// matches holds: the first table-full of hosts alert, one each; the frames past it are
+/// counted and said, never lost silently.
+#[test]
+fn a_full_table_of_matches_is_counted_and_said() {
+    if !privileged("a_full_table_of_matches_is_counted_and_said") {
+        return;
+    }
+    let dir = ScratchDir::new("nwfull");
+    let table = netwatch_common::INTEL_MAX_HITS as usize;
+    let extra = 300;
+    let frames: Vec<(Duration, Vec<u8>)> = (0..table + extra)
+        .map(|i| {
+            let [_, _, hi, lo] = (i as u32).to_be_bytes();
+            (
+                Duration::from_millis(BASE * 1_000 + (i / 200) as u64),
+                FrameBuilder::ipv4([203, 0, 113, 9])
+                    .to_ipv4([10, 1, hi, lo])
+                    .to_port(9_999)
+                    .build()
+                    .bytes,
+            )
+        })
+        .collect();
+    let frame_len = frames[0].1.len();
+    let feed = dir.join("feed.intel");
+    fs::write(&feed, FEED).unwrap_or_else(|err| panic!("{err}"));
+    let (capture, config) = write_case(
+        &dir,
+        frames,
+        &format!(
+            "[intel]\nfiles = [\"{}\"]\n\n[detect.spike]\nenabled = false\n\n[detect.unknown]\nenabled = false\n",
+            feed.display()
+        ),
+    );
+    let output = replay(&[
+        capture.to_str().unwrap_or_default(),
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--format",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{extra} frames ({} bytes) of listed networks found the kernel's table of matches full",
+            extra * frame_len
+        )),
+        "{stderr}"
+    );
+    // One alert per host the table held: those over the interval's cap of alert lines are
+    // counted in its `suppressed` alert.
+    let records = records(&output);
+    let alerts = of_type(&records, "alert");
+    let said = alerts
+        .iter()
+        .filter(|a| a["kind"] == "intel" && a["intel"]["seen"] == "source")
+        .count();
+    let suppressed: usize = alerts
+        .iter()
+        .filter(|a| a["kind"] == "suppressed")
+        .filter_map(|a| {
+            a["detail"]
+                .as_str()?
+                .split(", ")
+                .find_map(|part| part.strip_prefix("intel "))?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert!(said > 0, "{alerts:?}");
+    assert_eq!(
+        said + suppressed,
+        table,
+        "one alert per host the table held"
+    );
 }
