@@ -26,6 +26,7 @@ use netwatch_tests::frames::{Ext, FrameBuilder, SYN, TPID_8021AD, TPID_8021Q, Tr
 
 mod capture;
 mod contention;
+mod intel;
 mod interfaces;
 mod scale;
 
@@ -40,7 +41,8 @@ struct Args {
     /// Trials per case; the median is reported.
     #[arg(long, default_value_t = 15)]
     trials: usize,
-    /// Run one section only (cost, bans, contention, capture, latency, scale or interfaces; or
+    /// Run one section only (cost, bans, intel, contention, capture, latency, scale or
+    /// interfaces; or
     /// no-slot, the cost table's last row alone) and print it.
     #[arg(long)]
     only: Option<String>,
@@ -876,18 +878,19 @@ fn options_cost(
             |count| format!("{count}"),
         )
     };
-    let [program, rules, sampler, capture, keep] = datapath.verified_instructions()?;
+    let [program, rules, sampler, capture, keep, intel] = datapath.verified_instructions()?;
     writeln!(
         report,
         "\nThe verifier's load: it processed {} instructions to accept the counting program \
-         (per-CPU map), {} for the rules' check, {} for the sampler and {} and {} for the \
-         capture's two programs (each a program of its own, tail-called), of its budget of \
-         1,000,000 a program.",
+         (per-CPU map), {} for the rules' check, {} for the sampler, {} and {} for the \
+         capture's two programs and {} for the indicators' check (each a program of its own, \
+         tail-called), of its budget of 1,000,000 a program.",
         count(program),
         count(rules),
         count(sampler),
         count(capture),
         count(keep),
+        count(intel),
     )?;
     Ok(())
 }
@@ -1120,6 +1123,7 @@ fn cost_table(
     options_cost(datapath, noop, repeat, trials, report)?;
     rules_cost(datapath, noop, repeat, trials, report)?;
     captures_cost(datapath, noop, repeat, trials, report)?;
+    intel::intel_cost(datapath, noop, repeat, trials, report)?;
     bans_cost(noop, repeat, trials, report)
 }
 
@@ -1149,6 +1153,22 @@ fn main() -> Result<()> {
                 &mut report,
             )?,
             "scale" => scale::scale(&mut report)?,
+            "intel" => {
+                intel::intel_cost(
+                    &mut Datapath::load(LoadOptions::default()).context("loading netwatch")?,
+                    &BenchPrograms::load().context("loading the no-op program")?,
+                    repeat,
+                    trials,
+                    &mut report,
+                )?;
+                intel::feed_load(
+                    &std::env::current_exe()?
+                        .parent()
+                        .context("no folder")?
+                        .join("netwatch"),
+                    &mut report,
+                )?;
+            }
             "interfaces" => interfaces::interfaces(&mut report)?,
             "contention" => contention::contention(&mut report)?,
             "cost" => cost_table(
@@ -1172,7 +1192,7 @@ fn main() -> Result<()> {
                 &mut report,
             )?,
             other => anyhow::bail!(
-                "unknown section {other:?}: cost, no-slot, bans, contention, capture, latency, scale or interfaces"
+                "unknown section {other:?}: cost, no-slot, bans, intel, contention, capture, latency, scale or interfaces"
             ),
         }
         print!("{report}");
@@ -1206,6 +1226,7 @@ fn main() -> Result<()> {
         .join("netwatch");
     capture::capture_at_rate(&netwatch, &mut report)?;
     capture::latency(&netwatch, &mut report)?;
+    intel::feed_load(&netwatch, &mut report)?;
     scale::scale(&mut report)?;
     interfaces::interfaces(&mut report)?;
     print!("{report}");

@@ -86,6 +86,8 @@ pub struct IntelTries {
     v4: LpmTrie<MapData, [u8; 4], u32>,
     v6: LpmTrie<MapData, [u8; 16], u32>,
     globals: Array<MapData, IntelGlobals>,
+    /// Copies of the tries' descriptors, for their fdinfo.
+    fds: [std::os::fd::OwnedFd; 2],
     /// The networks written, sorted.
     written: Vec<(IpAddr, u8)>,
 }
@@ -104,10 +106,13 @@ impl Datapath {
         let mut take =
             |name: &'static str| self.ebpf.take_map(name).ok_or(DatapathError::Missing(name));
         let tries = (|| -> Result<IntelTries, DatapathError> {
+            let (v4, v6) = (take(INTEL_V4_MAP)?, take(INTEL_V6_MAP)?);
+            let fds = [fd_of(&v4)?, fd_of(&v6)?];
             Ok(IntelTries {
-                v4: LpmTrie::try_from(take(INTEL_V4_MAP)?)?,
-                v6: LpmTrie::try_from(take(INTEL_V6_MAP)?)?,
+                v4: LpmTrie::try_from(v4)?,
+                v6: LpmTrie::try_from(v6)?,
                 globals: Array::try_from(take(INTEL_GLOBALS_MAP)?)?,
+                fds,
                 written: Vec::new(),
             })
         })();
@@ -165,6 +170,20 @@ impl Datapath {
         });
         Ok(reading)
     }
+}
+
+/// A copy of a trie's descriptor.
+fn fd_of(map: &aya::maps::Map) -> Result<std::os::fd::OwnedFd, DatapathError> {
+    use std::os::fd::AsFd as _;
+    let aya::maps::Map::LpmTrie(data) = map else {
+        return Err(DatapathError::Missing("an LPM trie of listed networks"));
+    };
+    data.fd().as_fd().try_clone_to_owned().map_err(|err| {
+        DatapathError::Map(MapError::SyscallError(aya::sys::SyscallError {
+            call: "dup",
+            io_error: err,
+        }))
+    })
 }
 
 /// Waits until every program run that began before the call has ended: an RCU grace period
@@ -275,16 +294,48 @@ impl IntelTries {
         kept.sort_unstable();
         self.written = kept;
         sync.held = self.written.len();
+        self.write_globals(true)?;
+        sync.took = started.elapsed();
+        Ok(sync)
+    }
+
+    /// Which families the program looks up: those the tries hold a network of (`on`), or
+    /// none.
+    fn write_globals(&mut self, on: bool) -> Result<(), DatapathError> {
         let mut active = 0;
-        if self.written.iter().any(|(addr, _)| addr.is_ipv4()) {
+        if on && self.written.iter().any(|(addr, _)| addr.is_ipv4()) {
             active |= INTEL_V4;
         }
-        if self.written.iter().any(|(addr, _)| addr.is_ipv6()) {
+        if on && self.written.iter().any(|(addr, _)| addr.is_ipv6()) {
             active |= INTEL_V6;
         }
         self.globals.set(0, IntelGlobals { active }, 0)?;
-        sync.took = started.elapsed();
-        Ok(sync)
+        Ok(())
+    }
+
+    /// For the benchmarks: the program looks at the tries (`on`) or skips them, as when they
+    /// are empty, while they keep what they hold (writing a million networks again for each
+    /// trial would take most of the benchmark's time).
+    #[cfg(feature = "bench")]
+    pub fn set_matching(&mut self, on: bool) -> Result<(), DatapathError> {
+        self.write_globals(on)
+    }
+
+    /// The kernel memory the two tries take, as the kernel accounts it (`memlock` in their
+    /// fdinfo); `None` where it does not say.
+    pub fn kernel_memory(&self) -> Option<u64> {
+        let of = |fd: std::os::fd::RawFd| -> Option<u64> {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+            info.lines()
+                .find_map(|line| line.strip_prefix("memlock:"))?
+                .trim()
+                .parse()
+                .ok()
+        };
+        use std::os::fd::AsRawFd as _;
+        let v4 = of(self.fds[0].as_raw_fd())?;
+        let v6 = of(self.fds[1].as_raw_fd())?;
+        Some(v4 + v6)
     }
 
     fn insert(&mut self, addr: IpAddr, len: u8) -> Result<(), MapError> {

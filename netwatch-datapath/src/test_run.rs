@@ -20,9 +20,10 @@ impl Datapath {
     }
 
     /// The instructions the kernel's verifier processed to accept the counting program, its
-    /// rules' check, its sampler and its capture's two programs (Linux 5.16 and later; `None`
+    /// rules' check, its sampler, its capture's two programs and its indicators' check (Linux 5.16
+    /// and later; `None`
     /// before): the verifier's load, whose budget is a million per program.
-    pub fn verified_instructions(&self) -> Result<[Option<u32>; 5], DatapathError> {
+    pub fn verified_instructions(&self) -> Result<[Option<u32>; 6], DatapathError> {
         let tail = |name: &'static str| -> Result<Option<u32>, DatapathError> {
             let program: &Xdp = self
                 .ebpf
@@ -37,6 +38,7 @@ impl Datapath {
             tail(netwatch_common::SAMPLER_PROGRAM_NAME)?,
             tail(netwatch_common::CAPTURE_PROGRAM_NAME)?,
             tail(netwatch_common::CAPTURE_KEEP_PROGRAM_NAME)?,
+            tail(netwatch_common::INTEL_PROGRAM_NAME)?,
         ])
     }
 
