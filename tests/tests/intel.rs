@@ -1,6 +1,6 @@
 //! Threat intelligence: a Zeek-format feed matched against replays of captures written here,
 //! through the real binary and the real XDP program: a DNS query for a subdomain of a listed
-//! domain, an HTTP request to a listed URL with a listed user agent, and frames from a listed
+//! domain, an answer whose CNAME leads to one, an HTTP request to a listed URL with a listed user agent, and frames from a listed
 //! network with no payload at all each alert once, with the feed's metadata and the host
 //! involved; a host beaconing alerts once; unlisted traffic raises nothing; a malformed feed
 //! line is said by number and the rest of the feed works. Live on a veth pair, frames from a
@@ -28,6 +28,28 @@ fn dns_query(name: &str) -> Vec<u8> {
     query.push(0);
     query.extend([0, 1, 0, 1]);
     query
+}
+
+/// A DNS answer to `name` (an A query) whose answer is a CNAME to `target`, then `target`'s
+/// address.
+fn dns_cname_answer(name: &str, target: &str) -> Vec<u8> {
+    let mut message = dns_query(name);
+    message[2] = 0x81;
+    message[3] = 0x80;
+    message[7] = 2;
+    message.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60]);
+    let mut rdata = Vec::new();
+    for label in target.split('.') {
+        rdata.push(u8::try_from(label.len()).unwrap_or(0));
+        rdata.extend(label.bytes());
+    }
+    rdata.push(0);
+    let target_at = u16::try_from(message.len() + 2).unwrap_or(0);
+    message.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
+    message.extend_from_slice(&rdata);
+    message.extend_from_slice(&(0xc000 | target_at).to_be_bytes());
+    message.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+    message
 }
 
 const FEED: &str = "#separator \\x09\n\
@@ -63,6 +85,20 @@ fn listed_names_urls_agents_and_networks_alert_once_each() {
                 .bytes,
         ));
     }
+    // An innocent name answered with a CNAME to a listed domain's subdomain.
+    frames.push((
+        at(2_200),
+        FrameBuilder::ipv4([10, 0, 0, 1])
+            .to_ipv4([10, 0, 0, 12])
+            .from_port(53)
+            .to_port(5_353)
+            .raw_payload(&dns_cname_answer(
+                "www.shop.example",
+                "edge.cdn.evil.example",
+            ))
+            .build()
+            .bytes,
+    ));
     // A request to a listed URL with a listed user agent.
     frames.push((
         at(2_500),
@@ -195,6 +231,13 @@ fn listed_names_urls_agents_and_networks_alert_once_each() {
             "abuse.ch",
             "loader domain",
             "10.0.0.5",
+        ),
+        row(
+            "dns_cname",
+            "evil.example",
+            "abuse.ch",
+            "loader domain",
+            "10.0.0.12",
         ),
         row(
             "url",

@@ -1,5 +1,6 @@
-//! DNS messages (RFC 1035 §4): the header and the first question, enough to name what was
-//! asked and how it was answered. Bounded and panic-free on any input.
+//! DNS messages (RFC 1035 §4): the header, the first question and the names an answer's
+//! CNAME records point to, enough to name what was asked and how it was answered. Bounded
+//! and panic-free on any input.
 
 /// The part of a DNS message netwatch reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,7 +13,15 @@ pub struct DnsMessage {
     pub name: String,
     /// The first question's type.
     pub qtype: u16,
+    /// The targets of the answer section's CNAME records, in order (answers only; at most
+    /// [`MAX_ANSWERS`] records are read).
+    pub cnames: Vec<String>,
 }
+
+/// Answer records read at most.
+pub const MAX_ANSWERS: usize = 32;
+/// The CNAME record type.
+const TYPE_CNAME: u16 = 5;
 
 /// Labels followed before a name is declared malformed (a name has at most 127).
 const MAX_LABELS: usize = 128;
@@ -30,12 +39,54 @@ pub fn parse(message: &[u8]) -> Option<DnsMessage> {
     }
     let (name, end) = read_name(message, 12)?;
     let qtype = message.get(end..end + 2)?;
+    let response = flags & 0x8000 != 0;
+    let answers = u16::from_be_bytes([header[6], header[7]]);
+    let cnames = if response && answers > 0 {
+        cname_targets(message, end + 4, questions - 1, answers)
+    } else {
+        Vec::new()
+    };
     Some(DnsMessage {
-        response: flags & 0x8000 != 0,
+        response,
         rcode: (flags & 0x0f) as u8,
         name,
         qtype: u16::from_be_bytes([qtype[0], qtype[1]]),
+        cnames,
     })
+}
+
+/// The CNAME targets of the answer section, which starts after `questions` more questions
+/// from `offset`; as many as can be read whole (a cut or odd record ends the walk).
+fn cname_targets(message: &[u8], offset: usize, questions: u16, answers: u16) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut position = offset;
+    for _ in 0..questions.min(MAX_ANSWERS as u16) {
+        let Some((_, end)) = read_name(message, position) else {
+            return targets;
+        };
+        position = end + 4;
+    }
+    for _ in 0..usize::from(answers).min(MAX_ANSWERS) {
+        let Some((_, end)) = read_name(message, position) else {
+            break;
+        };
+        let Some(fixed) = message.get(end..end + 10) else {
+            break;
+        };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdlength = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let rdata = end + 10;
+        if message.len() < rdata + rdlength {
+            break;
+        }
+        if rtype == TYPE_CNAME
+            && let Some((target, _)) = read_name(message, rdata)
+        {
+            targets.push(target);
+        }
+        position = rdata + rdlength;
+    }
+    targets
 }
 
 /// Reads the name at `offset`; returns it and the offset just past it (past the first
@@ -215,6 +266,54 @@ mod tests {
         message[5] = 1;
         message.extend_from_slice(&[0xc0, 16, 0, 1, 1, b'x', 0]);
         assert_eq!(parse(&message).unwrap().name, "x");
+    }
+
+    /// A response whose answer is a CNAME chain then an address.
+    pub(crate) fn cname_answer(question: &str, target: &str) -> Vec<u8> {
+        let mut message = encode_query(question, 1);
+        message[2] = 0x81;
+        message[3] = 0x80;
+        message[7] = 2;
+        // The CNAME: its owner a pointer to the question's name, its target written whole.
+        message.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60]);
+        let mut rdata = Vec::new();
+        for label in target.split('.') {
+            rdata.push(label.len() as u8);
+            rdata.extend_from_slice(label.as_bytes());
+        }
+        rdata.push(0);
+        let target_at = message.len() + 2;
+        message.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        message.extend_from_slice(&rdata);
+        // The A record of the target, its owner a pointer to the CNAME's target.
+        message.extend_from_slice(&(0xc000 | target_at as u16).to_be_bytes());
+        message.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        message
+    }
+
+    /// An answer's CNAME targets are read, pointers and all; a message cut anywhere in its
+    /// answers gives the records read whole before the cut, and never panics.
+    #[test]
+    fn reads_cname_targets_and_stops_at_a_cut() {
+        let message = cname_answer("www.shop.example", "edge.cdn.evil.example");
+        let parsed = parse(&message).unwrap();
+        assert_eq!(parsed.name, "www.shop.example");
+        assert_eq!(parsed.cnames, ["edge.cdn.evil.example"]);
+        let question_end = encode_query("www.shop.example", 1).len();
+        let cname_end = message.len() - 16;
+        for len in question_end..message.len() {
+            let cut = parse(&message[..len]).unwrap();
+            let expected: &[&str] = if len >= cname_end {
+                &["edge.cdn.evil.example"]
+            } else {
+                &[]
+            };
+            assert_eq!(cut.cnames, expected, "cut at {len}");
+        }
+        // A query carries none, whatever follows it.
+        let mut query = message.clone();
+        query[2] = 0x01;
+        assert!(parse(&query).unwrap().cnames.is_empty());
     }
 
     #[test]

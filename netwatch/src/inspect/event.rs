@@ -61,6 +61,9 @@ pub enum EventKind {
         response: bool,
         /// The answer's response code.
         rcode: Option<String>,
+        /// The names the answer's CNAME records point to (empty for a query).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        cnames: Vec<String>,
         /// udp or tcp.
         transport: &'static str,
     },

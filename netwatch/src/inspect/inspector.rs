@@ -146,6 +146,7 @@ impl Inspector {
                     qtype: dns::type_name(message.qtype),
                     response: message.response,
                     rcode: message.response.then(|| dns::rcode_name(message.rcode)),
+                    cnames: message.cnames.clone(),
                     transport: if decoded.tcp { "tcp" } else { "udp" },
                 };
                 event(dns);

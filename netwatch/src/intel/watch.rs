@@ -57,9 +57,15 @@ impl IntelWatch {
         let host = event.client.ip();
         let mut found: Vec<(Indicator, &'static str, String)> = Vec::new();
         match &event.kind {
-            EventKind::Dns { name, .. } => {
+            EventKind::Dns { name, cnames, .. } => {
                 if let Some(indicator) = self.feed.domain(name) {
                     found.push((indicator.clone(), "dns_name", name.clone()));
+                }
+                // The names an answer leads to: a listed domain behind an innocent one.
+                for target in cnames {
+                    if let Some(indicator) = self.feed.domain(target) {
+                        found.push((indicator.clone(), "dns_cname", target.clone()));
+                    }
                 }
             }
             EventKind::Http {
@@ -248,6 +254,7 @@ mod tests {
                 qtype: String::from("A"),
                 response: false,
                 rcode: None,
+                cnames: Vec::new(),
                 transport: "udp",
             },
         }
@@ -283,5 +290,41 @@ mod tests {
         let again = watch.event(&dns("x.evil.example"), secs(3_610));
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].intel.as_ref().map(|i| i.matches), Some(60));
+    }
+
+    /// An answer whose CNAME leads to a listed domain alerts, for its client, as `dns_cname`;
+    /// one whose chain stays clean does not.
+    #[test]
+    fn a_cname_to_a_listed_domain_is_matched() {
+        let mut watch = watch();
+        let answer = |cnames: &[&str]| {
+            let mut event = dns("www.shop.example");
+            if let EventKind::Dns {
+                response,
+                cnames: targets,
+                ..
+            } = &mut event.kind
+            {
+                *response = true;
+                *targets = cnames.iter().map(|name| (*name).to_owned()).collect();
+            }
+            event
+        };
+        assert!(
+            watch
+                .event(&answer(&["shop.cdn.example"]), Duration::from_secs(5))
+                .is_empty()
+        );
+        let alerts = watch.event(
+            &answer(&["shop.cdn.example", "edge.evil.example"]),
+            Duration::from_secs(6),
+        );
+        assert_eq!(alerts.len(), 1);
+        let intel = alerts[0].intel.clone().unwrap();
+        assert_eq!(
+            (intel.seen, intel.value.as_str(), intel.indicator.as_str()),
+            ("dns_cname", "edge.evil.example", "evil.example")
+        );
+        assert_eq!(intel.host, Some("10.0.0.5".parse().unwrap()));
     }
 }

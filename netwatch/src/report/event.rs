@@ -74,6 +74,7 @@ pub fn write_line(out: &mut impl Write, iface: &str, event: &Event) -> io::Resul
             qtype,
             response,
             rcode,
+            cnames,
             transport,
         } => {
             // Names are in presentation format already: odd bytes as \DDD (dns.rs).
@@ -83,6 +84,9 @@ pub fn write_line(out: &mut impl Write, iface: &str, event: &Event) -> io::Resul
                     "answer {name} {qtype} {} over {transport}",
                     rcode.as_deref().unwrap_or("?")
                 )?;
+                for target in cnames {
+                    write!(out, " (CNAME {target})")?;
+                }
             } else {
                 write!(out, "query {name} {qtype} over {transport}")?;
             }

@@ -51,6 +51,7 @@ fn dns_queries_and_answers_over_ipv4_ipv6_vlan_and_tcp() {
                 response,
                 rcode,
                 transport,
+                ..
             } => (
                 name.clone(),
                 qtype.clone(),
