@@ -13,7 +13,7 @@ use std::{
 
 use maxminddb::{Mmap, Reader, geoip2};
 
-use crate::detect::alert::{Alert, AsShare, Place, Subject};
+use crate::detect::alert::{Alert, AsShare, Place, Places, Subject};
 
 /// `[enrich]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -124,16 +124,30 @@ impl Enricher {
         (place != Place::default()).then_some(place)
     }
 
-    /// Puts the context of every address `alert` names into it, and its contributors'
-    /// shares by AS. A database replaced on disk is opened again first (looked at once a
-    /// second at most).
-    pub fn annotate(&mut self, alert: &mut Alert) {
+    /// What the databases say of each of `addresses` (those they know).
+    pub fn places(&mut self, addresses: impl IntoIterator<Item = IpAddr>) -> Places {
+        self.follow();
+        addresses
+            .into_iter()
+            .filter_map(|addr| Some((addr, self.place(addr)?)))
+            .collect()
+    }
+
+    /// Opens a database replaced on disk again (looked at once a second at most).
+    fn follow(&mut self) {
         if self.checked.elapsed().as_secs() >= 1 {
             self.checked = Instant::now();
             for database in [&mut self.asn, &mut self.country].into_iter().flatten() {
                 database.reload();
             }
         }
+    }
+
+    /// Puts the context of every address `alert` names into it, and its contributors'
+    /// shares by AS. A database replaced on disk is opened again first (looked at once a
+    /// second at most).
+    pub fn annotate(&mut self, alert: &mut Alert) {
+        self.follow();
         let mut addresses = Vec::new();
         let mut push = |subject: &Subject| match subject {
             Subject::Source(addr) | Subject::Destination(addr) => addresses.push(*addr),

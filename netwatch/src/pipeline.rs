@@ -10,7 +10,7 @@ use crate::{
     datapath::{SampledFrame, Snapshot},
     detect::{
         DetectConfig, Detector,
-        alert::{Alert, AlertKind},
+        alert::{Alert, AlertKind, Places},
     },
     inspect::{Event, InspectConfig, Inspector, http::StreamCounts},
     intel::{Feed, IntelWatch},
@@ -359,6 +359,32 @@ impl Pipeline {
         // HTTP requests whose rest never came (all of them at the end), as far as they got:
         // reported after the interval.
         let expired = watch.inspector.expire(at, last);
+        // The AS and country of each address the report lists: a lookup per address listed,
+        // never per packet.
+        let places = match &mut self.enrich {
+            Some(enricher) => {
+                let top = watch.context.top;
+                let slotless = &interval.slotless;
+                enricher.places(
+                    interval
+                        .sources
+                        .iter()
+                        .take(top)
+                        .map(|source| source.addr)
+                        .chain(interval.destinations.iter().take(top).map(|d| d.addr))
+                        .chain(
+                            slotless
+                                .wide
+                                .iter()
+                                .take(top)
+                                .chain(slotless.narrow.iter().take(top))
+                                .map(|(prefix, _)| prefix.addr),
+                        )
+                        .chain(slotless.targets.iter().take(top).map(|(t, _)| t.addr)),
+                )
+            }
+            None => Places::new(),
+        };
         let report = IntervalReport {
             context: &watch.context,
             at,
@@ -367,6 +393,7 @@ impl Pipeline {
             known: &outcome.known,
             streams: watch.inspector.stream_counts(),
             combined: index.is_none(),
+            places: &places,
         };
         for sink in &mut self.sinks {
             sink.interval(&report)?;

@@ -1,7 +1,8 @@
 //! The AS and country of the addresses alerts name, from MaxMind-format databases written by
 //! the test (mmdb-writer, PyPI, in the GeoLite2-ASN and GeoLite2-Country layouts), live on a
 //! veth pair: a flood's alerts carry the AS numbers and countries written, its prefix alert
-//! its contributors by AS; a database replaced on disk is picked up without a restart.
+//! its contributors by AS, the interval reports their top sources'; a database replaced on
+//! disk is picked up without a restart.
 
 use std::{fs, path::Path, process::Command, thread, time::Duration};
 
@@ -89,6 +90,17 @@ fn alerts_carry_as_and_country_and_a_replaced_database_is_taken() {
     assert_eq!(place["asn"], 64500, "{alert}");
     assert_eq!(place["as_org"], "EXAMPLE-NET");
     assert_eq!(place["country"], "NL");
+    // The interval reports (what `netwatch top` shows) carry them too, for the sources they
+    // list.
+    let listed = seen
+        .iter()
+        .filter(|r| r["type"] == "interval")
+        .flat_map(|r| r["top"].as_array().cloned().unwrap_or_default())
+        .find(|source| source["source"] == "10.9.0.2")
+        .unwrap_or_else(|| panic!("10.9.0.2 in no interval's top"));
+    assert_eq!(listed["asn"], 64500, "{listed}");
+    assert_eq!(listed["as_org"], "EXAMPLE-NET");
+    assert_eq!(listed["country"], "NL");
     // The prefix's alert names its contributors by AS.
     let prefix = start_of(&mut daemon, &mut seen, "threshold_pps", "10.9.0.0/24");
     assert_eq!(prefix["by_as"][0]["asn"], 64500, "{prefix}");

@@ -257,10 +257,8 @@ impl Sink for ControlSink {
             self.line.clear();
             report::json::write_interval(
                 &mut self.line,
-                report.context,
+                report,
                 std::time::UNIX_EPOCH + report.at,
-                interval,
-                report.last,
             )?;
             self.control.broadcast(&self.line);
         }

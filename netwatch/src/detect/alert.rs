@@ -247,7 +247,7 @@ pub struct Alert {
     /// For an `intel` alert: what matched.
     pub intel: Option<IntelMatch>,
     /// What the AS and country databases (`[enrich]`) say of the addresses it names.
-    pub context: std::collections::BTreeMap<IpAddr, Place>,
+    pub context: Places,
     /// Its contributors' share of the packets by AS, largest first (with an AS database).
     pub by_as: Vec<AsShare>,
 }
@@ -262,6 +262,9 @@ pub struct Place {
     /// Its country's ISO code.
     pub country: Option<String>,
 }
+
+/// What the AS and country databases say of each address they know.
+pub type Places = std::collections::BTreeMap<IpAddr, Place>;
 
 /// The contributors of one AS, together.
 #[derive(Clone, Debug, PartialEq)]

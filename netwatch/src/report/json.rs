@@ -3,16 +3,17 @@
 
 use std::{
     io::{self, Write},
+    net::IpAddr,
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use netwatch_common::GlobalStats;
 use serde::Serialize;
 
-use super::{Context, rfc3339};
+use super::{rfc3339, sink::IntervalReport};
 use crate::{
-    collect::Interval,
     datapath::{DestinationCount, OverflowBreakdown, SlotlessPrefix, Traffic},
+    detect::alert::Place,
 };
 
 #[derive(Serialize)]
@@ -48,9 +49,32 @@ struct IntervalRecord<'a> {
     destinations_other_packets: u64,
 }
 
+/// The AS and country of an address, when `[enrich]` knows them; left out otherwise.
+#[derive(Serialize, Default)]
+struct PlaceFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    asn: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    as_org: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<String>,
+}
+
+impl PlaceFields {
+    fn of(place: Option<&Place>) -> Self {
+        place.map_or_else(Self::default, |place| Self {
+            asn: place.asn,
+            as_org: place.as_org.clone(),
+            country: place.country.clone(),
+        })
+    }
+}
+
 #[derive(Serialize)]
 struct DestinationRecord {
     destination: String,
+    #[serde(flatten)]
+    place: PlaceFields,
     packets: u64,
     bytes: u64,
     pps: f64,
@@ -92,6 +116,9 @@ struct SlotlessRecord {
 #[derive(Serialize)]
 struct PrefixRecord {
     prefix: String,
+    /// Of the prefix's first address.
+    #[serde(flatten)]
+    place: PlaceFields,
     packets: u64,
     bytes: u64,
 }
@@ -99,6 +126,8 @@ struct PrefixRecord {
 #[derive(Serialize)]
 struct TargetRecord {
     destination: String,
+    #[serde(flatten)]
+    place: PlaceFields,
     kind: &'static str,
     port: Option<u16>,
     packets: u64,
@@ -107,7 +136,11 @@ struct TargetRecord {
 
 impl SlotlessRecord {
     /// The record of `breakdown`, each list cut at `top`: what is cut goes to its `other`.
-    fn of(breakdown: &OverflowBreakdown, top: usize) -> Option<Self> {
+    fn of(
+        breakdown: &OverflowBreakdown,
+        top: usize,
+        place: impl Fn(IpAddr) -> PlaceFields,
+    ) -> Option<Self> {
         if breakdown.total.packets == 0 {
             return None;
         }
@@ -118,6 +151,7 @@ impl SlotlessRecord {
                 .take(top)
                 .map(|(prefix, traffic)| PrefixRecord {
                     prefix: prefix.to_string(),
+                    place: place(prefix.addr),
                     packets: traffic.packets,
                     bytes: traffic.bytes,
                 })
@@ -142,6 +176,7 @@ impl SlotlessRecord {
                 .take(top)
                 .map(|(target, traffic)| TargetRecord {
                     destination: target.addr.to_string(),
+                    place: place(target.addr),
                     kind: target.kind.name(),
                     port: target.port,
                     packets: traffic.packets,
@@ -213,6 +248,8 @@ struct Cumulative {
 #[derive(Serialize)]
 struct SourceRecord {
     source: String,
+    #[serde(flatten)]
+    place: PlaceFields,
     packets: u64,
     bytes: u64,
     pps: f64,
@@ -232,11 +269,17 @@ struct SourceRecord {
 /// One line: one JSON object.
 pub fn write_interval(
     out: &mut impl Write,
-    context: &Context,
+    report: &IntervalReport<'_>,
     at: SystemTime,
-    interval: &Interval,
-    last: bool,
 ) -> io::Result<()> {
+    let IntervalReport {
+        context,
+        interval,
+        last,
+        places,
+        ..
+    } = *report;
+    let place = |addr: IpAddr| PlaceFields::of(places.get(&addr));
     let GlobalStats {
         total_packets,
         total_bytes,
@@ -325,6 +368,7 @@ pub fn write_interval(
             .take(context.top)
             .map(|source| SourceRecord {
                 source: source.addr.to_string(),
+                place: place(source.addr),
                 packets: source.stats.packets,
                 bytes: source.stats.bytes,
                 pps: interval.rate(source.stats.packets),
@@ -342,7 +386,7 @@ pub fn write_interval(
                 hosts: source.spread.hosts,
             })
             .collect(),
-        slotless: SlotlessRecord::of(&interval.slotless, context.top),
+        slotless: SlotlessRecord::of(&interval.slotless, context.top, place),
         destinations_counted: match interval.destination_count {
             DestinationCount::Off => "off",
             DestinationCount::Local => "local",
@@ -360,6 +404,7 @@ pub fn write_interval(
                 let stats = &destination.stats;
                 DestinationRecord {
                     destination: destination.addr.to_string(),
+                    place: place(destination.addr),
                     packets: stats.packets,
                     bytes: stats.bytes,
                     pps: interval.rate(stats.packets),
@@ -404,7 +449,29 @@ mod tests {
     use netwatch_common::SourceStats;
 
     use super::*;
-    use crate::collect::{SourceDelta, Volume};
+    use crate::{
+        collect::{Interval, SourceDelta, Volume},
+        detect::alert::Places,
+        inspect::http::StreamCounts,
+        report::Context,
+    };
+
+    /// The JSON line of `interval`, with `places` known.
+    fn written(context: &Context, interval: &Interval, last: bool, places: &Places) -> Vec<u8> {
+        let report = IntervalReport {
+            context,
+            at: Duration::ZERO,
+            interval,
+            last,
+            known: &[],
+            streams: StreamCounts::default(),
+            combined: false,
+            places,
+        };
+        let mut out = Vec::new();
+        write_interval(&mut out, &report, UNIX_EPOCH).unwrap_or_else(|err| panic!("{err}"));
+        out
+    }
 
     #[test]
     fn record_has_the_documented_fields() {
@@ -448,9 +515,15 @@ mod tests {
             max_sources: 64,
             top: 10,
         };
-        let mut out = Vec::new();
-        write_interval(&mut out, &context, UNIX_EPOCH, &interval, true)
-            .unwrap_or_else(|err| panic!("{err}"));
+        let places = Places::from([(
+            "2001:db8::7".parse().unwrap_or_else(|err| panic!("{err}")),
+            Place {
+                asn: Some(64500),
+                as_org: Some(String::from("EXAMPLE-NET")),
+                country: Some(String::from("NL")),
+            },
+        )]);
+        let out = written(&context, &interval, true, &places);
         assert_eq!(out.last(), Some(&b'\n'));
         let value: serde_json::Value =
             serde_json::from_slice(&out).unwrap_or_else(|err| panic!("{err}"));
@@ -461,6 +534,10 @@ mod tests {
         assert_eq!(value["blind_spots"]["non_ip_packets"], 2);
         assert_eq!(value["cumulative"]["packets"], 40);
         assert_eq!(value["top"][0]["source"], "2001:db8::7");
+        // Its AS and country, as `[enrich]` said; an address it does not know has none.
+        assert_eq!(value["top"][0]["asn"], 64500);
+        assert_eq!(value["top"][0]["as_org"], "EXAMPLE-NET");
+        assert_eq!(value["top"][0]["country"], "NL");
         assert_eq!(value["top"][0]["syn"], 3);
         assert_eq!(value["top"][0]["ports"], 4);
         assert_eq!(value["top"][0]["bps"], 17280.0);
@@ -475,7 +552,7 @@ mod tests {
     fn local_hosts_are_listed_to_the_top_and_the_rest_is_other() {
         use crate::datapath::DestinationReading;
         let host = |last, packets| DestinationReading {
-            addr: std::net::IpAddr::from([10, 0, 0, last]),
+            addr: IpAddr::from([10, 0, 0, last]),
             stats: SourceStats {
                 packets,
                 bytes: packets * 100,
@@ -487,7 +564,7 @@ mod tests {
             sources: 300,
             senders: vec![(
                 SlotlessPrefix {
-                    addr: std::net::IpAddr::from([100, 64, 1, 0]),
+                    addr: IpAddr::from([100, 64, 1, 0]),
                     len: 24,
                 },
                 Traffic {
@@ -512,8 +589,7 @@ mod tests {
             max_sources: 64,
             top: 1,
         };
-        let mut out = Vec::new();
-        write_interval(&mut out, &context, UNIX_EPOCH, &interval, false).unwrap();
+        let out = written(&context, &interval, false, &Places::new());
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let destinations = value["destinations"]
             .as_array()
@@ -542,7 +618,7 @@ mod tests {
             bytes: packets * 60,
         };
         let prefix = |b: u8, len| SlotlessPrefix {
-            addr: std::net::IpAddr::from([198, 51, b, 0]),
+            addr: IpAddr::from([198, 51, b, 0]),
             len,
         };
         let breakdown = OverflowBreakdown {
@@ -552,7 +628,7 @@ mod tests {
             narrow: vec![(prefix(7, 24), traffic(100))],
             targets: vec![(
                 Target {
-                    addr: std::net::IpAddr::from([10, 4, 0, 6]),
+                    addr: IpAddr::from([10, 4, 0, 6]),
                     kind: TargetKind::Syn,
                     port: Some(80),
                 },
@@ -563,7 +639,10 @@ mod tests {
             prefixes: 3,
             ..OverflowBreakdown::default()
         };
-        let record = serde_json::to_value(SlotlessRecord::of(&breakdown, 1)).unwrap();
+        let record = serde_json::to_value(SlotlessRecord::of(&breakdown, 1, |_| {
+            PlaceFields::default()
+        }))
+        .unwrap();
         assert_eq!(record["packets"], 100);
         assert_eq!(record["sources_estimate"], 97);
         assert_eq!(record["wide_prefixes"][0]["prefix"], "198.51.0.0/16");

@@ -14,7 +14,7 @@ use super::{Context, Format};
 use crate::{
     collect::Interval,
     detect::KnownChange,
-    detect::alert::Alert,
+    detect::alert::{Alert, Places},
     inspect::Event,
     inspect::http::StreamCounts,
     mitigate::{BanEvent, RuleEvent},
@@ -37,6 +37,10 @@ pub struct IntervalReport<'a> {
     /// The sum of several interfaces (named [`COMBINED`](crate::collect::COMBINED)), whose
     /// every part was reported on its own: the store and the metrics keep the parts.
     pub combined: bool,
+    /// The AS and country of the addresses the report lists (its top sources and
+    /// destinations, the prefixes and destinations of the traffic without a slot), where
+    /// `[enrich]` knows them.
+    pub places: &'a Places,
 }
 
 /// What a finding is.
@@ -116,13 +120,7 @@ impl Sink for Reports {
                 report.interval,
                 report.last,
             ),
-            Format::Json => super::json::write_interval(
-                &mut self.out,
-                report.context,
-                at,
-                report.interval,
-                report.last,
-            ),
+            Format::Json => super::json::write_interval(&mut self.out, report, at),
         }
     }
 

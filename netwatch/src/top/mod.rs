@@ -97,6 +97,11 @@ pub struct Row {
     pub hosts: u64,
     /// Named by an unknown-source alert: not among the sources netwatch knows.
     pub new: bool,
+    /// Its AS and country (`AS64500 NL`), when the daemon's `[enrich]` knows them; a
+    /// prefix's when all its sources agree.
+    pub place: String,
+    /// Its AS's organisation, for the details.
+    pub as_org: String,
 }
 
 impl Row {
@@ -358,7 +363,17 @@ impl Model {
             .filter_map(|source| {
                 let name = source[name_field].as_str()?.to_owned();
                 let n = |field: &str| source[field].as_u64().unwrap_or(0);
+                let place = [
+                    source["asn"].as_u64().map(|asn| format!("AS{asn}")),
+                    source["country"].as_str().map(str::to_owned),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
                 Some(Row {
+                    place,
+                    as_org: source["as_org"].as_str().unwrap_or_default().to_owned(),
                     new: self.new_sources.contains(&name),
                     pps: source["pps"].as_f64().unwrap_or(0.0),
                     bps: source["bps"].as_f64().unwrap_or(0.0),
@@ -543,8 +558,14 @@ fn by_prefix(rows: Vec<Row>) -> Vec<Row> {
         };
         let sum = prefixes.entry(prefix.clone()).or_insert_with(|| Row {
             name: prefix,
+            place: row.place.clone(),
+            as_org: row.as_org.clone(),
             ..Row::default()
         });
+        if sum.place != row.place {
+            sum.place.clear();
+            sum.as_org.clear();
+        }
         sum.pps += row.pps;
         sum.bps += row.bps;
         sum.tcp += row.tcp;
@@ -607,6 +628,52 @@ mod tests {
         assert_eq!(names(&model), ["10.0.0.0/24", "192.0.2.0/24"]);
         assert_eq!(model.rows()[0].pps, 550.0);
         assert_eq!(model.key(Key::Char('q')), Action::Quit);
+    }
+
+    /// A source's AS and country, as the daemon's record says them; a prefix keeps them only
+    /// when its sources agree.
+    #[test]
+    fn rows_carry_the_as_and_country() {
+        let mut model = Model::default();
+        let mut record = interval(
+            "eth0",
+            &[
+                ("10.9.0.2", 50.0, 0),
+                ("10.9.0.3", 40.0, 0),
+                ("10.8.0.1", 5.0, 0),
+            ],
+        );
+        for (i, (asn, country)) in [(64500, "NL"), (64500, "NL"), (64501, "DE")]
+            .into_iter()
+            .enumerate()
+        {
+            record["top"][i]["asn"] = json!(asn);
+            record["top"][i]["as_org"] = json!("EXAMPLE-NET");
+            record["top"][i]["country"] = json!(country);
+        }
+        record["top"][2]
+            .as_object_mut()
+            .map(|source| source.remove("asn"));
+        model.apply(record);
+        let places: Vec<(String, String)> = model
+            .rows()
+            .into_iter()
+            .map(|row| (row.name, row.place))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                (String::from("10.9.0.2"), String::from("AS64500 NL")),
+                (String::from("10.9.0.3"), String::from("AS64500 NL")),
+                (String::from("10.8.0.1"), String::from("DE")),
+            ]
+        );
+        model.key(Key::Char('x'));
+        let prefix = &model.rows()[0];
+        assert_eq!(
+            (prefix.name.as_str(), prefix.place.as_str()),
+            ("10.9.0.0/24", "AS64500 NL")
+        );
     }
 
     #[test]

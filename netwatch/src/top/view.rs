@@ -220,6 +220,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], pa
                 Cell::from(title).style(style)
             })
             .chain([
+                Cell::from("AS / CC").style(Style::default().add_modifier(Modifier::BOLD)),
                 Cell::from("TCP/UDP/ICMP/OTH %")
                     .style(Style::default().add_modifier(Modifier::BOLD)),
                 Cell::from("NEW").style(Style::default().add_modifier(Modifier::BOLD)),
@@ -234,6 +235,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], pa
             Cell::from(row.syn.to_string()),
             Cell::from(row.ports.to_string()),
             Cell::from(row.hosts.to_string()),
+            Cell::from(escape(&row.place).into_owned()),
             Cell::from(format!("{}/{}/{}/{}", mix[0], mix[1], mix[2], mix[3])),
             Cell::from(if row.new { "new" } else { "" }).style(palette.fg(Color::Yellow)),
         ])
@@ -265,6 +267,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], pa
             Constraint::Length(6),
             Constraint::Length(6),
             Constraint::Length(6),
+            Constraint::Length(12),
             Constraint::Min(18),
             Constraint::Length(4),
         ],
@@ -427,7 +430,7 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, model: &Model, row: &Row, pal
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
     let [rates, spark, rest] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(3),
         Constraint::Length(3),
         Constraint::Min(1),
     ])
@@ -448,6 +451,11 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, model: &Model, row: &Row, pal
                 "TCP {}%  UDP {}%  ICMP {}%  other {}%  (pkt/s over the last intervals below)",
                 mix[0], mix[1], mix[2], mix[3]
             )),
+            Line::from(if row.place.is_empty() {
+                String::new()
+            } else {
+                format!("{} {}", escape(&row.place), escape(&row.as_org))
+            }),
         ]),
         rates,
     );
