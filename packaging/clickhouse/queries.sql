@@ -3,12 +3,15 @@
 --   clickhouse-client --param_since='2026-12-07 00:00:00' --param_until='2026-12-08 00:00:00' \
 --                     --param_source='198.51.100.7' --multiquery < queries.sql
 
--- 1. Top sources across all sensors over a time range: packets, bytes, on how many sensors.
+-- 1. Top sources across all sensors over a time range: packets, bytes, on how many sensors,
+--    and their AS and country as last reported (0 and '' where no sensor knew them).
 SELECT
     source,
     sum(packets) AS packets,
     sum(bytes) AS bytes,
-    uniqExact(sensor) AS sensors
+    uniqExact(sensor) AS sensors,
+    argMax(asn, time) AS asn,
+    argMax(country, time) AS country
 FROM netwatch_interval_sources
 WHERE time >= {since:DateTime64(3, 'UTC')} AND time < {until:DateTime64(3, 'UTC')}
 GROUP BY source

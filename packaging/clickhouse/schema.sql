@@ -61,7 +61,11 @@ CREATE TABLE IF NOT EXISTS netwatch_interval_sources
     icmp      UInt64,
     syn       UInt64,
     fragments UInt64,
-    reflected UInt64
+    reflected UInt64,
+    -- The source's AS and country where the sensor's [enrich] knew them (0 and '' where not).
+    asn       UInt32,
+    as_org    LowCardinality(String),
+    country   LowCardinality(String)
 )
 ENGINE = MergeTree
 PARTITION BY toDate(time)
@@ -81,7 +85,10 @@ SELECT
     JSONExtractUInt(top, 'icmp') AS icmp,
     JSONExtractUInt(top, 'syn') AS syn,
     JSONExtractUInt(top, 'fragments') AS fragments,
-    JSONExtractUInt(top, 'reflected') AS reflected
+    JSONExtractUInt(top, 'reflected') AS reflected,
+    toUInt32(JSONExtractUInt(top, 'asn')) AS asn,
+    JSONExtractString(top, 'as_org') AS as_org,
+    JSONExtractString(top, 'country') AS country
 FROM netwatch_intervals_queue
 ARRAY JOIN JSONExtractArrayRaw(message, 'top') AS top;
 

@@ -161,18 +161,43 @@ impl Drop for Broker {
     }
 }
 
-/// A sensor's configuration: a source over 500 pkt/s alerts; every record to the broker.
-fn sensor_config(dir: &ScratchDir, name: &str, port: u16) -> String {
+/// A sensor's configuration: a source over 500 pkt/s alerts; every record to the broker;
+/// the AS and country databases of `enrich`, if given.
+fn sensor_config(
+    dir: &ScratchDir,
+    name: &str,
+    port: u16,
+    enrich: Option<(&std::path::Path, &std::path::Path)>,
+) -> String {
     let path = dir.join(&format!("{name}.toml"));
+    let enrich = enrich.map_or(String::new(), |(asn, country)| {
+        format!(
+            "\n[enrich]\nasn_db = \"{}\"\ncountry_db = \"{}\"\n",
+            asn.display(),
+            country.display()
+        )
+    });
     fs::write(
         &path,
         format!(
             "[detect.source]\npps = 500.0\n\n[export.kafka]\nbrokers = [\"127.0.0.1:{port}\"]\n\
-             sensor = \"{name}\"\n"
+             sensor = \"{name}\"\n{enrich}"
         ),
     )
     .unwrap_or_else(|err| panic!("{err}"));
     path.display().to_string()
+}
+
+/// Writes a database of `kind` (`asn` or `country`) at `out` with the test's writer.
+fn write_mmdb(kind: &str, out: &std::path::Path, pairs: &[&str]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("enrich/write_mmdb.py");
+    netwatch_tests::process::succeed(
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(kind)
+            .arg(out)
+            .args(pairs),
+    );
 }
 
 /// `count` UDP frames from `src`, evenly over `over`.
@@ -239,11 +264,14 @@ fn two_sensors_feed_one_broker_and_clickhouse_answers() {
         .iter()
         .map(|pair| broker.relay(&pair.monitor))
         .collect();
+    let (asn, country) = (dir.join("asn.mmdb"), dir.join("country.mmdb"));
+    write_mmdb("asn", &asn, &["10.9.0.0/24=64500:EXAMPLE-NET"]);
+    write_mmdb("country", &country, &["10.9.0.0/24=NL"]);
     let daemons: Vec<Daemon> = pairs
         .iter()
         .zip(["sensor-1", "sensor-2"])
         .map(|(pair, name)| {
-            let config = sensor_config(&dir, name, broker.port);
+            let config = sensor_config(&dir, name, broker.port, Some((&asn, &country)));
             Daemon::json_monitor(pair, &["--config", &config]).0
         })
         .collect();
@@ -366,6 +394,9 @@ fn two_sensors_feed_one_broker_and_clickhouse_answers() {
     assert_eq!(top["source"], "10.9.0.2", "{answers}");
     assert_eq!(top["packets"].as_u64(), Some(1_400), "{answers}");
     assert_eq!(top["sensors"].as_u64(), Some(2), "{answers}");
+    // Its AS and country, as the sensors' databases said them.
+    assert_eq!(top["asn"].as_u64(), Some(64500), "{answers}");
+    assert_eq!(top["country"], "NL", "{answers}");
     let attacks = answers["attacks"].as_array().cloned().unwrap_or_default();
     let ids: BTreeSet<&str> = attacks.iter().filter_map(|a| a["id"].as_str()).collect();
     let reported: BTreeSet<&str> = reported.iter().map(String::as_str).collect();
@@ -426,7 +457,7 @@ fn a_broker_away_for_30s_and_a_crash_lose_nothing() {
     let dir = ScratchDir::new("nwfleet2");
     let pair = VethPair::new(true);
     let _relay = broker.relay(&pair.monitor);
-    let config = sensor_config(&dir, "sensor-1", broker.port);
+    let config = sensor_config(&dir, "sensor-1", broker.port, None);
     let (daemon, _) = Daemon::json_monitor(&pair, &["--config", &config]);
     // Traffic all along: 20 frames every 100 ms for 40 s.
     let frames = frames_from([10, 7, 0, 1], 8_000, Duration::from_secs(40));

@@ -112,7 +112,7 @@ pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), StoreCommandEr
             if !json {
                 writeln!(
                     out,
-                    "{:<39} {:>12} {:>14} {:>10}",
+                    "{:<39} {:>12} {:>14} {:>10}  AS / CC",
                     "SOURCE", "PACKETS", "BYTES", "INTERVALS"
                 )?;
             }
@@ -124,9 +124,18 @@ pub fn run(args: HistoryArgs, out: &mut impl Write) -> Result<(), StoreCommandEr
                         serde_json::to_string(source).map_err(io::Error::other)?
                     )?;
                 } else {
+                    let place = [
+                        source.asn.map(|asn| format!("AS{asn}")),
+                        source.as_org.as_deref().map(|org| escape(org).into_owned()),
+                        source.country.as_deref().map(|cc| escape(cc).into_owned()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                     writeln!(
                         out,
-                        "{:<39} {:>12} {:>14} {:>10}",
+                        "{:<39} {:>12} {:>14} {:>10}  {place}",
                         escape(&source.source),
                         source.packets,
                         source.bytes,

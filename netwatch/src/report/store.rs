@@ -300,7 +300,8 @@ impl Sink for StoreSink {
             self.writer
                 .send(Record::Touch(self.seen.drain().collect(), at));
         }
-        let (row, sources) = history_rows(&report.context.iface, interval, at, self.top);
+        let (row, sources) =
+            history_rows(&report.context.iface, interval, at, self.top, report.places);
         self.writer.send(Record::Interval(row, sources));
         if self.export_intervals {
             self.line.clear();
@@ -454,6 +455,7 @@ fn history_rows(
     interval: &Interval,
     at: Duration,
     top: usize,
+    places: &crate::detect::alert::Places,
 ) -> (IntervalRow, Vec<SourceRow>) {
     let ts_ms = i64::try_from(at.as_millis()).unwrap_or(i64::MAX);
     let interval_ms = i64::try_from(interval.elapsed.as_millis()).unwrap_or(i64::MAX);
@@ -478,22 +480,28 @@ fn history_rows(
         .sources
         .iter()
         .take(top)
-        .map(|source| SourceRow {
-            ts_ms,
-            iface: iface.to_owned(),
-            interval_ms,
-            source: source.addr.to_string(),
-            packets: source.stats.packets,
-            bytes: source.stats.bytes,
-            tcp: source.stats.tcp_packets,
-            udp: source.stats.udp_packets,
-            icmp: source.stats.icmp_packets,
-            other: source.stats.other_packets,
-            syn: source.stats.tcp_syn_packets,
-            ports: source.spread.ports,
-            hosts: source.spread.hosts,
-            fragments: source.stats.fragment_packets,
-            reflected: source.stats.reflected_packets,
+        .map(|source| {
+            let place = places.get(&source.addr);
+            SourceRow {
+                asn: place.and_then(|place| place.asn),
+                as_org: place.and_then(|place| place.as_org.clone()),
+                country: place.and_then(|place| place.country.clone()),
+                ts_ms,
+                iface: iface.to_owned(),
+                interval_ms,
+                source: source.addr.to_string(),
+                packets: source.stats.packets,
+                bytes: source.stats.bytes,
+                tcp: source.stats.tcp_packets,
+                udp: source.stats.udp_packets,
+                icmp: source.stats.icmp_packets,
+                other: source.stats.other_packets,
+                syn: source.stats.tcp_syn_packets,
+                ports: source.spread.ports,
+                hosts: source.spread.hosts,
+                fragments: source.stats.fragment_packets,
+                reflected: source.stats.reflected_packets,
+            }
         })
         .collect();
     (row, sources)

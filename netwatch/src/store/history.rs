@@ -97,6 +97,12 @@ pub struct SourceRow {
     pub fragments: u64,
     /// UDP answers from amplification ports.
     pub reflected: u64,
+    /// Its AS and the AS's organisation, and its country, where `[enrich]` knew them.
+    pub asn: Option<u32>,
+    /// See `asn`.
+    pub as_org: Option<String>,
+    /// See `asn`.
+    pub country: Option<String>,
 }
 
 /// An alert or event as kept: its JSON line and what it is indexed by.
@@ -131,6 +137,16 @@ pub struct SourceTotal {
     pub bytes: u64,
     /// Intervals it appeared in (among the top N kept).
     pub intervals: u64,
+    /// Its AS as kept (none where `[enrich]` did not know it; the highest, if its AS
+    /// changed in the period).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// Its AS's organisation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_org: Option<String>,
+    /// Its country.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 impl Store {
@@ -187,8 +203,9 @@ impl Store {
                 let mut insert = tx.prepare(
                     "INSERT INTO interval_sources
                          (ts_ms, iface, interval_ms, source, packets, bytes, tcp, udp, icmp,
-                          other, syn, ports, hosts, fragments, reflected)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                          other, syn, ports, hosts, fragments, reflected, asn, as_org, country)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                             ?16, ?17, ?18)",
                 )?;
                 for source in sources {
                     insert.execute(params![
@@ -207,6 +224,9 @@ impl Store {
                         source.hosts,
                         to_i64(source.fragments),
                         to_i64(source.reflected),
+                        source.asn,
+                        source.as_org,
+                        source.country,
                     ])?;
                 }
             }
@@ -318,7 +338,8 @@ impl Store {
             .conn
             .prepare(
                 // One interval is one, however many interfaces saw the source in it.
-                "SELECT source, sum(packets), sum(bytes), count(DISTINCT ts_ms) FROM interval_sources
+                "SELECT source, sum(packets), sum(bytes), count(DISTINCT ts_ms), max(asn),
+                        max(as_org), max(country) FROM interval_sources
                  WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY source
                  ORDER BY sum(bytes) DESC, source LIMIT ?3",
             )
@@ -332,6 +353,9 @@ impl Store {
                         packets: row.get::<_, i64>(1)?.max(0) as u64,
                         bytes: row.get::<_, i64>(2)?.max(0) as u64,
                         intervals: row.get::<_, i64>(3)?.max(0) as u64,
+                        asn: row.get(4)?,
+                        as_org: row.get(5)?,
+                        country: row.get(6)?,
                     })
                 },
             )
@@ -418,7 +442,12 @@ mod tests {
                 .record_interval(
                     &row,
                     &[
-                        source(ts_ms, "192.0.2.1", packets),
+                        SourceRow {
+                            asn: Some(64500),
+                            as_org: Some(String::from("EXAMPLE-NET")),
+                            country: Some(String::from("NL")),
+                            ..source(ts_ms, "192.0.2.1", packets)
+                        },
                         source(ts_ms, "192.0.2.2", 1),
                     ],
                 )
@@ -431,7 +460,17 @@ mod tests {
                 .unwrap(),
             vec![(1_000, 5, 500), (2_000, 7, 700), (90_000, 11, 1_100)]
         );
-        let top = store.top_sources(Duration::ZERO, all, 1).unwrap();
+        let top = store.top_sources(Duration::ZERO, all, 2).unwrap();
+        // The AS and country kept with it; none for the source `[enrich]` did not know.
+        assert_eq!(
+            (
+                top[0].asn,
+                top[0].as_org.as_deref(),
+                top[0].country.as_deref()
+            ),
+            (Some(64500), Some("EXAMPLE-NET"), Some("NL"))
+        );
+        assert_eq!((top[1].asn, top[1].country.as_deref()), (None, None));
         assert_eq!(
             (top[0].source.as_str(), top[0].packets, top[0].intervals),
             ("192.0.2.1", 23, 3)

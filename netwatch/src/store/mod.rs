@@ -186,6 +186,11 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX rules_open ON rules (signature) WHERE ended_ms IS NULL;
      CREATE INDEX rules_created ON rules (created_ms);",
+    // 8: the AS and country of each top source, where `[enrich]` knew them. Rows from
+    // before read as unknown.
+    "ALTER TABLE interval_sources ADD COLUMN asn INTEGER;
+     ALTER TABLE interval_sources ADD COLUMN as_org TEXT;
+     ALTER TABLE interval_sources ADD COLUMN country TEXT;",
 ];
 
 const LEARNING_STARTED: &str = "learning_started_ms";
