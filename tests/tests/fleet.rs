@@ -167,7 +167,7 @@ fn sensor_config(
     dir: &ScratchDir,
     name: &str,
     port: u16,
-    enrich: Option<(&std::path::Path, &std::path::Path)>,
+    enrich: Option<(&Path, &Path)>,
 ) -> String {
     let path = dir.join(&format!("{name}.toml"));
     let enrich = enrich.map_or(String::new(), |(asn, country)| {
@@ -189,10 +189,10 @@ fn sensor_config(
 }
 
 /// Writes a database of `kind` (`asn` or `country`) at `out` with the test's writer.
-fn write_mmdb(kind: &str, out: &std::path::Path, pairs: &[&str]) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("enrich/write_mmdb.py");
-    netwatch_tests::process::succeed(
-        std::process::Command::new("python3")
+fn write_mmdb(kind: &str, out: &Path, pairs: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("enrich/write_mmdb.py");
+    succeed(
+        Command::new("python3")
             .arg(script)
             .arg(kind)
             .arg(out)
