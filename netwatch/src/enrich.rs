@@ -158,6 +158,12 @@ impl Enricher {
         for contributor in &alert.contributors {
             push(&contributor.subject);
         }
+        // The traffic without a slot: its source prefixes (their first address) and its
+        // destinations.
+        if let Some(slotless) = &alert.slotless {
+            addresses.extend(slotless.prefixes_top.iter().map(|share| share.what.addr));
+            addresses.extend(slotless.targets.iter().map(|share| share.what.addr));
+        }
         let mut context = BTreeMap::new();
         for addr in addresses
             .into_iter()
