@@ -206,6 +206,9 @@ fn draw_blind_spots(frame: &mut Frame<'_>, area: Rect, model: &Model, palette: P
 }
 
 fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], palette: Palette) {
+    // The AS / CC column only when the daemon's [enrich] says something of a row, and only
+    // where it leaves the addresses their room.
+    let places = area.width >= 104 && rows.iter().any(|row| !row.place.is_empty());
     let header = TableRow::new(
         Column::ALL
             .iter()
@@ -219,26 +222,38 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], pa
                 };
                 Cell::from(title).style(style)
             })
-            .chain([
-                Cell::from("AS / CC").style(Style::default().add_modifier(Modifier::BOLD)),
-                Cell::from("TCP/UDP/ICMP/OTH %")
-                    .style(Style::default().add_modifier(Modifier::BOLD)),
-                Cell::from("NEW").style(Style::default().add_modifier(Modifier::BOLD)),
-            ]),
+            .chain(
+                places
+                    .then(|| {
+                        Cell::from("AS / CC").style(Style::default().add_modifier(Modifier::BOLD))
+                    })
+                    .into_iter()
+                    .chain([
+                        Cell::from("TCP/UDP/ICMP/OTH %")
+                            .style(Style::default().add_modifier(Modifier::BOLD)),
+                        Cell::from("NEW").style(Style::default().add_modifier(Modifier::BOLD)),
+                    ]),
+            ),
     );
     let body = rows.iter().map(|row| {
         let mix = row.mix();
-        TableRow::new(vec![
+        let mut cells = vec![
             Cell::from(escape(&row.name).into_owned()),
             Cell::from(si(row.pps)),
             Cell::from(si(row.bps)),
             Cell::from(row.syn.to_string()),
             Cell::from(row.ports.to_string()),
             Cell::from(row.hosts.to_string()),
-            Cell::from(escape(&row.place).into_owned()),
-            Cell::from(format!("{}/{}/{}/{}", mix[0], mix[1], mix[2], mix[3])),
-            Cell::from(if row.new { "new" } else { "" }).style(palette.fg(Color::Yellow)),
-        ])
+        ];
+        if places {
+            cells.push(Cell::from(escape(&row.place).into_owned()));
+        }
+        cells.push(Cell::from(format!(
+            "{}/{}/{}/{}",
+            mix[0], mix[1], mix[2], mix[3]
+        )));
+        cells.push(Cell::from(if row.new { "new" } else { "" }).style(palette.fg(Color::Yellow)));
+        TableRow::new(cells)
     });
     let what = if model.destinations {
         let sampled = model
@@ -258,23 +273,22 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], pa
         Some(filter) => format!(" top {what}, filter {} ", escape(filter)),
         None => format!(" top {what} "),
     };
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(39),
-            Constraint::Length(8),
-            Constraint::Length(8),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Length(12),
-            Constraint::Min(18),
-            Constraint::Length(4),
-        ],
-    )
-    .header(header)
-    .block(Block::bordered().title(title))
-    .row_highlight_style(palette.selected());
+    let mut widths = vec![
+        Constraint::Length(39),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+    ];
+    if places {
+        widths.push(Constraint::Length(12));
+    }
+    widths.extend([Constraint::Min(18), Constraint::Length(4)]);
+    let table = Table::new(body, widths)
+        .header(header)
+        .block(Block::bordered().title(title))
+        .row_highlight_style(palette.selected());
     let mut state = TableState::default();
     if !rows.is_empty() {
         state.select(Some(model.selected.min(rows.len() - 1)));
@@ -576,5 +590,44 @@ mod tests {
             shown.contains("RULE remove drop: udp from port 123 to 192.0.2.5/32"),
             "{shown}"
         );
+    }
+
+    /// A wide terminal shows a source's AS and country in a column of their own; a narrow
+    /// one leaves the column out, so that addresses keep their room; with no AS known there
+    /// is no column.
+    #[test]
+    fn the_as_column_shows_where_it_fits_and_says_something() {
+        let screen = |model: &Model, width: u16| {
+            let mut terminal = Terminal::new(TestBackend::new(width, 30)).unwrap();
+            terminal
+                .draw(|frame| draw(frame, model, Palette { plain: true }))
+                .unwrap();
+            let buffer = terminal.backend().buffer().clone();
+            buffer
+                .content()
+                .iter()
+                .map(|cell| cell.symbol())
+                .collect::<String>()
+        };
+        let mut model = Model::default();
+        model.apply(serde_json::json!({
+            "type": "interval", "iface": "eth0", "pps": 10.0,
+            "top": [{"source": "198.51.100.200", "pps": 10.0,
+                     "asn": 64500, "as_org": "EXAMPLE-NET", "country": "NL"}],
+        }));
+        let wide = screen(&model, 140);
+        assert!(
+            wide.contains("AS / CC") && wide.contains("AS64500 NL"),
+            "{wide}"
+        );
+        let narrow = screen(&model, 80);
+        assert!(!narrow.contains("AS / CC"), "{narrow}");
+        assert!(narrow.contains("198.51.100.200"), "{narrow}");
+        let mut unknown = Model::default();
+        unknown.apply(serde_json::json!({
+            "type": "interval", "iface": "eth0", "pps": 10.0,
+            "top": [{"source": "192.0.2.1", "pps": 10.0}],
+        }));
+        assert!(!screen(&unknown, 140).contains("AS / CC"));
     }
 }
