@@ -474,7 +474,7 @@ fn history_rows(
         sample_capped: delta.sample_capped_packets,
         sample_lost: delta.sample_ring_full_packets,
         sources_tracked: interval.tracked_sources as u64,
-        slotless: slotless_rows(&interval.slotless, top),
+        slotless: slotless_rows(&interval.slotless, top, places),
     };
     let sources = interval
         .sources
@@ -509,7 +509,20 @@ fn history_rows(
 
 /// The breakdown of the traffic without a slot as rows: the total, then each list's top
 /// `top` and the rest as `other`, so that every list adds up to the total.
-fn slotless_rows(breakdown: &OverflowBreakdown, top: usize) -> Vec<SlotlessRow> {
+fn slotless_rows(
+    breakdown: &OverflowBreakdown,
+    top: usize,
+    places: &crate::detect::alert::Places,
+) -> Vec<SlotlessRow> {
+    let placed = |addr: IpAddr, row: SlotlessRow| match places.get(&addr) {
+        Some(place) => SlotlessRow {
+            asn: place.asn,
+            as_org: place.as_org.clone(),
+            country: place.country.clone(),
+            ..row
+        },
+        None => row,
+    };
     if breakdown.total.packets == 0 {
         return Vec::new();
     }
@@ -521,9 +534,14 @@ fn slotless_rows(breakdown: &OverflowBreakdown, top: usize) -> Vec<SlotlessRow> 
         prefixes_estimate: Some(breakdown.prefixes),
         ..SlotlessRow::default()
     }];
-    let prefix = |prefix: &SlotlessPrefix| SlotlessRow {
-        subject: prefix.to_string(),
-        ..SlotlessRow::default()
+    let prefix = |prefix: &SlotlessPrefix| {
+        placed(
+            prefix.addr,
+            SlotlessRow {
+                subject: prefix.to_string(),
+                ..SlotlessRow::default()
+            },
+        )
     };
     list_rows(
         &mut rows,
@@ -547,11 +565,16 @@ fn slotless_rows(breakdown: &OverflowBreakdown, top: usize) -> Vec<SlotlessRow> 
         &breakdown.targets,
         breakdown.target_other,
         top,
-        |target: &Target| SlotlessRow {
-            subject: target.addr.to_string(),
-            kind: Some(target.kind.name()),
-            port: target.port,
-            ..SlotlessRow::default()
+        |target: &Target| {
+            placed(
+                target.addr,
+                SlotlessRow {
+                    subject: target.addr.to_string(),
+                    kind: Some(target.kind.name()),
+                    port: target.port,
+                    ..SlotlessRow::default()
+                },
+            )
         },
     );
     rows
@@ -758,7 +781,29 @@ mod tests {
             prefixes: 1,
             ..OverflowBreakdown::default()
         };
-        let rows = slotless_rows(&breakdown, 2);
+        // The AS of one prefix known: its row carries it, the others none.
+        let places = crate::detect::alert::Places::from([(
+            IpAddr::from([198, 51, 2, 0]),
+            crate::detect::alert::Place {
+                asn: Some(64500),
+                as_org: Some(String::from("EXAMPLE-NET")),
+                country: Some(String::from("NL")),
+            },
+        )]);
+        let rows = slotless_rows(&breakdown, 2, &places);
+        assert_eq!(
+            rows.iter()
+                .map(|row| (row.asn, row.country.as_deref()))
+                .collect::<Vec<_>>(),
+            [
+                (None, None),
+                (None, None),
+                (None, None),
+                (Some(64500), Some("NL")),
+                (None, None),
+                (None, None),
+            ]
+        );
         let summary: Vec<String> = rows
             .iter()
             .map(|row| {
@@ -784,7 +829,7 @@ mod tests {
         );
         assert_eq!(rows[0].sources_estimate, Some(90));
         assert_eq!(rows[5].kind, Some("reflected"));
-        assert!(slotless_rows(&OverflowBreakdown::default(), 2).is_empty());
+        assert!(slotless_rows(&OverflowBreakdown::default(), 2, &places).is_empty());
     }
 
     /// A ban record handed over while the writer is stuck (another process holds the

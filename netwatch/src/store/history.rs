@@ -62,6 +62,12 @@ pub struct SlotlessRow {
     pub sources_estimate: Option<u32>,
     /// The total's estimated distinct /16 (/48) prefixes.
     pub prefixes_estimate: Option<u32>,
+    /// A prefix's (its first address's) or a destination's AS, where `[enrich]` knew it.
+    pub asn: Option<u32>,
+    /// See `asn`.
+    pub as_org: Option<String>,
+    /// See `asn`.
+    pub country: Option<String>,
 }
 
 /// One source in one interval, as kept.
@@ -180,8 +186,8 @@ impl Store {
                 let mut insert = tx.prepare(
                     "INSERT INTO interval_slotless
                          (ts_ms, iface, interval_ms, breakdown, subject, kind, port, packets,
-                          bytes, sources_estimate, prefixes_estimate)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                          bytes, sources_estimate, prefixes_estimate, asn, as_org, country)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )?;
                 for slotless in &row.slotless {
                     insert.execute(params![
@@ -196,6 +202,9 @@ impl Store {
                         to_i64(slotless.bytes),
                         slotless.sources_estimate,
                         slotless.prefixes_estimate,
+                        slotless.asn,
+                        slotless.as_org,
+                        slotless.country,
                     ])?;
                 }
             }

@@ -186,11 +186,14 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX rules_open ON rules (signature) WHERE ended_ms IS NULL;
      CREATE INDEX rules_created ON rules (created_ms);",
-    // 8: the AS and country of each top source, where `[enrich]` knew them. Rows from
-    // before read as unknown.
+    // 8: the AS and country of each top source, and of each prefix and destination of the
+    // traffic without a slot, where `[enrich]` knew them. Rows from before read as unknown.
     "ALTER TABLE interval_sources ADD COLUMN asn INTEGER;
      ALTER TABLE interval_sources ADD COLUMN as_org TEXT;
-     ALTER TABLE interval_sources ADD COLUMN country TEXT;",
+     ALTER TABLE interval_sources ADD COLUMN country TEXT;
+     ALTER TABLE interval_slotless ADD COLUMN asn INTEGER;
+     ALTER TABLE interval_slotless ADD COLUMN as_org TEXT;
+     ALTER TABLE interval_slotless ADD COLUMN country TEXT;",
 ];
 
 const LEARNING_STARTED: &str = "learning_started_ms";
