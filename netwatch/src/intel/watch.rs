@@ -1,10 +1,11 @@
 //! The [`IntelWatch`]: what an indicator feed says of the traffic. The decoders' events are
-//! matched as they come (a DNS name, an HTTP host, URL and user agent, against the domains,
-//! URLs and user agents listed), and each interval's sources against the addresses and
-//! networks listed: every source the kernel counted in the interval, so that traffic from a
-//! listed address is seen with no payload and no sampled port. A match is an `intel` alert,
-//! once per local host and indicator per `repeat_after`, with the matches in between counted
-//! in the next one, so that a beaconing host does not bury the console.
+//! matched as they come (a DNS name and the names its answer's CNAME records lead to, an HTTP
+//! host, URL and user agent, against the domains, URLs and user agents listed; the server
+//! against the addresses), and each interval's matches in the kernel (the frames from or to
+//! a listed network, per local host), so that traffic from or to a listed address is seen
+//! with no payload and no sampled port. A match is an `intel` alert, once per local host and
+//! indicator per `repeat_after`, with the matches in between counted in the next one, so
+//! that a beaconing host does not bury the console.
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
