@@ -73,7 +73,8 @@ pub struct IntelSync {
     pub added: usize,
     /// Networks deleted.
     pub removed: usize,
-    /// Networks the tries had no room for (matched in userspace only).
+    /// Networks the tries had no room for: the kernel does not match them (the decoders
+    /// still match a listed server).
     pub refused: usize,
     /// Networks in the tries now.
     pub held: usize,
@@ -122,9 +123,34 @@ impl Datapath {
     }
 
     /// Reads and empties the matches of window `closed & 1`, which the kernel left (the
-    /// caller moved it to the other one), and reads the counters.
-    pub(super) fn read_intel(&mut self, closed: u32) -> Result<IntelReading, DatapathError> {
+    /// caller moved it to the other one), and reads the counters. A map the kernel refuses
+    /// to read is said, and what was read of it kept: each match leaves the map only once it
+    /// is in the reading.
+    pub(super) fn read_intel(&mut self, closed: u32) -> IntelReading {
         let mut reading = IntelReading::default();
+        if let Err(err) = self.read_intel_into(closed, &mut reading) {
+            log::warn!(
+                "intel: reading the kernel's matches failed ({err}); {} read, the rest is read \
+                 at the window's next turn",
+                reading.hits.len()
+            );
+        }
+        reading.hits.sort_by(|a, b| {
+            b.traffic
+                .packets
+                .cmp(&a.traffic.packets)
+                .then_with(|| a.network.cmp(&b.network))
+                .then_with(|| a.side.cmp(&b.side))
+                .then_with(|| a.peer.cmp(&b.peer))
+        });
+        reading
+    }
+
+    fn read_intel_into(
+        &mut self,
+        closed: u32,
+        reading: &mut IntelReading,
+    ) -> Result<(), DatapathError> {
         let counts = self
             .ebpf
             .map(INTEL_COUNTS_MAP)
@@ -143,7 +169,7 @@ impl Datapath {
             AyaHashMap::try_from(map)?;
         let Some(first) = hits.keys().next() else {
             // Empty: a frame still writing it now is read two readings on.
-            return Ok(reading);
+            return Ok(());
         };
         first?;
         wait_for_writers();
@@ -151,24 +177,30 @@ impl Datapath {
         for key in keys {
             let count = match hits.get(&key, 0) {
                 Ok(count) => count,
-                Err(MapError::KeyNotFound) => continue,
+                Err(err) if not_found(&err) => continue,
                 Err(err) => return Err(err.into()),
             };
-            match hits.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(err) => return Err(err.into()),
-            }
             reading.hits.push(hit_of(&key, &count));
+            match hits.remove(&key) {
+                Ok(()) => {}
+                Err(err) if not_found(&err) => {}
+                Err(err) => {
+                    // Read, and still in the map: read again at the window's next turn.
+                    reading.hits.pop();
+                    return Err(err.into());
+                }
+            }
         }
-        reading.hits.sort_by(|a, b| {
-            b.traffic
-                .packets
-                .cmp(&a.traffic.packets)
-                .then_with(|| a.network.cmp(&b.network))
-                .then_with(|| a.side.cmp(&b.side))
-                .then_with(|| a.peer.cmp(&b.peer))
-        });
-        Ok(reading)
+        Ok(())
+    }
+}
+
+/// Whether a map refused a key because it is not there (aya says so in two ways).
+fn not_found(err: &MapError) -> bool {
+    match err {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(err) => err.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 
@@ -265,11 +297,13 @@ impl IntelTries {
                             sync.refused += 1;
                         }
                         Err(err) => {
-                            // What was written stays known, so that the next call mends it.
+                            // What was written stays known, so that the next call mends it,
+                            // and is matched meanwhile.
                             kept.extend(old.copied());
                             kept.extend(gone);
                             kept.sort_unstable();
                             self.written = kept;
+                            let _ = self.write_globals(true);
                             return Err(err.into());
                         }
                     }
@@ -282,11 +316,14 @@ impl IntelTries {
                 IpAddr::V6(v6) => self.v6.remove(&Key::new(u32::from(len), v6.octets())),
             };
             match removed {
-                Ok(()) | Err(MapError::KeyNotFound) => sync.removed += 1,
+                Ok(()) => sync.removed += 1,
+                Err(err) if not_found(&err) => sync.removed += 1,
                 Err(err) => {
                     kept.extend(gone.iter().skip(sync.removed).copied());
                     kept.sort_unstable();
                     self.written = kept;
+                    // What is in the tries is matched meanwhile.
+                    let _ = self.write_globals(true);
                     return Err(err.into());
                 }
             }

@@ -148,7 +148,7 @@ impl Datapath {
             Some(windows) => windows.take(closing_overflow),
             None => (DestinationCount::Off, Vec::new(), Traffic::default()),
         };
-        snapshot.intel = self.read_intel(closing_overflow)?;
+        snapshot.intel = self.read_intel(closing_overflow);
         snapshot.released = self.reclaim()?;
         Ok(())
     }
@@ -167,7 +167,7 @@ impl Datapath {
             if let Some(windows) = &mut self.destinations {
                 windows.take(closing);
             }
-            self.read_intel(closing)?;
+            self.read_intel(closing);
         }
         Ok(())
     }

@@ -91,6 +91,8 @@ pub struct Pipeline {
     intel: Option<IntelWatch>,
     /// The AS and country of the addresses alerts name, when databases are configured.
     enrich: Option<crate::enrich::Enricher>,
+    /// How many of each list of an interval report are looked up (see `set_enricher`).
+    enrich_listed: usize,
 }
 
 impl Pipeline {
@@ -108,12 +110,15 @@ impl Pipeline {
             evidence: None,
             intel: None,
             enrich: None,
+            enrich_listed: 0,
         }
     }
 
-    /// Puts the AS and country of the addresses each alert names into it from now on.
-    pub fn set_enricher(&mut self, enricher: crate::enrich::Enricher) {
+    /// Puts the AS and country of the addresses each alert names into it from now on, and
+    /// of the first `listed` of each list an interval report has (the most any sink lists).
+    pub fn set_enricher(&mut self, enricher: crate::enrich::Enricher, listed: usize) {
         self.enrich = Some(enricher);
+        self.enrich_listed = listed;
     }
 
     /// Matches the traffic against `feed` from now on (a new one replaces the old, what was
@@ -363,7 +368,7 @@ impl Pipeline {
         // never per packet.
         let places = match &mut self.enrich {
             Some(enricher) => {
-                let top = watch.context.top;
+                let top = watch.context.top.max(self.enrich_listed);
                 let slotless = &interval.slotless;
                 enricher.places(
                     interval

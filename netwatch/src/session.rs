@@ -311,7 +311,13 @@ impl Session {
         };
         session.load_intel();
         if let Some(enricher) = crate::enrich::Enricher::open(&session.config.enrich) {
-            session.pipeline.set_enricher(enricher);
+            // The longest list a report has: the console's and JSON's top, or the store's.
+            let listed = session
+                .config
+                .monitor
+                .top
+                .max(session.config.store.history_top);
+            session.pipeline.set_enricher(enricher, listed);
         }
         if mitigate {
             // The pipeline keeps its alerts for mitigation to act on.
@@ -356,15 +362,37 @@ impl Session {
     pub fn follow_intel(&mut self) {
         if let Some(reading) = &self.intel.reading {
             match reading.try_recv() {
-                Ok((feed, stamps, tries)) => {
+                Ok((Some((feed, stamps)), tries)) => {
                     self.intel.stamps = stamps;
                     self.intel.tries = tries;
                     self.intel.reading = None;
                     self.pipeline
                         .set_intel(feed, self.config.intel.repeat_after, &self.run);
                 }
+                Ok((None, tries)) => {
+                    // Not again until a file changes: the stamps of what failed are kept.
+                    log::warn!(
+                        "intel: reading the feeds failed; the ones read before stay in force"
+                    );
+                    self.intel.stamps = self
+                        .config
+                        .intel
+                        .files
+                        .iter()
+                        .map(|file| (file.clone(), modified(file)))
+                        .collect();
+                    self.intel.tries = tries;
+                    self.intel.reading = None;
+                    return;
+                }
                 Err(std::sync::mpsc::TryRecvError::Empty) => return,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.intel.reading = None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    log::warn!(
+                        "intel: the thread reading the feeds ended without its answer; the \
+                         kernel's listed networks stay as they were"
+                    );
+                    self.intel.reading = None;
+                }
             }
         }
         let files = &self.config.intel.files;
@@ -388,9 +416,13 @@ impl Session {
                     return;
                 };
                 log::info!("intel: a feed changed; reading them again");
-                let (feed, stamps) = read_feeds(&files);
-                sync_tries(&feed, &mut tries);
-                let _ = tx.send((feed, stamps, tries));
+                // The tries come back whatever happens to the reading.
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let (feed, stamps) = read_feeds(&files);
+                    sync_tries(&feed, &mut tries);
+                    (feed, stamps)
+                }));
+                let _ = tx.send((read.ok(), tries));
             });
         match started {
             Ok(_) => {
@@ -634,8 +666,14 @@ struct IntelFiles {
     /// The kernel's tries of listed networks, one per datapath (with the reading while one
     /// is under way).
     tries: Vec<IntelTries>,
-    reading: Option<std::sync::mpsc::Receiver<(Feed, Stamps, Vec<IntelTries>)>>,
+    /// The reading under way: the feeds and their stamps (none if the reading failed), and
+    /// the tries back.
+    reading: Option<std::sync::mpsc::Receiver<FeedReading>>,
 }
+
+/// What a reading of the feeds hands back: the feeds and their stamps (none if it failed),
+/// and the tries it took.
+type FeedReading = (Option<(Feed, Stamps)>, Vec<IntelTries>);
 
 /// Each feed file and its modification time when it was read.
 type Stamps = Vec<(PathBuf, Option<SystemTime>)>;

@@ -4,14 +4,15 @@
 --                     --param_source='198.51.100.7' --multiquery < queries.sql
 
 -- 1. Top sources across all sensors over a time range: packets, bytes, on how many sensors,
---    and their AS and country as last reported (0 and '' where no sensor knew them).
+--    and their AS and country as last reported by a sensor that knew them (0 and '' where
+--    none did).
 SELECT
     source,
     sum(packets) AS packets,
     sum(bytes) AS bytes,
     uniqExact(sensor) AS sensors,
-    argMax(asn, time) AS asn,
-    argMax(country, time) AS country
+    argMaxIf(asn, time, asn != 0) AS asn,
+    argMaxIf(country, time, country != '') AS country
 FROM netwatch_interval_sources
 WHERE time >= {since:DateTime64(3, 'UTC')} AND time < {until:DateTime64(3, 'UTC')}
 GROUP BY source

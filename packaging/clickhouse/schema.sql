@@ -72,6 +72,12 @@ PARTITION BY toDate(time)
 ORDER BY (source, time)
 TTL toDateTime(time) + INTERVAL 90 DAY;
 
+-- A table made by an earlier netwatch gets the AS and country columns here; its view is
+-- made again below with them (DROP VIEW netwatch_interval_sources_mv first, once).
+ALTER TABLE netwatch_interval_sources ADD COLUMN IF NOT EXISTS asn UInt32;
+ALTER TABLE netwatch_interval_sources ADD COLUMN IF NOT EXISTS as_org LowCardinality(String);
+ALTER TABLE netwatch_interval_sources ADD COLUMN IF NOT EXISTS country LowCardinality(String);
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS netwatch_interval_sources_mv TO netwatch_interval_sources AS
 SELECT
     fromUnixTimestamp64Milli(JSONExtract(message, 'unix_ms', 'Int64'), 'UTC') AS time,

@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod frames;
+pub mod mmdb;
 pub mod netns;
 pub mod process;
 pub mod replay;

@@ -4,27 +4,12 @@
 //! its contributors by AS, the interval reports their top sources'; a database replaced on
 //! disk is picked up without a restart.
 
-use std::{fs, path::Path, process::Command, thread, time::Duration};
+use std::{fs, thread, time::Duration};
 
 use netwatch_tests::{
-    ScratchDir, daemon::Daemon, frames::FrameBuilder, netns::VethPair, privileged, process::succeed,
+    ScratchDir, daemon::Daemon, frames::FrameBuilder, mmdb::write_mmdb, netns::VethPair, privileged,
 };
 use serde_json::Value;
-
-/// Writes a database of `kind` (`asn` or `country`) at `out`, atomically (a new file renamed
-/// over the old, as an update does).
-fn write_mmdb(kind: &str, out: &Path, pairs: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("enrich/write_mmdb.py");
-    let fresh = out.with_extension("new");
-    succeed(
-        Command::new("python3")
-            .arg(script)
-            .arg(kind)
-            .arg(&fresh)
-            .args(pairs),
-    );
-    fs::rename(&fresh, out).unwrap_or_else(|err| panic!("{err}"));
-}
 
 fn flood(src: [u8; 4]) -> Vec<(Duration, Vec<u8>)> {
     (0..1_000u32)

@@ -21,6 +21,7 @@ use netwatch_tests::{
     ScratchDir,
     daemon::Daemon,
     frames::{ACK, FrameBuilder, PSH, Transport},
+    mmdb::write_mmdb,
     netns::{Netns, VethPair},
     privileged,
     process::{Guard, succeed},
@@ -227,18 +228,6 @@ fn sensor_config(
     )
     .unwrap_or_else(|err| panic!("{err}"));
     path.display().to_string()
-}
-
-/// Writes a database of `kind` (`asn` or `country`) at `out` with the test's writer.
-fn write_mmdb(kind: &str, out: &Path, pairs: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("enrich/write_mmdb.py");
-    succeed(
-        Command::new("python3")
-            .arg(script)
-            .arg(kind)
-            .arg(out)
-            .args(pairs),
-    );
 }
 
 /// `count` UDP frames from `src`, evenly over `over`.

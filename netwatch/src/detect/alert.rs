@@ -284,7 +284,8 @@ pub struct IntelMatch {
     pub indicator: String,
     /// Its type, as Zeek writes it: `Intel::ADDR`, `Intel::DOMAIN`...
     pub indicator_type: &'static str,
-    /// Where: `source`, `dns_name`, `http_host`, `url` or `user_agent`.
+    /// Where: `source`, `destination`, `dns_name`, `dns_cname`, `http_host`, `url` or
+    /// `user_agent`.
     pub seen: &'static str,
     /// What was seen there (the name, the URL, the user agent, the address).
     pub value: String,
@@ -292,8 +293,8 @@ pub struct IntelMatch {
     pub feed: String,
     /// Its `meta.desc`.
     pub desc: String,
-    /// The local host involved: the client of a DNS query or an HTTP request; `None` for an
-    /// address seen as a source (the frames' destinations are not kept per source).
+    /// The local host involved: the client of a DNS query or an HTTP request, the host a
+    /// listed source's frames went to, the host that sent to a listed destination.
     pub host: Option<IpAddr>,
     /// Matches of this host and indicator since the last alert of them (this one included).
     pub matches: u64,

@@ -59,8 +59,12 @@ pub fn parse(message: &[u8]) -> Option<DnsMessage> {
 /// from `offset`; as many as can be read whole (a cut or odd record ends the walk).
 fn cname_targets(message: &[u8], offset: usize, questions: u16, answers: u16) -> Vec<String> {
     let mut targets = Vec::new();
+    if usize::from(questions) > MAX_ANSWERS {
+        // Not walked: the answers would be looked for inside the questions.
+        return targets;
+    }
     let mut position = offset;
-    for _ in 0..questions.min(MAX_ANSWERS as u16) {
+    for _ in 0..questions {
         let Some((_, end)) = read_name(message, position) else {
             return targets;
         };
@@ -79,8 +83,10 @@ fn cname_targets(message: &[u8], offset: usize, questions: u16, answers: u16) ->
         if message.len() < rdata + rdlength {
             break;
         }
+        // The target's own bytes within the record (a pointer may lead elsewhere).
         if rtype == TYPE_CNAME
-            && let Some((target, _)) = read_name(message, rdata)
+            && let Some((target, end)) = read_name(message, rdata)
+            && end <= rdata + rdlength
         {
             targets.push(target);
         }
@@ -310,6 +316,11 @@ mod tests {
             };
             assert_eq!(cut.cnames, expected, "cut at {len}");
         }
+        // A CNAME whose rdata is shorter than its target: the target is not read.
+        let mut short = message.clone();
+        let at = encode_query("www.shop.example", 1).len() + 10;
+        short[at + 1] -= 1;
+        assert!(parse(&short).unwrap().cnames.is_empty());
         // A query carries none, whatever follows it.
         let mut query = message.clone();
         query[2] = 0x01;

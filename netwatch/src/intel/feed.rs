@@ -260,15 +260,12 @@ impl Feed {
         networks
     }
 
-    /// The indicator of the listed network `addr`/`len` itself (a match the kernel
-    /// reports), else of the longest listed network that holds `addr` (a feed read again
-    /// since).
+    /// The indicator of the listed network `addr`/`len` itself (a match the kernel reports).
     pub fn network(&self, addr: IpAddr, len: u8) -> Option<&Indicator> {
         self.networks
             .get(&(addr.is_ipv4(), len))
             .and_then(|nets| nets.get(&addr))
             .map(|index| &self.indicators[*index])
-            .or_else(|| self.address(addr))
     }
 
     /// The indicator of the longest listed network that holds `addr`.

@@ -124,6 +124,7 @@ impl IntelWatch {
                 let (addr, len) = hit.network;
                 self.feed
                     .network(addr, len)
+                    .or_else(|| self.feed.address(hit.example))
                     .map(|indicator| (*hit, indicator.clone()))
             })
             .collect();
@@ -142,6 +143,11 @@ impl IntelWatch {
                     at,
                     hit.traffic.packets,
                 )?;
+                // A listed source is the alert's subject (what a ban would be of); the local
+                // host it reached stays in `intel.host`.
+                if hit.side == IntelSide::Source {
+                    alert.subject = Subject::Source(hit.example);
+                }
                 alert.packets = hit.traffic.packets;
                 alert.bytes = hit.traffic.bytes;
                 Some(alert)

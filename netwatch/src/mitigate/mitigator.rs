@@ -21,7 +21,7 @@ use super::{
 use crate::{
     datapath::{BanAction, ban_counters},
     detect::{
-        alert::{Alert, AlertState, Subject},
+        alert::{Alert, AlertKind, AlertState, Subject},
         cidr::Cidr,
     },
 };
@@ -180,6 +180,12 @@ impl Mitigator {
         now: Duration,
     ) -> Vec<BanEvent> {
         if self.config.mode == MitigateMode::Off || alert.state == AlertState::End {
+            return Vec::new();
+        }
+        // An indicator's alert is about a listed source only when its frames came from it;
+        // else its subject is a local host, which a ban would cut off.
+        if alert.kind == AlertKind::Intel && alert.intel.as_ref().is_none_or(|m| m.seen != "source")
+        {
             return Vec::new();
         }
         let Some((net, rule)) = self.config.rules.iter().find_map(|rule| {

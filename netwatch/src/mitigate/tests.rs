@@ -160,6 +160,43 @@ fn a_threshold_alert_bans_its_source_until_the_ttl() {
     assert_eq!(table.action, None);
 }
 
+/// An indicator's alert bans its listed source when a rule names `intel`; never the local
+/// host of one seen otherwise (a host that sent to a listed address, or looked one up).
+#[test]
+fn intel_alerts_ban_listed_sources_only() {
+    let mut m = mitigator(MitigateMode::Drop, &[], &[]);
+    m.config.rules = vec![BanRule {
+        alerts: vec![AlertKind::Intel],
+        ..BanRule::default()
+    }];
+    let mut table = Table::default();
+    let intel = |id: &str, subject: &str, seen: &'static str| {
+        let mut alert = alert(id, AlertKind::Intel, AlertState::Instant, source(subject));
+        alert.intel = Some(crate::detect::alert::IntelMatch {
+            indicator: String::from("203.0.113.0/24"),
+            indicator_type: "Intel::SUBNET",
+            seen,
+            value: String::from("203.0.113.9"),
+            feed: String::from("feodo"),
+            desc: String::from("C2 range"),
+            host: Some("10.0.0.7".parse().unwrap()),
+            matches: 1,
+        });
+        alert
+    };
+    for seen in ["destination", "dns_name"] {
+        let local = intel("i1", "10.0.0.7", seen);
+        assert!(
+            m.on_alert("veth0", &local, &mut table, secs(0)).is_empty(),
+            "{seen}"
+        );
+    }
+    let listed = intel("i2", "203.0.113.9", "source");
+    let events = m.on_alert("veth0", &listed, &mut table, secs(0));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].net, net("203.0.113.9/32"));
+}
+
 /// A repeat offender's ban lasts twice the one before, up to the rule's maximum; after
 /// `forget_after` without a ban it starts over.
 #[test]

@@ -47,6 +47,18 @@ struct IntervalRecord<'a> {
     destinations: Vec<DestinationRecord>,
     /// Frames to local hosts that could not be counted per host.
     destinations_other_packets: u64,
+    /// The frames from or to networks an indicator feed lists, matched in the kernel.
+    intel: IntelRecord,
+}
+
+#[derive(Serialize)]
+struct IntelRecord {
+    /// Frames a listed network held (once for each side it held).
+    listed_packets: u64,
+    listed_bytes: u64,
+    /// Of them, those the kernel's table of matches had no room for.
+    unrecorded_packets: u64,
+    unrecorded_bytes: u64,
 }
 
 /// The AS and country of an address, when `[enrich]` knows them; left out otherwise.
@@ -437,6 +449,12 @@ pub fn write_interval(
                 .skip(context.top)
                 .map(|destination| destination.stats.packets)
                 .sum::<u64>(),
+        intel: IntelRecord {
+            listed_packets: interval.intel.listed.packets,
+            listed_bytes: interval.intel.listed.bytes,
+            unrecorded_packets: interval.intel.unrecorded.packets,
+            unrecorded_bytes: interval.intel.unrecorded.bytes,
+        },
     };
     serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
     out.write_all(b"\n")

@@ -143,8 +143,8 @@ pub struct SourceTotal {
     pub bytes: u64,
     /// Intervals it appeared in (among the top N kept).
     pub intervals: u64,
-    /// Its AS as kept (none where `[enrich]` did not know it; the highest, if its AS
-    /// changed in the period).
+    /// Its AS, as kept with its newest row of the period (none where `[enrich]` did not
+    /// know it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asn: Option<u32>,
     /// Its AS's organisation.
@@ -347,8 +347,10 @@ impl Store {
             .conn
             .prepare(
                 // One interval is one, however many interfaces saw the source in it.
-                "SELECT source, sum(packets), sum(bytes), count(DISTINCT ts_ms), max(asn),
-                        max(as_org), max(country) FROM interval_sources
+                // With max(ts_ms) the only min() or max(), SQLite takes the bare columns
+                // (the AS and country) from the newest row.
+                "SELECT source, sum(packets), sum(bytes), count(DISTINCT ts_ms), asn, as_org,
+                        country, max(ts_ms) FROM interval_sources
                  WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY source
                  ORDER BY sum(bytes) DESC, source LIMIT ?3",
             )
@@ -452,8 +454,13 @@ mod tests {
                     &row,
                     &[
                         SourceRow {
-                            asn: Some(64500),
-                            as_org: Some(String::from("EXAMPLE-NET")),
+                            // Its AS changed after the first interval: the newest is said.
+                            asn: Some(if ts_ms == 1_000 { 64999 } else { 64500 }),
+                            as_org: Some(String::from(if ts_ms == 1_000 {
+                                "OLD-NET"
+                            } else {
+                                "EXAMPLE-NET"
+                            })),
                             country: Some(String::from("NL")),
                             ..source(ts_ms, "192.0.2.1", packets)
                         },

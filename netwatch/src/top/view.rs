@@ -207,8 +207,9 @@ fn draw_blind_spots(frame: &mut Frame<'_>, area: Rect, model: &Model, palette: P
 
 fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, rows: &[Row], palette: Palette) {
     // The AS / CC column only when the daemon's [enrich] says something of a row, and only
-    // where it leaves the addresses their room.
-    let places = area.width >= 104 && rows.iter().any(|row| !row.place.is_empty());
+    // where it leaves the addresses their room: the other columns take 104 with their gaps
+    // and the borders, this one 13 more.
+    let places = area.width >= 117 && rows.iter().any(|row| !row.place.is_empty());
     let header = TableRow::new(
         Column::ALL
             .iter()
@@ -622,6 +623,10 @@ mod tests {
         );
         let narrow = screen(&model, 80);
         assert!(!narrow.contains("AS / CC"), "{narrow}");
+        // Just too narrow for it: the address keeps its whole column.
+        let almost = screen(&model, 116);
+        assert!(!almost.contains("AS / CC"), "{almost}");
+        assert!(screen(&model, 117).contains("AS64500 NL"));
         assert!(narrow.contains("198.51.100.200"), "{narrow}");
         let mut unknown = Model::default();
         unknown.apply(serde_json::json!({
