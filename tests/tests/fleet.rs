@@ -119,8 +119,8 @@ impl Broker {
         relay
     }
 
-    /// Every message of `topic` from its beginning: key and JSON payload, in order.
-    fn consume(&self, topic: &str) -> Vec<(String, Value)> {
+    /// Every message of `topic` from its beginning, each as kcat's `format` says, in order.
+    fn kcat(&self, topic: &str, format: &str) -> String {
         let output = succeed(self.netns.command("kcat").args([
             "-b",
             &format!("127.0.0.1:{}", self.port),
@@ -132,9 +132,14 @@ impl Broker {
             "-e",
             "-q",
             "-f",
-            "%k\t%s\n",
+            format,
         ]));
-        String::from_utf8_lossy(&output.stdout)
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Every message of `topic` from its beginning: key and JSON payload, in order.
+    fn consume(&self, topic: &str) -> Vec<(String, Value)> {
+        self.kcat(topic, "%k\t%s\n")
             .lines()
             .filter(|line| !line.is_empty())
             .map(|line| {
@@ -150,23 +155,10 @@ impl Broker {
     /// of each `netwatch-queue-id` (a record whose acknowledgement a crash lost is produced
     /// again at the next start, as the README says); with how many repeats were dropped.
     fn consume_once(&self, topic: &str) -> (Vec<Value>, usize) {
-        let output = succeed(self.netns.command("kcat").args([
-            "-b",
-            &format!("127.0.0.1:{}", self.port),
-            "-C",
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%h\t%s\n",
-        ]));
         let mut seen = BTreeSet::new();
         let mut records = Vec::new();
         let mut repeats = 0;
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
+        for line in self.kcat(topic, "%h\t%s\n").lines() {
             let Some((headers, payload)) = line.split_once('\t') else {
                 continue;
             };

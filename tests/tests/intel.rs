@@ -6,7 +6,7 @@
 //! line is said by number and the rest of the feed works. Live on a veth pair, frames from a
 //! listed subnet with no payload are matched by the kernel, and a replaced feed is taken.
 
-use std::{fs, thread, time::Duration};
+use std::{fs, process::Output, thread, time::Duration};
 
 use netwatch_tests::{
     ScratchDir,
@@ -63,6 +63,31 @@ const FEED: &str = "#separator \\x09\n\
     2001:db8::fe\tIntel::ADDR\tfeodo\tv6 C2\n\
     this line is broken\n\
     bad@evil.example\tIntel::EMAIL\tcustom\tphisher\n";
+
+/// Replays `frames` with [`FEED`] (spikes and unknown sources not looked for): its output,
+/// and its stderr as text; it must succeed.
+fn replay_with_feed(dir: &ScratchDir, frames: Vec<(Duration, Vec<u8>)>) -> (Output, String) {
+    let feed = dir.join("feed.intel");
+    fs::write(&feed, FEED).unwrap_or_else(|err| panic!("{err}"));
+    let (capture, config) = write_case(
+        dir,
+        frames,
+        &format!(
+            "[intel]\nfiles = [\"{}\"]\n\n[detect.spike]\nenabled = false\n\n[detect.unknown]\nenabled = false\n",
+            feed.display()
+        ),
+    );
+    let output = replay(&[
+        capture.to_str().unwrap_or_default(),
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--format",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (output, stderr)
+}
 
 #[test]
 fn listed_names_urls_agents_and_networks_alert_once_each() {
@@ -172,25 +197,7 @@ fn listed_names_urls_agents_and_networks_alert_once_each() {
             .build()
             .bytes,
     ));
-    let feed = dir.join("feed.intel");
-    fs::write(&feed, FEED).unwrap_or_else(|err| panic!("{err}"));
-    let (capture, config) = write_case(
-        &dir,
-        frames,
-        &format!(
-            "[intel]\nfiles = [\"{}\"]\n\n[detect.spike]\nenabled = false\n\n[detect.unknown]\nenabled = false\n",
-            feed.display()
-        ),
-    );
-    let output = replay(&[
-        capture.to_str().unwrap_or_default(),
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "--format",
-        "json",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let (output, stderr) = replay_with_feed(&dir, frames);
     // The load said, the malformed line by number, the email indicator as not matched.
     assert!(
         stderr.contains("7 indicators; 1 malformed lines left out (line 10)")
@@ -420,25 +427,7 @@ fn a_full_table_of_matches_is_counted_and_said() {
         })
         .collect();
     let frame_len = frames[0].1.len();
-    let feed = dir.join("feed.intel");
-    fs::write(&feed, FEED).unwrap_or_else(|err| panic!("{err}"));
-    let (capture, config) = write_case(
-        &dir,
-        frames,
-        &format!(
-            "[intel]\nfiles = [\"{}\"]\n\n[detect.spike]\nenabled = false\n\n[detect.unknown]\nenabled = false\n",
-            feed.display()
-        ),
-    );
-    let output = replay(&[
-        capture.to_str().unwrap_or_default(),
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "--format",
-        "json",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let (output, stderr) = replay_with_feed(&dir, frames);
     assert!(
         stderr.contains(&format!(
             "{extra} frames ({} bytes) of listed networks found the kernel's table of matches full",

@@ -521,6 +521,20 @@ mod tests {
     use super::*;
     use crate::top::Model;
 
+    /// The screen of `model` in a plain terminal `width` columns wide, 30 rows high.
+    fn screen(model: &Model, width: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, 30)).unwrap();
+        terminal
+            .draw(|frame| draw(frame, model, Palette { plain: true }))
+            .unwrap();
+        let buffer = terminal.backend().buffer().clone();
+        buffer
+            .content()
+            .iter()
+            .map(|cell| cell.symbol())
+            .collect::<String>()
+    }
+
     /// With `NO_COLOR`, the whole screen, alarms included, has no colour.
     #[test]
     fn no_color_means_no_colour() {
@@ -566,18 +580,7 @@ mod tests {
         model.apply(rule("add", 0, "udp from port 123 to 192.0.2.5/32"));
         model.apply(rule("add", 1, "tcp syn to 192.0.2.6/32 port 443"));
         model.apply(rule("extend", 1, "tcp syn to 192.0.2.6/32 port 443"));
-        let screen = |model: &Model| {
-            let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
-            terminal
-                .draw(|frame| draw(frame, model, Palette { plain: true }))
-                .unwrap();
-            let buffer = terminal.backend().buffer().clone();
-            buffer
-                .content()
-                .iter()
-                .map(|cell| cell.symbol())
-                .collect::<String>()
-        };
+        let screen = |model: &Model| screen(model, 120);
         let shown = screen(&model);
         assert!(shown.contains("alerts | 2 rules in force"), "{shown}");
         assert!(
@@ -598,18 +601,6 @@ mod tests {
     /// is no column.
     #[test]
     fn the_as_column_shows_where_it_fits_and_says_something() {
-        let screen = |model: &Model, width: u16| {
-            let mut terminal = Terminal::new(TestBackend::new(width, 30)).unwrap();
-            terminal
-                .draw(|frame| draw(frame, model, Palette { plain: true }))
-                .unwrap();
-            let buffer = terminal.backend().buffer().clone();
-            buffer
-                .content()
-                .iter()
-                .map(|cell| cell.symbol())
-                .collect::<String>()
-        };
         let mut model = Model::default();
         model.apply(serde_json::json!({
             "type": "interval", "iface": "eth0", "pps": 10.0,
