@@ -257,8 +257,11 @@ impl Sink for ControlSink {
             self.line.clear();
             report::json::write_interval(
                 &mut self.line,
-                report,
+                report.context,
                 std::time::UNIX_EPOCH + report.at,
+                interval,
+                report.last,
+                report.places,
             )?;
             self.control.broadcast(&self.line);
         }

@@ -10,10 +10,11 @@ use std::{
 use netwatch_common::GlobalStats;
 use serde::Serialize;
 
-use super::{rfc3339, sink::IntervalReport};
+use super::{Context, rfc3339};
 use crate::{
+    collect::Interval,
     datapath::{DestinationCount, OverflowBreakdown, SlotlessPrefix, Traffic},
-    detect::alert::Place,
+    detect::alert::{Place, Places},
 };
 
 #[derive(Serialize)]
@@ -278,19 +279,16 @@ struct SourceRecord {
     hosts: u32,
 }
 
-/// One line: one JSON object.
+/// One line: one JSON object: `interval` of `context`, ending at `at`, `last` if it is the
+/// final one; the AS and country of the addresses it lists from `places`.
 pub fn write_interval(
     out: &mut impl Write,
-    report: &IntervalReport<'_>,
+    context: &Context,
     at: SystemTime,
+    interval: &Interval,
+    last: bool,
+    places: &Places,
 ) -> io::Result<()> {
-    let IntervalReport {
-        context,
-        interval,
-        last,
-        places,
-        ..
-    } = *report;
     let place = |addr: IpAddr| PlaceFields::of(places.get(&addr));
     let GlobalStats {
         total_packets,
@@ -467,27 +465,13 @@ mod tests {
     use netwatch_common::SourceStats;
 
     use super::*;
-    use crate::{
-        collect::{Interval, SourceDelta, Volume},
-        detect::alert::Places,
-        inspect::http::StreamCounts,
-        report::Context,
-    };
+    use crate::collect::{SourceDelta, Volume};
 
     /// The JSON line of `interval`, with `places` known.
     fn written(context: &Context, interval: &Interval, last: bool, places: &Places) -> Vec<u8> {
-        let report = IntervalReport {
-            context,
-            at: Duration::ZERO,
-            interval,
-            last,
-            known: &[],
-            streams: StreamCounts::default(),
-            combined: false,
-            places,
-        };
         let mut out = Vec::new();
-        write_interval(&mut out, &report, UNIX_EPOCH).unwrap_or_else(|err| panic!("{err}"));
+        write_interval(&mut out, context, UNIX_EPOCH, interval, last, places)
+            .unwrap_or_else(|err| panic!("{err}"));
         out
     }
 

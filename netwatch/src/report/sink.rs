@@ -120,7 +120,14 @@ impl Sink for Reports {
                 report.interval,
                 report.last,
             ),
-            Format::Json => super::json::write_interval(&mut self.out, report, at),
+            Format::Json => super::json::write_interval(
+                &mut self.out,
+                report.context,
+                at,
+                report.interval,
+                report.last,
+                report.places,
+            ),
         }
     }
 

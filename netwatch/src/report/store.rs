@@ -305,7 +305,14 @@ impl Sink for StoreSink {
         self.writer.send(Record::Interval(row, sources));
         if self.export_intervals {
             self.line.clear();
-            super::json::write_interval(&mut self.line, report, std::time::UNIX_EPOCH + at)?;
+            super::json::write_interval(
+                &mut self.line,
+                report.context,
+                std::time::UNIX_EPOCH + at,
+                interval,
+                report.last,
+                report.places,
+            )?;
             let line = String::from_utf8_lossy(&self.line).trim_end().to_owned();
             self.writer
                 .send(Record::Export(crate::store::KAFKA_QUEUE, line));
