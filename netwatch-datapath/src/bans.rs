@@ -15,7 +15,10 @@ use netwatch_common::{
     BAN_COUNTS_MAP, BAN_MODE_COUNT, BAN_MODE_DROP, BAN_MODE_NONE, BANS_V4_MAP, BANS_V6_MAP, Counter,
 };
 
-use super::{error::DatapathError, handle::Datapath};
+use super::{
+    error::{DatapathError, not_found},
+    handle::Datapath,
+};
 
 /// What a frame from a banned network meets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,12 +80,8 @@ impl Datapath {
                 .remove(&Key::new(u32::from(len.min(128)), v6.octets())),
         };
         match removed {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(err))
-                if err.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
+            Ok(()) => Ok(()),
+            Err(err) if not_found(&err) => Ok(()),
             Err(err) => Err(err.into()),
         }
     }

@@ -19,7 +19,7 @@ use netwatch_common::{
 };
 
 use super::{
-    error::DatapathError,
+    error::{DatapathError, not_found},
     handle::Datapath,
     rules::{RuleAction, SignatureRule, is_network},
 };
@@ -285,7 +285,8 @@ impl CaptureMaps {
                     .remove(&Key::new(u32::from(len), v6.octets())),
             };
             match removed {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(err) if not_found(&err) => {}
                 Err(err) => return Err(err.into()),
             }
         }

@@ -225,3 +225,13 @@ pub enum DatapathError {
     #[error(transparent)]
     Map(#[from] MapError),
 }
+
+/// Whether a map refused a key because it is not there: aya 0.14 says so as
+/// [`MapError::KeyNotFound`] on a lookup, and as the syscall's `ENOENT` on a delete.
+pub(super) fn not_found(err: &MapError) -> bool {
+    match err {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(err) => err.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}

@@ -25,7 +25,7 @@ use netwatch_common::{
 };
 
 use super::{
-    error::DatapathError,
+    error::{DatapathError, not_found},
     handle::Datapath,
     overflow::{Traffic, add_traffic},
 };
@@ -192,15 +192,6 @@ impl Datapath {
             }
         }
         Ok(())
-    }
-}
-
-/// Whether a map refused a key because it is not there (aya says so in two ways).
-fn not_found(err: &MapError) -> bool {
-    match err {
-        MapError::KeyNotFound => true,
-        MapError::SyscallError(err) => err.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
     }
 }
 

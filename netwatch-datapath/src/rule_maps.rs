@@ -15,7 +15,7 @@ use netwatch_common::{
 };
 
 use super::{
-    error::DatapathError,
+    error::{DatapathError, not_found},
     handle::Datapath,
     rules::{RuleTraffic, SignatureRule, is_network, networks},
 };
@@ -127,7 +127,8 @@ impl Datapath {
                     .remove(&Key::new(u32::from(len), v6.octets())),
             };
             match removed {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(err) if not_found(&err) => {}
                 Err(err) => return Err(err.into()),
             }
         }
@@ -225,7 +226,8 @@ impl Datapath {
                     .remove(&Key::new(u32::from(len), v6.octets())),
             };
             match removed {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(err) if not_found(&err) => {}
                 Err(err) => return Err(err.into()),
             }
         }

@@ -7,7 +7,7 @@ use std::{collections::HashMap, io, os::fd::AsFd as _};
 
 use aya::{
     Ebpf,
-    maps::{HashMap as AyaHashMap, MapData, MapError, PerCpuArray},
+    maps::{HashMap as AyaHashMap, MapData, PerCpuArray},
     programs::Xdp,
 };
 use netwatch_common::{
@@ -18,7 +18,7 @@ use netwatch_common::{
 use super::{
     batch,
     destinations::{DestinationCount, DestinationReading},
-    error::DatapathError,
+    error::{DatapathError, not_found},
     handle::Datapath,
     handle::{QueueJobs, Reclaim},
     intel::IntelReading,
@@ -259,7 +259,8 @@ fn forget(addresses: &mut aya::maps::Map, keys: &[SourceKey]) -> io::Result<()> 
                 AyaHashMap::try_from(addresses).map_err(io::Error::other)?;
             for key in keys {
                 match addresses.remove(key) {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Ok(()) => {}
+                    Err(err) if not_found(&err) => {}
                     Err(err) => return Err(io::Error::other(err)),
                 }
             }
