@@ -568,6 +568,28 @@ impl Frame {
     }
 }
 
+/// `count` UDP frames of 60 payload bytes from `src` to 10.0.1.1 port 7000, evenly over
+/// `over`, each with its offset: a flood for `VethPair::send_paced`.
+pub fn udp_flood(
+    src: [u8; 4],
+    count: u32,
+    over: std::time::Duration,
+) -> Vec<(std::time::Duration, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            (
+                over * i / count,
+                FrameBuilder::ipv4(src)
+                    .to_ipv4([10, 0, 1, 1])
+                    .to_port(7_000)
+                    .payload(60)
+                    .build()
+                    .bytes,
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

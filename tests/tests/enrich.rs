@@ -7,25 +7,9 @@
 use std::{fs, thread, time::Duration};
 
 use netwatch_tests::{
-    ScratchDir, daemon::Daemon, frames::FrameBuilder, mmdb::write_mmdb, netns::VethPair, privileged,
+    ScratchDir, daemon::Daemon, frames::udp_flood, mmdb::write_mmdb, netns::VethPair, privileged,
 };
 use serde_json::Value;
-
-fn flood(src: [u8; 4]) -> Vec<(Duration, Vec<u8>)> {
-    (0..1_000u32)
-        .map(|i| {
-            (
-                Duration::from_millis(u64::from(i)),
-                FrameBuilder::ipv4(src)
-                    .to_ipv4([10, 0, 1, 1])
-                    .to_port(7_000)
-                    .payload(60)
-                    .build()
-                    .bytes,
-            )
-        })
-        .collect()
-}
 
 /// The start line of the alert of `kind` on `subject`: among the records read so far (`seen`),
 /// else read until it comes.
@@ -68,7 +52,10 @@ fn alerts_carry_as_and_country_and_a_replaced_database_is_taken() {
     let pair = VethPair::new(true);
     let (mut daemon, _) =
         Daemon::json_monitor(&pair, &["--config", config.to_str().unwrap_or_default()]);
-    assert_eq!(pair.send_paced(flood([10, 9, 0, 2])), 1_000);
+    assert_eq!(
+        pair.send_paced(udp_flood([10, 9, 0, 2], 1_000, Duration::from_secs(1))),
+        1_000
+    );
     let mut seen = Vec::new();
     let alert = start_of(&mut daemon, &mut seen, "threshold_pps", "10.9.0.2");
     let place = &alert["context"]["10.9.0.2"];
@@ -94,7 +81,10 @@ fn alerts_carry_as_and_country_and_a_replaced_database_is_taken() {
     // The AS database replaced: the next alert says the new AS, without a restart.
     write_mmdb("asn", &asn, &["10.9.0.0/24=64501:OTHER-NET"]);
     thread::sleep(Duration::from_millis(1_500));
-    assert_eq!(pair.send_paced(flood([10, 9, 0, 3])), 1_000);
+    assert_eq!(
+        pair.send_paced(udp_flood([10, 9, 0, 3], 1_000, Duration::from_secs(1))),
+        1_000
+    );
     let alert = start_of(&mut daemon, &mut seen, "threshold_pps", "10.9.0.3");
     assert_eq!(alert["context"]["10.9.0.3"]["asn"], 64501, "{alert}");
     assert_eq!(alert["context"]["10.9.0.3"]["country"], "NL");

@@ -20,7 +20,7 @@ use std::{
 use netwatch_tests::{
     ScratchDir,
     daemon::Daemon,
-    frames::{ACK, FrameBuilder, PSH, Transport},
+    frames::{ACK, FrameBuilder, PSH, Transport, udp_flood},
     mmdb::write_mmdb,
     netns::{Netns, VethPair},
     privileged,
@@ -222,23 +222,6 @@ fn sensor_config(
     path.display().to_string()
 }
 
-/// `count` UDP frames from `src`, evenly over `over`.
-fn frames_from(src: [u8; 4], count: u32, over: Duration) -> Vec<(Duration, Vec<u8>)> {
-    (0..count)
-        .map(|i| {
-            (
-                over * i / count,
-                FrameBuilder::ipv4(src)
-                    .to_ipv4([10, 0, 1, 1])
-                    .to_port(7_000)
-                    .payload(60)
-                    .build()
-                    .bytes,
-            )
-        })
-        .collect()
-}
-
 /// The JSON records a daemon wrote to stdout until it stopped.
 fn stop(mut daemon: Daemon) -> (Vec<Value>, Vec<String>) {
     let (status, stdout, stderr) = daemon.stop(libc::SIGTERM);
@@ -299,7 +282,7 @@ fn two_sensors_feed_one_broker_and_clickhouse_answers() {
         .collect();
     // Sensor 1: a flood from 10.9.0.2 (1,000 in 1 s) and an FTP login; sensor 2: 400 from
     // 10.9.0.2 and 300 from 10.8.0.5 over 1.5 s.
-    let mut first = frames_from([10, 9, 0, 2], 1_000, Duration::from_secs(1));
+    let mut first = udp_flood([10, 9, 0, 2], 1_000, Duration::from_secs(1));
     first.push((
         Duration::from_millis(500),
         FrameBuilder::ipv4([10, 5, 5, 1])
@@ -310,12 +293,8 @@ fn two_sensors_feed_one_broker_and_clickhouse_answers() {
             .bytes,
     ));
     first.sort_by_key(|(at, _)| *at);
-    let mut second = frames_from([10, 9, 0, 2], 400, Duration::from_millis(1_500));
-    second.extend(frames_from(
-        [10, 8, 0, 5],
-        300,
-        Duration::from_millis(1_500),
-    ));
+    let mut second = udp_flood([10, 9, 0, 2], 400, Duration::from_millis(1_500));
+    second.extend(udp_flood([10, 8, 0, 5], 300, Duration::from_millis(1_500)));
     second.sort_by_key(|(at, _)| *at);
     let sending = [first, second]
         .into_iter()
@@ -482,7 +461,7 @@ fn a_broker_away_for_30s_and_a_crash_lose_nothing() {
     let config = sensor_config(&dir, "sensor-1", broker.port, None);
     let (daemon, _) = Daemon::json_monitor(&pair, &["--config", &config]);
     // Traffic all along: 20 frames every 100 ms for 40 s.
-    let frames = frames_from([10, 7, 0, 1], 8_000, Duration::from_secs(40));
+    let frames = udp_flood([10, 7, 0, 1], 8_000, Duration::from_secs(40));
     let sending = thread::scope(|scope| {
         let pair = &pair;
         let sender = scope.spawn(move || pair.send_paced(frames));
